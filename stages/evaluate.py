@@ -1,0 +1,96 @@
+"""Stage `evaluate`: run a use case's evaluation flow over the run's outputs and the ground truth."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from stages.core import flow_engine
+from stages.core.io import read_jsonl, write_json, write_jsonl
+from stages.core.progress import Progress
+from stages.core.project import load_params, project_root, runtime_dir
+
+
+def map_inputs(mapping: dict[str, str], row: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
+    """Build the evaluation flow's inputs: `data.<column>` reads the prepared row, `outputs.<name>` the run."""
+    inputs = {}
+    for name, source in mapping.items():
+        scope, _, key = source.partition(".")
+        if scope not in ("data", "outputs") or not key:
+            raise ValueError(f"evaluate.mapping.{name}: expected 'data.<column>' or 'outputs.<name>', got {source!r}")
+        inputs[name] = (row if scope == "data" else outputs)[key]
+    return inputs
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """{'precision.App': 1} -> {'precision': {'App': 1}}, so `dvc metrics` groups per-class values."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return nested
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--use-case", required=True)
+    parser.add_argument("--rows", type=Path, required=True, help="prepared rows (ground truth)")
+    parser.add_argument("--run", type=Path, required=True, help="the run's per-row outputs")
+    parser.add_argument("--out", type=Path, required=True, help="per-row evaluation (JSON Lines)")
+    parser.add_argument("--metrics", type=Path, required=True, help="aggregated metrics (JSON)")
+    args = parser.parse_args(argv)
+
+    root = project_root()
+    use_case = load_params(root)["use_cases"][args.use_case]
+    flow_engine.configure(runtime_dir(root))
+    run_by_id = {row["row_id"]: row for row in read_jsonl(args.run)}
+    prepared = read_jsonl(args.rows)
+    evaluable = [row for row in prepared if run_by_id[row["row_id"]]["error"] is None]
+    eval_inputs = [
+        map_inputs(use_case["evaluate"]["mapping"], row, run_by_id[row["row_id"]]["outputs"]) for row in evaluable
+    ]
+
+    session = flow_engine.FlowSession(root / use_case["eval_flow"])
+    progress = Progress(f"evaluate {args.use_case}", len(evaluable))
+    results = []
+    for result in session.run_rows((row["row_id"], inputs) for row, inputs in zip(evaluable, eval_inputs, strict=True)):
+        results.append(result)
+        progress.advance(error=result.error is not None)
+    metrics = session.aggregate(results, eval_inputs) if evaluable else {}
+    failed = [r for r in results if r.error]
+    metrics.update(
+        {"rows": len(results) - len(failed), "run_errors": len(prepared) - len(evaluable), "eval_errors": len(failed)}
+    )
+
+    by_id = {r.row_id: r for r in results}
+    write_jsonl(
+        args.out,
+        (
+            {
+                "row_id": row["row_id"],
+                **{k: v for k, v in row.items() if k != "row_id"},
+                "outputs": run_by_id[row["row_id"]]["outputs"],
+                "run_error": run_by_id[row["row_id"]]["error"],
+                "latency_s": run_by_id[row["row_id"]]["latency_s"],
+                "eval": by_id[row["row_id"]].outputs if row["row_id"] in by_id else None,
+                "eval_error": by_id[row["row_id"]].error if row["row_id"] in by_id else None,
+            }
+            for row in prepared
+        ),
+    )
+    write_json(args.metrics, nest(metrics))
+    summary = ", ".join(f"{k}={v}" for k, v in metrics.items() if "." not in k)
+    print(f"evaluate {args.use_case}: {summary}")
+    if failed:
+        print(f"evaluate: {len(failed)} rows failed in the evaluation flow; first: {failed[0].error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

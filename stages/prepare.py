@@ -1,0 +1,38 @@
+"""Stage `prepare`: validate a use case's dataset, assign stable row ids, apply the env's subset."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from stages.core import datasets
+from stages.core.io import write_jsonl
+from stages.core.project import load_params, project_root
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--use-case", required=True)
+    parser.add_argument("--out", type=Path, required=True, help="prepared rows (JSON Lines)")
+    args = parser.parse_args(argv)
+
+    root = project_root()
+    params = load_params(root)
+    use_case = params["use_cases"][args.use_case]
+    schema = datasets.Schema(inputs=tuple(use_case["data"]["inputs"]), label=use_case["data"]["label"])
+    source = root / use_case["dataset"]
+    try:
+        rows = datasets.assign_ids(datasets.load(source, schema), schema, source)
+    except datasets.DatasetError as exc:
+        print(f"prepare: {exc}", file=sys.stderr)
+        return 1
+    subset = params["env"]["subset"]
+    chosen = datasets.subset(rows, subset["rows"], subset["seed"])
+    write_jsonl(args.out, chosen)
+    print(f"prepare {args.use_case}: {len(chosen)} of {len(rows)} rows ({params['env']['name']}) -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

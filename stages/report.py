@@ -1,0 +1,45 @@
+"""Stage `report`: a CSV of every row and an offline HTML page with charts for one use case."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from stages.core import reporting
+from stages.core.io import read_json, read_jsonl, write_text
+from stages.core.project import load_params, project_root
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--use-case", required=True)
+    parser.add_argument("--eval-rows", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--run-summary", type=Path, required=True)
+    parser.add_argument("--csv", type=Path, required=True)
+    parser.add_argument("--html", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    params = load_params(project_root())
+    use_case = params["use_cases"][args.use_case]
+    settings = params["report"]
+    records = reporting.flatten_rows(read_jsonl(args.eval_rows), use_case["data"]["inputs"], use_case["data"]["label"])
+    write_text(args.csv, reporting.to_csv(records))
+    context = {"variant": use_case["variant"], "llm": f"{params['llm']['name']} ({params['llm']['model']})"}
+    page = reporting.render_html(
+        title=f"{args.use_case}: evaluation report",
+        context=context,
+        metrics=read_json(args.metrics),
+        run=read_json(args.run_summary),
+        records=records,
+        dpi=settings["chart_dpi"],
+        max_rows=settings["max_rows_in_html"],
+    )
+    write_text(args.html, page)
+    print(f"report {args.use_case}: {args.html.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

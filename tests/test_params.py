@@ -1,0 +1,49 @@
+"""conf/ is the source of truth: params.yaml must be its composition, and every combination must compose."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+from stages.cli import compose_params
+
+GROUPS = {group: sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml")) for group in ("env", "llm", "variant")}
+
+
+def test_params_yaml_is_not_stale(tmp_path: Path) -> None:
+    composed = tmp_path / "params.yaml"
+    compose_params(REPO, [], composed)
+    assert composed.read_text() == (REPO / "params.yaml").read_text(), (
+        "params.yaml is stale against conf/: run `make params` (or `llmops params`) and commit it"
+    )
+
+
+@pytest.mark.parametrize("env,llm,variant", list(itertools.product(*GROUPS.values())))
+def test_every_combination_composes(tmp_path: Path, env: str, llm: str, variant: str) -> None:
+    composed = tmp_path / "params.yaml"
+    compose_params(REPO, [f"env={env}", f"llm={llm}", f"variant={variant}"], composed)
+    params = yaml.safe_load(composed.read_text())
+    assert params["env"]["name"] == env and params["llm"]["name"] == llm
+    for name, use_case in params["use_cases"].items():
+        assert use_case["variant"] == variant
+        assert use_case["run"] == use_case["variants"][variant], name
+        for key in ("dataset", "flow", "eval_flow"):
+            assert (REPO / use_case[key]).exists(), f"{name}.{key}: {use_case[key]} does not exist"
+
+
+def test_one_use_case_can_override_its_variant(tmp_path: Path) -> None:
+    composed = tmp_path / "params.yaml"
+    compose_params(REPO, ["use_cases.web_classification.variant=v2"], composed)
+    use_case = yaml.safe_load(composed.read_text())["use_cases"]["web_classification"]
+    assert use_case["run"]["prompt"]["completion"] == "classify_v2.jinja2"
+
+
+def test_no_secret_values_in_conf() -> None:
+    for path in (REPO / "conf").rglob("*.yaml"):
+        text = path.read_text()
+        for marker in ("sk-", "api_key:", "AccountKey=", "password"):
+            assert marker not in text, f"{path}: looks like a secret ({marker})"

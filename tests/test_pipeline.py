@@ -1,0 +1,91 @@
+"""The stage graph end to end on the stub LLM: outputs, incrementality, variants and experiments."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import Project, StubLLM
+
+UC = "web_classification"
+ALL_STAGES = [f"{stage}@{UC}" for stage in ("prepare", "run", "evaluate", "report")]
+
+
+def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: StubLLM) -> None:
+    assert project.repro() == ALL_STAGES
+    data = project.root / "data" / UC
+    rows = [json.loads(line) for line in (data / "run" / "outputs.jsonl").read_text().splitlines()]
+    prepared = (data / "prepared.jsonl").read_text().splitlines()
+    assert len(rows) == len(prepared) == 72
+    assert all(row["error"] is None and row["latency_s"] >= 0 for row in rows)
+    # The stub answers some prompts with a word that is not a label: kept raw, mapped to Other, never dropped.
+    others = [row for row in rows if row["outputs"]["category"] == "Other"]
+    assert others and all(row["outputs"]["raw"].strip() == "banana" and not row["outputs"]["valid"] for row in others)
+    assert len(stub_llm.requests()) == 72
+
+    metrics = json.loads((data / "eval" / "metrics.json").read_text())
+    labels = [json.loads(line)["category"] for line in prepared]
+    predictions = {row["row_id"]: row["outputs"]["category"] for row in rows}
+    expected = sum(json.loads(p)["category"] == predictions[json.loads(p)["row_id"]] for p in prepared) / 72
+    assert metrics["accuracy"] == round(expected, 4)
+    assert set(metrics["precision"]) == set(metrics["recall"]) == set(labels)
+
+    shown = json.loads(project.sh("dvc", "metrics", "show", "--json").stdout)
+    assert any("accuracy" in json.dumps(entry) for entry in shown.values())
+    html = (data / "report" / "report.html").read_text()
+    assert "<svg" in html and f"{metrics['accuracy']:.1%}" in html
+    assert (data / "report" / "report.csv").read_text().count("\n") == 73
+
+
+def test_only_what_changed_reruns(project: Project) -> None:
+    assert project.repro() == ALL_STAGES
+    assert project.repro() == []  # nothing changed
+
+    prompt = project.root / "use_cases" / UC / "flows" / "classify" / "classify_v1.jinja2"
+    prompt.write_text(prompt.read_text().replace("exactly one category", "one category"))
+    assert project.repro() == [f"run@{UC}", f"evaluate@{UC}", f"report@{UC}"]
+
+    # An evaluation-flow edit that changes the metrics reruns evaluate and report...
+    aggregate = project.root / "use_cases" / UC / "flows" / "evaluate" / "aggregate.py"
+    aggregate.write_text(aggregate.read_text().replace("round(value, 4)", "round(value, 2)"))
+    assert project.repro() == [f"evaluate@{UC}", f"report@{UC}"]
+    # ...one that changes no output reruns evaluate only: DVC stops the cascade at unchanged outputs.
+    grade = project.root / "use_cases" / UC / "flows" / "evaluate" / "grade.py"
+    grade.write_text(grade.read_text() + "\n# a comment\n")
+    assert project.repro() == [f"evaluate@{UC}"]
+
+    config = project.root / "conf" / "config.yaml"
+    config.write_text(config.read_text().replace("chart_dpi: 110", "chart_dpi: 90"))
+    project.params()
+    assert project.repro() == [f"report@{UC}"]
+
+
+def test_env_pr_runs_a_small_deterministic_subset(project: Project) -> None:
+    project.params("env=pr")
+    project.repro()
+    first = (project.root / "data" / UC / "prepared.jsonl").read_text()
+    assert len(first.splitlines()) == 12
+    (project.root / "data" / UC / "prepared.jsonl").unlink()
+    project.sh("dvc", "repro", "--force", f"prepare@{UC}")
+    assert (project.root / "data" / UC / "prepared.jsonl").read_text() == first
+
+
+def test_exp_run_variant_v2_and_exp_show(project: Project, stub_llm: StubLLM) -> None:
+    project.repro()
+    project.commit("baseline v1")
+    before = len(stub_llm.requests())
+    result = project.sh("dvc", "exp", "run", "-S", "variant=v2")
+    assert "Running stage 'prepare" not in result.stdout  # only stages whose params changed
+    v2_prompts = [r["body"]["prompt"] for r in stub_llm.requests()[before:]]
+    assert len(v2_prompts) == 72 and all(p.startswith("Web page categories:") for p in v2_prompts)
+
+    shown = json.loads(project.sh("dvc", "exp", "show", "--json").stdout)
+    variants = {}
+    for commit in shown:
+        for rev in [commit, *[r for exp in commit.get("experiments") or [] for r in exp.get("revs", [])]]:
+            data = rev.get("data") or {}
+            params = data.get("params", {}).get("params.yaml", {}).get("data", {})
+            metrics = data.get("metrics", {}).get(f"data/{UC}/eval/metrics.json", {}).get("data", {})
+            if params and metrics:
+                variants[params["use_cases"][UC]["variant"]] = metrics["accuracy"]
+    assert set(variants) == {"v1", "v2"}
+    assert all(0 <= accuracy <= 1 for accuracy in variants.values())
