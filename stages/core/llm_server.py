@@ -134,9 +134,17 @@ def stop(runtime: Path) -> bool:
     if not state_file.is_file():
         return False
     pid = json.loads(state_file.read_text())["pid"]
-    running = _terminate(pid)
+    running = _is_our_server(pid) and _terminate(pid)
     state_file.unlink(missing_ok=True)
     return running
+
+
+def _is_our_server(pid: int) -> bool:
+    """Guard against a recycled pid: only a llama_cpp.server process is ours to stop."""
+    try:
+        return b"llama_cpp.server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _terminate(pid: int, grace_s: float = 10.0) -> bool:

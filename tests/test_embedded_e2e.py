@@ -1,0 +1,40 @@
+"""Slow tier: the whole pipeline on the embedded Gemma model (llama.cpp), over the `pr` subset."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+from browser import render
+from conftest import make_project
+
+UC = "web_classification"
+
+
+@pytest.mark.slow
+def test_pipeline_on_the_embedded_model(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "repo")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = project.root / "conf" / "config.yaml"
+    config.write_text(config.read_text().replace("port: 8765", f"port: {port}"))
+    project.params("env=pr")
+    try:
+        started = project.sh("llmops", "llm", "start")
+        assert f"started at http://127.0.0.1:{port}/v1" in started.stdout
+        assert project.repro() == [f"{stage}@{UC}" for stage in ("prepare", "run", "evaluate", "report")]
+        assert project.repro() == []
+    finally:
+        project.sh("llmops", "llm", "stop")
+
+    data = project.root / "data" / UC
+    run = [json.loads(line) for line in (data / "run" / "outputs.jsonl").read_text().splitlines()]
+    assert len(run) == 12 and all(row["error"] is None for row in run)
+    metrics = json.loads((data / "eval" / "metrics.json").read_text())
+    # Greedy decoding is deterministic; the few-shot prompt does far better than chance (1/9) on this model.
+    assert metrics["rows"] == 12 and metrics["accuracy"] >= 0.3
+    dom = render(data / "report" / "report.html", tmp_path / "profile")
+    assert dom.count("<svg") == 2 and f"{metrics['accuracy']:.1%}" in dom

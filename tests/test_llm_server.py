@@ -1,0 +1,76 @@
+"""The embedded LLM service: refuses a port held by another program; starts, reuses and stops llama.cpp."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import StubLLM
+
+from stages.core import llm_server
+
+
+def settings(port: int, alias: str = "gemma-3-270m") -> llm_server.ServerSettings:
+    return llm_server.ServerSettings(host="127.0.0.1", port=port, model_alias=alias, n_ctx=512, startup_timeout_s=60)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_probe_tells_free_ours_and_foreign(stub_llm: StubLLM) -> None:
+    assert llm_server.probe(settings(free_port())) is llm_server.PortState.FREE
+    assert llm_server.probe(settings(stub_llm.port)) is llm_server.PortState.OURS  # serves our alias
+    assert llm_server.probe(settings(stub_llm.port, alias="another-model")) is llm_server.PortState.FOREIGN
+
+
+def test_start_refuses_a_port_held_by_something_else(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a plain TCP listener that is not an LLM server at all
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(llm_server.ServerError, match=rf"port {port} .* not the embedded LLM"):
+            llm_server.start(settings(port), tmp_path)
+    assert not (tmp_path / "llm-server.json").exists()
+
+
+def test_stop_without_a_server_is_a_no_op(tmp_path: Path) -> None:
+    assert llm_server.stop(tmp_path) is False
+
+
+def test_stop_never_kills_a_process_that_is_not_our_server(tmp_path: Path) -> None:
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "llm-server.json").write_text(json.dumps({"pid": bystander.pid}))
+        assert llm_server.stop(tmp_path) is False
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+@pytest.mark.slow
+def test_start_reuse_complete_and_stop_the_embedded_model(tmp_path: Path) -> None:
+    config = settings(free_port())
+    try:
+        assert llm_server.start(config, tmp_path) == "started"
+        assert llm_server.start(config, tmp_path) == "reused"
+        prompt = "Q: What is the capital of France?\nA: Paris\n\nQ: What is the capital of Italy?\nA:"
+        body = json.dumps({"model": config.model_alias, "prompt": prompt, "max_tokens": 4, "temperature": 0,
+                           "stop": ["\n"]}).encode()  # fmt: skip
+        request = urllib.request.Request(f"{config.base_url}/completions", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())["choices"][0]["text"]
+        assert answer.strip() == "Rome"
+        assert "Uvicorn running" in llm_server.log_file(tmp_path).read_text()
+    finally:
+        stopped = llm_server.stop(tmp_path)
+    assert stopped is True
+    assert llm_server.probe(config) is llm_server.PortState.FREE

@@ -1,0 +1,60 @@
+"""Reports: CSV of every row, and an HTML page that renders offline in a real browser."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+
+from browser import render
+
+from stages.core import reporting
+
+ROWS = [
+    {"row_id": f"r{i}", "url": f"https://e.com/{i}", "category": label,
+     "outputs": {"category": guess, "raw": f" {guess}", "valid": guess != "Other"},
+     "eval": {"correct": label == guess}, "latency_s": 0.1 * i, "run_error": None, "eval_error": None}
+    for i, (label, guess) in enumerate([("News", "News"), ("News", "Movie"), ("Movie", "Movie"), ("App", "Other")])
+]  # fmt: skip
+METRICS = {
+    "accuracy": 0.5,
+    "macro_precision": 0.5,
+    "macro_recall": 0.5,
+    "rows": 4,
+    "eval_errors": 0,
+    "precision": {"App": 0.0, "Movie": 0.5, "News": 1.0},
+    "recall": {"App": 0.0, "Movie": 1.0, "News": 0.5},
+}
+RUN = {"errors": 0, "invalid_answers": 1, "latency_s": {"p50": 0.2, "p95": 0.3}}
+
+
+def test_csv_has_every_row_with_inputs_and_results() -> None:
+    records = reporting.flatten_rows(ROWS, ["url"], "category")
+    table = list(csv.DictReader(io.StringIO(reporting.to_csv(records))))
+    assert [r["row_id"] for r in table] == ["r0", "r1", "r2", "r3"]
+    assert table[3] == {"row_id": "r3", "url": "https://e.com/3", "label": "App", "prediction": "Other",
+                        "correct": "False", "raw_answer": " Other", "latency_s": "0.30000000000000004", "error": ""}  # fmt: skip
+
+
+def test_confusion_counts_unknown_predictions_as_their_own_column() -> None:
+    labels, predicted, counts = reporting.confusion(reporting.flatten_rows(ROWS, ["url"], "category"))
+    assert labels == ["App", "Movie", "News"] and predicted == ["App", "Movie", "News", "Other"]
+    assert counts[("News", "Movie")] == 1 and counts[("App", "Other")] == 1
+
+
+def test_html_report_renders_offline_in_chromium(tmp_path: Path) -> None:
+    records = reporting.flatten_rows(ROWS, ["url"], "category")
+    page = tmp_path / "report.html"
+    page.write_text(reporting.render_html("uc: evaluation report", {"variant": "v1"}, METRICS, RUN, records, 80, 50))
+    html = page.read_text()
+    external = re.findall(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//|url\(\s*["']?(?:https?:)?//|@import""", html)
+    assert external == [], "the report must not load anything from the network"
+
+    screenshot = tmp_path / "report.png"
+    dom = render(page, tmp_path / "profile", screenshot)
+    assert "uc: evaluation report" in dom
+    assert dom.count("<svg") == 2  # the per-class chart and the confusion matrix
+    assert re.search(r'<div class="v">50\.0%</div>', dom)
+    assert dom.count('<tr class="bad">') == 2 and dom.count('<tr class="ok">') == 2
+    assert screenshot.stat().st_size > 20_000  # a page with charts, not a blank one
