@@ -61,8 +61,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
         run = json.loads(run_file.read_text()) if run_file.is_file() else {}
         headline = "  ".join(f"{key} {metrics[key]:.1%}" for key in ("accuracy", "macro_precision", "macro_recall")
                              if key in metrics)  # fmt: skip
-        print(f"{use_case_dir.name}: {headline}  rows {metrics.get('rows', '?')}  "
-              f"errors {run.get('errors', 0) + metrics.get('eval_errors', 0)}  invalid {run.get('invalid_answers', 0)}")  # fmt: skip
+        errors = run.get("errors", 0) + metrics.get("eval_errors", 0)
+        counts = f"rows {metrics.get('rows', '?')}  errors {errors}  invalid {run.get('invalid_answers', 0)}"
+        print(f"{use_case_dir.name}: {headline}  {counts}")
         print(f"  report:  {use_case_dir / 'report' / 'report.html'}")
         print(f"  metrics: {metrics_file.relative_to(root)}, {run_file.relative_to(root)}")
         found = True

@@ -111,7 +111,9 @@ def make_project(destination: Path, extra_env: dict[str, str] | None = None) -> 
         for key, value in os.environ.items()
         if not key.startswith(("LLMOPS_", "OPENAI_", "AZURE_OPENAI_", "LOCAL_LLM_", "PF_"))
     }
-    env.update({"PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
+    home = destination.parent / "home"  # an empty HOME: shows what the pipeline writes outside the project
+    home.mkdir(exist_ok=True)
+    env.update({"PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", "DVC_NO_ANALYTICS": "1", "HOME": str(home),
                 "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
                 "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"})  # fmt: skip
     env.update(extra_env or {})

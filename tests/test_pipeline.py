@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
+from pathlib import Path
 
+import yaml
 from conftest import Project, StubLLM
 
 UC = "web_classification"
@@ -34,6 +37,21 @@ def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: S
     html = (data / "report" / "report.html").read_text()
     assert "<svg" in html and f"{metrics['accuracy']:.1%}" in html
     assert (data / "report" / "report.csv").read_text().count("\n") == 73
+
+
+def test_prompt_flow_stays_offline_and_quiet_under_the_project(project: Project) -> None:
+    project.repro()
+    home = Path(project.env["HOME"])
+    assert not (home / ".promptflow").exists(), "prompt flow must not write to ~/.promptflow"
+    pf_home = project.root / ".llmops" / "pf"
+    pf_config = yaml.safe_load((pf_home / "pf.yaml").read_text())
+    assert pf_config["telemetry"] == {"enabled": False} and pf_config["trace"] == {"destination": "none"}
+    version_check = json.loads((pf_home / "pf_version_check.json").read_text())
+    assert version_check["last_check_time"].startswith("2999")  # prompt flow never asks PyPI
+    with socket.socket() as sock:  # no detached trace service left behind
+        assert sock.connect_ex(("127.0.0.1", 23333)) != 0
+    flows = project.root / "use_cases" / UC / "flows"
+    assert not list(flows.rglob(".promptflow")), "running flows must not litter the flow folders"
 
 
 def test_only_what_changed_reruns(project: Project) -> None:

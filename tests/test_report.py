@@ -33,8 +33,16 @@ def test_csv_has_every_row_with_inputs_and_results() -> None:
     records = reporting.flatten_rows(ROWS, ["url"], "category")
     table = list(csv.DictReader(io.StringIO(reporting.to_csv(records))))
     assert [r["row_id"] for r in table] == ["r0", "r1", "r2", "r3"]
-    assert table[3] == {"row_id": "r3", "url": "https://e.com/3", "label": "App", "prediction": "Other",
-                        "correct": "False", "raw_answer": " Other", "latency_s": "0.30000000000000004", "error": ""}  # fmt: skip
+    assert table[3] == {
+        "row_id": "r3",
+        "url": "https://e.com/3",
+        "label": "App",
+        "prediction": "Other",
+        "correct": "False",
+        "raw_answer": " Other",
+        "latency_s": "0.30000000000000004",
+        "error": "",
+    }
 
 
 def test_confusion_counts_unknown_predictions_as_their_own_column() -> None:
