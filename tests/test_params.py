@@ -31,8 +31,10 @@ def test_every_combination_composes(tmp_path: Path, env: str, llm: str, variant:
     for name, use_case in params["use_cases"].items():
         assert use_case["variant"] == variant
         assert use_case["run"] == use_case["variants"][variant], name
-        for key in ("dataset", "flow", "eval_flow"):
-            assert (REPO / use_case[key]).exists(), f"{name}.{key}: {use_case[key]} does not exist"
+        for key in ("flow", "eval_flow"):
+            assert (REPO / use_case[key]).is_dir(), f"{name}.{key}: {use_case[key]} does not exist"
+        dataset_pointer = REPO / f"{use_case['dataset']}.dvc"
+        assert dataset_pointer.is_file(), f"{name}.dataset: {use_case['dataset']} is not DVC-tracked"
 
 
 def test_one_use_case_can_override_its_variant(tmp_path: Path) -> None:
