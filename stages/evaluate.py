@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,23 @@ def map_inputs(mapping: dict[str, str], row: dict[str, Any], outputs: dict[str, 
             raise ValueError(f"evaluate.mapping.{name}: expected 'data.<column>' or 'outputs.<name>', got {source!r}")
         inputs[name] = (row if scope == "data" else outputs)[key]
     return inputs
+
+
+def joined_rows(
+    prepared: list[dict[str, Any]], run_by_id: dict[str, dict[str, Any]], eval_by_id: dict[str, flow_engine.RowResult]
+) -> Iterator[dict[str, Any]]:
+    """Every prepared row with its run outputs and its evaluation (None where the row never got that far)."""
+    for row in prepared:
+        run = run_by_id[row["row_id"]]
+        evaluation = eval_by_id.get(row["row_id"])
+        yield {
+            **row,
+            "outputs": run["outputs"],
+            "run_error": run["error"],
+            "latency_s": run["latency_s"],
+            "eval": evaluation.outputs if evaluation else None,
+            "eval_error": evaluation.error if evaluation else None,
+        }
 
 
 def nest(flat: dict[str, Any]) -> dict[str, Any]:
@@ -67,22 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         {"rows": len(results) - len(failed), "run_errors": len(prepared) - len(evaluable), "eval_errors": len(failed)}
     )
 
-    by_id = {r.row_id: r for r in results}
-    write_jsonl(
-        args.out,
-        (
-            {
-                "row_id": row["row_id"],
-                **{k: v for k, v in row.items() if k != "row_id"},
-                "outputs": run_by_id[row["row_id"]]["outputs"],
-                "run_error": run_by_id[row["row_id"]]["error"],
-                "latency_s": run_by_id[row["row_id"]]["latency_s"],
-                "eval": by_id[row["row_id"]].outputs if row["row_id"] in by_id else None,
-                "eval_error": by_id[row["row_id"]].error if row["row_id"] in by_id else None,
-            }
-            for row in prepared
-        ),
-    )
+    write_jsonl(args.out, joined_rows(prepared, run_by_id, {r.row_id: r for r in results}))
     write_json(args.metrics, nest(metrics))
     summary = ", ".join(f"{k}={v}" for k, v in metrics.items() if "." not in k)
     print(f"evaluate {args.use_case}: {summary}")

@@ -17,6 +17,9 @@ ROWS = [
      "eval": {"correct": label == guess}, "latency_s": 0.1 * i, "run_error": None, "eval_error": None}
     for i, (label, guess) in enumerate([("News", "News"), ("News", "Movie"), ("Movie", "Movie"), ("App", "Other")])
 ]  # fmt: skip
+COLUMNS = reporting.Columns(
+    inputs=("url",), label="category", prediction="category", raw_answer="raw", correct="correct"
+)
 METRICS = {
     "accuracy": 0.5,
     "macro_precision": 0.5,
@@ -30,7 +33,7 @@ RUN = {"errors": 0, "invalid_answers": 1, "latency_s": {"p50": 0.2, "p95": 0.3}}
 
 
 def test_csv_has_every_row_with_inputs_and_results() -> None:
-    records = reporting.flatten_rows(ROWS, ["url"], "category")
+    records = reporting.flatten_rows(ROWS, COLUMNS)
     table = list(csv.DictReader(io.StringIO(reporting.to_csv(records))))
     assert [r["row_id"] for r in table] == ["r0", "r1", "r2", "r3"]
     assert table[3] == {
@@ -46,13 +49,13 @@ def test_csv_has_every_row_with_inputs_and_results() -> None:
 
 
 def test_confusion_counts_unknown_predictions_as_their_own_column() -> None:
-    labels, predicted, counts = reporting.confusion(reporting.flatten_rows(ROWS, ["url"], "category"))
+    labels, predicted, counts = reporting.confusion(reporting.flatten_rows(ROWS, COLUMNS))
     assert labels == ["App", "Movie", "News"] and predicted == ["App", "Movie", "News", "Other"]
     assert counts[("News", "Movie")] == 1 and counts[("App", "Other")] == 1
 
 
 def test_html_report_renders_offline_in_chromium(tmp_path: Path) -> None:
-    records = reporting.flatten_rows(ROWS, ["url"], "category")
+    records = reporting.flatten_rows(ROWS, COLUMNS)
     page = tmp_path / "report.html"
     page.write_text(reporting.render_html("uc: evaluation report", {"variant": "v1"}, METRICS, RUN, records, 80, 50))
     html = page.read_text()

@@ -116,15 +116,18 @@ def start(settings: ServerSettings, runtime: Path) -> str:
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
-    write_json(_state_file(runtime), {"pid": process.pid, "host": settings.host, "port": settings.port})
+    state_file = _state_file(runtime)
+    write_json(state_file, {"pid": process.pid, "host": settings.host, "port": settings.port})
     deadline = time.monotonic() + settings.startup_timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            state_file.unlink(missing_ok=True)
             raise ServerError(f"the embedded LLM exited with code {process.returncode} at start; see {log}")
         if probe(settings) is PortState.OURS:
             return "started"
         time.sleep(0.25)
     _terminate(process.pid)
+    state_file.unlink(missing_ok=True)
     raise ServerError(f"the embedded LLM did not answer within {settings.startup_timeout_s:.0f} s; see {log}")
 
 

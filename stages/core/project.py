@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,6 @@ RUNTIME_DIR_NAME = ".llmops"  # gitignored: prompt flow home, the assembled mode
 
 def project_root(start: Path | None = None) -> Path:
     """The nearest folder at or above `start` (default: cwd) holding .dvc/ and conf/config.yaml."""
-    if env_root := os.environ.get("LLMOPS_ROOT"):
-        return Path(env_root).resolve()
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         if (folder / ".dvc").is_dir() and (folder / "conf" / "config.yaml").is_file():

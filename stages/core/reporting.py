@@ -9,6 +9,7 @@ import csv
 import html
 import io
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib
@@ -20,7 +21,18 @@ PALETTE = {"precision": "#4C72B0", "recall": "#DD8452", "ok": "#55A868", "bad": 
 RESULT_COLUMNS = ("label", "prediction", "correct", "raw_answer", "latency_s", "error")
 
 
-def flatten_rows(rows: list[dict[str, Any]], input_fields: list[str], label_field: str) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Columns:
+    """Where a use case's rows keep what the report shows."""
+
+    inputs: tuple[str, ...]  # dataset columns the flow reads
+    label: str  # dataset column with the ground truth
+    prediction: str  # run output compared with the label
+    raw_answer: str  # run output with the model's raw text
+    correct: str  # evaluation output: per-row correctness
+
+
+def flatten_rows(rows: list[dict[str, Any]], columns: Columns) -> list[dict[str, Any]]:
     """One record per row with the columns of the CSV report: id, the flow's inputs, then the results."""
     records = []
     for row in rows:
@@ -29,11 +41,11 @@ def flatten_rows(rows: list[dict[str, Any]], input_fields: list[str], label_fiel
         records.append(
             {
                 "row_id": row["row_id"],
-                **{field: row[field] for field in input_fields},
-                "label": row[label_field],
-                "prediction": outputs.get("category", ""),
-                "correct": evaluation.get("correct"),
-                "raw_answer": outputs.get("raw", ""),
+                **{field: row[field] for field in columns.inputs},
+                "label": row[columns.label],
+                "prediction": outputs.get(columns.prediction, ""),
+                "correct": evaluation.get(columns.correct),
+                "raw_answer": outputs.get(columns.raw_answer, ""),
                 "latency_s": row.get("latency_s"),
                 "error": row.get("run_error") or row.get("eval_error") or "",
             }
