@@ -24,7 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(project_root())
     use_case = params["use_cases"][args.use_case]
     settings = params["report"]
-    records = reporting.flatten_rows(read_jsonl(args.eval_rows), use_case["data"]["inputs"], use_case["data"]["label"])
+    columns = reporting.Columns(
+        inputs=tuple(use_case["data"]["inputs"]), label=use_case["data"]["label"], **use_case["report"]
+    )
+    records = reporting.flatten_rows(read_jsonl(args.eval_rows), columns)
     write_text(args.csv, reporting.to_csv(records))
     context = {"variant": use_case["variant"], "llm": f"{params['llm']['name']} ({params['llm']['model']})"}
     page = reporting.render_html(
