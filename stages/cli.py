@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from stages.core import llm_server
+from stages.core import llm_server, reporting
 from stages.core.project import load_params, project_root, runtime_dir
 
 
@@ -59,8 +59,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         metrics = json.loads(metrics_file.read_text())
         run_file = use_case_dir / "run" / "summary.json"
         run = json.loads(run_file.read_text()) if run_file.is_file() else {}
-        headline = "  ".join(f"{key} {metrics[key]:.1%}" for key in ("accuracy", "macro_precision", "macro_recall")
-                             if key in metrics)  # fmt: skip
+        headline = "  ".join(f"{key} {value:.1%}" for key, value in reporting.rates(metrics).items())
         errors = run.get("errors", 0) + metrics.get("eval_errors", 0)
         counts = f"rows {metrics.get('rows', '?')}  errors {errors}  invalid {run.get('invalid_answers', 0)}"
         print(f"{use_case_dir.name}: {headline}  {counts}")

@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         records=records,
         dpi=settings["chart_dpi"],
         max_rows=settings["max_rows_in_html"],
+        confusion=columns.confusion,
     )
     write_text(args.html, page)
     print(f"report {args.use_case}: {args.html.resolve()}")

@@ -70,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     binding = flow_engine.LLMBinding(
-        node=variant["llm_node"], connection=connection, prompt=prompt, params=variant.get("params", {})
+        connection=connection, node=variant.get("llm_node"), prompt=prompt, params=variant.get("params", {})
     )
-    session = flow_engine.FlowSession(root / use_case["flow"], [binding])
+    session = flow_engine.FlowSession(root / use_case["flow"], binding)
     print(
         f"run {args.use_case}: {len(rows)} rows, variant {use_case['variant']}, "
         f"llm {connection.name} ({connection.model})",

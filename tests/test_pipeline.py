@@ -10,11 +10,18 @@ import yaml
 from conftest import Project, StubLLM
 
 UC = "web_classification"
-ALL_STAGES = [f"{stage}@{UC}" for stage in ("prepare", "run", "evaluate", "report")]
+QA = "general_qa"
+
+
+def stages(*use_cases: str, only: tuple[str, ...] = ("prepare", "run", "evaluate", "report")) -> set[str]:
+    return {f"{stage}@{use_case}" for use_case in use_cases for stage in only}
+
+
+ALL_STAGES = stages(UC, QA)
 
 
 def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: StubLLM) -> None:
-    assert project.repro() == ALL_STAGES
+    assert set(project.repro()) == ALL_STAGES
     data = project.root / "data" / UC
     rows = [json.loads(line) for line in (data / "run" / "outputs.jsonl").read_text().splitlines()]
     prepared = (data / "prepared.jsonl").read_text().splitlines()
@@ -23,7 +30,7 @@ def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: S
     # The stub answers some prompts with a word that is not a label: kept raw, mapped to Other, never dropped.
     others = [row for row in rows if row["outputs"]["category"] == "Other"]
     assert others and all(row["outputs"]["raw"].strip() == "banana" and not row["outputs"]["valid"] for row in others)
-    assert len(stub_llm.requests()) == 72
+    assert len(stub_llm.requests()) == 72 + 48
 
     metrics = json.loads((data / "eval" / "metrics.json").read_text())
     labels = [json.loads(line)["category"] for line in prepared]
@@ -37,6 +44,12 @@ def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: S
     html = (data / "report" / "report.html").read_text()
     assert "<svg" in html and f"{metrics['accuracy']:.1%}" in html
     assert (data / "report" / "report.csv").read_text().count("\n") == 73
+
+    qa = project.root / "data" / QA
+    answers = [json.loads(line) for line in (qa / "run" / "outputs.jsonl").read_text().splitlines()]
+    assert len(answers) == 48 and all(isinstance(row["outputs"]["output"], str) for row in answers)
+    qa_metrics = json.loads((qa / "eval" / "metrics.json").read_text())
+    assert qa_metrics["rows"] == 48 and 0 <= qa_metrics["exact_match"] <= qa_metrics["contains_match"] <= 1
 
 
 def test_prompt_flow_stays_offline_and_quiet_under_the_project(project: Project) -> None:
@@ -55,12 +68,16 @@ def test_prompt_flow_stays_offline_and_quiet_under_the_project(project: Project)
 
 
 def test_only_what_changed_reruns(project: Project) -> None:
-    assert project.repro() == ALL_STAGES
+    assert set(project.repro()) == ALL_STAGES
     assert project.repro() == []  # nothing changed
 
+    # A prompt edit reruns that use case's run/evaluate/report, and nothing of any other use case.
     prompt = project.root / "use_cases" / UC / "flows" / "classify" / "classify_v1.jinja2"
     prompt.write_text(prompt.read_text().replace("exactly one category", "one category"))
-    assert project.repro() == [f"run@{UC}", f"evaluate@{UC}", f"report@{UC}"]
+    assert set(project.repro()) == stages(UC, only=("run", "evaluate", "report"))
+    prompty = project.root / "use_cases" / QA / "flows" / "answer" / "answer.prompty"
+    prompty.write_text(prompty.read_text().replace("in a few words", "in as few words as possible"))
+    assert set(project.repro()) == stages(QA, only=("run", "evaluate", "report"))
 
     # An evaluation-flow edit that changes the metrics reruns evaluate and report...
     aggregate = project.root / "use_cases" / UC / "flows" / "evaluate" / "aggregate.py"
@@ -74,7 +91,7 @@ def test_only_what_changed_reruns(project: Project) -> None:
     config = project.root / "conf" / "config.yaml"
     config.write_text(config.read_text().replace("chart_dpi: 110", "chart_dpi: 90"))
     project.params()
-    assert project.repro() == [f"report@{UC}"]
+    assert set(project.repro()) == stages(UC, QA, only=("report",))
 
 
 def test_env_pr_runs_a_small_deterministic_subset(project: Project) -> None:
@@ -82,6 +99,7 @@ def test_env_pr_runs_a_small_deterministic_subset(project: Project) -> None:
     project.repro()
     first = (project.root / "data" / UC / "prepared.jsonl").read_text()
     assert len(first.splitlines()) == 12
+    assert len((project.root / "data" / QA / "prepared.jsonl").read_text().splitlines()) == 12
     (project.root / "data" / UC / "prepared.jsonl").unlink()
     project.sh("dvc", "repro", "--force", f"prepare@{UC}")
     assert (project.root / "data" / UC / "prepared.jsonl").read_text() == first
@@ -94,7 +112,9 @@ def test_exp_run_variant_v2_and_exp_show(project: Project, stub_llm: StubLLM) ->
     result = project.sh("dvc", "exp", "run", "-S", "variant=v2")
     assert "Running stage 'prepare" not in result.stdout  # only stages whose params changed
     v2_prompts = [r["body"]["prompt"] for r in stub_llm.requests()[before:]]
-    assert len(v2_prompts) == 72 and all(p.startswith("Web page categories:") for p in v2_prompts)
+    assert len(v2_prompts) == 72 + 48
+    assert sum(p.startswith("Web page categories:") for p in v2_prompts) == 72
+    assert sum(p.startswith("Question:") for p in v2_prompts) == 48
 
     shown = json.loads(project.sh("dvc", "exp", "show", "--json").stdout)
     variants = {}

@@ -57,7 +57,9 @@ def test_confusion_counts_unknown_predictions_as_their_own_column() -> None:
 def test_html_report_renders_offline_in_chromium(tmp_path: Path) -> None:
     records = reporting.flatten_rows(ROWS, COLUMNS)
     page = tmp_path / "report.html"
-    page.write_text(reporting.render_html("uc: evaluation report", {"variant": "v1"}, METRICS, RUN, records, 80, 50))
+    page.write_text(
+        reporting.render_html("uc: evaluation report", {"variant": "v1"}, METRICS, RUN, records, 80, 50, confusion=True)
+    )
     html = page.read_text()
     external = re.findall(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//|url\(\s*["']?(?:https?:)?//|@import""", html)
     assert external == [], "the report must not load anything from the network"
@@ -65,7 +67,11 @@ def test_html_report_renders_offline_in_chromium(tmp_path: Path) -> None:
     screenshot = tmp_path / "report.png"
     dom = render(page, tmp_path / "profile", screenshot)
     assert "uc: evaluation report" in dom
-    assert dom.count("<svg") == 2  # the per-class chart and the confusion matrix
-    assert re.search(r'<div class="v">50\.0%</div>', dom)
+    assert dom.count("<svg") == 3  # headline metrics, per-class precision/recall, confusion matrix
+    assert re.search(r'<div class="k">accuracy</div><div class="v">50\.0%</div>', dom)
     assert dom.count('<tr class="bad">') == 2 and dom.count('<tr class="ok">') == 2
     assert screenshot.stat().st_size > 20_000  # a page with charts, not a blank one
+
+
+def test_headline_rates_leave_out_counts() -> None:
+    assert reporting.rates(METRICS) == {"accuracy": 0.5, "macro_precision": 0.5, "macro_recall": 0.5}

@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +54,46 @@ def configure(runtime: Path) -> Path:
     return home
 
 
+class FlowError(ValueError):
+    """A flow folder that cannot be run (unknown layout, missing prompt file); names the path."""
+
+
+class FlowKind(Enum):
+    DAG = "dag"  # flow.dag.yaml
+    PROMPTY = "prompty"  # a single .prompty file
+
+
+def detect(flow: Path, prompt: str | None = None) -> tuple[FlowKind, Path]:
+    """The kind of a flow folder (or .prompty file) and the file that defines it.
+
+    A folder holding several .prompty files (one per variant) is a prompty flow when `prompt` names one.
+    """
+    if flow.is_file() and flow.suffix == ".prompty":
+        return FlowKind.PROMPTY, flow
+    if (flow / "flow.dag.yaml").is_file():
+        return FlowKind.DAG, flow / "flow.dag.yaml"
+    if prompt and prompt.endswith(".prompty"):
+        if not (flow / prompt).is_file():
+            raise FlowError(f"{flow / prompt}: prompt file not found")
+        return FlowKind.PROMPTY, flow / prompt
+    prompties = sorted(flow.glob("*.prompty"))
+    if len(prompties) == 1:
+        return FlowKind.PROMPTY, prompties[0]
+    found = ", ".join(p.name for p in prompties) or "nothing"
+    raise FlowError(f"{flow}: not a flow (expected flow.dag.yaml or exactly one .prompty file, found {found})")
+
+
 @dataclass(frozen=True)
 class LLMBinding:
-    """How one LLM node of a flow is wired for a run: connection, prompt file and sampling params."""
+    """How a flow's LLM is wired for a run: connection, prompt file and sampling params.
 
-    node: str
+    For a DAG flow, `node` names the LLM node and `prompt` replaces its template; for a prompty flow,
+    `prompt` picks the .prompty file in the folder and `params` override its model parameters.
+    """
+
     connection: Connection
-    prompt: str | None = None  # a prompt file relative to the flow folder, replacing the node's own
+    node: str | None = None
+    prompt: str | None = None  # relative to the flow folder
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -87,12 +121,27 @@ def _pf_connection(connection: Connection) -> Any:
     return OpenAIConnection(name=connection.name, api_key=connection.api_key, base_url=connection.base_url)
 
 
+def _model_configuration(connection: Connection) -> dict[str, Any]:
+    """A prompty `model.configuration` for the connection (secrets in memory only)."""
+    if connection.type == "azure_openai":
+        return {
+            "type": "azure_openai",
+            "azure_deployment": connection.model,
+            "azure_endpoint": connection.base_url,
+            "api_key": connection.api_key,
+            "api_version": connection.api_version,
+        }
+    return {"type": "openai", "model": connection.model, "base_url": connection.base_url, "api_key": connection.api_key}
+
+
 def _context(bindings: Iterable[LLMBinding]) -> Any:
     from promptflow.entities import FlowContext
 
     connections: dict[str, dict[str, Any]] = {}
     overrides: dict[str, Any] = {}
     for binding in bindings:
+        if binding.node is None:
+            raise FlowError("a DAG flow's LLM binding needs the LLM node's name (llm_node in the variant)")
         model_field = "deployment_name" if binding.connection.type == "azure_openai" else "model"
         connections[binding.node] = {"connection": _pf_connection(binding.connection)}
         overrides[f"nodes.{binding.node}.api"] = binding.connection.api
@@ -104,36 +153,82 @@ def _context(bindings: Iterable[LLMBinding]) -> Any:
     return FlowContext(connections=connections, overrides=overrides)
 
 
-class FlowSession:
-    """A flow loaded once and executed row by row in this process."""
+class _RowFailed(Exception):
+    """A row that the flow engine reports as failed (not raised by prompt flow itself)."""
 
-    def __init__(self, flow_dir: Path, bindings: Iterable[LLMBinding] = ()) -> None:
+
+class _DagFlow:
+    """A DAG flow through prompt flow's executor, which also runs aggregation nodes."""
+
+    def __init__(self, flow_dir: Path, binding: LLMBinding | None) -> None:
         from promptflow._sdk.entities._flows._flow_context_resolver import FlowContextResolver
         from promptflow.client import load_flow
 
-        self.flow_dir = flow_dir
-        self._bindings = tuple(bindings)
-        self._secrets = tuple(secret for binding in self._bindings for secret in binding.connection.secrets)
         flow = load_flow(str(flow_dir))
-        flow.context = _context(self._bindings)
+        flow.context = _context([binding] if binding else [])
         # The invoker applies the context (connections, prompt and param overrides) and owns an executor
         # that can also run aggregation nodes, which the flow-as-a-function call does not.
         self._executor = FlowContextResolver.resolve(flow=flow).executor
-        self._timeout_s = max((b.connection.request_timeout_s for b in self._bindings), default=60.0) * 3
+        # A line may call the LLM more than once (and prompt flow retries), so allow a few request timeouts.
+        self._line_timeout_s = int((binding.connection.request_timeout_s if binding else 60.0) * 3)
+
+    def line(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        result = self._executor.exec_line(dict(inputs), line_timeout_sec=self._line_timeout_s)
+        run_info = result.run_info
+        if getattr(run_info.status, "value", str(run_info.status)) != "Completed":
+            raise _RowFailed((run_info.error or {}).get("message") or f"flow ended with status {run_info.status}")
+        return dict(result.output), dict(result.aggregation_inputs or {})
+
+    def aggregate(self, columns: dict[str, list[Any]], aggregation_inputs: dict[str, list[Any]]) -> dict[str, Any]:
+        aggregated = self._executor.exec_aggregation(columns, aggregation_inputs)
+        failed = [info for info in aggregated.node_run_infos.values() if info.error]
+        if failed:
+            raise _RowFailed(f"aggregation node failed: {failed[0].error}")
+        return dict(aggregated.metrics)
+
+
+class _PromptyFlow:
+    """A single .prompty file; its text output becomes the row output `output`."""
+
+    def __init__(self, file: Path, binding: LLMBinding | None) -> None:
+        from promptflow.core import Prompty
+
+        model: dict[str, Any] = {}
+        if binding:  # the binding's prompt already chose `file` (see detect)
+            model = {
+                "api": binding.connection.api,
+                "configuration": _model_configuration(binding.connection),
+                "parameters": dict(binding.params),
+            }
+        self._prompty = Prompty.load(source=file, model=model)
+
+    def line(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        output = self._prompty(**inputs)
+        return (output if isinstance(output, dict) else {"output": output}), {}
+
+    def aggregate(self, columns: dict[str, list[Any]], aggregation_inputs: dict[str, list[Any]]) -> dict[str, Any]:
+        return {}
+
+
+class FlowSession:
+    """A flow (DAG folder or prompty) loaded once and executed row by row in this process."""
+
+    def __init__(self, flow: Path, binding: LLMBinding | None = None) -> None:
+        self.kind, flow_file = detect(flow, binding.prompt if binding else None)
+        self._secrets = binding.connection.secrets if binding else ()
+        self._flow = (
+            _DagFlow(flow_file.parent, binding) if self.kind is FlowKind.DAG else _PromptyFlow(flow_file, binding)
+        )
 
     def run(self, row_id: str, inputs: Mapping[str, Any]) -> RowResult:
         """Execute one row; a failure is returned as the row's error (secrets redacted), never raised."""
         started = time.perf_counter()
         try:
-            result = self._executor.exec_line(dict(inputs), line_timeout_sec=int(self._timeout_s))
+            outputs, aggregation_inputs = self._flow.line(inputs)
         except Exception as exc:  # a flow error belongs to the row, the run goes on
-            return RowResult(row_id, None, self._describe(exc), time.perf_counter() - started)
-        latency = time.perf_counter() - started
-        run_info = result.run_info
-        if getattr(run_info.status, "value", str(run_info.status)) != "Completed":
-            message = (run_info.error or {}).get("message") or f"flow ended with status {run_info.status}"
-            return RowResult(row_id, None, redact(str(message), self._secrets), latency)
-        return RowResult(row_id, _jsonable(result.output), None, latency, dict(result.aggregation_inputs or {}))
+            message = str(exc) if isinstance(exc, _RowFailed) else f"{type(exc).__name__}: {exc}"
+            return RowResult(row_id, None, redact(message, self._secrets), time.perf_counter() - started)
+        return RowResult(row_id, _jsonable(outputs), None, time.perf_counter() - started, aggregation_inputs)
 
     def run_rows(self, rows: Iterable[tuple[str, Mapping[str, Any]]]) -> Iterator[RowResult]:
         for row_id, inputs in rows:
@@ -147,14 +242,10 @@ class FlowSession:
         for result, _ in ok:
             for name, value in result.aggregation_inputs.items():
                 aggregation_inputs.setdefault(name, []).append(value)
-        aggregated = self._executor.exec_aggregation(columns, aggregation_inputs)
-        failed = [info for info in aggregated.node_run_infos.values() if info.error]
-        if failed:
-            raise RuntimeError(f"aggregation node failed: {redact(str(failed[0].error), self._secrets)}")
-        return dict(aggregated.metrics)
-
-    def _describe(self, exc: BaseException) -> str:
-        return redact(f"{type(exc).__name__}: {exc}", self._secrets)
+        try:
+            return self._flow.aggregate(columns, aggregation_inputs)
+        except _RowFailed as exc:
+            raise RuntimeError(redact(str(exc), self._secrets)) from None
 
 
 def _jsonable(value: Any) -> Any:

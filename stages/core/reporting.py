@@ -30,6 +30,7 @@ class Columns:
     prediction: str  # run output compared with the label
     raw_answer: str  # run output with the model's raw text
     correct: str  # evaluation output: per-row correctness
+    confusion: bool = False  # a classification use case: draw label x prediction counts
 
 
 def flatten_rows(rows: list[dict[str, Any]], columns: Columns) -> list[dict[str, Any]]:
@@ -61,12 +62,38 @@ def to_csv(records: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+COUNT_KEYS = ("rows", "run_errors", "eval_errors")
+
+
+def rates(metrics: dict[str, Any]) -> dict[str, float]:
+    """The headline metrics: top-level numbers that are not counts (accuracy, exact_match, f1, ...)."""
+    return {
+        key: float(value)
+        for key, value in metrics.items()
+        if key not in COUNT_KEYS and isinstance(value, int | float) and not isinstance(value, bool)
+    }
+
+
 def _svg(figure: plt.Figure, dpi: int) -> str:
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", dpi=dpi, bbox_inches="tight", metadata={"Date": None})
     plt.close(figure)
     text = buffer.getvalue()
     return text[text.index("<svg") :]  # drop the XML prolog so it can be inlined
+
+
+def rates_chart(values: dict[str, float], dpi: int) -> str:
+    """Horizontal bars of the headline metrics, labelled with their values."""
+    names = list(values)[::-1]
+    figure, axis = plt.subplots(figsize=(7, 0.42 * len(names) + 1.0))
+    bars = axis.barh(names, [values[n] for n in names], color=PALETTE["precision"], height=0.6)
+    axis.bar_label(bars, labels=[f"{values[n]:.1%}" for n in names], padding=3, fontsize=8)
+    axis.set_xlim(0, 1.08)
+    axis.grid(axis="x", color=PALETTE["grid"])
+    axis.set_axisbelow(True)
+    axis.spines[["top", "right"]].set_visible(False)
+    axis.set_title("Metrics", loc="left", fontsize=11)
+    return _svg(figure, dpi)
 
 
 def class_chart(metrics: dict[str, Any], dpi: int) -> str:
@@ -162,20 +189,26 @@ def _table(records: list[dict[str, Any]], max_rows: int) -> str:
 
 def render_html(
     title: str, context: dict[str, str], metrics: dict[str, Any], run: dict[str, Any],
-    records: list[dict[str, Any]], dpi: int, max_rows: int,
+    records: list[dict[str, Any]], dpi: int, max_rows: int, confusion: bool = False,
 ) -> str:  # fmt: skip
     """The whole report page: headline numbers, charts, and the rows (mistakes first)."""
+    headline = rates(metrics)
     latency = run.get("latency_s", {})
-    cards = [
-        _card("accuracy", f"{metrics.get('accuracy', 0):.1%}", f"{metrics.get('rows', 0)} rows evaluated"),
-        _card("macro precision", f"{metrics.get('macro_precision', 0):.1%}"),
-        _card("macro recall", f"{metrics.get('macro_recall', 0):.1%}"),
-        _card("invalid answers", str(run.get("invalid_answers", 0)), "mapped to Other"),
+    cards = [_card(name.replace("_", " "), f"{value:.1%}") for name, value in headline.items()]
+    cards.append(_card("rows", str(metrics.get("rows", 0)), "evaluated"))
+    if run.get("invalid_answers"):
+        cards.append(_card("invalid answers", str(run["invalid_answers"]), "kept raw, marked invalid"))
+    cards += [
         _card("errors", str(run.get("errors", 0) + metrics.get("eval_errors", 0)), "run + evaluation"),
         _card("latency p50", f"{latency.get('p50', 0):.2f} s", f"p95 {latency.get('p95', 0):.2f} s"),
     ]
     facts = " · ".join(f"{html.escape(k)}: <b>{html.escape(v)}</b>" for k, v in context.items())
-    charts = class_chart(metrics, dpi) + confusion_chart(records, dpi) if records else ""
+    charts = [rates_chart(headline, dpi)] if headline else []
+    if isinstance(metrics.get("recall"), dict):
+        charts.append(class_chart(metrics, dpi))
+    if confusion and records:
+        charts.append(confusion_chart(records, dpi))
+    charts = "".join(charts)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>

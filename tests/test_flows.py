@@ -1,0 +1,60 @@
+"""The use cases' own flow code, as plain functions: normalizers, graders and metric aggregations."""
+
+from __future__ import annotations
+
+import importlib.util
+from types import ModuleType
+
+import pytest
+from conftest import REPO
+
+
+def load(relative: str) -> ModuleType:
+    path = REPO / relative
+    spec = importlib.util.spec_from_file_location(f"flowcode_{path.parent.name}_{path.stem}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.path.insert(0, str(path.parent))  # flows import their sibling modules (e.g. labels.py)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
+
+
+WEB = "use_cases/web_classification/flows"
+QA = "use_cases/general_qa/flows"
+
+
+@pytest.mark.parametrize(
+    "answer,category,valid",
+    [(" Recipe", "Recipe", True), ("sports.", "Sports", True), (" Food", "Recipe", True),
+     (" Film Festival", "Movie", True), (" Banana", "Other", False), ("", "Other", False)],
+)  # fmt: skip
+def test_web_normalize_maps_to_labels_and_keeps_raw(answer: str, category: str, valid: bool) -> None:
+    result = load(f"{WEB}/classify/normalize.py").normalize(answer)
+    assert result == {"category": category, "valid": valid, "raw": answer}
+
+
+def test_web_classification_metrics() -> None:
+    metrics = load(f"{WEB}/evaluate/aggregate.py").classification_metrics(
+        ["News", "News", "App", "Movie"], ["News", "Movie", "App", "Other"]
+    )
+    assert metrics["accuracy"] == 0.5
+    assert metrics["precision.News"] == 1.0 and metrics["recall.News"] == 0.5
+    assert metrics["precision.Movie"] == 0.0 and metrics["recall.Movie"] == 0.0
+    assert "recall.Other" not in metrics  # only ground-truth classes are scored
+    assert metrics["macro_recall"] == round((0.5 + 1.0 + 0.0) / 3, 4)
+
+
+@pytest.mark.parametrize(
+    "prediction,exact,contains",
+    [(" Paris", True, True), ("paris.", True, True), ("The Nile", False, False), ("Paris, France", False, True),
+     ("Comparison", False, False), ("da Vinci", True, True)],
+)  # fmt: skip
+def test_qa_grade(prediction: str, exact: bool, contains: bool) -> None:
+    grade = load(f"{QA}/evaluate/grade.py").grade
+    answer, aliases = ("Leonardo da Vinci", ["da Vinci"]) if "Vinci" in prediction else ("Paris", [])
+    assert grade(answer, aliases, prediction) == {"exact": exact, "contains": contains}
