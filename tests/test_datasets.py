@@ -80,6 +80,6 @@ def test_prepare_stage_reports_bad_row_and_leaves_previous_output(tmp_path: Path
     out.write_text("previous output\n")
     monkeypatch.chdir(tmp_path)
     assert prepare.main(["--use-case", "uc", "--out", str(out)]) == 1
-    assert "d.jsonl:2: field 'category' must be a non-empty string" in capsys.readouterr().err
+    assert "d.jsonl:2: field 'category' (the label) is empty" in capsys.readouterr().err
     assert out.read_text() == "previous output\n"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".prepared")] == []

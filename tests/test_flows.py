@@ -58,3 +58,31 @@ def test_qa_grade(prediction: str, exact: bool, contains: bool) -> None:
     grade = load(f"{QA}/evaluate/grade.py").grade
     answer, aliases = ("Leonardo da Vinci", ["da Vinci"]) if "Vinci" in prediction else ("Paris", [])
     assert grade(answer, aliases, prediction) == {"exact": exact, "contains": contains}
+
+
+NER = "use_cases/named_entity_recognition/flows"
+
+
+def test_ner_parse_keeps_requested_types_once_in_order() -> None:
+    parse = load(f"{NER}/extract/parse.py").parse_entities
+    answer = " person: Ada Lovelace; Locations: London, Paris.; planet: Mars; person: Ada Lovelace; organization:"
+    assert parse(answer, "person, location, organization") == [
+        {"type": "person", "text": "Ada Lovelace"},
+        {"type": "location", "text": "London"},
+        {"type": "location", "text": "Paris"},
+    ]
+    assert parse("no entities here", "person") == []
+
+
+def test_ner_match_and_aggregate_exact_and_partial() -> None:
+    match = load(f"{NER}/evaluate/match.py").match
+    gold = [{"type": "person", "text": "Lena Sorel"}, {"type": "location", "text": "Bristol"}]
+    predicted = [{"type": "person", "text": "Dr. Lena Sorel"}, {"type": "organization", "text": "Bristol"}]
+    row = match(gold, predicted)
+    assert row == {"exact_tp": 0, "partial_tp": 1, "predicted": 2, "gold": 2, "all_correct": False}
+    perfect = match(gold, list(reversed(gold)))
+    assert perfect["all_correct"] and perfect["exact_tp"] == 2
+
+    metrics = load(f"{NER}/evaluate/aggregate.py").aggregate([row, perfect])
+    assert metrics["exact_precision"] == metrics["exact_recall"] == 0.5
+    assert metrics["partial_f1"] == 0.75 and metrics["rows_all_correct"] == 0.5

@@ -11,13 +11,14 @@ from conftest import Project, StubLLM
 
 UC = "web_classification"
 QA = "general_qa"
+NER = "named_entity_recognition"
 
 
 def stages(*use_cases: str, only: tuple[str, ...] = ("prepare", "run", "evaluate", "report")) -> set[str]:
     return {f"{stage}@{use_case}" for use_case in use_cases for stage in only}
 
 
-ALL_STAGES = stages(UC, QA)
+ALL_STAGES = stages(UC, NER, QA)
 
 
 def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: StubLLM) -> None:
@@ -30,7 +31,7 @@ def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: S
     # The stub answers some prompts with a word that is not a label: kept raw, mapped to Other, never dropped.
     others = [row for row in rows if row["outputs"]["category"] == "Other"]
     assert others and all(row["outputs"]["raw"].strip() == "banana" and not row["outputs"]["valid"] for row in others)
-    assert len(stub_llm.requests()) == 72 + 48
+    assert len(stub_llm.requests()) == 72 + 48 + 48
 
     metrics = json.loads((data / "eval" / "metrics.json").read_text())
     labels = [json.loads(line)["category"] for line in prepared]
@@ -50,6 +51,10 @@ def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: S
     assert len(answers) == 48 and all(isinstance(row["outputs"]["output"], str) for row in answers)
     qa_metrics = json.loads((qa / "eval" / "metrics.json").read_text())
     assert qa_metrics["rows"] == 48 and 0 <= qa_metrics["exact_match"] <= qa_metrics["contains_match"] <= 1
+
+    ner = json.loads((project.root / "data" / NER / "eval" / "metrics.json").read_text())
+    # The stub never answers in the "type: name" format: no entities, so recall is 0 and nothing is invented.
+    assert ner["rows"] == 48 and ner["exact_recall"] == 0.0 and ner["exact_precision"] == 0.0
 
 
 def test_prompt_flow_stays_offline_and_quiet_under_the_project(project: Project) -> None:
@@ -91,7 +96,7 @@ def test_only_what_changed_reruns(project: Project) -> None:
     config = project.root / "conf" / "config.yaml"
     config.write_text(config.read_text().replace("chart_dpi: 110", "chart_dpi: 90"))
     project.params()
-    assert set(project.repro()) == stages(UC, QA, only=("report",))
+    assert set(project.repro()) == stages(UC, NER, QA, only=("report",))
 
 
 def test_env_pr_runs_a_small_deterministic_subset(project: Project) -> None:
@@ -112,7 +117,8 @@ def test_exp_run_variant_v2_and_exp_show(project: Project, stub_llm: StubLLM) ->
     result = project.sh("dvc", "exp", "run", "-S", "variant=v2")
     assert "Running stage 'prepare" not in result.stdout  # only stages whose params changed
     v2_prompts = [r["body"]["prompt"] for r in stub_llm.requests()[before:]]
-    assert len(v2_prompts) == 72 + 48
+    assert len(v2_prompts) == 72 + 48 + 48
+    assert sum(p.startswith("Find the person, location, organization names") for p in v2_prompts) == 48
     assert sum(p.startswith("Web page categories:") for p in v2_prompts) == 72
     assert sum(p.startswith("Question:") for p in v2_prompts) == 48
 

@@ -15,8 +15,8 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Schema:
-    inputs: tuple[str, ...]
-    label: str
+    inputs: tuple[str, ...]  # non-empty strings the flow reads
+    label: str  # the ground truth: any non-empty JSON value (a label, an answer, a list of entities)
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -39,11 +39,13 @@ def load(path: Path, schema: Schema) -> list[dict[str, Any]]:
             if not isinstance(row, dict):
                 raise DatasetError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
             for field in schema.fields:
-                value = row.get(field)
                 if field not in row:
                     raise DatasetError(f"{path}:{line_no}: field '{field}' is missing")
-                if not isinstance(value, str) or not value.strip():
+                value = row[field]
+                if field in schema.inputs and (not isinstance(value, str) or not value.strip()):
                     raise DatasetError(f"{path}:{line_no}: field '{field}' must be a non-empty string, got {value!r}")
+                if field == schema.label and (value is None or value == "" or value == []):
+                    raise DatasetError(f"{path}:{line_no}: field '{field}' (the label) is empty")
             rows.append({"_line": line_no, **row})
     if not rows:
         raise DatasetError(f"{path}: dataset has no rows")
