@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from stages.core import llm_server, reporting
+from stages.core import catalogue, llm_server, reporting
 from stages.core.project import load_params, project_root, runtime_dir
 
 
@@ -71,6 +71,40 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_add_use_case(args: argparse.Namespace) -> int:
+    root = project_root()
+    mapping = dict(item.split("=", 1) for item in args.map)
+    outputs = [source.split(".", 1)[1] for source in mapping.values() if source.startswith("outputs.")]
+    spec = catalogue.UseCaseSpec(
+        name=args.name,
+        dataset=args.dataset,
+        flow=args.flow,
+        eval_flow=args.eval_flow,
+        inputs=tuple(args.inputs.split(",")),
+        label=args.label,
+        mapping=mapping,
+        prediction=args.prediction or (outputs[0] if outputs else "output"),
+        correct=args.correct,
+        llm_node=args.llm_node,
+    )
+    config = catalogue.add(root, spec, overwrite=args.force)
+    compose_params(root, [], root / "params.yaml")
+    print(
+        f"added use case {args.name}: {config.relative_to(root)}, registered in conf/config.yaml, params.yaml composed"
+    )
+    print("next: `dvc repro` (stages run@" + args.name + " etc. come from dvc.yaml's foreach)")
+    return 0
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    root = project_root()
+    config = catalogue.scaffold(root, args.name, args.kind)
+    compose_params(root, [], root / "params.yaml")
+    print(f"scaffolded use case {args.name} ({args.kind}): use_cases/{args.name}/, {config.relative_to(root)}")
+    print("next: `dvc repro`, then replace the sample flow, data and evaluation with your own")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llmops", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -84,13 +118,33 @@ def main(argv: list[str] | None = None) -> int:
     llm.add_argument("action", choices=["start", "stop", "status", "model"])
     llm.set_defaults(handler=cmd_llm)
 
+    add = commands.add_parser("add-use-case", help="make a flow folder + dataset a use case (config only)")
+    add.add_argument("name", help="the use case's name (lower-case Python name)")
+    add.add_argument("--flow", required=True, help="standard flow folder (DAG or prompty), relative to the root")
+    add.add_argument("--eval-flow", required=True, help="evaluation flow folder")
+    add.add_argument("--dataset", required=True, help="JSON Lines dataset (DVC-tracked)")
+    add.add_argument("--inputs", required=True, help="comma-separated dataset columns the flow takes")
+    add.add_argument("--label", required=True, help="the ground-truth column")
+    add.add_argument("--map", action="append", default=[], metavar="INPUT=SOURCE",
+                     help="evaluation flow input <- data.<column> or outputs.<name> (repeat)")  # fmt: skip
+    add.add_argument("--prediction", help="run output shown as the prediction (default: first outputs.* mapped)")
+    add.add_argument("--correct", default="correct", help="evaluation output with per-row correctness")
+    add.add_argument("--llm-node", help="the DAG flow's LLM node (found automatically when there is one)")
+    add.add_argument("--force", action="store_true", help="replace an existing conf/use_cases/<name>.yaml")
+    add.set_defaults(handler=cmd_add_use_case)
+
+    new = commands.add_parser("new", help="scaffold a runnable use case (flow, eval flow, sample data, config)")
+    new.add_argument("name", help="the use case's name (lower-case Python name)")
+    new.add_argument("--kind", required=True, choices=sorted(catalogue.KINDS), help="the standard flow's type")
+    new.set_defaults(handler=cmd_new)
+
     summary = commands.add_parser("summary", help="headline metrics and report paths of every use case")
     summary.set_defaults(handler=cmd_summary)
 
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except llm_server.ServerError as exc:
+    except (llm_server.ServerError, catalogue.CatalogueError) as exc:
         print(f"llmops: {exc}", file=sys.stderr)
         return 1
 
