@@ -47,11 +47,14 @@ run: data llm ## set up everything and run the pipeline (dvc repro)
 	@$(VENV)/bin/llmops summary
 	@echo "Reports are single HTML files that work offline. All metrics: dvc metrics show"
 
+# Tests are independent (own temp project, stub or LLM server on a free port), so they run in parallel.
+PYTEST := $(VENV)/bin/pytest -n auto --maxprocesses=4
+
 test: model browser ## run every test: the fast tier (stub LLM) and the slow tier (embedded model)
-	@$(VENV)/bin/pytest
+	@$(PYTEST)
 
 test-fast: setup browser ## run the fast tier only
-	@$(VENV)/bin/pytest -m "not slow"
+	@$(PYTEST) -m "not slow"
 
 lint: setup ## ruff check and format check
 	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
