@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from stages.core import catalogue, llm_server, reporting
+from stages.core import catalogue, importer, llm_server, reporting
 from stages.core.project import load_params, project_root, runtime_dir
 
 
@@ -105,6 +105,19 @@ def cmd_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_experiment(args: argparse.Namespace) -> int:
+    root = project_root()
+    result = importer.import_experiment(root, args.path.resolve(), args.name)
+    compose_params(root, [], root / "params.yaml")
+    print(f"imported {args.path} as use case {result.name}: {result.config.relative_to(root)}")
+    for item in result.copied:
+        print(f"  copied  {item}")
+    for item in result.not_mapped:
+        print(f"  NOT MAPPED  {item}")
+    print("next: `dvc repro`")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llmops", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -138,13 +151,18 @@ def main(argv: list[str] | None = None) -> int:
     new.add_argument("--kind", required=True, choices=sorted(catalogue.KINDS), help="the standard flow's type")
     new.set_defaults(handler=cmd_new)
 
+    imp = commands.add_parser("import-experiment", help="import a use case of the LLMOps-with-Prompt-flow template")
+    imp.add_argument("path", type=Path, help="the folder holding experiment.yaml (+ experiment.<env>.yaml, flows/)")
+    imp.add_argument("--name", help="the use case's name (default: experiment.yaml's name)")
+    imp.set_defaults(handler=cmd_import_experiment)
+
     summary = commands.add_parser("summary", help="headline metrics and report paths of every use case")
     summary.set_defaults(handler=cmd_summary)
 
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (llm_server.ServerError, catalogue.CatalogueError) as exc:
+    except (llm_server.ServerError, catalogue.CatalogueError, importer.ExperimentImportError) as exc:
         print(f"llmops: {exc}", file=sys.stderr)
         return 1
 

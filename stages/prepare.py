@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     root = project_root()
     params = load_params(root)
     use_case = params["use_cases"][args.use_case]
-    schema = datasets.Schema(inputs=tuple(use_case["data"]["inputs"]), label=use_case["data"]["label"])
+    columns = tuple(datasets.input_columns(use_case["data"]["inputs"]).values())
+    schema = datasets.Schema(inputs=columns, label=use_case["data"]["label"])
     source = root / use_case["dataset"]
     try:
         rows = datasets.assign_ids(datasets.load(source, schema), schema, source)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from stages.core import reporting
+from stages.core import datasets, reporting
 from stages.core.io import read_json, read_jsonl, write_text
 from stages.core.project import load_params, project_root
 
@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     use_case = params["use_cases"][args.use_case]
     settings = params["report"]
     columns = reporting.Columns(
-        inputs=tuple(use_case["data"]["inputs"]), label=use_case["data"]["label"], **use_case["report"]
+        inputs=tuple(datasets.input_columns(use_case["data"]["inputs"]).values()),
+        label=use_case["data"]["label"],
+        **use_case["report"],
     )
     records = reporting.flatten_rows(read_jsonl(args.eval_rows), columns)
     write_text(args.csv, reporting.to_csv(records))

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stages.core import connections, flow_engine
+from stages.core import connections, datasets, flow_engine
 from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.progress import Progress
 from stages.core.project import load_params, project_root, runtime_dir
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     rows = read_jsonl(args.rows)
-    inputs = use_case["data"]["inputs"]
+    inputs = datasets.input_columns(use_case["data"]["inputs"])
     try:
         prompt = select_prompt(variant.get("prompt"), connection.api)
     except KeyError:
@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     progress = Progress(f"run {args.use_case}", len(rows))
     started = time.perf_counter()
     results = []
-    for result in session.run_rows((row["row_id"], {name: row[name] for name in inputs}) for row in rows):
+    flow_rows = ((row["row_id"], {name: row[column] for name, column in inputs.items()}) for row in rows)
+    for result in session.run_rows(flow_rows):
         results.append(result)
         progress.advance(error=result.error is not None)
     summary = summarize(results, time.perf_counter() - started)

@@ -25,7 +25,7 @@ class UseCaseSpec:
     dataset: str  # paths relative to the project root
     flow: str
     eval_flow: str
-    inputs: tuple[str, ...]
+    inputs: tuple[str, ...] | dict[str, str]  # dataset columns, or flow input -> column when names differ
     label: str
     mapping: dict[str, str]  # eval flow input -> data.<column> | outputs.<name>
     prediction: str  # run output shown as the prediction in reports
@@ -34,6 +34,7 @@ class UseCaseSpec:
     prompt: str | dict[str, str] | None = None  # every variant's prompt file (per LLM API), None = the flow's own
     variants: tuple[str, ...] = ("v1", "v2")
     params: dict[str, object] = field(default_factory=lambda: {"temperature": 0})
+    datasets_by_env: dict[str, str] | None = None  # a dataset per env (dev/pr/prod) instead of one
 
 
 def llm_nodes(flow_dir: Path) -> list[str]:
@@ -51,11 +52,16 @@ def render_config(spec: UseCaseSpec) -> str:
         raise CatalogueError(f"use case name {spec.name!r}: use lower-case letters, digits and _ (a Python name)")
     variant: dict[str, object] = {"llm_node": spec.llm_node} if spec.llm_node else {}
     variant |= ({"prompt": spec.prompt} if spec.prompt else {}) | {"params": dict(spec.params)}
+    inputs = spec.inputs if isinstance(spec.inputs, dict) else {column: column for column in spec.inputs}
+    same_names = all(flow_input == column for flow_input, column in inputs.items())
+    dataset: dict[str, object] = {"dataset": spec.dataset}
+    if spec.datasets_by_env:
+        dataset = {"datasets": dict(spec.datasets_by_env), "dataset": "${.datasets[${env.name}]}"}
     body = {
-        "dataset": spec.dataset,
+        **dataset,
         "flow": spec.flow,
         "eval_flow": spec.eval_flow,
-        "data": {"inputs": list(spec.inputs), "label": spec.label},
+        "data": {"inputs": list(inputs) if same_names else inputs, "label": spec.label},
         "variant": "${variant.name}",
         "variants": {name: copy.deepcopy(variant) for name in spec.variants},  # no YAML anchors
         "run": "${.variants[${.variant}]}",
@@ -85,7 +91,8 @@ def register(config_file: Path, name: str) -> bool:
 
 def add(root: Path, spec: UseCaseSpec, overwrite: bool = False) -> Path:
     """Check the spec against the files, write its config and register it. Returns the config path."""
-    for label, relative in (("dataset", spec.dataset), ("flow", spec.flow), ("eval_flow", spec.eval_flow)):
+    datasets = (spec.datasets_by_env or {"": spec.dataset}).values()
+    for label, relative in [*(("dataset", d) for d in datasets), ("flow", spec.flow), ("eval_flow", spec.eval_flow)]:
         if not (root / relative).exists() and not (root / f"{relative}.dvc").exists():
             raise CatalogueError(f"{label}: {relative} does not exist")
     nodes = llm_nodes(root / spec.flow)

@@ -23,6 +23,11 @@ class Schema:
         return (*self.inputs, self.label)
 
 
+def input_columns(inputs: list[str] | dict[str, str]) -> dict[str, str]:
+    """Flow input -> dataset column: a list means same names, a mapping renames (`{url: page_url}`)."""
+    return dict(inputs) if isinstance(inputs, dict) else {name: name for name in inputs}
+
+
 def load(path: Path, schema: Schema) -> list[dict[str, Any]]:
     """Parse a JSON Lines dataset and check every row against `schema`, failing on the first bad row."""
     if not path.is_file():

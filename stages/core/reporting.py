@@ -10,12 +10,10 @@ import html
 import io
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PALETTE = {"precision": "#4C72B0", "recall": "#DD8452", "ok": "#55A868", "bad": "#C44E52", "grid": "#E5E5E5"}
 RESULT_COLUMNS = ("label", "prediction", "correct", "raw_answer", "latency_s", "error")
@@ -74,7 +72,19 @@ def rates(metrics: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def _svg(figure: plt.Figure, dpi: int) -> str:
+def _subplots(width: float, height: float) -> tuple[Figure, Any]:
+    """A figure and its axes; matplotlib is imported here so `llmops` commands start fast."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height))
+
+
+def _svg(figure: Figure, dpi: int) -> str:
+    import matplotlib.pyplot as plt
+
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", dpi=dpi, bbox_inches="tight", metadata={"Date": None})
     plt.close(figure)
@@ -85,7 +95,7 @@ def _svg(figure: plt.Figure, dpi: int) -> str:
 def rates_chart(values: dict[str, float], dpi: int) -> str:
     """Horizontal bars of the headline metrics, labelled with their values."""
     names = list(values)[::-1]
-    figure, axis = plt.subplots(figsize=(7, 0.42 * len(names) + 1.0))
+    figure, axis = _subplots(7, 0.42 * len(names) + 1.0)
     bars = axis.barh(names, [values[n] for n in names], color=PALETTE["precision"], height=0.6)
     axis.bar_label(bars, labels=[f"{values[n]:.1%}" for n in names], padding=3, fontsize=8)
     axis.set_xlim(0, 1.08)
@@ -101,7 +111,7 @@ def class_chart(metrics: dict[str, Any], dpi: int) -> str:
     recall = metrics.get("recall", {})
     precision = metrics.get("precision", {})
     classes = sorted(recall, key=lambda name: (recall[name], name), reverse=True)
-    figure, axis = plt.subplots(figsize=(7, 0.45 * len(classes) + 1.2))
+    figure, axis = _subplots(7, 0.45 * len(classes) + 1.2)
     positions = range(len(classes))
     height = 0.38
     axis.barh([p + height / 2 for p in positions], [precision.get(c, 0) for c in classes], height,
@@ -130,7 +140,7 @@ def confusion_chart(records: list[dict[str, Any]], dpi: int) -> str:
     """Heatmap of label (rows) x prediction (columns), counts written in the cells."""
     labels, predicted, counts = confusion(records)
     grid = [[counts[(label, guess)] for guess in predicted] for label in labels]
-    figure, axis = plt.subplots(figsize=(0.55 * len(predicted) + 2, 0.45 * len(labels) + 1.5))
+    figure, axis = _subplots(0.55 * len(predicted) + 2, 0.45 * len(labels) + 1.5)
     axis.imshow(grid, cmap="Blues", aspect="auto")
     axis.set_xticks(range(len(predicted)), predicted, rotation=40, ha="right", fontsize=8)
     axis.set_yticks(range(len(labels)), labels, fontsize=8)
