@@ -8,6 +8,7 @@ no keyring. Connections are built in memory from `connections.Connection` and ne
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -60,6 +61,7 @@ class FlowError(ValueError):
 
 class FlowKind(Enum):
     DAG = "dag"  # flow.dag.yaml
+    FLEX = "flex"  # flow.flex.yaml: a function or class entry
     PROMPTY = "prompty"  # a single .prompty file
 
 
@@ -72,6 +74,8 @@ def detect(flow: Path, prompt: str | None = None) -> tuple[FlowKind, Path]:
         return FlowKind.PROMPTY, flow
     if (flow / "flow.dag.yaml").is_file():
         return FlowKind.DAG, flow / "flow.dag.yaml"
+    if (flow / "flow.flex.yaml").is_file():
+        return FlowKind.FLEX, flow / "flow.flex.yaml"
     if prompt and prompt.endswith(".prompty"):
         if not (flow / prompt).is_file():
             raise FlowError(f"{flow / prompt}: prompt file not found")
@@ -80,7 +84,9 @@ def detect(flow: Path, prompt: str | None = None) -> tuple[FlowKind, Path]:
     if len(prompties) == 1:
         return FlowKind.PROMPTY, prompties[0]
     found = ", ".join(p.name for p in prompties) or "nothing"
-    raise FlowError(f"{flow}: not a flow (expected flow.dag.yaml or exactly one .prompty file, found {found})")
+    raise FlowError(
+        f"{flow}: not a flow (expected flow.dag.yaml, flow.flex.yaml or exactly one .prompty file, found {found})"
+    )
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,20 @@ def _model_configuration(connection: Connection) -> dict[str, Any]:
             "api_version": connection.api_version,
         }
     return {"type": "openai", "model": connection.model, "base_url": connection.base_url, "api_key": connection.api_key}
+
+
+def _model_config_object(connection: Connection) -> Any:
+    """The model configuration object a flex flow's `__init__(model_config=...)` receives."""
+    from promptflow.core import AzureOpenAIModelConfiguration, OpenAIModelConfiguration
+
+    if connection.type == "azure_openai":
+        return AzureOpenAIModelConfiguration(
+            azure_deployment=connection.model,
+            azure_endpoint=connection.base_url,
+            api_key=connection.api_key,
+            api_version=connection.api_version,
+        )
+    return OpenAIModelConfiguration(model=connection.model, base_url=connection.base_url, api_key=connection.api_key)
 
 
 def _context(bindings: Iterable[LLMBinding]) -> Any:
@@ -210,15 +230,55 @@ class _PromptyFlow:
         return {}
 
 
+class _FlexFlow:
+    """A flex flow (function or class entry) through prompt flow's script executor.
+
+    A class entry gets the LLM through the params its `init` declares: `model_config` (an OpenAI or Azure
+    OpenAI model configuration, built in memory), `api` (completion or chat) and any variant param
+    (e.g. `temperature`).
+    """
+
+    def __init__(self, flow_file: Path, binding: LLMBinding | None) -> None:
+        import yaml
+        from promptflow.executor import FlowExecutor
+
+        declared = (yaml.safe_load(flow_file.read_text(encoding="utf-8")) or {}).get("init") or {}
+        init: dict[str, Any] = {}
+        if binding:
+            init = {name: value for name, value in binding.params.items() if name in declared}
+            if "model_config" in declared:
+                init["model_config"] = _model_config_object(binding.connection)
+            if "api" in declared:
+                init["api"] = binding.connection.api
+        flow_file = flow_file.resolve()
+        self._executor = FlowExecutor.create(flow_file, {}, working_dir=flow_file.parent, init_kwargs=init or None)
+
+    def line(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        result = self._executor.exec_line(dict(inputs))
+        run_info = result.run_info
+        if getattr(run_info.status, "value", str(run_info.status)) != "Completed":
+            raise _RowFailed((run_info.error or {}).get("message") or f"flow ended with status {run_info.status}")
+        output = result.output
+        if dataclasses.is_dataclass(output) and not isinstance(output, type):
+            output = dataclasses.asdict(output)
+        return (dict(output) if isinstance(output, Mapping) else {"output": output}), {}
+
+    def aggregate(self, columns: dict[str, list[Any]], aggregation_inputs: dict[str, list[Any]]) -> dict[str, Any]:
+        return {}
+
+
 class FlowSession:
-    """A flow (DAG folder or prompty) loaded once and executed row by row in this process."""
+    """A flow (DAG, flex or prompty) loaded once and executed row by row in this process."""
 
     def __init__(self, flow: Path, binding: LLMBinding | None = None) -> None:
         self.kind, flow_file = detect(flow, binding.prompt if binding else None)
         self._secrets = binding.connection.secrets if binding else ()
-        self._flow = (
-            _DagFlow(flow_file.parent, binding) if self.kind is FlowKind.DAG else _PromptyFlow(flow_file, binding)
-        )
+        if self.kind is FlowKind.DAG:
+            self._flow: _DagFlow | _FlexFlow | _PromptyFlow = _DagFlow(flow_file.parent, binding)
+        elif self.kind is FlowKind.FLEX:
+            self._flow = _FlexFlow(flow_file, binding)
+        else:
+            self._flow = _PromptyFlow(flow_file, binding)
 
     def run(self, row_id: str, inputs: Mapping[str, Any]) -> RowResult:
         """Execute one row; a failure is returned as the row's error (secrets redacted), never raised."""
