@@ -127,21 +127,8 @@ def _pf_connection(connection: Connection) -> Any:
     return OpenAIConnection(name=connection.name, api_key=connection.api_key, base_url=connection.base_url)
 
 
-def _model_configuration(connection: Connection) -> dict[str, Any]:
-    """A prompty `model.configuration` for the connection (secrets in memory only)."""
-    if connection.type == "azure_openai":
-        return {
-            "type": "azure_openai",
-            "azure_deployment": connection.model,
-            "azure_endpoint": connection.base_url,
-            "api_key": connection.api_key,
-            "api_version": connection.api_version,
-        }
-    return {"type": "openai", "model": connection.model, "base_url": connection.base_url, "api_key": connection.api_key}
-
-
 def _model_config_object(connection: Connection) -> Any:
-    """The model configuration object a flex flow's `__init__(model_config=...)` receives."""
+    """The model configuration a prompty or a flex flow's `__init__(model_config=...)` receives (in memory)."""
     from promptflow.core import AzureOpenAIModelConfiguration, OpenAIModelConfiguration
 
     if connection.type == "azure_openai":
@@ -177,6 +164,13 @@ class _RowFailed(Exception):
     """A row that the flow engine reports as failed (not raised by prompt flow itself)."""
 
 
+def _raise_unless_completed(result: Any) -> None:
+    """A line result prompt flow did not complete becomes the row's error."""
+    run_info = result.run_info
+    if getattr(run_info.status, "value", str(run_info.status)) != "Completed":
+        raise _RowFailed((run_info.error or {}).get("message") or f"flow ended with status {run_info.status}")
+
+
 class _DagFlow:
     """A DAG flow through prompt flow's executor, which also runs aggregation nodes."""
 
@@ -194,9 +188,7 @@ class _DagFlow:
 
     def line(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         result = self._executor.exec_line(dict(inputs), line_timeout_sec=self._line_timeout_s)
-        run_info = result.run_info
-        if getattr(run_info.status, "value", str(run_info.status)) != "Completed":
-            raise _RowFailed((run_info.error or {}).get("message") or f"flow ended with status {run_info.status}")
+        _raise_unless_completed(result)
         return dict(result.output), dict(result.aggregation_inputs or {})
 
     def aggregate(self, columns: dict[str, list[Any]], aggregation_inputs: dict[str, list[Any]]) -> dict[str, Any]:
@@ -217,7 +209,7 @@ class _PromptyFlow:
         if binding:  # the binding's prompt already chose `file` (see detect)
             model = {
                 "api": binding.connection.api,
-                "configuration": _model_configuration(binding.connection),
+                "configuration": _model_config_object(binding.connection),
                 "parameters": dict(binding.params),
             }
         self._prompty = Prompty.load(source=file, model=model)
@@ -255,9 +247,7 @@ class _FlexFlow:
 
     def line(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         result = self._executor.exec_line(dict(inputs))
-        run_info = result.run_info
-        if getattr(run_info.status, "value", str(run_info.status)) != "Completed":
-            raise _RowFailed((run_info.error or {}).get("message") or f"flow ended with status {run_info.status}")
+        _raise_unless_completed(result)
         output = result.output
         if dataclasses.is_dataclass(output) and not isinstance(output, type):
             output = dataclasses.asdict(output)
