@@ -37,6 +37,20 @@ class UseCaseSpec:
     datasets_by_env: dict[str, str] | None = None  # a dataset per env (dev/pr/prod) instead of one
 
 
+def check_name(name: str) -> None:
+    """A use case's name becomes a params key and stage suffix: keep it a lower-case Python name."""
+    if not _NAME.match(name):
+        raise CatalogueError(f"use case name {name!r}: use lower-case letters, digits and _ (a Python name)")
+
+
+def dvc_add(root: Path, relative: str) -> None:
+    """Track a dataset with DVC (the project's own dvc, so it works without an activated venv)."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "dvc", "add", "-q", relative], cwd=root, check=True)
+
+
 def llm_nodes(flow_dir: Path) -> list[str]:
     """Names of a DAG flow's LLM nodes (none for prompty flows)."""
     dag = flow_dir / "flow.dag.yaml"
@@ -48,8 +62,7 @@ def llm_nodes(flow_dir: Path) -> list[str]:
 
 def render_config(spec: UseCaseSpec) -> str:
     """conf/use_cases/<name>.yaml for the spec; every variant starts as the flow's own prompt and params."""
-    if not _NAME.match(spec.name):
-        raise CatalogueError(f"use case name {spec.name!r}: use lower-case letters, digits and _ (a Python name)")
+    check_name(spec.name)
     variant: dict[str, object] = {"llm_node": spec.llm_node} if spec.llm_node else {}
     variant |= ({"prompt": spec.prompt} if spec.prompt else {}) | {"params": dict(spec.params)}
     inputs = spec.inputs if isinstance(spec.inputs, dict) else {column: column for column in spec.inputs}
@@ -120,13 +133,10 @@ KINDS = {
 def scaffold(root: Path, name: str, kind: str) -> Path:
     """A runnable use case: standard flow of `kind`, evaluation flow, sample dataset (DVC-tracked), config."""
     import shutil
-    import subprocess
-    import sys
 
     if kind not in KINDS:
         raise CatalogueError(f"--kind {kind}: not available yet (choose from {', '.join(KINDS)})")
-    if not _NAME.match(name):
-        raise CatalogueError(f"use case name {name!r}: use lower-case letters, digits and _ (a Python name)")
+    check_name(name)
     folder = root / "use_cases" / name
     if folder.exists():
         raise CatalogueError(f"{folder} exists already")
@@ -142,8 +152,7 @@ def scaffold(root: Path, name: str, kind: str) -> Path:
         "(`data/dataset.jsonl`, DVC-tracked). Replace them with your own; the config is "
         f"`conf/use_cases/{name}.yaml`.\n",
     )
-    subprocess.run([sys.executable, "-m", "dvc", "add", "-q", f"use_cases/{name}/data/dataset.jsonl"],
-                   cwd=root, check=True)  # fmt: skip
+    dvc_add(root, f"use_cases/{name}/data/dataset.jsonl")
     spec = UseCaseSpec(
         name=name,
         dataset=f"use_cases/{name}/data/dataset.jsonl",

@@ -107,9 +107,6 @@ def _first_output(flow_dir: Path) -> str:
 
 def import_experiment(root: Path, folder: Path, name: str | None = None) -> ImportResult:
     """Copy the flows and local datasets into use_cases/<name>/, write its config, list what did not map."""
-    import subprocess
-    import sys
-
     base, overlays = load_experiment(folder)
     where = str(folder / "experiment.yaml")
     name = name or re.sub(r"[^a-z0-9_]", "_", str(base["name"]).lower())
@@ -143,8 +140,7 @@ def import_experiment(root: Path, folder: Path, name: str | None = None) -> Impo
         if not destination.exists():
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(local, destination)
-            subprocess.run([sys.executable, "-m", "dvc", "add", "-q", str(destination.relative_to(root))],
-                           cwd=root, check=True)  # fmt: skip
+            catalogue.dvc_add(root, str(destination.relative_to(root)))
             result.copied.append(str(destination.relative_to(root)))
         by_env[env] = str(destination.relative_to(root))
     if "" not in by_env:
