@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from stages.core import flow_engine
+from stages.core import connections, flow_engine
 from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.progress import Progress
 from stages.core.project import load_params, project_root, runtime_dir
@@ -54,6 +54,15 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
+def judge_bindings(judges: dict[str, Any], judge_llm: dict[str, Any], root: Path) -> list[flow_engine.LLMBinding]:
+    """Bind each judge node of the evaluation flow (`evaluate.judges.<node>`) to the judge connection."""
+    if not judges:
+        return []
+    connection = connections.resolve(judge_llm, connections.environment(root))
+    connections.check_reachable(connection)
+    return [flow_engine.binding_for(connection, block, node=node) for node, block in judges.items()]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--use-case", required=True)
@@ -64,8 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     root = project_root()
-    use_case = load_params(root)["use_cases"][args.use_case]
+    params = load_params(root)
+    use_case = params["use_cases"][args.use_case]
     flow_engine.configure(runtime_dir(root))
+    try:
+        judges = judge_bindings(use_case["evaluate"].get("judges") or {}, params["judge"], root)
+    except (connections.ConnectionConfigError, flow_engine.FlowError) as exc:
+        print(f"evaluate {args.use_case}: judge: {exc}", file=sys.stderr)
+        return 1
     run_by_id = {row["row_id"]: row for row in read_jsonl(args.run)}
     prepared = read_jsonl(args.rows)
     evaluable = [row for row in prepared if run_by_id[row["row_id"]]["error"] is None]
@@ -73,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         map_inputs(use_case["evaluate"]["mapping"], row, run_by_id[row["row_id"]]["outputs"]) for row in evaluable
     ]
 
-    session = flow_engine.FlowSession(root / use_case["eval_flow"])
+    session = flow_engine.FlowSession(root / use_case["eval_flow"], *judges)
     progress = Progress(f"evaluate {args.use_case}", len(evaluable))
     results = []
     for result in session.run_rows((row["row_id"], inputs) for row, inputs in zip(evaluable, eval_inputs, strict=True)):

@@ -32,11 +32,6 @@ def summarize(results: list[flow_engine.RowResult], wall_s: float) -> dict[str, 
     }
 
 
-def select_prompt(prompt: str | dict[str, str] | None, api: str) -> str | None:
-    """A variant's prompt is one file, or one file per LLM API (`completion`, `chat`)."""
-    return prompt[api] if isinstance(prompt, dict) else prompt
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--use-case", required=True)
@@ -60,18 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = read_jsonl(args.rows)
     inputs = datasets.input_columns(use_case["data"]["inputs"])
     try:
-        prompt = select_prompt(variant.get("prompt"), connection.api)
-    except KeyError:
+        binding = flow_engine.binding_for(connection, variant)
+    except flow_engine.FlowError as exc:
         print(
-            f"run: variant {use_case['variant']} of {args.use_case} has no prompt for the {connection.api} API "
-            f"(llm={connection.name}); add use_cases.{args.use_case}.variants.{use_case['variant']}.prompt."
-            f"{connection.api} in conf/",
+            f"run: variant {use_case['variant']} of {args.use_case}: {exc}; "
+            f"add use_cases.{args.use_case}.variants.{use_case['variant']}.prompt.{connection.api} in conf/",
             file=sys.stderr,
         )
         return 1
-    binding = flow_engine.LLMBinding(
-        connection=connection, node=variant.get("llm_node"), prompt=prompt, params=variant.get("params", {})
-    )
     session = flow_engine.FlowSession(root / use_case["flow"], binding)
     print(
         f"run {args.use_case}: {len(rows)} rows, variant {use_case['variant']}, "

@@ -25,6 +25,7 @@ class StubLLM:
     base_url: str
     port: int
     record: Path
+    rules: Path
 
     def requests(self) -> list[dict]:
         import json
@@ -32,6 +33,14 @@ class StubLLM:
         if not self.record.exists():
             return []
         return [json.loads(line) for line in self.record.read_text().splitlines() if line.strip()]
+
+    def script(self, rules: dict[str, str]) -> None:
+        """From now on, answer any prompt containing a key of `rules` with its value (first match wins)."""
+        import json
+
+        staged = self.rules.with_suffix(".tmp")
+        staged.write_text(json.dumps(rules))
+        staged.replace(self.rules)
 
 
 def start_process(command: list[str], ready: re.Pattern[str], timeout_s: float = 30) -> tuple[subprocess.Popen, str]:
@@ -62,11 +71,12 @@ def stop_process(process: subprocess.Popen) -> None:
 
 @pytest.fixture
 def stub_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubLLM]:
-    record = tmp_path_factory.mktemp("stub") / "requests.jsonl"
-    command = [sys.executable, "-m", "stages.stub_llm", "--port", "0", "--record", str(record)]
+    folder = tmp_path_factory.mktemp("stub")
+    record, rules = folder / "requests.jsonl", folder / "rules.json"
+    command = [sys.executable, "-m", "stages.stub_llm", "--port", "0", "--record", str(record), "--rules", str(rules)]
     process, port = start_process(command, re.compile(r"listening on http://127\.0\.0\.1:(\d+)/v1"))
     try:
-        yield StubLLM(base_url=f"http://127.0.0.1:{port}/v1", port=int(port), record=record)
+        yield StubLLM(base_url=f"http://127.0.0.1:{port}/v1", port=int(port), record=record, rules=rules)
     finally:
         stop_process(process)
 

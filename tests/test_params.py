@@ -44,6 +44,23 @@ def test_one_use_case_can_override_its_variant(tmp_path: Path) -> None:
     assert use_case["run"]["prompt"]["completion"] == "classify_v2.jinja2"
 
 
+@pytest.mark.parametrize(
+    ("overrides", "llm", "judge"),
+    [
+        ([], "local", "local"),
+        (["llm=openai"], "openai", "openai"),
+        (["llm=openai", "llm@judge=local"], "openai", "local"),
+    ],
+)
+def test_the_judge_follows_the_llm_unless_chosen_apart(
+    tmp_path: Path, overrides: list[str], llm: str, judge: str
+) -> None:
+    composed = tmp_path / "params.yaml"
+    compose_params(REPO, overrides, composed)
+    params = yaml.safe_load(composed.read_text())
+    assert (params["llm"]["name"], params["judge"]["name"]) == (llm, judge)
+
+
 def test_no_secret_values_in_conf() -> None:
     for path in (REPO / "conf").rglob("*.yaml"):
         text = path.read_text()

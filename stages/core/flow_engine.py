@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -160,6 +160,24 @@ def _context(bindings: Iterable[LLMBinding]) -> Any:
     return FlowContext(connections=connections, overrides=overrides)
 
 
+def binding_for(connection: Connection, block: Mapping[str, Any], node: str | None = None) -> LLMBinding:
+    """The binding a config block describes: `llm_node`, `prompt` (one file, or one per LLM API) and `params`.
+
+    Raises FlowError when the prompt has no file for the connection's API (`completion` or `chat`).
+    """
+    prompt = block.get("prompt")
+    if isinstance(prompt, Mapping):
+        if connection.api not in prompt:
+            raise FlowError(
+                f"no prompt for the {connection.api} API (connection {connection.name}); "
+                f"has {', '.join(sorted(prompt))}"
+            )
+        prompt = prompt[connection.api]
+    return LLMBinding(
+        connection=connection, node=node or block.get("llm_node"), prompt=prompt, params=block.get("params") or {}
+    )
+
+
 class _RowFailed(Exception):
     """A row that the flow engine reports as failed (not raised by prompt flow itself)."""
 
@@ -174,17 +192,18 @@ def _raise_unless_completed(result: Any) -> None:
 class _DagFlow:
     """A DAG flow through prompt flow's executor, which also runs aggregation nodes."""
 
-    def __init__(self, flow_dir: Path, binding: LLMBinding | None) -> None:
+    def __init__(self, flow_dir: Path, bindings: Sequence[LLMBinding]) -> None:
         from promptflow._sdk.entities._flows._flow_context_resolver import FlowContextResolver
         from promptflow.client import load_flow
 
         flow = load_flow(str(flow_dir))
-        flow.context = _context([binding] if binding else [])
+        flow.context = _context(bindings)
         # The invoker applies the context (connections, prompt and param overrides) and owns an executor
         # that can also run aggregation nodes, which the flow-as-a-function call does not.
         self._executor = FlowContextResolver.resolve(flow=flow).executor
-        # A line may call the LLM more than once (and prompt flow retries), so allow a few request timeouts.
-        self._line_timeout_s = int((binding.connection.request_timeout_s if binding else 60.0) * 3)
+        # A line may call each LLM more than once (and prompt flow retries), so allow a few request timeouts.
+        request_timeout_s = max((b.connection.request_timeout_s for b in bindings), default=60.0)
+        self._line_timeout_s = int(request_timeout_s * 3 * max(1, len(bindings)))
 
     def line(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         result = self._executor.exec_line(dict(inputs), line_timeout_sec=self._line_timeout_s)
@@ -260,11 +279,15 @@ class _FlexFlow:
 class FlowSession:
     """A flow (DAG, flex or prompty) loaded once and executed row by row in this process."""
 
-    def __init__(self, flow: Path, binding: LLMBinding | None = None) -> None:
+    def __init__(self, flow: Path, *bindings: LLMBinding) -> None:
+        """`bindings` wire the flow's LLM: one per LLM node of a DAG flow, at most one for flex and prompty flows."""
+        binding = bindings[0] if bindings else None
         self.kind, flow_file = detect(flow, binding.prompt if binding else None)
-        self._secrets = binding.connection.secrets if binding else ()
+        self._secrets = tuple(secret for b in bindings for secret in b.connection.secrets)
+        if self.kind is not FlowKind.DAG and len(bindings) > 1:
+            raise FlowError(f"{flow}: a {self.kind.value} flow has one LLM, got {len(bindings)} bindings")
         if self.kind is FlowKind.DAG:
-            self._flow: _DagFlow | _FlexFlow | _PromptyFlow = _DagFlow(flow_file.parent, binding)
+            self._flow: _DagFlow | _FlexFlow | _PromptyFlow = _DagFlow(flow_file.parent, bindings)
         elif self.kind is FlowKind.FLEX:
             self._flow = _FlexFlow(flow_file, binding)
         else:

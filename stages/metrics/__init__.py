@@ -1,0 +1,1 @@
+"""The metrics library: scoring functions every evaluation flow can import (`from stages.metrics import judge`)."""
