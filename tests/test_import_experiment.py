@@ -55,3 +55,18 @@ def test_import_reports_bad_mappings_with_the_file_and_field(project: Project, t
         "experiment.yaml: datasets 'tickets': mapping 'message: ticket_text' is not ${data.<column>}" in result.stderr
     )
     assert not (project.root / "conf/use_cases/support_intent.yaml").exists()
+
+
+def test_an_experiment_name_that_is_no_use_case_name_stops_before_copying(project: Project, tmp_path) -> None:
+    import shutil
+
+    renamed = tmp_path / "renamed"
+    shutil.copytree(FIXTURE, renamed)
+    text = (renamed / "experiment.yaml").read_text()
+    (renamed / "experiment.yaml").write_text(re.sub(r"(?m)^name: .*$", "name: 2024 support", text, count=1))
+    result = project.sh("llmops", "import-experiment", str(renamed), check=False)
+    assert result.returncode == 1
+    assert "name '2024 support'" in result.stderr and "--name" in result.stderr
+    assert (
+        not list((project.root / "use_cases").glob("2024*")) and project.sh("git", "status", "--porcelain").stdout == ""
+    )

@@ -110,6 +110,10 @@ def import_experiment(root: Path, folder: Path, name: str | None = None) -> Impo
     base, overlays = load_experiment(folder)
     where = str(folder / "experiment.yaml")
     name = name or re.sub(r"[^a-z0-9_]", "_", str(base["name"]).lower())
+    try:
+        catalogue.check_name(name)  # before anything is copied: a bad name must leave the project untouched
+    except catalogue.CatalogueError as exc:
+        raise ExperimentImportError(f"{where}: name '{base['name']}' -> {exc}; pass a name with --name") from None
     result = ImportResult(name=name)
     target = root / "use_cases" / name
     if target.exists():
