@@ -48,3 +48,20 @@ def test_answer_similarity_ranks_paraphrases_above_unrelated_answers() -> None:
     assert similarity.answer_similarity("", reference) == 0.0
     batch = similarity.answer_similarities(["Paris is France's capital city.", ""], [reference, reference])
     assert batch == [pytest.approx(paraphrase, abs=1e-3), 0.0]
+
+
+def test_text_metrics_agree_with_hand_computed_values() -> None:
+    from stages.metrics import text
+
+    assert text.normalize("The  Nile, river!") == "nile river"
+    assert text.exact_match("the Nile.", ["Nile", "Nile River"]) and not text.exact_match("Nile delta", ["Nile"])
+    assert text.contains_match("It is the Nile delta", ["Nile"]) and not text.contains_match("Nilesh", ["Nile"])
+    # prediction "paris france" vs reference "paris": precision 1/2, recall 1 -> F1 2/3
+    assert text.token_f1("Paris, France", "Paris") == pytest.approx(2 / 3)
+    assert text.token_f1("", "") == 1.0 and text.token_f1("x", "") == 0.0
+    # LCS of "the cat sat" / "the cat was sat": 3 tokens; P = 3/3, R = 3/4 -> F = 6/7
+    assert text.rouge_l("the cat sat", "the cat was sat") == pytest.approx(6 / 7)
+    assert text.bleu("the cat sat on the mat", "the cat sat on the mat") == pytest.approx(1.0)
+    assert text.chrf("the cat sat on the mat", "the cat sat on the mat") == pytest.approx(1.0)
+    assert 0 < text.bleu("the cat sat on a mat", "the cat sat on the mat") < 1
+    assert text.chrf("completely different", "the cat sat on the mat") < 0.2
