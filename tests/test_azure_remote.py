@@ -1,0 +1,68 @@
+"""The Azure Blob DVC remote: credentials only from the environment, and a push/pull round trip on Azurite."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from conftest import REPO, Azurite, Project
+
+from stages.core import remote
+
+USE_CASES = ("web_classification", "named_entity_recognition", "general_qa")
+OUTPUTS = ("prepared.jsonl", "run/outputs.jsonl", "run/summary.json", "eval/rows.jsonl", "eval/metrics.json",
+           "report/report.csv", "report/report.html")  # fmt: skip
+
+
+def tracked_data(root: Path) -> dict[str, bytes]:
+    """Every dataset and pipeline output, by path."""
+    paths = [*root.glob("use_cases/*/data/*.jsonl"), *(p for p in (root / "data").rglob("*") if p.is_file())]
+    return {str(path.relative_to(root)): path.read_bytes() for path in paths}
+
+
+def files_containing(secret: str, *roots: Path) -> list[Path]:
+    needle = secret.encode()
+    return [path for root in roots for path in root.rglob("*") if path.is_file() and needle in path.read_bytes()]
+
+
+def test_remote_check_wants_credentials_from_the_environment_or_config_local(tmp_path: Path) -> None:
+    (tmp_path / ".dvc").mkdir()
+    shutil.copy2(REPO / ".dvc" / "config", tmp_path / ".dvc" / "config")
+    with pytest.raises(remote.RemoteError, match="AZURE_STORAGE_CONNECTION_STRING"):
+        remote.check(tmp_path, environ={})  # the committed config holds no credentials
+    found = remote.check(tmp_path, environ={remote.CONNECTION_STRING_ENV: "AccountKey=s3cret"})
+    assert found.name == "azure" and found.url.startswith("azure://") and "s3cret" not in str(found)
+    (tmp_path / ".dvc" / "config.local").write_text("['remote \"azure\"']\n    connection_string = AccountKey=s3cret\n")
+    assert remote.check(tmp_path, environ={}).credentials == ".dvc/config.local"
+    assert remote.check(tmp_path, "examples", environ={}).credentials == "none needed"
+
+
+def test_push_wipe_cache_and_pull_into_a_fresh_clone(project: Project, azurite: Azurite, tmp_path: Path) -> None:
+    project.params("env=pr")  # the 12-row subset: this test is about the remote, not the rows
+    project.repro()
+    project.commit("results")
+    name = project.sh("dvc", "config", "core.remote").stdout.strip()
+    azurite.create_container(urlparse(project.sh("dvc", "config", f"remote.{name}.url").stdout.strip()).netloc)
+    with_secret = {**project.env, remote.CONNECTION_STRING_ENV: azurite.connection_string}  # env only, never a file
+
+    pusher = Project(project.root, with_secret)
+    logs = [pusher.sh("llmops", "remote", "check"), pusher.sh("dvc", "push", "--run-cache")]
+    before = tracked_data(project.root)
+    assert {f"data/{uc}/{out}" for uc in USE_CASES for out in OUTPUTS} <= set(before)
+    shutil.rmtree(project.root / ".dvc" / "cache")
+
+    clone = Project(tmp_path / "clone", with_secret)
+    project.sh("git", "clone", "-q", str(project.root), str(clone.root))
+    assert not (clone.root / "data" / "web_classification" / "prepared.jsonl").exists()
+    logs.append(clone.sh("dvc", "pull", "--run-cache"))
+
+    assert tracked_data(clone.root) == before
+    assert json.loads(clone.sh("dvc", "status", "--json").stdout) == {}
+    assert any((clone.root / ".dvc" / "cache" / "runs").rglob("*")), "the run-cache came along"
+    assert clone.repro() == []
+    home = Path(project.env["HOME"])
+    assert not files_containing(azurite.account_key, project.root, clone.root, home)
+    assert not [log.args for log in logs if azurite.account_key in log.stdout + log.stderr]
