@@ -50,14 +50,16 @@ def test_web_classification_metrics() -> None:
 
 
 @pytest.mark.parametrize(
-    "prediction,exact,contains",
-    [(" Paris", True, True), ("paris.", True, True), ("The Nile", False, False), ("Paris, France", False, True),
-     ("Comparison", False, False), ("da Vinci", True, True)],
+    "prediction,exact,contains,f1",
+    [(" Paris", True, True, 1.0), ("paris.", True, True, 1.0), ("The Nile", False, False, 0.0),
+     ("Paris, France", False, True, 0.6667), ("Comparison", False, False, 0.0), ("da Vinci", True, True, 1.0)],
 )  # fmt: skip
-def test_qa_grade(prediction: str, exact: bool, contains: bool) -> None:
+def test_qa_grade(prediction: str, exact: bool, contains: bool, f1: float) -> None:
     grade = load(f"{QA}/evaluate/grade.py").grade
     answer, aliases = ("Leonardo da Vinci", ["da Vinci"]) if "Vinci" in prediction else ("Paris", [])
-    assert grade(answer, aliases, prediction) == {"exact": exact, "contains": contains}
+    result = grade(answer, aliases, prediction)
+    assert (result["exact"], result["contains"]) == (exact, contains)
+    assert result["token_f1"] == f1 and 0 <= result["rouge_l"] <= 1
 
 
 NER = "use_cases/named_entity_recognition/flows"
