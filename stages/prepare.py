@@ -21,9 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(root)
     use_case = params["use_cases"][args.use_case]
     columns = tuple(datasets.input_columns(use_case["data"]["inputs"]).values())
-    schema = datasets.Schema(inputs=columns, label=use_case["data"]["label"])
     source = root / use_case["dataset"]
     try:
+        schema = datasets.Schema(columns, use_case["data"]["label"], tuple(use_case["data"].get("lists") or ()))
         rows = datasets.assign_ids(datasets.load(source, schema), schema, source)
     except datasets.DatasetError as exc:
         print(f"prepare: {exc}", file=sys.stderr)

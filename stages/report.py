@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     columns = reporting.Columns(
         inputs=tuple(datasets.input_columns(use_case["data"]["inputs"]).values()),
         label=use_case["data"]["label"],
-        **use_case["report"],
+        **{key: tuple(value) if isinstance(value, list) else value for key, value in use_case["report"].items()},
     )
     records = reporting.flatten_rows(read_jsonl(args.eval_rows), columns)
     write_text(args.csv, reporting.to_csv(records))
@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         dpi=settings["chart_dpi"],
         max_rows=settings["max_rows_in_html"],
         confusion=columns.confusion,
+        scores=columns.scores,
     )
     write_text(args.html, page)
     print(f"report {args.use_case}: {args.html.resolve()}")

@@ -83,3 +83,42 @@ def test_prepare_stage_reports_bad_row_and_leaves_previous_output(tmp_path: Path
     assert "d.jsonl:2: field 'category' (the label) is empty" in capsys.readouterr().err
     assert out.read_text() == "previous output\n"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".prepared")] == []
+
+
+CHAT = datasets.Schema(inputs=("chat_history", "question"), label="answer", lists=("chat_history",))
+TURN = {"inputs": {"question": "Hi?"}, "outputs": {"answer": "Hello."}}
+
+
+def chat_row(history: object, question: str = "And then?") -> str:
+    return json.dumps({"chat_history": history, "question": question, "answer": "Then this."})
+
+
+def test_a_list_column_may_be_empty_and_keeps_ids_stable(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.jsonl", [chat_row([]), chat_row([TURN])])
+    rows = datasets.assign_ids(datasets.load(path, CHAT), CHAT, path)
+    assert [row["chat_history"] for row in rows] == [[], [TURN]]
+    assert rows[0]["row_id"] != rows[1]["row_id"]  # the history is part of the inputs
+    again = write(tmp_path / "d.jsonl", [chat_row([TURN])])
+    assert datasets.assign_ids(datasets.load(again, CHAT), CHAT, again)[0]["row_id"] == rows[1]["row_id"]
+
+
+@pytest.mark.parametrize(
+    "bad_line,message",
+    [
+        (chat_row("Hi?"), "field 'chat_history' must be a JSON list, got 'Hi?'"),
+        (chat_row(None), "field 'chat_history' must be a JSON list, got None"),
+        (chat_row([], question=""), "field 'question' must be a non-empty string"),
+    ],
+)
+def test_a_list_column_that_is_not_a_list_names_file_line_and_field(
+    tmp_path: Path, bad_line: str, message: str
+) -> None:
+    path = write(tmp_path / "c.jsonl", [chat_row([]), bad_line])
+    with pytest.raises(datasets.DatasetError) as error:
+        datasets.load(path, CHAT)
+    assert str(error.value).startswith(f"{path}:2: {message}")
+
+
+def test_a_list_column_must_be_an_input() -> None:
+    with pytest.raises(datasets.DatasetError, match=r"data.lists: history not among the inputs"):
+        datasets.Schema(inputs=("question",), label="answer", lists=("history",))

@@ -12,16 +12,20 @@ from conftest import Project, StubLLM
 UC = "web_classification"
 QA = "general_qa"
 NER = "named_entity_recognition"
+CHAT = "chat"
 
 
 def stages(*use_cases: str, only: tuple[str, ...] = ("prepare", "run", "evaluate", "report")) -> set[str]:
     return {f"{stage}@{use_case}" for use_case in use_cases for stage in only}
 
 
-ALL_STAGES = stages(UC, NER, QA)
+ALL_STAGES = stages(UC, NER, QA, CHAT)
+CHAT_ROWS = 46  # each also calls the judge once
 
 
 def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: StubLLM) -> None:
+    # chat's judge: a 3 for every answer, except an unreadable verdict for the stub's "banana" answers.
+    stub_llm.script({"Answer: banana\nRelevance:": "no idea", "\nRelevance:": "3"})
     assert set(project.repro()) == ALL_STAGES
     data = project.root / "data" / UC
     rows = [json.loads(line) for line in (data / "run" / "outputs.jsonl").read_text().splitlines()]
@@ -31,7 +35,7 @@ def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: S
     # The stub answers some prompts with a word that is not a label: kept raw, mapped to Other, never dropped.
     others = [row for row in rows if row["outputs"]["category"] == "Other"]
     assert others and all(row["outputs"]["raw"].strip() == "banana" and not row["outputs"]["valid"] for row in others)
-    assert len(stub_llm.requests()) == 72 + 48 + 48
+    assert len(stub_llm.requests()) == 72 + 48 + 48 + 2 * CHAT_ROWS
 
     metrics = json.loads((data / "eval" / "metrics.json").read_text())
     labels = [json.loads(line)["category"] for line in prepared]
@@ -55,6 +59,21 @@ def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: S
     ner = json.loads((project.root / "data" / NER / "eval" / "metrics.json").read_text())
     # The stub never answers in the "type: name" format: no entities, so recall is 0 and nothing is invented.
     assert ner["rows"] == 48 and ner["exact_recall"] == 0.0 and ner["exact_precision"] == 0.0
+
+    chat = project.root / "data" / CHAT
+    replies = [json.loads(line) for line in (chat / "run" / "outputs.jsonl").read_text().splitlines()]
+    assert len(replies) == CHAT_ROWS and all(row["error"] is None for row in replies)
+    prompts = [r["body"]["prompt"] for r in stub_llm.requests()]
+    follow_up = "User: What is the capital of Italy?\nAssistant: Rome is the capital of Italy.\nUser: What river"
+    assert sum(follow_up in prompt for prompt in prompts) == 1  # the prior turn reached the flow's prompt
+    chat_metrics = json.loads((chat / "eval" / "metrics.json").read_text())
+    bananas = sum(row["outputs"]["answer"] == "banana" for row in replies)
+    assert 0 < bananas < CHAT_ROWS and chat_metrics["judge_errors"] == bananas
+    assert chat_metrics["rows"] == CHAT_ROWS and chat_metrics["relevance"] == 3.0
+    assert 0 <= chat_metrics["similarity"] <= 1
+    chat_html = (chat / "report" / "report.html").read_text()
+    assert '<div class="k">relevance</div><div class="v">3.00</div>' in chat_html
+    assert f'<div class="k">judge errors</div><div class="v">{bananas}</div>' in chat_html
 
 
 def test_prompt_flow_stays_offline_and_quiet_under_the_project(project: Project) -> None:
@@ -96,7 +115,7 @@ def test_only_what_changed_reruns(project: Project) -> None:
     config = project.root / "conf" / "config.yaml"
     config.write_text(config.read_text().replace("chart_dpi: 110", "chart_dpi: 90"))
     project.params()
-    assert set(project.repro()) == stages(UC, NER, QA, only=("report",))
+    assert set(project.repro()) == stages(UC, NER, QA, CHAT, only=("report",))
 
 
 def test_env_pr_runs_a_small_deterministic_subset(project: Project) -> None:
@@ -117,10 +136,11 @@ def test_exp_run_variant_v2_and_exp_show(project: Project, stub_llm: StubLLM) ->
     result = project.sh("dvc", "exp", "run", "-S", "variant=v2")
     assert "Running stage 'prepare" not in result.stdout  # only stages whose params changed
     v2_prompts = [r["body"]["prompt"] for r in stub_llm.requests()[before:]]
-    assert len(v2_prompts) == 72 + 48 + 48
+    assert len(v2_prompts) == 72 + 48 + 48 + 2 * CHAT_ROWS
     assert sum(p.startswith("Find the person, location, organization names") for p in v2_prompts) == 48
     assert sum(p.startswith("Web page categories:") for p in v2_prompts) == 72
     assert sum(p.startswith("Question:") for p in v2_prompts) == 48
+    assert sum(p.startswith("A terse assistant") for p in v2_prompts) == CHAT_ROWS
 
     shown = json.loads(project.sh("dvc", "exp", "show", "--json").stdout)
     variants = {}

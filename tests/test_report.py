@@ -75,3 +75,21 @@ def test_html_report_renders_offline_in_chromium(tmp_path: Path) -> None:
 
 def test_headline_rates_leave_out_counts() -> None:
     assert reporting.rates(METRICS) == {"accuracy": 0.5, "macro_precision": 0.5, "macro_recall": 0.5}
+
+
+def test_scores_and_details_for_a_generative_use_case() -> None:
+    metrics = {"similarity": 0.61, "similar": 0.4, "relevance": 3.25, "judge_errors": 2, "rows": 5, "eval_errors": 0}
+    scores = ("similarity", "relevance")
+    assert reporting.rates(metrics, scores) == {"similar": 0.4}  # judge_errors is a count, not a rate
+    assert reporting.score_values(metrics, scores) == {"similarity": 0.61, "relevance": 3.25}
+    columns = reporting.Columns(inputs=("question",), label="answer", prediction="answer", raw_answer="answer",
+                                correct="similar", details=("similarity", "relevance"), scores=scores)  # fmt: skip
+    row = {"row_id": "r0", "question": "Q?", "answer": "A.", "outputs": {"answer": "B."},
+           "eval": {"similar": False, "similarity": 0.2, "relevance": None}, "latency_s": 0.1}  # fmt: skip
+    record = reporting.flatten_rows([row], columns)[0]
+    assert list(record) == ["row_id", "question", "label", "prediction", "correct", "similarity", "relevance",
+                            "raw_answer", "latency_s", "error"]  # fmt: skip
+    html = reporting.render_html("chat", {}, metrics, RUN, [record], 80, 50, scores=scores)
+    assert '<div class="k">relevance</div><div class="v">3.25</div>' in html
+    assert '<div class="k">similar</div><div class="v">40.0%</div>' in html
+    assert '<div class="k">judge errors</div><div class="v">2</div>' in html

@@ -15,8 +15,14 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Schema:
-    inputs: tuple[str, ...]  # non-empty strings the flow reads
+    inputs: tuple[str, ...]  # columns the flow reads: non-empty strings, except those in `lists`
     label: str  # the ground truth: any non-empty JSON value (a label, an answer, a list of entities)
+    lists: tuple[str, ...] = ()  # inputs that hold a JSON list, which may be empty (e.g. a chat history)
+
+    def __post_init__(self) -> None:
+        unknown = [column for column in self.lists if column not in self.inputs]
+        if unknown:
+            raise DatasetError(f"data.lists: {', '.join(unknown)} not among the inputs {list(self.inputs)}")
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -47,7 +53,10 @@ def load(path: Path, schema: Schema) -> list[dict[str, Any]]:
                 if field not in row:
                     raise DatasetError(f"{path}:{line_no}: field '{field}' is missing")
                 value = row[field]
-                if field in schema.inputs and (not isinstance(value, str) or not value.strip()):
+                if field in schema.lists:
+                    if not isinstance(value, list):
+                        raise DatasetError(f"{path}:{line_no}: field '{field}' must be a JSON list, got {value!r}")
+                elif field in schema.inputs and (not isinstance(value, str) or not value.strip()):
                     raise DatasetError(f"{path}:{line_no}: field '{field}' must be a non-empty string, got {value!r}")
                 if field == schema.label and (value is None or value == "" or value == []):
                     raise DatasetError(f"{path}:{line_no}: field '{field}' (the label) is empty")

@@ -245,8 +245,8 @@ class _FlexFlow:
     """A flex flow (function or class entry) through prompt flow's script executor.
 
     A class entry gets the LLM through the params its `init` declares: `model_config` (an OpenAI or Azure
-    OpenAI model configuration, built in memory), `api` (completion or chat) and any variant param
-    (e.g. `temperature`).
+    OpenAI model configuration, built in memory), `api` (completion or chat), `prompt` (the variant's prompt
+    file for that API, relative to the flow folder) and any variant param (e.g. `temperature`).
     """
 
     def __init__(self, flow_file: Path, binding: LLMBinding | None) -> None:
@@ -261,6 +261,8 @@ class _FlexFlow:
                 init["model_config"] = _model_config_object(binding.connection)
             if "api" in declared:
                 init["api"] = binding.connection.api
+            if "prompt" in declared and binding.prompt:
+                init["prompt"] = binding.prompt
         flow_file = flow_file.resolve()
         self._executor = FlowExecutor.create(flow_file, {}, working_dir=flow_file.parent, init_kwargs=init or None)
 

@@ -29,6 +29,8 @@ class Columns:
     raw_answer: str  # run output with the model's raw text
     correct: str  # evaluation output: per-row correctness
     confusion: bool = False  # a classification use case: draw label x prediction counts
+    details: tuple[str, ...] = ()  # more evaluation outputs shown per row (e.g. similarity, relevance)
+    scores: tuple[str, ...] = ()  # headline metrics that are not rates (e.g. a judge's mean 1-5): shown as numbers
 
 
 def flatten_rows(rows: list[dict[str, Any]], columns: Columns) -> list[dict[str, Any]]:
@@ -44,6 +46,7 @@ def flatten_rows(rows: list[dict[str, Any]], columns: Columns) -> list[dict[str,
                 "label": row[columns.label],
                 "prediction": outputs.get(columns.prediction, ""),
                 "correct": evaluation.get(columns.correct),
+                **{name: evaluation.get(name) for name in columns.details},
                 "raw_answer": outputs.get(columns.raw_answer, ""),
                 "latency_s": row.get("latency_s"),
                 "error": row.get("run_error") or row.get("eval_error") or "",
@@ -63,13 +66,28 @@ def to_csv(records: list[dict[str, Any]]) -> str:
 COUNT_KEYS = ("rows", "run_errors", "eval_errors")
 
 
-def rates(metrics: dict[str, Any]) -> dict[str, float]:
-    """The headline metrics: top-level numbers that are not counts (accuracy, exact_match, f1, ...)."""
+def is_count(key: str) -> bool:
+    """Row counts: rows, run and evaluation errors, and any other `*_errors` (e.g. judge_errors)."""
+    return key in COUNT_KEYS or key.endswith("_errors")
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
     return {
         key: float(value)
         for key, value in metrics.items()
-        if key not in COUNT_KEYS and isinstance(value, int | float) and not isinstance(value, bool)
+        if not is_count(key) and isinstance(value, int | float) and not isinstance(value, bool)
     }
+
+
+def rates(metrics: dict[str, Any], scores: tuple[str, ...] = ()) -> dict[str, float]:
+    """The headline rates in [0, 1]: top-level numbers that are neither counts nor `scores` (accuracy, f1, ...)."""
+    return {key: value for key, value in _numbers(metrics).items() if key not in scores}
+
+
+def score_values(metrics: dict[str, Any], scores: tuple[str, ...]) -> dict[str, float]:
+    """The headline metrics named in `scores` that the metrics hold, in that order."""
+    numbers = _numbers(metrics)
+    return {key: numbers[key] for key in scores if key in numbers}
 
 
 def _subplots(width: float, height: float) -> tuple[Figure, Any]:
@@ -199,13 +217,18 @@ def _table(records: list[dict[str, Any]], max_rows: int) -> str:
 
 def render_html(
     title: str, context: dict[str, str], metrics: dict[str, Any], run: dict[str, Any],
-    records: list[dict[str, Any]], dpi: int, max_rows: int, confusion: bool = False,
+    records: list[dict[str, Any]], dpi: int, max_rows: int, confusion: bool = False, scores: tuple[str, ...] = (),
 ) -> str:  # fmt: skip
     """The whole report page: headline numbers, charts, and the rows (mistakes first)."""
-    headline = rates(metrics)
+    headline = rates(metrics, scores)
     latency = run.get("latency_s", {})
     cards = [_card(name.replace("_", " "), f"{value:.1%}") for name, value in headline.items()]
+    cards += [
+        _card(name.replace("_", " "), f"{value:.2f}", "mean") for name, value in score_values(metrics, scores).items()
+    ]
     cards.append(_card("rows", str(metrics.get("rows", 0)), "evaluated"))
+    other_counts = {key: value for key, value in metrics.items() if is_count(key) and key not in COUNT_KEYS}
+    cards += [_card(key.replace("_", " "), str(value)) for key, value in other_counts.items()]
     if run.get("invalid_answers"):
         cards.append(_card("invalid answers", str(run["invalid_answers"]), "kept raw, marked invalid"))
     cards += [

@@ -1,0 +1,119 @@
+"""The chat use case on the stub LLM: the class-entry flow with history, and its evaluation (similarity + judge)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import REPO, StubLLM
+from test_flows import load
+
+from stages.core import connections, flow_engine
+
+FLOWS = REPO / "use_cases" / "chat" / "flows"
+ITALY = {
+    "inputs": {"question": "What is the capital of Italy?"},
+    "outputs": {"answer": "Rome is the capital of Italy."},
+}
+BREAD = {"inputs": {"question": "I want to bake bread."}, "outputs": {"answer": "You need flour and yeast."}}
+ASSISTANT = {"prompt": {"completion": "assistant.prompty", "chat": "assistant_chat.prompty"}}
+JUDGE = {"prompt": {"completion": "relevance.jinja2", "chat": "relevance.chat.jinja2"}, "params": {"max_tokens": 3}}
+
+
+def stub_connection(stub: StubLLM, api: str) -> connections.Connection:
+    return connections.Connection(name="local", type="openai", api=api, model="gemma-3-270m",
+                                  base_url=stub.base_url, api_key="unused")  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def quiet_prompt_flow(tmp_path: Path) -> None:
+    flow_engine.configure(tmp_path / "runtime")
+
+
+def test_the_assistant_answers_with_the_prior_turns_in_a_completion_transcript(stub_llm: StubLLM) -> None:
+    stub_llm.script({"User: What river flows through it?": "The Tiber flows through Rome.\n"})
+    binding = flow_engine.binding_for(
+        stub_connection(stub_llm, "completion"), {**ASSISTANT, "params": {"max_turns": 1}}
+    )
+    session = flow_engine.FlowSession(FLOWS / "assistant", binding)
+    result = session.run("r1", {"question": "What river flows through it?", "chat_history": [BREAD, ITALY]})
+
+    assert result.error is None and result.outputs == {"answer": "The Tiber flows through Rome."}
+    prompt = stub_llm.requests()[-1]["body"]["prompt"]
+    assert prompt.endswith(
+        "\n\nUser: What is the capital of Italy?\nAssistant: Rome is the capital of Italy.\n"
+        "User: What river flows through it?\nAssistant:"
+    )
+    assert "I want to bake bread." not in prompt  # max_turns=1 keeps the latest turn only
+    assert stub_llm.requests()[-1]["body"]["stop"] == ["\n", "User:"]
+
+    sample = json.loads((REPO / "use_cases" / "chat" / "sample-request.json").read_text())
+    assert session.run("sample", sample).error is None  # what an endpoint test would send
+
+
+def test_the_assistant_sends_role_messages_on_the_chat_api(stub_llm: StubLLM) -> None:
+    stub_llm.script({"What river flows through it?": "The Tiber."})
+    session = flow_engine.FlowSession(
+        FLOWS / "assistant", flow_engine.binding_for(stub_connection(stub_llm, "chat"), ASSISTANT)
+    )
+    assert session.run("r1", {"question": "What river flows through it?", "chat_history": [ITALY]}).outputs == {
+        "answer": "The Tiber."
+    }
+    messages = stub_llm.requests()[-1]["body"]["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert [m["content"] for m in messages[1:]] == [
+        "What is the capital of Italy?", "Rome is the capital of Italy.", "What river flows through it?"
+    ]  # fmt: skip
+
+    broken = session.run("r2", {"question": "And then?", "chat_history": [{"inputs": {"question": "Hi"}}]})
+    assert broken.outputs is None and "chat_history[0]: expected" in broken.error
+
+
+def test_recent_turns_keeps_the_latest_and_checks_every_turn() -> None:
+    recent_turns = load("use_cases/chat/flows/assistant/assistant.py").recent_turns
+    assert recent_turns([BREAD, ITALY], 1) == [ITALY]
+    assert recent_turns([BREAD, ITALY], 0) == [] and recent_turns([], 4) == []
+    with pytest.raises(ValueError, match=r"chat_history\[1\]: expected"):
+        recent_turns([BREAD, {"inputs": {"question": "Hi"}, "outputs": {"answer": 3}}], 4)
+
+
+def test_evaluation_scores_similarity_and_records_an_unreadable_judge_answer_as_an_error(stub_llm: StubLLM) -> None:
+    stub_llm.script(
+        {"Answer: The Tiber river runs through Rome.": " 4", "Answer: Bananas are yellow.": "very relevant"}
+    )
+    binding = flow_engine.binding_for(stub_connection(stub_llm, "completion"), JUDGE, node="relevance")
+    session = flow_engine.FlowSession(FLOWS / "evaluate", binding)
+    question = {
+        "question": "What river flows through it?",
+        "chat_history": [ITALY],
+        "reference": "The Tiber flows through Rome.",
+    }
+    rows = [{**question, "answer": "The Tiber river runs through Rome."}, {**question, "answer": "Bananas are yellow."}]
+    good, bad = results = [session.run(f"r{i}", row) for i, row in enumerate(rows)]
+
+    assert good.error is None and good.outputs["relevance"] == 4 and good.outputs["relevance_error"] is None
+    assert good.outputs["similarity"] > 0.7 and good.outputs["similar"] is True
+    assert bad.error is None and bad.outputs["relevance"] is None  # an error for the row, never a score
+    assert "very relevant' holds no score" in bad.outputs["relevance_error"]
+    assert bad.outputs["similarity"] < 0.3 and bad.outputs["similar"] is False
+    judge_prompt = stub_llm.requests()[0]["body"]["prompt"]
+    assert judge_prompt.endswith(
+        "Conversation:\nUser: What is the capital of Italy?\nAssistant: Rome is the capital of Italy.\n"
+        "Question: What river flows through it?\nAnswer: The Tiber river runs through Rome.\nRelevance:"
+    )
+
+    metrics = session.aggregate(results, rows)
+    assert metrics["relevance"] == 4.0 and metrics["judge_errors"] == 1  # the unreadable row is not in the mean
+    assert metrics["similar"] == 0.5
+    assert metrics["similarity"] == pytest.approx(
+        (good.outputs["similarity"] + bad.outputs["similarity"]) / 2, abs=1e-4
+    )
+
+
+def test_chat_metrics_leave_out_relevance_when_the_judge_scored_nothing() -> None:
+    chat_metrics = load("use_cases/chat/flows/evaluate/aggregate.py").chat_metrics
+    similarities = [{"similarity": 0.9, "similar": True}, {"similarity": 0.5, "similar": False}]
+    unread = {"relevance": None, "relevance_error": "judge answer 'x' holds no score from 1 to 5"}
+    assert chat_metrics(similarities, [unread, unread]) == {"similarity": 0.7, "similar": 0.5, "judge_errors": 2}
+    assert chat_metrics(similarities, [{"relevance": 2, "relevance_error": None}, unread])["relevance"] == 2.0
