@@ -60,6 +60,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
         run_file = use_case_dir / "run" / "summary.json"
         run = json.loads(run_file.read_text()) if run_file.is_file() else {}
         headline = "  ".join(f"{key} {value:.1%}" for key, value in reporting.rates(metrics).items())
+        for name, score in reporting.judge_scores(metrics).items():
+            value, counts = reporting.judge_summary(score)
+            headline += f"  {name} {value} ({counts})"
         errors = run.get("errors", 0) + metrics.get("eval_errors", 0)
         counts = f"rows {metrics.get('rows', '?')}  errors {errors}  invalid {run.get('invalid_answers', 0)}"
         print(f"{use_case_dir.name}: {headline}  {counts}")
