@@ -31,14 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     for source in sources:
         text = source.read_text(encoding="utf-8")
         if source.stem in as_pdf:
+            target = args.out / f"{source.stem}.pdf"
             try:
-                write_bytes(args.out / f"{source.stem}.pdf", documents.render_pdf(text, str(source)))
+                write_bytes(target, documents.render_pdf(text, str(source)))
             except documents.DocumentError as exc:
                 print(f"render: {exc}", file=sys.stderr)
                 return 1
         else:
-            write_text(args.out / source.name, text)
-        print(f"render: {source} -> {args.out / (source.stem + ('.pdf' if source.stem in as_pdf else '.md'))}")
+            target = args.out / source.name
+            write_text(target, text)
+        print(f"render: {source} -> {target}")
     return 0
 
 
