@@ -72,6 +72,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
             [f"{key} {value:.1%}" for key, value in reporting.rates(metrics, scores).items()]
             + [f"{key} {value:.2f}" for key, value in reporting.score_values(metrics, scores).items()]
         )
+        for name, score in reporting.judge_scores(metrics).items():
+            value, counts = reporting.judge_summary(score)
+            headline += f"  {name} {value} ({counts})"
         errors = run.get("errors", 0) + metrics.get("eval_errors", 0)
         counts = f"rows {metrics.get('rows', '?')}  errors {errors}  invalid {run.get('invalid_answers', 0)}"
         print(f"{use_case_dir.name}: {headline}  {counts}")

@@ -63,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    session = flow_engine.FlowSession(root / use_case["flow"], binding)
+    try:
+        session = flow_engine.FlowSession(root / use_case["flow"], binding, node_inputs=variant.get("node_inputs"))
+    except flow_engine.FlowError as exc:
+        print(f"run: variant {use_case['variant']} of {args.use_case}: {exc}", file=sys.stderr)
+        return 1
     print(
         f"run {args.use_case}: {len(rows)} rows, variant {use_case['variant']}, "
         f"llm {connection.name} ({connection.model})",

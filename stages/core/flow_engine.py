@@ -141,11 +141,16 @@ def _model_config_object(connection: Connection) -> Any:
     return OpenAIModelConfiguration(model=connection.model, base_url=connection.base_url, api_key=connection.api_key)
 
 
-def _context(bindings: Iterable[LLMBinding]) -> Any:
+NodeInputs = Mapping[str, Mapping[str, Any]]  # node name -> {input name: value}
+
+
+def _context(bindings: Iterable[LLMBinding], node_inputs: NodeInputs) -> Any:
     from promptflow.entities import FlowContext
 
     connections: dict[str, dict[str, Any]] = {}
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = {
+        f"nodes.{node}.inputs.{name}": value for node, values in node_inputs.items() for name, value in values.items()
+    }
     for binding in bindings:
         if binding.node is None:
             raise FlowError("a DAG flow's LLM binding needs the LLM node's name (llm_node in the variant)")
@@ -192,12 +197,12 @@ def _raise_unless_completed(result: Any) -> None:
 class _DagFlow:
     """A DAG flow through prompt flow's executor, which also runs aggregation nodes."""
 
-    def __init__(self, flow_dir: Path, bindings: Sequence[LLMBinding]) -> None:
+    def __init__(self, flow_dir: Path, bindings: Sequence[LLMBinding], node_inputs: NodeInputs) -> None:
         from promptflow._sdk.entities._flows._flow_context_resolver import FlowContextResolver
         from promptflow.client import load_flow
 
         flow = load_flow(str(flow_dir))
-        flow.context = _context(bindings)
+        flow.context = _context(bindings, node_inputs)
         # The invoker applies the context (connections, prompt and param overrides) and owns an executor
         # that can also run aggregation nodes, which the flow-as-a-function call does not.
         self._executor = FlowContextResolver.resolve(flow=flow).executor
@@ -281,15 +286,20 @@ class _FlexFlow:
 class FlowSession:
     """A flow (DAG, flex or prompty) loaded once and executed row by row in this process."""
 
-    def __init__(self, flow: Path, *bindings: LLMBinding) -> None:
-        """`bindings` wire the flow's LLM: one per LLM node of a DAG flow, at most one for flex and prompty flows."""
+    def __init__(self, flow: Path, *bindings: LLMBinding, node_inputs: NodeInputs | None = None) -> None:
+        """`bindings` wire the flow's LLM: one per LLM node of a DAG flow, at most one for flex and prompty flows.
+
+        `node_inputs` sets inputs of any node of a DAG flow (a variant's `node_inputs`, e.g. a retriever's top_k).
+        """
         binding = bindings[0] if bindings else None
         self.kind, flow_file = detect(flow, binding.prompt if binding else None)
         self._secrets = tuple(secret for b in bindings for secret in b.connection.secrets)
         if self.kind is not FlowKind.DAG and len(bindings) > 1:
             raise FlowError(f"{flow}: a {self.kind.value} flow has one LLM, got {len(bindings)} bindings")
+        if self.kind is not FlowKind.DAG and node_inputs:
+            raise FlowError(f"{flow}: node_inputs need a DAG flow, this is a {self.kind.value} flow")
         if self.kind is FlowKind.DAG:
-            self._flow: _DagFlow | _FlexFlow | _PromptyFlow = _DagFlow(flow_file.parent, bindings)
+            self._flow: _DagFlow | _FlexFlow | _PromptyFlow = _DagFlow(flow_file.parent, bindings, node_inputs or {})
         elif self.kind is FlowKind.FLEX:
             self._flow = _FlexFlow(flow_file, binding)
         else:

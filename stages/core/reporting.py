@@ -90,6 +90,20 @@ def score_values(metrics: dict[str, Any], scores: tuple[str, ...]) -> dict[str, 
     return {key: numbers[key] for key in scores if key in numbers}
 
 
+def judge_scores(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """LLM-as-judge results, `<judge>: {mean, scored, errors}` (mean on the judge's 1-5 scale): not rates."""
+    return {
+        key: value for key, value in metrics.items() if isinstance(value, dict) and {"scored", "errors"} <= value.keys()
+    }
+
+
+def judge_summary(score: dict[str, Any]) -> tuple[str, str]:
+    """A judge's headline value ('3.42 / 5', or 'n/a' when it scored nothing) and its counts."""
+    mean = score.get("mean")
+    value = f"{mean:.2f} / 5" if mean is not None else "n/a"
+    return value, f"{score['scored']} scored, {score['errors']} unparseable"
+
+
 def _subplots(width: float, height: float) -> tuple[Figure, Any]:
     """A figure and its axes; matplotlib is imported here so `llmops` commands start fast."""
     import matplotlib
@@ -226,6 +240,8 @@ def render_html(
     cards += [
         _card(name.replace("_", " "), f"{value:.2f}", "mean") for name, value in score_values(metrics, scores).items()
     ]
+
+    cards += [_card(name, *judge_summary(score)) for name, score in judge_scores(metrics).items()]
     cards.append(_card("rows", str(metrics.get("rows", 0)), "evaluated"))
     other_counts = {key: value for key, value in metrics.items() if is_count(key) and key not in COUNT_KEYS}
     cards += [_card(key.replace("_", " "), str(value)) for key, value in other_counts.items()]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any
 
 
 def first_relevant_rank(retrieved: Sequence[str], relevant: Collection[str]) -> int | None:
@@ -29,3 +30,17 @@ def mean_reciprocal_rank(ranks: Iterable[int | None]) -> float:
     """MRR over queries, from each query's first relevant rank (None counts as 0)."""
     ranks = list(ranks)
     return statistics.fmean(1.0 / rank if rank else 0.0 for rank in ranks) if ranks else 0.0
+
+
+def quote_in(quote: str, passage: str) -> bool:
+    """Whether `passage` holds `quote`, ignoring case and runs of whitespace (PDF text wraps lines anywhere)."""
+    squeeze = " ".join
+    return squeeze(quote.lower().split()) in squeeze(passage.lower().split())
+
+
+def gold_ids(chunks: Iterable[Mapping[str, Any]], doc: str, quote: str) -> set[str]:
+    """Ids of the chunks (`id`, `doc`, `text`) from document `doc` that hold the gold `quote`: the relevant ones.
+
+    Judging relevance by a quote, not by chunk ids, keeps gold labels valid when the chunking changes.
+    """
+    return {chunk["id"] for chunk in chunks if chunk["doc"] == doc and quote_in(quote, chunk["text"])}
