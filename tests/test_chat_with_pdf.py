@@ -69,27 +69,27 @@ def test_the_committed_pdfs_are_what_the_sources_render_to() -> None:
         assert data == (documents.render_pdf(source) if name.endswith(".pdf") else source.encode()), name
 
 
-def test_chunks_have_the_size_overlap_and_stable_ids() -> None:
+def test_chunks_have_the_length_overlap_and_stable_ids() -> None:
     words = [f"w{i}" for i in range(25)]
     passages = [
         documents.Passage("a", 1, None, " ".join(words[:12])),
         documents.Passage("a", 2, None, " ".join(words[12:])),
         documents.Passage("b", None, "Intro", "only four words here"),
     ]
-    chunks = documents.chunk(passages, size=10, overlap=3)
+    chunks = documents.chunk(passages, words=10, overlap=3)
     assert [c.id for c in chunks] == ["a#0", "a#1", "a#2", "a#3", "b#0"]
     a = [c.text.split() for c in chunks if c.doc == "a"]
     assert all(len(c) <= 10 for c in a) and a[0] == words[:10] and a[-1][-1] == "w24"
     assert all(left[-3:] == right[:3] for left, right in itertools.pairwise(a))
     assert [c.page for c in chunks] == [1, 1, 2, 2, None] and chunks[-1].section == "Intro"
-    assert documents.chunk(passages, size=10, overlap=3) == chunks
+    assert documents.chunk(passages, words=10, overlap=3) == chunks
     with pytest.raises(documents.DocumentError, match=r"chunking\.overlap"):
-        documents.chunk(passages, size=10, overlap=10)
+        documents.chunk(passages, words=10, overlap=10)
 
 
 def test_dataset_rows_name_a_gold_quote_that_lies_whole_in_a_chunk() -> None:
     assert len(DATASET) >= 40 and len({row["question"] for row in DATASET}) == len(DATASET)
-    chunks = documents.chunk(tracked_passages(), CHUNKING["size"], CHUNKING["overlap"])
+    chunks = documents.chunk(tracked_passages(), CHUNKING["words"], CHUNKING["overlap"])
     for row in DATASET:
         assert row["answer"] and len(row["gold_quote"].split()) <= CHUNKING["overlap"] + 1, row
         gold = retrieval.gold_ids([c.to_dict() for c in chunks], row["gold_doc"], row["gold_quote"])
@@ -97,7 +97,7 @@ def test_dataset_rows_name_a_gold_quote_that_lies_whole_in_a_chunk() -> None:
 
 
 def test_index_search_returns_the_gold_chunk(tmp_path: Path) -> None:
-    chunks = [c.to_dict() for c in documents.chunk(tracked_passages(), CHUNKING["size"], CHUNKING["overlap"])]
+    chunks = [c.to_dict() for c in documents.chunk(tracked_passages(), CHUNKING["words"], CHUNKING["overlap"])]
     vector_index.write(tmp_path, chunks, embeddings.encode([c["text"] for c in chunks]), embeddings.MODEL_NAME)
     index = vector_index.load(tmp_path)
     questions = {row["question"]: row for row in DATASET}

@@ -93,7 +93,7 @@ def test_llm_switch_reaches_every_use_case(project: Project, stub_llm: StubLLM, 
     project.sh("dvc", "repro")
 
     requests = stub_llm.requests()
-    assert len(requests) == 12 * 4 + 12  # the pr subset of every use case, and chat's judge
+    assert len(requests) == 12 * 5 + 2 * 12  # the pr subset of every use case, and the chat and chat_with_pdf judges
     for request in requests:
         assert request["body"]["messages"], "chat models get the prompt as messages"
         if llm == "openai":

@@ -117,7 +117,7 @@ def test_only_what_changed_reruns(project: Project) -> None:
 
     # A chunking param rebuilds chunks and index; the index lives in the flow folder, so chat_with_pdf reruns.
     rag = project.root / "conf" / "use_cases" / f"{RAG}.yaml"
-    rag.write_text(rag.read_text().replace("size: 80", "size: 60"))
+    rag.write_text(rag.read_text().replace("words: 80", "words: 60"))
     project.params()
     assert set(project.repro()) == {"docs_chunk", "docs_index"} | stages(RAG, only=("run", "evaluate", "report"))
 

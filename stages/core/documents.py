@@ -170,28 +170,28 @@ def document_files(folder: Path) -> list[Path]:
     return files
 
 
-def check_chunking(size: int, overlap: int) -> None:
-    if not isinstance(size, int) or size < 1:
-        raise DocumentError(f"documents.chunking.size: expected a whole number of words >= 1, got {size!r}")
-    if not isinstance(overlap, int) or not 0 <= overlap < size:
-        raise DocumentError(f"documents.chunking.overlap: expected a whole number from 0 to size-1, got {overlap!r}")
+def check_chunking(words: int, overlap: int) -> None:
+    if not isinstance(words, int) or words < 1:
+        raise DocumentError(f"documents.chunking.words: expected a whole number of words >= 1, got {words!r}")
+    if not isinstance(overlap, int) or not 0 <= overlap < words:
+        raise DocumentError(f"documents.chunking.overlap: expected a whole number from 0 to words-1, got {overlap!r}")
 
 
-def chunk(passages: Iterable[Passage], size: int, overlap: int) -> list[Chunk]:
-    """Windows of `size` words, `overlap` words shared by neighbours, over each document's passages in order.
+def chunk(passages: Iterable[Passage], words: int, overlap: int) -> list[Chunk]:
+    """Windows of `words` words, `overlap` words shared by neighbours, over each document's passages in order.
 
     Any span of at most overlap+1 words lies whole inside some chunk, so a short gold quote is always findable.
     """
-    check_chunking(size, overlap)
-    words_by_doc: dict[str, list[tuple[str, int | None, str | None]]] = {}
+    check_chunking(words, overlap)
+    tagged_by_doc: dict[str, list[tuple[str, int | None, str | None]]] = {}
     for p in passages:
-        words_by_doc.setdefault(p.doc, []).extend((word, p.page, p.section) for word in p.text.split())
+        tagged_by_doc.setdefault(p.doc, []).extend((word, p.page, p.section) for word in p.text.split())
     chunks = []
-    step = size - overlap
-    for doc, words in words_by_doc.items():
-        starts = range(0, max(len(words) - overlap, 1), step)
+    step = words - overlap
+    for doc, tagged in tagged_by_doc.items():
+        starts = range(0, max(len(tagged) - overlap, 1), step)
         for number, start in enumerate(starts):
-            window = words[start : start + size]
+            window = tagged[start : start + words]
             _, page, section = window[0]
             chunks.append(Chunk(f"{doc}#{number}", doc, page, section, " ".join(word for word, _, _ in window)))
     return chunks

@@ -21,12 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_params(project_root())["use_cases"][args.use_case]["documents"]["chunking"]
     passages = [documents.Passage(**row) for row in read_jsonl(args.passages)]
     try:
-        chunks = documents.chunk(passages, settings["size"], settings["overlap"])
+        chunks = documents.chunk(passages, settings["words"], settings["overlap"])
     except documents.DocumentError as exc:
         print(f"docs_chunk {args.use_case}: {exc}", file=sys.stderr)
         return 1
     write_jsonl(args.out, (c.to_dict() for c in chunks))
-    print(f"docs_chunk {args.use_case}: {len(chunks)} chunks of {settings['size']} words -> {args.out}")
+    print(f"docs_chunk {args.use_case}: {len(chunks)} chunks of {settings['words']} words -> {args.out}")
     return 0
 
 
