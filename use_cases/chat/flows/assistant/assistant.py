@@ -2,11 +2,14 @@
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
-from promptflow.core import OpenAIModelConfiguration, Prompty
+from promptflow.core import AzureOpenAIModelConfiguration, OpenAIModelConfiguration, Prompty
 
 HERE = Path(__file__).parent
+# typing.Union, not `|`: prompt flow checks an init param annotated with a single model configuration class
+# against that class (and cannot read `X | Y`), so an Azure configuration would be refused.
+ModelConfiguration = Union[OpenAIModelConfiguration, AzureOpenAIModelConfiguration]  # noqa: UP007
 
 
 @dataclass
@@ -40,7 +43,7 @@ class Assistant:
     """
 
     def __init__(
-        self, model_config: OpenAIModelConfiguration, api: str = "completion", prompt: str = "assistant.prompty",
+        self, model_config: ModelConfiguration, api: str = "completion", prompt: str = "assistant.prompty",
         temperature: float = 0, max_tokens: int = 48, max_turns: int = 4,
     ) -> None:  # fmt: skip
         model = {
