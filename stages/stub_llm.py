@@ -2,8 +2,10 @@
 
 Answers /v1/completions and /v1/chat/completions deterministically: the answer is picked from `--answers` by a
 hash of the prompt, so the same prompt always gets the same answer and a changed prompt may get another.
-Every request is appended to `--record` (JSON Lines) when given, headers included, so tests can assert what
-was sent. Run: `python -m stages.stub_llm --port 0` prints `listening on http://127.0.0.1:PORT/v1`.
+`--canned FILE` (a JSON object: prompt substring -> answer) overrides that: a prompt containing a substring
+gets its answer verbatim (first match in file order), so a test can script right and wrong answers for chosen
+rows. Every request is appended to `--record` (JSON Lines) when given, headers included, so tests can assert
+what was sent. Run: `python -m stages.stub_llm --port 0` prints `listening on http://127.0.0.1:PORT/v1`.
 """
 
 from __future__ import annotations
@@ -26,8 +28,15 @@ def pick_answer(prompt: str, answers: tuple[str, ...]) -> str:
     return answers[int.from_bytes(digest[:4], "big") % len(answers)]
 
 
-def make_handler(model: str, answers: tuple[str, ...], record: Path | None) -> type[BaseHTTPRequestHandler]:
+def make_handler(
+    model: str, answers: tuple[str, ...], record: Path | None, canned: dict[str, str] | None = None
+) -> type[BaseHTTPRequestHandler]:
     lock = threading.Lock()
+
+    def answer(prompt: str, lead: str) -> str:
+        """The canned answer for the first substring found in the prompt, else `lead` + a hashed pick."""
+        found = next((text for key, text in (canned or {}).items() if key in prompt), None)
+        return found if found is not None else lead + pick_answer(prompt, answers)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -62,13 +71,13 @@ def make_handler(model: str, answers: tuple[str, ...], record: Path | None) -> t
             if route.endswith("/completions") and not route.endswith("/chat/completions"):
                 prompt = body.get("prompt", "")
                 prompt = prompt if isinstance(prompt, str) else "".join(prompt)
-                text = " " + pick_answer(prompt, answers)
+                text = answer(prompt, " ")
                 choice = {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
                 self._send(200, {"id": "cmpl-stub", "object": "text_completion", "created": created,
                                  "model": body.get("model", model), "choices": [choice], "usage": usage})  # fmt: skip
             elif route.endswith("/chat/completions"):
                 prompt = json.dumps(body.get("messages", []), sort_keys=True)
-                message = {"role": "assistant", "content": pick_answer(prompt, answers)}
+                message = {"role": "assistant", "content": answer(prompt, "")}
                 choice = {"index": 0, "message": message, "finish_reason": "stop"}
                 self._send(200, {"id": "chatcmpl-stub", "object": "chat.completion", "created": created,
                                  "model": body.get("model", model), "choices": [choice], "usage": usage})  # fmt: skip
@@ -78,8 +87,15 @@ def make_handler(model: str, answers: tuple[str, ...], record: Path | None) -> t
     return Handler
 
 
-def serve(host: str, port: int, model: str, answers: tuple[str, ...], record: Path | None) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), make_handler(model, answers, record))
+def serve(
+    host: str,
+    port: int,
+    model: str,
+    answers: tuple[str, ...],
+    record: Path | None,
+    canned: dict[str, str] | None = None,
+) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), make_handler(model, answers, record, canned))
     server.daemon_threads = True
     return server
 
@@ -91,8 +107,10 @@ def main() -> None:
     parser.add_argument("--model", default="gemma-3-270m")
     parser.add_argument("--answers", default=",".join(DEFAULT_ANSWERS))
     parser.add_argument("--record", type=Path)
+    parser.add_argument("--canned", type=Path, help="JSON object: prompt substring -> answer (verbatim)")
     args = parser.parse_args()
-    server = serve(args.host, args.port, args.model, tuple(args.answers.split(",")), args.record)
+    canned = json.loads(args.canned.read_text(encoding="utf-8")) if args.canned else None
+    server = serve(args.host, args.port, args.model, tuple(args.answers.split(",")), args.record, canned)
     print(f"listening on http://{args.host}:{server.server_address[1]}/v1", flush=True)
     server.serve_forever()
 

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,15 +61,27 @@ def stop_process(process: subprocess.Popen) -> None:
         process.wait()
 
 
-@pytest.fixture
-def stub_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubLLM]:
-    record = tmp_path_factory.mktemp("stub") / "requests.jsonl"
+@contextmanager
+def running_stub(folder: Path, canned: dict[str, str] | None = None) -> Iterator[StubLLM]:
+    """A stub LLM on a free port; `canned` (prompt substring -> answer) scripts answers for chosen prompts."""
+    import json
+
+    record = folder / "requests.jsonl"
     command = [sys.executable, "-m", "stages.stub_llm", "--port", "0", "--record", str(record)]
+    if canned:
+        (folder / "canned.json").write_text(json.dumps(canned))
+        command += ["--canned", str(folder / "canned.json")]
     process, port = start_process(command, re.compile(r"listening on http://127\.0\.0\.1:(\d+)/v1"))
     try:
         yield StubLLM(base_url=f"http://127.0.0.1:{port}/v1", port=int(port), record=record)
     finally:
         stop_process(process)
+
+
+@pytest.fixture
+def stub_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubLLM]:
+    with running_stub(tmp_path_factory.mktemp("stub")) as stub:
+        yield stub
 
 
 @dataclass
@@ -126,12 +139,16 @@ def make_project(destination: Path, extra_env: dict[str, str] | None = None) -> 
     return project
 
 
-@pytest.fixture
-def project(tmp_path: Path, stub_llm: StubLLM) -> Project:
-    """A project copy whose `llm=local` connection points at the stub LLM."""
-    project = make_project(tmp_path / "repo")
+def use_stub(project: Project, stub: StubLLM) -> Project:
+    """Point the project's `llm=local` connection at `stub` (params recomposed and committed)."""
     config = project.root / "conf" / "config.yaml"
-    config.write_text(config.read_text().replace("port: 8765", f"port: {stub_llm.port}"))
+    config.write_text(config.read_text().replace("port: 8765", f"port: {stub.port}"))
     project.params()
     project.commit("point the local LLM at the stub")
     return project
+
+
+@pytest.fixture
+def project(tmp_path: Path, stub_llm: StubLLM) -> Project:
+    """A project copy whose `llm=local` connection points at the stub LLM."""
+    return use_stub(make_project(tmp_path / "repo"), stub_llm)
