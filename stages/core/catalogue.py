@@ -127,6 +127,7 @@ KINDS = {
     "dag": ("answer", {"completion": "answer.jinja2", "chat": "answer.chat.jinja2"}, "answer"),
     "prompty": (None, {"completion": "answer.prompty", "chat": "answer_chat.prompty"}, "output"),
     "class": (None, None, "answer"),  # the class picks its prompty from the `api` it is given
+    "function": (None, {"completion": "answer.prompty", "chat": "answer_chat.prompty"}, "answer"),  # as `prompt`
 }
 
 
