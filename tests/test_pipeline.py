@@ -12,13 +12,15 @@ from conftest import Project, StubLLM
 UC = "web_classification"
 QA = "general_qa"
 NER = "named_entity_recognition"
+MATH = "math_coding"
+CODE = "code_generation"
 
 
 def stages(*use_cases: str, only: tuple[str, ...] = ("prepare", "run", "evaluate", "report")) -> set[str]:
     return {f"{stage}@{use_case}" for use_case in use_cases for stage in only}
 
 
-ALL_STAGES = stages(UC, NER, QA)
+ALL_STAGES = stages(UC, NER, QA, MATH, CODE)
 
 
 def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: StubLLM) -> None:
@@ -31,7 +33,7 @@ def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: S
     # The stub answers some prompts with a word that is not a label: kept raw, mapped to Other, never dropped.
     others = [row for row in rows if row["outputs"]["category"] == "Other"]
     assert others and all(row["outputs"]["raw"].strip() == "banana" and not row["outputs"]["valid"] for row in others)
-    assert len(stub_llm.requests()) == 72 + 48 + 48
+    assert len(stub_llm.requests()) == 72 + 48 + 48 + 48 + 44
 
     metrics = json.loads((data / "eval" / "metrics.json").read_text())
     labels = [json.loads(line)["category"] for line in prepared]
@@ -96,7 +98,7 @@ def test_only_what_changed_reruns(project: Project) -> None:
     config = project.root / "conf" / "config.yaml"
     config.write_text(config.read_text().replace("chart_dpi: 110", "chart_dpi: 90"))
     project.params()
-    assert set(project.repro()) == stages(UC, NER, QA, only=("report",))
+    assert set(project.repro()) == stages(UC, NER, QA, MATH, CODE, only=("report",))
 
 
 def test_env_pr_runs_a_small_deterministic_subset(project: Project) -> None:
@@ -117,10 +119,12 @@ def test_exp_run_variant_v2_and_exp_show(project: Project, stub_llm: StubLLM) ->
     result = project.sh("dvc", "exp", "run", "-S", "variant=v2")
     assert "Running stage 'prepare" not in result.stdout  # only stages whose params changed
     v2_prompts = [r["body"]["prompt"] for r in stub_llm.requests()[before:]]
-    assert len(v2_prompts) == 72 + 48 + 48
+    assert len(v2_prompts) == 72 + 48 + 48 + 48 + 44
     assert sum(p.startswith("Find the person, location, organization names") for p in v2_prompts) == 48
     assert sum(p.startswith("Web page categories:") for p in v2_prompts) == 72
     assert sum(p.startswith("Question:") for p in v2_prompts) == 48
+    assert sum(p.startswith("# Each math question") for p in v2_prompts) == 48
+    assert sum(p.startswith('def larger(a, b):\n    """') for p in v2_prompts) == 44
 
     shown = json.loads(project.sh("dvc", "exp", "show", "--json").stdout)
     variants = {}
