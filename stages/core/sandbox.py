@@ -135,6 +135,19 @@ def _read(path: Path, limit: int) -> str:
     return text + ("\n[output truncated]" if len(data) > limit else "")
 
 
+def _exited(pid: int, timeout_s: float) -> bool:
+    """Wait up to `timeout_s` for the child to exit, without reaping it (WNOWAIT): until it is reaped, its pid
+    and process group id cannot be reused, so killing the group afterwards cannot hit an unrelated process."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.001
+    while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+    return True
+
+
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
@@ -160,13 +173,12 @@ def run_python(
             process = subprocess.Popen(command, cwd=home, env={}, stdin=stdin_file, stdout=out_file,
                                        stderr=err_file, start_new_session=True)  # fmt: skip
             try:
-                returncode: int | None = process.wait(timeout=timeout_s)
-                status: Status = "ok" if returncode == 0 else "error"
-            except subprocess.TimeoutExpired:
-                returncode, status = None, "timeout"
+                exited = _exited(process.pid, timeout_s)
             finally:
-                _kill_group(process)  # also whatever it left running
-                process.wait()
+                _kill_group(process)  # also whatever it left running; its pid is not reaped yet, so still ours
+                returncode: int | None = process.wait()
+        status: Status = "timeout" if not exited else "ok" if returncode == 0 else "error"
+        returncode = returncode if exited else None
         duration = time.perf_counter() - started
         return SandboxResult(status, _read(out, max_output_bytes), _read(err, max_output_bytes), returncode, duration)
 
