@@ -3,8 +3,8 @@
 Answers /v1/completions and /v1/chat/completions deterministically: the answer is picked from `--answers` by a
 hash of the prompt, so the same prompt always gets the same answer and a changed prompt may get another.
 `--rules FILE` (a JSON object {substring: answer}, re-read on every request, may appear later) answers any
-prompt containing a substring with its answer (first match in file order), so a test can script exact answers,
-e.g. a runnable program or a judge score.
+prompt containing a substring with its answer verbatim (first match in file order), so a test can script exact
+answers, e.g. a runnable program or a judge score.
 Every request is appended to `--record` (JSON Lines) when given, headers included, so tests can assert what
 was sent. Run: `python -m stages.stub_llm --port 0` prints `listening on http://127.0.0.1:PORT/v1`.
 """
@@ -24,13 +24,14 @@ from urllib.parse import urlsplit
 DEFAULT_ANSWERS = ("Academic", "App", "Movie", "News", "Recipe", "Shopping", "Sports", "Travel", "Video", "banana")
 
 
-def pick_answer(prompt: str, answers: tuple[str, ...], rules: dict[str, str] | None = None) -> str:
-    """The scripted answer of the first rule whose substring is in `prompt`, else one of `answers` by hash."""
+def pick_answer(prompt: str, answers: tuple[str, ...], rules: dict[str, str] | None = None, lead: str = "") -> str:
+    """The scripted answer of the first rule whose substring is in `prompt` (verbatim), else `lead` + one of
+    `answers` by hash."""
     for substring, answer in (rules or {}).items():
         if substring in prompt:
             return answer
     digest = hashlib.sha256(prompt.encode("utf-8")).digest()
-    return answers[int.from_bytes(digest[:4], "big") % len(answers)]
+    return lead + answers[int.from_bytes(digest[:4], "big") % len(answers)]
 
 
 def read_rules(path: Path | None) -> dict[str, str]:
@@ -78,7 +79,7 @@ def make_handler(
             if route.endswith("/completions") and not route.endswith("/chat/completions"):
                 prompt = body.get("prompt", "")
                 prompt = prompt if isinstance(prompt, str) else "".join(prompt)
-                text = " " + pick_answer(prompt, answers, read_rules(rules))
+                text = pick_answer(prompt, answers, read_rules(rules), lead=" ")
                 choice = {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
                 self._send(200, {"id": "cmpl-stub", "object": "text_completion", "created": created,
                                  "model": body.get("model", model), "choices": [choice], "usage": usage})  # fmt: skip

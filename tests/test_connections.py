@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import Project, StubLLM
 
 from stages.core import connections
@@ -93,7 +94,9 @@ def test_llm_switch_reaches_every_use_case(project: Project, stub_llm: StubLLM, 
     project.sh("dvc", "repro")
 
     requests = stub_llm.requests()
-    assert len(requests) == 12 * 5 + 2 * 12  # the pr subset of every use case, and the chat and chat_with_pdf judges
+    use_cases = yaml.safe_load((project.root / "params.yaml").read_text())["use_cases"]
+    # the pr subset of every use case, and the chat and chat_with_pdf judges
+    assert len(use_cases) == 7 and len(requests) == 12 * len(use_cases) + 2 * 12
     for request in requests:
         assert request["body"]["messages"], "chat models get the prompt as messages"
         if llm == "openai":

@@ -11,6 +11,7 @@ from browser import render
 from conftest import make_project
 
 UC = "web_classification"
+CODE_UCS = ("math_coding", "code_generation")
 
 
 @pytest.mark.slow
@@ -26,8 +27,8 @@ def test_pipeline_on_the_embedded_model(tmp_path: Path) -> None:
         started = project.sh("llmops", "llm", "start")
         assert f"started at http://127.0.0.1:{port}/v1" in started.stdout
         ran = project.repro()
-        assert {name.split("@")[1] for name in ran} == {UC, "general_qa", "named_entity_recognition"}
-        assert len(ran) == 12
+        assert {name.split("@")[1] for name in ran} == {UC, "general_qa", "named_entity_recognition", *CODE_UCS}
+        assert len(ran) == 20
         assert project.repro() == []
     finally:
         project.sh("llmops", "llm", "stop")
@@ -46,3 +47,7 @@ def test_pipeline_on_the_embedded_model(tmp_path: Path) -> None:
     ner = json.loads((project.root / "data" / "named_entity_recognition" / "eval" / "metrics.json").read_text())
     # Entity extraction is hard for a 270M base model (exact F1 0.45 on all 48 rows), but far from nothing.
     assert ner["rows"] == 12 and ner["partial_f1"] >= 0.2
+    for use_case in CODE_UCS:  # generated code runs in the sandbox: failures are row outcomes, never run errors
+        summary = json.loads((project.root / "data" / use_case / "run" / "summary.json").read_text())
+        scores = json.loads((project.root / "data" / use_case / "eval" / "metrics.json").read_text())
+        assert summary["rows"] == 12 and summary["errors"] == 0 and scores["rows"] == 12 and scores["eval_errors"] == 0

@@ -55,7 +55,7 @@ def test_add_use_case_refuses_missing_files_and_bad_names(project: Project) -> N
     assert not (project.root / "conf/use_cases/x.yaml").exists()
 
 
-@pytest.mark.parametrize("kind", ["dag", "prompty", "class"])
+@pytest.mark.parametrize("kind", ["dag", "prompty", "class", "function"])
 def test_new_scaffolds_a_use_case_that_runs_unchanged(project: Project, stub_llm: StubLLM, kind: str) -> None:
     project.repro()
     created = project.sh("llmops", "new", "faq", "--kind", kind)

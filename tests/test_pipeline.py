@@ -16,6 +16,8 @@ CHAT = "chat"
 CHAT_ROWS = 46  # each also calls the judge once
 RAG = "chat_with_pdf"
 RAG_ROWS = 49  # an answer and a judgement each
+MATH = "math_coding"
+CODE = "code_generation"
 DOCS_STAGES = {"docs_extract", "docs_chunk", "docs_index"}  # chat_with_pdf's DataOps: documents -> vector index
 
 
@@ -23,7 +25,7 @@ def stages(*use_cases: str, only: tuple[str, ...] = ("prepare", "run", "evaluate
     return {f"{stage}@{use_case}" for use_case in use_cases for stage in only}
 
 
-ALL_STAGES = stages(UC, NER, QA, CHAT, RAG) | DOCS_STAGES
+ALL_STAGES = stages(UC, NER, QA, CHAT, RAG, MATH, CODE) | DOCS_STAGES
 
 
 def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: StubLLM) -> None:
@@ -38,7 +40,7 @@ def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: S
     # The stub answers some prompts with a word that is not a label: kept raw, mapped to Other, never dropped.
     others = [row for row in rows if row["outputs"]["category"] == "Other"]
     assert others and all(row["outputs"]["raw"].strip() == "banana" and not row["outputs"]["valid"] for row in others)
-    assert len(stub_llm.requests()) == 72 + 48 + 48 + 2 * CHAT_ROWS + 2 * RAG_ROWS
+    assert len(stub_llm.requests()) == 72 + 48 + 48 + 2 * CHAT_ROWS + 2 * RAG_ROWS + 48 + 44
 
     metrics = json.loads((data / "eval" / "metrics.json").read_text())
     labels = [json.loads(line)["category"] for line in prepared]
@@ -124,7 +126,7 @@ def test_only_what_changed_reruns(project: Project) -> None:
     config = project.root / "conf" / "config.yaml"
     config.write_text(config.read_text().replace("chart_dpi: 110", "chart_dpi: 90"))
     project.params()
-    assert set(project.repro()) == stages(UC, NER, QA, CHAT, RAG, only=("report",))
+    assert set(project.repro()) == stages(UC, NER, QA, CHAT, RAG, MATH, CODE, only=("report",))
 
 
 def test_env_pr_runs_a_small_deterministic_subset(project: Project) -> None:
@@ -145,11 +147,13 @@ def test_exp_run_variant_v2_and_exp_show(project: Project, stub_llm: StubLLM) ->
     result = project.sh("dvc", "exp", "run", "-S", "variant=v2")
     assert "Running stage 'prepare" not in result.stdout  # only stages whose params changed
     v2_prompts = [r["body"]["prompt"] for r in stub_llm.requests()[before:]]
-    assert len(v2_prompts) == 72 + 48 + 48 + 2 * CHAT_ROWS + 2 * RAG_ROWS
+    assert len(v2_prompts) == 72 + 48 + 48 + 2 * CHAT_ROWS + 2 * RAG_ROWS + 48 + 44
     assert sum(p.startswith("Find the person, location, organization names") for p in v2_prompts) == 48
     assert sum(p.startswith("Web page categories:") for p in v2_prompts) == 72
     assert sum(p.startswith("Question:") for p in v2_prompts) == 48
     assert sum(p.startswith("A terse assistant") for p in v2_prompts) == CHAT_ROWS
+    assert sum(p.startswith("# Each math question") for p in v2_prompts) == 48
+    assert sum(p.startswith('def larger(a, b):\n    """') for p in v2_prompts) == 44
 
     shown = json.loads(project.sh("dvc", "exp", "show", "--json").stdout)
     variants = {}

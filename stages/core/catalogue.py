@@ -126,7 +126,8 @@ KINDS = {
     # kind: (LLM node, prompt files per API, the flow output that is the answer)
     "dag": ("answer", {"completion": "answer.jinja2", "chat": "answer.chat.jinja2"}, "answer"),
     "prompty": (None, {"completion": "answer.prompty", "chat": "answer_chat.prompty"}, "output"),
-    "class": (None, None, "answer"),  # the class picks its prompty from the `api` it is given
+    "class": (None, {"completion": "answer.prompty", "chat": "answer_chat.prompty"}, "answer"),  # init `prompt`
+    "function": (None, {"completion": "answer.prompty", "chat": "answer_chat.prompty"}, "answer"),  # kw `prompt`
 }
 
 

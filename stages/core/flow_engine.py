@@ -9,6 +9,7 @@ no keyring. Connections are built in memory from `connections.Connection` and ne
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -249,27 +250,26 @@ class _PromptyFlow:
 class _FlexFlow:
     """A flex flow (function or class entry) through prompt flow's script executor.
 
-    A class entry gets the LLM through the params its `init` declares: `model_config` (an OpenAI or Azure
-    OpenAI model configuration, built in memory), `api` (completion or chat), `prompt` (the variant's prompt
-    file for that API, relative to the flow folder) and any variant param (e.g. `temperature`).
+    The entry gets the run's LLM through the names it declares: a class in its `init` (flow.flex.yaml), a
+    function as keyword parameters. `model_config` is the selected connection as an OpenAI or Azure OpenAI
+    model configuration, built in memory; `api` is `completion` or `chat`; `prompt` is the variant's prompt
+    file (relative to the flow folder); any variant param (e.g. `temperature`) goes to the name it matches.
+    Names the entry does not declare are not passed; a function's injected parameters are not flow inputs.
     """
 
     def __init__(self, flow_file: Path, binding: LLMBinding | None) -> None:
         import yaml
         from promptflow.executor import FlowExecutor
 
-        declared = (yaml.safe_load(flow_file.read_text(encoding="utf-8")) or {}).get("init") or {}
-        init: dict[str, Any] = {}
-        if binding:
-            init = {name: value for name, value in binding.params.items() if name in declared}
-            if "model_config" in declared:
-                init["model_config"] = _model_config_object(binding.connection)
-            if "api" in declared:
-                init["api"] = binding.connection.api
-            if "prompt" in declared and binding.prompt:
-                init["prompt"] = binding.prompt
         flow_file = flow_file.resolve()
-        self._executor = FlowExecutor.create(flow_file, {}, working_dir=flow_file.parent, init_kwargs=init or None)
+        spec = yaml.safe_load(flow_file.read_text(encoding="utf-8")) or {}
+        entry = _load_entry(flow_file.parent, spec.get("entry", ""), flow_file)
+        if inspect.isclass(entry):
+            init = _injected(set(spec.get("init") or {}), binding)
+            self._executor = FlowExecutor.create(flow_file, {}, working_dir=flow_file.parent, init_kwargs=init or None)
+        else:
+            bound = _injected(set(inspect.signature(entry).parameters), binding)
+            self._executor = FlowExecutor.create(_bind(entry, bound) if bound else entry, {})
 
     def line(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         result = self._executor.exec_line(dict(inputs))
@@ -281,6 +281,56 @@ class _FlexFlow:
 
     def aggregate(self, columns: dict[str, list[Any]], aggregation_inputs: dict[str, list[Any]]) -> dict[str, Any]:
         return {}
+
+
+def _injected(declared: set[str], binding: LLMBinding | None) -> dict[str, Any]:
+    """The LLM values a flex entry declares: model_config, api, prompt and variant params, by name."""
+    if binding is None:
+        return {}
+    offered: dict[str, Any] = {**binding.params, "api": binding.connection.api}
+    if binding.prompt:
+        offered["prompt"] = binding.prompt
+    values = {name: value for name, value in offered.items() if name in declared}
+    if "model_config" in declared:
+        values["model_config"] = _model_config_object(binding.connection)
+    return values
+
+
+def _load_entry(folder: Path, entry: str, flow_file: Path) -> Any:
+    """The function or class `module:name` in a flex flow folder (the folder goes on sys.path for its imports)."""
+    import importlib.util
+    import sys
+
+    module_name, _, name = entry.partition(":")
+    source = folder / (module_name.replace(".", "/") + ".py")
+    if not name or not source.is_file():
+        raise FlowError(f"{flow_file}: entry {entry!r} must be <module>:<name>, with <module>.py in {folder}")
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    unique = f"_llmops_flex_{abs(hash(str(source)))}_{module_name}"  # two flows may both have answer.py
+    spec = importlib.util.spec_from_file_location(unique, source)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[unique] = module
+    spec.loader.exec_module(module)
+    if not callable(found := getattr(module, name, None)):
+        raise FlowError(f"{flow_file}: entry {entry!r}: {source.name} has no function or class {name!r}")
+    return found
+
+
+def _bind(function: Any, bound: dict[str, Any]) -> Any:
+    """`function` with `bound` keyword arguments fixed; its signature (the flow's inputs) no longer lists them."""
+
+    def entry(**inputs: Any) -> Any:
+        return function(**inputs, **bound)
+
+    signature = inspect.signature(function)
+    entry.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p for p in signature.parameters.values() if p.name not in bound]
+    )
+    entry.__name__ = entry.__qualname__ = function.__name__
+    entry.__doc__, entry.__module__ = function.__doc__, function.__module__
+    return entry
 
 
 class FlowSession:
