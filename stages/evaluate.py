@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from stages.core import connections, flow_engine
+from stages.core import connections, flow_engine, llm_proxy
 from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.progress import Progress
 from stages.core.project import load_params, project_root, runtime_dir
@@ -54,12 +55,8 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
-def judge_bindings(judges: dict[str, Any], judge_llm: dict[str, Any], root: Path) -> list[flow_engine.LLMBinding]:
+def judge_bindings(judges: dict[str, Any], connection: connections.Connection) -> list[flow_engine.LLMBinding]:
     """Bind each judge node of the evaluation flow (`evaluate.judges.<node>`) to the judge connection."""
-    if not judges:
-        return []
-    connection = connections.resolve(judge_llm, connections.environment(root))
-    connections.check_reachable(connection)
     return [flow_engine.binding_for(connection, block, node=node) for node, block in judges.items()]
 
 
@@ -70,17 +67,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, required=True, help="the run's per-row outputs")
     parser.add_argument("--out", type=Path, required=True, help="per-row evaluation (JSON Lines)")
     parser.add_argument("--metrics", type=Path, required=True, help="aggregated metrics (JSON)")
+    parser.add_argument("--cache", type=Path, required=True, help="the row-level LLM cache folder (judge calls)")
     args = parser.parse_args(argv)
 
     root = project_root()
     params = load_params(root)
     use_case = params["use_cases"][args.use_case]
     flow_engine.configure(runtime_dir(root))
-    try:
-        judges = judge_bindings(use_case["evaluate"].get("judges") or {}, params["judge"], root)
-    except (connections.ConnectionConfigError, flow_engine.FlowError) as exc:
-        print(f"evaluate {args.use_case}: judge: {exc}", file=sys.stderr)
-        return 1
+    judges = use_case["evaluate"].get("judges") or {}
+    args.cache.mkdir(parents=True, exist_ok=True)  # the stage's output, even without judges
+    proxy = None
+    if judges:
+        try:
+            connection = connections.resolve(params["judge"], connections.environment(root))
+            connections.check_reachable(connection)
+        except connections.ConnectionConfigError as exc:
+            print(f"evaluate {args.use_case}: judge: {exc}", file=sys.stderr)
+            return 1
+        proxy = llm_proxy.from_params(
+            connection, params["judge"], params["llm_cache"], args.cache, row_of=flow_engine.row_of_request
+        )
     run_by_id = {row["row_id"]: row for row in read_jsonl(args.run)}
     prepared = read_jsonl(args.rows)
     evaluable = [row for row in prepared if run_by_id[row["row_id"]]["error"] is None]
@@ -88,25 +94,40 @@ def main(argv: list[str] | None = None) -> int:
         map_inputs(use_case["evaluate"]["mapping"], row, run_by_id[row["row_id"]]["outputs"]) for row in evaluable
     ]
 
-    session = flow_engine.FlowSession(root / use_case["eval_flow"], *judges)
-    progress = Progress(f"evaluate {args.use_case}", len(evaluable))
-    results = []
-    for result in session.run_rows((row["row_id"], inputs) for row, inputs in zip(evaluable, eval_inputs, strict=True)):
-        results.append(result)
-        progress.advance(error=result.error is not None)
-    metrics = session.aggregate(results, eval_inputs) if evaluable else {}
+    with proxy or contextlib.nullcontext():
+        try:
+            bindings = judge_bindings(judges, proxy.connection(connection)) if proxy else []
+        except flow_engine.FlowError as exc:
+            print(f"evaluate {args.use_case}: judge: {exc}", file=sys.stderr)
+            return 1
+        session = flow_engine.FlowSession(
+            root / use_case["eval_flow"], *bindings, row_timeout_s=params["bulk"]["row_timeout_s"]
+        )
+        progress = Progress(f"evaluate {args.use_case}", len(evaluable))
+        results = []
+        rows = ((row["row_id"], inputs) for row, inputs in zip(evaluable, eval_inputs, strict=True))
+        for result in session.run_rows(rows):
+            results.append(result)
+            hits = proxy.row_usage(result.row_id).hits if proxy else 0
+            progress.advance(error=result.error is not None, cache_hits=hits)
+        metrics = session.aggregate(results, eval_inputs) if evaluable else {}
     failed = [r for r in results if r.error]
     metrics.update(
         {"rows": len(results) - len(failed), "run_errors": len(prepared) - len(evaluable), "eval_errors": len(failed)}
     )
+    nested = nest(metrics)
+    if proxy:  # the judge calls: LLM cache counts and tokens
+        nested.update(proxy.total.as_metrics())
 
     write_jsonl(args.out, joined_rows(prepared, run_by_id, {r.row_id: r for r in results}))
-    write_json(args.metrics, nest(metrics))
+    write_json(args.metrics, nested)
     summary = ", ".join(f"{k}={v}" for k, v in metrics.items() if "." not in k)
     print(f"evaluate {args.use_case}: {summary}")
     if failed:
         print(f"evaluate: {len(failed)} rows failed in the evaluation flow; first: {failed[0].error}", file=sys.stderr)
         return 1
+    if proxy:
+        llm_proxy.prune_after_success(proxy, params["llm_cache"])
     return 0
 
 
