@@ -164,9 +164,9 @@ class Project:
             raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
         return result
 
-    def repro(self) -> list[str]:
-        """`dvc repro`; returns the names of the stages that ran."""
-        result = self.sh("dvc", "repro")
+    def repro(self, *targets: str) -> list[str]:
+        """`dvc repro` (of `targets`, default all); returns the names of the stages that ran."""
+        result = self.sh("dvc", "repro", *targets)
         return re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr)
 
     def params(self, *overrides: str) -> None:
