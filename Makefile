@@ -17,10 +17,11 @@ REMOTE ?= azure
 # Azurite (Azure Storage emulator) for the remote's integration test: pinned in tools/azurite/package-lock.json.
 AZURITE_STAMP := tools/azurite/node_modules/.installed
 
-.PHONY: help setup model browser azurite data push pull llm stop run test test-fast lint format params clean
+.PHONY: help setup model browser azurite data push pull llm stop run test test-fast lint format params clean \
+	clean-llm-cache
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -86,3 +87,6 @@ params: setup ## recompose params.yaml from conf/ (what `dvc exp run` does)
 
 clean: stop ## remove runtime state (.llmops/); keeps .venv and DVC cache
 	rm -rf .llmops
+
+clean-llm-cache: ## delete the row-level LLM cache of every use case (the next run asks the LLM again)
+	rm -rf data/*/run/llm_cache data/*/eval/llm_cache

@@ -93,3 +93,11 @@ def test_scores_and_details_for_a_generative_use_case() -> None:
     assert '<div class="k">relevance</div><div class="v">3.25</div>' in html
     assert '<div class="k">similar</div><div class="v">40.0%</div>' in html
     assert '<div class="k">judge errors</div><div class="v">2</div>' in html
+
+
+def test_the_llm_requests_card_shows_cache_hits_and_tokens() -> None:
+    run = {**RUN, "cache": {"hits": 3, "misses": 1, "errors": 0}, "tokens": {"prompt": 40, "completion": 4}}
+    records = reporting.flatten_rows(ROWS, COLUMNS)
+    html = reporting.render_html("uc", {}, METRICS, run, records, 60, 50)
+    assert '<div class="k">LLM requests</div><div class="v">4</div><div class="n">3 from the cache · 44 tokens' in html
+    assert "LLM requests" not in reporting.render_html("uc", {}, METRICS, RUN, records, 60, 50)

@@ -251,6 +251,10 @@ def render_html(
         _card("errors", str(run.get("errors", 0) + metrics.get("eval_errors", 0)), "run + evaluation"),
         _card("latency p50", f"{latency.get('p50', 0):.2f} s", f"p95 {latency.get('p95', 0):.2f} s"),
     ]
+    if cache := run.get("cache"):  # the run's LLM requests (the row-level LLM cache)
+        tokens = run.get("tokens", {})
+        detail = f"{cache['hits']} from the cache · {tokens.get('prompt', 0) + tokens.get('completion', 0)} tokens"
+        cards.append(_card("LLM requests", str(cache["hits"] + cache["misses"]), detail))
     facts = " · ".join(f"{html.escape(k)}: <b>{html.escape(v)}</b>" for k, v in context.items())
     charts = [rates_chart(headline, dpi)] if headline else []
     if isinstance(metrics.get("recall"), dict):
