@@ -3,6 +3,7 @@ by the stub and handled by the LLM proxy (retries with backoff) and the flow eng
 
 from __future__ import annotations
 
+import email.utils
 import json
 import time
 from pathlib import Path
@@ -37,6 +38,13 @@ def test_429_with_retry_after_is_retried_after_the_wait_it_asks_for(stub_llm: St
     assert [r["fault"] for r in stub_llm.requests()] == [429, 429, None]
     assert (proxy.total.upstream, proxy.total.retries, proxy.total.errors, proxy.total.misses) == (3, 2, 0, 1)
     assert len(cached_files(tmp_path)) == 1
+
+
+def test_retry_after_is_read_as_seconds_or_an_http_date() -> None:
+    assert llm_proxy.retry_after_s("1.5") == 1.5 and llm_proxy.retry_after_s(None) is None
+    in_a_minute = email.utils.formatdate(time.time() + 60, usegmt=True)
+    assert 55 < llm_proxy.retry_after_s(in_a_minute) <= 60
+    assert llm_proxy.retry_after_s("soon") is None
 
 
 def test_5xx_is_retried_with_exponential_backoff_and_full_jitter(stub_llm: StubLLM, tmp_path: Path) -> None:

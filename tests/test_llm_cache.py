@@ -275,7 +275,7 @@ def test_a_forced_rerun_and_a_fresh_clone_that_pulls_make_no_llm_request(
 
     project.sh("dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote"))
     project.commit("results")
-    project.sh("dvc", "push", *targets)
+    project.sh("dvc", "push", "--with-deps", *targets)
     clone = Project(tmp_path / "clone", project.env)
     project.sh("git", "clone", "-q", str(project.root), str(clone.root))
     clone.sh("dvc", "pull", "--with-deps", *targets)

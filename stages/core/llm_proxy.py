@@ -174,15 +174,18 @@ class _Answer:
     give_up: bool = False  # retries ran out: tell clients not to retry
 
 
-def _retry_after_s(value: str | None) -> float | None:
+def retry_after_s(value: str | None) -> float | None:
     """Retry-After as seconds: a number, or an HTTP date."""
     if not value:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value.strip() else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None  # unreadable: back off as if there were none
 
 
 def _error_body(message: str, kind: str) -> bytes:
@@ -328,7 +331,7 @@ class LLMProxy:
                 if status not in RETRIABLE_STATUS:
                     return _Answer(status, data, content_type)
                 failure = f"HTTP {status}: {data[:300].decode('utf-8', 'replace')}"
-                retry_after = _retry_after_s(retry_after_header)
+                retry_after = retry_after_s(retry_after_header)
             if attempt + 1 == self.retry.attempts:
                 break
             if retry_after is not None and retry_after > self.retry.max_s:
