@@ -146,8 +146,14 @@ def test_exp_run_variant_v2_and_exp_show(project: Project, stub_llm: StubLLM) ->
     before = len(stub_llm.requests())
     result = project.sh("dvc", "exp", "run", "-S", "variant=v2")
     assert "Running stage 'prepare" not in result.stdout  # only stages whose params changed
+    asked = [json.dumps(r["body"], sort_keys=True) for r in stub_llm.requests()]
+    assert not set(asked[before:]) & set(asked[:before])  # a request v1 made is answered by the LLM cache
     v2_prompts = [r["body"]["prompt"] for r in stub_llm.requests()[before:]]
-    assert len(v2_prompts) == 72 + 48 + 48 + 2 * CHAT_ROWS + 2 * RAG_ROWS + 48 + 44
+    # Every row is run again; a judgement of an answer that v1 gave too comes from the LLM cache.
+    judged = sum(p.startswith("Rate how relevant") for p in v2_prompts)
+    grounded = sum(p.startswith("Rate how well each answer is supported") for p in v2_prompts)
+    assert 0 < judged <= CHAT_ROWS and 0 < grounded <= RAG_ROWS
+    assert len(v2_prompts) == 72 + 48 + 48 + CHAT_ROWS + judged + RAG_ROWS + grounded + 48 + 44
     assert sum(p.startswith("Find the person, location, organization names") for p in v2_prompts) == 48
     assert sum(p.startswith("Web page categories:") for p in v2_prompts) == 72
     assert sum(p.startswith("Question:") for p in v2_prompts) == 48
