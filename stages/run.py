@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     pruned = llm_proxy.prune_after_success(proxy, params["llm_cache"])
     if pruned:
-        print(f"run {args.use_case}: pruned {pruned} LLM cache entries (unused, older than llm_cache.keep_days)")
+        print(f"run {args.use_case}: pruned {pruned} LLM cache files (unused, older than llm_cache.keep_days)")
     return 0
 
 

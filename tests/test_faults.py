@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, Project, StubLLM, post_json
 
+from stages import run as run_stage
 from stages.core import flow_engine, llm_proxy
 from stages.core.connections import Connection
 
@@ -148,6 +149,19 @@ def test_a_row_past_its_timeout_is_recorded_and_the_run_goes_on(stub_llm: StubLL
         elapsed = time.monotonic() - started
     assert [r.error for r in results] == [None, "row timed out after 1 s", None]
     assert 1.0 <= results[1].latency_s < 2 and elapsed < 3.5  # the run did not wait for the slow answer
+
+
+def test_the_error_report_names_the_use_case_the_rate_and_the_first_errors() -> None:
+    def rows(failed: int, total: int) -> list[flow_engine.RowResult]:
+        return [flow_engine.RowResult(f"r{i}", None if i < failed else {}, "boom" if i < failed else None, 0.1)
+                for i in range(total)]  # fmt: skip
+
+    assert run_stage.error_report("uc", rows(0, 10), 0.1) is None
+    assert run_stage.error_report("uc", rows(1, 10), 0.1) is None  # 10% is not above 10%
+    report = run_stage.error_report("uc", rows(2, 10), 0.1)
+    assert report and report.startswith("run uc: 2 of 10 rows failed (20.0%, above bulk.max_error_rate 10.0%)")
+    assert report.endswith("First errors:\n  r0: boom\n  r1: boom")
+    assert run_stage.error_report("uc", rows(1, 1), 1.0)  # every row failed: always a failure
 
 
 def test_the_run_stage_fails_past_the_error_rate_with_a_summary_and_a_rerun_resumes(
