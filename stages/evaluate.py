@@ -1,4 +1,5 @@
-"""Stage `evaluate`: run a use case's evaluation flow over the run's outputs and the ground truth."""
+"""Stage `evaluate`: run a use case's evaluation flow over each variant's outputs and the ground truth, then
+compute the headline metrics with confidence intervals and compare the selected variant with the baseline."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from stages.core import connections, flow_engine
+from stages.core import connections, flow_engine, variants
 from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.progress import Progress
 from stages.core.project import load_params, project_root, runtime_dir
+from stages.metrics import headline
 
 
 def map_inputs(mapping: dict[str, str], row: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
@@ -63,33 +65,17 @@ def judge_bindings(judges: dict[str, Any], judge_llm: dict[str, Any], root: Path
     return [flow_engine.binding_for(connection, block, node=node) for node, block in judges.items()]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--use-case", required=True)
-    parser.add_argument("--rows", type=Path, required=True, help="prepared rows (ground truth)")
-    parser.add_argument("--run", type=Path, required=True, help="the run's per-row outputs")
-    parser.add_argument("--out", type=Path, required=True, help="per-row evaluation (JSON Lines)")
-    parser.add_argument("--metrics", type=Path, required=True, help="aggregated metrics (JSON)")
-    args = parser.parse_args(argv)
-
-    root = project_root()
-    params = load_params(root)
-    use_case = params["use_cases"][args.use_case]
-    flow_engine.configure(runtime_dir(root))
-    try:
-        judges = judge_bindings(use_case["evaluate"].get("judges") or {}, params["judge"], root)
-    except (connections.ConnectionConfigError, flow_engine.FlowError) as exc:
-        print(f"evaluate {args.use_case}: judge: {exc}", file=sys.stderr)
-        return 1
-    run_by_id = {row["row_id"]: row for row in read_jsonl(args.run)}
-    prepared = read_jsonl(args.rows)
+def evaluate_variant(
+    session: flow_engine.FlowSession, name: str, variant: str, use_case: dict[str, Any],
+    prepared: list[dict[str, Any]], run_rows: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[flow_engine.RowResult]]:  # fmt: skip
+    """One variant's joined rows, its flow-logged metrics with row counts, and the rows the eval flow failed."""
+    run_by_id = {row["row_id"]: row for row in run_rows}
     evaluable = [row for row in prepared if run_by_id[row["row_id"]]["error"] is None]
     eval_inputs = [
         map_inputs(use_case["evaluate"]["mapping"], row, run_by_id[row["row_id"]]["outputs"]) for row in evaluable
     ]
-
-    session = flow_engine.FlowSession(root / use_case["eval_flow"], *judges)
-    progress = Progress(f"evaluate {args.use_case}", len(evaluable))
+    progress = Progress(f"evaluate {name} {variant}", len(evaluable))
     results = []
     for result in session.run_rows((row["row_id"], inputs) for row, inputs in zip(evaluable, eval_inputs, strict=True)):
         results.append(result)
@@ -99,13 +85,69 @@ def main(argv: list[str] | None = None) -> int:
     metrics.update(
         {"rows": len(results) - len(failed), "run_errors": len(prepared) - len(evaluable), "eval_errors": len(failed)}
     )
+    joined = list(joined_rows(prepared, run_by_id, {r.row_id: r for r in results}))
+    return joined, nest(metrics), failed
 
-    write_jsonl(args.out, joined_rows(prepared, run_by_id, {r.row_id: r for r in results}))
-    write_json(args.metrics, nest(metrics))
-    summary = ", ".join(f"{k}={v}" for k, v in metrics.items() if "." not in k)
-    print(f"evaluate {args.use_case}: {summary}")
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--use-case", required=True)
+    parser.add_argument("--rows", type=Path, required=True, help="prepared rows (ground truth)")
+    parser.add_argument("--run", type=Path, required=True, help="the run's folder of per-row outputs per variant")
+    parser.add_argument("--out", type=Path, required=True, help="folder of per-row evaluations, <variant>.jsonl")
+    parser.add_argument("--metrics", type=Path, required=True, help="aggregated metrics (JSON)")
+    args = parser.parse_args(argv)
+
+    root = project_root()
+    params = load_params(root)
+    use_case = params["use_cases"][args.use_case]
+    flow_engine.configure(runtime_dir(root))
+    try:
+        plan = variants.plan(args.use_case, use_case)
+        specs = headline.parse_specs(use_case.get("metrics"), f"use_cases.{args.use_case}.metrics")
+        judges = judge_bindings(use_case["evaluate"].get("judges") or {}, params["judge"], root)
+    except (variants.VariantError, headline.MetricSpecError) as exc:
+        print(f"evaluate {args.use_case}: {exc}", file=sys.stderr)
+        return 1
+    except (connections.ConnectionConfigError, flow_engine.FlowError) as exc:
+        print(f"evaluate {args.use_case}: judge: {exc}", file=sys.stderr)
+        return 1
+    prepared = read_jsonl(args.rows)
+    session = flow_engine.FlowSession(root / use_case["eval_flow"], *judges)
+
+    rows_by_variant: dict[str, list[dict[str, Any]]] = {}
+    metrics_by_variant: dict[str, dict[str, Any]] = {}
+    failed_by_variant: dict[str, list[flow_engine.RowResult]] = {}
+    for variant in plan.names:
+        run_rows = read_jsonl(args.run / f"{variant}.jsonl")
+        rows_by_variant[variant], metrics_by_variant[variant], failed_by_variant[variant] = evaluate_variant(
+            session, args.use_case, variant, use_case, prepared, run_rows
+        )
+        write_jsonl(args.out / f"{variant}.jsonl", rows_by_variant[variant])
+    for stale in args.out.glob("*.jsonl"):  # variants no longer run must not look current
+        if stale.stem not in plan.names:
+            stale.unlink()
+
+    results = headline.headline(specs, rows_by_variant, plan.baseline)
+    for variant, by_metric in results.items():
+        metrics_by_variant[variant]["headline"] = {metric: r.as_dict() for metric, r in by_metric.items()}
+    metrics = {**metrics_by_variant[plan.selected], "variant": plan.selected, "baseline": plan.baseline}
+    if len(plan.names) > 1:
+        metrics["variants"] = {name: m for name, m in metrics_by_variant.items() if name != plan.selected}
+    write_json(args.metrics, metrics)
+
+    for variant, variant_metrics in metrics_by_variant.items():
+        summary = ", ".join(f"{k}={v}" for k, v in variant_metrics.items() if not isinstance(v, dict))
+        print(f"evaluate {args.use_case} {variant}: {summary}")
+        for metric, result in results.get(variant, {}).items():
+            print(f"  {metric}: {headline.describe(result)}")
+    failed = [(variant, r) for variant, rows in failed_by_variant.items() for r in rows]
     if failed:
-        print(f"evaluate: {len(failed)} rows failed in the evaluation flow; first: {failed[0].error}", file=sys.stderr)
+        variant, first = failed[0]
+        print(
+            f"evaluate: {len(failed)} rows failed in the evaluation flow; first ({variant}): {first.error}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

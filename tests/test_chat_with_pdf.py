@@ -134,7 +134,7 @@ def test_pipeline_on_the_stub_retrieves_answers_and_judges(project: Project, stu
     assert set(ran) == {"docs_extract", "docs_chunk", "docs_index", *(f"{s}@{UC}" for s in STAGES)}
     assert (project.root / "use_cases" / UC / "flows" / "chat" / "index" / "vectors.npy").is_file()
     data = project.root / "data" / UC
-    rows = [json.loads(line) for line in (data / "eval" / "rows.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (data / "eval" / "rows" / "v1.jsonl").read_text().splitlines()]
     assert len(rows) == len(DATASET) and all(row["run_error"] is None and row["eval_error"] is None for row in rows)
     assert all(len(row["outputs"]["retrieved"]) == 3 for row in rows)  # v1: top_k 3
     unparsed = [row for row in rows if row["eval"]["groundedness_error"]]

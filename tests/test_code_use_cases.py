@@ -192,7 +192,7 @@ def test_pipelines_score_scripted_answers_exactly(scripted_project: Project) -> 
     assert metrics["pass_rate"] == round(2 / len(tasks), 4) and metrics["rows"] == len(tasks)
     assert metrics["assert_pass_rate"] == round((3 + 3 + 2) / asserts, 4)
     assert metrics["execution_error_rate"] == round(1 / len(tasks), 4)
-    rows = [json.loads(line) for line in (data / "code_generation/eval/rows.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (data / "code_generation/eval/rows/v1.jsonl").read_text().splitlines()]
     fib = next(row for row in rows if row["signature"] == "def fib(n):")
     assert fib["eval"]["status"] == "error" and not fib["eval"]["passed"]
     assert "code_generation" in (data / "code_generation/report/report.html").read_text()

@@ -34,7 +34,7 @@ def test_pipeline_on_the_embedded_model(tmp_path: Path) -> None:
         project.sh("llmops", "llm", "stop")
 
     data = project.root / "data" / UC
-    run = [json.loads(line) for line in (data / "run" / "outputs.jsonl").read_text().splitlines()]
+    run = [json.loads(line) for line in (data / "run" / "outputs" / "v1.jsonl").read_text().splitlines()]
     assert len(run) == 12 and all(row["error"] is None for row in run)
     metrics = json.loads((data / "eval" / "metrics.json").read_text())
     # Greedy decoding is deterministic; the few-shot prompt does far better than chance (1/9) on this model.

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import socket
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import Project, StubLLM
 
@@ -33,7 +35,7 @@ def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: S
     stub_llm.script({"Answer: banana\nRelevance:": "no idea", "\nRelevance:": "3"})
     assert set(project.repro()) == ALL_STAGES
     data = project.root / "data" / UC
-    rows = [json.loads(line) for line in (data / "run" / "outputs.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (data / "run" / "outputs" / "v1.jsonl").read_text().splitlines()]
     prepared = (data / "prepared.jsonl").read_text().splitlines()
     assert len(rows) == len(prepared) == 72
     assert all(row["error"] is None and row["latency_s"] >= 0 for row in rows)
@@ -49,6 +51,14 @@ def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: S
     assert metrics["accuracy"] == round(expected, 4)
     assert set(metrics["precision"]) == set(metrics["recall"]) == set(labels)
 
+    for use_case in (UC, NER, QA, CHAT, RAG, MATH, CODE):  # the declared headline agrees with the eval flow's own
+        logged = json.loads((project.root / "data" / use_case / "eval" / "metrics.json").read_text())
+        for name, result in logged["headline"].items():
+            own = logged.get(name)
+            own = own.get("mean") if isinstance(own, dict) else own
+            assert own is None or result["value"] == pytest.approx(own, abs=1e-4), (use_case, name)
+            assert result["ci_low"] <= result["value"] <= result["ci_high"], (use_case, name)
+
     shown = json.loads(project.sh("dvc", "metrics", "show", "--json").stdout)
     assert any("accuracy" in json.dumps(entry) for entry in shown.values())
     html = (data / "report" / "report.html").read_text()
@@ -56,7 +66,7 @@ def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: S
     assert (data / "report" / "report.csv").read_text().count("\n") == 73
 
     qa = project.root / "data" / QA
-    answers = [json.loads(line) for line in (qa / "run" / "outputs.jsonl").read_text().splitlines()]
+    answers = [json.loads(line) for line in (qa / "run" / "outputs" / "v1.jsonl").read_text().splitlines()]
     assert len(answers) == 48 and all(isinstance(row["outputs"]["output"], str) for row in answers)
     qa_metrics = json.loads((qa / "eval" / "metrics.json").read_text())
     assert qa_metrics["rows"] == 48 and 0 <= qa_metrics["exact_match"] <= qa_metrics["contains_match"] <= 1
@@ -66,7 +76,7 @@ def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: S
     assert ner["rows"] == 48 and ner["exact_recall"] == 0.0 and ner["exact_precision"] == 0.0
 
     chat = project.root / "data" / CHAT
-    replies = [json.loads(line) for line in (chat / "run" / "outputs.jsonl").read_text().splitlines()]
+    replies = [json.loads(line) for line in (chat / "run" / "outputs" / "v1.jsonl").read_text().splitlines()]
     assert len(replies) == CHAT_ROWS and all(row["error"] is None for row in replies)
     prompts = [r["body"]["prompt"] for r in stub_llm.requests()]
     follow_up = "User: What is the capital of Italy?\nAssistant: Rome is the capital of Italy.\nUser: What river"
@@ -78,6 +88,7 @@ def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: S
     assert 0 <= chat_metrics["similarity"] <= 1
     chat_html = (chat / "report" / "report.html").read_text()
     assert '<div class="k">relevance</div><div class="v">3.00</div>' in chat_html
+    assert chat_metrics["headline"]["relevance"]["value"] == 3.0  # the declared headline agrees with the flow
     assert f'<div class="k">judge errors</div><div class="v">{bananas}</div>' in chat_html
 
 
@@ -147,7 +158,8 @@ def test_exp_run_variant_v2_and_exp_show(project: Project, stub_llm: StubLLM) ->
     result = project.sh("dvc", "exp", "run", "-S", "variant=v2")
     assert "Running stage 'prepare" not in result.stdout  # only stages whose params changed
     v2_prompts = [r["body"]["prompt"] for r in stub_llm.requests()[before:]]
-    assert len(v2_prompts) == 72 + 48 + 48 + 2 * CHAT_ROWS + 2 * RAG_ROWS + 48 + 44
+    # The baseline v1 runs again beside v2 (every request is made again: there is no row-level cache yet).
+    assert len(v2_prompts) == 2 * (72 + 48 + 48 + 2 * CHAT_ROWS + 2 * RAG_ROWS + 48 + 44)
     assert sum(p.startswith("Find the person, location, organization names") for p in v2_prompts) == 48
     assert sum(p.startswith("Web page categories:") for p in v2_prompts) == 72
     assert sum(p.startswith("Question:") for p in v2_prompts) == 48
@@ -166,3 +178,17 @@ def test_exp_run_variant_v2_and_exp_show(project: Project, stub_llm: StubLLM) ->
                 variants[params["use_cases"][UC]["variant"]] = metrics["accuracy"]
     assert set(variants) == {"v1", "v2"}
     assert all(0 <= accuracy <= 1 for accuracy in variants.values())
+
+    # The v2 experiment's report compares v2 with its baseline v1, row by row, with a verdict per headline metric.
+    metrics = json.loads((project.root / "data" / UC / "eval" / "metrics.json").read_text())
+    assert metrics["variant"] == "v2" and metrics["baseline"] == "v1" and set(metrics["variants"]) == {"v1"}
+    accuracy = metrics["headline"]["accuracy"]
+    assert accuracy["value"] == metrics["accuracy"] and accuracy["test"] == "McNemar exact"
+    assert accuracy["delta"] == round(metrics["accuracy"] - metrics["variants"]["v1"]["accuracy"], 4)
+    assert accuracy["verdict"] in ("better", "worse", "no significant difference")
+    rows = list(csv.DictReader((project.root / "data" / UC / "report" / "report.csv").open()))
+    flips = {row["flip"] for row in rows}
+    assert len(rows) == 72 and flips <= {"fixed", "broken", "changed", "same", "error"}
+    assert all(row["flip"] != "same" or row["v1.prediction"] == row["v2.prediction"] for row in rows)
+    html = (project.root / "data" / UC / "report" / "report.html").read_text()
+    assert "vs v1:" in html and 'data-show="fixed broken"' in html
