@@ -69,7 +69,7 @@ def test_rows_side_by_side_mark_each_flip() -> None:
     variants = [variant("v1", ROWS, HEADLINE), variant("v2", V2_ROWS, HEADLINE)]
     rows = reporting.side_by_side(variants, COLUMNS.inputs)
     assert [row["flip"] for row in rows] == ["broken", "fixed", "same", "fixed"]
-    assert rows[1] | {} == rows[1] and rows[1]["v1.prediction"] == "Movie" and rows[1]["v2.prediction"] == "News"
+    assert rows[1]["v1.prediction"] == "Movie" and rows[1]["v2.prediction"] == "News"
     assert list(rows[0])[:3] == ["row_id", "url", "label"]
     header = next(csv.reader(io.StringIO(reporting.to_csv(rows))))
     assert header[-1] == "flip" and "v1.raw_answer" in header and "v2.correct" in header
@@ -102,11 +102,7 @@ def test_a_single_variant_report_lists_mistakes_first() -> None:
     rows = reporting.side_by_side(variants, COLUMNS.inputs)
     assert "flip" not in rows[0]
     html = reporting.render_html("uc", {}, variants, rows, 80, 50)
-    assert (
-        html.index('data-flip="">')
-        and html.count('<tr class="bad"') == 2
-        and "filters" not in html.split("<h2>Rows")[1][:40]
-    )
+    assert html.count('<tr class="bad" data-flip="">') == 2 and '<div class="filters">' not in html
     assert reporting.headline_text(HEADLINE) == "accuracy 50.0% [0.0%, 100.0%]"
 
 
