@@ -79,6 +79,39 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Experiments or commits side by side per use case, each compared with the first, with verdicts."""
+    from stages.core import compare
+
+    root = project_root()
+    params = load_params(root)
+    use_cases = args.use_case or list(params["use_cases"])
+    try:
+        refs = [(name, compare.resolve(root, name)) for name in args.refs]
+    except compare.CompareError as exc:
+        print(f"compare: {exc}", file=sys.stderr)
+        return 1
+    failed = 0
+    for use_case in use_cases:
+        config = params["use_cases"].get(use_case)
+        if config is None:
+            print(f"compare: no use case {use_case} in params.yaml", file=sys.stderr)
+            return 1
+        try:
+            page, parts = compare.compare_use_case(
+                root, use_case, config, refs, args.out.resolve(), params["report"]["chart_dpi"]
+            )
+        except compare.CompareError as exc:
+            print(f"compare {use_case}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{use_case}:")
+        for part in parts:
+            print(f"  {part.name}: {reporting.headline_text(part.headline, parts[0].name)}")
+        print(f"  page: {page}")
+    return 1 if failed == len(use_cases) else 0
+
+
 def cmd_add_use_case(args: argparse.Namespace) -> int:
     root = project_root()
     mapping = dict(item.split("=", 1) for item in args.map)
@@ -168,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     rem.add_argument("action", choices=["check"])
     rem.add_argument("name", nargs="?", help="the remote (default: DVC's default remote)")
     rem.set_defaults(handler=cmd_remote)
+
+    cmp = commands.add_parser("compare", help="experiments or commits side by side, with significance verdicts")
+    cmp.add_argument("refs", nargs="+", metavar="REF", help="git revisions or `dvc exp` names; `workspace` = on disk")
+    cmp.add_argument("--use-case", action="append", help="only this use case (repeatable; default: all)")
+    cmp.add_argument("--out", type=Path, default=Path("reports/compare"), help="folder for <use case>.html/.csv")
+    cmp.set_defaults(handler=cmd_compare)
 
     summary = commands.add_parser("summary", help="headline metrics and report paths of every use case")
     summary.set_defaults(handler=cmd_summary)

@@ -192,3 +192,13 @@ def test_exp_run_variant_v2_and_exp_show(project: Project, stub_llm: StubLLM) ->
     assert all(row["flip"] != "same" or row["v1.prediction"] == row["v2.prediction"] for row in rows)
     html = (project.root / "data" / UC / "report" / "report.html").read_text()
     assert "vs v1:" in html and 'data-show="fixed broken"' in html
+
+    # `llmops compare` reads both revisions through DVC and builds the same page: the commit (v1) vs the experiment.
+    experiment = project.sh("dvc", "exp", "list", "--name-only").stdout.split()[0]
+    compared = project.sh("llmops", "compare", "HEAD", experiment, "--use-case", UC, "--out", "cmp")
+    assert f"{experiment} (v2): accuracy {metrics['accuracy']:.1%}" in compared.stdout
+    assert f"vs HEAD (v1) ({accuracy['verdict']})" in compared.stdout
+    page = (project.root / "cmp" / f"{UC}.html").read_text()
+    assert "HEAD (v1).prediction" in page and f"{experiment} (v2).prediction" in page
+    bad = project.sh("llmops", "compare", "HEAD", "no-such-rev", check=False)
+    assert bad.returncode == 1 and "no-such-rev: neither an experiment nor a git revision" in bad.stderr
