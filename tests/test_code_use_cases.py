@@ -22,7 +22,7 @@ def dataset(relative: str) -> list[dict]:
     """A use case's dataset (pulled from the examples remote by `make data` / the project fixture)."""
     path = REPO / relative
     if not path.is_file():
-        pytest.skip(f"{relative} is not pulled (make data)")
+        pytest.fail(f"{relative} is not pulled: run `make data` (dvc pull -r examples)")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
