@@ -60,18 +60,13 @@ def cmd_summary(args: argparse.Namespace) -> int:
     import json
 
     root = project_root()
-    use_cases = load_params(root).get("use_cases") or {}
     found = False
     for metrics_file in sorted(root.glob("data/*/eval/metrics.json")):
         use_case_dir = metrics_file.parents[1]
         metrics = json.loads(metrics_file.read_text())
         run_file = use_case_dir / "run" / "summary.json"
         run = json.loads(run_file.read_text()) if run_file.is_file() else {}
-        scores = tuple(use_cases.get(use_case_dir.name, {}).get("report", {}).get("scores", ()))
-        headline = "  ".join(
-            [f"{key} {value:.1%}" for key, value in reporting.rates(metrics, scores).items()]
-            + [f"{key} {value:.2f}" for key, value in reporting.score_values(metrics, scores).items()]
-        )
+        headline = "  ".join(f"{key} {value:.1%}" for key, value in reporting.rates(metrics).items())
         for name, score in reporting.judge_scores(metrics).items():
             value, counts = reporting.judge_summary(score)
             headline += f"  {name} {value} ({counts})"

@@ -7,8 +7,11 @@ import io
 import re
 from pathlib import Path
 
+import pytest
+import yaml
 from browser import render
 
+from stages import report
 from stages.core import reporting
 
 ROWS = [
@@ -77,19 +80,40 @@ def test_headline_rates_leave_out_counts() -> None:
     assert reporting.rates(METRICS) == {"accuracy": 0.5, "macro_precision": 0.5, "macro_recall": 0.5}
 
 
-def test_scores_and_details_for_a_generative_use_case() -> None:
-    metrics = {"similarity": 0.61, "similar": 0.4, "relevance": 3.25, "judge_errors": 2, "rows": 5, "eval_errors": 0}
-    scores = ("similarity", "relevance")
-    assert reporting.rates(metrics, scores) == {"similar": 0.4}  # judge_errors is a count, not a rate
-    assert reporting.score_values(metrics, scores) == {"similarity": 0.61, "relevance": 3.25}
+def test_judge_scores_and_details_for_a_generative_use_case() -> None:
+    relevance, fluency = {"mean": 3.25, "scored": 4, "errors": 1}, {"scored": 0, "errors": 5}
+    metrics = {"similarity": 0.61, "similar": 0.4, "relevance": relevance, "fluency": fluency, "rows": 5,
+               "eval_errors": 0}  # fmt: skip
+    assert reporting.rates(metrics) == {"similarity": 0.61, "similar": 0.4}  # a judge's 1-5 mean is not a rate
+    assert reporting.judge_scores(metrics) == {"relevance": relevance, "fluency": fluency}
+    assert reporting.judge_summary(relevance) == ("3.25 / 5", "4 scored, 1 unparseable")
+    assert reporting.judge_summary(fluency) == ("n/a", "0 scored, 5 unparseable")
     columns = reporting.Columns(inputs=("question",), label="answer", prediction="answer", raw_answer="answer",
-                                correct="similar", details=("similarity", "relevance"), scores=scores)  # fmt: skip
+                                correct="similar", details=("similarity", "relevance", "relevance_error"))  # fmt: skip
     row = {"row_id": "r0", "question": "Q?", "answer": "A.", "outputs": {"answer": "B."},
-           "eval": {"similar": False, "similarity": 0.2, "relevance": None}, "latency_s": 0.1}  # fmt: skip
+           "eval": {"similar": False, "similarity": 0.2, "relevance": None, "relevance_error": "judge answer 'x'"},
+           "latency_s": 0.1}  # fmt: skip
     record = reporting.flatten_rows([row], columns)[0]
     assert list(record) == ["row_id", "question", "label", "prediction", "correct", "similarity", "relevance",
-                            "raw_answer", "latency_s", "error"]  # fmt: skip
-    html = reporting.render_html("chat", {}, metrics, RUN, [record], 80, 50, scores=scores)
-    assert '<div class="k">relevance</div><div class="v">3.25</div>' in html
+                            "relevance_error", "raw_answer", "latency_s", "error"]  # fmt: skip
+    html = reporting.render_html("chat", {}, metrics, RUN, [record], 80, 50)
+    assert '<div class="k">relevance</div><div class="v">3.25 / 5</div><div class="n">4 scored, 1 unparseable' in html
+    assert '<div class="k">fluency</div><div class="v">n/a</div><div class="n">0 scored, 5 unparseable' in html
+    assert '<div class="k">similarity</div><div class="v">61.0%</div>' in html
     assert '<div class="k">similar</div><div class="v">40.0%</div>' in html
-    assert '<div class="k">judge errors</div><div class="v">2</div>' in html
+    assert "<td>judge answer &#x27;x&#x27;</td>" in html
+
+
+def test_the_report_stage_names_an_unknown_report_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "config.yaml").write_text("defaults: []\n")
+    report_config = {"prediction": "answer", "raw_answer": "answer", "correct": "similar", "scores": ["similarity"]}
+    use_case = {"data": {"inputs": ["question"], "label": "answer"}, "variant": "v1", "report": report_config}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"use_cases": {"chat": use_case}, "report": {}}))
+    monkeypatch.chdir(tmp_path)
+    files = ["--eval-rows", "r", "--metrics", "m", "--run-summary", "s", "--csv", "c", "--html", "h"]
+    assert report.main(["--use-case", "chat", *files]) == 1
+    assert "use_cases.chat.report: unknown key scores (known: " in capsys.readouterr().err

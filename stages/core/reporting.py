@@ -30,7 +30,6 @@ class Columns:
     correct: str  # evaluation output: per-row correctness
     confusion: bool = False  # a classification use case: draw label x prediction counts
     details: tuple[str, ...] = ()  # more evaluation outputs shown per row (e.g. similarity, relevance)
-    scores: tuple[str, ...] = ()  # headline metrics that are not rates (e.g. a judge's mean 1-5): shown as numbers
 
 
 def flatten_rows(rows: list[dict[str, Any]], columns: Columns) -> list[dict[str, Any]]:
@@ -67,27 +66,19 @@ COUNT_KEYS = ("rows", "run_errors", "eval_errors")
 
 
 def is_count(key: str) -> bool:
-    """Row counts: rows, run and evaluation errors, and any other `*_errors` (e.g. judge_errors)."""
+    """Row counts: rows, run and evaluation errors, and any other `*_errors` an evaluation flow logs."""
     return key in COUNT_KEYS or key.endswith("_errors")
 
 
-def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+def rates(metrics: dict[str, Any]) -> dict[str, float]:
+    """The headline rates in [0, 1]: top-level numbers that are not counts (accuracy, f1, similarity, ...).
+
+    Judge scores (1-5) are nested (`<judge>: {mean, scored, errors}`), so they are never taken for rates."""
     return {
         key: float(value)
         for key, value in metrics.items()
         if not is_count(key) and isinstance(value, int | float) and not isinstance(value, bool)
     }
-
-
-def rates(metrics: dict[str, Any], scores: tuple[str, ...] = ()) -> dict[str, float]:
-    """The headline rates in [0, 1]: top-level numbers that are neither counts nor `scores` (accuracy, f1, ...)."""
-    return {key: value for key, value in _numbers(metrics).items() if key not in scores}
-
-
-def score_values(metrics: dict[str, Any], scores: tuple[str, ...]) -> dict[str, float]:
-    """The headline metrics named in `scores` that the metrics hold, in that order."""
-    numbers = _numbers(metrics)
-    return {key: numbers[key] for key in scores if key in numbers}
 
 
 def judge_scores(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -231,16 +222,12 @@ def _table(records: list[dict[str, Any]], max_rows: int) -> str:
 
 def render_html(
     title: str, context: dict[str, str], metrics: dict[str, Any], run: dict[str, Any],
-    records: list[dict[str, Any]], dpi: int, max_rows: int, confusion: bool = False, scores: tuple[str, ...] = (),
+    records: list[dict[str, Any]], dpi: int, max_rows: int, confusion: bool = False,
 ) -> str:  # fmt: skip
     """The whole report page: headline numbers, charts, and the rows (mistakes first)."""
-    headline = rates(metrics, scores)
+    headline = rates(metrics)
     latency = run.get("latency_s", {})
     cards = [_card(name.replace("_", " "), f"{value:.1%}") for name, value in headline.items()]
-    cards += [
-        _card(name.replace("_", " "), f"{value:.2f}", "mean") for name, value in score_values(metrics, scores).items()
-    ]
-
     cards += [_card(name, *judge_summary(score)) for name, score in judge_scores(metrics).items()]
     cards.append(_card("rows", str(metrics.get("rows", 0)), "evaluated"))
     other_counts = {key: value for key, value in metrics.items() if is_count(key) and key not in COUNT_KEYS}
