@@ -3,7 +3,9 @@
 - name: verdicts
   type: python
   source: {type: code, path: ../../../../stages/metrics/judge_verdicts.py}
-  inputs: {relevance: ${relevance.output}, fluency: ${fluency.output}}   # one input per judge node
+  inputs:                   # one input per judge node
+    relevance: ${relevance.output}
+    fluency: ${fluency.output}
 """
 
 from promptflow.core import tool
