@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
 
     write_jsonl(args.out, joined_rows(prepared, run_by_id, {r.row_id: r for r in results}))
     write_json(args.metrics, nest(metrics))
-    summary = ", ".join(f"{k}={v}" for k, v in metrics.items() if "." not in k)
+    # Top-level metrics and each judge's mean and error count; per-class values only in the metrics file.
+    summary = ", ".join(f"{k}={v}" for k, v in metrics.items() if "." not in k or k.endswith((".mean", ".errors")))
     print(f"evaluate {args.use_case}: {summary}")
     if failed:
         print(f"evaluate: {len(failed)} rows failed in the evaluation flow; first: {failed[0].error}", file=sys.stderr)
