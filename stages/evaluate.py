@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from stages.core import connections, flow_engine, variants
 from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.progress import Progress
 from stages.core.project import load_params, project_root, runtime_dir
-from stages.metrics import headline
+from stages.metrics import headline, judge
 
 
 def map_inputs(mapping: dict[str, str], row: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
@@ -56,13 +56,26 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
+def judge_block(node: str, block: Mapping[str, Any]) -> dict[str, Any]:
+    """A judge's config block (`evaluate.judges.<node>`) with its `rubric`, a name in the rubric library, turned
+    into that rubric's prompt files; a block without one keeps its own `prompt` (or the node's template)."""
+    if "rubric" not in block:
+        return dict(block)
+    if "prompt" in block:
+        raise flow_engine.FlowError(f"evaluate.judges.{node}: give a rubric or a prompt, not both")
+    try:
+        return {**block, "prompt": judge.rubric_prompt(block["rubric"])}
+    except judge.UnknownRubric as exc:
+        raise flow_engine.FlowError(f"evaluate.judges.{node}.rubric: {exc}") from None
+
+
 def judge_bindings(judges: dict[str, Any], judge_llm: dict[str, Any], root: Path) -> list[flow_engine.LLMBinding]:
     """Bind each judge node of the evaluation flow (`evaluate.judges.<node>`) to the judge connection."""
     if not judges:
         return []
     connection = connections.resolve(judge_llm, connections.environment(root))
     connections.check_reachable(connection)
-    return [flow_engine.binding_for(connection, block, node=node) for node, block in judges.items()]
+    return [flow_engine.binding_for(connection, judge_block(node, block), node=node) for node, block in judges.items()]
 
 
 def evaluate_variant(

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from stages.core import datasets, reporting
 from stages.core.io import read_json, read_jsonl, write_text
 from stages.core.project import load_params, project_root
+
+# What `use_cases.<uc>.report` may set: the report columns that do not come from the dataset config.
+REPORT_KEYS = {field.name for field in dataclasses.fields(reporting.Columns)} - {"inputs", "label"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(project_root())
     use_case = params["use_cases"][args.use_case]
     settings = params["report"]
+    if unknown := sorted(set(use_case["report"]) - REPORT_KEYS):
+        known = ", ".join(sorted(REPORT_KEYS))
+        print(f"use_cases.{args.use_case}.report: unknown key {', '.join(unknown)} (known: {known})", file=sys.stderr)
+        return 1
     columns = reporting.Columns(
         inputs=tuple(datasets.input_columns(use_case["data"]["inputs"]).values()),
         label=use_case["data"]["label"],

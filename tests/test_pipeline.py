@@ -15,7 +15,7 @@ UC = "web_classification"
 QA = "general_qa"
 NER = "named_entity_recognition"
 CHAT = "chat"
-CHAT_ROWS = 46  # each also calls the judge once
+CHAT_ROWS = 46  # each also calls three judges: relevance, coherence, fluency
 RAG = "chat_with_pdf"
 RAG_ROWS = 49  # an answer and a judgement each
 MATH = "math_coding"
@@ -31,8 +31,10 @@ ALL_STAGES = stages(UC, NER, QA, CHAT, RAG, MATH, CODE) | DOCS_STAGES
 
 
 def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: StubLLM) -> None:
-    # chat's judge: a 3 for every answer, except an unreadable verdict for the stub's "banana" answers.
-    stub_llm.script({"Answer: banana\nRelevance:": "no idea", "\nRelevance:": "3"})
+    # chat's judges: relevance 3, except an unreadable verdict for the stub's "banana" answers; coherence 4;
+    # fluency 5 for "banana", else 2.
+    stub_llm.script({"Answer: banana\nRelevance:": "no idea", "\nRelevance:": "3", "\nCoherence:": "4",
+                     "Answer: banana\nFluency:": "5", "\nFluency:": "2"})  # fmt: skip
     assert set(project.repro()) == ALL_STAGES
     data = project.root / "data" / UC
     rows = [json.loads(line) for line in (data / "run" / "outputs" / "v1.jsonl").read_text().splitlines()]
@@ -42,7 +44,7 @@ def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: S
     # The stub answers some prompts with a word that is not a label: kept raw, mapped to Other, never dropped.
     others = [row for row in rows if row["outputs"]["category"] == "Other"]
     assert others and all(row["outputs"]["raw"].strip() == "banana" and not row["outputs"]["valid"] for row in others)
-    assert len(stub_llm.requests()) == 72 + 48 + 48 + 2 * CHAT_ROWS + 2 * RAG_ROWS + 48 + 44
+    assert len(stub_llm.requests()) == 72 + 48 + 48 + 4 * CHAT_ROWS + 2 * RAG_ROWS + 48 + 44
 
     metrics = json.loads((data / "eval" / "metrics.json").read_text())
     labels = [json.loads(line)["category"] for line in prepared]
@@ -86,13 +88,20 @@ def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: S
     assert sum(follow_up in prompt for prompt in prompts) == 1  # the prior turn reached the flow's prompt
     chat_metrics = json.loads((chat / "eval" / "metrics.json").read_text())
     bananas = sum(row["outputs"]["answer"] == "banana" for row in replies)
-    assert 0 < bananas < CHAT_ROWS and chat_metrics["judge_errors"] == bananas
-    assert chat_metrics["rows"] == CHAT_ROWS and chat_metrics["relevance"] == 3.0
+    assert 0 < bananas < CHAT_ROWS and chat_metrics["rows"] == CHAT_ROWS
+    fluency = round((5 * bananas + 2 * (CHAT_ROWS - bananas)) / CHAT_ROWS, 4)
+    assert {name: chat_metrics[name] for name in ("relevance", "coherence", "fluency")} == {
+        "relevance": {"scored": CHAT_ROWS - bananas, "errors": bananas, "mean": 3.0},
+        "coherence": {"scored": CHAT_ROWS, "errors": 0, "mean": 4.0},
+        "fluency": {"scored": CHAT_ROWS, "errors": 0, "mean": fluency},
+    }
     assert 0 <= chat_metrics["similarity"] <= 1
     chat_html = (chat / "report" / "report.html").read_text()
-    assert '<div class="k">relevance</div><div class="v">3.00</div>' in chat_html
+    assert '<div class="k">relevance</div><div class="v">3.00 / 5</div>' in chat_html
     assert chat_metrics["headline"]["relevance"]["value"] == 3.0  # the declared headline agrees with the flow
-    assert f'<div class="k">judge errors</div><div class="v">{bananas}</div>' in chat_html
+    assert (f'<div class="k">relevance errors</div><div class="v">{bananas}</div>'
+            f'<div class="n">{CHAT_ROWS - bananas} scored, {bananas} unparseable</div>') in chat_html  # fmt: skip
+    assert f'<div class="k">fluency</div><div class="v">{fluency:.2f} / 5</div>' in chat_html
 
 
 def test_prompt_flow_stays_offline_and_quiet_under_the_project(project: Project) -> None:
@@ -162,7 +171,7 @@ def test_exp_run_variant_v2_and_exp_show(project: Project, stub_llm: StubLLM) ->
     assert "Running stage 'prepare" not in result.stdout  # only stages whose params changed
     v2_prompts = [r["body"]["prompt"] for r in stub_llm.requests()[before:]]
     # The baseline v1 runs again beside v2 (every request is made again: there is no row-level cache yet).
-    assert len(v2_prompts) == 2 * (72 + 48 + 48 + 2 * CHAT_ROWS + 2 * RAG_ROWS + 48 + 44)
+    assert len(v2_prompts) == 2 * (72 + 48 + 48 + 4 * CHAT_ROWS + 2 * RAG_ROWS + 48 + 44)
     assert sum(p.startswith("Find the person, location, organization names") for p in v2_prompts) == 48
     assert sum(p.startswith("Web page categories:") for p in v2_prompts) == 72
     assert sum(p.startswith("Question:") for p in v2_prompts) == 48

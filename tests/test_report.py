@@ -7,8 +7,11 @@ import io
 import re
 from pathlib import Path
 
+import pytest
+import yaml
 from browser import render
 
+from stages import report
 from stages.core import reporting
 
 ROWS = [
@@ -106,11 +109,44 @@ def test_a_single_variant_report_lists_mistakes_first() -> None:
     assert reporting.headline_text(HEADLINE) == "accuracy 50.0% [0.0%, 100.0%]"
 
 
-def test_judge_scores_are_shown_on_their_own_scale() -> None:
-    result = {"relevance": {"value": 3.25, "ci_low": 2.9, "ci_high": 3.6, "rows": 5, "delta": 0.5, "p_value": 0.01,
-                            "verdict": "better", "test": "paired bootstrap"}}  # fmt: skip
-    assert reporting.headline_text(result, "v1") == "relevance 3.25 [2.90, 3.60] +0.50 vs v1 (better)"
-    metrics = {"rows": 5, "eval_errors": 0, "relevance_errors": 2, "headline": result}
-    html = reporting.render_html("chat", {}, [reporting.VariantReport("v1", [], metrics, RUN)], [], 80, 50)
-    assert '<div class="k">relevance</div><div class="v">3.25</div>' in html
-    assert '<div class="k">relevance errors</div><div class="v">2</div>' in html
+def test_judge_scores_and_details_for_a_generative_use_case() -> None:
+    relevance, fluency = {"mean": 3.25, "scored": 4, "errors": 1}, {"scored": 0, "errors": 5}
+    result = {"relevance": {"value": 3.25, "ci_low": 2.9, "ci_high": 3.6, "rows": 4, "delta": 0.5, "p_value": 0.01,
+                            "verdict": "better", "test": "paired bootstrap"},
+              "similarity": {"value": 0.61, "ci_low": 0.5, "ci_high": 0.7, "rows": 5}}  # fmt: skip
+    assert reporting.headline_text(result, "v1") == (
+        "relevance 3.25 [2.90, 3.60] +0.50 vs v1 (better)  similarity 61.0% [50.0%, 70.0%]"
+    )
+    metrics = {"similarity": 0.61, "relevance": relevance, "fluency": fluency, "rows": 5, "eval_errors": 0,
+               "headline": result}  # fmt: skip
+    assert reporting.judges(metrics) == {"relevance": relevance, "fluency": fluency}
+    columns = reporting.Columns(inputs=("question",), label="answer", prediction="answer", raw_answer="answer",
+                                correct="similar", details=("similarity", "relevance", "relevance_error"))  # fmt: skip
+    row = {"row_id": "r0", "question": "Q?", "answer": "A.", "outputs": {"answer": "B."},
+           "eval": {"similar": False, "similarity": 0.2, "relevance": None, "relevance_error": "judge answer 'x'"},
+           "latency_s": 0.1}  # fmt: skip
+    record = reporting.flatten_rows([row], columns)[0]
+    assert list(record) == ["row_id", "question", "label", "prediction", "correct", "similarity", "relevance",
+                            "relevance_error", "raw_answer", "latency_s", "error"]  # fmt: skip
+    part = reporting.VariantReport("v2", [record], metrics, RUN)
+    html = reporting.render_html("chat", {}, [part], reporting.side_by_side([part], columns.inputs), 80, 50)
+    assert '<div class="k">relevance</div><div class="v">3.25 / 5</div>' in html
+    assert '<div class="k">similarity</div><div class="v">61.0%</div>' in html
+    assert '<div class="k">relevance errors</div><div class="v">1</div><div class="n">4 scored, 1 unparseable' in html
+    assert '<div class="k">fluency errors</div><div class="v">5</div><div class="n">0 scored, 5 unparseable' in html
+    assert "<td>judge answer &#x27;x&#x27;</td>" in html
+
+
+def test_the_report_stage_names_an_unknown_report_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "config.yaml").write_text("defaults: []\n")
+    report_config = {"prediction": "answer", "raw_answer": "answer", "correct": "similar", "scores": ["similarity"]}
+    use_case = {"data": {"inputs": ["question"], "label": "answer"}, "variant": "v1", "report": report_config}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"use_cases": {"chat": use_case}, "report": {}}))
+    monkeypatch.chdir(tmp_path)
+    files = ["--eval-rows", "r", "--metrics", "m", "--run-summary", "s", "--csv", "c", "--html", "h"]
+    assert report.main(["--use-case", "chat", *files]) == 1
+    assert "use_cases.chat.report: unknown key scores (known: " in capsys.readouterr().err

@@ -283,11 +283,19 @@ def _cell(value: Any, limit: int = 90) -> str:
     return html.escape(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
+def judges(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """LLM-as-judge results, `<judge>: {mean, scored, errors}` (mean on the judge's 1-5 scale)."""
+    return {
+        key: value for key, value in metrics.items() if isinstance(value, dict) and {"scored", "errors"} <= set(value)
+    }
+
+
 def _headline_cards(variant: VariantReport, baseline: str) -> list[str]:
     cards = []
+    judged = judges(variant.metrics)
     for name, result in variant.headline.items():
         rate = _is_rate([result])
-        value = format_value(result.get("value"), rate)
+        value = format_value(result.get("value"), rate) + (" / 5" if name in judged and not rate else "")
         note = f"95% CI {format_value(result.get('ci_low'), rate)} to {format_value(result.get('ci_high'), rate)}"
         note_class = "n"
         if result.get("verdict"):
@@ -301,11 +309,14 @@ def _headline_cards(variant: VariantReport, baseline: str) -> list[str]:
 def _count_cards(variant: VariantReport) -> list[str]:
     metrics, run = variant.metrics, variant.run
     cards = [_card("rows", str(metrics.get("rows", 0)), "evaluated")]
-    judged = {key: value for key, value in metrics.items() if isinstance(value, dict) and "errors" in value}
+    judged = judges(metrics)
     flat = {key: value for key, value in metrics.items() if key.endswith("_errors")}
     counts = {key: value for key, value in flat.items() if key not in ("run_errors", "eval_errors")}
-    counts |= {f"{key} errors": value["errors"] for key, value in judged.items()}
-    cards += [_card(key.replace("_", " "), str(value), "unparseable judge answers") for key, value in counts.items()]
+    cards += [_card(key.replace("_", " "), str(value)) for key, value in counts.items()]
+    cards += [
+        _card(f"{key} errors", str(value["errors"]), f"{value['scored']} scored, {value['errors']} unparseable")
+        for key, value in judged.items()
+    ]
     if run.get("invalid_answers"):
         cards.append(_card("invalid answers", str(run["invalid_answers"]), "kept raw, marked invalid"))
     latency = run.get("latency_s", {})
