@@ -150,7 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.metrics, metrics)
 
     for variant, variant_metrics in metrics_by_variant.items():
-        summary = ", ".join(f"{k}={v}" for k, v in variant_metrics.items() if not isinstance(v, dict))
+        # Top-level numbers and each judge's mean and error count; per-class values only in the metrics file.
+        flat = {k: v for k, v in variant_metrics.items() if not isinstance(v, dict)}
+        flat |= {f"{k}.{part}": v[part] for k, v in variant_metrics.items()
+                 if isinstance(v, dict) and "errors" in v for part in ("errors", "mean") if part in v}  # fmt: skip
+        summary = ", ".join(f"{k}={v}" for k, v in flat.items())
         print(f"evaluate {args.use_case} {variant}: {summary}")
         for metric, result in results.get(variant, {}).items():
             print(f"  {metric}: {headline.describe(result)}")

@@ -78,6 +78,8 @@ def render_config(spec: UseCaseSpec) -> str:
         "variant": "${variant.name}",
         "baseline": spec.variants[0],
         "variants": {name: copy.deepcopy(variant) for name in spec.variants},  # no YAML anchors
+        # The headline metric (with a CI, compared across variants): the share of rows the evaluation marks correct.
+        "metrics": {"accuracy": spec.correct},
         "evaluate": {"mapping": dict(spec.mapping)},
         "report": {"prediction": spec.prediction, "raw_answer": spec.prediction, "correct": spec.correct},
     }
