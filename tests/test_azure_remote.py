@@ -13,7 +13,7 @@ from conftest import REPO, Azurite, Project, StubLLM
 from stages.core import remote
 
 USE_CASES = ("web_classification", "named_entity_recognition", "general_qa")
-OUTPUTS = ("prepared.jsonl", "run/outputs.jsonl", "run/summary.json", "eval/rows.jsonl", "eval/metrics.json",
+OUTPUTS = ("prepared.jsonl", "run/outputs/v1.jsonl", "run/summary.json", "eval/rows/v1.jsonl", "eval/metrics.json",
            "report/report.csv", "report/report.html")  # fmt: skip
 
 

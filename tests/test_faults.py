@@ -173,11 +173,12 @@ def test_the_run_stage_fails_past_the_error_rate_with_a_summary_and_a_rerun_resu
     result = project.sh("dvc", "repro", f"run@{uc}", check=False)
     assert result.returncode != 0
     run = project.root / "data" / uc / "run"
-    rows = [json.loads(line) for line in (run / "outputs.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run / "outputs" / "v1.jsonl").read_text().splitlines()]
     failed = [row for row in rows if row["error"]]
     assert len(rows) == 72 and 0.1 < len(failed) / 72 < 0.6
     assert all("HTTP 500" in row["error"] and row["outputs"] is None for row in failed)
-    summary = f"run {uc}: {len(failed)} of 72 rows failed ({len(failed) / 72:.1%}, above bulk.max_error_rate 10.0%)"
+    rate = f"{len(failed) / 72:.1%}"
+    summary = f"run {uc} v1: {len(failed)} of 72 rows failed ({rate}, above bulk.max_error_rate 10.0%)"
     assert summary in result.stderr and f"  {failed[0]['row_id']}: " in result.stderr
     assert len(list((run / "llm_cache").rglob("*.json"))) == 72 - len(failed)  # answers kept, errors not
 
@@ -185,7 +186,7 @@ def test_the_run_stage_fails_past_the_error_rate_with_a_summary_and_a_rerun_resu
     stub_llm.faults()
     project.sh("dvc", "repro", f"run@{uc}")
     assert len(stub_llm.requests()) - before == len(failed)  # only the rows that failed are asked again
-    rows = [json.loads(line) for line in (run / "outputs.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run / "outputs" / "v1.jsonl").read_text().splitlines()]
     assert all(row["error"] is None for row in rows)
     metrics = json.loads((run / "summary.json").read_text())
     assert metrics["cache"] == {"hits": 72 - len(failed), "misses": len(failed), "errors": 0}

@@ -259,18 +259,18 @@ def test_a_forced_rerun_and_a_fresh_clone_that_pulls_make_no_llm_request(
     project.params("env=pr")
     project.repro(*targets)
     made = len(stub_llm.requests())
-    assert made == 3 * 12 + 12  # chat's 12 rows are also judged
+    assert made == 3 * 12 + 3 * 12  # chat's 12 answers are also judged three times
     chat = project.root / "data" / "chat"
     assert read_json(chat / "run" / "summary.json")["cache"] == {"hits": 0, "misses": 12, "errors": 0}
-    assert read_json(chat / "eval" / "metrics.json")["cache"] == {"hits": 0, "misses": 12, "errors": 0}  # judge
+    assert read_json(chat / "eval" / "metrics.json")["cache"] == {"hits": 0, "misses": 36, "errors": 0}  # judges
 
     project.sh("dvc", "repro", "--force", *targets)
     assert len(stub_llm.requests()) == made
     run = read_json(chat / "run" / "summary.json")
     assert run["cache"] == {"hits": 12, "misses": 0, "errors": 0} and run["llm_requests"]["upstream"] == 0
     assert run["tokens"]["prompt"] == run["tokens"]["prompt_cached"] > 0
-    assert read_json(chat / "eval" / "metrics.json")["cache"] == {"hits": 12, "misses": 0, "errors": 0}
-    rows = [json.loads(line) for line in (chat / "run" / "outputs.jsonl").read_text().splitlines()]
+    assert read_json(chat / "eval" / "metrics.json")["cache"] == {"hits": 36, "misses": 0, "errors": 0}
+    rows = [json.loads(line) for line in (chat / "run" / "outputs" / "v1.jsonl").read_text().splitlines()]
     assert all(row["llm"]["requests"] == row["llm"]["cache_hits"] == 1 for row in rows)
 
     project.sh("dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote"))
@@ -304,12 +304,14 @@ def test_a_prompt_edit_asks_only_for_its_requests_and_reverting_it_is_free(proje
     assert len(stub_llm.requests()) == made + 12  # ...and the LLM cache answers every request
     assert read_json(project.root / "data" / UC / "run" / "summary.json")["cache"]["hits"] == 12
 
-    # chat's judge prompt: only the judge is asked again, not the chat flow.
-    judge = project.root / "use_cases" / "chat" / "flows" / "evaluate" / "relevance.jinja2"
-    judge.write_text(judge.read_text().replace("Relevance", "Relevance score"))
-    assert set(project.repro(*targets)) == {"evaluate@chat", "report@chat"}
+    # One of chat's three judges: only that judge is asked again; not the other two, not the chat flow.
+    judge = project.root / "stages" / "metrics" / "rubrics" / "relevance.jinja2"
+    judge.write_text(judge.read_text().replace("Relevance:", "Relevance score:"))
+    ran = project.repro(*targets)
+    assert "evaluate@chat" in ran and not [stage for stage in ran if stage.startswith("run@")]
     new = llm_requests(stub_llm)[made + 12 :]
-    assert len(new) == 12 and all("Relevance score" in p for p in new)
+    assert len(new) == 12 and all("Relevance score:" in p for p in new)
+    assert read_json(project.root / "data" / "chat" / "eval" / "metrics.json")["cache"]["hits"] == 2 * 12
 
 
 def test_appending_rows_asks_only_for_the_new_rows(project: Project, stub_llm: StubLLM) -> None:
@@ -343,7 +345,7 @@ def test_a_run_killed_mid_way_resumes_from_the_cache(project: Project, stub_llm:
     seen = len(stub_llm.requests())
     assert 25 <= seen < 72, "the run was not killed mid-way"
     run = project.root / "data" / UC / "run"
-    assert not (run / "outputs.jsonl").exists()  # nothing half-written: no output yet
+    assert not (run / "outputs" / "v1.jsonl").exists()  # nothing half-written: no output yet
     cached = entries(run / "llm_cache")  # every entry parses, whole
     assert seen - 1 <= len(cached) <= seen  # at most the request in flight was lost
     cached_prompts = {json.dumps(entry["request"]["body"]["prompt"]) for entry in cached}
@@ -353,7 +355,7 @@ def test_a_run_killed_mid_way_resumes_from_the_cache(project: Project, stub_llm:
     asked = set(llm_requests(stub_llm)[seen:])
     assert len(llm_requests(stub_llm)) - seen == 72 - len(cached)  # exactly the missing requests...
     assert not asked & cached_prompts  # ...none of those already answered
-    rows = [json.loads(line) for line in (run / "outputs.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run / "outputs" / "v1.jsonl").read_text().splitlines()]
     assert len(rows) == 72 and all(row["error"] is None and row["outputs"]["category"] for row in rows)
     assert read_json(run / "summary.json")["cache"] == {"hits": len(cached), "misses": 72 - len(cached), "errors": 0}
     assert not list((run / "llm_cache").rglob(".*.tmp"))  # the successful rerun pruned a killed write's temp file

@@ -103,7 +103,7 @@ class LLMBinding:
 
     connection: Connection
     node: str | None = None
-    prompt: str | None = None  # relative to the flow folder
+    prompt: str | None = None  # relative to the flow folder, or absolute (a rubric of the judge library)
     params: Mapping[str, Any] = field(default_factory=dict)
 
 

@@ -150,6 +150,9 @@ class Usage:
         for item in dataclasses.fields(self):
             setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
 
+    def __sub__(self, other: Usage) -> Usage:
+        return Usage(*(getattr(self, f.name) - getattr(other, f.name) for f in dataclasses.fields(self)))
+
     def as_row(self) -> dict[str, int]:
         """The per-row figures the run stage writes beside each row's outputs."""
         return {"requests": self.requests, "cache_hits": self.hits, "errors": self.errors,
@@ -256,6 +259,11 @@ class LLMProxy:
     def connection(self, connection: Connection, repeat: int = 0) -> Connection:
         """`connection` routed through this proxy (same key, model and API; the key travels in headers only)."""
         return dataclasses.replace(connection, base_url=self.base_url(repeat))
+
+    def totals(self) -> Usage:
+        """A copy of the running totals (subtract two copies for the usage in between)."""
+        with self._lock:
+            return dataclasses.replace(self.total)
 
     def row_usage(self, row_id: str) -> Usage:
         """What the requests of `row_id` cost so far (taken out of the per-row table)."""
