@@ -259,10 +259,13 @@ def test_a_forced_rerun_and_a_fresh_clone_that_pulls_make_no_llm_request(
     project.params("env=pr")
     project.repro(*targets)
     made = len(stub_llm.requests())
-    assert made == 3 * 12 + 3 * 12  # chat's 12 answers are also judged three times
     chat = project.root / "data" / "chat"
     assert read_json(chat / "run" / "summary.json")["cache"] == {"hits": 0, "misses": 12, "errors": 0}
-    assert read_json(chat / "eval" / "metrics.json")["cache"] == {"hits": 0, "misses": 36, "errors": 0}  # judges
+    # Three judges per answer; a judgement asked twice (the fluency judge sees only the answer, and the stub's
+    # answers repeat) is answered by the cache the second time.
+    judged = read_json(chat / "eval" / "metrics.json")["cache"]
+    assert judged["hits"] + judged["misses"] == 3 * 12 and judged["errors"] == 0
+    assert made == 3 * 12 + judged["misses"]
 
     project.sh("dvc", "repro", "--force", *targets)
     assert len(stub_llm.requests()) == made
