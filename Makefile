@@ -70,10 +70,10 @@ run: data llm ## set up everything and run the pipeline (dvc repro)
 # Tests are independent (own temp project, stub or LLM server on a free port), so they run in parallel.
 PYTEST := $(VENV)/bin/pytest -n auto --maxprocesses=4
 
-test: model browser azurite ## run every test: the fast tier (stub LLM) and the slow tier (embedded model)
+test: model browser azurite data ## run every test: the fast tier (stub LLM) and the slow tier (embedded model)
 	@$(PYTEST)
 
-test-fast: setup browser azurite ## run the fast tier only
+test-fast: data browser azurite ## run the fast tier only
 	@$(PYTEST) -m "not slow"
 
 lint: setup ## ruff check and format check
