@@ -6,8 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from stages.core import catalogue, importer, llm_server, remote, reporting
+from stages import deploy
+from stages.core import catalogue, connections, importer, llm_server, remote, reporting
 from stages.core.project import load_params, project_root, runtime_dir
+from stages.deploy import local
+from stages.deploy.spec import SpecError
 
 
 def compose_params(root: Path, overrides: list[str], output: Path) -> None:
@@ -159,6 +162,78 @@ def cmd_import_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    root = project_root()
+    print(f"deploy {args.use_case} to {args.target} (env {args.env}):")
+    record = deploy.deploy(root, args.use_case, args.env, args.target)
+    split = ", ".join(f"{name} {weight}%" for name, weight in record.get("weights", {}).items())
+    print(f"deployed {args.use_case}: {record.get('url') or record.get('scoring_uri') or args.target}  split: {split}")
+    if record.get("log"):
+        print(f"  production log: {record['log']}")
+    return 0
+
+
+def cmd_undeploy(args: argparse.Namespace) -> int:
+    stopped = local.stop(project_root(), args.env, args.use_case)
+    print(f"stopped {', '.join(stopped)}" if stopped else f"nothing of {args.use_case} was running in env {args.env}")
+    return 0
+
+
+def _sample_request(root: Path, use_case: str) -> object:
+    import json
+
+    path = root / "use_cases" / use_case / "sample-request.json"
+    if not path.is_file():
+        raise SpecError(f"{path.relative_to(root)}: missing (the request `llmops smoke` sends)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise SpecError(f"{path.relative_to(root)}: not JSON: {exc}") from None
+
+
+def cmd_smoke(args: argparse.Namespace) -> int:
+    """Call the endpoint with the sample request: status 200, the flow's declared outputs, the deployment header."""
+    from stages.core import flow_engine, variants
+    from stages.deploy import smoke
+
+    root = project_root()
+    target, entry = deploy.current(root, args.use_case, args.env, args.target)
+    spec = deploy.spec_for(root, args.use_case, args.env, target)
+    record = entry["record"]
+    url = args.url or record.get("url") or record.get("scoring_uri")
+    if not url:
+        raise SpecError(f"no endpoint URL recorded for {args.use_case} on {target}; pass --url")
+    key_env = args.key_env or spec.options.get("api_key_env")
+    key = connections.environment(root).get(str(key_env), "") if key_env else ""
+    if not key:
+        raise SpecError(f"the endpoint key: environment variable {key_env or '(none: pass --key-env)'} is not set")
+    prompt = variants.config(args.use_case, load_params(root)["use_cases"][args.use_case],
+                             spec.deployments[0].variant).get("prompt")  # fmt: skip
+    prompt = next(iter(prompt.values())) if isinstance(prompt, dict) else prompt
+    outputs = flow_engine.interface(spec.flow, prompt).outputs
+    payload = _sample_request(root, args.use_case)
+    failed = 0
+    for _ in range(args.requests):
+        status, headers, body, latency = smoke.call(url, key, payload, args.timeout)
+        found = smoke.problems(status, headers, body, outputs, [d.name for d in spec.deployments])
+        served = headers.get(smoke.DEPLOYMENT_HEADER, "?")
+        if found:
+            failed += 1
+            print(f"smoke {args.use_case}: FAILED at {url} (deployment {served}):", file=sys.stderr)
+            for problem in found:
+                print(f"  {problem}", file=sys.stderr)
+        else:
+            print(f"smoke {args.use_case}: ok, {served} answered in {latency:.2f} s: {sorted(body)}")
+    return 1 if failed else 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    target, weights = deploy.rollback(project_root(), args.use_case, args.env, args.target)
+    split = ", ".join(f"{name} {weight}%" for name, weight in weights.items())
+    print(f"rolled back {args.use_case} on {target} (env {args.env}) to the previous split: {split}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llmops", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -208,6 +283,33 @@ def main(argv: list[str] | None = None) -> int:
     cmp.add_argument("--out", type=Path, default=Path("reports/compare"), help="folder for <use case>.html/.csv")
     cmp.set_defaults(handler=cmd_compare)
 
+    dep = commands.add_parser("deploy", help="deploy a use case's variants (conf/deploy/<env>.yaml) to a target")
+    dep.add_argument("--use-case", required=True)
+    dep.add_argument("--target", default="local", help="local (default), azureml, kubernetes or webapp")
+    dep.add_argument("--env", default="dev", help="conf/deploy/<env>.yaml (default: dev)")
+    dep.set_defaults(handler=cmd_deploy)
+
+    und = commands.add_parser("undeploy", help="stop a use case's local deployments and router")
+    und.add_argument("--use-case", required=True)
+    und.add_argument("--env", default="dev")
+    und.set_defaults(handler=cmd_undeploy)
+
+    smk = commands.add_parser("smoke", help="call the endpoint with sample-request.json; non-zero exit on failure")
+    smk.add_argument("--use-case", required=True)
+    smk.add_argument("--env", default="dev")
+    smk.add_argument("--target", help="default: the last target deployed")
+    smk.add_argument("--url", help="the scoring URL (default: the one recorded by `llmops deploy`)")
+    smk.add_argument("--key-env", help="environment variable with the endpoint key (default: from conf/deploy)")
+    smk.add_argument("--requests", type=int, default=1, help="how many times to send the sample request")
+    smk.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    smk.set_defaults(handler=cmd_smoke)
+
+    rbk = commands.add_parser("rollback", help="restore the previous traffic split (live)")
+    rbk.add_argument("--use-case", required=True)
+    rbk.add_argument("--env", default="dev")
+    rbk.add_argument("--target", help="default: the last target deployed")
+    rbk.set_defaults(handler=cmd_rollback)
+
     summary = commands.add_parser("summary", help="headline metrics and report paths of every use case")
     summary.set_defaults(handler=cmd_summary)
 
@@ -219,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         catalogue.CatalogueError,
         importer.ExperimentImportError,
         remote.RemoteError,
+        SpecError,
+        local.DeployError,
+        connections.ConnectionConfigError,
     ) as exc:
         print(f"llmops: {exc}", file=sys.stderr)
         return 1

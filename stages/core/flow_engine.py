@@ -94,6 +94,36 @@ def detect(flow: Path, prompt: str | None = None) -> tuple[FlowKind, Path]:
 
 
 @dataclass(frozen=True)
+class FlowInterface:
+    """What a flow declares: its inputs ({name: (type, required)}) and outputs ({name: type, None if undeclared})."""
+
+    inputs: Mapping[str, tuple[str | None, bool]]
+    outputs: Mapping[str, str | None]
+
+
+def interface(flow: Path, prompt: str | None = None) -> FlowInterface:
+    """The inputs and outputs a flow folder declares (flow.dag.yaml, flow.flex.yaml or the .prompty front matter).
+
+    A prompty flow's text answer is the output `output`. Read from the files; prompt flow is not imported.
+    """
+    import yaml
+
+    kind, file = detect(flow, prompt)
+    text = file.read_text(encoding="utf-8")
+    if kind is FlowKind.PROMPTY:
+        text = text.split("---", 2)[1] if text.lstrip().startswith("---") else ""
+    spec = yaml.safe_load(text) or {}
+    inputs = {
+        str(name): ((decl or {}).get("type"), not isinstance(decl, Mapping) or "default" not in decl)
+        for name, decl in (spec.get("inputs") or {}).items()
+    }
+    if kind is FlowKind.PROMPTY:
+        return FlowInterface(inputs, {"output": None})
+    outputs = {str(name): (decl or {}).get("type") for name, decl in (spec.get("outputs") or {}).items()}
+    return FlowInterface(inputs, outputs)
+
+
+@dataclass(frozen=True)
 class LLMBinding:
     """How a flow's LLM is wired for a run: connection, prompt file and sampling params.
 

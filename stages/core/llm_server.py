@@ -126,7 +126,7 @@ def start(settings: ServerSettings, runtime: Path) -> str:
         if probe(settings) is PortState.OURS:
             return "started"
         time.sleep(0.25)
-    _terminate(process.pid)
+    terminate(process.pid)
     state_file.unlink(missing_ok=True)
     raise ServerError(f"the embedded LLM did not answer within {settings.startup_timeout_s:.0f} s; see {log}")
 
@@ -137,7 +137,7 @@ def stop(runtime: Path) -> bool:
     if not state_file.is_file():
         return False
     pid = json.loads(state_file.read_text())["pid"]
-    running = _is_our_server(pid) and _terminate(pid)
+    running = _is_our_server(pid) and terminate(pid)
     state_file.unlink(missing_ok=True)
     return running
 
@@ -150,7 +150,8 @@ def _is_our_server(pid: int) -> bool:
         return False
 
 
-def _terminate(pid: int, grace_s: float = 10.0) -> bool:
+def terminate(pid: int, grace_s: float = 10.0) -> bool:
+    """SIGTERM `pid`, then SIGKILL after `grace_s`; returns whether it was running."""
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:

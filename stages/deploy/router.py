@@ -1,0 +1,183 @@
+"""The local endpoint: a weighted router in front of a use case's local deployments, with the production log.
+
+Each `POST /score` goes to one deployment picked at random by weight (seeded, so a restart replays the same
+sequence; random rather than round-robin so that periodic traffic cannot line up with the split), is answered
+with the deployment's status and body plus the header `azureml-model-deployment`, and is appended to the
+production log as one JSON line (time, deployment, variant, status, latency, inputs, outputs or error; never
+headers, and the endpoint key is redacted should a client put it in a body). `PUT /-/weights` changes the
+split live (`llmops deploy`, `llmops rollback`); `GET /health` shows it. All routes need the endpoint key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from stages.core.io import read_json
+from stages.deploy import web
+
+
+class WeightError(ValueError):
+    """A traffic split that cannot be applied; the message says why."""
+
+
+def check_weights(weights: Any, known: set[str]) -> dict[str, int]:
+    """A valid split: integer percents of known deployments that sum to 100."""
+    if not isinstance(weights, Mapping) or not weights:
+        raise WeightError(f"weights must be an object {{deployment: percent}}, got {weights!r}")
+    if unknown := sorted(set(weights) - known):
+        raise WeightError(f"unknown deployment {', '.join(unknown)} (deployed: {', '.join(sorted(known))})")
+    bad = {name: w for name, w in weights.items() if not isinstance(w, int) or isinstance(w, bool) or not 0 <= w <= 100}
+    if bad:
+        raise WeightError(f"weights must be integer percents from 0 to 100, got {bad}")
+    if sum(weights.values()) != 100:
+        raise WeightError(f"weights must sum to 100, got {sum(weights.values())}")
+    return {str(name): int(w) for name, w in weights.items()}
+
+
+class Split:
+    """The live traffic split: a seeded weighted pick per request, replaceable while serving."""
+
+    def __init__(self, weights: Mapping[str, int], known: set[str], seed: int) -> None:
+        self.known = known
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self.weights = check_weights(weights, known)
+
+    def set(self, weights: Any) -> dict[str, int]:
+        checked = check_weights(weights, self.known)
+        with self._lock:
+            self.weights = checked
+        return checked
+
+    def pick(self) -> str:
+        with self._lock:
+            names = [name for name, weight in self.weights.items() if weight > 0]
+            return self._rng.choices(names, [self.weights[name] for name in names])[0]
+
+
+class ProductionLog:
+    """Appends one JSON line per request: a single write on an O_APPEND descriptor, so lines never interleave."""
+
+    def __init__(self, path: Path, secret: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._secret = secret
+        self._lock = threading.Lock()
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False).replace(self._secret, "***") + "\n"
+        data = line.encode("utf-8")
+        with self._lock:
+            written = os.write(self._fd, data)
+            while written < len(data):  # a short write (disk full, signal): finish the line
+                written += os.write(self._fd, data[written:])
+
+
+def _decoded(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")[:10_000]
+
+
+def forward(url: str, body: bytes, key: str, timeout_s: float) -> tuple[int, bytes]:
+    """POST `body` to a deployment's /score; a deployment that cannot be reached is a 502."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout_s)
+    try:
+        connection.request("POST", "/score", body, {"Content-Type": "application/json",
+                                                   "Authorization": f"Bearer {key}"})  # fmt: skip
+        response = connection.getresponse()
+        return response.status, response.read()
+    except OSError as exc:
+        return 502, json.dumps({"error": f"deployment unreachable: {type(exc).__name__}: {exc}"}).encode()
+    finally:
+        connection.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    shape = "JSON: {backends: {name: {url, variant}}, weights, log, seed, timeout_s, fingerprint}"
+    parser.add_argument("--config", type=Path, required=True, help=shape)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--ready-file", type=Path, required=True, help="written with {pid, port} once listening")
+    args = parser.parse_args(argv)
+
+    key = web.key_from_env()
+    config = read_json(args.config)
+    backends: dict[str, dict[str, str]] = config["backends"]
+    split = Split(config["weights"], set(backends), int(config.get("seed", 0)))
+    log = ProductionLog(Path(config["log"]), key)
+    timeout_s = float(config.get("timeout_s", 330))
+
+    class Handler(web.JSONHandler):
+        api_key = key
+
+        def do_GET(self) -> None:
+            if self.path != "/health":
+                self.reply(404, {"error": f"no route {self.path}; POST /score, GET /health, PUT /-/weights"})
+            elif self.authorized():
+                self.reply(200, {"weights": split.weights, "backends": backends,
+                                 "fingerprint": config.get("fingerprint")})  # fmt: skip
+
+        def do_PUT(self) -> None:
+            raw = self.body()
+            if self.path != "/-/weights":
+                self.reply(404, {"error": f"no route {self.path}; PUT /-/weights"})
+            elif self.authorized():
+                try:
+                    self.reply(200, {"weights": split.set(json.loads(raw or b"null").get("weights"))})
+                except (ValueError, AttributeError, WeightError) as exc:
+                    self.reply(400, {"error": str(exc)})
+
+        def do_POST(self) -> None:
+            raw = self.body()
+            started = time.perf_counter()
+            record: dict[str, Any] = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                                      "request_id": uuid.uuid4().hex, "path": self.path,
+                                      "deployment": None, "variant": None}  # fmt: skip
+            if self.path != "/score":
+                status, data, headers = 404, json.dumps({"error": f"no route {self.path}; POST /score"}).encode(), {}
+            elif not self.authorized():
+                log.append({**record, "status": 401,
+                            "latency_s": round(time.perf_counter() - started, 4), "inputs": None,
+                            "error": "unauthorized"})  # fmt: skip
+                return
+            else:
+                name = split.pick()
+                status, data = forward(backends[name]["url"], raw, key, timeout_s)
+                headers = {web.DEPLOYMENT_HEADER: name}
+                record |= {"deployment": name, "variant": backends[name]["variant"]}
+            self.reply_bytes(status, data, headers)
+            body = _decoded(data)
+            record |= {"status": status, "latency_s": round(time.perf_counter() - started, 4), "inputs": _decoded(raw)}
+            if status == 200:
+                record["outputs"] = body
+            else:
+                record["error"] = body.get("error") if isinstance(body, dict) else body
+            log.append(record)
+
+    server = web.Server((args.host, args.port), Handler)
+    web.announce(server, args.ready_file)
+    print(f"router on http://{args.host}:{server.server_address[1]}: {split.weights}", flush=True)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""One local deployment: a use case's flow, with one variant, served over HTTP on 127.0.0.1.
+
+`POST /score` takes the flow's inputs as a JSON object and answers its outputs (header `azureml-model-deployment`
+names the deployment); `GET /health` says which deployment, variant and config fingerprint this is. Both need
+`Authorization: Bearer <key>`. The flow runs in this process through `flow_engine.FlowSession`, with the LLM
+connection of params.yaml built in memory. Started by `llmops deploy` (stages/deploy/local.py), never by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from stages.core import connections, datasets, flow_engine, variants
+from stages.core.project import load_params, project_root, runtime_dir
+from stages.deploy import web
+
+
+def check_inputs(body: Any, accepted: Mapping[str, Any], required: set[str]) -> str | None:
+    """Why a request body is not a valid set of flow inputs (None when it is)."""
+    if not isinstance(body, dict):
+        return f"the request body must be a JSON object of the flow's inputs ({', '.join(accepted)})"
+    if missing := sorted(required - set(body)):
+        return f"missing input {', '.join(missing)} (the flow takes {', '.join(accepted)})"
+    if unknown := sorted(set(body) - set(accepted)):
+        return f"unknown input {', '.join(unknown)} (the flow takes {', '.join(accepted)})"
+    return None
+
+
+def build(
+    root: Path, params: Mapping[str, Any], use_case: str, variant: str
+) -> tuple[flow_engine.FlowSession, flow_engine.FlowInterface, set[str]]:
+    """The use case's flow bound to `variant` and to the LLM connection of params.yaml (secrets from the env),
+    what it declares, and the inputs a request must give (the dataset's inputs and those without a default)."""
+    config = params["use_cases"][use_case]
+    block = variants.config(use_case, config, variant)
+    binding = flow_engine.binding_for(connections.resolve(params["llm"], connections.environment(root)), block)
+    declared = flow_engine.interface(root / config["flow"], binding.prompt)
+    required = {name for name, (_, needed) in declared.inputs.items() if needed}
+    required |= set(datasets.input_columns(config["data"]["inputs"]))
+    session = flow_engine.FlowSession(
+        root / config["flow"], binding, node_inputs=block.get("node_inputs"),
+        row_timeout_s=params["bulk"]["row_timeout_s"],
+    )  # fmt: skip
+    return session, declared, required
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--use-case", required=True)
+    parser.add_argument("--deployment", required=True)
+    parser.add_argument("--variant", required=True)
+    parser.add_argument("--fingerprint", required=True, help="the config hash `llmops deploy` compares on redeploy")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--ready-file", type=Path, required=True, help="written with {pid, port} once listening")
+    args = parser.parse_args(argv)
+
+    key = web.key_from_env()
+    root = project_root()
+    params = load_params(root)
+    flow_engine.configure(runtime_dir(root))
+    session, declared, required = build(root, params, args.use_case, args.variant)
+    identity = {"deployment": args.deployment, "variant": args.variant, "fingerprint": args.fingerprint}
+    named = {web.DEPLOYMENT_HEADER: args.deployment}
+
+    class Handler(web.JSONHandler):
+        api_key = key
+
+        def do_GET(self) -> None:
+            if self.path != "/health":
+                self.reply(404, {"error": f"no route {self.path}; POST /score, GET /health"})
+            elif self.authorized():
+                self.reply(200, identity, named)
+
+        def do_POST(self) -> None:
+            raw = self.body()
+            if self.path != "/score":
+                self.reply(404, {"error": f"no route {self.path}; POST /score, GET /health"})
+                return
+            if not self.authorized():
+                return
+            try:
+                inputs = json.loads(raw or b"null")
+            except ValueError as exc:
+                self.reply(400, {"error": f"the request body is not JSON: {exc}"}, named)
+                return
+            if problem := check_inputs(inputs, declared.inputs, required):
+                self.reply(400, {"error": problem}, named)
+                return
+            result = session.run(uuid.uuid4().hex, inputs)
+            if result.error is not None:
+                self.reply(500, {"error": result.error}, named)
+            else:
+                self.reply(200, result.outputs, named)
+
+    server = web.Server((args.host, args.port), Handler)
+    web.announce(server, args.ready_file)
+    print(f"deployment {args.deployment} ({args.variant}) on http://{args.host}:{server.server_address[1]}", flush=True)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
