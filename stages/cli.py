@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 from stages import deploy
-from stages.core import catalogue, connections, importer, llm_server, remote, reporting
+from stages.core import catalogue, connections, datasets, importer, llm_server, remote, reporting
 from stages.core.project import load_params, project_root, runtime_dir
-from stages.deploy import local
+from stages.deploy import local, production
 from stages.deploy.spec import SpecError
+from stages.metrics import headline
 
 
 def compose_params(root: Path, overrides: list[str], output: Path) -> None:
@@ -234,6 +235,34 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate_production(args: argparse.Namespace) -> int:
+    """Evaluate each deployment on the sampled production log and compare them; writes an HTML report + JSON."""
+    from stages.core import flow_engine
+    from stages.core.io import write_json, write_text
+
+    root = project_root()
+    params = load_params(root)
+    order = [d.name for d in deploy.spec_for(root, args.use_case, args.env, "local").deployments]
+    log = args.log or local.production_log(root, args.env, args.use_case)
+    flow_engine.configure(runtime_dir(root))
+    result = production.evaluate(root, params, args.use_case, order, log, args.sample, args.seed)
+    out = args.out.resolve()
+    facts = {"env": args.env, "log": str(log), "baseline": result.baseline, "sample": f"{args.sample} per deployment"}
+    page = production.render(f"{args.use_case}: production evaluation", facts, result, params["report"]["chart_dpi"])
+    write_text(out / f"{args.use_case}.{args.env}.html", page)
+    write_json(out / f"{args.use_case}.{args.env}.json", result.as_dict())
+    summary = result.as_dict()
+    for name, traffic in summary["deployments"].items():
+        print(f"{name} ({traffic['variant']}): {traffic['rows']} requests, {traffic['errors']} errors, "
+              f"latency p50 {traffic['latency_s']['p50']:.3f} s, {traffic['joined']} of {traffic['sampled']} sampled "
+              "joined to the dataset")  # fmt: skip
+        for part in ("evaluated", "reference_free"):
+            if name in summary[part]:
+                print(f"  {part.replace('_', '-')}: {reporting.headline_text(summary[part][name], result.baseline)}")
+    print(f"report: {out / f'{args.use_case}.{args.env}.html'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llmops", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -310,6 +339,15 @@ def main(argv: list[str] | None = None) -> int:
     rbk.add_argument("--target", help="default: the last target deployed")
     rbk.set_defaults(handler=cmd_rollback)
 
+    evp = commands.add_parser("evaluate-production", help="evaluate each deployment on the production log, compared")
+    evp.add_argument("--use-case", required=True)
+    evp.add_argument("--env", default="dev")
+    evp.add_argument("--log", type=Path, help="production log (default: the local router's, under .llmops/deploy/)")
+    evp.add_argument("--sample", type=int, default=200, help="distinct requests evaluated per deployment (seeded)")
+    evp.add_argument("--seed", type=int, default=0)
+    evp.add_argument("--out", type=Path, default=Path("reports/production"), help="folder for <uc>.<env>.html/.json")
+    evp.set_defaults(handler=cmd_evaluate_production)
+
     summary = commands.add_parser("summary", help="headline metrics and report paths of every use case")
     summary.set_defaults(handler=cmd_summary)
 
@@ -324,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         SpecError,
         local.DeployError,
         connections.ConnectionConfigError,
+        production.ProductionLogError,
+        datasets.DatasetError,
+        headline.MetricSpecError,
     ) as exc:
         print(f"llmops: {exc}", file=sys.stderr)
         return 1

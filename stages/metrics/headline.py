@@ -168,3 +168,19 @@ def describe(result: MetricResult) -> str:
         c = result.comparison
         text += f"; {c.effect:+.3f} vs baseline, p={c.p_value:.3g} ({c.verdict}, {c.test})"
     return text
+
+
+def compare_independent(
+    spec: MetricSpec, baseline: Sequence[Mapping[str, Any]], candidate: Sequence[Mapping[str, Any]], seed: int = 0
+) -> stats.Comparison | None:
+    """The candidate against the baseline when they saw different rows (e.g. the requests two deployments
+    served): Fisher's exact test for pass/fail values, an unpaired bootstrap otherwise (None without rows)."""
+    _, base = table(spec, baseline)
+    _, cand = table(spec, candidate)
+    if not len(base) or not len(cand):
+        return None
+    if spec.kind == "mean" and _is_pass_fail(base, cand):
+        return stats.fisher_exact(list(base[:, 0] == 1), list(cand[:, 0] == 1))
+    if spec.kind == "mean":
+        return stats.unpaired_bootstrap(base[:, 0], cand[:, 0], seed=seed)
+    return stats.unpaired_bootstrap(base, cand, seed=seed, statistic=spec.statistic)

@@ -150,3 +150,49 @@ def _verdict(effect: float, p_value: float, alpha: float) -> Verdict:
     if p_value >= alpha or effect == 0:
         return NO_DIFFERENCE
     return BETTER if effect > 0 else WORSE
+
+
+def fisher_exact(baseline: Sequence[bool], candidate: Sequence[bool], alpha: float = 0.05) -> Comparison:
+    """Fisher's exact test on pass/fail outcomes of two independent samples (e.g. the requests two deployments
+    served); the effect is the difference in pass rate (candidate - baseline)."""
+    from scipy import stats
+
+    if not baseline or not candidate:
+        raise ValueError(f"fisher_exact: need rows in both samples, got {len(baseline)} and {len(candidate)}")
+    base_pass, cand_pass = sum(map(bool, baseline)), sum(map(bool, candidate))
+    table = [[cand_pass, len(candidate) - cand_pass], [base_pass, len(baseline) - base_pass]]
+    p_value = float(stats.fisher_exact(table).pvalue)
+    effect = cand_pass / len(candidate) - base_pass / len(baseline)
+    return Comparison("Fisher exact", effect, p_value, _verdict(effect, p_value, alpha), len(baseline) + len(candidate))
+
+
+def unpaired_bootstrap(
+    baseline: Sequence[float] | np.ndarray,
+    candidate: Sequence[float] | np.ndarray,
+    alpha: float = 0.05,
+    resamples: int = 5000,
+    seed: int = 0,
+    statistic: RowStatistic | None = None,
+) -> Comparison:
+    """Compare two independent samples by resampling each on its own; higher is better.
+
+    Compares mean scores, or `statistic` over tables of rows. Two-sided p-value as in `paired_bootstrap`.
+    """
+    base, cand = np.asarray(baseline, dtype=float), np.asarray(candidate, dtype=float)
+    if base.shape[0] == 0 or cand.shape[0] == 0:
+        raise ValueError(f"unpaired_bootstrap: need rows in both samples, got {base.shape[0]} and {cand.shape[0]}")
+    measure = statistic or (lambda table: float(table.mean()))
+    effect = float(measure(cand) - measure(base))
+    rng = np.random.default_rng(seed)
+    base_rows = rng.integers(0, base.shape[0], size=(resamples, base.shape[0]))
+    cand_rows = rng.integers(0, cand.shape[0], size=(resamples, cand.shape[0]))
+    if statistic is None:
+        deltas = cand[cand_rows].mean(axis=1) - base[base_rows].mean(axis=1)
+    else:
+        deltas = np.array([statistic(cand[c]) - statistic(base[b]) for b, c in zip(base_rows, cand_rows, strict=True)])
+    low, high = np.quantile(deltas, [alpha / 2, 1 - alpha / 2])
+    same = bool(np.all(deltas == 0))
+    p_value = 1.0 if same else min(1.0, 2 * min(float(np.mean(deltas <= 0)), float(np.mean(deltas >= 0))))
+    interval = Interval(effect, float(low), float(high), 1 - alpha)
+    rows = int(base.shape[0] + cand.shape[0])
+    return Comparison("unpaired bootstrap", effect, p_value, _verdict(effect, p_value, alpha), rows, interval=interval)

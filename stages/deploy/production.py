@@ -1,0 +1,280 @@
+"""`llmops evaluate-production`: evaluate what each deployment answered in production, and compare them.
+
+From the production log (one JSON line per request, written by the local router), per deployment:
+- traffic: requests, errors, latency p50/p95, and the success rate (status 200) of every request;
+- a sample of its distinct successful requests. Those whose inputs match a dataset row (joined by the row id
+  the prepare stage gives) get the ground truth and go through the use case's evaluation flow, and its headline
+  metrics (conf/use_cases/<uc>.yaml `metrics`) are computed per deployment; requests that match no dataset row
+  are counted, and scored only by the reference-free metrics (success, and `valid` when the flow declares it).
+Each deployment is compared with the prior one (the second in conf/deploy/<env>.yaml): paired tests on the rows
+both answered when most rows are shared, Fisher's exact test or an unpaired bootstrap otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stages.core import datasets, reporting
+from stages.metrics import headline
+
+Results = dict[str, dict[str, headline.MetricResult]]  # deployment -> metric -> result
+REFERENCE_FREE = {"success": "ok", "valid_answers": "valid"}  # headline name -> per-row value in `eval`
+
+
+class ProductionLogError(ValueError):
+    """A production log that cannot be read; the message names the file and line."""
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The log's scoring requests (`POST /score` that reached a deployment), in order."""
+    if not path.is_file():
+        raise ProductionLogError(f"{path}: no production log (deploy with `llmops deploy --target local` first)")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise ProductionLogError(f"{path}:{number}: not JSON ({exc})") from None
+        if not isinstance(row, dict) or "status" not in row:
+            raise ProductionLogError(f"{path}:{number}: expected an object with a 'status' field")
+        if row.get("path") == "/score" and row.get("deployment"):
+            rows.append(row)
+    return rows
+
+
+def _key(inputs: Any) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@dataclass
+class DeploymentRows:
+    """One deployment's production traffic, and the sampled requests: joined to the dataset or not."""
+
+    name: str
+    variant: str
+    requests: list[dict[str, Any]]
+    joined: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)  # (dataset row, log row)
+    unjoined: list[dict[str, Any]] = field(default_factory=list)
+
+    def traffic(self) -> dict[str, Any]:
+        """Requests, errors, latency percentiles: the `run` part of a report."""
+        latencies = sorted(float(r["latency_s"]) for r in self.requests if r["status"] == 200)
+
+        def pct(q: float) -> float:
+            return round(latencies[min(len(latencies) - 1, int(len(latencies) * q))], 4) if latencies else 0.0
+
+        errors = sum(1 for r in self.requests if r["status"] != 200)
+        return {"rows": len(self.requests), "errors": errors, "latency_s": {"p50": pct(0.5), "p95": pct(0.95)},
+                "sampled": len(self.joined) + len(self.unjoined), "joined": len(self.joined)}  # fmt: skip
+
+
+def split_by_deployment(
+    log: Sequence[Mapping[str, Any]], dataset: Sequence[Mapping[str, Any]], columns: Mapping[str, str], label: str,
+    sample: int, seed: int,
+) -> dict[str, DeploymentRows]:  # fmt: skip
+    """Group the log per deployment and sample up to `sample` distinct successful requests of each (seeded),
+    joined to the dataset rows with the same inputs (`columns`: flow input -> dataset column)."""
+    schema = datasets.Schema(tuple(columns.values()), label)
+    by_id = {datasets.row_id(dict(row), schema): row for row in dataset}
+    groups: dict[str, DeploymentRows] = {}
+    for row in log:
+        group = groups.setdefault(row["deployment"], DeploymentRows(row["deployment"], row.get("variant") or "", []))
+        group.requests.append(dict(row))
+    rng = random.Random(seed)
+    for group in groups.values():
+        distinct: dict[str, dict[str, Any]] = {}
+        for row in group.requests:
+            inputs = row.get("inputs")
+            if row["status"] == 200 and isinstance(inputs, dict):
+                distinct.setdefault(_key(inputs), row)
+        chosen = list(distinct.values())
+        chosen = sorted(rng.sample(chosen, sample), key=chosen.index) if len(chosen) > sample else chosen
+        for row in chosen:
+            inputs = row["inputs"]
+            values = {column: inputs.get(name) for name, column in columns.items()}
+            match = by_id.get(datasets.row_id(values, schema)) if None not in values.values() else None
+            if match is not None:
+                group.joined.append((dict(match), row))
+            else:
+                group.unjoined.append(row)
+    return groups
+
+
+def reference_free_rows(group: DeploymentRows, outputs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every request of the deployment as a row with `eval.ok` (status 200) and `eval.valid` (when declared)."""
+    rows = []
+    for number, row in enumerate(group.requests):
+        answer = row.get("outputs") if isinstance(row.get("outputs"), dict) else {}
+        evaluation: dict[str, Any] = {"ok": row["status"] == 200}
+        if "valid" in outputs and row["status"] == 200:
+            evaluation["valid"] = bool(answer.get("valid"))
+        rows.append({"row_id": f"{group.name}:{number}", "eval": evaluation})
+    return rows
+
+
+def compare(
+    specs: Sequence[headline.MetricSpec], rows_by_deployment: Mapping[str, Sequence[Mapping[str, Any]]], baseline: str
+) -> Results:
+    """Every metric of every deployment with its CI; the others compared with `baseline`: paired on the shared
+    rows when they are at least half of the smaller deployment's rows, unpaired otherwise."""
+    results: dict[str, dict[str, headline.MetricResult]] = {}
+    for name, rows in rows_by_deployment.items():
+        results[name] = {}
+        for spec in specs:
+            result = headline.evaluate_metric(spec, rows)
+            if name != baseline and baseline in rows_by_deployment:
+                base = rows_by_deployment[baseline]
+                base_ids, _ = headline.table(spec, base)
+                cand_ids, _ = headline.table(spec, rows)
+                shared = len(set(base_ids) & set(cand_ids))
+                paired = shared >= 2 and shared * 2 >= min(len(base_ids), len(cand_ids))
+                comparison = (headline.compare_metric if paired else headline.compare_independent)(spec, base, rows)
+                result = headline.MetricResult(result.interval, result.rows, comparison)
+            results[name][spec.name] = result
+    return results
+
+
+@dataclass(frozen=True)
+class ProductionEvaluation:
+    groups: dict[str, DeploymentRows]
+    baseline: str
+    flow_metrics: dict[str, dict[str, Any]]  # what each deployment's evaluation flow logged
+    evaluated: Results  # the use case's headline metrics on the joined rows
+    reference_free: Results  # success (and valid answers) over every request
+
+    def as_dict(self) -> dict[str, Any]:
+        def plain(results: Results) -> dict[str, Any]:
+            return {n: {m: r.as_dict() for m, r in by_metric.items()} for n, by_metric in results.items()}
+
+        return {
+            "baseline": self.baseline,
+            "deployments": {n: {"variant": g.variant, **g.traffic()} for n, g in self.groups.items()},
+            "evaluated": plain(self.evaluated),
+            "flow_metrics": self.flow_metrics,
+            "reference_free": plain(self.reference_free),
+        }
+
+
+def _metric_table(results: Results, baseline: str) -> str:
+    names = list(results)
+    metrics = list(next(iter(results.values()), {}))
+    head = "<tr><th>metric</th>" + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "<th>verdict</th></tr>"
+    body = []
+    for metric in metrics:
+        cells, verdicts = [], []
+        for name in names:
+            r = results[name][metric].as_dict()
+            rate = reporting._is_rate([r])
+            value = reporting.format_value(r["value"], rate)
+            low, high = reporting.format_value(r["ci_low"], rate), reporting.format_value(r["ci_high"], rate)
+            cells.append(f"<td>{value} [{low}, {high}] <span class=n>n={r['rows']}</span></td>")
+            if r.get("verdict"):
+                cls = {"better": "better", "worse": "worse"}.get(r["verdict"], "n")
+                verdict = f"{r['delta']:+.3f}, p={r['p_value']:.2g}, {r['verdict']} ({r['test']})"
+                verdicts.append(f"<span class={cls}>{html.escape(name)} vs {html.escape(baseline)}: {verdict}</span>")
+        body.append(f"<tr><td>{html.escape(metric)}</td>{''.join(cells)}<td>{'<br>'.join(verdicts)}</td></tr>")
+    return f"<table>{head}{''.join(body)}</table>"
+
+
+def _traffic_table(groups: Mapping[str, DeploymentRows]) -> str:
+    head = ("<tr><th>deployment</th><th>variant</th><th>requests</th><th>errors</th><th>latency p50</th>"
+            "<th>latency p95</th><th>sampled</th><th>joined to the dataset</th></tr>")  # fmt: skip
+    rows = []
+    for group in groups.values():
+        t = group.traffic()
+        rows.append(f"<tr><td>{html.escape(group.name)}</td><td>{html.escape(group.variant)}</td><td>{t['rows']}</td>"
+                    f"<td>{t['errors']}</td><td>{t['latency_s']['p50']:.3f} s</td><td>{t['latency_s']['p95']:.3f} s"
+                    f"</td><td>{t['sampled']}</td><td>{t['joined']}</td></tr>")  # fmt: skip
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def render(title: str, facts: Mapping[str, str], result: ProductionEvaluation, dpi: int) -> str:
+    """The offline report page: traffic per deployment, metrics with CIs and verdicts, and the headline chart."""
+    groups, baseline, evaluated = result.groups, result.baseline, result.evaluated
+
+    def parts(results: Results) -> list[reporting.VariantReport]:
+        ordered = [baseline, *(n for n in results if n != baseline)]
+        return [reporting.VariantReport(n, [], {"headline": {m: r.as_dict() for m, r in results[n].items()}}, {})
+                for n in ordered if n in results]  # fmt: skip
+
+    charts = [reporting.headline_chart(parts(evaluated), dpi)] if any(evaluated.values()) else []
+    fact_html = " · ".join(f"{html.escape(k)}: <b>{html.escape(v)}</b>" for k, v in facts.items())
+    evaluated_html = (
+        _metric_table(evaluated, baseline)
+        if any(evaluated.values())
+        else "<p class=n>No sampled request matched a dataset row: no ground truth to evaluate with.</p>"
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{reporting._CSS}</style></head><body>
+<h1>{html.escape(title)}</h1><div class="facts">{fact_html}</div>
+<h2>Traffic</h2>{_traffic_table(groups)}
+<h2>Evaluation on the requests joined to the dataset</h2>{evaluated_html}
+<div class="charts">{"".join(charts)}</div>
+<h2>Reference-free, every request</h2>{_metric_table(result.reference_free, baseline)}
+</body></html>
+"""
+
+
+def evaluate(
+    root: Path, params: Mapping[str, Any], use_case: str, order: Sequence[str], log: Path, sample: int, seed: int
+) -> ProductionEvaluation:
+    """Read the log, run the evaluation flow over each deployment's joined sample, compare the deployments.
+
+    `order` is the configured deployments, new first: the baseline is the prior one (the second), or the only one.
+    """
+    from stages import evaluate as evaluate_stage
+    from stages.core import connections, flow_engine
+
+    config = params["use_cases"][use_case]
+    columns = datasets.input_columns(config["data"]["inputs"])
+    schema = datasets.Schema(tuple(columns.values()), config["data"]["label"], tuple(config["data"].get("lists") or ()))
+    source = root / config["dataset"]
+    dataset = datasets.assign_ids(datasets.load(source, schema), schema, source)
+    groups = split_by_deployment(read_log(log), dataset, columns, config["data"]["label"], sample, seed)
+    if not groups:
+        raise ProductionLogError(f"{log}: no scoring requests reached a deployment yet")
+    ranked = [name for name in order if name in groups] + sorted(set(groups) - set(order))
+    baseline = ranked[1] if len(ranked) > 1 and ranked[0] == order[0] else ranked[0]
+    groups = {name: groups[name] for name in ranked}
+
+    judges = config["evaluate"].get("judges") or {}
+    bindings = []
+    if judges:
+        judge = connections.resolve(params["judge"], connections.environment(root))
+        bindings = evaluate_stage.judge_bindings(judges, judge)
+    session = flow_engine.FlowSession(root / config["eval_flow"], *bindings,
+                                      row_timeout_s=params["bulk"]["row_timeout_s"])  # fmt: skip
+    specs = headline.parse_specs(config.get("metrics"), f"use_cases.{use_case}.metrics")
+    flow_metrics: dict[str, dict[str, Any]] = {}
+    rows_by_deployment: dict[str, list[dict[str, Any]]] = {}
+    for name, group in groups.items():
+        if not group.joined:
+            continue
+        prepared = [row for row, _ in group.joined]
+        run_rows = [{"row_id": row["row_id"], "outputs": logged["outputs"], "error": None,
+                     "latency_s": logged["latency_s"]} for row, logged in group.joined]  # fmt: skip
+        joined, metrics, _ = evaluate_stage.evaluate_variant(session, use_case, name, config, prepared, run_rows)
+        rows_by_deployment[name], flow_metrics[name] = joined, metrics
+    evaluated = compare(specs, rows_by_deployment, baseline) if rows_by_deployment else {}
+    declared = flow_engine.interface(root / config["flow"], _any_prompt(config)).outputs
+    free_specs = [headline.MetricSpec(name, "mean", (path,)) for name, path in REFERENCE_FREE.items()
+                  if path == "ok" or path in declared]  # fmt: skip
+    reference_free = compare(free_specs, {n: reference_free_rows(g, declared) for n, g in groups.items()}, baseline)
+    return ProductionEvaluation(groups, baseline, flow_metrics, evaluated, reference_free)
+
+
+def _any_prompt(config: Mapping[str, Any]) -> str | None:
+    """A prompt of the first variant (a prompty flow's folder may hold one .prompty per variant; all declare
+    the same outputs)."""
+    prompt = next(iter(config["variants"].values())).get("prompt")
+    return next(iter(prompt.values())) if isinstance(prompt, Mapping) else prompt
