@@ -32,7 +32,7 @@ def problems(
         wanted = _TYPES.get(declared or "")
         value = body.get(name)
         if name in body and wanted and (not isinstance(value, wanted) or (bool not in wanted and value is True)):
-            found.append(f"output {name} should be a {declared}, got {type(value).__name__} {str(value)[:80]!r}")
+            found.append(f"output {name} should be a {declared}, got {type(value).__name__} {repr(value)[:80]}")
     served = headers.get(DEPLOYMENT_HEADER)
     if served not in deployments:
         found.append(f"header {DEPLOYMENT_HEADER} is {served!r}, not one of the deployments {', '.join(deployments)}")
