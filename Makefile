@@ -14,11 +14,15 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 DATASETS := $(shell find use_cases -name '*.dvc' 2>/dev/null)
 # `make push`/`make pull` use this DVC remote (.dvc/config: Azure Blob; credentials from the environment).
 REMOTE ?= azure
+# `make deploy`/`make smoke`/`make rollback`/`make undeploy`: which use case, target and conf/deploy/<env>.yaml.
+USE_CASE ?= web_classification
+TARGET ?= local
+ENV ?= dev
 # Azurite (Azure Storage emulator) for the remote's integration test: pinned in tools/azurite/package-lock.json.
 AZURITE_STAMP := tools/azurite/node_modules/.installed
 
 .PHONY: help setup model browser azurite data push pull llm stop run test test-fast lint format params clean \
-	clean-llm-cache
+	clean-llm-cache deploy smoke rollback undeploy
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -84,6 +88,18 @@ format: setup ## ruff fix and format
 
 params: setup ## recompose params.yaml from conf/ (what `dvc exp run` does)
 	@$(VENV)/bin/llmops params
+
+deploy: setup ## deploy USE_CASE to TARGET (local|azureml|kubernetes|webapp) with conf/deploy/ENV.yaml
+	@$(VENV)/bin/llmops deploy --use-case $(USE_CASE) --target $(TARGET) --env $(ENV)
+
+smoke: setup ## call USE_CASE's endpoint with its sample-request.json; fails on a bad status or output
+	@$(VENV)/bin/llmops smoke --use-case $(USE_CASE) --env $(ENV) --target $(TARGET)
+
+rollback: setup ## restore USE_CASE's previous traffic split on TARGET
+	@$(VENV)/bin/llmops rollback --use-case $(USE_CASE) --env $(ENV) --target $(TARGET)
+
+undeploy: setup ## stop USE_CASE's local deployments and router
+	@$(VENV)/bin/llmops undeploy --use-case $(USE_CASE) --env $(ENV)
 
 clean: stop ## remove runtime state (.llmops/); keeps .venv and DVC cache
 	rm -rf .llmops
