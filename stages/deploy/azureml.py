@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.core.connections import environment
-from stages.core.project import load_params, runtime_dir
+from stages.core.project import load_params
 from stages.deploy import package
 from stages.deploy.spec import DeploymentSpec, SpecError
 
@@ -185,20 +185,10 @@ def ml_client(workspace: Mapping[str, str]) -> Any:
     return MLClient(DefaultAzureCredential(), **workspace)
 
 
-def baked_flows(spec: DeploymentSpec, root: Path, params: Mapping[str, Any]) -> dict[str, Path]:
-    """Each deployed variant's flow, baked under .llmops/deploy/<env>/<use_case>/<target>/flows/<variant>."""
-    use_case = params["use_cases"][spec.use_case]
-    base = runtime_dir(root) / "deploy" / spec.env / spec.use_case / spec.target / "flows"
-    return {
-        variant: package.bake_variant(spec.flow, use_case["variants"][variant], params["llm"], base / variant)
-        for variant in dict.fromkeys(d.variant for d in spec.deployments)
-    }
-
-
 def deploy(spec: DeploymentSpec, root: Path) -> dict[str, Any]:
     where = f"conf/deploy/{spec.env}.yaml"
     workspace = workspace_of(spec, environment(root), where)
-    flows = baked_flows(spec, root, load_params(root))
+    flows = package.baked_flows(spec, root, load_params(root))
     return apply(ml_client(workspace), spec, flows, workspace, where)
 
 

@@ -22,6 +22,7 @@ import yaml
 
 from stages.core import flow_engine
 from stages.core.connections import Connection
+from stages.core.project import runtime_dir
 from stages.deploy.spec import Deployment, DeploymentSpec
 
 _SKIPPED_DIRS = {"__pycache__", ".promptflow"}
@@ -136,6 +137,16 @@ def _bake_prompty(file: Path, binding: flow_engine.LLMBinding) -> None:
     model["api"] = binding.connection.api
     model["parameters"] = {**(model.get("parameters") or {}), **binding.params}
     file.write_text(f"---\n{yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)}---{body}", encoding="utf-8")
+
+
+def baked_flows(spec: DeploymentSpec, root: Path, params: Mapping[str, Any]) -> dict[str, Path]:
+    """Each deployed variant's flow, baked under .llmops/deploy/<env>/<use_case>/<target>/flows/<variant>."""
+    use_case = params["use_cases"][spec.use_case]
+    base = runtime_dir(root) / "deploy" / spec.env / spec.use_case / spec.target / "flows"
+    return {
+        variant: bake_variant(spec.flow, use_case["variants"][variant], params["llm"], base / variant)
+        for variant in dict.fromkeys(d.variant for d in spec.deployments)
+    }
 
 
 def llm_connection_yaml(llm: Mapping[str, Any], name: str = "llm") -> dict[str, Any]:
