@@ -188,7 +188,7 @@ def ml_client(workspace: Mapping[str, str]) -> Any:
 def deploy(spec: DeploymentSpec, root: Path) -> dict[str, Any]:
     where = f"conf/deploy/{spec.env}.yaml"
     workspace = workspace_of(spec, environment(root), where)
-    flows = package.baked_flows(spec, root, load_params(root))
+    flows = package.baked_flows(spec, load_params(root), package.target_dir(spec, root) / "flows")
     return apply(ml_client(workspace), spec, flows, workspace, where)
 
 

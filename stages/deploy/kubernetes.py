@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from stages.core.io import write_text
-from stages.core.project import load_params, runtime_dir
+from stages.core.project import load_params
 from stages.deploy import package
 from stages.deploy.spec import Deployment, DeploymentSpec, SpecError
 
@@ -34,8 +34,7 @@ def _meta(spec: DeploymentSpec, name: str, **labels: str) -> dict[str, Any]:
 
 def routing(spec: DeploymentSpec, where: str) -> tuple[Deployment, Deployment | None]:
     """The stable deployment (main Ingress) and the canary (the new deployment, when it is not the stable one)."""
-    new, prior = spec.deployments[0], spec.deployments[1:]
-    stable = next((d for d in prior if d.weight > 0), prior[0] if prior else new)
+    new, stable = spec.deployments[0], package.stable_deployment(spec)
     weighted = [d for d in spec.deployments if d.weight > 0 and d not in (new, stable)]
     if weighted:
         raise SpecError(
@@ -134,9 +133,9 @@ def deploy(spec: DeploymentSpec, root: Path) -> dict[str, Any]:
     params = load_params(root)
     where = f"conf/deploy/{spec.env}.yaml"
     routing(spec, where)  # refuse a split ingress-nginx cannot express before building anything
-    flows = package.baked_flows(spec, root, params)
+    base = package.target_dir(spec, root)
+    flows = package.baked_flows(spec, params, base / "flows")
     versions = {variant: package.flow_sha256(flow)[:12] for variant, flow in flows.items()}
-    base = runtime_dir(root) / "deploy" / spec.env / spec.use_case / "kubernetes"
     contexts = {
         variant: str(package.build_docker_context(flow, params["llm"], base / "images" / variant))
         for variant, flow in flows.items()

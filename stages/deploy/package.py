@@ -60,6 +60,13 @@ def deployment_env(spec: DeploymentSpec, deployment: Deployment) -> dict[str, st
     }
 
 
+def stable_deployment(spec: DeploymentSpec) -> Deployment:
+    """The deployment that takes the traffic the others do not: the first prior deployment with traffic (else the
+    first prior one; the new one when it is alone). Targets that route by "the rest goes to X" route to it."""
+    new, prior = spec.deployments[0], spec.deployments[1:]
+    return next((d for d in prior if d.weight > 0), prior[0] if prior else new)
+
+
 def bake_variant(flow: Path, block: Mapping[str, Any], llm: Mapping[str, Any], dest: Path) -> Path:
     """Copy `flow` to `dest` with the variant `block` (llm_node, prompt, params, node_inputs) as its own values, for
     the LLM `llm` (params.yaml's `llm`: its api, type and model). Returns the flow to serve: the folder, or the
@@ -139,14 +146,18 @@ def _bake_prompty(file: Path, binding: flow_engine.LLMBinding) -> None:
     file.write_text(f"---\n{yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)}---{body}", encoding="utf-8")
 
 
-def baked_flows(spec: DeploymentSpec, root: Path, params: Mapping[str, Any]) -> dict[str, Path]:
-    """Each deployed variant's flow, baked under .llmops/deploy/<env>/<use_case>/<target>/flows/<variant>."""
+def baked_flows(spec: DeploymentSpec, params: Mapping[str, Any], out: Path) -> dict[str, Path]:
+    """Each deployed variant's flow, baked into out/<variant> (the new deployment's variant first)."""
     use_case = params["use_cases"][spec.use_case]
-    base = runtime_dir(root) / "deploy" / spec.env / spec.use_case / spec.target / "flows"
     return {
-        variant: bake_variant(spec.flow, use_case["variants"][variant], params["llm"], base / variant)
+        variant: bake_variant(spec.flow, use_case["variants"][variant], params["llm"], out / variant)
         for variant in dict.fromkeys(d.variant for d in spec.deployments)
     }
+
+
+def target_dir(spec: DeploymentSpec, root: Path) -> Path:
+    """Where a target's build lives: .llmops/deploy/<env>/<use_case>/<target>/."""
+    return runtime_dir(root) / "deploy" / spec.env / spec.use_case / spec.target
 
 
 def llm_connection_yaml(llm: Mapping[str, Any], name: str = "llm") -> dict[str, Any]:
