@@ -92,7 +92,7 @@ def bake_variant(flow: Path, block: Mapping[str, Any], llm: Mapping[str, Any], d
     for other in dest.glob("*.prompty"):  # a served prompty flow is one file: keep the variant's only
         if other.name != flow_file.name:
             other.unlink()
-    _bake_prompty(dest / flow_file.name, binding)
+    _bake_prompty(dest / flow_file.name, binding, llm)
     return dest / flow_file.name
 
 
@@ -136,12 +136,26 @@ def _bake_flex(flow_yaml: Path, binding: flow_engine.LLMBinding) -> None:
     flow_yaml.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
-def _bake_prompty(file: Path, binding: flow_engine.LLMBinding) -> None:
+def _bake_prompty(file: Path, binding: flow_engine.LLMBinding, llm: Mapping[str, Any]) -> None:
+    """The variant's params into `model.parameters`; a `model.configuration` (which a served prompty needs) from
+    the selected LLM when the file has none, its key and endpoint as `${env:...}` references."""
     text = file.read_text(encoding="utf-8")
     _, front, body = text.split("---", 2) if text.startswith("---") else ("", "", text)
     meta = yaml.safe_load(front) or {}
     model = meta.setdefault("model", {})
     model["api"] = binding.connection.api
+    if not model.get("configuration"):
+        connection = llm_connection_yaml(llm)
+        if llm.get("type") == "azure_openai":
+            model["configuration"] = {
+                "type": "azure_openai", "azure_endpoint": connection["api_base"], "api_key": connection["api_key"],
+                "azure_deployment": str(llm.get("model", "")), "api_version": connection["api_version"],
+            }  # fmt: skip
+        else:
+            model["configuration"] = {
+                "type": "openai", "api_key": connection["api_key"], "base_url": connection["base_url"],
+                "model": str(llm.get("model", "")),
+            }  # fmt: skip
     model["parameters"] = {**(model.get("parameters") or {}), **binding.params}
     file.write_text(f"---\n{yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)}---{body}", encoding="utf-8")
 
