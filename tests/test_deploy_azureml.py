@@ -123,7 +123,7 @@ def test_first_deploy_registers_creates_with_no_traffic_then_routes_once(setup: 
     )
     assert (blue.name, blue.model) == ("blue", "azureml:web-classification-flow:2")
     assert (green.instance_type, green.instance_count) == ("Standard_DS3_v2", 1)
-    assert green.tags == {"flow_sha256": hashes["v2"], "variant": "v2"}
+    assert green.tags == {"flow_sha256": hashes["v2"], "config_sha256": azureml.config_sha256(spec, 0), "variant": "v2"}
     assert green.environment_variables == {
         "LLMOPS_USE_CASE": "web_classification",
         "LLMOPS_DEPLOYMENT": "green",
@@ -155,6 +155,14 @@ def test_redeploy_skips_registration_and_unchanged_deployments(setup: tuple) -> 
     assert [d["action"] for d in record["deployments"]] == ["kept", "kept"]
     assert [m["registered"] for m in record["models"].values()] == [False, False]
     assert record["previous_traffic"] == record["traffic"] == {"green": 10, "blue": 90}
+
+    bigger = dataclasses.replace(spec, instance_count=2)  # same flows, another instance count: updated, not kept
+    client.calls.clear()
+    record = azureml.apply(client, bigger, flows, WORKSPACE, "w")
+    updated = [arg for op, arg in client.calls if op == "online_deployments.begin_create_or_update"]
+    assert [(d.name, d.instance_count) for d in updated] == [("green", 2), ("blue", 2)]
+    assert [d["action"] for d in record["deployments"]] == ["updated", "updated"]
+    assert "models.create_or_update" not in client.operations()
 
 
 def test_a_new_deployment_never_zeroes_the_existing_ones(setup: tuple) -> None:

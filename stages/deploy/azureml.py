@@ -12,6 +12,8 @@ Order of operations (`apply`), so that no deployment ever loses traffic it shoul
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from stages.deploy import package
 from stages.deploy.spec import DeploymentSpec, SpecError
 
 HASH_TAG = "flow_sha256"
+CONFIG_TAG = "config_sha256"  # a deployment's instance, image and env vars: a change updates the deployment
 SERVING_IMAGE = "mcr.microsoft.com/azureml/promptflow/promptflow-runtime:latest"
 _ROUTE = {"port": 8080}
 
@@ -85,8 +88,19 @@ def deployment_entity(spec: DeploymentSpec, index: int, model: Any, sha256: str,
             "PROMPTFLOW_RUN_MODE": "serving",
             "PRT_CONFIG_OVERRIDE": override,
         },
-        tags={HASH_TAG: sha256, "variant": deployment.variant},
+        tags={HASH_TAG: sha256, CONFIG_TAG: config_sha256(spec, index), "variant": deployment.variant},
     )
+
+
+def config_sha256(spec: DeploymentSpec, index: int) -> str:
+    """The hash of what a deployment runs on besides its flow (instance, image, env vars)."""
+    deployment = spec.deployments[index]
+    config = {
+        "instance": [spec.instance_type, spec.instance_count],
+        "image": str(spec.options.get("image", SERVING_IMAGE)),
+        "env": package.deployment_env(spec, deployment),
+    }
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
 def target_traffic(spec: DeploymentSpec, current: Mapping[str, int], where: str) -> dict[str, int]:
@@ -131,7 +145,9 @@ def apply(
     for index, deployment in enumerate(spec.deployments):
         sha256 = models[deployment.variant][HASH_TAG]
         current = on_endpoint.get(deployment.name)
-        action = "kept" if current is not None and (current.tags or {}).get(HASH_TAG) == sha256 else "created"
+        wanted = {HASH_TAG: sha256, CONFIG_TAG: config_sha256(spec, index)}
+        same = current is not None and all((current.tags or {}).get(k) == v for k, v in wanted.items())
+        action = "kept" if same else "created"
         if action == "created":
             entity = deployment_entity(spec, index, registered[deployment.variant], sha256, workspace)
             client.online_deployments.begin_create_or_update(entity).result()
