@@ -1,0 +1,126 @@
+"""Target kubernetes: the rendered manifests validate against the Kubernetes v1.33 object schemas (vendored,
+strict: unknown fields fail), route by the configured weights, and hold no secret values."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from referencing import Registry, Resource
+
+from stages.core.project import load_params
+from stages.deploy import kubernetes
+from stages.deploy.spec import Deployment, SpecError, load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMAS = Path(__file__).parent / "k8s-schemas"
+VERSIONS = {"v1": "aaaaaaaaaaaa", "v2": "bbbbbbbbbbbb"}
+
+
+def validate(manifest: dict[str, Any]) -> None:
+    """jsonschema against the kind's schema, the way kubernetes-validate does it (Draft 2020-12, shared $defs)."""
+    api = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", manifest["apiVersion"])  # networking.k8s.io/v1 -> networking-v1
+    schema = json.loads((SCHEMAS / f"{manifest['kind'].lower()}-{api}.json").read_text())
+    definitions = Resource.from_contents(json.loads((SCHEMAS / "_definitions.json").read_text()))
+    registry = definitions @ (Resource.from_contents(schema) @ Registry())
+    jsonschema.Draft202012Validator(schema, registry=registry).validate(manifest)
+
+
+@pytest.fixture(scope="module")
+def spec() -> Any:
+    return load_spec(ROOT, "web_classification", "dev", "kubernetes", load_params(ROOT))
+
+
+def test_manifests_validate_against_the_kubernetes_schemas(spec: Any, tmp_path: Path) -> None:
+    manifests = kubernetes.render(spec, VERSIONS, "conf/deploy/dev.yaml")
+    kinds = [(m["kind"], m["metadata"]["name"]) for m in manifests]
+    assert kinds == [
+        ("Deployment", "web-classification-dev-green"),
+        ("Service", "web-classification-dev-green"),
+        ("HorizontalPodAutoscaler", "web-classification-dev-green"),
+        ("Deployment", "web-classification-dev-blue"),
+        ("Service", "web-classification-dev-blue"),
+        ("HorizontalPodAutoscaler", "web-classification-dev-blue"),
+        ("Service", "web-classification-dev"),
+        ("Ingress", "web-classification-dev"),
+        ("Ingress", "web-classification-dev-canary"),
+    ]
+    files = kubernetes.write_manifests(manifests, tmp_path)
+    for file in files:  # what kubectl would read: the written YAML, not the dicts
+        validate(yaml.safe_load(file.read_text()))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in files)
+
+
+def test_the_schemas_catch_a_bad_manifest(spec: Any) -> None:
+    deployment = kubernetes.render(spec, VERSIONS, "w")[0]
+    deployment["spec"]["replicas"] = "two"
+    with pytest.raises(jsonschema.ValidationError, match="'two' is not of type"):
+        validate(deployment)
+    deployment["spec"]["replicas"] = 1
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(jsonschema.ValidationError, match="imagePullPolicyy"):
+        validate(deployment)  # strict: a misspelt field is an error, not ignored
+
+
+def test_deployments_images_env_and_autoscaling(spec: Any) -> None:
+    by_name = {(m["kind"], m["metadata"]["name"]): m for m in kubernetes.render(spec, VERSIONS, "w")}
+    green = by_name[("Deployment", "web-classification-dev-green")]
+    container = green["spec"]["template"]["spec"]["containers"][0]
+    assert green["metadata"]["namespace"] == "llmops"
+    assert container["image"] == "llmops/web-classification:bbbbbbbbbbbb"  # v2's baked flow
+    assert container["env"] == [
+        {"name": "LLMOPS_USE_CASE", "value": "web_classification"},
+        {"name": "LLMOPS_DEPLOYMENT", "value": "green"},
+        {"name": "LLMOPS_VARIANT", "value": "v2"},
+        {
+            "name": "LLM_API_KEY",
+            "valueFrom": {"secretKeyRef": {"name": "web-classification-dev-secrets", "key": "LLM_API_KEY"}},
+        },
+    ]
+    hpa = by_name[("HorizontalPodAutoscaler", "web-classification-dev-blue")]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 3)
+    assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+    assert hpa["scaleTargetRef"]["name"] == "web-classification-dev-blue"
+
+
+def test_weighted_canary_routing(spec: Any) -> None:
+    by_name = {(m["kind"], m["metadata"]["name"]): m for m in kubernetes.render(spec, VERSIONS, "w")}
+    main = by_name[("Ingress", "web-classification-dev")]
+    canary = by_name[("Ingress", "web-classification-dev-canary")]
+
+    def backend(ingress: dict) -> str:
+        return ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
+
+    assert backend(main) == "web-classification-dev-blue" and "annotations" not in main["metadata"]
+    assert backend(canary) == "web-classification-dev-green"
+    assert canary["metadata"]["annotations"] == {
+        "nginx.ingress.kubernetes.io/canary": "true",
+        "nginx.ingress.kubernetes.io/canary-weight": "10",
+    }
+    assert main["spec"]["rules"][0]["host"] == canary["spec"]["rules"][0]["host"]
+
+    single = dataclasses.replace(spec, deployments=(Deployment("blue", "v1", 100),))
+    assert [m["metadata"]["name"] for m in kubernetes.render(single, VERSIONS, "w") if m["kind"] == "Ingress"] == [
+        "web-classification-dev"
+    ]
+    three = dataclasses.replace(
+        spec, deployments=(Deployment("green", "v2", 10), Deployment("blue", "v1", 80), Deployment("red", "v1", 10))
+    )
+    with pytest.raises(SpecError, match=r"conf/deploy/dev.yaml: .*one prior deployment.*\['red'\]"):
+        kubernetes.render(three, VERSIONS, "conf/deploy/dev.yaml")
+
+
+def test_no_secret_values_in_manifests(spec: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    canary_key = "sk-canary-4f1d9a7e"
+    monkeypatch.setenv("LLM_API_KEY", canary_key)
+    with_env = dataclasses.replace(spec, env_vars={"LOG_LEVEL": "info"})
+    files = kubernetes.write_manifests(kubernetes.render(with_env, VERSIONS, "w"), tmp_path)
+    text = "".join(f.read_text() for f in files)
+    assert canary_key not in text and "kind: Secret" not in text
+    assert "LOG_LEVEL" in text
