@@ -358,9 +358,10 @@ def markdown_table(results: Sequence[UseCaseResult]) -> str:
 def text_table(results: Sequence[UseCaseResult]) -> str:
     rows = [HEADER] + [_cells(check) for result in results for check in result.checks]
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER) - 1)]
-    return "\n".join(
+    lines = (
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1] for row in rows
-    ).rstrip()
+    )
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def summary_line(results: Sequence[UseCaseResult]) -> str:

@@ -133,7 +133,7 @@ def compose(
     if len(diff) > room:
         diff = diff[: max(room, 0)] + f"\n\n… cut to fit a comment: run `dvc metrics diff {baseline}`."
     details = f"<details><summary><code>dvc metrics diff {baseline} --md</code></summary>\n\n{diff}\n\n</details>"
-    return f"{head_text}\n\n### Metrics diff\n{details}\n"
+    return f"{head_text}\n\n### Metrics diff\n\n{details}\n"
 
 
 def find_command(repo: str, pr: int) -> list[str]:
