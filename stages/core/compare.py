@@ -58,8 +58,12 @@ def _read(root: Path, path: str, rev: str | None) -> str:
     if rev is None:
         return (root / path).read_text(encoding="utf-8")
     import dvc.api
+    from dvc.exceptions import DvcException
 
-    return dvc.api.read(path, repo=str(root), rev=rev, encoding="utf-8")
+    try:
+        return dvc.api.read(path, repo=str(root), rev=rev, encoding="utf-8")
+    except DvcException as exc:  # not at that revision, or its data is in neither the cache nor the remote
+        raise FileNotFoundError(f"{path} at {rev[:10]}: {type(exc).__name__}") from None
 
 
 def _jsonl(text: str) -> list[dict[str, Any]]:
