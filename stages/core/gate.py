@@ -224,7 +224,9 @@ def quality_checks(use_case: str, diffs: Sequence[MetricDiff], thresholds: Thres
         shown_limit = f"drop <= {_fmt(limit, rate)} unless n.s."
         c = diff.comparison
         if c is None:
-            checks.append(Check(use_case, f"quality {diff.metric}", "n/a", "n/a", shown_limit, SKIP, "no shared rows"))
+            checks.append(
+                Check(use_case, f"quality {diff.metric}", "n/a", "n/a", shown_limit, SKIP, "no row has a value in both")
+            )
             continue
         failed = c.verdict == stats.WORSE and -c.effect > limit
         delta = f"{c.effect:+.1%}" if rate else f"{c.effect:+.2f}"

@@ -31,7 +31,7 @@ def significance_table(results: Sequence[gate.UseCaseResult], baseline: str) -> 
             rate = all(v is None or v <= 1 for v in (diff.baseline, diff.candidate))
             c = diff.comparison
             if c is None:
-                lines.append(f"| {result.use_case} | {diff.metric} | n/a | n/a | | | no shared rows | |")
+                lines.append(f"| {result.use_case} | {diff.metric} | n/a | n/a | | | no row has a value in both | |")
                 continue
             delta = f"{c.effect:+.1%}" if rate else f"{c.effect:+.2f}"
             verdict = {"better": "**better**", "worse": "**worse**"}.get(c.verdict, c.verdict)
