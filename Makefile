@@ -14,15 +14,29 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 DATASETS := $(shell find use_cases -name '*.dvc' 2>/dev/null)
 # `make push`/`make pull` use this DVC remote (.dvc/config: Azure Blob; credentials from the environment).
 REMOTE ?= azure
-# `make deploy`/`make smoke`/`make rollback`/`make undeploy`: which use case, target and conf/deploy/<env>.yaml.
-USE_CASE ?= web_classification
-TARGET ?= local
-ENV ?= dev
 # Azurite (Azure Storage emulator) for the remote's integration test: pinned in tools/azurite/package-lock.json.
 AZURITE_STAMP := tools/azurite/node_modules/.installed
 
+# The CI/CD targets (README "CI/CD"): GitHub Actions, Azure Pipelines and Jenkins call these, nothing else.
+# ENV: conf/env/<ENV>.yaml (data subset, gate thresholds) and conf/deploy/<ENV>.yaml (deployments);
+# BASELINE: the revision the gate compares with. `make pr` uses ENV=pr, `make ci-main` ENV=prod.
+# Plain `=`: the command line sets them, never a stray environment variable (POSIX shells use ENV).
+ENV = dev
+BASELINE = main
+# More Hydra overrides for `make pipeline`, e.g. OVERRIDES=llm=azure_openai or OVERRIDES=server.port=8766.
+OVERRIDES =
+# START_LLM=0: `make pipeline` does not start the embedded LLM (another LLM, or a stub). SKIP_TESTS=1: `make pr`
+# skips the fast tests.
+START_LLM = 1
+SKIP_TESTS = 0
+# From the environment too: PR_NUMBER (with GITHUB_REPOSITORY and GH_TOKEN, `make pr-comment` posts the comment),
+# USE_CASE and TARGET (`make deploy`/`smoke`/`rollback`/`undeploy`).
+PR_NUMBER ?=
+USE_CASE ?= web_classification
+TARGET ?= local
+
 .PHONY: help setup model browser azurite data push pull llm stop run test test-fast lint format params clean \
-	clean-llm-cache deploy smoke rollback undeploy
+	clean-llm-cache pipeline gate pr-comment pr ci-main dataops deploy smoke rollback undeploy
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -106,3 +120,34 @@ clean: stop ## remove runtime state (.llmops/); keeps .venv and DVC cache
 
 clean-llm-cache: ## delete the row-level LLM cache of every use case (the next run asks the LLM again)
 	rm -rf data/*/run/llm_cache data/*/eval/llm_cache
+
+pipeline: data ## compose params.yaml for ENV (+ OVERRIDES) and run the pipeline; `make params` restores dev
+	@$(VENV)/bin/llmops params env=$(ENV) $(OVERRIDES)
+	@if [ "$(START_LLM)" = 1 ]; then $(MAKE) --no-print-directory llm; fi
+	@$(VENV)/bin/dvc repro
+	@$(VENV)/bin/llmops summary
+
+gate: setup ## quality gate: the workspace vs BASELINE with ENV's thresholds (reports/gate.md); fails on any FAIL
+	@mkdir -p reports
+	@$(VENV)/bin/llmops gate --baseline $(BASELINE) --env $(ENV) --md reports/gate.md
+
+pr-comment: setup ## the PR comment (reports/pr-comment.md); with PR_NUMBER set, posted or edited in place by gh
+	@$(VENV)/bin/llmops pr-comment --baseline $(BASELINE) --env $(ENV) --out reports/pr-comment.md \
+		$(if $(strip $(PR_NUMBER)),--post --pr $(strip $(PR_NUMBER)))
+
+pr: ## what the pr workflow does: lint, fast tests (SKIP_TESTS=1 skips), pipeline on env pr, gate, PR comment
+	@$(MAKE) --no-print-directory lint
+	@if [ "$(SKIP_TESTS)" != 1 ]; then $(MAKE) --no-print-directory test-fast; fi
+	@$(MAKE) --no-print-directory pipeline ENV=pr
+	@status=0; $(MAKE) --no-print-directory gate ENV=pr || status=$$?; \
+		$(MAKE) --no-print-directory pr-comment ENV=pr || exit $$?; exit $$status
+
+ci-main: ## what the main workflow does: full pipeline (env prod), gate vs the previous main commit, push
+	@$(MAKE) --no-print-directory pipeline ENV=prod
+	@$(MAKE) --no-print-directory gate ENV=prod BASELINE=HEAD^
+	@$(MAKE) --no-print-directory push
+
+dataops: setup ## scheduled DataOps refresh: the prepare and document stages, then push to the remote
+	@$(VENV)/bin/llmops params env=$(ENV) $(OVERRIDES)
+	@$(VENV)/bin/dvc repro --glob 'prepare@*' 'docs_*'
+	@$(MAKE) --no-print-directory push

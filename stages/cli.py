@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from stages import deploy
 from stages.core import catalogue, connections, datasets, importer, llm_server, remote, reporting
@@ -114,6 +116,95 @@ def cmd_compare(args: argparse.Namespace) -> int:
             print(f"  {part.name}: {reporting.headline_text(part.headline, parts[0].name)}")
         print(f"  page: {page}")
     return 1 if failed == len(use_cases) else 0
+
+
+def gate_results(root: Path, baseline: str, env: str | None, only: list[str] | None) -> tuple[str, str, list]:
+    """(env, baseline revision, per use case gate.UseCaseResult): the workspace checked against `baseline`."""
+    import yaml
+
+    from stages.core import compare, gate
+    from stages.metrics import headline
+
+    params = load_params(root)
+    env = env or params["env"]["name"]
+    env_file = root / "conf" / "env" / f"{env}.yaml"
+    if not env_file.is_file():
+        raise gate.GateConfigError(f"{env_file.relative_to(root)}: no such env (conf/env/<env>.yaml)")
+    block = (yaml.safe_load(env_file.read_text(encoding="utf-8")) or {}).get("gate")
+    use_cases = list(params["use_cases"])
+    thresholds = gate.parse_thresholds(block, use_cases, f"conf/env/{env}.yaml: gate")
+    if unknown := sorted(set(only or []) - set(use_cases)):
+        raise gate.GateConfigError(f"--use-case {unknown[0]}: not in params.yaml (known: {', '.join(use_cases)})")
+    rev = compare.resolve(root, baseline)
+    if rev is None:
+        raise gate.GateConfigError("--baseline: give a git revision or experiment, not the workspace")
+    results = []
+    for name in only or use_cases:
+        config = params["use_cases"][name]
+        specs = headline.parse_specs(config.get("metrics"), f"use_cases.{name}.metrics")
+        found: dict[str, Any] = {}
+        for side, label, at in (("candidate", compare.WORKSPACE, None), ("baseline", baseline, rev)):
+            try:
+                found[side] = compare.snapshot(root, name, label, at, run_rows=True)
+            except compare.CompareError as exc:
+                found[side], found[f"{side}_missing"] = None, str(exc)
+        results.append(gate.assess(name, specs, reporting.Columns.from_config(config), thresholds[name], **found))
+    return env, rev, results
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    """Check the workspace's results against thresholds and the baseline revision; exit 1 on any failure."""
+    from stages.core import gate
+    from stages.core.io import write_text
+
+    root = project_root()
+    try:
+        env, rev, results = gate_results(root, args.baseline, args.env, args.use_case)
+    except gate.ERRORS as exc:
+        print(f"gate: {exc}", file=sys.stderr)
+        return 2
+    print(f"quality gate: env {env}, baseline {args.baseline} ({rev[:10]})")
+    print(gate.text_table(results))
+    print(gate.summary_line(results))
+    if args.md:
+        write_text(args.md, gate.markdown_table(results) + "\n")
+    return 0 if all(r.passed for r in results) else 1
+
+
+def cmd_pr_comment(args: argparse.Namespace) -> int:
+    """Compose the PR comment; with --post, create or edit it in place on the PR through `gh`."""
+    import subprocess
+
+    from stages.core import gate, pr_comment
+    from stages.core.io import write_text
+
+    root = project_root()
+    try:
+        env, rev, results = gate_results(root, args.baseline, args.env, args.use_case)
+    except gate.ERRORS as exc:
+        print(f"pr-comment: {exc}", file=sys.stderr)
+        return 2
+    diff = subprocess.run(["dvc", "metrics", "diff", args.baseline, "--md"], cwd=root, capture_output=True, text=True)
+    if diff.returncode != 0:
+        print(f"pr-comment: dvc metrics diff {args.baseline} failed:\n{diff.stderr}", file=sys.stderr)
+        return 1
+    body = pr_comment.compose(results, baseline=args.baseline, baseline_rev=rev, env=env,
+                              metrics_diff_md=diff.stdout, max_flips=args.max_flips)  # fmt: skip
+    write_text(args.out, body)
+    print(f"PR comment: {args.out} ({len(body)} characters)")
+    if not args.post:
+        return 0
+    repo, pr = os.environ.get("GITHUB_REPOSITORY"), args.pr
+    if not repo or not pr:
+        print("pr-comment --post: needs GITHUB_REPOSITORY and --pr (or PR_NUMBER)", file=sys.stderr)
+        return 1
+    found = subprocess.run(pr_comment.find_command(repo, pr), capture_output=True, text=True, check=True)
+    comment_id = pr_comment.existing_id(found.stdout)
+    payload = args.out.with_suffix(".json")
+    write_text(payload, pr_comment.payload(body))
+    subprocess.run(pr_comment.write_command(repo, pr, payload, comment_id), check=True, stdout=subprocess.DEVNULL)
+    print(f"PR comment {'edited' if comment_id else 'posted'} on {repo}#{pr}")
+    return 0
 
 
 def cmd_add_use_case(args: argparse.Namespace) -> int:
@@ -347,6 +438,24 @@ def main(argv: list[str] | None = None) -> int:
     evp.add_argument("--seed", type=int, default=0)
     evp.add_argument("--out", type=Path, default=Path("reports/production"), help="folder for <uc>.<env>.html/.json")
     evp.set_defaults(handler=cmd_evaluate_production)
+    gat = commands.add_parser(
+        "gate", help="quality gate: thresholds (conf/env) and the baseline revision; exit 1 on fail"
+    )
+    gat.add_argument("--baseline", required=True, metavar="REF", help="git revision or `dvc exp` name, e.g. main")
+    gat.add_argument("--env", help="thresholds of conf/env/<env>.yaml (default: params.yaml's env)")
+    gat.add_argument("--use-case", action="append", help="only this use case (repeatable; default: all)")
+    gat.add_argument("--md", type=Path, help="also write the table as markdown to this file")
+    gat.set_defaults(handler=cmd_gate)
+
+    prc = commands.add_parser("pr-comment", help="compose the PR comment (gate, verdicts, flips, metrics diff)")
+    prc.add_argument("--baseline", required=True, metavar="REF", help="git revision or `dvc exp` name, e.g. main")
+    prc.add_argument("--env", help="thresholds of conf/env/<env>.yaml (default: params.yaml's env)")
+    prc.add_argument("--use-case", action="append", help="only this use case (repeatable; default: all)")
+    prc.add_argument("--out", type=Path, default=Path("reports/pr-comment.md"), help="where to write the markdown")
+    prc.add_argument("--max-flips", type=int, default=10, help="flipped rows shown per use case")
+    prc.add_argument("--post", action="store_true", help="create or edit the comment on the PR with `gh`")
+    prc.add_argument("--pr", type=int, default=int(os.environ.get("PR_NUMBER") or 0) or None, help="PR number")
+    prc.set_defaults(handler=cmd_pr_comment)
 
     summary = commands.add_parser("summary", help="headline metrics and report paths of every use case")
     summary.set_defaults(handler=cmd_summary)

@@ -7,7 +7,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from stages.core import datasets, reporting
+from stages.core import reporting
 from stages.core.io import read_json, read_jsonl, write_text
 from stages.core.project import load_params, project_root
 
@@ -32,11 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         known = ", ".join(sorted(REPORT_KEYS))
         print(f"use_cases.{args.use_case}.report: unknown key {', '.join(unknown)} (known: {known})", file=sys.stderr)
         return 1
-    columns = reporting.Columns(
-        inputs=tuple(datasets.input_columns(use_case["data"]["inputs"]).values()),
-        label=use_case["data"]["label"],
-        **{key: tuple(value) if isinstance(value, list) else value for key, value in use_case["report"].items()},
-    )
+    columns = reporting.Columns.from_config(use_case)
     metrics, run = read_json(args.metrics), read_json(args.run_summary)
     selected, baseline = metrics["variant"], metrics["baseline"]
     names = [baseline] if selected == baseline else [baseline, selected]

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stages.core import datasets, reporting
+from stages.core import reporting
 from stages.core.io import write_text
 from stages.metrics import headline
 
@@ -34,6 +34,7 @@ class Snapshot:
     rows: list[dict[str, Any]]
     metrics: dict[str, Any]
     run: dict[str, Any]
+    run_rows: list[dict[str, Any]] = field(default_factory=list)  # run/outputs/<variant>.jsonl, when asked for
 
 
 def resolve(root: Path, name: str) -> str | None:
@@ -57,12 +58,21 @@ def _read(root: Path, path: str, rev: str | None) -> str:
     if rev is None:
         return (root / path).read_text(encoding="utf-8")
     import dvc.api
+    from dvc.exceptions import DvcException
 
-    return dvc.api.read(path, repo=str(root), rev=rev, encoding="utf-8")
+    try:
+        return dvc.api.read(path, repo=str(root), rev=rev, encoding="utf-8")
+    except DvcException as exc:  # not at that revision, or its data is in neither the cache nor the remote
+        raise FileNotFoundError(f"{path} at {rev[:10]}: {type(exc).__name__}") from None
 
 
-def snapshot(root: Path, use_case: str, name: str, rev: str | None) -> Snapshot:
-    """The use case's results at `rev` (None: the workspace); CompareError when it has none there."""
+def _jsonl(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def snapshot(root: Path, use_case: str, name: str, rev: str | None, run_rows: bool = False) -> Snapshot:
+    """The use case's results at `rev` (None: the workspace), with the run's per-row outputs when `run_rows`;
+    CompareError when it has none there."""
     base = f"data/{use_case}"
     try:
         metrics = json.loads(_read(root, f"{base}/eval/metrics.json", rev))
@@ -70,11 +80,11 @@ def snapshot(root: Path, use_case: str, name: str, rev: str | None) -> Snapshot:
         variant = metrics.get("variant")
         if variant is None:
             raise CompareError(f"{name}: {base}/eval/metrics.json predates variant comparison (no 'variant')")
-        text = _read(root, f"{base}/eval/rows/{variant}.jsonl", rev)
+        rows = _jsonl(_read(root, f"{base}/eval/rows/{variant}.jsonl", rev))
+        outputs = _jsonl(_read(root, f"{base}/run/outputs/{variant}.jsonl", rev)) if run_rows else []
     except (FileNotFoundError, OSError) as exc:
         raise CompareError(f"{name}: no results of {use_case} ({exc})") from None
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    return Snapshot(label=name, variant=variant, rows=rows, metrics=metrics, run=run)
+    return Snapshot(label=name, variant=variant, rows=rows, metrics=metrics, run=run, run_rows=outputs)
 
 
 def compare(
@@ -98,12 +108,9 @@ def compare_use_case(
 ) -> tuple[Path, list[reporting.VariantReport]]:
     """Write `<out>/<use_case>.html` and `.csv` comparing the revisions `refs` ((name, rev) pairs)."""
     specs = headline.parse_specs(config.get("metrics"), f"use_cases.{use_case}.metrics")
-    columns = reporting.Columns(
-        inputs=tuple(datasets.input_columns(config["data"]["inputs"]).values()),
-        label=config["data"]["label"],
-        **{key: tuple(value) if isinstance(value, list) else value for key, value in config["report"].items()},
+    parts, rows = compare(
+        [snapshot(root, use_case, name, rev) for name, rev in refs], specs, reporting.Columns.from_config(config)
     )
-    parts, rows = compare([snapshot(root, use_case, name, rev) for name, rev in refs], specs, columns)
     page = out / f"{use_case}.html"
     title = f"{use_case}: {' vs '.join(name for name, _ in refs)}"
     context = {"baseline": parts[0].name, "compared": ", ".join(p.name for p in parts[1:])}

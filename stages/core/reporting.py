@@ -15,6 +15,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from stages.core import datasets
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -34,6 +36,13 @@ class Columns:
     correct: str  # evaluation output: per-row correctness
     confusion: bool = False  # a classification use case: draw label x prediction counts
     details: tuple[str, ...] = ()  # more evaluation outputs shown per row (e.g. similarity, relevance)
+
+    @classmethod
+    def from_config(cls, use_case: dict[str, Any]) -> Columns:
+        """A use case's columns from its config in params.yaml (`data` and `report`)."""
+        report = {key: tuple(value) if isinstance(value, list) else value for key, value in use_case["report"].items()}
+        inputs = tuple(datasets.input_columns(use_case["data"]["inputs"]).values())
+        return cls(inputs=inputs, label=use_case["data"]["label"], **report)
 
 
 def flatten_rows(rows: list[dict[str, Any]], columns: Columns) -> list[dict[str, Any]]:

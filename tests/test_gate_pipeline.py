@@ -1,0 +1,58 @@
+"""The gate and the PR comment from two real commits of a project copy, run on the stub LLM with env pr."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import Project, StubLLM
+
+from stages.core import pr_comment
+
+UC = "web_classification"
+EDIT = "Answer with the first label that comes to mind.\n"  # the PR's prompt edit; the stub answers it "Movie"
+
+
+def answer_every_row_right(project: Project) -> dict[str, str]:
+    """Stub rules giving each dataset row its label (the row's text is unique to its prompt)."""
+    pages = project.root / "use_cases" / UC / "data" / "pages.jsonl"
+    rows = [json.loads(line) for line in pages.read_text().splitlines() if line.strip()]
+    return {f"Text: {row['text']}\nCategory:": row["category"] for row in rows}
+
+
+def test_gate_and_pr_comment_compare_a_prompt_edit_with_main(project: Project, stub_llm: StubLLM) -> None:
+    right = answer_every_row_right(project)
+    stub_llm.script(right)
+    project.params("env=pr")
+    project.repro(f"report@{UC}")
+    project.commit("main: results of env pr")
+
+    # main against a commit without results: relative checks are skipped, the floor passes (every row right).
+    alone = project.sh("llmops", "gate", "--baseline", "HEAD~1", "--use-case", UC)
+    assert "baseline" in alone.stdout and "relative checks skipped: HEAD~1: no results of web_classification" in (
+        alone.stdout
+    )
+    assert "gate passed" in alone.stdout
+
+    project.sh("git", "checkout", "-q", "-b", "pr")
+    prompt = project.root / "use_cases" / UC / "flows" / "classify" / "classify_v1.jinja2"
+    prompt.write_text(EDIT + prompt.read_text())
+    stub_llm.script({EDIT.strip(): "Movie", **right})
+    project.repro(f"report@{UC}")
+    project.commit("pr: edit the v1 prompt")
+
+    gate = project.sh("llmops", "gate", "--baseline", "main", "--use-case", UC, "--md", "gate.md", check=False)
+    assert gate.returncode == 1, gate.stdout + gate.stderr
+    assert "quality accuracy" in gate.stdout and "worse" in gate.stdout and "gate FAILED" in gate.stdout
+    assert (project.root / "gate.md").read_text().startswith("| use case | check |")
+
+    project.sh("llmops", "pr-comment", "--baseline", "main", "--use-case", UC, "--out", "comment.md", "--max-flips=3")
+    body = (project.root / "comment.md").read_text()
+    prepared = [json.loads(line) for line in (project.root / "data" / UC / "prepared.jsonl").read_text().splitlines()]
+    not_movie = [row["row_id"] for row in prepared if row["category"] != "Movie"]
+    assert body.startswith(pr_comment.MARKER) and "❌ quality gate failed" in body
+    assert f"| {UC} | accuracy | 100.0% |" in body and "| **worse** | McNemar exact (12) |" in body
+    assert f"<b>{UC}</b>: {len(not_movie)} broken, 0 fixed" in body
+    assert f"| `{not_movie[0]}` | broken |" in body and body.count("| broken |") == 3
+    assert f"| {UC} |" in body.split("### Cost and latency")[1]  # tokens and p95 latency of both revisions
+    diff = body.split("### Metrics diff")[1]
+    assert "| Path " in diff and f"data/{UC}/eval/metrics.json" in diff and "accuracy" in diff
