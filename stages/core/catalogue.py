@@ -77,6 +77,7 @@ def render_config(spec: UseCaseSpec) -> str:
         "data": {"inputs": list(inputs) if same_names else inputs, "label": spec.label},
         "variant": "${variant.name}",
         "baseline": spec.variants[0],
+        "node_variants": {},  # the run stage's params: a DAG's own node variants, {node: variant id}
         "variants": {name: copy.deepcopy(variant) for name in spec.variants},  # no YAML anchors
         # The headline metric (with a CI, compared across variants): the share of rows the evaluation marks correct.
         "metrics": {"accuracy": spec.correct},
