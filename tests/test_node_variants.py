@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, StubLLM
+from conftest import REPO, Project, StubLLM
 from test_chat import stub_connection
 
 from stages import run
@@ -115,3 +117,34 @@ def test_a_prompt_for_a_node_with_variants_is_refused(stub_llm: StubLLM) -> None
     use_case = {**USE_CASE, "variants": {"v1": block}}
     with pytest.raises(flow_engine.FlowError, match=r"node 'answer' takes its prompt from its node_variants"):
         run.open_session(REPO, UC, use_case, "v1", "v1", stub_connection(stub_llm, "completion"), 60)
+
+
+def test_a_queued_sweep_runs_every_combination_of_node_variants(project: Project) -> None:
+    config = project.root / "conf" / "config.yaml"
+    config.write_text(config.read_text().replace("- env: dev", "- env: pr"))  # 12 rows; `dvc exp run` composes conf/
+    project.params()
+    project.repro("docs_index", f"prepare@{UC}")  # the baseline commit holds what the run stage reads
+    project.commit("pr rows, index")
+    sweep = [f"use_cases.{UC}.node_variants.{node}=variant_0,variant_1" for node in ("rewrite", "answer")]
+    queued = project.sh("dvc", "exp", "run", "--queue", f"run@{UC}", "-S", sweep[0], "-S", sweep[1]).stdout
+    assert queued.count("Queued experiment") == 4, queued
+    project.sh("dvc", "queue", "start", "-j", "1")
+    deadline = time.monotonic() + 600
+    while re.search(r"\b(Queued|Running)\b", status := project.sh("dvc", "queue", "status").stdout):
+        assert time.monotonic() < deadline, status
+        time.sleep(3)
+    assert status.count("Success") == 4, (
+        status + project.sh("dvc", "queue", "logs", status.split()[4], check=False).stdout
+    )
+
+    shown = json.loads(project.sh("dvc", "exp", "show", "--json").stdout)
+    ran = {}
+    for experiment in shown[0]["experiments"] or []:
+        data = experiment["revs"][0]["data"]
+        params = data["params"]["params.yaml"]["data"]["use_cases"][UC]
+        summary = data["metrics"][f"data/{UC}/run/summary.json"]["data"]
+        selection = tuple(params["node_variants"][node] for node in ("rewrite", "answer"))
+        assert summary["node_variants"] == dict(zip(("rewrite", "answer"), selection, strict=True))
+        assert summary["rows"] == 12 and summary["errors"] == 0
+        ran[selection] = summary["cache"]
+    assert set(ran) == {(r, a) for r in ("variant_0", "variant_1") for a in ("variant_0", "variant_1")}
