@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -119,7 +120,7 @@ def test_a_prompt_for_a_node_with_variants_is_refused(stub_llm: StubLLM) -> None
         run.open_session(REPO, UC, use_case, "v1", "v1", stub_connection(stub_llm, "completion"), 60)
 
 
-def test_a_queued_sweep_runs_every_combination_of_node_variants(project: Project) -> None:
+def test_a_queued_sweep_runs_every_combination_of_node_variants(project: Project, stub_llm: StubLLM) -> None:
     config = project.root / "conf" / "config.yaml"
     config.write_text(config.read_text().replace("- env: dev", "- env: pr"))  # 12 rows; `dvc exp run` composes conf/
     project.params()
@@ -128,18 +129,22 @@ def test_a_queued_sweep_runs_every_combination_of_node_variants(project: Project
     sweep = [f"use_cases.{UC}.node_variants.{node}=variant_0,variant_1" for node in ("rewrite", "answer")]
     queued = project.sh("dvc", "exp", "run", "--queue", f"run@{UC}", "-S", sweep[0], "-S", sweep[1]).stdout
     assert queued.count("Queued experiment") == 4, queued
-    project.sh("dvc", "queue", "start", "-j", "1")
-    deadline = time.monotonic() + 600
-    while re.search(r"\b(Queued|Running)\b", status := project.sh("dvc", "queue", "status").stdout):
-        assert time.monotonic() < deadline, status
-        time.sleep(3)
-    assert status.count("Success") == 4, (
-        status + project.sh("dvc", "queue", "logs", status.split()[4], check=False).stdout
-    )
+    # The queue's worker is a daemon that inherits stdout: capturing it would wait for the daemon to exit.
+    subprocess.run(["dvc", "queue", "start", "-j", "1"], cwd=project.root, env=project.env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while re.search(r"\b(Queued|Running)\b", status := project.sh("dvc", "queue", "status").stdout):
+            assert time.monotonic() < deadline, status
+            time.sleep(3)
+    finally:
+        project.sh("dvc", "queue", "stop", check=False)
+    failed = re.findall(r"^(\w+)\s.*\bFailed$", status, re.M)
+    assert status.count("Success") == 4, status + "".join(project.sh("dvc", "queue", "logs", t).stdout for t in failed)
 
     shown = json.loads(project.sh("dvc", "exp", "show", "--json").stdout)
     ran = {}
-    for experiment in shown[0]["experiments"] or []:
+    for experiment in (e for baseline in shown for e in baseline["experiments"] or []):
         data = experiment["revs"][0]["data"]
         params = data["params"]["params.yaml"]["data"]["use_cases"][UC]
         summary = data["metrics"][f"data/{UC}/run/summary.json"]["data"]
@@ -148,3 +153,6 @@ def test_a_queued_sweep_runs_every_combination_of_node_variants(project: Project
         assert summary["rows"] == 12 and summary["errors"] == 0
         ran[selection] = summary["cache"]
     assert set(ran) == {(r, a) for r in ("variant_0", "variant_1") for a in ("variant_0", "variant_1")}
+    sent = {request["body"]["prompt"] for request in stub_llm.requests()}
+    assert len({p for p in sent if p.endswith("Keywords:")}) == len({p for p in sent if p.endswith("Sentence:")}) == 12
+    assert any("a few words from the context." in p for p in sent) and any("the context above." in p for p in sent)
