@@ -239,7 +239,8 @@ def select_node_variants(flow_file: Path, dag: dict[str, Any], selection: Mappin
     """Resolve a DAG's `node_variants` in place: each node with `use_variants: true` becomes its selected variant
     (`selection`, else the flow's `default_variant_id`). Returns {node: variant id} of every such node.
 
-    Prompt flow's own variant switch takes one node; setting each node's default before resolution takes several.
+    Prompt flow's own variant switch (FlowContext.variant) takes one node; resolving here, before prompt flow
+    applies connections and overrides, takes several.
     """
     declared = dag.get("node_variants") or {}
     names = {node["name"] for node in dag.get("nodes", [])}
@@ -327,9 +328,8 @@ class _DagFlow:
 
         resolver = FlowContextResolver(flow_path=flow_file)
         self.node_variants = select_node_variants(flow_file, resolver.flow_dag, node_variants)
-        variant_nodes = {node["name"] for node in resolver.flow_dag["nodes"] if node["name"] in self.node_variants}
         for binding in bindings:
-            if binding.node in variant_nodes and binding.prompt:
+            if binding.node in self.node_variants and binding.prompt:
                 raise NodeVariantError(
                     f"{flow_file}: node {binding.node!r} takes its prompt from its node_variants; "
                     "select one with node_variants instead of giving a prompt",
