@@ -48,13 +48,14 @@ def error_report(label: str, results: list[flow_engine.RowResult], max_error_rat
     )
 
 
-def run_variant(
-    root: Path, name: str, use_case: dict[str, Any], variant: str, proxy: llm_proxy.LLMProxy,
-    connection: connections.Connection, rows: list[dict[str, Any]], row_timeout_s: float,
-) -> tuple[list[flow_engine.RowResult], list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
-    """Run one variant of the use case's flow over the rows, through the LLM proxy: the results, the output
-    records (with each row's LLM usage) and the run summary."""
+def open_session(
+    root: Path, name: str, use_case: dict[str, Any], variant: str, selected: str,
+    connection: connections.Connection, row_timeout_s: float,
+) -> flow_engine.FlowSession:  # fmt: skip
+    """The use case's flow loaded for one variant: its LLM binding, node inputs and node variants. A FlowError
+    names the variant, or the params key (and conf file) of a node variant the flow does not have."""
     block = variants.config(name, use_case, variant)
+    node_variants = variants.node_variants(name, use_case, variant, selected)
     try:
         binding = flow_engine.binding_for(connection, block)
     except flow_engine.FlowError as exc:
@@ -63,11 +64,25 @@ def run_variant(
             "in conf/"
         ) from exc
     try:
-        session = flow_engine.FlowSession(
-            root / use_case["flow"], binding, node_inputs=block.get("node_inputs"), row_timeout_s=row_timeout_s
-        )
+        return flow_engine.FlowSession(
+            root / use_case["flow"], binding, node_inputs=block.get("node_inputs"),
+            node_variants={node: variant_id for node, (variant_id, _) in node_variants.items()},
+            row_timeout_s=row_timeout_s,
+        )  # fmt: skip
+    except flow_engine.NodeVariantError as exc:
+        key = node_variants[exc.node][1] if exc.node in node_variants else f"use_cases.{name}.variants.{variant}"
+        raise flow_engine.FlowError(f"{key} (conf/use_cases/{name}.yaml): {exc}") from exc
     except flow_engine.FlowError as exc:
         raise flow_engine.FlowError(f"variant {variant} of {name}: {exc}") from exc
+
+
+def run_variant(
+    root: Path, name: str, use_case: dict[str, Any], variant: str, selected: str, proxy: llm_proxy.LLMProxy,
+    connection: connections.Connection, rows: list[dict[str, Any]], row_timeout_s: float,
+) -> tuple[list[flow_engine.RowResult], list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+    """Run one variant of the use case's flow over the rows, through the LLM proxy: the results, the output
+    records (with each row's LLM usage) and the run summary (with the DAG's node variants that ran)."""
+    session = open_session(root, name, use_case, variant, selected, connection, row_timeout_s)
     inputs = datasets.input_columns(use_case["data"]["inputs"])
     progress = Progress(f"run {name} {variant}", len(rows))
     started, before = time.perf_counter(), proxy.totals()
@@ -79,7 +94,10 @@ def run_variant(
         records.append({"row_id": result.row_id, "outputs": result.outputs, "error": result.error,
                         "latency_s": round(result.latency_s, 4), "llm": usage.as_row()})  # fmt: skip
         progress.advance(error=result.error is not None, cache_hits=usage.hits)
-    return results, records, summarize(results, time.perf_counter() - started, proxy.totals() - before)
+    summary = summarize(results, time.perf_counter() - started, proxy.totals() - before)
+    if session.node_variants:
+        summary["node_variants"] = session.node_variants
+    return results, records, summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,10 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             try:
                 results, records, summaries[variant] = run_variant(
-                    root, args.use_case, use_case, variant, proxy, proxy.connection(connection), rows,
+                    root, args.use_case, use_case, variant, plan.selected, proxy, proxy.connection(connection), rows,
                     params["bulk"]["row_timeout_s"],
                 )  # fmt: skip
-            except flow_engine.FlowError as exc:
+            except (flow_engine.FlowError, variants.VariantError) as exc:
                 print(f"run: {exc}", file=sys.stderr)
                 return 1
             path = args.out / f"{variant}.jsonl"
@@ -143,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.summary, summary)
     for variant, s in summaries.items():
         cache = s["cache"]
+        nodes = "".join(f", {node}={variant_id}" for node, variant_id in s.get("node_variants", {}).items())
         print(
-            f"run {args.use_case} {variant}: {s['errors']} errors, {s['invalid_answers']} invalid answers; "
+            f"run {args.use_case} {variant}{nodes}: {s['errors']} errors, {s['invalid_answers']} invalid answers; "
             f"LLM cache {cache['hits']} hits, {cache['misses']} misses, {cache['errors']} errors"
         )
     if pruned := llm_proxy.prune_after_success(proxy, params["llm_cache"]):

@@ -17,7 +17,7 @@ NER = "named_entity_recognition"
 CHAT = "chat"
 CHAT_ROWS = 46  # each also calls three judges: relevance, coherence, fluency
 RAG = "chat_with_pdf"
-RAG_ROWS = 49  # an answer and a judgement each
+RAG_ROWS = 49  # a rewrite, an answer and a judgement each
 MATH = "math_coding"
 CODE = "code_generation"
 DOCS_STAGES = {"docs_extract", "docs_chunk", "docs_index"}  # chat_with_pdf's DataOps: documents -> vector index
@@ -51,7 +51,7 @@ def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: S
         for counted in ("run/summary.json", "eval/metrics.json"):
             if cache := json.loads((project.root / "data" / use_case / counted).read_text()).get("cache"):
                 made, missed = made + cache["hits"] + cache["misses"], missed + cache["misses"]
-    assert made == 72 + 48 + 48 + 4 * CHAT_ROWS + 2 * RAG_ROWS + 48 + 44
+    assert made == 72 + 48 + 48 + 4 * CHAT_ROWS + 3 * RAG_ROWS + 48 + 44
     sent = [json.dumps(r["body"], sort_keys=True) for r in stub_llm.requests()]
     assert len(sent) == missed == len(set(sent))
 

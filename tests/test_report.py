@@ -160,3 +160,12 @@ def test_the_llm_requests_card_shows_cache_hits_and_tokens() -> None:
     assert '<div class="k">LLM requests</div><div class="v">4</div><div class="n">3 from the cache · 44 tokens' in html
     plain = [variant("v1", ROWS, HEADLINE)]
     assert "LLM requests" not in reporting.render_html("uc", {}, plain, reporting.side_by_side(plain, ()), 60, 50)
+
+
+def test_each_variant_names_the_node_variants_it_ran() -> None:
+    run = {**RUN, "node_variants": {"rewrite": "variant_1", "answer": "variant_0"}}
+    records = reporting.flatten_rows(ROWS, COLUMNS)
+    part = reporting.VariantReport("v1", records, {**METRICS, "headline": HEADLINE}, run)
+    html = reporting.render_html("uc", {}, [part], reporting.side_by_side([part], COLUMNS.inputs), 60, 50)
+    assert '<div class="k">node rewrite</div><div class="v">variant_1</div>' in html
+    assert '<div class="k">node answer</div><div class="v">variant_0</div>' in html

@@ -37,9 +37,12 @@ FLOW_KEY = {"run": "flow", "evaluate": "eval_flow"}
 
 
 def dag_sources(flow: Path) -> list[Path]:
-    """The files a DAG flow's nodes use (`source.path`): a node may use a shared file outside the flow folder."""
+    """The files a DAG flow's nodes, and its nodes' variants, use (`source.path`): a node may use a shared file
+    outside the flow folder."""
     spec = flow / "flow.dag.yaml"
-    nodes = (yaml.safe_load(spec.read_text()).get("nodes") or []) if spec.is_file() else []
+    dag = (yaml.safe_load(spec.read_text()) or {}) if spec.is_file() else {}
+    variants = [v["node"] for node in (dag.get("node_variants") or {}).values() for v in node["variants"].values()]
+    nodes = [node for node in [*(dag.get("nodes") or []), *variants] if "source" in node]
     return [(flow / node["source"]["path"]).resolve() for node in nodes if node["source"].get("type") == "code"]
 
 

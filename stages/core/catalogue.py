@@ -52,12 +52,21 @@ def dvc_add(root: Path, relative: str) -> None:
 
 
 def llm_nodes(flow_dir: Path) -> list[str]:
-    """Names of a DAG flow's LLM nodes (none for prompty flows)."""
+    """Names of a DAG flow's LLM nodes, a node with node variants by its default variant (none for prompty flows)."""
     dag = flow_dir / "flow.dag.yaml"
     if not dag.is_file():
         return []
-    nodes = yaml.safe_load(dag.read_text(encoding="utf-8")).get("nodes", [])
-    return [node["name"] for node in nodes if node.get("type") == "llm"]
+    spec = yaml.safe_load(dag.read_text(encoding="utf-8"))
+    node_variants = spec.get("node_variants") or {}
+
+    def kind(node: dict) -> object:
+        if not node.get("use_variants"):
+            return node.get("type")
+        declared = node_variants.get(node["name"]) or {}
+        default = (declared.get("variants") or {}).get(declared.get("default_variant_id")) or {}
+        return (default.get("node") or {}).get("type")
+
+    return [node["name"] for node in spec.get("nodes", []) if kind(node) == "llm"]
 
 
 def render_config(spec: UseCaseSpec) -> str:
@@ -77,6 +86,7 @@ def render_config(spec: UseCaseSpec) -> str:
         "data": {"inputs": list(inputs) if same_names else inputs, "label": spec.label},
         "variant": "${variant.name}",
         "baseline": spec.variants[0],
+        "node_variants": {},  # the run stage's params: a DAG's own node variants, {node: variant id}
         "variants": {name: copy.deepcopy(variant) for name in spec.variants},  # no YAML anchors
         # The headline metric (with a CI, compared across variants): the share of rows the evaluation marks correct.
         "metrics": {"accuracy": spec.correct},

@@ -257,20 +257,121 @@ def _tag_row(row_id: str) -> None:
     OperationContext.set_instance(context)
 
 
+class NodeVariantError(FlowError):
+    """A node variant selection the DAG flow cannot honour; `node` names the node it selected for."""
+
+    def __init__(self, message: str, node: str) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+def select_node_variants(flow_file: Path, dag: dict[str, Any], selection: Mapping[str, str]) -> dict[str, str]:
+    """Resolve a DAG's `node_variants` in place: each node with `use_variants: true` becomes its selected variant
+    (`selection`, else the flow's `default_variant_id`). Returns {node: variant id} of every such node.
+
+    Prompt flow's own variant switch (FlowContext.variant) takes one node; resolving here, before prompt flow
+    applies connections and overrides, takes several.
+    """
+    declared = dag.get("node_variants") or {}
+    names = {node["name"] for node in dag.get("nodes", [])}
+    for node, variant_id in selection.items():
+        if node not in names:
+            raise NodeVariantError(f"{flow_file}: no node {node!r} (nodes: {', '.join(sorted(names))})", node)
+        if node not in declared:
+            with_variants = ", ".join(sorted(declared)) or "none"
+            raise NodeVariantError(
+                f"{flow_file}: node {node!r} has no node_variants (nodes with variants: {with_variants})", node
+            )
+        ids = declared[node].get("variants") or {}
+        if variant_id not in ids:
+            raise NodeVariantError(
+                f"{flow_file}: node {node!r} has no variant {variant_id!r} (has {', '.join(ids)})", node
+            )
+    chosen: dict[str, str] = {}
+    nodes = []
+    for node in dag.get("nodes", []):
+        if not node.get("use_variants"):
+            nodes.append(node)
+            continue
+        name = node["name"]
+        config = declared.get(name)
+        if not config:
+            raise NodeVariantError(f"{flow_file}: node {name!r} uses variants but node_variants has none", name)
+        variant_id = selection.get(name) or config.get("default_variant_id")
+        try:
+            nodes.append({"name": name, **config["variants"][variant_id]["node"]})
+        except (KeyError, TypeError):
+            raise NodeVariantError(
+                f"{flow_file}: node_variants.{name}: no variant {variant_id!r} with a `node`", name
+            ) from None
+        chosen[name] = str(variant_id)
+    dag["nodes"] = nodes
+    dag.pop("node_variants", None)
+    return chosen
+
+
+def _api_prompt(folder: Path, node: Mapping[str, Any], api: str) -> str | None:
+    """The template a node without a bound prompt uses on `api`: its own, or for another API than it declares
+    the sibling by the catalogue's convention (`x.jinja2` for completion, `x.chat.jinja2` for chat) if present."""
+    path = str((node.get("source") or {}).get("path") or "")
+    if not path or node.get("api", api) == api or not path.endswith(".jinja2"):
+        return None
+    stem = path.removesuffix(".jinja2").removesuffix(".chat")
+    sibling = f"{stem}.chat.jinja2" if api == "chat" else f"{stem}.jinja2"
+    return sibling if (folder / sibling).is_file() else None
+
+
+def _all_llm_bindings(folder: Path, dag: Mapping[str, Any], bindings: Sequence[LLMBinding]) -> list[LLMBinding]:
+    """`bindings`, and for every other LLM node of the resolved DAG one on the first binding's connection with
+    the node's own template and inputs: a flow with several LLM nodes (e.g. selected node variants) runs on one
+    connection, while the variant's prompt and params go to its `llm_node` only."""
+    llm_nodes = {node["name"]: node for node in dag.get("nodes", []) if node.get("type") == "llm"}
+    result = []
+    for binding in bindings:
+        node = llm_nodes.get(binding.node or "")
+        if node is not None and not binding.prompt:
+            binding = dataclasses.replace(binding, prompt=_api_prompt(folder, node, binding.connection.api))
+        result.append(binding)
+    if bindings:
+        bound = {binding.node for binding in bindings}
+        connection = bindings[0].connection
+        result += [
+            LLMBinding(connection=connection, node=name, prompt=_api_prompt(folder, node, connection.api))
+            for name, node in llm_nodes.items()
+            if name not in bound
+        ]
+    return result
+
+
 class _DagFlow:
     """A DAG flow through prompt flow's executor, which also runs aggregation nodes."""
 
     def __init__(
-        self, flow_dir: Path, bindings: Sequence[LLMBinding], node_inputs: NodeInputs, row_timeout_s: float | None
+        self,
+        flow_file: Path,
+        bindings: Sequence[LLMBinding],
+        node_inputs: NodeInputs,
+        node_variants: Mapping[str, str],
+        row_timeout_s: float | None,
     ) -> None:
         from promptflow._sdk.entities._flows._flow_context_resolver import FlowContextResolver
-        from promptflow.client import load_flow
 
-        flow = load_flow(str(flow_dir))
-        flow.context = _context(bindings, node_inputs)
-        # The invoker applies the context (connections, prompt and param overrides) and owns an executor
-        # that can also run aggregation nodes, which the flow-as-a-function call does not.
-        self._executor = FlowContextResolver.resolve(flow=flow).executor
+        resolver = FlowContextResolver(flow_path=flow_file)
+        self.node_variants = select_node_variants(flow_file, resolver.flow_dag, node_variants)
+        for binding in bindings:
+            if binding.node in self.node_variants and binding.prompt:
+                raise NodeVariantError(
+                    f"{flow_file}: node {binding.node!r} takes its prompt from its node_variants; "
+                    "select one with node_variants instead of giving a prompt",
+                    binding.node,
+                )
+        bindings = _all_llm_bindings(flow_file.parent, resolver.flow_dag, bindings)
+        context = _context(bindings, node_inputs)
+        # The resolver applies the context (connections, prompt and param overrides, after the node variants
+        # above) and its invoker owns an executor that can also run aggregation nodes, which the
+        # flow-as-a-function call does not.
+        resolver._resolve(flow_context=context)
+        self._executor = resolver._create_invoker(flow_context=context).executor
         if row_timeout_s is not None:  # FlowSession times rows out; prompt flow's own limit is a backstop after it
             self._line_timeout_s = math.ceil(row_timeout_s) + 1
         else:  # a line may call each LLM more than once (and prompt flow retries): allow a few request timeouts
@@ -407,12 +508,16 @@ class FlowSession:
         flow: Path,
         *bindings: LLMBinding,
         node_inputs: NodeInputs | None = None,
+        node_variants: Mapping[str, str] | None = None,
         row_timeout_s: float | None = None,
     ) -> None:
-        """`bindings` wire the flow's LLM: one per LLM node of a DAG flow, at most one for flex and prompty flows.
+        """`bindings` wire the flow's LLM: at most one for flex and prompty flows; for a DAG flow, one per LLM node
+        that gets its own prompt or params, and every other LLM node runs on the first binding's connection.
 
         `node_inputs` sets inputs of any node of a DAG flow (a variant's `node_inputs`, e.g. a retriever's top_k).
-        A row still running after `row_timeout_s` is recorded with a timeout error (None: no limit).
+        `node_variants` selects a DAG's own node variants ({node: variant id}; the others keep their default);
+        `self.node_variants` says which ran. A row still running after `row_timeout_s` is recorded with a
+        timeout error (None: no limit).
         """
         from promptflow._internal import inject_openai_api
 
@@ -423,12 +528,13 @@ class FlowSession:
         self._secrets = tuple(secret for b in bindings for secret in b.connection.secrets)
         if self.kind is not FlowKind.DAG and len(bindings) > 1:
             raise FlowError(f"{flow}: a {self.kind.value} flow has one LLM, got {len(bindings)} bindings")
-        if self.kind is not FlowKind.DAG and node_inputs:
-            raise FlowError(f"{flow}: node_inputs need a DAG flow, this is a {self.kind.value} flow")
+        if self.kind is not FlowKind.DAG and (node_inputs or node_variants):
+            raise FlowError(f"{flow}: node_inputs and node_variants need a DAG flow, this is a {self.kind.value} flow")
+        self.node_variants: dict[str, str] = {}
         if self.kind is FlowKind.DAG:
-            self._flow: _DagFlow | _FlexFlow | _PromptyFlow = _DagFlow(
-                flow_file.parent, bindings, node_inputs or {}, row_timeout_s
-            )
+            dag = _DagFlow(flow_file, bindings, node_inputs or {}, node_variants or {}, row_timeout_s)
+            self._flow: _DagFlow | _FlexFlow | _PromptyFlow = dag
+            self.node_variants = dag.node_variants
         elif self.kind is FlowKind.FLEX:
             self._flow = _FlexFlow(flow_file, binding)
         else:

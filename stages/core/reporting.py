@@ -333,6 +333,8 @@ def _count_cards(variant: VariantReport) -> list[str]:
         _card("errors", str(run.get("errors", 0) + metrics.get("eval_errors", 0)), "run + evaluation"),
         _card("latency p50", f"{latency.get('p50', 0):.2f} s", f"p95 {latency.get('p95', 0):.2f} s"),
     ]
+    for node, variant_id in run.get("node_variants", {}).items():  # the DAG's prompt flow node variants that ran
+        cards.append(_card(f"node {node}", variant_id, "node variant"))
     if cache := run.get("cache"):  # the run's LLM requests (the row-level LLM cache)
         tokens = run.get("tokens", {})
         detail = f"{cache['hits']} from the cache · {tokens.get('prompt', 0) + tokens.get('completion', 0)} tokens"

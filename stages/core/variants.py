@@ -3,6 +3,10 @@
 `variant` (conf/config.yaml's `variant` group, or `use_cases.<uc>.variant`) selects the candidate for every use
 case that has it; a use case without that variant runs its baseline. `use_cases.<uc>.baseline` names the variant
 every other is compared with (default: the first declared). Both run, so each report compares them row by row.
+
+A DAG flow's own prompt flow node variants are selected per node: a variant's `node_variants` ({node: variant id}),
+then, for the selected variant only, the use case's `node_variants` (null keeps the variant's choice), so a sweep
+over `use_cases.<uc>.node_variants.<node>` runs every combination against an unchanged baseline.
 """
 
 from __future__ import annotations
@@ -54,3 +58,28 @@ def config(name: str, use_case: Mapping[str, Any], variant: str) -> dict[str, An
         return dict(use_case["variants"][variant])
     except KeyError:
         raise VariantError(f"use_cases.{name}.variants.{variant}: no such variant") from None
+
+
+def node_variants(name: str, use_case: Mapping[str, Any], variant: str, selected: str) -> dict[str, tuple[str, str]]:
+    """The node variants variant `variant` selects, {node: (variant id, the params key that chose it)}: its own
+    `node_variants`, and when it is the `selected` variant the use case's `node_variants` on top."""
+    layers = [
+        (f"use_cases.{name}.variants.{variant}.node_variants", config(name, use_case, variant).get("node_variants"))
+    ]
+    if variant == selected:
+        layers.append((f"use_cases.{name}.node_variants", use_case.get("node_variants")))
+    chosen: dict[str, tuple[str, str]] = {}
+    for key, layer in layers:
+        if layer is None:
+            continue
+        if not isinstance(layer, Mapping):
+            raise VariantError(f"{key}: expected {{node: variant id}}, got {layer!r} (conf/use_cases/{name}.yaml)")
+        for node, variant_id in layer.items():
+            if variant_id is None:
+                continue
+            if not isinstance(variant_id, str) or not variant_id:
+                raise VariantError(
+                    f"{key}.{node}: expected a variant id, got {variant_id!r} (conf/use_cases/{name}.yaml)"
+                )
+            chosen[str(node)] = (variant_id, f"{key}.{node}")
+    return chosen

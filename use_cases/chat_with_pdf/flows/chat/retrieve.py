@@ -25,8 +25,10 @@ def format_context(chunks: list[dict]) -> str:
 
 
 @tool
-def retrieve(question: str, top_k: int = 3, index: str = "index") -> dict:
-    """The `top_k` chunks closest to the question (cosine similarity of MiniLM embeddings), best first."""
-    hits = load_index(index).search(embeddings.encode([question])[0], int(top_k))
+def retrieve(question: str, query: str = "", top_k: int = 3, index: str = "index") -> dict:
+    """The `top_k` chunks closest to the question and its search text `query` (the rewrite node's keywords or
+    hypothetical answer), by cosine similarity of MiniLM embeddings, best first."""
+    search = f"{question}\n{query.strip()}" if query and query.strip() else question
+    hits = load_index(index).search(embeddings.encode([search])[0], int(top_k))
     retrieved = [{**chunk, "score": score} for chunk, score in hits]
     return {"context": format_context(retrieved), "retrieved": retrieved}
