@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -12,9 +13,10 @@ import pytest
 import yaml
 from conftest import REPO, Project, StubLLM
 from test_chat import stub_connection
+from test_chat_with_pdf import CHUNKING, tracked_passages
 
 from stages import run
-from stages.core import flow_engine, variants
+from stages.core import documents, embeddings, flow_engine, variants, vector_index
 
 UC = "chat_with_pdf"
 FLOW = REPO / "use_cases" / UC / "flows" / "chat"
@@ -29,10 +31,22 @@ def quiet_prompt_flow(tmp_path: Path) -> None:
     flow_engine.configure(tmp_path / "runtime")
 
 
-def prompts(stub: StubLLM, api: str, selection: dict[str, str]) -> tuple[str, str]:
+@pytest.fixture(scope="module")
+def rag_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A root holding a copy of the flow with its vector index built (in the repo the index is a `dvc repro` output,
+    absent from a fresh clone)."""
+    root = tmp_path_factory.mktemp("rag")
+    flow = root / USE_CASE["flow"]
+    shutil.copytree(FLOW, flow, ignore=shutil.ignore_patterns("index", "__pycache__", ".promptflow"))
+    chunks = [c.to_dict() for c in documents.chunk(tracked_passages(), CHUNKING["words"], CHUNKING["overlap"])]
+    vector_index.write(flow / "index", chunks, embeddings.encode([c["text"] for c in chunks]), embeddings.MODEL_NAME)
+    return root
+
+
+def prompts(root: Path, stub: StubLLM, api: str, selection: dict[str, str]) -> tuple[str, str]:
     """The (rewrite, answer) prompts one row sends with these node variants selected."""
     connection = stub_connection(stub, api)
-    session = run.open_session(REPO, UC, {**USE_CASE, "node_variants": selection}, "v1", "v1", connection, 60)
+    session = run.open_session(root, UC, {**USE_CASE, "node_variants": selection}, "v1", "v1", connection, 60)
     before = len(stub.requests())
     result = session.run("r1", {"question": QUESTION})
     assert result.error is None, result.error
@@ -44,27 +58,27 @@ def prompts(stub: StubLLM, api: str, selection: dict[str, str]) -> tuple[str, st
     return rewrite, answer
 
 
-def test_a_node_variant_changes_exactly_the_prompt_of_its_node(stub_llm: StubLLM) -> None:
+def test_a_node_variant_changes_exactly_the_prompt_of_its_node(rag_root: Path, stub_llm: StubLLM) -> None:
     stub_llm.script(SAME_SEARCH)
-    rewrite, answer = prompts(stub_llm, "completion", {})
+    rewrite, answer = prompts(rag_root, stub_llm, "completion", {})
     assert "Keywords:" in rewrite and "Answer the question with a few words from the context." in answer
     assert "warranty" in answer  # the retrieved context reached the answer prompt
 
-    hyde_rewrite, hyde_answer = prompts(stub_llm, "completion", {"rewrite": "variant_1"})
+    hyde_rewrite, hyde_answer = prompts(rag_root, stub_llm, "completion", {"rewrite": "variant_1"})
     assert "Sentence:" in hyde_rewrite and hyde_rewrite != rewrite
     assert hyde_answer == answer
 
-    brief_rewrite, brief_answer = prompts(stub_llm, "completion", {"answer": "variant_1"})
+    brief_rewrite, brief_answer = prompts(rag_root, stub_llm, "completion", {"answer": "variant_1"})
     assert brief_rewrite == rewrite
     assert "using only the context above" in brief_answer and brief_answer != answer
 
-    both = prompts(stub_llm, "completion", {"rewrite": "variant_1", "answer": "variant_1"})
+    both = prompts(rag_root, stub_llm, "completion", {"rewrite": "variant_1", "answer": "variant_1"})
     assert both == (hyde_rewrite, brief_answer)
 
 
-def test_on_a_chat_connection_node_variants_use_their_chat_templates(stub_llm: StubLLM) -> None:
+def test_on_a_chat_connection_node_variants_use_their_chat_templates(rag_root: Path, stub_llm: StubLLM) -> None:
     stub_llm.script(SAME_SEARCH)
-    rewrite, answer = prompts(stub_llm, "chat", {"rewrite": "variant_1"})
+    rewrite, answer = prompts(rag_root, stub_llm, "chat", {"rewrite": "variant_1"})
     assert "the sentence is only used to search the handbook" in rewrite  # rewrite_hyde.chat.jinja2
     assert "using only the context you are given" in answer  # answer.chat.jinja2
     assert all(r["path"].endswith("/chat/completions") for r in stub_llm.requests())
