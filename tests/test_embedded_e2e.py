@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from browser import render
+from browser import assert_clean, open_page
 from conftest import make_project
 
 UC = "web_classification"
@@ -39,7 +39,9 @@ def test_pipeline_on_the_embedded_model(tmp_path: Path) -> None:
     metrics = json.loads((data / "eval" / "metrics.json").read_text())
     # Greedy decoding is deterministic; the few-shot prompt does far better than chance (1/9) on this model.
     assert metrics["rows"] == 12 and metrics["accuracy"] >= 0.3
-    dom = render(data / "report" / "report.html", tmp_path / "profile")
+    report = open_page(data / "report" / "report.html", screenshot=tmp_path / "report.png")
+    assert_clean(report)
+    dom = report.dom
     assert dom.count("<svg") == 3 and f"{metrics['accuracy']:.1%}" in dom
     qa = json.loads((project.root / "data" / "general_qa" / "eval" / "metrics.json").read_text())
     # The few-shot prompty answers most simple factual questions right on this model (0.60 on all 48 rows).

@@ -7,7 +7,7 @@ import io
 import re
 from pathlib import Path
 
-from browser import render
+from browser import assert_clean, open_page
 
 from stages.core import reporting
 
@@ -65,7 +65,9 @@ def test_html_report_renders_offline_in_chromium(tmp_path: Path) -> None:
     assert external == [], "the report must not load anything from the network"
 
     screenshot = tmp_path / "report.png"
-    dom = render(page, tmp_path / "profile", screenshot)
+    rendered = open_page(page, screenshot=screenshot)
+    assert_clean(rendered)  # no console error or warning, no request leaving 127.0.0.1
+    dom = rendered.dom
     assert "uc: evaluation report" in dom
     assert dom.count("<svg") == 3  # headline metrics, per-class precision/recall, confusion matrix
     assert re.search(r'<div class="k">accuracy</div><div class="v">50\.0%</div>', dom)
