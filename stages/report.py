@@ -1,4 +1,4 @@
-"""Stage `report`: a CSV of every row and an offline HTML page with charts for one use case."""
+"""Stage `report`: a CSV of every row, an offline HTML page with charts, and `dvc plots` data for one use case."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from stages.core import datasets, reporting
-from stages.core.io import read_json, read_jsonl, write_text
+from stages.core.io import read_json, read_jsonl, write_json, write_text
 from stages.core.project import load_params, project_root
 
 
@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-summary", type=Path, required=True)
     parser.add_argument("--csv", type=Path, required=True)
     parser.add_argument("--html", type=Path, required=True)
+    parser.add_argument("--plot-metrics", type=Path, required=True, help="headline metrics, for `dvc plots`")
+    parser.add_argument("--plot-latency", type=Path, required=True, help="latency per row, for `dvc plots`")
     args = parser.parse_args(argv)
 
     params = load_params(project_root())
@@ -32,10 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     records = reporting.flatten_rows(read_jsonl(args.eval_rows), columns)
     write_text(args.csv, reporting.to_csv(records))
     context = {"variant": use_case["variant"], "llm": f"{params['llm']['name']} ({params['llm']['model']})"}
+    metrics = read_json(args.metrics)
+    write_json(args.plot_metrics, reporting.headline_points(metrics, columns.scores))
+    write_json(args.plot_latency, reporting.latency_points(records))
     page = reporting.render_html(
         title=f"{args.use_case}: evaluation report",
         context=context,
-        metrics=read_json(args.metrics),
+        metrics=metrics,
         run=read_json(args.run_summary),
         records=records,
         dpi=settings["chart_dpi"],

@@ -75,6 +75,28 @@ def test_html_report_renders_offline_in_chromium(tmp_path: Path) -> None:
     assert screenshot.stat().st_size > 20_000  # a page with charts, not a blank one
 
 
+def test_dvc_plots_data_headline_metrics_and_latency_curve() -> None:
+    assert reporting.headline_points(METRICS) == [
+        {"metric": "accuracy", "value": 0.5, "kind": "rate"},
+        {"metric": "macro_precision", "value": 0.5, "kind": "rate"},
+        {"metric": "macro_recall", "value": 0.5, "kind": "rate"},
+    ]
+    judges = {"groundedness": {"scored": 4, "errors": 1, "mean": 2.5}, "faithfulness": {"scored": 0, "errors": 5}}
+    metrics = {"similarity": 0.61, "relevance": 3.25, "judge_errors": 2, "rows": 5, **judges}
+    assert reporting.headline_points(metrics, ("relevance",)) == [
+        {"metric": "similarity", "value": 0.61, "kind": "rate"},
+        {"metric": "relevance", "value": 3.25, "kind": "score"},
+        {"metric": "groundedness", "value": 2.5, "kind": "judge (1-5)"},  # a judge with no score has no bar
+    ]
+    records = reporting.flatten_rows([*ROWS, {**ROWS[0], "row_id": "r9", "latency_s": None}], COLUMNS)
+    assert reporting.latency_points(records) == [  # fastest first; a row without a latency is left out
+        {"rows_pct": 25.0, "latency_s": 0.0},
+        {"rows_pct": 50.0, "latency_s": 0.1},
+        {"rows_pct": 75.0, "latency_s": 0.2},
+        {"rows_pct": 100.0, "latency_s": 0.3},
+    ]
+
+
 def test_headline_rates_leave_out_counts() -> None:
     assert reporting.rates(METRICS) == {"accuracy": 0.5, "macro_precision": 0.5, "macro_recall": 0.5}
 

@@ -97,6 +97,27 @@ def judge_scores(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+def headline_points(metrics: dict[str, Any], scores: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The headline numbers as `dvc plots` data: rates in [0, 1], then `scores` and judges' means (their own axis)."""
+    points = [{"metric": key, "value": value, "kind": "rate"} for key, value in rates(metrics, scores).items()]
+    points += [{"metric": key, "value": value, "kind": "score"} for key, value in score_values(metrics, scores).items()]
+    points += [
+        {"metric": key, "value": score["mean"], "kind": "judge (1-5)"}
+        for key, score in judge_scores(metrics).items()
+        if score.get("mean") is not None
+    ]
+    return points
+
+
+def latency_points(records: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Row latencies, fastest first, against the share of rows answered that fast: a latency curve per revision."""
+    latencies = sorted(record["latency_s"] for record in records if record.get("latency_s") is not None)
+    return [
+        {"rows_pct": round(100 * (rank + 1) / len(latencies), 2), "latency_s": round(latency, 4)}
+        for rank, latency in enumerate(latencies)
+    ]
+
+
 def judge_summary(score: dict[str, Any]) -> tuple[str, str]:
     """A judge's headline value ('3.42 / 5', or 'n/a' when it scored nothing) and its counts."""
     mean = score.get("mean")
