@@ -18,6 +18,15 @@ from pathlib import Path
 BUNDLES = (("vega", "build/vega.min.js"), ("vega-lite", "build/vega-lite.min.js"),
            ("vega-embed", "build/vega-embed.min.js"))  # fmt: skip
 DVC_PLACEHOLDERS = ("{plot_divs}", "{scripts}", "{refresh_tag}")
+# DVC's plot divs call `vegaEmbed(el, spec)`; draw SVG rather than canvas, so chart text is selectable and a
+# test can read what was drawn (titles, legends, marks with their data as aria-labels) from the DOM.
+SVG_BY_DEFAULT = """    <script>
+(function (embed) {
+    window.vegaEmbed = Object.assign(function (el, spec, options) {
+        return embed(el, spec, Object.assign({renderer: "svg"}, options));
+    }, embed);
+})(window.vegaEmbed);
+    </script>"""
 PAGE = """<!DOCTYPE html>
 <html>
 <head>
@@ -54,7 +63,8 @@ def build(node_modules: Path) -> str:
     missing = [name for name, bundle in BUNDLES if not (node_modules / name / bundle).is_file()]
     if missing:
         raise SystemExit(f"{node_modules}: missing {missing}; run `make vega` (npm ci --prefix tools/vega)")
-    return PAGE % "\n".join(inline_script(node_modules / name, bundle) for name, bundle in BUNDLES)
+    scripts = [inline_script(node_modules / name, bundle) for name, bundle in BUNDLES]
+    return PAGE % "\n".join([*scripts, SVG_BY_DEFAULT])
 
 
 def main(argv: list[str]) -> int:
