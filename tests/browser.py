@@ -124,8 +124,9 @@ class DevTools:
 
 
 @contextlib.contextmanager
-def _browser(profile: Path, timeout_s: float) -> Iterator[DevTools]:
+def chromium_devtools(profile: Path, timeout_s: float) -> Iterator[DevTools]:
     """Chromium in its own process group, stopped (the whole group) also when the caller fails."""
+    command = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1200,900", "about:blank"]
     commands_read, commands_write = os.pipe()
     replies_read, replies_write = os.pipe()
     # The child's ends, moved above 10 so that putting them on fds 3 and 4 cannot overwrite one with the other.
@@ -138,20 +139,25 @@ def _browser(profile: Path, timeout_s: float) -> Iterator[DevTools]:
         os.dup2(child_in, 3)
         os.dup2(child_out, 4)
 
-    log = (profile / "chromium.log").open("w")
-    command = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1200,900", "about:blank"]
+    log = profile / "chromium.log"
     try:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=False,
-                                   preexec_fn=debugging_pipe_fds, start_new_session=True)  # fmt: skip
+        with log.open("w") as output:
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=output, stderr=output,
+                close_fds=False, preexec_fn=debugging_pipe_fds, start_new_session=True,
+            )  # fmt: skip
+    except BaseException:
+        for fd in (commands_write, replies_read):
+            os.close(fd)
+        raise
     finally:
         for fd in (child_in, child_out):
             os.close(fd)
-        log.close()
     devtools = DevTools(commands_write, replies_read, timeout_s)
     try:
         yield devtools
     except (TimeoutError, EOFError) as error:
-        raise AssertionError(f"{error}; Chromium's log:\n{(profile / 'chromium.log').read_text()[-3000:]}") from error
+        raise AssertionError(f"{error}; Chromium's log:\n{log.read_text()[-3000:]}") from error
     finally:
         with contextlib.suppress(OSError, TimeoutError, EOFError, RuntimeError):
             devtools.timeout_s = 5
@@ -182,7 +188,10 @@ def open_page(path: Path, screenshot: Path | None = None, ready: str = "true", t
     Returns the DOM then, the console errors/warnings and the requested URLs; with `screenshot`, also saves a
     PNG of the whole page there (and prints its path).
     """
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile, _browser(Path(profile), timeout_s) as browser:
+    with (
+        tempfile.TemporaryDirectory(prefix="chromium-") as profile,
+        chromium_devtools(Path(profile), timeout_s) as browser,
+    ):
         target = browser.call("Target.createTarget", url="about:blank")["targetId"]
         session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for domain in ("Page", "Runtime", "Log", "Network"):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
 import pytest
-from browser import assert_clean, is_external, open_page
+from browser import assert_clean, chromium_devtools, is_external, open_page
 
 
 def write(tmp_path: Path, body: str) -> Path:
@@ -46,3 +47,23 @@ def test_what_counts_as_leaving_127_0_0_1() -> None:
     assert not any(map(is_external, ["file:///tmp/a.html", "data:image/png;base64,AA", "http://127.0.0.1:8000/x",
                                      "http://localhost:1/x", "blob:file:///1", "about:blank"]))  # fmt: skip
     assert all(map(is_external, ["https://cdn.jsdelivr.net/npm/vega@5", "//example.com/a.css", "http://10.0.0.1/"]))
+
+
+def chromium_processes(profile: Path) -> list[str]:
+    """Processes of the Chromium that uses `profile` (renderers and helpers included)."""
+    flag = f"--user-data-dir={profile}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if proc.name.isdigit() and flag in (proc / "cmdline").read_bytes():
+                found.append(proc.name)
+    return found
+
+
+def test_chromium_is_stopped_when_the_check_fails(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match=r"Page\.navigate"), chromium_devtools(tmp_path, timeout_s=30) as browser:
+        assert chromium_processes(tmp_path)
+        browser.call("Page.navigate", url="file:///nowhere")  # a page command on the browser: an error reply
+    assert chromium_processes(tmp_path) == []
+    with pytest.raises(AssertionError, match="not ready after 2 s"):
+        open_page(write(tmp_path, "<p>never ready</p>"), ready="false", timeout_s=2)
