@@ -19,10 +19,11 @@ AZURITE_STAMP := tools/azurite/node_modules/.installed
 # The offline `dvc plots` page template (.dvc/config plots.html_template): vega bundles pinned in tools/vega.
 PLOTS_TEMPLATE := .llmops/plots/offline.html
 
-.PHONY: help setup model browser azurite vega plots data push pull llm stop run test test-fast lint format params clean
+.PHONY: help setup model browser azurite vega plots data push pull llm stop run test test-fast lint format params \
+	clean clean-llm-cache
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -81,10 +82,10 @@ run: data llm ## set up everything and run the pipeline (dvc repro)
 # Tests are independent (own temp project, stub or LLM server on a free port), so they run in parallel.
 PYTEST := $(VENV)/bin/pytest -n auto --maxprocesses=4
 
-test: model browser azurite vega ## run every test: the fast tier (stub LLM) and the slow tier (embedded model)
+test: model browser azurite vega data ## run every test: the fast tier (stub LLM) and the slow tier (embedded model)
 	@$(PYTEST)
 
-test-fast: setup browser azurite vega ## run the fast tier only
+test-fast: data browser azurite vega ## run the fast tier only
 	@$(PYTEST) -m "not slow"
 
 lint: setup ## ruff check and format check
@@ -98,3 +99,6 @@ params: setup ## recompose params.yaml from conf/ (what `dvc exp run` does)
 
 clean: stop ## remove runtime state (.llmops/); keeps .venv and DVC cache
 	rm -rf .llmops
+
+clean-llm-cache: ## delete the row-level LLM cache of every use case (the next run asks the LLM again)
+	rm -rf data/*/run/llm_cache data/*/eval/llm_cache

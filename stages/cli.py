@@ -60,30 +60,56 @@ def cmd_summary(args: argparse.Namespace) -> int:
     import json
 
     root = project_root()
-    use_cases = load_params(root).get("use_cases") or {}
     found = False
     for metrics_file in sorted(root.glob("data/*/eval/metrics.json")):
         use_case_dir = metrics_file.parents[1]
         metrics = json.loads(metrics_file.read_text())
         run_file = use_case_dir / "run" / "summary.json"
         run = json.loads(run_file.read_text()) if run_file.is_file() else {}
-        scores = tuple(use_cases.get(use_case_dir.name, {}).get("report", {}).get("scores", ()))
-        headline = "  ".join(
-            [f"{key} {value:.1%}" for key, value in reporting.rates(metrics, scores).items()]
-            + [f"{key} {value:.2f}" for key, value in reporting.score_values(metrics, scores).items()]
-        )
-        for name, score in reporting.judge_scores(metrics).items():
-            value, counts = reporting.judge_summary(score)
-            headline += f"  {name} {value} ({counts})"
+        headline = reporting.headline_text(metrics.get("headline") or {}, metrics.get("baseline"))
+        variant = metrics.get("variant", "?")
         errors = run.get("errors", 0) + metrics.get("eval_errors", 0)
         counts = f"rows {metrics.get('rows', '?')}  errors {errors}  invalid {run.get('invalid_answers', 0)}"
-        print(f"{use_case_dir.name}: {headline}  {counts}")
+        print(f"{use_case_dir.name} ({variant}): {headline}  {counts}")
         print(f"  report:  {use_case_dir / 'report' / 'report.html'}")
         print(f"  metrics: {metrics_file.relative_to(root)}, {run_file.relative_to(root)}")
         found = True
     if not found:
         print("no results yet: run `make run` (or `dvc repro`)")
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Experiments or commits side by side per use case, each compared with the first, with verdicts."""
+    from stages.core import compare
+
+    root = project_root()
+    params = load_params(root)
+    use_cases = args.use_case or list(params["use_cases"])
+    try:
+        refs = [(name, compare.resolve(root, name)) for name in args.refs]
+    except compare.CompareError as exc:
+        print(f"compare: {exc}", file=sys.stderr)
+        return 1
+    failed = 0
+    for use_case in use_cases:
+        config = params["use_cases"].get(use_case)
+        if config is None:
+            print(f"compare: no use case {use_case} in params.yaml", file=sys.stderr)
+            return 1
+        try:
+            page, parts = compare.compare_use_case(
+                root, use_case, config, refs, args.out.resolve(), params["report"]["chart_dpi"]
+            )
+        except compare.CompareError as exc:
+            print(f"compare {use_case}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{use_case}:")
+        for part in parts:
+            print(f"  {part.name}: {reporting.headline_text(part.headline, parts[0].name)}")
+        print(f"  page: {page}")
+    return 1 if failed == len(use_cases) else 0
 
 
 def cmd_add_use_case(args: argparse.Namespace) -> int:
@@ -175,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     rem.add_argument("action", choices=["check"])
     rem.add_argument("name", nargs="?", help="the remote (default: DVC's default remote)")
     rem.set_defaults(handler=cmd_remote)
+
+    cmp = commands.add_parser("compare", help="experiments or commits side by side, with significance verdicts")
+    cmp.add_argument("refs", nargs="+", metavar="REF", help="git revisions or `dvc exp` names; `workspace` = on disk")
+    cmp.add_argument("--use-case", action="append", help="only this use case (repeatable; default: all)")
+    cmp.add_argument("--out", type=Path, default=Path("reports/compare"), help="folder for <use case>.html/.csv")
+    cmp.set_defaults(handler=cmd_compare)
 
     summary = commands.add_parser("summary", help="headline metrics and report paths of every use case")
     summary.set_defaults(handler=cmd_summary)

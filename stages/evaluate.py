@@ -1,17 +1,20 @@
-"""Stage `evaluate`: run a use case's evaluation flow over the run's outputs and the ground truth."""
+"""Stage `evaluate`: run a use case's evaluation flow over each variant's outputs and the ground truth, then
+compute the headline metrics with confidence intervals and compare the selected variant with the baseline."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from stages.core import connections, flow_engine
+from stages.core import connections, flow_engine, llm_proxy, variants
 from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.progress import Progress
 from stages.core.project import load_params, project_root, runtime_dir
+from stages.metrics import headline, judge
 
 
 def map_inputs(mapping: dict[str, str], row: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
@@ -54,59 +57,137 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
-def judge_bindings(judges: dict[str, Any], judge_llm: dict[str, Any], root: Path) -> list[flow_engine.LLMBinding]:
+def judge_block(node: str, block: Mapping[str, Any]) -> dict[str, Any]:
+    """A judge's config block (`evaluate.judges.<node>`) with its `rubric`, a name in the rubric library, turned
+    into that rubric's prompt files; a block without one keeps its own `prompt` (or the node's template)."""
+    if "rubric" not in block:
+        return dict(block)
+    if "prompt" in block:
+        raise flow_engine.FlowError(f"evaluate.judges.{node}: give a rubric or a prompt, not both")
+    try:
+        return {**block, "prompt": judge.rubric_prompt(block["rubric"])}
+    except judge.UnknownRubric as exc:
+        raise flow_engine.FlowError(f"evaluate.judges.{node}.rubric: {exc}") from None
+
+
+def judge_bindings(judges: dict[str, Any], connection: connections.Connection) -> list[flow_engine.LLMBinding]:
     """Bind each judge node of the evaluation flow (`evaluate.judges.<node>`) to the judge connection."""
-    if not judges:
-        return []
-    connection = connections.resolve(judge_llm, connections.environment(root))
-    connections.check_reachable(connection)
-    return [flow_engine.binding_for(connection, block, node=node) for node, block in judges.items()]
+    return [flow_engine.binding_for(connection, judge_block(node, block), node=node) for node, block in judges.items()]
+
+
+def evaluate_variant(
+    session: flow_engine.FlowSession, name: str, variant: str, use_case: dict[str, Any],
+    prepared: list[dict[str, Any]], run_rows: list[dict[str, Any]], proxy: llm_proxy.LLMProxy | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[flow_engine.RowResult]]:  # fmt: skip
+    """One variant's joined rows, its flow-logged metrics with row counts (and the judge calls' LLM cache counts
+    and tokens, through `proxy`), and the rows the eval flow failed."""
+    run_by_id = {row["row_id"]: row for row in run_rows}
+    evaluable = [row for row in prepared if run_by_id[row["row_id"]]["error"] is None]
+    eval_inputs = [
+        map_inputs(use_case["evaluate"]["mapping"], row, run_by_id[row["row_id"]]["outputs"]) for row in evaluable
+    ]
+    progress = Progress(f"evaluate {name} {variant}", len(evaluable))
+    before = proxy.totals() if proxy else None
+    results = []
+    for result in session.run_rows((row["row_id"], inputs) for row, inputs in zip(evaluable, eval_inputs, strict=True)):
+        results.append(result)
+        hits = proxy.row_usage(result.row_id).hits if proxy else 0
+        progress.advance(error=result.error is not None, cache_hits=hits)
+    metrics = session.aggregate(results, eval_inputs) if evaluable else {}
+    failed = [r for r in results if r.error]
+    metrics.update(
+        {"rows": len(results) - len(failed), "run_errors": len(prepared) - len(evaluable), "eval_errors": len(failed)}
+    )
+    joined = list(joined_rows(prepared, run_by_id, {r.row_id: r for r in results}))
+    nested = nest(metrics)
+    if proxy and before:  # the judge calls
+        nested.update((proxy.totals() - before).as_metrics())
+    return joined, nested, failed
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--use-case", required=True)
     parser.add_argument("--rows", type=Path, required=True, help="prepared rows (ground truth)")
-    parser.add_argument("--run", type=Path, required=True, help="the run's per-row outputs")
-    parser.add_argument("--out", type=Path, required=True, help="per-row evaluation (JSON Lines)")
+    parser.add_argument("--run", type=Path, required=True, help="the run's folder of per-row outputs per variant")
+    parser.add_argument("--out", type=Path, required=True, help="folder of per-row evaluations, <variant>.jsonl")
     parser.add_argument("--metrics", type=Path, required=True, help="aggregated metrics (JSON)")
+    parser.add_argument("--cache", type=Path, required=True, help="the row-level LLM cache folder (judge calls)")
     args = parser.parse_args(argv)
 
     root = project_root()
     params = load_params(root)
     use_case = params["use_cases"][args.use_case]
     flow_engine.configure(runtime_dir(root))
+    judges = use_case["evaluate"].get("judges") or {}
+    args.cache.mkdir(parents=True, exist_ok=True)  # the stage's output, even without judges
+    proxy = None
     try:
-        judges = judge_bindings(use_case["evaluate"].get("judges") or {}, params["judge"], root)
-    except (connections.ConnectionConfigError, flow_engine.FlowError) as exc:
+        plan = variants.plan(args.use_case, use_case)
+        specs = headline.parse_specs(use_case.get("metrics"), f"use_cases.{args.use_case}.metrics")
+        if judges:
+            connection = connections.resolve(params["judge"], connections.environment(root))
+            connections.check_reachable(connection)
+            proxy = llm_proxy.from_params(
+                connection, params["judge"], params["llm_cache"], args.cache, row_of=flow_engine.row_of_request
+            )
+    except (variants.VariantError, headline.MetricSpecError) as exc:
+        print(f"evaluate {args.use_case}: {exc}", file=sys.stderr)
+        return 1
+    except connections.ConnectionConfigError as exc:
         print(f"evaluate {args.use_case}: judge: {exc}", file=sys.stderr)
         return 1
-    run_by_id = {row["row_id"]: row for row in read_jsonl(args.run)}
     prepared = read_jsonl(args.rows)
-    evaluable = [row for row in prepared if run_by_id[row["row_id"]]["error"] is None]
-    eval_inputs = [
-        map_inputs(use_case["evaluate"]["mapping"], row, run_by_id[row["row_id"]]["outputs"]) for row in evaluable
-    ]
 
-    session = flow_engine.FlowSession(root / use_case["eval_flow"], *judges)
-    progress = Progress(f"evaluate {args.use_case}", len(evaluable))
-    results = []
-    for result in session.run_rows((row["row_id"], inputs) for row, inputs in zip(evaluable, eval_inputs, strict=True)):
-        results.append(result)
-        progress.advance(error=result.error is not None)
-    metrics = session.aggregate(results, eval_inputs) if evaluable else {}
-    failed = [r for r in results if r.error]
-    metrics.update(
-        {"rows": len(results) - len(failed), "run_errors": len(prepared) - len(evaluable), "eval_errors": len(failed)}
-    )
+    rows_by_variant: dict[str, list[dict[str, Any]]] = {}
+    metrics_by_variant: dict[str, dict[str, Any]] = {}
+    failed_by_variant: dict[str, list[flow_engine.RowResult]] = {}
+    with proxy or contextlib.nullcontext():
+        try:
+            bindings = judge_bindings(judges, proxy.connection(connection)) if proxy else []
+        except flow_engine.FlowError as exc:
+            print(f"evaluate {args.use_case}: judge: {exc}", file=sys.stderr)
+            return 1
+        session = flow_engine.FlowSession(
+            root / use_case["eval_flow"], *bindings, row_timeout_s=params["bulk"]["row_timeout_s"]
+        )
+        for variant in plan.names:
+            run_rows = read_jsonl(args.run / f"{variant}.jsonl")
+            rows_by_variant[variant], metrics_by_variant[variant], failed_by_variant[variant] = evaluate_variant(
+                session, args.use_case, variant, use_case, prepared, run_rows, proxy
+            )
+            write_jsonl(args.out / f"{variant}.jsonl", rows_by_variant[variant])
+    for stale in args.out.glob("*.jsonl"):  # variants no longer run must not look current
+        if stale.stem not in plan.names:
+            stale.unlink()
 
-    write_jsonl(args.out, joined_rows(prepared, run_by_id, {r.row_id: r for r in results}))
-    write_json(args.metrics, nest(metrics))
-    summary = ", ".join(f"{k}={v}" for k, v in metrics.items() if "." not in k)
-    print(f"evaluate {args.use_case}: {summary}")
+    results = headline.headline(specs, rows_by_variant, plan.baseline)
+    for variant, by_metric in results.items():
+        metrics_by_variant[variant]["headline"] = {metric: r.as_dict() for metric, r in by_metric.items()}
+    metrics = {**metrics_by_variant[plan.selected], "variant": plan.selected, "baseline": plan.baseline}
+    if len(plan.names) > 1:
+        metrics["variants"] = {name: m for name, m in metrics_by_variant.items() if name != plan.selected}
+    write_json(args.metrics, metrics)
+
+    for variant, variant_metrics in metrics_by_variant.items():
+        # Top-level numbers and each judge's mean and error count; per-class values only in the metrics file.
+        flat = {k: v for k, v in variant_metrics.items() if not isinstance(v, dict)}
+        flat |= {f"{k}.{part}": v[part] for k, v in variant_metrics.items()
+                 if isinstance(v, dict) and "errors" in v for part in ("errors", "mean") if part in v}  # fmt: skip
+        summary = ", ".join(f"{k}={v}" for k, v in flat.items())
+        print(f"evaluate {args.use_case} {variant}: {summary}")
+        for metric, result in results.get(variant, {}).items():
+            print(f"  {metric}: {headline.describe(result)}")
+    failed = [(variant, r) for variant, rows in failed_by_variant.items() for r in rows]
     if failed:
-        print(f"evaluate: {len(failed)} rows failed in the evaluation flow; first: {failed[0].error}", file=sys.stderr)
+        variant, first = failed[0]
+        print(
+            f"evaluate: {len(failed)} rows failed in the evaluation flow; first ({variant}): {first.error}",
+            file=sys.stderr,
+        )
         return 1
+    if proxy:
+        llm_proxy.prune_after_success(proxy, params["llm_cache"])
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -10,11 +11,14 @@ from stages.core import datasets, reporting
 from stages.core.io import read_json, read_jsonl, write_json, write_text
 from stages.core.project import load_params, project_root
 
+# What `use_cases.<uc>.report` may set: the report columns that do not come from the dataset config.
+REPORT_KEYS = {field.name for field in dataclasses.fields(reporting.Columns)} - {"inputs", "label"}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--use-case", required=True)
-    parser.add_argument("--eval-rows", type=Path, required=True)
+    parser.add_argument("--eval-rows", type=Path, required=True, help="folder of per-row evaluations, <variant>.jsonl")
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--run-summary", type=Path, required=True)
     parser.add_argument("--csv", type=Path, required=True)
@@ -26,27 +30,40 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(project_root())
     use_case = params["use_cases"][args.use_case]
     settings = params["report"]
+    if unknown := sorted(set(use_case["report"]) - REPORT_KEYS):
+        known = ", ".join(sorted(REPORT_KEYS))
+        print(f"use_cases.{args.use_case}.report: unknown key {', '.join(unknown)} (known: {known})", file=sys.stderr)
+        return 1
     columns = reporting.Columns(
         inputs=tuple(datasets.input_columns(use_case["data"]["inputs"]).values()),
         label=use_case["data"]["label"],
         **{key: tuple(value) if isinstance(value, list) else value for key, value in use_case["report"].items()},
     )
-    records = reporting.flatten_rows(read_jsonl(args.eval_rows), columns)
-    write_text(args.csv, reporting.to_csv(records))
-    context = {"variant": use_case["variant"], "llm": f"{params['llm']['name']} ({params['llm']['model']})"}
-    metrics = read_json(args.metrics)
-    write_json(args.plot_metrics, reporting.headline_points(metrics, columns.scores))
-    write_json(args.plot_latency, reporting.latency_points(records))
+    metrics, run = read_json(args.metrics), read_json(args.run_summary)
+    selected, baseline = metrics["variant"], metrics["baseline"]
+    names = [baseline] if selected == baseline else [baseline, selected]
+
+    def part(name: str) -> reporting.VariantReport:
+        own_metrics = metrics if name == selected else metrics["variants"][name]
+        own_run = run if name == selected else run["variants"][name]
+        records = reporting.flatten_rows(read_jsonl(args.eval_rows / f"{name}.jsonl"), columns)
+        return reporting.VariantReport(name, records, own_metrics, own_run)
+
+    variants = [part(name) for name in names]
+    rows = reporting.side_by_side(variants, columns.inputs)
+    write_text(args.csv, reporting.to_csv(rows))
+    write_json(args.plot_metrics, reporting.headline_points(variants))
+    write_json(args.plot_latency, reporting.latency_points(variants))
+    shown = selected if selected == baseline else f"{selected} (baseline {baseline})"
+    context = {"variant": shown, "llm": f"{params['llm']['name']} ({params['llm']['model']})"}
     page = reporting.render_html(
         title=f"{args.use_case}: evaluation report",
         context=context,
-        metrics=metrics,
-        run=read_json(args.run_summary),
-        records=records,
+        variants=variants,
+        rows=rows,
         dpi=settings["chart_dpi"],
         max_rows=settings["max_rows_in_html"],
         confusion=columns.confusion,
-        scores=columns.scores,
     )
     write_text(args.html, page)
     print(f"report {args.use_case}: {args.html.resolve()}")

@@ -7,6 +7,12 @@ prompt containing a substring with its answer verbatim (first match in file orde
 answers, e.g. a runnable program or a judge score.
 Every request is appended to `--record` (JSON Lines) when given, headers included, so tests can assert what
 was sent. Run: `python -m stages.stub_llm --port 0` prints `listening on http://127.0.0.1:PORT/v1`.
+
+Faults, for the retry and timeout tests (see `Faults`): `--fail-first N --status 429 --retry-after 1` answers
+the first N requests with an error, `--fail-rate P` always fails a fixed share P of the prompts, `--drop` makes
+those failures dropped connections (closed without an answer), `--delay-s D` slows every answer down, and
+`--match S` limits all of these to prompts containing S. `--faults FILE` (JSON with the fields of `Faults`,
+re-read on every request) replaces them while it exists; the first-N count restarts whenever the faults change.
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import socket
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -41,10 +49,52 @@ def read_rules(path: Path | None) -> dict[str, str]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+@dataclass(frozen=True)
+class Faults:
+    """Injected faults. A failing request gets `status` (with `Retry-After: retry_after` when set), or, with
+    `drop`, a connection closed without an answer."""
+
+    fail_first: int = 0  # the first N matching requests fail
+    fail_rate: float = 0.0  # this share of the matching prompts (picked by hash) always fails
+    status: int = 500
+    retry_after: float | None = None
+    drop: bool = False
+    delay_s: float = 0.0  # every matching answer (or failure) is sent this late
+    match: str = ""  # only prompts containing this substring are affected ("" = all)
+
+    @classmethod
+    def from_json(cls, path: Path | None, default: Faults) -> Faults:
+        if path is None or not path.is_file():
+            return default
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def _fails_by_rate(prompt: str, rate: float) -> bool:
+    digest = hashlib.sha256(b"fail:" + prompt.encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < rate
+
+
 def make_handler(
-    model: str, answers: tuple[str, ...], record: Path | None, rules: Path | None = None
+    model: str,
+    answers: tuple[str, ...],
+    record: Path | None,
+    rules: Path | None = None,
+    faults: Faults = Faults(),
+    faults_file: Path | None = None,
 ) -> type[BaseHTTPRequestHandler]:
     lock = threading.Lock()
+    state = {"faults": None, "matched": 0}  # the faults in force and how many requests they have matched
+
+    def fault_for(prompt: str) -> tuple[Faults, bool]:
+        """The faults in force for this request and whether it fails."""
+        with lock:
+            current = Faults.from_json(faults_file, faults)
+            if current != state["faults"]:
+                state.update(faults=current, matched=0)
+            if current.match not in prompt:
+                return Faults(), False
+            state["matched"] += 1
+            return current, state["matched"] <= current.fail_first or _fails_by_rate(prompt, current.fail_rate)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -66,39 +116,66 @@ def make_handler(
             else:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
 
+        def _fail(self, fault: Faults) -> None:
+            if fault.drop:  # close the connection without an answer
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            data = json.dumps({"error": {"message": f"stub fault: HTTP {fault.status}", "type": "stub_fault"}})
+            self.send_response(fault.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if fault.retry_after is not None:
+                self.send_header("Retry-After", f"{fault.retry_after:g}")
+            self.end_headers()
+            self.wfile.write(data.encode())
+
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length) or b"{}")
+            route = urlsplit(self.path).path
+            chat = route.endswith("/chat/completions")
+            prompt = body.get("prompt", "")
+            prompt = json.dumps(body.get("messages", []), sort_keys=True) if chat else (
+                prompt if isinstance(prompt, str) else "".join(prompt))  # fmt: skip
+            fault, fails = fault_for(prompt)
             if record is not None:
                 with lock, record.open("a", encoding="utf-8") as handle:
-                    entry = {"path": self.path, "headers": dict(self.headers), "body": body}
+                    entry = {"path": self.path, "headers": dict(self.headers), "body": body,
+                             "fault": ("drop" if fault.drop else fault.status) if fails else None}  # fmt: skip
                     handle.write(json.dumps(entry) + "\n")
-            route = urlsplit(self.path).path
-            created = int(time.time())
-            usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
-            if route.endswith("/completions") and not route.endswith("/chat/completions"):
-                prompt = body.get("prompt", "")
-                prompt = prompt if isinstance(prompt, str) else "".join(prompt)
-                text = pick_answer(prompt, answers, read_rules(rules), lead=" ")
-                choice = {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
-                self._send(200, {"id": "cmpl-stub", "object": "text_completion", "created": created,
-                                 "model": body.get("model", model), "choices": [choice], "usage": usage})  # fmt: skip
-            elif route.endswith("/chat/completions"):
-                prompt = json.dumps(body.get("messages", []), sort_keys=True)
-                message = {"role": "assistant", "content": pick_answer(prompt, answers, read_rules(rules))}
+            time.sleep(fault.delay_s)
+            if fails:
+                return self._fail(fault)
+            if not route.endswith("/completions"):
+                return self._send(404, {"error": {"message": f"no route {self.path}"}})
+            answer = pick_answer(prompt, answers, read_rules(rules), lead="" if chat else " ")
+            # Token counts: words, so that tests can tell requests apart in the usage sums.
+            usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(answer.split())}
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            common = {"created": int(time.time()), "model": body.get("model", model), "usage": usage}
+            if chat:
+                message = {"role": "assistant", "content": answer}
                 choice = {"index": 0, "message": message, "finish_reason": "stop"}
-                self._send(200, {"id": "chatcmpl-stub", "object": "chat.completion", "created": created,
-                                 "model": body.get("model", model), "choices": [choice], "usage": usage})  # fmt: skip
+                self._send(200, {"id": "chatcmpl-stub", "object": "chat.completion", "choices": [choice], **common})
             else:
-                self._send(404, {"error": {"message": f"no route {self.path}"}})
+                choice = {"index": 0, "text": answer, "finish_reason": "stop", "logprobs": None}
+                self._send(200, {"id": "cmpl-stub", "object": "text_completion", "choices": [choice], **common})
 
     return Handler
 
 
 def serve(
-    host: str, port: int, model: str, answers: tuple[str, ...], record: Path | None, rules: Path | None = None
+    host: str,
+    port: int,
+    model: str,
+    answers: tuple[str, ...],
+    record: Path | None,
+    rules: Path | None = None,
+    faults: Faults = Faults(),
+    faults_file: Path | None = None,
 ) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), make_handler(model, answers, record, rules))
+    server = ThreadingHTTPServer((host, port), make_handler(model, answers, record, rules, faults, faults_file))
     server.daemon_threads = True
     return server
 
@@ -111,8 +188,20 @@ def main() -> None:
     parser.add_argument("--answers", default=",".join(DEFAULT_ANSWERS))
     parser.add_argument("--record", type=Path)
     parser.add_argument("--rules", type=Path, help="JSON object {substring: answer} of scripted answers")
+    parser.add_argument("--fail-first", type=int, default=0, help="the first N (matching) requests fail")
+    parser.add_argument("--fail-rate", type=float, default=0.0, help="this share of the prompts always fails")
+    parser.add_argument("--status", type=int, default=500, help="HTTP status of a failure (default 500)")
+    parser.add_argument("--retry-after", type=float, help="Retry-After seconds sent with a failure")
+    parser.add_argument("--drop", action="store_true", help="fail by closing the connection without an answer")
+    parser.add_argument("--delay-s", type=float, default=0.0, help="answer every (matching) request this late")
+    parser.add_argument("--match", default="", help="faults apply only to prompts containing this substring")
+    parser.add_argument("--faults", type=Path, help="JSON of the fault options, re-read on every request")
     args = parser.parse_args()
-    server = serve(args.host, args.port, args.model, tuple(args.answers.split(",")), args.record, args.rules)
+    faults = Faults(fail_first=args.fail_first, fail_rate=args.fail_rate, status=args.status,
+                    retry_after=args.retry_after, drop=args.drop, delay_s=args.delay_s, match=args.match)  # fmt: skip
+    server = serve(
+        args.host, args.port, args.model, tuple(args.answers.split(",")), args.record, args.rules, faults, args.faults
+    )
     print(f"listening on http://{args.host}:{server.server_address[1]}/v1", flush=True)
     server.serve_forever()
 

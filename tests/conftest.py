@@ -28,6 +28,7 @@ class StubLLM:
     port: int
     record: Path
     rules: Path
+    faults_file: Path
 
     def requests(self) -> list[dict]:
         import json
@@ -43,6 +44,29 @@ class StubLLM:
         staged = self.rules.with_suffix(".tmp")
         staged.write_text(json.dumps(rules))
         staged.replace(self.rules)
+
+    def faults(self, **faults: object) -> None:
+        """From now on, inject these faults (fields of stages.stub_llm.Faults); no arguments: none."""
+        import json
+
+        staged = self.faults_file.with_suffix(".tmp")
+        staged.write_text(json.dumps(faults))
+        staged.replace(self.faults_file)
+
+
+def post_json(url: str, body: object, headers: dict[str, str] | None = None, timeout_s: float = 30) -> tuple:
+    """POST JSON; returns (status, response headers, parsed body), also for error statuses."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json",
+                                                                      **(headers or {})})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status, response.headers, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, json.loads(error.read())
 
 
 def start_process(command: list[str], ready: re.Pattern[str], timeout_s: float = 30) -> tuple[subprocess.Popen, str]:
@@ -79,11 +103,12 @@ def stop_process(process: subprocess.Popen) -> None:
 @pytest.fixture
 def stub_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubLLM]:
     folder = tmp_path_factory.mktemp("stub")
-    record, rules = folder / "requests.jsonl", folder / "rules.json"
-    command = [sys.executable, "-m", "stages.stub_llm", "--port", "0", "--record", str(record), "--rules", str(rules)]
+    record, rules, faults = folder / "requests.jsonl", folder / "rules.json", folder / "faults.json"
+    command = [sys.executable, "-m", "stages.stub_llm", "--port", "0", "--record", str(record), "--rules", str(rules),
+               "--faults", str(faults)]  # fmt: skip
     process, port = start_process(command, re.compile(r"listening on http://127\.0\.0\.1:(\d+)/v1"))
     try:
-        yield StubLLM(base_url=f"http://127.0.0.1:{port}/v1", port=int(port), record=record, rules=rules)
+        yield StubLLM(f"http://127.0.0.1:{port}/v1", int(port), record=record, rules=rules, faults_file=faults)
     finally:
         stop_process(process)
 
@@ -139,9 +164,9 @@ class Project:
             raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
         return result
 
-    def repro(self) -> list[str]:
-        """`dvc repro`; returns the names of the stages that ran."""
-        result = self.sh("dvc", "repro")
+    def repro(self, *targets: str) -> list[str]:
+        """`dvc repro` (of `targets`, default all); returns the names of the stages that ran."""
+        result = self.sh("dvc", "repro", *targets)
         return re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr)
 
     def params(self, *overrides: str) -> None:

@@ -8,12 +8,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from conftest import REPO, Azurite, Project
+from conftest import REPO, Azurite, Project, StubLLM
 
 from stages.core import remote
 
 USE_CASES = ("web_classification", "named_entity_recognition", "general_qa")
-OUTPUTS = ("prepared.jsonl", "run/outputs.jsonl", "run/summary.json", "eval/rows.jsonl", "eval/metrics.json",
+OUTPUTS = ("prepared.jsonl", "run/outputs/v1.jsonl", "run/summary.json", "eval/rows/v1.jsonl", "eval/metrics.json",
            "report/report.csv", "report/report.html")  # fmt: skip
 
 
@@ -40,7 +40,9 @@ def test_remote_check_wants_credentials_from_the_environment_or_config_local(tmp
     assert remote.check(tmp_path, "examples", environ={}).credentials == "none needed"
 
 
-def test_push_wipe_cache_and_pull_into_a_fresh_clone(project: Project, azurite: Azurite, tmp_path: Path) -> None:
+def test_push_wipe_cache_and_pull_into_a_fresh_clone(
+    project: Project, azurite: Azurite, tmp_path: Path, stub_llm: StubLLM
+) -> None:
     project.params("env=pr")  # the 12-row subset: this test is about the remote, not the rows
     project.repro()
     project.commit("results")
@@ -63,6 +65,11 @@ def test_push_wipe_cache_and_pull_into_a_fresh_clone(project: Project, azurite: 
     assert json.loads(clone.sh("dvc", "status", "--json").stdout) == {}
     assert any((clone.root / ".dvc" / "cache" / "runs").rglob("*")), "the run-cache came along"
     assert clone.repro() == []
+    # The row-level LLM cache came along too: forced reruns of the LLM stages ask the LLM nothing.
+    asked = len(stub_llm.requests())
+    llm_stages = [f"run@{uc}" for uc in USE_CASES] + ["evaluate@chat"]  # chat's evaluation has an LLM judge
+    logs.append(clone.sh("dvc", "repro", "--force", "--single-item", *llm_stages))
+    assert len(stub_llm.requests()) == asked
     home = Path(project.env["HOME"])
     assert not files_containing(azurite.account_key, project.root, clone.root, home)
     assert not [log.args for log in logs if azurite.account_key in log.stdout + log.stderr]

@@ -1,4 +1,4 @@
-"""The chat use case on the stub LLM: the class-entry flow with history, and its evaluation (similarity + judge)."""
+"""The chat use case on the stub LLM: the class-entry flow with history, and its evaluation (similarity + judges)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO, StubLLM
 from test_flows import load
 
+from stages import evaluate
 from stages.core import connections, flow_engine
 
 FLOWS = REPO / "use_cases" / "chat" / "flows"
@@ -18,7 +20,7 @@ ITALY = {
 }
 BREAD = {"inputs": {"question": "I want to bake bread."}, "outputs": {"answer": "You need flour and yeast."}}
 ASSISTANT = {"prompt": {"completion": "assistant.prompty", "chat": "assistant_chat.prompty"}}
-JUDGE = {"prompt": {"completion": "relevance.jinja2", "chat": "relevance.chat.jinja2"}, "params": {"max_tokens": 3}}
+JUDGES = yaml.safe_load((REPO / "params.yaml").read_text())["use_cases"]["chat"]["evaluate"]["judges"]
 
 
 def stub_connection(stub: StubLLM, api: str) -> connections.Connection:
@@ -78,12 +80,18 @@ def test_recent_turns_keeps_the_latest_and_checks_every_turn() -> None:
         recent_turns([BREAD, {"inputs": {"question": "Hi"}, "outputs": {"answer": 3}}], 4)
 
 
+def judge_bindings(connection: connections.Connection) -> list[flow_engine.LLMBinding]:
+    """The chat use case's judges as its config describes them (rubrics of the shared library)."""
+    return [flow_engine.binding_for(connection, evaluate.judge_block(node, block), node=node)
+            for node, block in JUDGES.items()]  # fmt: skip
+
+
 def test_evaluation_scores_similarity_and_records_an_unreadable_judge_answer_as_an_error(stub_llm: StubLLM) -> None:
-    stub_llm.script(
-        {"Answer: The Tiber river runs through Rome.": " 4", "Answer: Bananas are yellow.": "very relevant"}
-    )
-    binding = flow_engine.binding_for(stub_connection(stub_llm, "completion"), JUDGE, node="relevance")
-    session = flow_engine.FlowSession(FLOWS / "evaluate", binding)
+    stub_llm.script({
+        "Answer: Bananas are yellow.\nRelevance:": "very relevant", "\nRelevance:": " 4",
+        "Answer: Bananas are yellow.\nCoherence:": "3", "\nCoherence:": "5", "\nFluency:": "Fluency: 2",
+    })  # fmt: skip
+    session = flow_engine.FlowSession(FLOWS / "evaluate", *judge_bindings(stub_connection(stub_llm, "completion")))
     question = {
         "question": "What river flows through it?",
         "chat_history": [ITALY],
@@ -92,28 +100,55 @@ def test_evaluation_scores_similarity_and_records_an_unreadable_judge_answer_as_
     rows = [{**question, "answer": "The Tiber river runs through Rome."}, {**question, "answer": "Bananas are yellow."}]
     good, bad = results = [session.run(f"r{i}", row) for i, row in enumerate(rows)]
 
-    assert good.error is None and good.outputs["relevance"] == 4 and good.outputs["relevance_error"] is None
+    assert good.error is None and bad.error is None
+    assert {name: good.outputs[name] for name in JUDGES} == {"relevance": 4, "coherence": 5, "fluency": 2}
+    assert not any(good.outputs[f"{name}_error"] for name in JUDGES)
     assert good.outputs["similarity"] > 0.7 and good.outputs["similar"] is True
-    assert bad.error is None and bad.outputs["relevance"] is None  # an error for the row, never a score
+    assert bad.outputs["relevance"] is None  # an error for the row, never a score
     assert "very relevant' holds no score" in bad.outputs["relevance_error"]
+    assert (bad.outputs["coherence"], bad.outputs["fluency"]) == (3, 2)
     assert bad.outputs["similarity"] < 0.3 and bad.outputs["similar"] is False
-    judge_prompt = stub_llm.requests()[0]["body"]["prompt"]
-    assert judge_prompt.endswith(
+    prompts = [request["body"]["prompt"] for request in stub_llm.requests()]
+    assert len(prompts) == 3 * len(rows)  # three judges a row
+    assert sum(prompt.endswith(
         "Conversation:\nUser: What is the capital of Italy?\nAssistant: Rome is the capital of Italy.\n"
         "Question: What river flows through it?\nAnswer: The Tiber river runs through Rome.\nRelevance:"
-    )
+    ) for prompt in prompts) == 1  # fmt: skip
+    assert sum(prompt.endswith("\n\nAnswer: Bananas are yellow.\nFluency:") for prompt in prompts) == 1
 
     metrics = session.aggregate(results, rows)
-    assert metrics["relevance"] == 4.0 and metrics["judge_errors"] == 1  # the unreadable row is not in the mean
+    judged = {key: value for key, value in metrics.items() if key.split(".")[0] in JUDGES}
+    assert judged == {  # the unreadable relevance answer is an error, not in the mean
+        "relevance.scored": 1, "relevance.errors": 1, "relevance.mean": 4.0,
+        "coherence.scored": 2, "coherence.errors": 0, "coherence.mean": 4.0,
+        "fluency.scored": 2, "fluency.errors": 0, "fluency.mean": 2.0,
+    }  # fmt: skip
     assert metrics["similar"] == 0.5
     assert metrics["similarity"] == pytest.approx(
         (good.outputs["similarity"] + bad.outputs["similarity"]) / 2, abs=1e-4
     )
 
 
-def test_chat_metrics_leave_out_relevance_when_the_judge_scored_nothing() -> None:
+def test_the_judges_send_their_chat_rubrics_on_the_chat_api(stub_llm: StubLLM) -> None:
+    stub_llm.script({"Relevance:": "5", "Coherence:": "4", "Fluency:": "3"})
+    session = flow_engine.FlowSession(FLOWS / "evaluate", *judge_bindings(stub_connection(stub_llm, "chat")))
+    row = {"question": "And its river?", "chat_history": [ITALY], "reference": "The Tiber.", "answer": "The Tiber."}
+    result = session.run("r0", row)
+
+    assert result.error is None
+    assert {name: result.outputs[name] for name in JUDGES} == {"relevance": 5, "coherence": 4, "fluency": 3}
+    conversations = [request["body"]["messages"] for request in stub_llm.requests()]
+    assert len(conversations) == 3 and all([m["role"] for m in c] == ["system", "user"] for c in conversations)
+    asks = sorted(messages[1]["content"].rsplit("\n", 1)[-1] for messages in conversations)
+    assert asks == ["Coherence:", "Fluency:", "Relevance:"]
+    assert all(c[0]["content"].endswith("Reply with one digit from 1 to 5 and nothing else.") for c in conversations)
+
+
+def test_chat_metrics_report_each_judge_without_a_mean_when_it_scored_nothing() -> None:
     chat_metrics = load("use_cases/chat/flows/evaluate/aggregate.py").chat_metrics
     similarities = [{"similarity": 0.9, "similar": True}, {"similarity": 0.5, "similar": False}]
     unread = {"relevance": None, "relevance_error": "judge answer 'x' holds no score from 1 to 5"}
-    assert chat_metrics(similarities, [unread, unread]) == {"similarity": 0.7, "similar": 0.5, "judge_errors": 2}
-    assert chat_metrics(similarities, [{"relevance": 2, "relevance_error": None}, unread])["relevance"] == 2.0
+    assert chat_metrics(similarities, [unread, unread]) == {
+        "similarity": 0.7, "similar": 0.5, "relevance.scored": 0, "relevance.errors": 2
+    }  # fmt: skip
+    assert chat_metrics(similarities, [{"relevance": 2, "relevance_error": None}, unread])["relevance.mean"] == 2.0

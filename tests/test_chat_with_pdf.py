@@ -130,17 +130,19 @@ def test_pipeline_on_the_stub_retrieves_answers_and_judges(project: Project, stu
     first = DATASET[0]["question"]
     # The judge answers 4, except for the first question's row, where its answer holds no score.
     stub_llm.script({first: "great", "Rate how well each answer is supported": "4"})
-    ran = re.findall(r"Running stage '([^']+)'", project.sh("dvc", "repro", f"report@{UC}").stdout)
+    output = project.sh("dvc", "repro", f"report@{UC}").stdout
+    ran = re.findall(r"Running stage '([^']+)'", output)
     assert set(ran) == {"docs_extract", "docs_chunk", "docs_index", *(f"{s}@{UC}" for s in STAGES)}
     assert (project.root / "use_cases" / UC / "flows" / "chat" / "index" / "vectors.npy").is_file()
     data = project.root / "data" / UC
-    rows = [json.loads(line) for line in (data / "eval" / "rows.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (data / "eval" / "rows" / "v1.jsonl").read_text().splitlines()]
     assert len(rows) == len(DATASET) and all(row["run_error"] is None and row["eval_error"] is None for row in rows)
     assert all(len(row["outputs"]["retrieved"]) == 3 for row in rows)  # v1: top_k 3
     unparsed = [row for row in rows if row["eval"]["groundedness_error"]]
     assert [row["question"] for row in unparsed] == [first] and unparsed[0]["eval"]["groundedness"] is None
     metrics = json.loads((data / "eval" / "metrics.json").read_text())
     assert metrics["groundedness"] == {"scored": len(DATASET) - 1, "errors": 1, "mean": 4.0}
+    assert "groundedness.errors=1, groundedness.mean=4.0" in output  # the evaluate stage's summary line
     assert 0.5 <= metrics["hit_rate"] <= 1 and 0 < metrics["mrr"] <= metrics["hit_rate"]
     html = (data / "report" / "report.html").read_text()
     assert "4.00 / 5" in html and "1 unparseable" in html

@@ -22,7 +22,7 @@ def dataset(relative: str) -> list[dict]:
     """A use case's dataset (pulled from the examples remote by `make data` / the project fixture)."""
     path = REPO / relative
     if not path.is_file():
-        pytest.skip(f"{relative} is not pulled (make data)")
+        pytest.fail(f"{relative} is not pulled: run `make data` (dvc pull -r examples)")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -192,7 +192,7 @@ def test_pipelines_score_scripted_answers_exactly(scripted_project: Project) -> 
     assert metrics["pass_rate"] == round(2 / len(tasks), 4) and metrics["rows"] == len(tasks)
     assert metrics["assert_pass_rate"] == round((3 + 3 + 2) / asserts, 4)
     assert metrics["execution_error_rate"] == round(1 / len(tasks), 4)
-    rows = [json.loads(line) for line in (data / "code_generation/eval/rows.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (data / "code_generation/eval/rows/v1.jsonl").read_text().splitlines()]
     fib = next(row for row in rows if row["signature"] == "def fib(n):")
     assert fib["eval"]["status"] == "error" and not fib["eval"]["passed"]
     assert "code_generation" in (data / "code_generation/report/report.html").read_text()

@@ -95,8 +95,10 @@ def test_llm_switch_reaches_every_use_case(project: Project, stub_llm: StubLLM, 
 
     requests = stub_llm.requests()
     use_cases = yaml.safe_load((project.root / "params.yaml").read_text())["use_cases"]
-    # the pr subset of every use case, and the chat and chat_with_pdf judges
-    assert len(use_cases) == 7 and len(requests) == 12 * len(use_cases) + 2 * 12
+    # the pr subset of every use case, chat's three judges and chat_with_pdf's one
+    assert len(use_cases) == 7 and len(requests) == 12 * len(use_cases) + 4 * 12
+    rubric = "Reply with one digit from 1 to 5 and nothing else."  # the judges get the chat rubrics
+    assert sum(request["body"]["messages"][0]["content"].endswith(rubric) for request in requests) == 4 * 12
     for request in requests:
         assert request["body"]["messages"], "chat models get the prompt as messages"
         if llm == "openai":

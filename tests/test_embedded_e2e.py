@@ -27,18 +27,21 @@ def test_pipeline_on_the_embedded_model(tmp_path: Path) -> None:
         started = project.sh("llmops", "llm", "start")
         assert f"started at http://127.0.0.1:{port}/v1" in started.stdout
         ran = project.repro()
-        assert {name.split("@")[1] for name in ran} == {UC, "general_qa", "named_entity_recognition", *CODE_UCS}
-        assert len(ran) == 20
+        use_cases = {UC, "general_qa", "named_entity_recognition", "chat", "chat_with_pdf", *CODE_UCS}
+        assert {name.split("@")[1] for name in ran if "@" in name} == use_cases
+        assert len(ran) == 4 * len(use_cases) + 3  # + chat_with_pdf's DataOps: docs_extract, docs_chunk, docs_index
         assert project.repro() == []
     finally:
         project.sh("llmops", "llm", "stop")
 
     data = project.root / "data" / UC
-    run = [json.loads(line) for line in (data / "run" / "outputs.jsonl").read_text().splitlines()]
+    run = [json.loads(line) for line in (data / "run" / "outputs" / "v1.jsonl").read_text().splitlines()]
     assert len(run) == 12 and all(row["error"] is None for row in run)
     metrics = json.loads((data / "eval" / "metrics.json").read_text())
     # Greedy decoding is deterministic; the few-shot prompt does far better than chance (1/9) on this model.
     assert metrics["rows"] == 12 and metrics["accuracy"] >= 0.3
+    accuracy = metrics["headline"]["accuracy"]
+    assert accuracy["value"] == metrics["accuracy"] and accuracy["ci_low"] <= accuracy["value"] <= accuracy["ci_high"]
     report = open_page(data / "report" / "report.html", screenshot=tmp_path / "report.png")
     assert_clean(report)
     dom = report.dom

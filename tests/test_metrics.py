@@ -1,9 +1,15 @@
-"""The metrics library: judge parsing, retrieval ranks, embedding similarity (the real MiniLM model)."""
+"""The metrics library: LLM judges (parsing, metrics, rubrics), retrieval ranks, embedding similarity (MiniLM)."""
 
 from __future__ import annotations
 
-import pytest
+import re
+from pathlib import Path
 
+import pytest
+from jinja2 import Environment, meta
+
+from stages import evaluate
+from stages.core import flow_engine
 from stages.metrics import judge, retrieval, similarity
 
 
@@ -24,6 +30,89 @@ def test_an_unparseable_judge_answer_is_an_error_not_a_score(answer: str) -> Non
 def test_judge_mean_skips_rows_without_a_score() -> None:
     assert judge.mean_score([5, None, 2, None]) == 3.5
     assert judge.mean_score([None]) is None
+
+
+def test_verdicts_of_several_judges_and_their_metrics() -> None:
+    answers = [{"relevance": "4", "fluency": "fluent"}, {"relevance": " 2", "fluency": "5"},
+               {"relevance": "7/10", "fluency": "Fluency: 4"}]  # fmt: skip
+    rows = [judge.verdicts(row) for row in answers]
+    unread = "judge answer 'fluent' holds no score from 1 to 5"
+    assert rows[0] == {"relevance": 4, "relevance_error": None, "fluency": None, "fluency_error": unread}
+    assert judge.judge_names(rows[0]) == ["relevance", "fluency"]
+    assert judge.judge_metrics(rows) == {
+        "relevance.scored": 2, "relevance.errors": 1, "relevance.mean": 3.0,
+        "fluency.scored": 2, "fluency.errors": 1, "fluency.mean": 4.5,
+    }  # fmt: skip
+    nothing_scored = [judge.verdicts({"coherence": "?"})] * 2
+    assert judge.judge_metrics(nothing_scored) == {"coherence.scored": 0, "coherence.errors": 2}  # no mean of nothing
+    assert judge.judge_metrics([]) == {}
+
+
+def test_the_rubric_library_has_four_rubrics_and_names_the_ones_it_has() -> None:
+    assert judge.rubric_names() == ["coherence", "fluency", "groundedness", "relevance"]
+    prompt = judge.rubric_prompt("fluency")
+    assert prompt == {
+        "completion": str(judge.RUBRICS / "fluency.jinja2"),
+        "chat": str(judge.RUBRICS / "fluency.chat.jinja2"),
+    }
+    with pytest.raises(
+        judge.UnknownRubric,
+        match=r"no rubric 'coherance' in .*rubrics \(has coherence, fluency, groundedness, relevance\)",
+    ):
+        judge.rubric_prompt("coherance")
+
+
+# Every input a rubric may use; each rubric uses some of them, the same ones for both APIs.
+ROW = {
+    "question": "What river flows through it?",
+    "answer": "The Tiber flows through Rome.",
+    "context": "Rome lies on the river Tiber.",
+    "chat_history": [{"inputs": {"question": "What is the capital of Italy?"}, "outputs": {"answer": "Rome."}}],
+}
+
+
+@pytest.mark.parametrize("name", ["coherence", "fluency", "groundedness", "relevance"])
+def test_each_rubric_renders_for_both_apis_and_ends_on_the_score(name: str, tmp_path: Path) -> None:
+    flow_engine.configure(tmp_path / "runtime")
+    from promptflow.tools.common import build_messages, render_jinja_template  # as the LLM node renders them
+
+    files = {api: Path(path).read_text() for api, path in judge.rubric_prompt(name).items()}
+    used = {api: meta.find_undeclared_variables(Environment().parse(text)) for api, text in files.items()}
+    assert used["completion"] == used["chat"] and "answer" in used["chat"] and used["chat"] <= set(ROW)
+    inputs = {key: ROW[key] for key in used["chat"]}
+    label = f"{name.capitalize()}:"
+
+    completion = render_jinja_template(files["completion"], trim_blocks=True, keep_trailing_newline=True, **inputs)
+    assert completion.endswith(f"Answer: {ROW['answer']}\n{label}")  # a base model's next token is the score
+    assert sorted(re.findall(rf"^{label} (\d)$", completion, flags=re.MULTILINE)) == ["1", "2", "3", "4", "5"]
+
+    messages = build_messages(prompt=files["chat"], **inputs)
+    assert [message["role"] for message in messages] == ["system", "user"]
+    assert messages[0]["content"].endswith("Reply with one digit from 1 to 5 and nothing else.")
+    assert messages[1]["content"].endswith(f"Answer: {ROW['answer']}\n{label}")
+    for text in (completion, messages[1]["content"]):
+        assert all(ROW[key] in text for key in ("question", "context") if key in inputs)
+        assert ("User: What is the capital of Italy?\nAssistant: Rome.\n" in text) == ("chat_history" in inputs)
+
+
+def test_relevance_reads_a_missing_conversation_as_none(tmp_path: Path) -> None:
+    flow_engine.configure(tmp_path / "runtime")
+    from promptflow.tools.common import render_jinja_template
+
+    template = Path(judge.rubric_prompt("relevance")["completion"]).read_text()
+    prompt = render_jinja_template(template, trim_blocks=True, keep_trailing_newline=True, question="Q?", answer="A.")
+    assert prompt.endswith("Conversation:\n(none)\nQuestion: Q?\nAnswer: A.\nRelevance:")  # a use case without history
+
+
+def test_a_judge_block_names_a_rubric_or_its_own_prompt_not_both() -> None:
+    block = evaluate.judge_block("coherence", {"rubric": "coherence", "params": {"max_tokens": 3}})
+    assert block == {"rubric": "coherence", "params": {"max_tokens": 3}, "prompt": judge.rubric_prompt("coherence")}
+    own = {"prompt": {"completion": "mine.jinja2", "chat": "mine.chat.jinja2"}}
+    assert evaluate.judge_block("mine", own) == own
+    with pytest.raises(flow_engine.FlowError, match=r"evaluate\.judges\.tone\.rubric: no rubric 'tone'"):
+        evaluate.judge_block("tone", {"rubric": "tone"})
+    with pytest.raises(flow_engine.FlowError, match=r"evaluate\.judges\.x: give a rubric or a prompt, not both"):
+        evaluate.judge_block("x", {"rubric": "fluency", **own})
 
 
 def test_retrieval_ranks_hit_rate_and_mrr() -> None:

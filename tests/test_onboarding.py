@@ -36,7 +36,7 @@ def test_onboarding_doc_turns_a_flow_into_a_use_case(project: Project) -> None:
     assert "dataset.jsonl" in (project.root / "use_cases/sentiment/data/.gitignore").read_text()
     metrics = json.loads((project.root / "data/sentiment/eval/metrics.json").read_text())
     assert metrics["rows"] == 8 and 0 <= metrics["accuracy"] <= 1
-    outputs = (project.root / "data/sentiment/run/outputs.jsonl").read_text().splitlines()
+    outputs = (project.root / "data/sentiment/run/outputs/v1.jsonl").read_text().splitlines()
     assert len(outputs) == 8 and all(json.loads(line)["error"] is None for line in outputs)
     assert "sentiment" in (project.root / "data/sentiment/report/report.html").read_text()
     assert project.repro() == []  # and it stays up to date

@@ -10,6 +10,7 @@ import yaml
 from conftest import REPO
 
 from stages.cli import compose_params
+from stages.core import variants
 
 GROUPS = {group: sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml")) for group in ("env", "llm", "variant")}
 
@@ -30,7 +31,7 @@ def test_every_combination_composes(tmp_path: Path, env: str, llm: str, variant:
     assert params["env"]["name"] == env and params["llm"]["name"] == llm
     for name, use_case in params["use_cases"].items():
         assert use_case["variant"] == variant
-        assert use_case["run"] == use_case["variants"][variant], name
+        assert variants.plan(name, use_case).selected == variant, name  # every use case has every variant
         for key in ("flow", "eval_flow"):
             assert (REPO / use_case[key]).is_dir(), f"{name}.{key}: {use_case[key]} does not exist"
         dataset_pointer = REPO / f"{use_case['dataset']}.dvc"
@@ -40,8 +41,9 @@ def test_every_combination_composes(tmp_path: Path, env: str, llm: str, variant:
 def test_one_use_case_can_override_its_variant(tmp_path: Path) -> None:
     composed = tmp_path / "params.yaml"
     compose_params(REPO, ["use_cases.web_classification.variant=v2"], composed)
-    use_case = yaml.safe_load(composed.read_text())["use_cases"]["web_classification"]
-    assert use_case["run"]["prompt"]["completion"] == "classify_v2.jinja2"
+    use_cases = yaml.safe_load(composed.read_text())["use_cases"]
+    assert variants.plan("web_classification", use_cases["web_classification"]).names == ("v1", "v2")
+    assert use_cases["general_qa"]["variant"] == "v1"
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import socket
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import Project, StubLLM
 
@@ -13,7 +15,7 @@ UC = "web_classification"
 QA = "general_qa"
 NER = "named_entity_recognition"
 CHAT = "chat"
-CHAT_ROWS = 46  # each also calls the judge once
+CHAT_ROWS = 46  # each also calls three judges: relevance, coherence, fluency
 RAG = "chat_with_pdf"
 RAG_ROWS = 49  # an answer and a judgement each
 MATH = "math_coding"
@@ -29,18 +31,29 @@ ALL_STAGES = stages(UC, NER, QA, CHAT, RAG, MATH, CODE) | DOCS_STAGES
 
 
 def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: StubLLM) -> None:
-    # chat's judge: a 3 for every answer, except an unreadable verdict for the stub's "banana" answers.
-    stub_llm.script({"Answer: banana\nRelevance:": "no idea", "\nRelevance:": "3"})
+    # chat's judges: relevance 3, except an unreadable verdict for the stub's "banana" answers; coherence 4;
+    # fluency 5 for "banana", else 2.
+    stub_llm.script({"Answer: banana\nRelevance:": "no idea", "\nRelevance:": "3", "\nCoherence:": "4",
+                     "Answer: banana\nFluency:": "5", "\nFluency:": "2"})  # fmt: skip
     assert set(project.repro()) == ALL_STAGES
     data = project.root / "data" / UC
-    rows = [json.loads(line) for line in (data / "run" / "outputs.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (data / "run" / "outputs" / "v1.jsonl").read_text().splitlines()]
     prepared = (data / "prepared.jsonl").read_text().splitlines()
     assert len(rows) == len(prepared) == 72
     assert all(row["error"] is None and row["latency_s"] >= 0 for row in rows)
     # The stub answers some prompts with a word that is not a label: kept raw, mapped to Other, never dropped.
     others = [row for row in rows if row["outputs"]["category"] == "Other"]
     assert others and all(row["outputs"]["raw"].strip() == "banana" and not row["outputs"]["valid"] for row in others)
-    assert len(stub_llm.requests()) == 72 + 48 + 48 + 2 * CHAT_ROWS + 2 * RAG_ROWS + 48 + 44
+    # Every request the flows made, counted by the LLM cache; the stub saw only the misses, each once (chat's
+    # fluency judge sees only the answer, and the stub's answers repeat: repeats are answered by the cache).
+    made = missed = 0
+    for use_case in (UC, NER, QA, CHAT, RAG, MATH, CODE):
+        for counted in ("run/summary.json", "eval/metrics.json"):
+            if cache := json.loads((project.root / "data" / use_case / counted).read_text()).get("cache"):
+                made, missed = made + cache["hits"] + cache["misses"], missed + cache["misses"]
+    assert made == 72 + 48 + 48 + 4 * CHAT_ROWS + 2 * RAG_ROWS + 48 + 44
+    sent = [json.dumps(r["body"], sort_keys=True) for r in stub_llm.requests()]
+    assert len(sent) == missed == len(set(sent))
 
     metrics = json.loads((data / "eval" / "metrics.json").read_text())
     labels = [json.loads(line)["category"] for line in prepared]
@@ -48,6 +61,17 @@ def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: S
     expected = sum(json.loads(p)["category"] == predictions[json.loads(p)["row_id"]] for p in prepared) / 72
     assert metrics["accuracy"] == round(expected, 4)
     assert set(metrics["precision"]) == set(metrics["recall"]) == set(labels)
+
+    for use_case in (UC, NER, QA, CHAT, RAG, MATH, CODE):  # the declared headline agrees with the eval flow's own
+        logged = json.loads((project.root / "data" / use_case / "eval" / "metrics.json").read_text())
+        for name, result in logged["headline"].items():
+            own = logged.get(name)
+            own = own.get("mean") if isinstance(own, dict) else own
+            assert own is None or result["value"] == pytest.approx(own, abs=1e-4), (use_case, name)
+            if result["value"] is None:  # no row had a value (e.g. every judge answer unreadable), nor a logged mean
+                assert own is None and result["rows"] == 0, (use_case, name)
+            else:
+                assert result["ci_low"] <= result["value"] <= result["ci_high"], (use_case, name)
 
     shown = json.loads(project.sh("dvc", "metrics", "show", "--json").stdout)
     assert any("accuracy" in json.dumps(entry) for entry in shown.values())
@@ -62,7 +86,7 @@ def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: S
     assert (data / "report" / "report.csv").read_text().count("\n") == 73
 
     qa = project.root / "data" / QA
-    answers = [json.loads(line) for line in (qa / "run" / "outputs.jsonl").read_text().splitlines()]
+    answers = [json.loads(line) for line in (qa / "run" / "outputs" / "v1.jsonl").read_text().splitlines()]
     assert len(answers) == 48 and all(isinstance(row["outputs"]["output"], str) for row in answers)
     qa_metrics = json.loads((qa / "eval" / "metrics.json").read_text())
     assert qa_metrics["rows"] == 48 and 0 <= qa_metrics["exact_match"] <= qa_metrics["contains_match"] <= 1
@@ -72,19 +96,27 @@ def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: S
     assert ner["rows"] == 48 and ner["exact_recall"] == 0.0 and ner["exact_precision"] == 0.0
 
     chat = project.root / "data" / CHAT
-    replies = [json.loads(line) for line in (chat / "run" / "outputs.jsonl").read_text().splitlines()]
+    replies = [json.loads(line) for line in (chat / "run" / "outputs" / "v1.jsonl").read_text().splitlines()]
     assert len(replies) == CHAT_ROWS and all(row["error"] is None for row in replies)
     prompts = [r["body"]["prompt"] for r in stub_llm.requests()]
     follow_up = "User: What is the capital of Italy?\nAssistant: Rome is the capital of Italy.\nUser: What river"
     assert sum(follow_up in prompt for prompt in prompts) == 1  # the prior turn reached the flow's prompt
     chat_metrics = json.loads((chat / "eval" / "metrics.json").read_text())
     bananas = sum(row["outputs"]["answer"] == "banana" for row in replies)
-    assert 0 < bananas < CHAT_ROWS and chat_metrics["judge_errors"] == bananas
-    assert chat_metrics["rows"] == CHAT_ROWS and chat_metrics["relevance"] == 3.0
+    assert 0 < bananas < CHAT_ROWS and chat_metrics["rows"] == CHAT_ROWS
+    fluency = round((5 * bananas + 2 * (CHAT_ROWS - bananas)) / CHAT_ROWS, 4)
+    assert {name: chat_metrics[name] for name in ("relevance", "coherence", "fluency")} == {
+        "relevance": {"scored": CHAT_ROWS - bananas, "errors": bananas, "mean": 3.0},
+        "coherence": {"scored": CHAT_ROWS, "errors": 0, "mean": 4.0},
+        "fluency": {"scored": CHAT_ROWS, "errors": 0, "mean": fluency},
+    }
     assert 0 <= chat_metrics["similarity"] <= 1
     chat_html = (chat / "report" / "report.html").read_text()
-    assert '<div class="k">relevance</div><div class="v">3.00</div>' in chat_html
-    assert f'<div class="k">judge errors</div><div class="v">{bananas}</div>' in chat_html
+    assert '<div class="k">relevance</div><div class="v">3.00 / 5</div>' in chat_html
+    assert chat_metrics["headline"]["relevance"]["value"] == 3.0  # the declared headline agrees with the flow
+    assert (f'<div class="k">relevance errors</div><div class="v">{bananas}</div>'
+            f'<div class="n">{CHAT_ROWS - bananas} scored, {bananas} unparseable</div>') in chat_html  # fmt: skip
+    assert f'<div class="k">fluency</div><div class="v">{fluency:.2f} / 5</div>' in chat_html
 
 
 def test_prompt_flow_stays_offline_and_quiet_under_the_project(project: Project) -> None:
@@ -152,8 +184,15 @@ def test_exp_run_variant_v2_and_exp_show(project: Project, stub_llm: StubLLM) ->
     before = len(stub_llm.requests())
     result = project.sh("dvc", "exp", "run", "-S", "variant=v2")
     assert "Running stage 'prepare" not in result.stdout  # only stages whose params changed
+    asked = [json.dumps(r["body"], sort_keys=True) for r in stub_llm.requests()]
+    assert not set(asked[before:]) & set(asked[:before])  # a request v1 made is answered by the LLM cache
     v2_prompts = [r["body"]["prompt"] for r in stub_llm.requests()[before:]]
-    assert len(v2_prompts) == 72 + 48 + 48 + 2 * CHAT_ROWS + 2 * RAG_ROWS + 48 + 44
+    # The baseline v1 runs again beside v2, all of it answered by the LLM cache. v2 asks for every row; its
+    # judges only for the answers that v1 did not give too.
+    judges = ("Rate how relevant", "Rate how coherent", "Rate how fluent", "Rate how well each answer is supported")
+    judged = sum(p.startswith(judges) for p in v2_prompts)
+    assert 0 < judged <= 3 * CHAT_ROWS + RAG_ROWS
+    assert len(v2_prompts) == 72 + 48 + 48 + CHAT_ROWS + RAG_ROWS + 48 + 44 + judged
     assert sum(p.startswith("Find the person, location, organization names") for p in v2_prompts) == 48
     assert sum(p.startswith("Web page categories:") for p in v2_prompts) == 72
     assert sum(p.startswith("Question:") for p in v2_prompts) == 48
@@ -172,3 +211,27 @@ def test_exp_run_variant_v2_and_exp_show(project: Project, stub_llm: StubLLM) ->
                 variants[params["use_cases"][UC]["variant"]] = metrics["accuracy"]
     assert set(variants) == {"v1", "v2"}
     assert all(0 <= accuracy <= 1 for accuracy in variants.values())
+
+    # The v2 experiment's report compares v2 with its baseline v1, row by row, with a verdict per headline metric.
+    metrics = json.loads((project.root / "data" / UC / "eval" / "metrics.json").read_text())
+    assert metrics["variant"] == "v2" and metrics["baseline"] == "v1" and set(metrics["variants"]) == {"v1"}
+    accuracy = metrics["headline"]["accuracy"]
+    assert accuracy["value"] == metrics["accuracy"] and accuracy["test"] == "McNemar exact"
+    assert accuracy["delta"] == round(metrics["accuracy"] - metrics["variants"]["v1"]["accuracy"], 4)
+    assert accuracy["verdict"] in ("better", "worse", "no significant difference")
+    rows = list(csv.DictReader((project.root / "data" / UC / "report" / "report.csv").open()))
+    flips = {row["flip"] for row in rows}
+    assert len(rows) == 72 and flips <= {"fixed", "broken", "changed", "same", "error"}
+    assert all(row["flip"] != "same" or row["v1.prediction"] == row["v2.prediction"] for row in rows)
+    html = (project.root / "data" / UC / "report" / "report.html").read_text()
+    assert "vs v1:" in html and 'data-show="fixed broken"' in html
+
+    # `llmops compare` reads both revisions through DVC and builds the same page: the commit (v1) vs the experiment.
+    experiment = project.sh("dvc", "exp", "list", "--name-only").stdout.split()[0]
+    compared = project.sh("llmops", "compare", "HEAD", experiment, "--use-case", UC, "--out", "cmp")
+    assert f"{experiment} (v2): accuracy {metrics['accuracy']:.1%}" in compared.stdout
+    assert f"vs HEAD (v1) ({accuracy['verdict']})" in compared.stdout
+    page = (project.root / "cmp" / f"{UC}.html").read_text()
+    assert "HEAD (v1).prediction" in page and f"{experiment} (v2).prediction" in page
+    bad = project.sh("llmops", "compare", "HEAD", "no-such-rev", check=False)
+    assert bad.returncode == 1 and "no-such-rev: neither an experiment nor a git revision" in bad.stderr

@@ -7,8 +7,11 @@ import io
 import re
 from pathlib import Path
 
+import pytest
+import yaml
 from browser import assert_clean, open_page
 
+from stages import report
 from stages.core import reporting
 
 ROWS = [
@@ -54,12 +57,34 @@ def test_confusion_counts_unknown_predictions_as_their_own_column() -> None:
     assert counts[("News", "Movie")] == 1 and counts[("App", "Other")] == 1
 
 
+HEADLINE = {"accuracy": {"value": 0.5, "ci_low": 0.0, "ci_high": 1.0, "rows": 4}}
+V2_ROWS = [
+    {**row, "outputs": {**row["outputs"], "category": guess}, "eval": {"correct": row["category"] == guess}}
+    for row, guess in zip(ROWS, ["Movie", "News", "Movie", "App"], strict=True)
+]  # r0 broken, r1 fixed, r2 same, r3 fixed
+
+
+def variant(name: str, rows: list[dict], headline: dict) -> reporting.VariantReport:
+    return reporting.VariantReport(name, reporting.flatten_rows(rows, COLUMNS), {**METRICS, "headline": headline}, RUN)
+
+
+def test_rows_side_by_side_mark_each_flip() -> None:
+    variants = [variant("v1", ROWS, HEADLINE), variant("v2", V2_ROWS, HEADLINE)]
+    rows = reporting.side_by_side(variants, COLUMNS.inputs)
+    assert [row["flip"] for row in rows] == ["broken", "fixed", "same", "fixed"]
+    assert rows[1]["v1.prediction"] == "Movie" and rows[1]["v2.prediction"] == "News"
+    assert list(rows[0])[:3] == ["row_id", "url", "label"]
+    header = next(csv.reader(io.StringIO(reporting.to_csv(rows))))
+    assert header[-1] == "flip" and "v1.raw_answer" in header and "v2.correct" in header
+
+
 def test_html_report_renders_offline_in_chromium(tmp_path: Path) -> None:
-    records = reporting.flatten_rows(ROWS, COLUMNS)
+    comparison = {"delta": 0.25, "p_value": 0.62, "verdict": "no significant difference", "test": "McNemar exact"}
+    v2_headline = {"accuracy": {"value": 0.75, "ci_low": 0.25, "ci_high": 1.0, "rows": 4, **comparison}}
+    variants = [variant("v1", ROWS, HEADLINE), variant("v2", V2_ROWS, v2_headline)]
+    rows = reporting.side_by_side(variants, COLUMNS.inputs)
     page = tmp_path / "report.html"
-    page.write_text(
-        reporting.render_html("uc: evaluation report", {"variant": "v1"}, METRICS, RUN, records, 80, 50, confusion=True)
-    )
+    page.write_text(reporting.render_html("uc: evaluation report", {"variant": "v2"}, variants, rows, 80, 50, True))
     html = page.read_text()
     external = re.findall(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//|url\(\s*["']?(?:https?:)?//|@import""", html)
     assert external == [], "the report must not load anything from the network"
@@ -69,51 +94,92 @@ def test_html_report_renders_offline_in_chromium(tmp_path: Path) -> None:
     assert_clean(rendered)  # no console error or warning, no request leaving 127.0.0.1
     dom = rendered.dom
     assert "uc: evaluation report" in dom
-    assert dom.count("<svg") == 3  # headline metrics, per-class precision/recall, confusion matrix
-    assert re.search(r'<div class="k">accuracy</div><div class="v">50\.0%</div>', dom)
-    assert dom.count('<tr class="bad">') == 2 and dom.count('<tr class="ok">') == 2
+    assert dom.count("<svg") == 3  # headline metrics per variant with CIs, per-class precision/recall, confusion
+    assert re.search(r'<div class="k">accuracy</div><div class="v">75\.0%</div>', dom)
+    assert "vs v1: +25.0%, p=0.62, no significant difference" in dom
+    assert dom.count('<tr class="fixed"') == 2 and dom.count('<tr class="broken"') == 1
+    assert 'data-show="fixed broken">flipped (3)</button>' in dom
     assert screenshot.stat().st_size > 20_000  # a page with charts, not a blank one
 
 
-def test_dvc_plots_data_headline_metrics_and_latency_curve() -> None:
-    assert reporting.headline_points(METRICS) == [
-        {"metric": "accuracy", "value": 0.5, "kind": "rate"},
-        {"metric": "macro_precision", "value": 0.5, "kind": "rate"},
-        {"metric": "macro_recall", "value": 0.5, "kind": "rate"},
+def test_a_single_variant_report_lists_mistakes_first() -> None:
+    variants = [variant("v1", ROWS, HEADLINE)]
+    rows = reporting.side_by_side(variants, COLUMNS.inputs)
+    assert "flip" not in rows[0]
+    html = reporting.render_html("uc", {}, variants, rows, 80, 50)
+    assert html.count('<tr class="bad" data-flip="">') == 2 and '<div class="filters">' not in html
+    assert reporting.headline_text(HEADLINE) == "accuracy 50.0% [0.0%, 100.0%]"
+
+
+def test_dvc_plots_data_headline_metrics_with_cis_and_latency_per_variant() -> None:
+    comparison = {"delta": 0.25, "p_value": 0.62, "verdict": "no significant difference", "test": "McNemar exact"}
+    judged = {"relevance": {"value": 3.25, "ci_low": 2.5, "ci_high": 4.0, "rows": 4},
+              "fluency": {"value": None, "ci_low": None, "ci_high": None, "rows": 0}}  # fmt: skip
+    v2_headline = {"accuracy": {"value": 0.75, "ci_low": 0.25, "ci_high": 1.0, "rows": 4, **comparison}, **judged}
+    v1 = variant("v1", ROWS, {**HEADLINE, "relevance": {**judged["relevance"], "value": 3.0}})
+    v2_rows = [*V2_ROWS, {**V2_ROWS[0], "row_id": "r9", "latency_s": None}]
+    variants = [v1, variant("v2", v2_rows, v2_headline)]
+    assert reporting.headline_points(variants) == [  # baseline first; a metric without a value has no bar
+        {"metric": "accuracy", "variant": "v1", "value": 0.5, "ci_low": 0.0, "ci_high": 1.0, "kind": "rate"},
+        {"metric": "accuracy", "variant": "v2", "value": 0.75, "ci_low": 0.25, "ci_high": 1.0, "kind": "rate"},
+        {"metric": "relevance", "variant": "v1", "value": 3.0, "ci_low": 2.5, "ci_high": 4.0, "kind": "score"},
+        {"metric": "relevance", "variant": "v2", "value": 3.25, "ci_low": 2.5, "ci_high": 4.0, "kind": "score"},
     ]
-    judges = {"groundedness": {"scored": 4, "errors": 1, "mean": 2.5}, "faithfulness": {"scored": 0, "errors": 5}}
-    metrics = {"similarity": 0.61, "relevance": 3.25, "judge_errors": 2, "rows": 5, **judges}
-    assert reporting.headline_points(metrics, ("relevance",)) == [
-        {"metric": "similarity", "value": 0.61, "kind": "rate"},
-        {"metric": "relevance", "value": 3.25, "kind": "score"},
-        {"metric": "groundedness", "value": 2.5, "kind": "judge (1-5)"},  # a judge with no score has no bar
-    ]
-    records = reporting.flatten_rows([*ROWS, {**ROWS[0], "row_id": "r9", "latency_s": None}], COLUMNS)
-    assert reporting.latency_points(records) == [  # fastest first; a row without a latency is left out
-        {"rows_pct": 25.0, "latency_s": 0.0},
-        {"rows_pct": 50.0, "latency_s": 0.1},
-        {"rows_pct": 75.0, "latency_s": 0.2},
-        {"rows_pct": 100.0, "latency_s": 0.3},
+    curve = [(25.0, 0.0), (50.0, 0.1), (75.0, 0.2), (100.0, 0.3)]  # fastest first; no latency, no point
+    assert reporting.latency_points(variants) == [
+        {"variant": name, "rows_pct": pct, "latency_s": latency} for name in ("v1", "v2") for pct, latency in curve
     ]
 
 
-def test_headline_rates_leave_out_counts() -> None:
-    assert reporting.rates(METRICS) == {"accuracy": 0.5, "macro_precision": 0.5, "macro_recall": 0.5}
-
-
-def test_scores_and_details_for_a_generative_use_case() -> None:
-    metrics = {"similarity": 0.61, "similar": 0.4, "relevance": 3.25, "judge_errors": 2, "rows": 5, "eval_errors": 0}
-    scores = ("similarity", "relevance")
-    assert reporting.rates(metrics, scores) == {"similar": 0.4}  # judge_errors is a count, not a rate
-    assert reporting.score_values(metrics, scores) == {"similarity": 0.61, "relevance": 3.25}
+def test_judge_scores_and_details_for_a_generative_use_case() -> None:
+    relevance, fluency = {"mean": 3.25, "scored": 4, "errors": 1}, {"scored": 0, "errors": 5}
+    result = {"relevance": {"value": 3.25, "ci_low": 2.9, "ci_high": 3.6, "rows": 4, "delta": 0.5, "p_value": 0.01,
+                            "verdict": "better", "test": "paired bootstrap"},
+              "similarity": {"value": 0.61, "ci_low": 0.5, "ci_high": 0.7, "rows": 5}}  # fmt: skip
+    assert reporting.headline_text(result, "v1") == (
+        "relevance 3.25 [2.90, 3.60] +0.50 vs v1 (better)  similarity 61.0% [50.0%, 70.0%]"
+    )
+    metrics = {"similarity": 0.61, "relevance": relevance, "fluency": fluency, "rows": 5, "eval_errors": 0,
+               "headline": result}  # fmt: skip
+    assert reporting.judges(metrics) == {"relevance": relevance, "fluency": fluency}
     columns = reporting.Columns(inputs=("question",), label="answer", prediction="answer", raw_answer="answer",
-                                correct="similar", details=("similarity", "relevance"), scores=scores)  # fmt: skip
+                                correct="similar", details=("similarity", "relevance", "relevance_error"))  # fmt: skip
     row = {"row_id": "r0", "question": "Q?", "answer": "A.", "outputs": {"answer": "B."},
-           "eval": {"similar": False, "similarity": 0.2, "relevance": None}, "latency_s": 0.1}  # fmt: skip
+           "eval": {"similar": False, "similarity": 0.2, "relevance": None, "relevance_error": "judge answer 'x'"},
+           "latency_s": 0.1}  # fmt: skip
     record = reporting.flatten_rows([row], columns)[0]
     assert list(record) == ["row_id", "question", "label", "prediction", "correct", "similarity", "relevance",
-                            "raw_answer", "latency_s", "error"]  # fmt: skip
-    html = reporting.render_html("chat", {}, metrics, RUN, [record], 80, 50, scores=scores)
-    assert '<div class="k">relevance</div><div class="v">3.25</div>' in html
-    assert '<div class="k">similar</div><div class="v">40.0%</div>' in html
-    assert '<div class="k">judge errors</div><div class="v">2</div>' in html
+                            "relevance_error", "raw_answer", "latency_s", "error"]  # fmt: skip
+    part = reporting.VariantReport("v2", [record], metrics, RUN)
+    html = reporting.render_html("chat", {}, [part], reporting.side_by_side([part], columns.inputs), 80, 50)
+    assert '<div class="k">relevance</div><div class="v">3.25 / 5</div>' in html
+    assert '<div class="k">similarity</div><div class="v">61.0%</div>' in html
+    assert '<div class="k">relevance errors</div><div class="v">1</div><div class="n">4 scored, 1 unparseable' in html
+    assert '<div class="k">fluency errors</div><div class="v">5</div><div class="n">0 scored, 5 unparseable' in html
+    assert "<td>judge answer &#x27;x&#x27;</td>" in html
+
+
+def test_the_report_stage_names_an_unknown_report_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "config.yaml").write_text("defaults: []\n")
+    report_config = {"prediction": "answer", "raw_answer": "answer", "correct": "similar", "scores": ["similarity"]}
+    use_case = {"data": {"inputs": ["question"], "label": "answer"}, "variant": "v1", "report": report_config}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"use_cases": {"chat": use_case}, "report": {}}))
+    monkeypatch.chdir(tmp_path)
+    files = ["--eval-rows", "r", "--metrics", "m", "--run-summary", "s", "--csv", "c", "--html", "h",
+             "--plot-metrics", "pm", "--plot-latency", "pl"]  # fmt: skip
+    assert report.main(["--use-case", "chat", *files]) == 1
+    assert "use_cases.chat.report: unknown key scores (known: " in capsys.readouterr().err
+
+
+def test_the_llm_requests_card_shows_cache_hits_and_tokens() -> None:
+    run = {**RUN, "cache": {"hits": 3, "misses": 1, "errors": 0}, "tokens": {"prompt": 40, "completion": 4}}
+    records = reporting.flatten_rows(ROWS, COLUMNS)
+    cached = reporting.VariantReport("v1", records, {**METRICS, "headline": HEADLINE}, run)
+    html = reporting.render_html("uc", {}, [cached], reporting.side_by_side([cached], COLUMNS.inputs), 60, 50)
+    assert '<div class="k">LLM requests</div><div class="v">4</div><div class="n">3 from the cache · 44 tokens' in html
+    plain = [variant("v1", ROWS, HEADLINE)]
+    assert "LLM requests" not in reporting.render_html("uc", {}, plain, reporting.side_by_side(plain, ()), 60, 50)

@@ -76,8 +76,10 @@ def render_config(spec: UseCaseSpec) -> str:
         "eval_flow": spec.eval_flow,
         "data": {"inputs": list(inputs) if same_names else inputs, "label": spec.label},
         "variant": "${variant.name}",
+        "baseline": spec.variants[0],
         "variants": {name: copy.deepcopy(variant) for name in spec.variants},  # no YAML anchors
-        "run": "${.variants[${.variant}]}",
+        # The headline metric (with a CI, compared across variants): the share of rows the evaluation marks correct.
+        "metrics": {"accuracy": spec.correct},
         "evaluate": {"mapping": dict(spec.mapping)},
         "report": {"prediction": spec.prediction, "raw_answer": spec.prediction, "correct": spec.correct},
     }

@@ -8,11 +8,14 @@ no keyring. Connections are built in memory from `connections.Connection` and ne
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import inspect
 import json
 import logging
+import math
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -100,7 +103,7 @@ class LLMBinding:
 
     connection: Connection
     node: str | None = None
-    prompt: str | None = None  # relative to the flow folder
+    prompt: str | None = None  # relative to the flow folder, or absolute (a rubric of the judge library)
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -195,10 +198,41 @@ def _raise_unless_completed(result: Any) -> None:
         raise _RowFailed((run_info.error or {}).get("message") or f"flow ended with status {run_info.status}")
 
 
+# Prompt flow's OpenAI instrumentation adds this header to every LLM request, holding the tracked keys of the
+# operation context (a context variable). The row id rides in it, so that the LLM proxy can attribute requests
+# to rows; it is never part of a cache key.
+_TRACKING_HEADER = "ms-azure-ai-promptflow"
+_ROW_KEY = "llmops_row_id"
+
+
+def row_of_request(headers: Mapping[str, str]) -> str | None:
+    """The row id an LLM request made by `FlowSession.run` carries in its headers (None if it has none)."""
+    value = next((v for name, v in headers.items() if name.lower() == _TRACKING_HEADER), None)
+    try:
+        info = json.loads(value) if value else None
+    except ValueError:
+        return None
+    row = info.get(_ROW_KEY) if isinstance(info, dict) else None
+    return row if isinstance(row, str) else None
+
+
+def _tag_row(row_id: str) -> None:
+    """Put the row id in this context's prompt flow operation context, among the keys its LLM requests carry."""
+    from promptflow._internal import OperationContext
+
+    context = OperationContext.get_instance().copy()
+    keys = context.get(OperationContext._TRACKING_KEYS) or context.get(OperationContext._DEFAULT_TRACING_KEYS) or ()
+    context[OperationContext._TRACKING_KEYS] = {*keys, _ROW_KEY}
+    context[_ROW_KEY] = row_id
+    OperationContext.set_instance(context)
+
+
 class _DagFlow:
     """A DAG flow through prompt flow's executor, which also runs aggregation nodes."""
 
-    def __init__(self, flow_dir: Path, bindings: Sequence[LLMBinding], node_inputs: NodeInputs) -> None:
+    def __init__(
+        self, flow_dir: Path, bindings: Sequence[LLMBinding], node_inputs: NodeInputs, row_timeout_s: float | None
+    ) -> None:
         from promptflow._sdk.entities._flows._flow_context_resolver import FlowContextResolver
         from promptflow.client import load_flow
 
@@ -207,9 +241,11 @@ class _DagFlow:
         # The invoker applies the context (connections, prompt and param overrides) and owns an executor
         # that can also run aggregation nodes, which the flow-as-a-function call does not.
         self._executor = FlowContextResolver.resolve(flow=flow).executor
-        # A line may call each LLM more than once (and prompt flow retries), so allow a few request timeouts.
-        request_timeout_s = max((b.connection.request_timeout_s for b in bindings), default=60.0)
-        self._line_timeout_s = int(request_timeout_s * 3 * max(1, len(bindings)))
+        if row_timeout_s is not None:  # FlowSession times rows out; prompt flow's own limit is a backstop after it
+            self._line_timeout_s = math.ceil(row_timeout_s) + 1
+        else:  # a line may call each LLM more than once (and prompt flow retries): allow a few request timeouts
+            request_timeout_s = max((b.connection.request_timeout_s for b in bindings), default=60.0)
+            self._line_timeout_s = int(request_timeout_s * 3 * max(1, len(bindings)))
 
     def line(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         result = self._executor.exec_line(dict(inputs), line_timeout_sec=self._line_timeout_s)
@@ -336,11 +372,22 @@ def _bind(function: Any, bound: dict[str, Any]) -> Any:
 class FlowSession:
     """A flow (DAG, flex or prompty) loaded once and executed row by row in this process."""
 
-    def __init__(self, flow: Path, *bindings: LLMBinding, node_inputs: NodeInputs | None = None) -> None:
+    def __init__(
+        self,
+        flow: Path,
+        *bindings: LLMBinding,
+        node_inputs: NodeInputs | None = None,
+        row_timeout_s: float | None = None,
+    ) -> None:
         """`bindings` wire the flow's LLM: one per LLM node of a DAG flow, at most one for flex and prompty flows.
 
         `node_inputs` sets inputs of any node of a DAG flow (a variant's `node_inputs`, e.g. a retriever's top_k).
+        A row still running after `row_timeout_s` is recorded with a timeout error (None: no limit).
         """
+        from promptflow._internal import inject_openai_api
+
+        inject_openai_api()  # prompty flows too send the tracking header (see row_of_request)
+        self._row_timeout_s = row_timeout_s
         binding = bindings[0] if bindings else None
         self.kind, flow_file = detect(flow, binding.prompt if binding else None)
         self._secrets = tuple(secret for b in bindings for secret in b.connection.secrets)
@@ -349,21 +396,44 @@ class FlowSession:
         if self.kind is not FlowKind.DAG and node_inputs:
             raise FlowError(f"{flow}: node_inputs need a DAG flow, this is a {self.kind.value} flow")
         if self.kind is FlowKind.DAG:
-            self._flow: _DagFlow | _FlexFlow | _PromptyFlow = _DagFlow(flow_file.parent, bindings, node_inputs or {})
+            self._flow: _DagFlow | _FlexFlow | _PromptyFlow = _DagFlow(
+                flow_file.parent, bindings, node_inputs or {}, row_timeout_s
+            )
         elif self.kind is FlowKind.FLEX:
             self._flow = _FlexFlow(flow_file, binding)
         else:
             self._flow = _PromptyFlow(flow_file, binding)
 
     def run(self, row_id: str, inputs: Mapping[str, Any]) -> RowResult:
-        """Execute one row; a failure is returned as the row's error (secrets redacted), never raised."""
+        """Execute one row; a failure or a timeout is returned as the row's error (secrets redacted), never raised.
+
+        The row runs in a thread of its own (with a copy of the caller's context, tagged with the row id), so that
+        a row past its timeout can be left behind: it finishes in the background and its result is dropped.
+        """
         started = time.perf_counter()
-        try:
-            outputs, aggregation_inputs = self._flow.line(inputs)
-        except Exception as exc:  # a flow error belongs to the row, the run goes on
+        outcome: dict[str, Any] = {}
+
+        def line() -> None:
+            _tag_row(row_id)
+            try:
+                outcome["result"] = self._flow.line(inputs)
+            except BaseException as exc:  # a flow error belongs to the row, the run goes on
+                outcome["error"] = exc
+
+        worker = threading.Thread(
+            target=contextvars.copy_context().run, args=(line,), name=f"row {row_id}", daemon=True
+        )
+        worker.start()
+        worker.join(self._row_timeout_s)
+        elapsed = time.perf_counter() - started
+        if worker.is_alive():
+            return RowResult(row_id, None, f"row timed out after {self._row_timeout_s:g} s", elapsed)
+        if "error" in outcome:
+            exc = outcome["error"]
             message = str(exc) if isinstance(exc, _RowFailed) else f"{type(exc).__name__}: {exc}"
-            return RowResult(row_id, None, redact(message, self._secrets), time.perf_counter() - started)
-        return RowResult(row_id, _jsonable(outputs), None, time.perf_counter() - started, aggregation_inputs)
+            return RowResult(row_id, None, redact(message, self._secrets), elapsed)
+        outputs, aggregation_inputs = outcome["result"]
+        return RowResult(row_id, _jsonable(outputs), None, elapsed, aggregation_inputs)
 
     def run_rows(self, rows: Iterable[tuple[str, Mapping[str, Any]]]) -> Iterator[RowResult]:
         for row_id, inputs in rows:

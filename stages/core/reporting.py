@@ -1,6 +1,10 @@
 """Report building: pure functions from evaluated rows + metrics to CSV text, charts (inline SVG) and HTML.
 
-The HTML is a single self-contained file (no CDN, no external fonts or scripts), so it opens offline.
+A report covers the variants a run executed (the selected one and its baseline): headline metrics with 95%
+confidence intervals, the comparison verdicts, latency, and the rows side by side with the rows that flip
+between variants highlighted and filterable. The HTML is one self-contained file (no CDN, no external fonts
+or scripts; the filter is a few lines of inline JavaScript), so it opens offline. The same headline metrics and
+latencies are also written as `dvc plots` data (`headline_points`, `latency_points`), to compare revisions.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 PALETTE = {"precision": "#4C72B0", "recall": "#DD8452", "ok": "#55A868", "bad": "#C44E52", "grid": "#E5E5E5"}
+VARIANT_COLOURS = ("#8C8C8C", "#4C72B0", "#DD8452", "#55A868", "#8172B3", "#937860")  # baseline grey first
 RESULT_COLUMNS = ("label", "prediction", "correct", "raw_answer", "latency_s", "error")
 
 
@@ -30,7 +35,6 @@ class Columns:
     correct: str  # evaluation output: per-row correctness
     confusion: bool = False  # a classification use case: draw label x prediction counts
     details: tuple[str, ...] = ()  # more evaluation outputs shown per row (e.g. similarity, relevance)
-    scores: tuple[str, ...] = ()  # headline metrics that are not rates (e.g. a judge's mean 1-5): shown as numbers
 
 
 def flatten_rows(rows: list[dict[str, Any]], columns: Columns) -> list[dict[str, Any]]:
@@ -63,76 +67,16 @@ def to_csv(records: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-COUNT_KEYS = ("rows", "run_errors", "eval_errors")
-
-
-def is_count(key: str) -> bool:
-    """Row counts: rows, run and evaluation errors, and any other `*_errors` (e.g. judge_errors)."""
-    return key in COUNT_KEYS or key.endswith("_errors")
-
-
-def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
-    return {
-        key: float(value)
-        for key, value in metrics.items()
-        if not is_count(key) and isinstance(value, int | float) and not isinstance(value, bool)
-    }
-
-
-def rates(metrics: dict[str, Any], scores: tuple[str, ...] = ()) -> dict[str, float]:
-    """The headline rates in [0, 1]: top-level numbers that are neither counts nor `scores` (accuracy, f1, ...)."""
-    return {key: value for key, value in _numbers(metrics).items() if key not in scores}
-
-
-def score_values(metrics: dict[str, Any], scores: tuple[str, ...]) -> dict[str, float]:
-    """The headline metrics named in `scores` that the metrics hold, in that order."""
-    numbers = _numbers(metrics)
-    return {key: numbers[key] for key in scores if key in numbers}
-
-
-def judge_scores(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """LLM-as-judge results, `<judge>: {mean, scored, errors}` (mean on the judge's 1-5 scale): not rates."""
-    return {
-        key: value for key, value in metrics.items() if isinstance(value, dict) and {"scored", "errors"} <= value.keys()
-    }
-
-
-def headline_points(metrics: dict[str, Any], scores: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """The headline numbers as `dvc plots` data: rates in [0, 1], then `scores` and judges' means (their own axis)."""
-    points = [{"metric": key, "value": value, "kind": "rate"} for key, value in rates(metrics, scores).items()]
-    points += [{"metric": key, "value": value, "kind": "score"} for key, value in score_values(metrics, scores).items()]
-    points += [
-        {"metric": key, "value": score["mean"], "kind": "judge (1-5)"}
-        for key, score in judge_scores(metrics).items()
-        if score.get("mean") is not None
-    ]
-    return points
-
-
-def latency_points(records: list[dict[str, Any]]) -> list[dict[str, float]]:
-    """Row latencies, fastest first, against the share of rows answered that fast: a latency curve per revision."""
-    latencies = sorted(record["latency_s"] for record in records if record.get("latency_s") is not None)
-    return [
-        {"rows_pct": round(100 * (rank + 1) / len(latencies), 2), "latency_s": round(latency, 4)}
-        for rank, latency in enumerate(latencies)
-    ]
-
-
-def judge_summary(score: dict[str, Any]) -> tuple[str, str]:
-    """A judge's headline value ('3.42 / 5', or 'n/a' when it scored nothing) and its counts."""
-    mean = score.get("mean")
-    value = f"{mean:.2f} / 5" if mean is not None else "n/a"
-    return value, f"{score['scored']} scored, {score['errors']} unparseable"
-
-
-def _subplots(width: float, height: float) -> tuple[Figure, Any]:
-    """A figure and its axes; matplotlib is imported here so `llmops` commands start fast."""
+def _subplots(width: float, height: float, rows: int | None = None) -> tuple[Figure, Any]:
+    """A figure and its axes (a list of `rows` axes, stacked, when `rows` is given); matplotlib is imported here
+    so `llmops` commands start fast."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(width, height))
+    figure, axes = plt.subplots(rows or 1, 1, figsize=(width, height), squeeze=False)
+    return figure, (list(axes[:, 0]) if rows is not None else axes[0, 0])
 
 
 def _svg(figure: Figure, dpi: int) -> str:
@@ -143,20 +87,6 @@ def _svg(figure: Figure, dpi: int) -> str:
     plt.close(figure)
     text = buffer.getvalue()
     return text[text.index("<svg") :]  # drop the XML prolog so it can be inlined
-
-
-def rates_chart(values: dict[str, float], dpi: int) -> str:
-    """Horizontal bars of the headline metrics, labelled with their values."""
-    names = list(values)[::-1]
-    figure, axis = _subplots(7, 0.42 * len(names) + 1.0)
-    bars = axis.barh(names, [values[n] for n in names], color=PALETTE["precision"], height=0.6)
-    axis.bar_label(bars, labels=[f"{values[n]:.1%}" for n in names], padding=3, fontsize=8)
-    axis.set_xlim(0, 1.08)
-    axis.grid(axis="x", color=PALETTE["grid"])
-    axis.set_axisbelow(True)
-    axis.spines[["top", "right"]].set_visible(False)
-    axis.set_title("Metrics", loc="left", fontsize=11)
-    return _svg(figure, dpi)
 
 
 def class_chart(metrics: dict[str, Any], dpi: int) -> str:
@@ -209,26 +139,174 @@ def confusion_chart(records: list[dict[str, Any]], dpi: int) -> str:
     return _svg(figure, dpi)
 
 
+@dataclass(frozen=True)
+class VariantReport:
+    """One variant's part of a report: its rows (flattened), its evaluation metrics and its run summary."""
+
+    name: str
+    records: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    run: dict[str, Any]
+
+    @property
+    def headline(self) -> dict[str, dict[str, Any]]:
+        return self.metrics.get("headline") or {}
+
+
+FIXED, BROKEN, CHANGED, SAME, ERROR = "fixed", "broken", "changed", "same", "error"
+
+
+def flip(baseline: dict[str, Any], candidate: dict[str, Any]) -> str:
+    """How a row moved from the baseline to the candidate: fixed, broken, changed (another answer, same grade),
+    same, or error (either variant failed on it)."""
+    if baseline["error"] or candidate["error"]:
+        return ERROR
+    if bool(baseline["correct"]) != bool(candidate["correct"]):
+        return FIXED if candidate["correct"] else BROKEN
+    return CHANGED if baseline["prediction"] != candidate["prediction"] else SAME
+
+
+def side_by_side(variants: list[VariantReport], inputs: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One record per row: id, inputs, label, then each variant's results (`<variant>.<column>`), and the flip
+    from the first variant (the baseline) to the last, when there are two or more."""
+    by_id = [{record["row_id"]: record for record in variant.records} for variant in variants]
+    merged = []
+    for record in variants[0].records:
+        row_id = record["row_id"]
+        row = {"row_id": row_id, **{name: record[name] for name in inputs}, "label": record["label"]}
+        for variant, rows in zip(variants, by_id, strict=True):
+            own = rows.get(row_id, {})
+            shared = {"row_id", "label", *inputs}
+            row |= {f"{variant.name}.{key}": value for key, value in own.items() if key not in shared}
+        if len(variants) > 1 and row_id in by_id[-1]:
+            row["flip"] = flip(record, by_id[-1][row_id])
+        merged.append(row)
+    return merged
+
+
+def _is_rate(results: list[dict[str, Any]]) -> bool:
+    """Rates (accuracy, F1, similarity) live in [0, 1]; anything beyond is a score on its own scale (a judge's 1-5)."""
+    return all((r.get("ci_high") or 0) <= 1 and (r.get("value") or 0) >= 0 for r in results)
+
+
+def format_value(value: float | None, rate: bool) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.1%}" if rate else f"{value:.2f}"
+
+
+def headline_text(headline: dict[str, dict[str, Any]], baseline: str | None = None) -> str:
+    """'accuracy 56.9% [45.2%, 68.1%]  relevance 3.40 [3.1, 3.7] +0.20 vs v1 (better)' for terminals and logs."""
+    parts = []
+    for name, result in headline.items():
+        rate = _is_rate([result])
+        low, high = format_value(result.get("ci_low"), rate), format_value(result.get("ci_high"), rate)
+        text = f"{name} {format_value(result.get('value'), rate)} [{low}, {high}]"
+        if result.get("verdict"):
+            delta = f"{result['delta']:+.1%}" if rate else f"{result['delta']:+.2f}"
+            text += f" {delta} vs {baseline} ({result['verdict']})"
+        parts.append(text)
+    return "  ".join(parts)
+
+
+def headline_chart(variants: list[VariantReport], dpi: int) -> str:
+    """One panel per headline metric: a bar per variant with its 95% CI as a whisker, the value written beside it."""
+    names = list(variants[-1].headline)
+    figure, axes = _subplots(7.5, 0.55 * len(variants) * len(names) + 0.6 * len(names) + 0.4, rows=len(names))
+    for axis, name in zip(axes, names, strict=True):
+        results = [variant.headline.get(name, {}) for variant in variants]
+        rate = _is_rate(results)
+        labels = [variant.name for variant in variants][::-1]
+        values = [r.get("value") or 0 for r in results][::-1]
+        low = [(r.get("value") or 0) - (r.get("ci_low") or 0) for r in results][::-1]
+        high = [(r.get("ci_high") or 0) - (r.get("value") or 0) for r in results][::-1]
+        colours = [VARIANT_COLOURS[i % len(VARIANT_COLOURS)] for i in range(len(variants))][::-1]
+        axis.barh(labels, values, color=colours, height=0.6, xerr=[low, high],
+                  error_kw={"ecolor": "#333", "capsize": 3, "elinewidth": 1})  # fmt: skip
+        for y, (value, result) in enumerate(zip(values, results[::-1], strict=True)):
+            note = format_value(result.get("value"), rate)
+            if result.get("verdict"):
+                note += f"  {result['delta']:+.3f}, p={result['p_value']:.2g}: {result['verdict']}"
+            axis.text((result.get("ci_high") or value) + (0.01 if rate else 0.04), y, note, va="center", fontsize=8)
+        axis.set_xlim(0, 1.45) if rate else axis.set_xlim(1 if min(values, default=0) >= 1 else 0, 7.2)
+        if rate:
+            axis.set_xticks([0, 0.25, 0.5, 0.75, 1.0], ["0%", "25%", "50%", "75%", "100%"])
+        axis.set_title(name.replace("_", " ") + ("" if rate else " (1-5)"), loc="left", fontsize=10)
+        axis.grid(axis="x", color=PALETTE["grid"])
+        axis.set_axisbelow(True)
+        axis.spines[["top", "right"]].set_visible(False)
+    figure.suptitle("Headline metrics with 95% confidence intervals", x=0.01, ha="left", fontsize=11)
+    figure.tight_layout()
+    return _svg(figure, dpi)
+
+
+def headline_points(variants: list[VariantReport]) -> list[dict[str, Any]]:
+    """The headline metrics as `dvc plots` data: one point per metric and variant (baseline first) with its 95% CI;
+    `kind` tells rates in [0, 1] from scores on their own scale (a judge's 1-5). A metric without a value is left out.
+    """
+    points = []
+    for name in variants[-1].headline:
+        results = [variant.headline.get(name, {}) for variant in variants]
+        kind = "rate" if _is_rate(results) else "score"
+        points += [
+            {"metric": name, "variant": variant.name, "value": result["value"], "ci_low": result.get("ci_low"),
+             "ci_high": result.get("ci_high"), "kind": kind}
+            for variant, result in zip(variants, results, strict=True)
+            if result.get("value") is not None
+        ]  # fmt: skip
+    return points
+
+
+def latency_points(variants: list[VariantReport]) -> list[dict[str, Any]]:
+    """Each variant's row latencies, fastest first, against the share of its rows answered that fast: one latency
+    curve per variant (and per revision, in `dvc plots diff`). Rows without a latency are left out."""
+    points = []
+    for variant in variants:
+        latencies = sorted(r["latency_s"] for r in variant.records if r.get("latency_s") is not None)
+        points += [
+            {"variant": variant.name, "rows_pct": round(100 * (rank + 1) / len(latencies), 2),
+             "latency_s": round(latency, 4)}
+            for rank, latency in enumerate(latencies)
+        ]  # fmt: skip
+    return points
+
+
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;
      color:#222;padding:0 1rem}
-h1{font-size:1.5rem;margin-bottom:.2rem} .facts{color:#555;margin-bottom:1.2rem}
+h1{font-size:1.5rem;margin-bottom:.2rem} h2{font-size:1.15rem;margin-top:1.8rem}
+.facts{color:#555;margin-bottom:1.2rem}
 .cards{display:flex;flex-wrap:wrap;gap:.8rem;margin-bottom:1.5rem}
-.card{border:1px solid #ddd;border-radius:8px;padding:.7rem 1rem;min-width:140px}
+.card{border:1px solid #ddd;border-radius:8px;padding:.7rem 1rem;min-width:150px;max-width:260px}
 .k{font-size:.8rem;color:#666;text-transform:uppercase;letter-spacing:.03em} .v{font-size:1.6rem;font-weight:600}
-.n{font-size:.8rem;color:#777} .charts{display:flex;flex-wrap:wrap;gap:1.5rem;align-items:flex-start}
-.charts svg{max-width:100%;height:auto}
+.n{font-size:.8rem;color:#777} .better{color:#2E7D32;font-weight:600} .worse{color:#C62828;font-weight:600}
+.charts{display:flex;flex-wrap:wrap;gap:1.5rem;align-items:flex-start} .charts svg{max-width:100%;height:auto}
 table{border-collapse:collapse;font-size:.8rem;width:100%}
 th,td{border-bottom:1px solid #eee;padding:.3rem .4rem;text-align:left;vertical-align:top}
-tr.bad td:first-child{border-left:3px solid #C44E52}
-tr.ok td:first-child{border-left:3px solid #55A868}
+tr.bad td:first-child{border-left:3px solid #C44E52} tr.ok td:first-child{border-left:3px solid #55A868}
+tr.fixed{background:#EAF6EC} tr.broken{background:#FBEAEA} tr.changed{background:#FFF8E1}
+.filters{margin:.6rem 0} .filters button{border:1px solid #ccc;background:#fff;border-radius:14px;
+  padding:.2rem .7rem;margin-right:.3rem;cursor:pointer;font-size:.8rem} .filters button.on{background:#222;color:#fff}
+"""
+
+# Shows only the rows whose data-flip is in the pressed button's data-show list ("" shows every row).
+_FILTER_JS = """
+document.querySelectorAll('.filters button').forEach(function (button) {
+  button.addEventListener('click', function () {
+    var show = button.dataset.show ? button.dataset.show.split(' ') : null;
+    document.querySelectorAll('.filters button').forEach(function (b) { b.classList.toggle('on', b === button); });
+    document.querySelectorAll('#rows tbody tr').forEach(function (row) {
+      row.style.display = !show || show.indexOf(row.dataset.flip) >= 0 ? '' : 'none';
+    });
+  });
+});
 """
 
 
-def _card(title: str, value: str, note: str = "") -> str:
+def _card(title: str, value: str, note: str = "", note_class: str = "n") -> str:
     return (
         f'<div class="card"><div class="k">{html.escape(title)}</div><div class="v">{html.escape(value)}</div>'
-        f'<div class="n">{html.escape(note)}</div></div>'
+        f'<div class="{note_class}">{html.escape(note)}</div></div>'
     )
 
 
@@ -237,55 +315,139 @@ def _cell(value: Any, limit: int = 90) -> str:
     return html.escape(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
-def _table(records: list[dict[str, Any]], max_rows: int) -> str:
-    ordered = sorted(records, key=lambda r: (r["correct"] is True, r["row_id"]))[:max_rows]
-    columns = list(records[0]) if records else []
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = []
-    for record in ordered:
-        status = "ok" if record["correct"] else "bad"
-        cells = "".join(f"<td>{_cell(record[c])}</td>" for c in columns)
-        body.append(f'<tr class="{status}">{cells}</tr>')
-    note = f"<p class='n'>Showing {len(ordered)} of {len(records)} rows, mistakes first.</p>"
-    return f"{note}<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+def judges(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """LLM-as-judge results, `<judge>: {mean, scored, errors}` (mean on the judge's 1-5 scale)."""
+    return {
+        key: value for key, value in metrics.items() if isinstance(value, dict) and {"scored", "errors"} <= set(value)
+    }
 
 
-def render_html(
-    title: str, context: dict[str, str], metrics: dict[str, Any], run: dict[str, Any],
-    records: list[dict[str, Any]], dpi: int, max_rows: int, confusion: bool = False, scores: tuple[str, ...] = (),
-) -> str:  # fmt: skip
-    """The whole report page: headline numbers, charts, and the rows (mistakes first)."""
-    headline = rates(metrics, scores)
-    latency = run.get("latency_s", {})
-    cards = [_card(name.replace("_", " "), f"{value:.1%}") for name, value in headline.items()]
+def _headline_cards(variant: VariantReport, baseline: str) -> list[str]:
+    cards = []
+    judged = judges(variant.metrics)
+    for name, result in variant.headline.items():
+        rate = _is_rate([result])
+        value = format_value(result.get("value"), rate) + (" / 5" if name in judged and not rate else "")
+        note = f"95% CI {format_value(result.get('ci_low'), rate)} to {format_value(result.get('ci_high'), rate)}"
+        note_class = "n"
+        if result.get("verdict"):
+            delta = f"{result['delta']:+.1%}" if rate else f"{result['delta']:+.2f}"
+            note += f" · vs {baseline}: {delta}, p={result['p_value']:.2g}, {result['verdict']}"
+            note_class = {"better": "better", "worse": "worse"}.get(result["verdict"], "n")
+        cards.append(_card(name.replace("_", " "), value, note, note_class))
+    return cards
+
+
+def _count_cards(variant: VariantReport) -> list[str]:
+    metrics, run = variant.metrics, variant.run
+    cards = [_card("rows", str(metrics.get("rows", 0)), "evaluated")]
+    judged = judges(metrics)
+    flat = {key: value for key, value in metrics.items() if key.endswith("_errors")}
+    counts = {key: value for key, value in flat.items() if key not in ("run_errors", "eval_errors")}
+    cards += [_card(key.replace("_", " "), str(value)) for key, value in counts.items()]
     cards += [
-        _card(name.replace("_", " "), f"{value:.2f}", "mean") for name, value in score_values(metrics, scores).items()
+        _card(f"{key} errors", str(value["errors"]), f"{value['scored']} scored, {value['errors']} unparseable")
+        for key, value in judged.items()
     ]
-
-    cards += [_card(name, *judge_summary(score)) for name, score in judge_scores(metrics).items()]
-    cards.append(_card("rows", str(metrics.get("rows", 0)), "evaluated"))
-    other_counts = {key: value for key, value in metrics.items() if is_count(key) and key not in COUNT_KEYS}
-    cards += [_card(key.replace("_", " "), str(value)) for key, value in other_counts.items()]
     if run.get("invalid_answers"):
         cards.append(_card("invalid answers", str(run["invalid_answers"]), "kept raw, marked invalid"))
+    latency = run.get("latency_s", {})
     cards += [
         _card("errors", str(run.get("errors", 0) + metrics.get("eval_errors", 0)), "run + evaluation"),
         _card("latency p50", f"{latency.get('p50', 0):.2f} s", f"p95 {latency.get('p95', 0):.2f} s"),
     ]
+    if cache := run.get("cache"):  # the run's LLM requests (the row-level LLM cache)
+        tokens = run.get("tokens", {})
+        detail = f"{cache['hits']} from the cache · {tokens.get('prompt', 0) + tokens.get('completion', 0)} tokens"
+        cards.append(_card("LLM requests", str(cache["hits"] + cache["misses"]), detail))
+    return cards
+
+
+def _latency_table(variants: list[VariantReport]) -> str:
+    head = "<tr><th>variant</th><th>rows</th><th>run errors</th><th>invalid answers</th><th>latency p50</th>" \
+           "<th>latency p95</th><th>wall time</th></tr>"  # fmt: skip
+    body = "".join(
+        f"<tr><td>{html.escape(v.name)}</td><td>{v.run.get('rows', 0)}</td><td>{v.run.get('errors', 0)}</td>"
+        f"<td>{v.run.get('invalid_answers', 0)}</td><td>{v.run.get('latency_s', {}).get('p50', 0):.2f} s</td>"
+        f"<td>{v.run.get('latency_s', {}).get('p95', 0):.2f} s</td><td>{v.run.get('wall_s', 0):.1f} s</td></tr>"
+        for v in variants
+    )
+    return f"<table>{head}{body}</table>"
+
+
+_FLIP_ORDER = {BROKEN: 0, FIXED: 1, ERROR: 2, CHANGED: 3, SAME: 4}
+
+
+def _rows_table(rows: list[dict[str, Any]], variants: list[VariantReport], max_rows: int) -> str:
+    names = [variant.name for variant in variants]
+    shown = ("prediction", "correct", "raw_answer", "error")
+    base = [key for key in rows[0] if "." not in key and key != "flip"] if rows else []
+    extra = [key for key in (rows[0] if rows else {}) if "." in key and key.split(".", 1)[1] not in
+             (*shown, "latency_s")]  # fmt: skip
+    columns = base + [f"{name}.{key}" for name in names for key in shown] + extra
+    compared = len(variants) > 1
+
+    def order(row: dict[str, Any]) -> tuple[Any, ...]:
+        last = row.get(f"{names[-1]}.correct")
+        return (_FLIP_ORDER.get(row.get("flip", SAME), 5), last is True, row["row_id"])
+
+    ordered = sorted(rows, key=order)[:max_rows]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for row in ordered:
+        flip_status = row.get("flip", "")
+        status = flip_status if compared else ("ok" if row.get(f"{names[-1]}.correct") else "bad")
+        cells = "".join(f"<td>{_cell(row.get(c))}</td>" for c in columns)
+        body.append(f'<tr class="{status}" data-flip="{flip_status}">{cells}</tr>')
+    if compared:
+        counts = Counter(row.get("flip") for row in rows)
+        buttons = [
+            ("all", ""),
+            (f"flipped ({counts[FIXED] + counts[BROKEN]})", f"{FIXED} {BROKEN}"),
+            (f"fixed ({counts[FIXED]})", FIXED),
+            (f"broken ({counts[BROKEN]})", BROKEN),
+            (f"other answer, same grade ({counts[CHANGED]})", CHANGED),
+            (f"errors ({counts[ERROR]})", ERROR),
+        ]
+        filters = (
+            '<div class="filters">'
+            + "".join(
+                f'<button type="button" data-show="{show}"{" class=on" if not show else ""}>'
+                f"{html.escape(label)}</button>"
+                for label, show in buttons
+            )
+            + "</div>"
+        )
+        note = (f"<p class='n'>Showing {len(ordered)} of {len(rows)} rows: rows {names[-1]} broke first, then rows it "
+                f"fixed (compared with {names[0]}).</p>")  # fmt: skip
+    else:
+        filters, note = "", f"<p class='n'>Showing {len(ordered)} of {len(rows)} rows, mistakes first.</p>"
+    table = f'<table id="rows"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return f"{filters}{note}{table}"
+
+
+def render_html(
+    title: str, context: dict[str, str], variants: list[VariantReport], rows: list[dict[str, Any]], dpi: int,
+    max_rows: int, confusion: bool = False,
+) -> str:  # fmt: skip
+    """The whole report page. `variants` is baseline first, the selected variant last (one entry if the same)."""
+    selected, baseline = variants[-1], variants[0]
+    cards = _headline_cards(selected, baseline.name) + _count_cards(selected)
     facts = " · ".join(f"{html.escape(k)}: <b>{html.escape(v)}</b>" for k, v in context.items())
-    charts = [rates_chart(headline, dpi)] if headline else []
-    if isinstance(metrics.get("recall"), dict):
-        charts.append(class_chart(metrics, dpi))
-    if confusion and records:
-        charts.append(confusion_chart(records, dpi))
-    charts = "".join(charts)
+    charts = [headline_chart(variants, dpi)] if selected.headline else []
+    if isinstance(selected.metrics.get("recall"), dict):
+        charts.append(class_chart(selected.metrics, dpi))
+    if confusion and selected.records:
+        charts.append(confusion_chart(selected.records, dpi))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
 {_CSS}</style></head><body>
 <h1>{html.escape(title)}</h1><div class="facts">{facts}</div>
 <div class="cards">{"".join(cards)}</div>
-<div class="charts">{charts}</div>
-<h2>Rows</h2>{_table(records, max_rows)}
+<div class="charts">{"".join(charts)}</div>
+<h2>Latency</h2>{_latency_table(variants)}
+<h2>Rows</h2>{_rows_table(rows, variants, max_rows)}
+<script>{_FILTER_JS}</script>
 </body></html>
 """

@@ -7,7 +7,8 @@ a paired bootstrap for continuous scores, McNemar's exact test for pass/fail out
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -43,50 +44,85 @@ class Comparison:
     discordant: tuple[int, int] | None = None  # McNemar: (baseline-only passes, candidate-only passes)
 
 
-def bootstrap_ci(values: Sequence[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> Interval:
-    """A seeded BCa bootstrap CI of the mean (degenerate samples get a zero-width interval at their value)."""
+# A statistic of a table of rows (one row per dataset row, one column per per-row value), e.g. a ratio of sums.
+RowStatistic = Callable[[np.ndarray], float]
+
+
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+    statistic: RowStatistic | None = None,
+) -> Interval:
+    """A seeded BCa bootstrap CI of the mean of `values`, or of `statistic` over a table of rows (resampling rows).
+
+    Degenerate samples (one row, or all rows alike) get a zero-width interval at their value.
+    """
     from scipy import stats
 
     data = np.asarray(values, dtype=float)
-    if data.size == 0:
+    if data.shape[0] == 0:
         raise ValueError("bootstrap_ci: no values")
-    mean = float(data.mean())
-    if data.size == 1 or np.all(data == data[0]):
-        return Interval(mean, mean, mean, confidence)
-    result = stats.bootstrap(
-        (data,), np.mean, confidence_level=confidence, n_resamples=resamples, method="BCa", rng=seed
-    )
+    measure = statistic or (lambda table: float(table.mean()))
+    estimate = float(measure(data))
+    if data.shape[0] == 1 or np.all(data == data[0]):
+        return Interval(estimate, estimate, estimate, confidence)
+    if statistic is None:
+        sample, function, vectorized = (data,), np.mean, True
+    else:
+        sample, function, vectorized = (np.arange(data.shape[0]),), lambda rows: statistic(data[rows]), False
+    with warnings.catch_warnings():  # a degenerate BCa interval is handled below
+        warnings.simplefilter("ignore")
+        result = stats.bootstrap(
+            sample, function, confidence_level=confidence, n_resamples=resamples, method="BCa", rng=seed,
+            vectorized=vectorized,
+        )  # fmt: skip
     low, high = result.confidence_interval
-    return Interval(mean, float(low), float(high), confidence)
+    if not (np.isfinite(low) and np.isfinite(high)):  # BCa is undefined for some near-degenerate samples
+        low, high = np.quantile([function(rows) for rows in _resampled_rows(data.shape[0], resamples, seed)],
+                                [(1 - confidence) / 2, (1 + confidence) / 2])  # fmt: skip
+    return Interval(estimate, float(low), float(high), confidence)
+
+
+def _resampled_rows(rows: int, resamples: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, rows, size=(resamples, rows))
 
 
 def paired_bootstrap(
-    baseline: Sequence[float],
-    candidate: Sequence[float],
+    baseline: Sequence[float] | np.ndarray,
+    candidate: Sequence[float] | np.ndarray,
     alpha: float = 0.05,
     resamples: int = 5000,
     seed: int = 0,
+    statistic: RowStatistic | None = None,
 ) -> Comparison:
-    """Compare mean scores on the same rows by resampling rows; higher scores are better.
+    """Compare two variants on the same rows by resampling rows; higher is better.
 
-    The p-value is two-sided: twice the share of resampled mean differences on the far side of zero.
+    Compares mean scores, or `statistic` over tables of rows (row i of both tables is the same dataset row).
+    The p-value is two-sided: twice the share of resampled differences on the far side of zero.
     """
     base, cand = np.asarray(baseline, dtype=float), np.asarray(candidate, dtype=float)
-    if base.shape != cand.shape or base.size == 0:
-        raise ValueError(f"paired_bootstrap: need the same non-zero number of rows, got {base.size} and {cand.size}")
-    differences = cand - base
-    effect = float(differences.mean())
-    rng = np.random.default_rng(seed)
-    indices = rng.integers(0, differences.size, size=(resamples, differences.size))
-    means = differences[indices].mean(axis=1)
-    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    if np.all(differences == 0):
-        p_value = 1.0
+    if base.shape != cand.shape or base.shape[0] == 0:
+        raise ValueError(
+            f"paired_bootstrap: need the same non-zero number of rows, got {base.shape[0]} and {cand.shape[0]}"
+        )
+    indices = _resampled_rows(base.shape[0], resamples, seed)
+    if statistic is None:
+        differences = cand - base
+        effect = float(differences.mean())
+        deltas = differences[indices].mean(axis=1)
+        unchanged = bool(np.all(differences == 0))
     else:
-        p_value = min(1.0, 2 * min(float(np.mean(means <= 0)), float(np.mean(means >= 0))))
-    verdict = _verdict(effect, p_value, alpha)
+        effect = float(statistic(cand) - statistic(base))
+        deltas = np.array([statistic(cand[rows]) - statistic(base[rows]) for rows in indices])
+        unchanged = bool(np.all(cand == base))
+    low, high = np.quantile(deltas, [alpha / 2, 1 - alpha / 2])
+    p_value = 1.0 if unchanged else min(1.0, 2 * min(float(np.mean(deltas <= 0)), float(np.mean(deltas >= 0))))
     interval = Interval(effect, float(low), float(high), 1 - alpha)
-    return Comparison("paired bootstrap", effect, p_value, verdict, int(base.size), interval=interval)
+    return Comparison(
+        "paired bootstrap", effect, p_value, _verdict(effect, p_value, alpha), int(base.shape[0]), interval=interval
+    )
 
 
 def mcnemar_exact(baseline: Sequence[bool], candidate: Sequence[bool], alpha: float = 0.05) -> Comparison:

@@ -7,24 +7,18 @@ from stages.metrics import judge, retrieval
 
 def rag_metrics(grades: list[dict], verdicts: list[dict]) -> dict[str, float | int]:
     """Hit rate and MRR of the gold passage, mean answer similarity, share of similar answers, and the judge's
-    mean groundedness over the rows it scored (`groundedness.*`; unparseable answers are counted, not scored).
+    `groundedness.{mean, scored, errors}` (unparseable answers are counted, not scored).
     """
     if not grades:
         raise ValueError("no rows to evaluate")
     ranks = [g["rank"] for g in grades]
-    scores = [v["groundedness"] for v in verdicts]
-    metrics: dict[str, float | int] = {
+    return {
         "hit_rate": round(retrieval.hit_rate(ranks), 4),
         "mrr": round(retrieval.mean_reciprocal_rank(ranks), 4),
         "similarity": round(statistics.fmean(g["similarity"] for g in grades), 4),
         "answer_match": round(sum(g["correct"] for g in grades) / len(grades), 4),
-        "groundedness.scored": sum(score is not None for score in scores),
-        "groundedness.errors": sum(v["groundedness_error"] is not None for v in verdicts),
+        **judge.judge_metrics(verdicts),
     }
-    mean = judge.mean_score(scores)
-    if mean is not None:
-        metrics["groundedness.mean"] = mean
-    return metrics
 
 
 @tool

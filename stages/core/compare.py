@@ -1,0 +1,112 @@
+"""Compare DVC experiments or commits: each one's selected variant side by side, with significance verdicts.
+
+`llmops compare main my-exp` reads every use case's evaluated rows, metrics and run summary at each revision
+through DVC's API (git commits, branches, tags and `dvc exp` names; `workspace` means the files on disk),
+compares each revision with the first on the rows they share, and writes the same page the report stage
+writes, one per use case.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stages.core import datasets, reporting
+from stages.core.io import write_text
+from stages.metrics import headline
+
+WORKSPACE = "workspace"
+
+
+class CompareError(ValueError):
+    """A revision or use case that cannot be compared; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One use case at one revision: its selected variant's rows, metrics and run summary."""
+
+    label: str
+    variant: str
+    rows: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    run: dict[str, Any]
+
+
+def resolve(root: Path, name: str) -> str | None:
+    """The git revision for `name` (an experiment name, or anything git understands); None for the workspace."""
+    if name == WORKSPACE:
+        return None
+    from dvc.repo import Repo
+    from dvc.repo.experiments.utils import resolve_name
+
+    with Repo(str(root)) as repo:
+        ref = resolve_name(repo.scm, name).get(name)
+        if ref is not None:
+            return repo.scm.get_ref(str(ref))
+        try:
+            return repo.scm.resolve_rev(name)
+        except Exception as exc:  # scmrepo raises its own RevError
+            raise CompareError(f"{name}: neither an experiment nor a git revision ({exc})") from None
+
+
+def _read(root: Path, path: str, rev: str | None) -> str:
+    if rev is None:
+        return (root / path).read_text(encoding="utf-8")
+    import dvc.api
+
+    return dvc.api.read(path, repo=str(root), rev=rev, encoding="utf-8")
+
+
+def snapshot(root: Path, use_case: str, name: str, rev: str | None) -> Snapshot:
+    """The use case's results at `rev` (None: the workspace); CompareError when it has none there."""
+    base = f"data/{use_case}"
+    try:
+        metrics = json.loads(_read(root, f"{base}/eval/metrics.json", rev))
+        run = json.loads(_read(root, f"{base}/run/summary.json", rev))
+        variant = metrics.get("variant")
+        if variant is None:
+            raise CompareError(f"{name}: {base}/eval/metrics.json predates variant comparison (no 'variant')")
+        text = _read(root, f"{base}/eval/rows/{variant}.jsonl", rev)
+    except (FileNotFoundError, OSError) as exc:
+        raise CompareError(f"{name}: no results of {use_case} ({exc})") from None
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return Snapshot(label=name, variant=variant, rows=rows, metrics=metrics, run=run)
+
+
+def compare(
+    snapshots: Sequence[Snapshot], specs: Sequence[headline.MetricSpec], columns: reporting.Columns
+) -> tuple[list[reporting.VariantReport], list[dict[str, Any]]]:
+    """The report parts for `snapshots` (the first is the baseline) and their rows side by side."""
+    labels = [f"{s.label} ({s.variant})" for s in snapshots]
+    if len(set(labels)) != len(labels):
+        raise CompareError(f"each revision may appear once, got {', '.join(labels)}")
+    results = headline.headline(specs, dict(zip(labels, (s.rows for s in snapshots), strict=True)), labels[0])
+    parts = []
+    for label, snap in zip(labels, snapshots, strict=True):
+        metrics = {**snap.metrics, "headline": {name: r.as_dict() for name, r in results[label].items()}}
+        parts.append(reporting.VariantReport(label, reporting.flatten_rows(snap.rows, columns), metrics, snap.run))
+    # side_by_side compares the first part with the last; with more, the page shows every part's answers.
+    return parts, reporting.side_by_side(parts, columns.inputs)
+
+
+def compare_use_case(
+    root: Path, use_case: str, config: dict[str, Any], refs: Sequence[tuple[str, str | None]], out: Path, dpi: int
+) -> tuple[Path, list[reporting.VariantReport]]:
+    """Write `<out>/<use_case>.html` and `.csv` comparing the revisions `refs` ((name, rev) pairs)."""
+    specs = headline.parse_specs(config.get("metrics"), f"use_cases.{use_case}.metrics")
+    columns = reporting.Columns(
+        inputs=tuple(datasets.input_columns(config["data"]["inputs"]).values()),
+        label=config["data"]["label"],
+        **{key: tuple(value) if isinstance(value, list) else value for key, value in config["report"].items()},
+    )
+    parts, rows = compare([snapshot(root, use_case, name, rev) for name, rev in refs], specs, columns)
+    page = out / f"{use_case}.html"
+    title = f"{use_case}: {' vs '.join(name for name, _ in refs)}"
+    context = {"baseline": parts[0].name, "compared": ", ".join(p.name for p in parts[1:])}
+    write_text(page, reporting.render_html(title, context, parts, rows, dpi=dpi, max_rows=10_000))
+    write_text(out / f"{use_case}.csv", reporting.to_csv(rows))
+    return page, parts

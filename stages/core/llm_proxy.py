@@ -1,0 +1,414 @@
+"""The row-level LLM cache: a local HTTP proxy between the flows and the LLM endpoint.
+
+The run and evaluate stages start one (`LLMProxy`, 127.0.0.1, a free port, a background thread) and hand the
+flows a connection whose base URL points at it: `http://127.0.0.1:<port>/r<k>` + the endpoint's own path, where
+k is the repeat index. Every flow kind and client (promptflow-tools, prompty, a flex flow's OpenAI client; the
+OpenAI and Azure OpenAI path layouts) then goes through it. For each request the proxy
+- computes the key: sha256 of the canonical JSON of the request body, the path after `/r<k>` (with its query,
+  e.g. Azure's api-version) and k; never of headers, so api keys never reach the cache;
+- answers a hit from `CacheStore` (one JSON file per entry, written atomically);
+- forwards a miss to the endpoint (headers passed on, Host fixed), retrying 429, 408, 5xx, timeouts and dropped
+  connections with exponential backoff and full jitter, honouring Retry-After (`RetryPolicy`);
+- stores only 200 answers; an error is never cached;
+- counts hits, misses, errors, upstream requests, retries and `usage` tokens, in total and per row.
+When retries run out it answers 424 (Failed Dependency) with the last failure in the message, and
+`x-should-retry: false`: prompt flow's LLM tools retry any 429/5xx up to 100 times themselves, so passing the
+endpoint's status through would multiply the attempts. Other errors (400, 401, 404...) pass through unchanged.
+Streaming requests (`stream: true`) are refused with a 400: a stream cannot be cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import hashlib
+import http.client
+import json
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from stages.core.connections import Connection
+from stages.core.io import atomic_open
+
+RETRIABLE_STATUS = frozenset({408, 429, *range(500, 600)})
+GIVE_UP_STATUS = 424  # not retried by prompt flow's LLM tools or the OpenAI client
+# Not forwarded: hop-by-hop headers, and Accept-Encoding so that answers come back uncompressed (they are parsed).
+_DROPPED_HEADERS = frozenset(
+    {"host", "content-length", "connection", "keep-alive", "proxy-connection", "te", "trailer",
+     "transfer-encoding", "upgrade", "accept-encoding"}
+)  # fmt: skip
+_REPEAT_PREFIX = re.compile(r"^/r(\d+)(/.*)$")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """At most `attempts` requests; before attempt n+1 wait Retry-After, or a uniform draw in
+    [0, min(max_s, base_s * 2**n)] (full jitter). A Retry-After above `max_s` ends the retries at once."""
+
+    attempts: int = 5
+    base_s: float = 1.0
+    max_s: float = 30.0
+
+    @classmethod
+    def from_params(cls, block: Mapping[str, Any] | None) -> RetryPolicy:
+        policy = cls(**(block or {}))
+        if policy.attempts < 1 or policy.base_s < 0 or policy.max_s < 0:
+            raise ValueError(f"llm.retry: attempts must be >= 1 and delays >= 0, got {dict(block or {})}")
+        return policy
+
+    def backoff_s(self, retry: int, rng: random.Random) -> float:
+        return rng.uniform(0, min(self.max_s, self.base_s * 2**retry))
+
+
+def cache_key(path: str, body: Any, repeat: int) -> str:
+    """The content key of a request: body (keys sorted), path with query, and repeat index."""
+    canonical = json.dumps(
+        {"body": body, "path": path, "repeat": repeat}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class CacheStore:
+    """Cache entries as `<root>/<key[:2]>/<key>.json`: the request (no headers), the answer, and when it was made.
+
+    Each entry is written to a temp file and renamed into place, so a reader (or a killed run) sees the whole
+    entry or none. Stray temp files of a killed run are ignored, and removed by `prune`.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The cached answer, or None (also for an entry edited into something unreadable: it is made again)."""
+        try:
+            return json.loads(self.path(key).read_text(encoding="utf-8"))["response"]
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return None
+
+    def put(self, key: str, request: Mapping[str, Any], response: Mapping[str, Any]) -> None:
+        entry = {"key": key, "created": round(time.time(), 3), "request": dict(request), "response": dict(response)}
+        with atomic_open(self.path(key)) as handle:
+            json.dump(entry, handle, ensure_ascii=False, sort_keys=True)
+
+    def keys(self) -> Iterator[str]:
+        for path in self.root.glob("??/*.json"):
+            if not path.name.startswith("."):
+                yield path.stem
+
+    def prune(self, keep: set[str], max_age_s: float, now: float | None = None) -> int:
+        """Delete entries not in `keep` created more than `max_age_s` ago, and stray temp files; returns the count."""
+        now = time.time() if now is None else now
+        removed = 0
+        for path in self.root.glob("??/.*.tmp"):
+            path.unlink(missing_ok=True)
+            removed += 1
+        for key in list(self.keys()):
+            if key in keep:
+                continue
+            path = self.path(key)
+            try:
+                created = float(json.loads(path.read_text(encoding="utf-8"))["created"])
+            except (ValueError, KeyError, TypeError):
+                created = 0.0  # unreadable: old
+            if now - created > max_age_s:
+                path.unlink()
+                removed += 1
+        for shard in self.root.glob("??"):
+            if shard.is_dir() and not any(shard.iterdir()):
+                shard.rmdir()
+        return removed
+
+
+@dataclass
+class Usage:
+    """Request accounting. `requests` = hits + misses + refused; `errors` = requests answered with an error."""
+
+    requests: int = 0
+    hits: int = 0
+    misses: int = 0
+    errors: int = 0
+    upstream: int = 0  # HTTP attempts sent to the endpoint, retries included
+    retries: int = 0
+    prompt_tokens: int = 0  # `usage` of every answer returned, hits included
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0  # the part of the above answered from the cache
+    cached_completion_tokens: int = 0
+
+    def add(self, other: Usage) -> None:
+        for item in dataclasses.fields(self):
+            setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
+
+    def __sub__(self, other: Usage) -> Usage:
+        return Usage(*(getattr(self, f.name) - getattr(other, f.name) for f in dataclasses.fields(self)))
+
+    def as_row(self) -> dict[str, int]:
+        """The per-row figures the run stage writes beside each row's outputs."""
+        return {"requests": self.requests, "cache_hits": self.hits, "errors": self.errors,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}  # fmt: skip
+
+    def as_metrics(self) -> dict[str, dict[str, int]]:
+        """The run's metrics: cache counts, what reached the endpoint, and tokens (of which from the cache)."""
+        return {
+            "cache": {"hits": self.hits, "misses": self.misses, "errors": self.errors},
+            "llm_requests": {"upstream": self.upstream, "retries": self.retries},
+            "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens,
+                       "prompt_cached": self.cached_prompt_tokens,
+                       "completion_cached": self.cached_completion_tokens},
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    give_up: bool = False  # retries ran out: tell clients not to retry
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """Retry-After as seconds: a number, or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None  # unreadable: back off as if there were none
+
+
+def _error_body(message: str, kind: str) -> bytes:
+    return json.dumps({"error": {"message": message, "type": kind, "code": kind}}).encode()
+
+
+def _usage_of(body: bytes) -> tuple[int, int]:
+    try:
+        usage = json.loads(body).get("usage") or {}
+        return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    except (ValueError, AttributeError, TypeError):
+        return 0, 0
+
+
+class LLMProxy:
+    """The caching, retrying proxy in front of one endpoint; a context manager that serves in a thread.
+
+    `store` None disables the cache (requests are still retried and counted). `row_of` names the dataset row a
+    request belongs to from its headers (for per-row usage); it is never part of the key.
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        store: CacheStore | None,
+        retry: RetryPolicy,
+        timeout_s: float,
+        row_of: Callable[[Mapping[str, str]], str | None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        seed: int | None = None,
+    ) -> None:
+        parts = urlsplit(upstream.rstrip("/"))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"LLM endpoint {upstream!r} is not an http(s) URL")
+        self._scheme, self._host, self._port = parts.scheme, parts.hostname, parts.port
+        self._base_path = parts.path
+        self.store, self.retry, self.timeout_s = store, retry, timeout_s
+        self._row_of, self._sleep, self._rng = row_of, sleep, random.Random(seed)
+        self._lock = threading.Lock()
+        self.total = Usage()
+        self._rows: dict[str, Usage] = {}
+        self.used_keys: set[str] = set()  # entries this proxy answered from or wrote to the cache
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> LLMProxy:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="llm-proxy", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "the proxy is not running"
+        return self._server.server_address[1]
+
+    def base_url(self, repeat: int = 0) -> str:
+        return f"http://127.0.0.1:{self.port}/r{repeat}{self._base_path}"
+
+    def connection(self, connection: Connection, repeat: int = 0) -> Connection:
+        """`connection` routed through this proxy (same key, model and API; the key travels in headers only)."""
+        return dataclasses.replace(connection, base_url=self.base_url(repeat))
+
+    def totals(self) -> Usage:
+        """A copy of the running totals (subtract two copies for the usage in between)."""
+        with self._lock:
+            return dataclasses.replace(self.total)
+
+    def row_usage(self, row_id: str) -> Usage:
+        """What the requests of `row_id` cost so far (taken out of the per-row table)."""
+        with self._lock:
+            return self._rows.pop(row_id, Usage())
+
+    def _count(self, row: str | None, **deltas: int) -> None:
+        delta = Usage(**deltas)
+        with self._lock:
+            self.total.add(delta)
+            if row is not None:
+                self._rows.setdefault(row, Usage()).add(delta)
+
+    def handle(self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes) -> _Answer:
+        """Answer one request from the flows (called by the HTTP handler, one thread per client connection)."""
+        match = _REPEAT_PREFIX.match(raw_path)
+        if not match:
+            message = f"llm proxy: path {raw_path!r} does not start with /r<repeat>/ (use LLMProxy.base_url)"
+            return _Answer(404, _error_body(message, "llm_proxy_bad_path"))
+        repeat, path = int(match.group(1)), match.group(2)
+        if method != "POST":  # e.g. GET /models: forwarded, never cached
+            return self._forward(method, path, headers, body, None)
+        row = self._row_of(headers) if self._row_of else None
+        try:
+            request = json.loads(body or b"null")
+        except ValueError:
+            request = None
+        if not isinstance(request, dict):
+            self._count(row, requests=1, errors=1)
+            return _Answer(400, _error_body("llm proxy: the request body is not a JSON object", "llm_proxy_bad_body"))
+        if request.get("stream"):
+            self._count(row, requests=1, errors=1)
+            message = "llm proxy: streaming requests (stream: true) cannot be cached; set stream to false"
+            return _Answer(400, _error_body(message, "llm_proxy_stream_refused"))
+        key = cache_key(path, request, repeat)
+        if self.store is not None and (cached := self.store.get(key)) is not None:
+            data = json.dumps(cached).encode()
+            prompt, completion = _usage_of(data)
+            self._count(row, requests=1, hits=1, prompt_tokens=prompt, completion_tokens=completion,
+                        cached_prompt_tokens=prompt, cached_completion_tokens=completion)  # fmt: skip
+            with self._lock:
+                self.used_keys.add(key)
+            return _Answer(200, data)
+        self._count(row, requests=1, misses=1)
+        answer = self._forward(method, path, headers, body, row)
+        if answer.status != 200:
+            self._count(row, errors=1)
+            return answer
+        prompt, completion = _usage_of(answer.body)
+        self._count(row, prompt_tokens=prompt, completion_tokens=completion)
+        if self.store is not None:
+            try:
+                response = json.loads(answer.body)
+            except ValueError:
+                return answer  # not JSON: returned, not cached
+            self.store.put(key, {"path": path, "repeat": repeat, "body": request}, response)
+            with self._lock:
+                self.used_keys.add(key)
+        return answer
+
+    def _forward(self, method: str, path: str, headers: Mapping[str, str], body: bytes, row: str | None) -> _Answer:
+        """Send to the endpoint, retrying what is retriable; the last failure becomes a 424 answer."""
+        forwarded = {name: value for name, value in headers.items() if name.lower() not in _DROPPED_HEADERS}
+        failure = ""
+        for attempt in range(self.retry.attempts):
+            retry_after = None
+            self._count(row, upstream=1)
+            try:
+                status, content_type, data, retry_after_header = self._send_once(method, path, forwarded, body)
+            except (OSError, http.client.HTTPException) as exc:  # refused, timed out, dropped connection
+                failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            else:
+                if status not in RETRIABLE_STATUS:
+                    return _Answer(status, data, content_type)
+                failure = f"HTTP {status}: {data[:300].decode('utf-8', 'replace')}"
+                retry_after = retry_after_s(retry_after_header)
+            if attempt + 1 == self.retry.attempts:
+                break
+            if retry_after is not None and retry_after > self.retry.max_s:
+                failure += f" (Retry-After {retry_after:g} s is above retry.max_s {self.retry.max_s:g} s)"
+                break
+            self._count(row, retries=1)
+            self._sleep(retry_after if retry_after is not None else self.retry.backoff_s(attempt, self._rng))
+        message = (
+            f"llm proxy: {method} {self._scheme}://{self._host}{':' + str(self._port) if self._port else ''}{path}"
+            f" failed after {attempt + 1} attempt(s): {failure}"
+        )
+        return _Answer(GIVE_UP_STATUS, _error_body(message, "llm_proxy_upstream_failed"), give_up=True)
+
+    def _send_once(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, str, bytes, str | None]:
+        kind = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+        connection = kind(self._host, self._port, timeout=self.timeout_s)
+        try:
+            connection.request(method, path, body=body if method == "POST" else None, headers=dict(headers))
+            response = connection.getresponse()
+            data = response.read()
+            content_type = response.getheader("Content-Type") or "application/json"
+            return response.status, content_type, data, response.getheader("Retry-After")
+        finally:
+            connection.close()
+
+
+def _handler(proxy: LLMProxy) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive with the flows' clients
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet: the stages print their own summary
+            pass
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            answer = proxy.handle(self.command, self.path, dict(self.headers.items()), body)
+            self.send_response(answer.status)
+            self.send_header("Content-Type", answer.content_type)
+            self.send_header("Content-Length", str(len(answer.body)))
+            if answer.give_up:
+                self.send_header("x-should-retry", "false")
+            self.end_headers()
+            self.wfile.write(answer.body)
+
+        do_POST = do_GET = _serve
+
+    return Handler
+
+
+def from_params(
+    connection: Connection,
+    llm: Mapping[str, Any],
+    llm_cache: Mapping[str, Any],
+    cache_dir: Path,
+    row_of: Callable[[Mapping[str, str]], str | None] | None = None,
+) -> LLMProxy:
+    """The proxy a stage runs for `connection`: `llm.retry`, `llm.request_timeout_s`, and the cache in `cache_dir`
+    when `llm_cache.enabled` (the folder is created either way: it is the stage's DVC output)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    store = CacheStore(cache_dir) if llm_cache["enabled"] else None
+    return LLMProxy(connection.base_url, store, RetryPolicy.from_params(llm.get("retry")),
+                    connection.request_timeout_s, row_of)  # fmt: skip
+
+
+def prune_after_success(proxy: LLMProxy, llm_cache: Mapping[str, Any]) -> int:
+    """After a successful stage: drop entries this run did not use once older than `llm_cache.keep_days`."""
+    if proxy.store is None:
+        return 0
+    return proxy.store.prune(proxy.used_keys, float(llm_cache["keep_days"]) * 86400)
