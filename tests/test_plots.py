@@ -66,7 +66,11 @@ def drawn_headline(page: Page, use_case: str) -> Headline:
     }
     bars = {tuple(m[k] for k in key): m["value"] for m in marks(page, use_case, "metrics", "bar")}
     assert bars.keys() == whiskers.keys(), "every bar has its CI whisker"
-    return {at: (float(value), *map(float, whiskers[at])) for at, value in bars.items()}
+    return {at: (number(value), *map(number, whiskers[at])) for at, value in bars.items()}
+
+
+def number(text: str) -> float:
+    return float(text.replace("\u2212", "-"))  # d3-format writes a minus sign, not a hyphen
 
 
 def headline(project: Project, use_case: str, rev: str) -> Headline:
@@ -91,13 +95,16 @@ def test_plots_show_and_diff_render_offline(
     (project.root / ".llmops" / "plots").mkdir(parents=True)
     shutil.copy(offline_template, project.root / ".llmops" / "plots" / "offline.html")  # what `make vega` builds
     selected = f"use_cases=[{','.join(USE_CASES)}]"
+    judge = {"\nRelevance:": "4"}  # chat's relevance judge scores every answer: a 1-5 panel beside the rates
+    stub_llm.script(judge)
     project.params("env=pr", selected)
     project.sh("dvc", "repro", *(f"report@{use_case}" for use_case in USE_CASES))
     project.commit("v1, pr subset")
     v1 = {use_case: headline(project, use_case, "HEAD~1") for use_case in USE_CASES}
     v1_latency = {use_case: latency(project, use_case, "HEAD~1") for use_case in USE_CASES}
     assert {variant for _, variant, _ in v1[UC]} == {"v1"}  # the selected variant is the baseline: it runs alone
-    stub_llm.script({"Web page categories:": "News"})  # v2's prompt: one answer for every page
+    assert v1["chat"]["HEAD~1", "v1", "relevance"][0] == 4.0
+    stub_llm.script({**judge, "Web page categories:": "News"})  # v2's prompt: one answer for every page
     project.params("env=pr", selected, f"use_cases.{UC}.variant=v2")
     project.sh("dvc", "repro", *(f"report@{use_case}" for use_case in USE_CASES))
     project.commit("v2 beside its baseline v1 for web_classification")
