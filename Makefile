@@ -16,6 +16,8 @@ DATASETS := $(shell find use_cases -name '*.dvc' 2>/dev/null)
 REMOTE ?= azure
 # Azurite (Azure Storage emulator) for the remote's integration test: pinned in tools/azurite/package-lock.json.
 AZURITE_STAMP := tools/azurite/node_modules/.installed
+# The offline `dvc plots` page template (.dvc/config plots.html_template): vega bundles pinned in tools/vega.
+PLOTS_TEMPLATE := .llmops/plots/offline.html
 
 # The CI/CD targets (README "CI/CD"): GitHub Actions, Azure Pipelines and Jenkins call these, nothing else.
 # ENV: conf/env/<ENV>.yaml (data subset, gate thresholds) and conf/deploy/<ENV>.yaml (deployments);
@@ -36,7 +38,7 @@ USE_CASE ?= web_classification
 TARGET ?= local
 
 .PHONY: help setup model browser azurite data push pull llm stop run test test-fast lint format params clean \
-	clean-llm-cache pipeline gate pr-comment pr ci-main dataops deploy smoke rollback undeploy
+	clean-llm-cache vega plots pipeline gate pr-comment pr ci-main dataops deploy smoke rollback undeploy
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -61,6 +63,16 @@ $(AZURITE_STAMP): tools/azurite/package-lock.json
 	@touch $@
 
 azurite: $(AZURITE_STAMP) ## install Azurite (pinned, tools/azurite/node_modules) for the Azure Blob remote test
+
+$(PLOTS_TEMPLATE): tools/vega/package-lock.json tools/vega/offline_template.py
+	@command -v npm >/dev/null || { echo "make vega needs Node.js 20 and npm" >&2; exit 1; }
+	npm ci --prefix tools/vega --no-audit --no-fund --loglevel=error
+	python3 tools/vega/offline_template.py tools/vega/node_modules $@
+
+vega: $(PLOTS_TEMPLATE) ## build the offline template of `dvc plots show/diff` (vega pinned in tools/vega)
+
+plots: vega setup ## draw the plots of the workspace (dvc plots show) into dvc_plots/index.html, offline
+	@$(VENV)/bin/dvc plots show
 
 data: setup ## pull the example datasets from the in-repo remote (offline, no credentials)
 	@$(VENV)/bin/dvc pull -q -r examples $(DATASETS)
@@ -88,10 +100,10 @@ run: data llm ## set up everything and run the pipeline (dvc repro)
 # Tests are independent (own temp project, stub or LLM server on a free port), so they run in parallel.
 PYTEST := $(VENV)/bin/pytest -n auto --maxprocesses=4
 
-test: model browser azurite data ## run every test: the fast tier (stub LLM) and the slow tier (embedded model)
+test: model browser azurite vega data ## run every test: the fast tier (stub LLM) and the slow tier (embedded model)
 	@$(PYTEST)
 
-test-fast: data browser azurite ## run the fast tier only
+test-fast: data browser azurite vega ## run the fast tier only
 	@$(PYTEST) -m "not slow"
 
 lint: setup ## ruff check and format check

@@ -1,4 +1,4 @@
-"""Stage `report`: a CSV of every row and an offline HTML page with charts for one use case."""
+"""Stage `report`: a CSV of every row, an offline HTML page with charts, and `dvc plots` data for one use case."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from stages.core import reporting
-from stages.core.io import read_json, read_jsonl, write_text
+from stages.core import datasets, reporting
+from stages.core.io import read_json, read_jsonl, write_json, write_text
 from stages.core.project import load_params, project_root
 
 # What `use_cases.<uc>.report` may set: the report columns that do not come from the dataset config.
@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-summary", type=Path, required=True)
     parser.add_argument("--csv", type=Path, required=True)
     parser.add_argument("--html", type=Path, required=True)
+    parser.add_argument("--plot-metrics", type=Path, required=True, help="headline metrics, for `dvc plots`")
+    parser.add_argument("--plot-latency", type=Path, required=True, help="latency per row, for `dvc plots`")
     args = parser.parse_args(argv)
 
     params = load_params(project_root())
@@ -46,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     variants = [part(name) for name in names]
     rows = reporting.side_by_side(variants, columns.inputs)
     write_text(args.csv, reporting.to_csv(rows))
+    write_json(args.plot_metrics, reporting.headline_points(variants))
+    write_json(args.plot_latency, reporting.latency_points(variants))
     shown = selected if selected == baseline else f"{selected} (baseline {baseline})"
     context = {"variant": shown, "llm": f"{params['llm']['name']} ({params['llm']['model']})"}
     page = reporting.render_html(

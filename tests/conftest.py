@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 # What a fresh clone has: everything git tracks (the tests copy these, never the developer's state).
 PROJECT_FILES = ("stages", "use_cases", "conf", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/examples-store",
-                 ".dvc/.gitignore", ".gitignore", ".dvcignore", "pyproject.toml")  # fmt: skip
+                 ".dvc/plots", ".dvc/.gitignore", ".gitignore", ".dvcignore", "pyproject.toml")  # fmt: skip
 
 
 @dataclass

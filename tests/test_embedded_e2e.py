@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from browser import render
+from browser import assert_clean, open_page
 from conftest import make_project
 
 UC = "web_classification"
@@ -42,7 +42,9 @@ def test_pipeline_on_the_embedded_model(tmp_path: Path) -> None:
     assert metrics["rows"] == 12 and metrics["accuracy"] >= 0.3
     accuracy = metrics["headline"]["accuracy"]
     assert accuracy["value"] == metrics["accuracy"] and accuracy["ci_low"] <= accuracy["value"] <= accuracy["ci_high"]
-    dom = render(data / "report" / "report.html", tmp_path / "profile")
+    report = open_page(data / "report" / "report.html", screenshot=tmp_path / "report.png")
+    assert_clean(report)
+    dom = report.dom
     assert dom.count("<svg") == 3 and f"{metrics['accuracy']:.1%}" in dom
     qa = json.loads((project.root / "data" / "general_qa" / "eval" / "metrics.json").read_text())
     # The few-shot prompty answers most simple factual questions right on this model (0.60 on all 48 rows).

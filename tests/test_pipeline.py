@@ -75,6 +75,12 @@ def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: S
 
     shown = json.loads(project.sh("dvc", "metrics", "show", "--json").stdout)
     assert any("accuracy" in json.dumps(entry) for entry in shown.values())
+    plots = json.loads(project.sh("dvc", "plots", "show", "--json").stdout)
+    assert "errors" not in plots  # every use case's plot data loads into its template (tests/test_plots.py draws them)
+    use_cases = (UC, NER, QA, CHAT, RAG, MATH, CODE)
+    names = {f"data/{use_case}/report/plots/{name}.json" for use_case in use_cases for name in ("metrics", "latency")}
+    assert set(plots["data"]) == names
+    assert all(plot[0]["content"]["data"]["values"] for plot in plots["data"].values())
     html = (data / "report" / "report.html").read_text()
     assert "<svg" in html and f"{metrics['accuracy']:.1%}" in html
     assert (data / "report" / "report.csv").read_text().count("\n") == 73

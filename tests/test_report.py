@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from browser import render
+from browser import assert_clean, open_page
 
 from stages import report
 from stages.core import reporting
@@ -90,7 +90,9 @@ def test_html_report_renders_offline_in_chromium(tmp_path: Path) -> None:
     assert external == [], "the report must not load anything from the network"
 
     screenshot = tmp_path / "report.png"
-    dom = render(page, tmp_path / "profile", screenshot)
+    rendered = open_page(page, screenshot=screenshot)
+    assert_clean(rendered)  # no console error or warning, no request leaving 127.0.0.1
+    dom = rendered.dom
     assert "uc: evaluation report" in dom
     assert dom.count("<svg") == 3  # headline metrics per variant with CIs, per-class precision/recall, confusion
     assert re.search(r'<div class="k">accuracy</div><div class="v">75\.0%</div>', dom)
@@ -107,6 +109,26 @@ def test_a_single_variant_report_lists_mistakes_first() -> None:
     html = reporting.render_html("uc", {}, variants, rows, 80, 50)
     assert html.count('<tr class="bad" data-flip="">') == 2 and '<div class="filters">' not in html
     assert reporting.headline_text(HEADLINE) == "accuracy 50.0% [0.0%, 100.0%]"
+
+
+def test_dvc_plots_data_headline_metrics_with_cis_and_latency_per_variant() -> None:
+    comparison = {"delta": 0.25, "p_value": 0.62, "verdict": "no significant difference", "test": "McNemar exact"}
+    judged = {"relevance": {"value": 3.25, "ci_low": 2.5, "ci_high": 4.0, "rows": 4},
+              "fluency": {"value": None, "ci_low": None, "ci_high": None, "rows": 0}}  # fmt: skip
+    v2_headline = {"accuracy": {"value": 0.75, "ci_low": 0.25, "ci_high": 1.0, "rows": 4, **comparison}, **judged}
+    v1 = variant("v1", ROWS, {**HEADLINE, "relevance": {**judged["relevance"], "value": 3.0}})
+    v2_rows = [*V2_ROWS, {**V2_ROWS[0], "row_id": "r9", "latency_s": None}]
+    variants = [v1, variant("v2", v2_rows, v2_headline)]
+    assert reporting.headline_points(variants) == [  # baseline first; a metric without a value has no bar
+        {"metric": "accuracy", "variant": "v1", "value": 0.5, "ci_low": 0.0, "ci_high": 1.0, "kind": "rate"},
+        {"metric": "accuracy", "variant": "v2", "value": 0.75, "ci_low": 0.25, "ci_high": 1.0, "kind": "rate"},
+        {"metric": "relevance", "variant": "v1", "value": 3.0, "ci_low": 2.5, "ci_high": 4.0, "kind": "score"},
+        {"metric": "relevance", "variant": "v2", "value": 3.25, "ci_low": 2.5, "ci_high": 4.0, "kind": "score"},
+    ]
+    curve = [(25.0, 0.0), (50.0, 0.1), (75.0, 0.2), (100.0, 0.3)]  # fastest first; no latency, no point
+    assert reporting.latency_points(variants) == [
+        {"variant": name, "rows_pct": pct, "latency_s": latency} for name in ("v1", "v2") for pct, latency in curve
+    ]
 
 
 def test_judge_scores_and_details_for_a_generative_use_case() -> None:
@@ -147,7 +169,8 @@ def test_the_report_stage_names_an_unknown_report_key(
     use_case = {"data": {"inputs": ["question"], "label": "answer"}, "variant": "v1", "report": report_config}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"use_cases": {"chat": use_case}, "report": {}}))
     monkeypatch.chdir(tmp_path)
-    files = ["--eval-rows", "r", "--metrics", "m", "--run-summary", "s", "--csv", "c", "--html", "h"]
+    files = ["--eval-rows", "r", "--metrics", "m", "--run-summary", "s", "--csv", "c", "--html", "h",
+             "--plot-metrics", "pm", "--plot-latency", "pl"]  # fmt: skip
     assert report.main(["--use-case", "chat", *files]) == 1
     assert "use_cases.chat.report: unknown key scores (known: " in capsys.readouterr().err
 

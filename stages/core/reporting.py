@@ -3,7 +3,8 @@
 A report covers the variants a run executed (the selected one and its baseline): headline metrics with 95%
 confidence intervals, the comparison verdicts, latency, and the rows side by side with the rows that flip
 between variants highlighted and filterable. The HTML is one self-contained file (no CDN, no external fonts
-or scripts; the filter is a few lines of inline JavaScript), so it opens offline.
+or scripts; the filter is a few lines of inline JavaScript), so it opens offline. The same headline metrics and
+latencies are also written as `dvc plots` data (`headline_points`, `latency_points`), to compare revisions.
 """
 
 from __future__ import annotations
@@ -246,6 +247,37 @@ def headline_chart(variants: list[VariantReport], dpi: int) -> str:
     figure.suptitle("Headline metrics with 95% confidence intervals", x=0.01, ha="left", fontsize=11)
     figure.tight_layout()
     return _svg(figure, dpi)
+
+
+def headline_points(variants: list[VariantReport]) -> list[dict[str, Any]]:
+    """The headline metrics as `dvc plots` data: one point per metric and variant (baseline first) with its 95% CI;
+    `kind` tells rates in [0, 1] from scores on their own scale (a judge's 1-5). A metric without a value is left out.
+    """
+    points = []
+    for name in variants[-1].headline:
+        results = [variant.headline.get(name, {}) for variant in variants]
+        kind = "rate" if _is_rate(results) else "score"
+        points += [
+            {"metric": name, "variant": variant.name, "value": result["value"], "ci_low": result.get("ci_low"),
+             "ci_high": result.get("ci_high"), "kind": kind}
+            for variant, result in zip(variants, results, strict=True)
+            if result.get("value") is not None
+        ]  # fmt: skip
+    return points
+
+
+def latency_points(variants: list[VariantReport]) -> list[dict[str, Any]]:
+    """Each variant's row latencies, fastest first, against the share of its rows answered that fast: one latency
+    curve per variant (and per revision, in `dvc plots diff`). Rows without a latency are left out."""
+    points = []
+    for variant in variants:
+        latencies = sorted(r["latency_s"] for r in variant.records if r.get("latency_s") is not None)
+        points += [
+            {"variant": variant.name, "rows_pct": round(100 * (rank + 1) / len(latencies), 2),
+             "latency_s": round(latency, 4)}
+            for rank, latency in enumerate(latencies)
+        ]  # fmt: skip
+    return points
 
 
 _CSS = """
