@@ -7,7 +7,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from stages.core import datasets, reporting
+from stages.core import reporting
 from stages.core.io import read_json, read_jsonl, write_json, write_text
 from stages.core.project import load_params, project_root
 
