@@ -116,7 +116,7 @@ def test_report_and_summary_line_show_spread_tokens_and_cost() -> None:
     rows = reporting.side_by_side([part], ())
     assert [(row["row_id"], row["repeat"]) for row in rows[:3]] == [("r0", 0), ("r0", 1), ("r0", 2)]
     page = reporting.render_html("uc", {}, [part], rows, 60, 50)
-    assert "<h2>Run-to-run variation</h2>" in page
+    assert "<h2>Run-to-run variation</h2>" in page and "evaluated: 4 rows x 3 repeats" in page
     assert "<td>v1</td><td>accuracy</td><td>3</td><td>58.3%</td><td>14.4%</td><td>50.0%</td><td>75.0%</td>" in page
     assert "<td>0.20 s</td><td>0.30 s</td>" in page and "<td>1,200 / 30</td><td>500 / 5</td><td>$0.0015</td>" in page
     unpriced = reporting.VariantReport("v1", records, judged, {**run, "cost": {"usd": None, "usd_cached": None}})

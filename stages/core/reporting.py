@@ -319,7 +319,9 @@ def _headline_cards(variant: VariantReport, baseline: str) -> list[str]:
 
 def _count_cards(variant: VariantReport) -> list[str]:
     metrics, run = variant.metrics, variant.run
-    cards = [_card("rows", str(metrics.get("rows", 0)), "evaluated")]
+    k = metrics.get("repeats")
+    evaluated = f"evaluated: {run.get('rows', '?')} rows x {k} repeats" if k else "evaluated"
+    cards = [_card("rows", str(metrics.get("rows", 0)), evaluated)]
     judged = judges(metrics)
     flat = {key: value for key, value in metrics.items() if key.endswith("_errors")}
     counts = {key: value for key, value in flat.items() if key not in ("run_errors", "eval_errors")}

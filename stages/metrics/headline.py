@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from stages.core import repeats
 from stages.metrics import stats
 
 Kind = Literal["mean", "ratio", "f1"]
@@ -120,18 +121,18 @@ class Spread:
 
 def spread(spec: MetricSpec, rows: Sequence[Mapping[str, Any]]) -> Spread | None:
     """The spread of `spec` over the repeats in `rows` (None for rows without repeats, or when none has values)."""
-    k = 1 + max((int(row.get("repeat", 0)) for row in rows), default=0)
+    k = repeats.in_records(rows)
     if k == 1:
         return None
     per_repeat = []
     for repeat in range(k):
-        _, values = table(spec, [row for row in rows if int(row.get("repeat", 0)) == repeat])
+        _, values = table(spec, [row for row in rows if repeats.of(row) == repeat])
         if len(values):
             per_repeat.append(spec.statistic(values))
     cells: dict[str, dict[int, tuple[float | None, ...]]] = {}
     for row in rows:
         cell = tuple(row_value(row.get("eval"), field) for field in spec.fields)
-        cells.setdefault(row["row_id"], {})[int(row.get("repeat", 0))] = cell
+        cells.setdefault(row["row_id"], {})[repeats.of(row)] = cell
     valued = [by_repeat for by_repeat in cells.values() if any(None not in c for c in by_repeat.values())]
     if not per_repeat or not valued:
         return None
