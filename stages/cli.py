@@ -75,7 +75,14 @@ def cmd_summary(args: argparse.Namespace) -> int:
         headline = reporting.headline_text(metrics.get("headline") or {}, metrics.get("baseline"))
         variant = metrics.get("variant", "?")
         errors = run.get("errors", 0) + metrics.get("eval_errors", 0)
-        counts = f"rows {metrics.get('rows', '?')}  errors {errors}  invalid {run.get('invalid_answers', 0)}"
+        rows = (
+            f"{run.get('rows', '?')} x {metrics['repeats']} repeats"
+            if metrics.get("repeats")
+            else metrics.get("rows", "?")
+        )
+        counts = f"rows {rows}  errors {errors}  invalid {run.get('invalid_answers', 0)}"
+        if "cost" in run or "cost" in metrics:
+            counts += f"  cost {reporting.format_usd(reporting.total_cost(run, metrics))}"
         print(f"{use_case_dir.name} ({variant}): {headline}  {counts}")
         print(f"  report:  {use_case_dir / 'report' / 'report.html'}")
         print(f"  metrics: {metrics_file.relative_to(root)}, {run_file.relative_to(root)}")

@@ -6,15 +6,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from stages.core import connections, flow_engine, llm_proxy, variants
+from stages.core import connections, flow_engine, llm_proxy, repeats, variants
 from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.progress import Progress
 from stages.core.project import load_params, project_root, runtime_dir
-from stages.metrics import headline, judge
+from stages.metrics import cost, headline, judge
 
 
 def map_inputs(mapping: dict[str, str], row: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
@@ -29,20 +29,24 @@ def map_inputs(mapping: dict[str, str], row: dict[str, Any], outputs: dict[str, 
 
 
 def joined_rows(
-    prepared: list[dict[str, Any]], run_by_id: dict[str, dict[str, Any]], eval_by_id: dict[str, flow_engine.RowResult]
-) -> Iterator[dict[str, Any]]:
-    """Every prepared row with its run outputs and its evaluation (None where the row never got that far)."""
+    prepared: list[dict[str, Any]], run_by_key: dict[tuple[str, int], dict[str, Any]],
+    eval_by_key: dict[tuple[str, int], flow_engine.RowResult], k: int = 1,
+) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """Every prepared row (each of its k repeats) with its run outputs and its evaluation (None where the row never
+    got that far)."""
     for row in prepared:
-        run = run_by_id[row["row_id"]]
-        evaluation = eval_by_id.get(row["row_id"])
-        yield {
-            **row,
-            "outputs": run["outputs"],
-            "run_error": run["error"],
-            "latency_s": run["latency_s"],
-            "eval": evaluation.outputs if evaluation else None,
-            "eval_error": evaluation.error if evaluation else None,
-        }
+        for repeat in range(k):
+            run = run_by_key[(row["row_id"], repeat)]
+            evaluation = eval_by_key.get((row["row_id"], repeat))
+            yield {
+                **row,
+                **repeats.field(repeat, k),
+                "outputs": run["outputs"],
+                "run_error": run["error"],
+                "latency_s": run["latency_s"],
+                "eval": evaluation.outputs if evaluation else None,
+                "eval_error": evaluation.error if evaluation else None,
+            }
 
 
 def nest(flat: dict[str, Any]) -> dict[str, Any]:
@@ -76,32 +80,41 @@ def judge_bindings(judges: dict[str, Any], connection: connections.Connection) -
 
 
 def evaluate_variant(
-    session: flow_engine.FlowSession, name: str, variant: str, use_case: dict[str, Any],
+    sessions: Sequence[flow_engine.FlowSession], name: str, variant: str, use_case: dict[str, Any],
     prepared: list[dict[str, Any]], run_rows: list[dict[str, Any]], proxy: llm_proxy.LLMProxy | None = None,
+    price: cost.Price | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any], list[flow_engine.RowResult]]:  # fmt: skip
-    """One variant's joined rows, its flow-logged metrics with row counts (and the judge calls' LLM cache counts
-    and tokens, through `proxy`), and the rows the eval flow failed."""
-    run_by_id = {row["row_id"]: row for row in run_rows}
-    evaluable = [row for row in prepared if run_by_id[row["row_id"]]["error"] is None]
+    """One variant's joined rows, its flow-logged metrics with row counts (and the judge calls' LLM cache counts,
+    tokens and cost, through `proxy`), and the rows the eval flow failed. Repeat r of a row is evaluated by
+    `sessions[r]` (its judges ask through the proxy's `/r<r>` prefix); the flow's own metrics pool every repeat."""
+    k = len(sessions)
+    run_by_key = {(row["row_id"], repeats.of(row)): row for row in run_rows}
+    evaluable = [(row, repeat) for row in prepared for repeat in range(k)
+                 if run_by_key[(row["row_id"], repeat)]["error"] is None]  # fmt: skip
     eval_inputs = [
-        map_inputs(use_case["evaluate"]["mapping"], row, run_by_id[row["row_id"]]["outputs"]) for row in evaluable
+        map_inputs(use_case["evaluate"]["mapping"], row, run_by_key[(row["row_id"], repeat)]["outputs"])
+        for row, repeat in evaluable
     ]
     progress = Progress(f"evaluate {name} {variant}", len(evaluable))
     before = proxy.totals() if proxy else None
-    results = []
-    for result in session.run_rows((row["row_id"], inputs) for row, inputs in zip(evaluable, eval_inputs, strict=True)):
+    results, eval_by_key = [], {}
+    for (row, repeat), inputs in zip(evaluable, eval_inputs, strict=True):
+        result = sessions[repeat].run(repeats.tag(row["row_id"], repeat, k), inputs)
         results.append(result)
+        eval_by_key[(row["row_id"], repeat)] = result
         hits = proxy.row_usage(result.row_id).hits if proxy else 0
         progress.advance(error=result.error is not None, cache_hits=hits)
-    metrics = session.aggregate(results, eval_inputs) if evaluable else {}
+    metrics = sessions[0].aggregate(results, eval_inputs) if evaluable else {}
     failed = [r for r in results if r.error]
-    metrics.update(
-        {"rows": len(results) - len(failed), "run_errors": len(prepared) - len(evaluable), "eval_errors": len(failed)}
-    )
-    joined = list(joined_rows(prepared, run_by_id, {r.row_id: r for r in results}))
+    metrics.update({"rows": len(results) - len(failed), "run_errors": len(prepared) * k - len(evaluable),
+                    "eval_errors": len(failed)})  # fmt: skip
+    if k > 1:
+        metrics["repeats"] = k
+    joined = list(joined_rows(prepared, run_by_key, eval_by_key, k))
     nested = nest(metrics)
     if proxy and before:  # the judge calls
-        nested.update((proxy.totals() - before).as_metrics())
+        usage = (proxy.totals() - before).as_metrics()
+        nested.update(usage, cost=cost.cost_metrics(usage["tokens"], price))
     return joined, nested, failed
 
 
@@ -121,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     flow_engine.configure(runtime_dir(root))
     judges = use_case["evaluate"].get("judges") or {}
     args.cache.mkdir(parents=True, exist_ok=True)  # the stage's output, even without judges
-    proxy = None
+    proxy, price = None, None
     try:
         plan = variants.plan(args.use_case, use_case)
         specs = headline.parse_specs(use_case.get("metrics"), f"use_cases.{args.use_case}.metrics")
@@ -131,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
             proxy = llm_proxy.from_params(
                 connection, params["judge"], params["llm_cache"], args.cache, row_of=flow_engine.row_of_request
             )
-    except (variants.VariantError, headline.MetricSpecError) as exc:
+            price = cost.price_for(params["prices"], connection.model)
+            if price is None:
+                print(cost.unpriced_warning(f"evaluate {args.use_case}: judge", connection.model), file=sys.stderr)
+    except (variants.VariantError, headline.MetricSpecError, cost.PriceError) as exc:
         print(f"evaluate {args.use_case}: {exc}", file=sys.stderr)
         return 1
     except connections.ConnectionConfigError as exc:
@@ -142,19 +158,23 @@ def main(argv: list[str] | None = None) -> int:
     rows_by_variant: dict[str, list[dict[str, Any]]] = {}
     metrics_by_variant: dict[str, dict[str, Any]] = {}
     failed_by_variant: dict[str, list[flow_engine.RowResult]] = {}
+    run_by_variant = {variant: read_jsonl(args.run / f"{variant}.jsonl") for variant in plan.names}
+    k = max(repeats.in_records(rows) for rows in run_by_variant.values())
     with proxy or contextlib.nullcontext():
-        try:
-            bindings = judge_bindings(judges, proxy.connection(connection)) if proxy else []
-        except flow_engine.FlowError as exc:
-            print(f"evaluate {args.use_case}: judge: {exc}", file=sys.stderr)
-            return 1
-        session = flow_engine.FlowSession(
-            root / use_case["eval_flow"], *bindings, row_timeout_s=params["bulk"]["row_timeout_s"]
-        )
+        sessions = []
+        for repeat in range(k if proxy else 1):  # a flow without judges asks no LLM: one session serves every repeat
+            try:
+                bindings = judge_bindings(judges, proxy.connection(connection, repeat)) if proxy else []
+            except flow_engine.FlowError as exc:
+                print(f"evaluate {args.use_case}: judge: {exc}", file=sys.stderr)
+                return 1
+            sessions.append(flow_engine.FlowSession(
+                root / use_case["eval_flow"], *bindings, row_timeout_s=params["bulk"]["row_timeout_s"]
+            ))  # fmt: skip
+        sessions *= k // len(sessions)
         for variant in plan.names:
-            run_rows = read_jsonl(args.run / f"{variant}.jsonl")
             rows_by_variant[variant], metrics_by_variant[variant], failed_by_variant[variant] = evaluate_variant(
-                session, args.use_case, variant, use_case, prepared, run_rows, proxy
+                sessions, args.use_case, variant, use_case, prepared, run_by_variant[variant], proxy, price
             )
             write_jsonl(args.out / f"{variant}.jsonl", rows_by_variant[variant])
     for stale in args.out.glob("*.jsonl"):  # variants no longer run must not look current

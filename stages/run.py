@@ -10,18 +10,29 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stages.core import connections, datasets, flow_engine, llm_proxy, variants
+from stages.core import connections, datasets, flow_engine, llm_proxy, repeats, variants
 from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.progress import Progress
 from stages.core.project import load_params, project_root, runtime_dir
+from stages.metrics import cost
 
 
-def summarize(results: list[flow_engine.RowResult], wall_s: float, usage: llm_proxy.Usage) -> dict[str, Any]:
-    """Run metrics: row and error counts, answers the flow marked invalid, latency percentiles, LLM cache and tokens."""
+def summarize(
+    results: list[flow_engine.RowResult], wall_s: float, usage: llm_proxy.Usage, price: cost.Price | None,
+    k: int = 1,
+) -> dict[str, Any]:  # fmt: skip
+    """Run metrics: row and error counts, answers the flow marked invalid, latency percentiles, LLM cache, tokens
+    and cost. With k > 1 repeats (`results` row-major, k per row) errors count row repeats, and
+    `outputs_identical` is the share of rows whose k outputs are all the same (no repeat failed)."""
     latencies = sorted(r.latency_s for r in results if r.error is None)
     invalid = sum(1 for r in results if r.outputs is not None and r.outputs.get("valid") is False)
-    return {
-        "rows": len(results),
+    summary: dict[str, Any] = {"rows": len(results) // k}
+    if k > 1:
+        per_row = [results[i : i + k] for i in range(0, len(results), k)]
+        identical = sum(1 for runs in per_row if all(r.error is None and r.outputs == runs[0].outputs for r in runs))
+        summary |= {"repeats": k, "outputs_identical": round(identical / len(per_row), 4) if per_row else 0.0}
+    metrics = usage.as_metrics()
+    return summary | {
         "errors": sum(1 for r in results if r.error is not None),
         "invalid_answers": invalid,
         "latency_s": {
@@ -30,7 +41,8 @@ def summarize(results: list[flow_engine.RowResult], wall_s: float, usage: llm_pr
             "p95": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))], 4) if latencies else 0.0,
         },
         "wall_s": round(wall_s, 2),
-        **usage.as_metrics(),
+        **metrics,
+        "cost": cost.cost_metrics(metrics["tokens"], price),
     }
 
 
@@ -78,25 +90,38 @@ def open_session(
 
 def run_variant(
     root: Path, name: str, use_case: dict[str, Any], variant: str, selected: str, proxy: llm_proxy.LLMProxy,
-    connection: connections.Connection, rows: list[dict[str, Any]], row_timeout_s: float,
+    connection: connections.Connection, rows: list[dict[str, Any]], row_timeout_s: float, k: int,
+    price: cost.Price | None,
 ) -> tuple[list[flow_engine.RowResult], list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
-    """Run one variant of the use case's flow over the rows, through the LLM proxy: the results, the output
-    records (with each row's LLM usage) and the run summary (with the DAG's node variants that ran)."""
-    session = open_session(root, name, use_case, variant, selected, connection, row_timeout_s)
+    """Run one variant of the use case's flow over the rows, `k` times each, through the LLM proxy (repeat r
+    through its `/r<r>` prefix): the results, the output records (with each row's LLM usage, a row's repeats
+    together, in row order) and the summary (with the DAG's node variants that ran)."""
+    sessions = [
+        open_session(root, name, use_case, variant, selected, proxy.connection(connection, repeat), row_timeout_s)
+        for repeat in range(k)
+    ]
     inputs = datasets.input_columns(use_case["data"]["inputs"])
-    progress = Progress(f"run {name} {variant}", len(rows))
+    progress = Progress(f"run {name} {variant}", len(rows) * k)
     started, before = time.perf_counter(), proxy.totals()
-    results, records = [], []
-    flow_rows = ((row["row_id"], {field: row[column] for field, column in inputs.items()}) for row in rows)
-    for result in session.run_rows(flow_rows):
-        usage = proxy.row_usage(result.row_id)
-        results.append(result)
-        records.append({"row_id": result.row_id, "outputs": result.outputs, "error": result.error,
-                        "latency_s": round(result.latency_s, 4), "llm": usage.as_row()})  # fmt: skip
-        progress.advance(error=result.error is not None, cache_hits=usage.hits)
-    summary = summarize(results, time.perf_counter() - started, proxy.totals() - before)
-    if session.node_variants:
-        summary["node_variants"] = session.node_variants
+    done: list[tuple[tuple[int, int], flow_engine.RowResult, dict[str, Any]]] = []
+    for repeat, session in enumerate(sessions):
+        tagged = {repeats.tag(row["row_id"], repeat, k): (index, row) for index, row in enumerate(rows)}
+        flow_rows = (
+            (tag, {field: row[column] for field, column in inputs.items()}) for tag, (_, row) in tagged.items()
+        )
+        for result in session.run_rows(flow_rows):
+            index, row = tagged[result.row_id]
+            usage = proxy.row_usage(result.row_id)
+            done.append(((index, repeat), result, {
+                "row_id": row["row_id"], **repeats.field(repeat, k), "outputs": result.outputs, "error": result.error,
+                "latency_s": round(result.latency_s, 4), "llm": usage.as_row(),
+            }))  # fmt: skip
+            progress.advance(error=result.error is not None, cache_hits=usage.hits)
+    done.sort(key=lambda item: item[0])
+    results, records = [result for _, result, _ in done], [record for _, _, record in done]
+    summary = summarize(results, time.perf_counter() - started, proxy.totals() - before, price, k)
+    if sessions[0].node_variants:
+        summary["node_variants"] = sessions[0].node_variants
     return results, records, summary
 
 
@@ -117,9 +142,13 @@ def main(argv: list[str] | None = None) -> int:
         plan = variants.plan(args.use_case, use_case)
         connection = connections.resolve(params["llm"], connections.environment(root))
         connections.check_reachable(connection)
-    except (variants.VariantError, connections.ConnectionConfigError) as exc:
+        k = repeats.count(params["bulk"])
+        price = cost.price_for(params["prices"], connection.model)
+    except (variants.VariantError, connections.ConnectionConfigError, repeats.RepeatsError, cost.PriceError) as exc:
         print(f"run: {exc}", file=sys.stderr)
         return 1
+    if price is None:
+        print(cost.unpriced_warning(f"run {args.use_case}", connection.model), file=sys.stderr)
     if plan.fell_back:
         print(
             f"run {args.use_case}: no variant {plan.requested}; running its baseline {plan.baseline}", file=sys.stderr
@@ -134,14 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     with proxy:
         for variant in plan.names:
             print(
-                f"run {args.use_case}: {len(rows)} rows, variant {variant}, llm {connection.name} "
+                f"run {args.use_case}: {len(rows)} rows{f' x {k} repeats' if k > 1 else ''}, "
+                f"variant {variant}, llm {connection.name} "
                 f"({connection.model}), LLM cache {'on' if proxy.store else 'off'}",
                 file=sys.stderr,
             )
             try:
                 results, records, summaries[variant] = run_variant(
-                    root, args.use_case, use_case, variant, plan.selected, proxy, proxy.connection(connection), rows,
-                    params["bulk"]["row_timeout_s"],
+                    root, args.use_case, use_case, variant, plan.selected, proxy, connection, rows,
+                    params["bulk"]["row_timeout_s"], k, price,
                 )  # fmt: skip
             except (flow_engine.FlowError, variants.VariantError) as exc:
                 print(f"run: {exc}", file=sys.stderr)

@@ -1,7 +1,9 @@
 """A tiny OpenAI-compatible LLM stub for tests and offline smoke runs.
 
 Answers /v1/completions and /v1/chat/completions deterministically: the answer is picked from `--answers` by a
-hash of the prompt, so the same prompt always gets the same answer and a changed prompt may get another.
+hash of the prompt, so the same prompt always gets the same answer and a changed prompt may get another. At
+temperature > 0 the hash also covers the repeat index the LLM proxy sends (`X-LLMOps-Repeat`), so each repeat
+of a row samples its own answer, as a real model would (repeat 0 answers as at temperature 0).
 `--rules FILE` (a JSON object {substring: answer}, re-read on every request, may appear later) answers any
 prompt containing a substring with its answer verbatim (first match in file order), so a test can script exact
 answers, e.g. a runnable program or a judge score.
@@ -32,13 +34,15 @@ from urllib.parse import urlsplit
 DEFAULT_ANSWERS = ("Academic", "App", "Movie", "News", "Recipe", "Shopping", "Sports", "Travel", "Video", "banana")
 
 
-def pick_answer(prompt: str, answers: tuple[str, ...], rules: dict[str, str] | None = None, lead: str = "") -> str:
+def pick_answer(
+    prompt: str, answers: tuple[str, ...], rules: dict[str, str] | None = None, lead: str = "", sample: int = 0
+) -> str:
     """The scripted answer of the first rule whose substring is in `prompt` (verbatim), else `lead` + one of
-    `answers` by hash."""
+    `answers` by hash (of the prompt, and of `sample` when it is not 0)."""
     for substring, answer in (rules or {}).items():
         if substring in prompt:
             return answer
-    digest = hashlib.sha256(prompt.encode("utf-8")).digest()
+    digest = hashlib.sha256(prompt.encode("utf-8") + (f"\0sample {sample}".encode() if sample else b"")).digest()
     return lead + answers[int.from_bytes(digest[:4], "big") % len(answers)]
 
 
@@ -149,7 +153,8 @@ def make_handler(
                 return self._fail(fault)
             if not route.endswith("/completions"):
                 return self._send(404, {"error": {"message": f"no route {self.path}"}})
-            answer = pick_answer(prompt, answers, read_rules(rules), lead="" if chat else " ")
+            sample = int(self.headers.get("X-LLMOps-Repeat") or 0) if (body.get("temperature") or 0) > 0 else 0
+            answer = pick_answer(prompt, answers, read_rules(rules), lead="" if chat else " ", sample=sample)
             # Token counts: words, so that tests can tell requests apart in the usage sums.
             usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(answer.split())}
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]

@@ -7,8 +7,9 @@ OpenAI and Azure OpenAI path layouts) then goes through it. For each request the
 - computes the key: sha256 of the canonical JSON of the request body, the path after `/r<k>` (with its query,
   e.g. Azure's api-version) and k; never of headers, so api keys never reach the cache;
 - answers a hit from `CacheStore` (one JSON file per entry, written atomically);
-- forwards a miss to the endpoint (headers passed on, Host fixed), retrying 429, 408, 5xx, timeouts and dropped
-  connections with exponential backoff and full jitter, honouring Retry-After (`RetryPolicy`);
+- forwards a miss to the endpoint (headers passed on, Host fixed, plus `X-LLMOps-Repeat: k`, which endpoints
+  ignore and the stub LLM uses to sample another answer per repeat at temperature > 0), retrying 429, 408, 5xx,
+  timeouts and dropped connections with exponential backoff and full jitter, honouring Retry-After (`RetryPolicy`);
 - stores only 200 answers; an error is never cached;
 - counts hits, misses, errors, upstream requests, retries and `usage` tokens, in total and per row.
 When retries run out it answers 424 (Failed Dependency) with the last failure in the message, and
@@ -46,6 +47,7 @@ _DROPPED_HEADERS = frozenset(
      "transfer-encoding", "upgrade", "accept-encoding"}
 )  # fmt: skip
 _REPEAT_PREFIX = re.compile(r"^/r(\d+)(/.*)$")
+REPEAT_HEADER = "X-LLMOps-Repeat"  # sent upstream with every forwarded POST; never part of a key
 
 
 @dataclass(frozen=True)
@@ -308,7 +310,7 @@ class LLMProxy:
                 self.used_keys.add(key)
             return _Answer(200, data)
         self._count(row, requests=1, misses=1)
-        answer = self._forward(method, path, headers, body, row)
+        answer = self._forward(method, path, {**headers, REPEAT_HEADER: str(repeat)}, body, row)
         if answer.status != 200:
             self._count(row, errors=1)
             return answer

@@ -55,6 +55,7 @@ def flatten_rows(rows: list[dict[str, Any]], columns: Columns) -> list[dict[str,
         records.append(
             {
                 "row_id": row["row_id"],
+                **({"repeat": row["repeat"]} if "repeat" in row else {}),
                 **{field: row[field] for field in columns.inputs},
                 "label": row[columns.label],
                 "prediction": outputs.get(columns.prediction, ""),
@@ -176,19 +177,24 @@ def flip(baseline: dict[str, Any], candidate: dict[str, Any]) -> str:
 
 
 def side_by_side(variants: list[VariantReport], inputs: tuple[str, ...]) -> list[dict[str, Any]]:
-    """One record per row: id, inputs, label, then each variant's results (`<variant>.<column>`), and the flip
-    from the first variant (the baseline) to the last, when there are two or more."""
-    by_id = [{record["row_id"]: record for record in variant.records} for variant in variants]
+    """One record per row (per row repeat, with repeats): id, inputs, label, then each variant's results
+    (`<variant>.<column>`), and the flip from the first variant (the baseline) to the last, when there are two or
+    more (repeat r of the baseline against repeat r of the candidate)."""
+
+    def key(record: dict[str, Any]) -> tuple[str, int]:
+        return record["row_id"], record.get("repeat", 0)
+
+    by_key = [{key(record): record for record in variant.records} for variant in variants]
+    shared = {"row_id", "repeat", "label", *inputs}
     merged = []
     for record in variants[0].records:
-        row_id = record["row_id"]
-        row = {"row_id": row_id, **{name: record[name] for name in inputs}, "label": record["label"]}
-        for variant, rows in zip(variants, by_id, strict=True):
-            own = rows.get(row_id, {})
-            shared = {"row_id", "label", *inputs}
-            row |= {f"{variant.name}.{key}": value for key, value in own.items() if key not in shared}
-        if len(variants) > 1 and row_id in by_id[-1]:
-            row["flip"] = flip(record, by_id[-1][row_id])
+        row = {"row_id": record["row_id"], **({"repeat": record["repeat"]} if "repeat" in record else {}),
+               **{name: record[name] for name in inputs}, "label": record["label"]}  # fmt: skip
+        for variant, rows in zip(variants, by_key, strict=True):
+            own = rows.get(key(record), {})
+            row |= {f"{variant.name}.{column}": value for column, value in own.items() if column not in shared}
+        if len(variants) > 1 and key(record) in by_key[-1]:
+            row["flip"] = flip(record, by_key[-1][key(record)])
         merged.append(row)
     return merged
 
@@ -205,12 +211,15 @@ def format_value(value: float | None, rate: bool) -> str:
 
 
 def headline_text(headline: dict[str, dict[str, Any]], baseline: str | None = None) -> str:
-    """'accuracy 56.9% [45.2%, 68.1%]  relevance 3.40 [3.1, 3.7] +0.20 vs v1 (better)' for terminals and logs."""
+    """'accuracy 56.9% [45.2%, 68.1%]  relevance 3.40 [3.1, 3.7] +0.20 vs v1 (better)' for terminals and logs; with
+    repeats each metric adds its spread: '±2.1% over 3 repeats, 80% stable'."""
     parts = []
     for name, result in headline.items():
         rate = _is_rate([result])
         low, high = format_value(result.get("ci_low"), rate), format_value(result.get("ci_high"), rate)
         text = f"{name} {format_value(result.get('value'), rate)} [{low}, {high}]"
+        if spread := result.get("repeats"):
+            text += f" ±{format_value(spread['std'], rate)} over {spread['k']} repeats, {spread['stable']:.0%} stable"
         if result.get("verdict"):
             delta = f"{result['delta']:+.1%}" if rate else f"{result['delta']:+.2f}"
             text += f" {delta} vs {baseline} ({result['verdict']})"
@@ -338,6 +347,8 @@ def _headline_cards(variant: VariantReport, baseline: str) -> list[str]:
         rate = _is_rate([result])
         value = format_value(result.get("value"), rate) + (" / 5" if name in judged and not rate else "")
         note = f"95% CI {format_value(result.get('ci_low'), rate)} to {format_value(result.get('ci_high'), rate)}"
+        if spread := result.get("repeats"):
+            note += f" · ±{format_value(spread['std'], rate)} over {spread['k']} repeats, {spread['stable']:.0%} stable"
         note_class = "n"
         if result.get("verdict"):
             delta = f"{result['delta']:+.1%}" if rate else f"{result['delta']:+.2f}"
@@ -349,7 +360,9 @@ def _headline_cards(variant: VariantReport, baseline: str) -> list[str]:
 
 def _count_cards(variant: VariantReport) -> list[str]:
     metrics, run = variant.metrics, variant.run
-    cards = [_card("rows", str(metrics.get("rows", 0)), "evaluated")]
+    k = metrics.get("repeats")
+    evaluated = f"evaluated: {run.get('rows', '?')} rows x {k} repeats" if k else "evaluated"
+    cards = [_card("rows", str(metrics.get("rows", 0)), evaluated)]
     judged = judges(metrics)
     flat = {key: value for key, value in metrics.items() if key.endswith("_errors")}
     counts = {key: value for key, value in flat.items() if key not in ("run_errors", "eval_errors")}
@@ -371,19 +384,74 @@ def _count_cards(variant: VariantReport) -> list[str]:
         tokens = run.get("tokens", {})
         detail = f"{cache['hits']} from the cache · {tokens.get('prompt', 0) + tokens.get('completion', 0)} tokens"
         cards.append(_card("LLM requests", str(cache["hits"] + cache["misses"]), detail))
+    if "cost" in run or "cost" in metrics:
+        usd = total_cost(run, metrics)
+        note = "flow + judges, conf/prices.yaml" if usd is not None else "a model has no price in conf/prices.yaml"
+        cards.append(_card("cost", format_usd(usd), note))
     return cards
 
 
-def _latency_table(variants: list[VariantReport]) -> str:
-    head = "<tr><th>variant</th><th>rows</th><th>run errors</th><th>invalid answers</th><th>latency p50</th>" \
-           "<th>latency p95</th><th>wall time</th></tr>"  # fmt: skip
-    body = "".join(
-        f"<tr><td>{html.escape(v.name)}</td><td>{v.run.get('rows', 0)}</td><td>{v.run.get('errors', 0)}</td>"
-        f"<td>{v.run.get('invalid_answers', 0)}</td><td>{v.run.get('latency_s', {}).get('p50', 0):.2f} s</td>"
-        f"<td>{v.run.get('latency_s', {}).get('p95', 0):.2f} s</td><td>{v.run.get('wall_s', 0):.1f} s</td></tr>"
-        for v in variants
+def total_cost(run: dict[str, Any], metrics: dict[str, Any]) -> float | None:
+    """USD of a variant's flow calls and its judge calls; None when either has no price (see conf/prices.yaml)."""
+    parts = [block["cost"].get("usd") for block in (run, metrics) if isinstance(block.get("cost"), dict)]
+    if not parts or None in parts:
+        return None
+    return float(sum(parts))
+
+
+def format_usd(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"${value:.4f}" if value < 1 else f"${value:,.2f}"
+
+
+def _tokens(block: dict[str, Any]) -> str:
+    tokens = block.get("tokens")
+    return f"{tokens.get('prompt', 0):,} / {tokens.get('completion', 0):,}" if tokens else "–"
+
+
+def _usage_table(variants: list[VariantReport]) -> str:
+    """Per variant: rows, errors, latency p50/p95, wall time, tokens (flow and judges) and cost."""
+    head = (
+        "<tr><th>variant</th><th>rows</th><th>run errors</th><th>invalid answers</th><th>latency p50</th>"
+        "<th>latency p95</th><th>wall time</th><th>tokens in / out</th><th>judge tokens in / out</th>"
+        "<th>cost</th></tr>"
     )
-    return f"<table>{head}{body}</table>"
+    body = []
+    for v in variants:
+        latency = v.run.get("latency_s", {})
+        unpriced = total_cost(v.run, v.metrics) is None and (v.run.get("cost") or v.metrics.get("cost"))
+        cost_note = " (a model has no price in conf/prices.yaml)" if unpriced else ""
+        body.append(
+            f"<tr><td>{html.escape(v.name)}</td><td>{v.run.get('rows', 0)}</td><td>{v.run.get('errors', 0)}</td>"
+            f"<td>{v.run.get('invalid_answers', 0)}</td><td>{latency.get('p50', 0):.2f} s</td>"
+            f"<td>{latency.get('p95', 0):.2f} s</td><td>{v.run.get('wall_s', 0):.1f} s</td>"
+            f"<td>{_tokens(v.run)}</td><td>{_tokens(v.metrics)}</td>"
+            f"<td>{format_usd(total_cost(v.run, v.metrics))}{html.escape(cost_note)}</td></tr>"
+        )
+    return f"<table>{head}{''.join(body)}</table>"
+
+
+def _repeats_table(variants: list[VariantReport]) -> str:
+    """With repeats: each headline metric's spread over the repeats per variant, and how stable the rows are."""
+    lines = []
+    for v in variants:
+        for name, result in v.headline.items():
+            if not (spread := result.get("repeats")):
+                continue
+            rate = _is_rate([result])
+            cells = [v.name, name, str(spread["k"]), format_value(spread["mean"], rate),
+                     format_value(spread["std"], rate), format_value(spread["min"], rate),
+                     format_value(spread["max"], rate), f"{spread['stable']:.1%}"]  # fmt: skip
+            lines.append("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>")
+    if not lines:
+        return ""
+    head = ("<tr><th>variant</th><th>metric</th><th>repeats</th><th>mean</th><th>std</th><th>min</th><th>max</th>"
+            "<th>rows stable</th></tr>")  # fmt: skip
+    note = ("<p class='n'>Each metric computed on every repeat alone: the mean, standard deviation, min and max of "
+            "those values. Rows stable: the share of rows whose value is the same in every repeat. The headline "
+            "value and its CI average each row over its repeats and resample rows.</p>")  # fmt: skip
+    return f"<h2>Run-to-run variation</h2>{note}<table>{head}{''.join(lines)}</table>"
 
 
 _FLIP_ORDER = {BROKEN: 0, FIXED: 1, ERROR: 2, CHANGED: 3, SAME: 4}
@@ -457,7 +525,8 @@ def render_html(
 <h1>{html.escape(title)}</h1><div class="facts">{facts}</div>
 <div class="cards">{"".join(cards)}</div>
 <div class="charts">{"".join(charts)}</div>
-<h2>Latency</h2>{_latency_table(variants)}
+{_repeats_table(variants)}
+<h2>Latency, tokens and cost</h2>{_usage_table(variants)}
 <h2>Rows</h2>{_rows_table(rows, variants, max_rows)}
 <script>{_FILTER_JS}</script>
 </body></html>

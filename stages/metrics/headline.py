@@ -8,16 +8,24 @@ pass/fail, a paired bootstrap otherwise. Declared in `use_cases.<uc>.metrics` (c
       accuracy: correct                      # the mean of a per-row output (True counts 1); None rows skipped
       exact_f1: {f1: {tp: counts.exact_tp, predicted: counts.predicted, gold: counts.gold}}
       precision: {ratio: {numerator: counts.tp, denominator: counts.predicted}}   # sum / sum over rows
+
+With repeats (`bulk.repeats: k`, rows carrying `repeat`), a row's values are first averaged over its repeats:
+the value, its CI (resampling rows, never row repeats) and the paired comparison (on the row means) are computed
+over those row means. Each metric also reports its spread over the repeats (`Spread`: the metric computed on
+each repeat alone; their mean, standard deviation, min and max) and how stable the rows are (the share of rows
+whose values are identical in every repeat).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from stages.core import repeats
 from stages.metrics import stats
 
 Kind = Literal["mean", "ratio", "f1"]
@@ -80,14 +88,59 @@ def row_value(evaluation: Mapping[str, Any] | None, path: str) -> float | None:
 
 
 def table(spec: MetricSpec, rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], np.ndarray]:
-    """The row ids and per-row values of `spec` for the evaluated rows that have every value."""
-    ids, values = [], []
+    """The row ids and per-row values of `spec` for the evaluated rows that have every value; a row with repeats
+    gets the mean of its repeats that have values (one line per row id, in order of first appearance)."""
+    by_row: dict[str, list[list[float]]] = {}
     for row in rows:
         cells = [row_value(row.get("eval"), field) for field in spec.fields]
         if all(cell is not None for cell in cells):
-            ids.append(row["row_id"])
-            values.append(cells)
-    return ids, np.asarray(values, dtype=float).reshape(len(values), len(spec.fields))
+            by_row.setdefault(row["row_id"], []).append(cells)  # type: ignore[arg-type]
+    values = [np.mean(np.asarray(repeated, dtype=float), axis=0) for repeated in by_row.values()]
+    return list(by_row), np.asarray(values, dtype=float).reshape(len(values), len(spec.fields))
+
+
+@dataclass(frozen=True)
+class Spread:
+    """A metric over k repeats: its value on each repeat alone, and the share of rows identical in every repeat."""
+
+    per_repeat: tuple[float, ...]
+    stable: float  # rows whose values are the same in all k repeats (a repeat without values counts as different)
+
+    @property
+    def std(self) -> float:
+        """The sample standard deviation of the per-repeat values."""
+        return float(np.std(self.per_repeat, ddof=1)) if len(self.per_repeat) > 1 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        values = self.per_repeat
+        return {
+            "k": len(values), "mean": round(float(np.mean(values)), 4), "std": round(self.std, 4),
+            "min": round(min(values), 4), "max": round(max(values), 4), "stable": round(self.stable, 4),
+        }  # fmt: skip
+
+
+def spread(spec: MetricSpec, rows: Sequence[Mapping[str, Any]]) -> Spread | None:
+    """The spread of `spec` over the repeats in `rows` (None for rows without repeats, or when none has values)."""
+    k = repeats.in_records(rows)
+    if k == 1:
+        return None
+    per_repeat = []
+    for repeat in range(k):
+        _, values = table(spec, [row for row in rows if repeats.of(row) == repeat])
+        if len(values):
+            per_repeat.append(spec.statistic(values))
+    cells: dict[str, dict[int, tuple[float | None, ...]]] = {}
+    for row in rows:
+        cell = tuple(row_value(row.get("eval"), field) for field in spec.fields)
+        cells.setdefault(row["row_id"], {})[repeats.of(row)] = cell
+    valued = [by_repeat for by_repeat in cells.values() if any(None not in c for c in by_repeat.values())]
+    if not per_repeat or not valued:
+        return None
+    stable = sum(
+        1 for by_repeat in valued
+        if len(by_repeat) == k and None not in by_repeat[0] and len(set(by_repeat.values())) == 1
+    )  # fmt: skip
+    return Spread(tuple(per_repeat), stable / len(valued))
 
 
 def _is_pass_fail(*tables: np.ndarray) -> bool:
@@ -101,9 +154,11 @@ class MetricResult:
     interval: stats.Interval | None  # None when no row had the values
     rows: int
     comparison: stats.Comparison | None = None
+    spread: Spread | None = None  # with repeats only
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON for metrics.json: value, ci_low, ci_high, rows (+ delta, p_value, verdict vs the baseline)."""
+        """JSON for metrics.json: value, ci_low, ci_high, rows (+ delta, p_value, verdict vs the baseline; + the
+        spread over repeats under `repeats`)."""
         out: dict[str, Any] = {"value": None, "ci_low": None, "ci_high": None, "rows": self.rows}
         if self.interval is not None:
             out.update(self.interval.as_dict())
@@ -111,17 +166,21 @@ class MetricResult:
             c = self.comparison
             out.update({"delta": round(c.effect, 4), "p_value": round(c.p_value, 4), "verdict": c.verdict,
                         "test": c.test})  # fmt: skip
+        if self.spread is not None:
+            out["repeats"] = self.spread.as_dict()
         return out
 
 
 def evaluate_metric(spec: MetricSpec, rows: Sequence[Mapping[str, Any]], seed: int = 0) -> MetricResult:
-    """A variant's value of `spec` with its bootstrap CI."""
+    """A variant's value of `spec` with its bootstrap CI (over rows), and its spread over repeats if any."""
     _, values = table(spec, rows)
     if not len(values):
         return MetricResult(None, 0)
     statistic = None if spec.kind == "mean" else spec.statistic
     data = values[:, 0] if spec.kind == "mean" else values
-    return MetricResult(stats.bootstrap_ci(data, seed=seed, statistic=statistic), len(values))
+    return MetricResult(
+        stats.bootstrap_ci(data, seed=seed, statistic=statistic), len(values), spread=spread(spec, rows)
+    )
 
 
 def compare_metric(
@@ -153,7 +212,7 @@ def headline(
             result = evaluate_metric(spec, rows)
             if variant != baseline and baseline in rows_by_variant:
                 comparison = compare_metric(spec, rows_by_variant[baseline], rows)
-                result = MetricResult(result.interval, result.rows, comparison)
+                result = dataclasses.replace(result, comparison=comparison)
             results[variant][spec.name] = result
     return results
 
@@ -164,9 +223,14 @@ def describe(result: MetricResult) -> str:
         return "no rows with values"
     i = result.interval
     text = f"{i.estimate:.3f} [{i.low:.3f}, {i.high:.3f}] on {result.rows} rows"
+    if result.spread is not None:
+        s = result.spread
+        text += f" x {len(s.per_repeat)} repeats, std {s.std:.3f} [{min(s.per_repeat):.3f}, {max(s.per_repeat):.3f}]"
+        text += f", {s.stable:.0%} of rows stable"
     if result.comparison is not None:
         c = result.comparison
-        text += f"; {c.effect:+.3f} vs baseline, p={c.p_value:.3g} ({c.verdict}, {c.test})"
+        on = " (row means)" if result.spread is not None else ""
+        text += f"; {c.effect:+.3f} vs baseline{on}, p={c.p_value:.3g} ({c.verdict}, {c.test})"
     return text
 
 
