@@ -263,7 +263,7 @@ def evaluate(
         prepared = [row for row, _ in group.joined]
         run_rows = [{"row_id": row["row_id"], "outputs": logged["outputs"], "error": None,
                      "latency_s": logged["latency_s"]} for row, logged in group.joined]  # fmt: skip
-        joined, metrics, _ = evaluate_stage.evaluate_variant(session, use_case, name, config, prepared, run_rows)
+        joined, metrics, _ = evaluate_stage.evaluate_variant([session], use_case, name, config, prepared, run_rows)
         rows_by_deployment[name], flow_metrics[name] = joined, metrics
     evaluated = compare(specs, rows_by_deployment, baseline) if rows_by_deployment else {}
     declared = flow_engine.interface(root / config["flow"], _any_prompt(config)).outputs
