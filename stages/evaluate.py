@@ -78,9 +78,10 @@ def judge_bindings(judges: dict[str, Any], connection: connections.Connection) -
 def evaluate_variant(
     session: flow_engine.FlowSession, name: str, variant: str, use_case: dict[str, Any],
     prepared: list[dict[str, Any]], run_rows: list[dict[str, Any]], proxy: llm_proxy.LLMProxy | None = None,
+    concurrency: int = 1,
 ) -> tuple[list[dict[str, Any]], dict[str, Any], list[flow_engine.RowResult]]:  # fmt: skip
     """One variant's joined rows, its flow-logged metrics with row counts (and the judge calls' LLM cache counts
-    and tokens, through `proxy`), and the rows the eval flow failed."""
+    and tokens, through `proxy`), and the rows the eval flow failed. `concurrency` rows are evaluated at once."""
     run_by_id = {row["row_id"]: row for row in run_rows}
     evaluable = [row for row in prepared if run_by_id[row["row_id"]]["error"] is None]
     eval_inputs = [
@@ -88,11 +89,13 @@ def evaluate_variant(
     ]
     progress = Progress(f"evaluate {name} {variant}", len(evaluable))
     before = proxy.totals() if proxy else None
-    results = []
-    for result in session.run_rows((row["row_id"], inputs) for row, inputs in zip(evaluable, eval_inputs, strict=True)):
-        results.append(result)
+    completed = []
+    flow_rows = ((row["row_id"], inputs) for row, inputs in zip(evaluable, eval_inputs, strict=True))
+    for result in session.run_rows(flow_rows, concurrency):
+        completed.append(result)
         hits = proxy.row_usage(result.row_id).hits if proxy else 0
         progress.advance(error=result.error is not None, cache_hits=hits)
+    results = flow_engine.in_input_order(completed, [row["row_id"] for row in evaluable])
     metrics = session.aggregate(results, eval_inputs) if evaluable else {}
     failed = [r for r in results if r.error]
     metrics.update(
@@ -124,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     proxy = None
     try:
         plan = variants.plan(args.use_case, use_case)
+        concurrency = connections.concurrency(params["judge"], "judge")  # the judge's, also for flows without one
         specs = headline.parse_specs(use_case.get("metrics"), f"use_cases.{args.use_case}.metrics")
         if judges:
             connection = connections.resolve(params["judge"], connections.environment(root))
@@ -154,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         for variant in plan.names:
             run_rows = read_jsonl(args.run / f"{variant}.jsonl")
             rows_by_variant[variant], metrics_by_variant[variant], failed_by_variant[variant] = evaluate_variant(
-                session, args.use_case, variant, use_case, prepared, run_rows, proxy
+                session, args.use_case, variant, use_case, prepared, run_rows, proxy, concurrency
             )
             write_jsonl(args.out / f"{variant}.jsonl", rows_by_variant[variant])
     for stale in args.out.glob("*.jsonl"):  # variants no longer run must not look current

@@ -71,14 +71,15 @@ def run_variant(
     inputs = datasets.input_columns(use_case["data"]["inputs"])
     progress = Progress(f"run {name} {variant}", len(rows))
     started, before = time.perf_counter(), proxy.totals()
-    results, records = [], []
+    completed, usage_by_row = [], {}
     flow_rows = ((row["row_id"], {field: row[column] for field, column in inputs.items()}) for row in rows)
-    for result in session.run_rows(flow_rows):
-        usage = proxy.row_usage(result.row_id)
-        results.append(result)
-        records.append({"row_id": result.row_id, "outputs": result.outputs, "error": result.error,
-                        "latency_s": round(result.latency_s, 4), "llm": usage.as_row()})  # fmt: skip
+    for result in session.run_rows(flow_rows, connection.concurrency):
+        usage_by_row[result.row_id] = usage = proxy.row_usage(result.row_id)
+        completed.append(result)
         progress.advance(error=result.error is not None, cache_hits=usage.hits)
+    results = flow_engine.in_input_order(completed, [row["row_id"] for row in rows])  # deterministic outputs
+    records = [{"row_id": r.row_id, "outputs": r.outputs, "error": r.error, "latency_s": round(r.latency_s, 4),
+                "llm": usage_by_row[r.row_id].as_row()} for r in results]  # fmt: skip
     return results, records, summarize(results, time.perf_counter() - started, proxy.totals() - before)
 
 
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         for variant in plan.names:
             print(
                 f"run {args.use_case}: {len(rows)} rows, variant {variant}, llm {connection.name} "
-                f"({connection.model}), LLM cache {'on' if proxy.store else 'off'}",
+                f"({connection.model}), concurrency {connection.concurrency}, "
+                f"LLM cache {'on' if proxy.store else 'off'}",
                 file=sys.stderr,
             )
             try:
