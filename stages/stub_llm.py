@@ -179,6 +179,11 @@ def make_handler(
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # many clients connecting at once (the default backlog, 5, drops connections)
+
+
 def serve(
     host: str,
     port: int,
@@ -189,9 +194,7 @@ def serve(
     faults: Faults = Faults(),
     faults_file: Path | None = None,
 ) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), make_handler(model, answers, record, rules, faults, faults_file))
-    server.daemon_threads = True
-    return server
+    return _Server((host, port), make_handler(model, answers, record, rules, faults, faults_file))
 
 
 def main() -> None:

@@ -99,7 +99,9 @@ class CacheStore:
 
     def put(self, key: str, request: Mapping[str, Any], response: Mapping[str, Any]) -> None:
         entry = {"key": key, "created": round(time.time(), 3), "request": dict(request), "response": dict(response)}
-        with atomic_open(self.path(key)) as handle:
+        # No fsync: a killed run leaves whole entries either way, and an entry a machine crash left unreadable is a
+        # miss (see get). An fsync per entry would cost a bulk run more than the requests themselves.
+        with atomic_open(self.path(key), fsync=False) as handle:
             json.dump(entry, handle, ensure_ascii=False, sort_keys=True)
 
     def keys(self) -> Iterator[str]:
@@ -235,8 +237,7 @@ class LLMProxy:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> LLMProxy:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        server.daemon_threads = True
+        server = _Server(("127.0.0.1", 0), _handler(self))
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="llm-proxy", daemon=True)
         self._thread.start()
@@ -366,6 +367,14 @@ class LLMProxy:
             return response.status, content_type, data, response.getheader("Retry-After")
         finally:
             connection.close()
+
+
+class _Server(ThreadingHTTPServer):
+    """A thread per client connection. The listen backlog is larger than the default 5: with many rows opening
+    connections at once, a full backlog drops connection attempts, which clients retry only after a second."""
+
+    daemon_threads = True
+    request_queue_size = 128
 
 
 def _handler(proxy: LLMProxy) -> type[BaseHTTPRequestHandler]:
