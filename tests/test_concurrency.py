@@ -138,3 +138,13 @@ def test_every_connection_declares_its_concurrency() -> None:
     assert params["llm"]["concurrency"] == 1  # llama.cpp answers one request at a time
     for name in ("openai", "azure_openai"):
         assert yaml.safe_load((REPO / "conf/llm" / f"{name}.yaml").read_text())["concurrency"] > 1
+
+
+def test_the_default_tls_context_is_built_once_for_all_the_llm_clients(stub_llm: StubLLM) -> None:
+    import openai
+
+    session_for("prompty", local(stub_llm))  # a session shares the context (a prompty makes a client per request)
+    first, second = (openai.OpenAI(api_key="k", base_url=stub_llm.base_url) for _ in range(2))
+    assert first._client._transport._pool._ssl_context is second._client._transport._pool._ssl_context
+    custom = openai.OpenAI(api_key="k", base_url=stub_llm.base_url, http_client=openai.DefaultHttpxClient(verify=False))
+    assert custom._client._transport._pool._ssl_context is not first._client._transport._pool._ssl_context
