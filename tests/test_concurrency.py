@@ -8,12 +8,13 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, StubLLM
+from conftest import REPO, StubLLM, post_json
 
 from stages import run as run_stage
 from stages.core import connections, flow_engine, llm_proxy
@@ -148,3 +149,18 @@ def test_the_default_tls_context_is_built_once_for_all_the_llm_clients(stub_llm:
     assert first._client._transport._pool._ssl_context is second._client._transport._pool._ssl_context
     custom = openai.OpenAI(api_key="k", base_url=stub_llm.base_url, http_client=openai.DefaultHttpxClient(verify=False))
     assert custom._client._transport._pool._ssl_context is not first._client._transport._pool._ssl_context
+
+
+def test_the_same_request_from_rows_running_at_once_reaches_the_llm_once(stub_llm: StubLLM, tmp_path: Path) -> None:
+    stub_llm.faults(delay_s=0.5)
+    body = {"model": "m", "prompt": "Q: same?\nA:", "max_tokens": 3, "temperature": 0}
+    other = {**body, "prompt": "Q: other?\nA:"}
+    store = llm_proxy.CacheStore(tmp_path / "cache")
+    with llm_proxy.LLMProxy(stub_llm.base_url, store, RETRY, timeout_s=10) as proxy, ThreadPoolExecutor(4) as pool:
+        url = f"{proxy.base_url()}/completions"
+        answers = list(pool.map(lambda b: post_json(url, b), [body, body, body, other]))
+    assert [status for status, _, _ in answers] == [200] * 4
+    assert answers[0][2]["choices"] == answers[1][2]["choices"] == answers[2][2]["choices"]
+    assert sorted(r["body"]["prompt"] for r in stub_llm.requests()) == ["Q: other?\nA:", "Q: same?\nA:"]
+    assert max(r["in_flight"] for r in stub_llm.requests()) == 2  # distinct requests still overlap
+    assert (proxy.total.misses, proxy.total.hits) == (2, 2)

@@ -19,6 +19,7 @@ Streaming requests (`stream: true`) are refused with a 400: a stream cannot be c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import email.utils
 import hashlib
@@ -233,6 +234,7 @@ class LLMProxy:
         self.total = Usage()
         self._rows: dict[str, Usage] = {}
         self.used_keys: set[str] = set()  # entries this proxy answered from or wrote to the cache
+        self._key_locks: dict[str, tuple[threading.Lock, int]] = {}  # requests in flight: a lock and its users
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -300,14 +302,41 @@ class LLMProxy:
             message = "llm proxy: streaming requests (stream: true) cannot be cached; set stream to false"
             return _Answer(400, _error_body(message, "llm_proxy_stream_refused"))
         key = cache_key(path, request, repeat)
-        if self.store is not None and (cached := self.store.get(key)) is not None:
-            data = json.dumps(cached).encode()
-            prompt, completion = _usage_of(data)
-            self._count(row, requests=1, hits=1, prompt_tokens=prompt, completion_tokens=completion,
-                        cached_prompt_tokens=prompt, cached_completion_tokens=completion)  # fmt: skip
+        if self.store is None:
+            return self._miss(key, path, repeat, request, method, headers, body, row)
+        with self._single_flight(key):  # the same request from rows running at once reaches the endpoint once
+            if (cached := self.store.get(key)) is not None:
+                data = json.dumps(cached).encode()
+                prompt, completion = _usage_of(data)
+                self._count(row, requests=1, hits=1, prompt_tokens=prompt, completion_tokens=completion,
+                            cached_prompt_tokens=prompt, cached_completion_tokens=completion)  # fmt: skip
+                with self._lock:
+                    self.used_keys.add(key)
+                return _Answer(200, data)
+            return self._miss(key, path, repeat, request, method, headers, body, row)
+
+    @contextlib.contextmanager
+    def _single_flight(self, key: str) -> Iterator[None]:
+        """Hold the key's lock: a second identical request waits for the first, then finds its answer cached."""
+        with self._lock:
+            lock, users = self._key_locks.get(key, (threading.Lock(), 0))
+            self._key_locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
             with self._lock:
-                self.used_keys.add(key)
-            return _Answer(200, data)
+                lock, users = self._key_locks[key]
+                if users == 1:
+                    del self._key_locks[key]
+                else:
+                    self._key_locks[key] = (lock, users - 1)
+
+    def _miss(
+        self, key: str, path: str, repeat: int, request: dict[str, Any], method: str, headers: Mapping[str, str],
+        body: bytes, row: str | None,
+    ) -> _Answer:  # fmt: skip
+        """Forward a request the cache did not answer; store a 200 answer."""
         self._count(row, requests=1, misses=1)
         answer = self._forward(method, path, headers, body, row)
         if answer.status != 200:
