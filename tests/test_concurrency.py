@@ -164,3 +164,19 @@ def test_the_same_request_from_rows_running_at_once_reaches_the_llm_once(stub_ll
     assert sorted(r["body"]["prompt"] for r in stub_llm.requests()) == ["Q: other?\nA:", "Q: same?\nA:"]
     assert max(r["in_flight"] for r in stub_llm.requests()) == 2  # distinct requests still overlap
     assert (proxy.total.misses, proxy.total.hits) == (2, 2)
+
+
+def test_evaluate_gives_the_same_rows_and_metrics_at_any_concurrency() -> None:
+    from stages import evaluate as evaluate_stage
+
+    use_case = yaml.safe_load((REPO / "params.yaml").read_text())["use_cases"]["general_qa"]
+    prepared = [{"row_id": f"q{i}", "question": f"Q{i}?", "answer": f"A{i % 3}", "aliases": []} for i in range(12)]
+    run_rows = [{"row_id": f"q{i}", "outputs": {"output": f"A{i % 2}"}, "error": None, "latency_s": 0.1}
+                for i in range(12)]  # fmt: skip
+    session = flow_engine.FlowSession(REPO / use_case["eval_flow"])
+    outcomes = [evaluate_stage.evaluate_variant(session, "general_qa", "v1", use_case, prepared, run_rows,
+                                                concurrency=c) for c in (1, 4)]  # fmt: skip
+    (rows_1, metrics_1, failed_1), (rows_4, metrics_4, failed_4) = outcomes
+    assert [r["row_id"] for r in rows_4] == [f"q{i}" for i in range(12)]
+    assert rows_4 == rows_1 and metrics_4 == metrics_1 and failed_1 == failed_4 == []
+    assert metrics_1["rows"] == 12 and [r["eval"]["exact"] for r in rows_1[:4]] == [True, True, False, False]
