@@ -82,11 +82,12 @@ def judge_bindings(judges: dict[str, Any], connection: connections.Connection) -
 def evaluate_variant(
     sessions: Sequence[flow_engine.FlowSession], name: str, variant: str, use_case: dict[str, Any],
     prepared: list[dict[str, Any]], run_rows: list[dict[str, Any]], proxy: llm_proxy.LLMProxy | None = None,
-    price: cost.Price | None = None,
+    price: cost.Price | None = None, concurrency: int = 1,
 ) -> tuple[list[dict[str, Any]], dict[str, Any], list[flow_engine.RowResult]]:  # fmt: skip
     """One variant's joined rows, its flow-logged metrics with row counts (and the judge calls' LLM cache counts,
     tokens and cost, through `proxy`), and the rows the eval flow failed. Repeat r of a row is evaluated by
-    `sessions[r]` (its judges ask through the proxy's `/r<r>` prefix); the flow's own metrics pool every repeat."""
+    `sessions[r]` (its judges ask through the proxy's `/r<r>` prefix); the flow's own metrics pool every repeat.
+    `concurrency` rows are evaluated at once."""
     k = len(sessions)
     run_by_key = {(row["row_id"], repeats.of(row)): row for row in run_rows}
     evaluable = [(row, repeat) for row in prepared for repeat in range(k)
@@ -97,13 +98,16 @@ def evaluate_variant(
     ]
     progress = Progress(f"evaluate {name} {variant}", len(evaluable))
     before = proxy.totals() if proxy else None
-    results, eval_by_key = [], {}
-    for (row, repeat), inputs in zip(evaluable, eval_inputs, strict=True):
-        result = sessions[repeat].run(repeats.tag(row["row_id"], repeat, k), inputs)
-        results.append(result)
-        eval_by_key[(row["row_id"], repeat)] = result
-        hits = proxy.row_usage(result.row_id).hits if proxy else 0
-        progress.advance(error=result.error is not None, cache_hits=hits)
+    completed: dict[str, flow_engine.RowResult] = {}
+    for repeat, session in enumerate(sessions):
+        flow_rows = [(repeats.tag(row["row_id"], repeat, k), inputs)
+                     for (row, r), inputs in zip(evaluable, eval_inputs, strict=True) if r == repeat]  # fmt: skip
+        for result in session.run_rows(flow_rows, concurrency):
+            completed[result.row_id] = result
+            hits = proxy.row_usage(result.row_id).hits if proxy else 0
+            progress.advance(error=result.error is not None, cache_hits=hits)
+    results = [completed[repeats.tag(row["row_id"], repeat, k)] for row, repeat in evaluable]  # input order
+    eval_by_key = {(row["row_id"], repeat): result for (row, repeat), result in zip(evaluable, results, strict=True)}
     metrics = sessions[0].aggregate(results, eval_inputs) if evaluable else {}
     failed = [r for r in results if r.error]
     metrics.update({"rows": len(results) - len(failed), "run_errors": len(prepared) * k - len(evaluable),
@@ -137,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     proxy, price = None, None
     try:
         plan = variants.plan(args.use_case, use_case)
+        concurrency = connections.concurrency(params["judge"], "judge")  # the judge's, also for flows without one
         specs = headline.parse_specs(use_case.get("metrics"), f"use_cases.{args.use_case}.metrics")
         if judges:
             connection = connections.resolve(params["judge"], connections.environment(root))
@@ -174,7 +179,15 @@ def main(argv: list[str] | None = None) -> int:
         sessions *= k // len(sessions)
         for variant in plan.names:
             rows_by_variant[variant], metrics_by_variant[variant], failed_by_variant[variant] = evaluate_variant(
-                sessions, args.use_case, variant, use_case, prepared, run_by_variant[variant], proxy, price
+                sessions,
+                args.use_case,
+                variant,
+                use_case,
+                prepared,
+                run_by_variant[variant],
+                proxy,
+                price,
+                concurrency,
             )
             write_jsonl(args.out / f"{variant}.jsonl", rows_by_variant[variant])
     for stale in args.out.glob("*.jsonl"):  # variants no longer run must not look current

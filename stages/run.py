@@ -109,7 +109,7 @@ def run_variant(
         flow_rows = (
             (tag, {field: row[column] for field, column in inputs.items()}) for tag, (_, row) in tagged.items()
         )
-        for result in session.run_rows(flow_rows):
+        for result in session.run_rows(flow_rows, connection.concurrency):
             index, row = tagged[result.row_id]
             usage = proxy.row_usage(result.row_id)
             done.append(((index, repeat), result, {
@@ -164,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         for variant in plan.names:
             print(
                 f"run {args.use_case}: {len(rows)} rows{f' x {k} repeats' if k > 1 else ''}, "
-                f"variant {variant}, llm {connection.name} "
-                f"({connection.model}), LLM cache {'on' if proxy.store else 'off'}",
+                f"variant {variant}, llm {connection.name} ({connection.model}), "
+                f"concurrency {connection.concurrency}, LLM cache {'on' if proxy.store else 'off'}",
                 file=sys.stderr,
             )
             try:

@@ -7,8 +7,10 @@ of a row samples its own answer, as a real model would (repeat 0 answers as at t
 `--rules FILE` (a JSON object {substring: answer}, re-read on every request, may appear later) answers any
 prompt containing a substring with its answer verbatim (first match in file order), so a test can script exact
 answers, e.g. a runnable program or a judge score.
-Every request is appended to `--record` (JSON Lines) when given, headers included, so tests can assert what
-was sent. Run: `python -m stages.stub_llm --port 0` prints `listening on http://127.0.0.1:PORT/v1`.
+Every request is appended to `--record` (JSON Lines) when given, headers included, with the time it was received
+and how many requests were being answered at that moment (itself included), so tests can assert what was sent
+and how many requests overlapped. It answers requests concurrently (a thread per connection).
+Run: `python -m stages.stub_llm --port 0` prints `listening on http://127.0.0.1:PORT/v1`.
 
 Faults, for the retry and timeout tests (see `Faults`): `--fail-first N --status 429 --retry-after 1` answers
 the first N requests with an error, `--fail-rate P` always fails a fixed share P of the prompts, `--drop` makes
@@ -87,7 +89,8 @@ def make_handler(
     faults_file: Path | None = None,
 ) -> type[BaseHTTPRequestHandler]:
     lock = threading.Lock()
-    state = {"faults": None, "matched": 0}  # the faults in force and how many requests they have matched
+    # The faults in force, how many requests they have matched, and how many requests are being answered.
+    state: dict[str, Any] = {"faults": None, "matched": 0, "in_flight": 0}
 
     def fault_for(prompt: str) -> tuple[Faults, bool]:
         """The faults in force for this request and whether it fails."""
@@ -135,6 +138,16 @@ def make_handler(
             self.wfile.write(data.encode())
 
         def do_POST(self) -> None:
+            with lock:
+                state["in_flight"] += 1
+                in_flight = state["in_flight"]
+            try:
+                self._answer(time.time(), in_flight)
+            finally:
+                with lock:
+                    state["in_flight"] -= 1
+
+        def _answer(self, received: float, in_flight: int) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length) or b"{}")
             route = urlsplit(self.path).path
@@ -146,7 +159,8 @@ def make_handler(
             if record is not None:
                 with lock, record.open("a", encoding="utf-8") as handle:
                     entry = {"path": self.path, "headers": dict(self.headers), "body": body,
-                             "fault": ("drop" if fault.drop else fault.status) if fails else None}  # fmt: skip
+                             "fault": ("drop" if fault.drop else fault.status) if fails else None,
+                             "received": received, "in_flight": in_flight}  # fmt: skip
                     handle.write(json.dumps(entry) + "\n")
             time.sleep(fault.delay_s)
             if fails:
@@ -170,6 +184,11 @@ def make_handler(
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # many clients connecting at once (the default backlog, 5, drops connections)
+
+
 def serve(
     host: str,
     port: int,
@@ -180,9 +199,7 @@ def serve(
     faults: Faults = Faults(),
     faults_file: Path | None = None,
 ) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), make_handler(model, answers, record, rules, faults, faults_file))
-    server.daemon_threads = True
-    return server
+    return _Server((host, port), make_handler(model, answers, record, rules, faults, faults_file))
 
 
 def main() -> None:

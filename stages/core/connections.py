@@ -51,10 +51,22 @@ class Connection:
     api_key: str = field(repr=False)
     api_version: str | None = None
     request_timeout_s: float = 60.0
+    concurrency: int = 1  # rows run at once against this endpoint
 
     @property
     def secrets(self) -> tuple[str, ...]:
         return tuple(value for value in (self.api_key,) if value and len(value) >= 4)
+
+
+def concurrency(llm: Mapping[str, Any], key: str = "llm") -> int:
+    """The `concurrency` of an `llm` (or `judge`) params block: how many rows run at once (default 1)."""
+    value = llm.get("concurrency", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConnectionConfigError(
+            f"connection '{llm.get('name')}': {key}.concurrency must be a whole number >= 1, got {value!r} "
+            f"(conf/llm/{llm.get('name')}.yaml)"
+        )
+    return value
 
 
 def resolve(llm: Mapping[str, Any], env: Mapping[str, str]) -> Connection:
@@ -93,6 +105,7 @@ def resolve(llm: Mapping[str, Any], env: Mapping[str, str]) -> Connection:
         api_key=api_key,
         api_version=api_version,
         request_timeout_s=float(llm.get("request_timeout_s", 60)),
+        concurrency=concurrency(llm),
     )
 
 

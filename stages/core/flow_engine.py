@@ -11,13 +11,16 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import inspect
+import itertools
 import json
 import logging
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -500,6 +503,37 @@ def _bind(function: Any, bound: dict[str, Any]) -> Any:
     return entry
 
 
+_tls_lock = threading.Lock()
+
+
+def _share_default_tls_context() -> None:
+    """Build the default TLS context of the OpenAI client's HTTP stack once per process, not once per request.
+
+    A prompty (also one a flex flow calls) makes a new OpenAI client for every LLM request, and each new client
+    loads the system CA bundle into a new TLS context: ~30 ms of CPU per row, the largest cost of a bulk run.
+    The context is the same every time (and is safe to share), so the first one is reused.
+    """
+    try:
+        from httpx2._transports import default as transports
+    except ImportError:  # another HTTP stack: nothing to share
+        return
+    create = transports.create_ssl_context
+    if getattr(create, "llmops_shared", False):
+        return
+    shared: dict[bool, Any] = {}
+
+    def create_ssl_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
+        if verify is not True or cert is not None:
+            return create(verify=verify, cert=cert, trust_env=trust_env)
+        with _tls_lock:
+            if trust_env not in shared:
+                shared[trust_env] = create(verify=verify, cert=cert, trust_env=trust_env)
+            return shared[trust_env]
+
+    create_ssl_context.llmops_shared = True  # type: ignore[attr-defined]
+    transports.create_ssl_context = create_ssl_context
+
+
 class FlowSession:
     """A flow (DAG, flex or prompty) loaded once and executed row by row in this process."""
 
@@ -522,6 +556,7 @@ class FlowSession:
         from promptflow._internal import inject_openai_api
 
         inject_openai_api()  # prompty flows too send the tracking header (see row_of_request)
+        _share_default_tls_context()
         self._row_timeout_s = row_timeout_s
         binding = bindings[0] if bindings else None
         self.kind, flow_file = detect(flow, binding.prompt if binding else None)
@@ -571,9 +606,33 @@ class FlowSession:
         outputs, aggregation_inputs = outcome["result"]
         return RowResult(row_id, _jsonable(outputs), None, elapsed, aggregation_inputs)
 
-    def run_rows(self, rows: Iterable[tuple[str, Mapping[str, Any]]]) -> Iterator[RowResult]:
-        for row_id, inputs in rows:
-            yield self.run(row_id, inputs)
+    def run_rows(self, rows: Iterable[tuple[str, Mapping[str, Any]]], concurrency: int = 1) -> Iterator[RowResult]:
+        """Execute rows, at most `concurrency` at once, yielding each result as it completes (not in input order:
+        see `in_input_order`). Rows are taken from `rows` only as slots free up, so a long run holds no more than
+        `concurrency` rows in flight; concurrency 1 runs them one after the other, in order."""
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        pending_rows = iter(rows)
+        # Prompt flow's executor swaps sys.stdout/stderr for its log writers around each line; lines that overlap
+        # restore each other's writers, so put the streams back once all rows are done.
+        streams = sys.stdout, sys.stderr
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="rows") as pool:
+
+            def start(count: int) -> set[Future[RowResult]]:  # each row gets a copy of the caller's context
+                batch = itertools.islice(pending_rows, count)
+                return {pool.submit(contextvars.copy_context().run, self.run, *row) for row in batch}
+
+            in_flight = start(concurrency)
+            try:
+                while in_flight:
+                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    in_flight |= start(len(done))
+                    for future in done:
+                        yield future.result()
+            finally:  # the consumer stopped early (or failed): do not start the rows still queued
+                for future in in_flight:
+                    future.cancel()
+                sys.stdout, sys.stderr = streams
 
     def aggregate(self, results: list[RowResult], inputs: list[Mapping[str, Any]]) -> dict[str, Any]:
         """Run the flow's aggregation nodes over the successful rows; returns the metrics they logged."""
@@ -587,6 +646,18 @@ class FlowSession:
             return self._flow.aggregate(columns, aggregation_inputs)
         except _RowFailed as exc:
             raise RuntimeError(redact(str(exc), self._secrets)) from None
+
+
+def in_input_order(results: Iterable[RowResult], row_ids: Sequence[str]) -> list[RowResult]:
+    """`results` (e.g. from `FlowSession.run_rows`, in completion order) sorted as `row_ids`; each id exactly once."""
+    by_id: dict[str, RowResult] = {}
+    for result in results:
+        if result.row_id in by_id:
+            raise ValueError(f"row id {result.row_id!r} appears twice: row ids must be unique")
+        by_id[result.row_id] = result
+    if len(by_id) != len(row_ids) or not by_id.keys() <= set(row_ids):
+        raise ValueError(f"got {len(by_id)} results for {len(row_ids)} rows")
+    return [by_id[row_id] for row_id in row_ids]
 
 
 def _jsonable(value: Any) -> Any:

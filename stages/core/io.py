@@ -12,15 +12,20 @@ from typing import IO, Any
 
 
 @contextmanager
-def atomic_open(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """Open a temp file beside `path`; on success fsync and rename it over `path`, on error remove it."""
+def atomic_open(path: Path, mode: str = "w", fsync: bool = True) -> Iterator[IO[Any]]:
+    """Open a temp file beside `path`; on success fsync and rename it over `path`, on error remove it.
+
+    Without `fsync`, a killed process still leaves the old file or the whole new one; only a crash of the machine
+    itself may leave an empty or partial file (for files whose reader treats that as missing, e.g. cache entries).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
             yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -20,6 +20,7 @@ Streaming requests (`stream: true`) are refused with a 400: a stream cannot be c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import email.utils
 import hashlib
@@ -101,7 +102,9 @@ class CacheStore:
 
     def put(self, key: str, request: Mapping[str, Any], response: Mapping[str, Any]) -> None:
         entry = {"key": key, "created": round(time.time(), 3), "request": dict(request), "response": dict(response)}
-        with atomic_open(self.path(key)) as handle:
+        # No fsync: a killed run leaves whole entries either way, and an entry a machine crash left unreadable is a
+        # miss (see get). An fsync per entry would cost a bulk run more than the requests themselves.
+        with atomic_open(self.path(key), fsync=False) as handle:
             json.dump(entry, handle, ensure_ascii=False, sort_keys=True)
 
     def keys(self) -> Iterator[str]:
@@ -233,12 +236,12 @@ class LLMProxy:
         self.total = Usage()
         self._rows: dict[str, Usage] = {}
         self.used_keys: set[str] = set()  # entries this proxy answered from or wrote to the cache
+        self._key_locks: dict[str, tuple[threading.Lock, int]] = {}  # requests in flight: a lock and its users
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> LLMProxy:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        server.daemon_threads = True
+        server = _Server(("127.0.0.1", 0), _handler(self))
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="llm-proxy", daemon=True)
         self._thread.start()
@@ -301,14 +304,41 @@ class LLMProxy:
             message = "llm proxy: streaming requests (stream: true) cannot be cached; set stream to false"
             return _Answer(400, _error_body(message, "llm_proxy_stream_refused"))
         key = cache_key(path, request, repeat)
-        if self.store is not None and (cached := self.store.get(key)) is not None:
-            data = json.dumps(cached).encode()
-            prompt, completion = _usage_of(data)
-            self._count(row, requests=1, hits=1, prompt_tokens=prompt, completion_tokens=completion,
-                        cached_prompt_tokens=prompt, cached_completion_tokens=completion)  # fmt: skip
+        if self.store is None:
+            return self._miss(key, path, repeat, request, method, headers, body, row)
+        with self._single_flight(key):  # the same request from rows running at once reaches the endpoint once
+            if (cached := self.store.get(key)) is not None:
+                data = json.dumps(cached).encode()
+                prompt, completion = _usage_of(data)
+                self._count(row, requests=1, hits=1, prompt_tokens=prompt, completion_tokens=completion,
+                            cached_prompt_tokens=prompt, cached_completion_tokens=completion)  # fmt: skip
+                with self._lock:
+                    self.used_keys.add(key)
+                return _Answer(200, data)
+            return self._miss(key, path, repeat, request, method, headers, body, row)
+
+    @contextlib.contextmanager
+    def _single_flight(self, key: str) -> Iterator[None]:
+        """Hold the key's lock: a second identical request waits for the first, then finds its answer cached."""
+        with self._lock:
+            lock, users = self._key_locks.get(key, (threading.Lock(), 0))
+            self._key_locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
             with self._lock:
-                self.used_keys.add(key)
-            return _Answer(200, data)
+                lock, users = self._key_locks[key]
+                if users == 1:
+                    del self._key_locks[key]
+                else:
+                    self._key_locks[key] = (lock, users - 1)
+
+    def _miss(
+        self, key: str, path: str, repeat: int, request: dict[str, Any], method: str, headers: Mapping[str, str],
+        body: bytes, row: str | None,
+    ) -> _Answer:  # fmt: skip
+        """Forward a request the cache did not answer; store a 200 answer."""
         self._count(row, requests=1, misses=1)
         answer = self._forward(method, path, {**headers, REPEAT_HEADER: str(repeat)}, body, row)
         if answer.status != 200:
@@ -368,6 +398,14 @@ class LLMProxy:
             return response.status, content_type, data, response.getheader("Retry-After")
         finally:
             connection.close()
+
+
+class _Server(ThreadingHTTPServer):
+    """A thread per client connection. The listen backlog is larger than the default 5: with many rows opening
+    connections at once, a full backlog drops connection attempts, which clients retry only after a second."""
+
+    daemon_threads = True
+    request_queue_size = 128
 
 
 def _handler(proxy: LLMProxy) -> type[BaseHTTPRequestHandler]:

@@ -1,0 +1,182 @@
+"""Bulk runs execute rows concurrently, per connection (`concurrency` in conf/llm): every flow kind overlaps its
+LLM requests up to the limit and never beyond, outputs keep the input order, and row timeouts still hold.
+Overlap is read from the stub's request log (how many requests it was answering when each arrived), not from
+wall-clock timings."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import REPO, StubLLM, post_json
+
+from stages import run as run_stage
+from stages.core import connections, flow_engine, llm_proxy
+from stages.core.connections import Connection
+
+RETRY = llm_proxy.RetryPolicy(attempts=2, base_s=0.01, max_s=1)
+Inputs = Callable[[int], dict[str, Any]]
+# Flow kind: folder, binding, the inputs of row i (each row's prompt holds "number <i>").
+KINDS: dict[str, tuple[str, dict[str, Any], Inputs]] = {
+    "dag": ("use_cases/web_classification/flows/classify", {"node": "classify", "prompt": "classify_v1.jinja2"},
+            lambda i: {"url": f"https://example.org/{i}", "text": f"Page number {i}."}),
+    "prompty": ("use_cases/general_qa/flows/answer", {"prompt": "answer.prompty"},
+                lambda i: {"question": f"What is number {i}?"}),
+    "flex_class": ("use_cases/chat/flows/assistant", {"prompt": "assistant.prompty", "params": {"max_tokens": 8}},
+                   lambda i: {"question": f"What is number {i}?", "chat_history": []}),
+    "flex_function": ("use_cases/code_generation/flows/generate",
+                      {"prompt": "generate_v2.prompty", "params": {"temperature": 0, "max_tokens": 20}},
+                      lambda i: {"task": f"Return number {i}.", "signature": f"def f{i}():"}),
+}  # fmt: skip
+
+
+def local(stub: StubLLM, concurrency: int = 1) -> Connection:
+    return Connection("local", "openai", "completion", "m", stub.base_url, "sk-test-key", request_timeout_s=10,
+                      concurrency=concurrency)  # fmt: skip
+
+
+def session_for(kind: str, connection: Connection, row_timeout_s: float | None = None) -> flow_engine.FlowSession:
+    folder, binding, _ = KINDS[kind]
+    return flow_engine.FlowSession(
+        REPO / folder, flow_engine.LLMBinding(connection, **binding), row_timeout_s=row_timeout_s
+    )
+
+
+def rows_of(kind: str, count: int) -> list[tuple[str, dict[str, Any]]]:
+    return [(f"r{i}", KINDS[kind][2](i)) for i in range(count)]
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_rows_overlap_up_to_the_concurrency_and_never_beyond(stub_llm: StubLLM, tmp_path: Path, kind: str) -> None:
+    stub_llm.faults(delay_s=1.0)
+    streams = sys.stdout, sys.stderr
+    store = llm_proxy.CacheStore(tmp_path / "cache")
+    with llm_proxy.LLMProxy(stub_llm.base_url, store, RETRY, timeout_s=10, row_of=flow_engine.row_of_request) as proxy:
+        session = session_for(kind, proxy.connection(local(stub_llm)))
+        rows = rows_of(kind, 8)
+        results, usage = [], {}
+        for result in session.run_rows(rows, concurrency=4):
+            results.append(result)
+            usage[result.row_id] = proxy.row_usage(result.row_id)
+    assert [r.error for r in results] == [None] * 8
+    assert sorted(r.row_id for r in results) == sorted(row_id for row_id, _ in rows)
+    requests = stub_llm.requests()
+    assert len(requests) == 8 and max(r["in_flight"] for r in requests) == 4  # 4 at once, never 5
+    assert all(u.requests == 1 and u.misses == 1 for u in usage.values())  # each row's request is its own
+    assert (sys.stdout, sys.stderr) == streams  # prompt flow's log writers are gone after the run
+
+
+def test_concurrency_1_runs_the_rows_one_after_the_other_in_order(stub_llm: StubLLM) -> None:
+    stub_llm.faults(delay_s=0.2)
+    session = session_for("prompty", local(stub_llm))
+    rows = rows_of("prompty", 4)
+    results = list(session.run_rows(rows, concurrency=1))
+    assert [r.row_id for r in results] == ["r0", "r1", "r2", "r3"]
+    requests = stub_llm.requests()
+    assert [r["in_flight"] for r in requests] == [1, 1, 1, 1]
+    assert [r["body"]["prompt"].count(f"number {i}?") for i, r in enumerate(requests)] == [1, 1, 1, 1]
+
+
+def test_the_run_stage_writes_outputs_in_input_order_whatever_order_rows_finish(
+    stub_llm: StubLLM, tmp_path: Path
+) -> None:
+    stub_llm.faults(delay_s=1.5, match="number 0?")  # the first row finishes last
+    use_case = yaml.safe_load((REPO / "params.yaml").read_text())["use_cases"]["general_qa"]
+    rows = [{"row_id": f"q{i}", "question": f"What is number {i}?"} for i in range(6)]
+    with llm_proxy.LLMProxy(stub_llm.base_url, llm_proxy.CacheStore(tmp_path / "cache"), RETRY, timeout_s=10,
+                            row_of=flow_engine.row_of_request) as proxy:  # fmt: skip
+        connection = proxy.connection(local(stub_llm, concurrency=3))
+        results, records, summary = run_stage.run_variant(
+            REPO, "general_qa", use_case, "v1", proxy, connection, rows, row_timeout_s=30
+        )
+    received = [r["body"]["prompt"].rsplit("number ", 1)[1][0] for r in stub_llm.requests()]
+    assert received[:3] != ["0"] * 3 and sorted(received) == ["0", "1", "2", "3", "4", "5"]
+    assert [r["row_id"] for r in records] == [f"q{i}" for i in range(6)]
+    assert [r.row_id for r in results] == [f"q{i}" for i in range(6)]
+    assert all(r["error"] is None and r["llm"]["requests"] == 1 for r in records)
+    assert summary["rows"] == 6 and summary["errors"] == 0 and summary["cache"]["misses"] == 6
+
+
+def test_a_row_past_its_timeout_is_recorded_while_the_others_run_on(stub_llm: StubLLM) -> None:
+    stub_llm.faults(delay_s=4, match="number 1?")
+    session = session_for("prompty", local(stub_llm), row_timeout_s=1)
+    started = time.monotonic()
+    results = {r.row_id: r for r in session.run_rows(rows_of("prompty", 6), concurrency=3)}
+    elapsed = time.monotonic() - started
+    assert results["r1"].error == "row timed out after 1 s" and 1.0 <= results["r1"].latency_s < 2
+    assert all(results[f"r{i}"].error is None for i in (0, 2, 3, 4, 5))
+    assert elapsed < 3.5  # the slow answer (4 s) was not waited for
+
+
+def test_in_input_order_needs_each_row_once() -> None:
+    def result(row_id: str) -> flow_engine.RowResult:
+        return flow_engine.RowResult(row_id, {}, None, 0.1)
+
+    ordered = flow_engine.in_input_order([result("b"), result("c"), result("a")], ["a", "b", "c"])
+    assert [r.row_id for r in ordered] == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="'a' appears twice"):
+        flow_engine.in_input_order([result("a"), result("a")], ["a", "b"])
+    with pytest.raises(ValueError, match="got 1 results for 2 rows"):
+        flow_engine.in_input_order([result("a")], ["a", "b"])
+
+
+@pytest.mark.parametrize("value", [0, -2, "4", True, 1.5])
+def test_a_bad_concurrency_names_the_key_and_the_file(value: object) -> None:
+    llm = {"name": "openai", "type": "openai", "api": "chat", "model": "m", "base_url": "https://x/v1",
+           "api_key_env": "K", "concurrency": value}  # fmt: skip
+    with pytest.raises(connections.ConnectionConfigError, match=r"llm\.concurrency must be .*conf/llm/openai\.yaml"):
+        connections.resolve(llm, {"K": "key"})
+
+
+def test_every_connection_declares_its_concurrency() -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert params["llm"]["concurrency"] == 1  # llama.cpp answers one request at a time
+    for name in ("openai", "azure_openai"):
+        assert yaml.safe_load((REPO / "conf/llm" / f"{name}.yaml").read_text())["concurrency"] > 1
+
+
+def test_the_default_tls_context_is_built_once_for_all_the_llm_clients(stub_llm: StubLLM) -> None:
+    import openai
+
+    session_for("prompty", local(stub_llm))  # a session shares the context (a prompty makes a client per request)
+    first, second = (openai.OpenAI(api_key="k", base_url=stub_llm.base_url) for _ in range(2))
+    assert first._client._transport._pool._ssl_context is second._client._transport._pool._ssl_context
+    custom = openai.OpenAI(api_key="k", base_url=stub_llm.base_url, http_client=openai.DefaultHttpxClient(verify=False))
+    assert custom._client._transport._pool._ssl_context is not first._client._transport._pool._ssl_context
+
+
+def test_the_same_request_from_rows_running_at_once_reaches_the_llm_once(stub_llm: StubLLM, tmp_path: Path) -> None:
+    stub_llm.faults(delay_s=0.5)
+    body = {"model": "m", "prompt": "Q: same?\nA:", "max_tokens": 3, "temperature": 0}
+    other = {**body, "prompt": "Q: other?\nA:"}
+    store = llm_proxy.CacheStore(tmp_path / "cache")
+    with llm_proxy.LLMProxy(stub_llm.base_url, store, RETRY, timeout_s=10) as proxy, ThreadPoolExecutor(4) as pool:
+        url = f"{proxy.base_url()}/completions"
+        answers = list(pool.map(lambda b: post_json(url, b), [body, body, body, other]))
+    assert [status for status, _, _ in answers] == [200] * 4
+    assert answers[0][2]["choices"] == answers[1][2]["choices"] == answers[2][2]["choices"]
+    assert sorted(r["body"]["prompt"] for r in stub_llm.requests()) == ["Q: other?\nA:", "Q: same?\nA:"]
+    assert max(r["in_flight"] for r in stub_llm.requests()) == 2  # distinct requests still overlap
+    assert (proxy.total.misses, proxy.total.hits) == (2, 2)
+
+
+def test_evaluate_gives_the_same_rows_and_metrics_at_any_concurrency() -> None:
+    from stages import evaluate as evaluate_stage
+
+    use_case = yaml.safe_load((REPO / "params.yaml").read_text())["use_cases"]["general_qa"]
+    prepared = [{"row_id": f"q{i}", "question": f"Q{i}?", "answer": f"A{i % 3}", "aliases": []} for i in range(12)]
+    run_rows = [{"row_id": f"q{i}", "outputs": {"output": f"A{i % 2}"}, "error": None, "latency_s": 0.1}
+                for i in range(12)]  # fmt: skip
+    session = flow_engine.FlowSession(REPO / use_case["eval_flow"])
+    outcomes = [evaluate_stage.evaluate_variant(session, "general_qa", "v1", use_case, prepared, run_rows,
+                                                concurrency=c) for c in (1, 4)]  # fmt: skip
+    (rows_1, metrics_1, failed_1), (rows_4, metrics_4, failed_4) = outcomes
+    assert [r["row_id"] for r in rows_4] == [f"q{i}" for i in range(12)]
+    assert rows_4 == rows_1 and metrics_4 == metrics_1 and failed_1 == failed_4 == []
+    assert metrics_1["rows"] == 12 and [r["eval"]["exact"] for r in rows_1[:4]] == [True, True, False, False]
