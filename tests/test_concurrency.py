@@ -93,7 +93,7 @@ def test_the_run_stage_writes_outputs_in_input_order_whatever_order_rows_finish(
                             row_of=flow_engine.row_of_request) as proxy:  # fmt: skip
         connection = proxy.connection(local(stub_llm, concurrency=3))
         results, records, summary = run_stage.run_variant(
-            REPO, "general_qa", use_case, "v1", proxy, connection, rows, row_timeout_s=30
+            REPO, "general_qa", use_case, "v1", "v1", proxy, connection, rows, row_timeout_s=30, k=1, price=None
         )
     received = [r["body"]["prompt"].rsplit("number ", 1)[1][0] for r in stub_llm.requests()]
     assert received[:3] != ["0"] * 3 and sorted(received) == ["0", "1", "2", "3", "4", "5"]
@@ -174,7 +174,7 @@ def test_evaluate_gives_the_same_rows_and_metrics_at_any_concurrency() -> None:
     run_rows = [{"row_id": f"q{i}", "outputs": {"output": f"A{i % 2}"}, "error": None, "latency_s": 0.1}
                 for i in range(12)]  # fmt: skip
     session = flow_engine.FlowSession(REPO / use_case["eval_flow"])
-    outcomes = [evaluate_stage.evaluate_variant(session, "general_qa", "v1", use_case, prepared, run_rows,
+    outcomes = [evaluate_stage.evaluate_variant([session], "general_qa", "v1", use_case, prepared, run_rows,
                                                 concurrency=c) for c in (1, 4)]  # fmt: skip
     (rows_1, metrics_1, failed_1), (rows_4, metrics_4, failed_4) = outcomes
     assert [r["row_id"] for r in rows_4] == [f"q{i}" for i in range(12)]
