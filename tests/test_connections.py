@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -95,10 +96,19 @@ def test_llm_switch_reaches_every_use_case(project: Project, stub_llm: StubLLM, 
 
     requests = stub_llm.requests()
     use_cases = yaml.safe_load((project.root / "params.yaml").read_text())["use_cases"]
-    # the pr subset of every use case, chat_with_pdf's rewrite node, chat's three judges and chat_with_pdf's one
-    assert len(use_cases) == 7 and len(requests) == 12 * len(use_cases) + 12 + 4 * 12
+    # Every request the flows made, counted by the LLM cache: the pr subset of every use case, chat_with_pdf's
+    # rewrite node, chat's three judges and chat_with_pdf's one. The stub saw only the misses: a judge prompt that
+    # repeats (the stub's answers repeat) is answered by the cache.
+    made, missed = {"run": 0, "eval": 0}, {"run": 0, "eval": 0}
+    for use_case in use_cases:
+        for stage, counted in (("run", "run/summary.json"), ("eval", "eval/metrics.json")):
+            if cache := json.loads((project.root / "data" / use_case / counted).read_text()).get("cache"):
+                made[stage] += cache["hits"] + cache["misses"]
+                missed[stage] += cache["misses"]
+    assert len(use_cases) == 7 and made == {"run": 12 * len(use_cases) + 12, "eval": 4 * 12}
+    assert len(requests) == sum(missed.values())
     rubric = "Reply with one digit from 1 to 5 and nothing else."  # the judges get the chat rubrics
-    assert sum(request["body"]["messages"][0]["content"].endswith(rubric) for request in requests) == 4 * 12
+    assert sum(request["body"]["messages"][0]["content"].endswith(rubric) for request in requests) == missed["eval"]
     for request in requests:
         assert request["body"]["messages"], "chat models get the prompt as messages"
         if llm == "openai":
