@@ -269,6 +269,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     print(f"deployed {args.use_case}: {record.get('url') or record.get('scoring_uri') or args.target}  split: {split}")
     if record.get("log"):
         print(f"  production log: {record['log']}")
+    print(f"  what was deployed: {deploy.state.path(root, args.env, args.use_case).relative_to(root)}")
     return 0
 
 

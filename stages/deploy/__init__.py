@@ -34,11 +34,12 @@ def spec_for(root: Path, use_case: str, env: str, target: str) -> DeploymentSpec
 
 
 def deploy(root: Path, use_case: str, env: str, target: str) -> dict[str, Any]:
-    """Deploy with the target's module and record it in the state file; returns the target's record."""
+    """Deploy with the target's module and record it in the state file; returns the target's record (with the
+    traffic split it set under `weights`)."""
     spec = spec_for(root, use_case, env, target)
     record = target_module(target).deploy(spec, root)
     state.save(root, state.after_deploy(state.load(root, env, use_case), target, spec.weights, record))
-    return record
+    return {"weights": spec.weights, **record}
 
 
 def current(root: Path, use_case: str, env: str, target: str | None = None) -> tuple[str, dict[str, Any]]:
