@@ -124,3 +124,37 @@ def test_no_secret_values_in_manifests(spec: Any, monkeypatch: pytest.MonkeyPatc
     text = "".join(f.read_text() for f in files)
     assert canary_key not in text and "kind: Secret" not in text
     assert "LOG_LEVEL" in text
+
+
+def test_llmops_deploy_and_rollback_reach_the_kubernetes_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI dispatches to the target module, records the split, and a rollback renders the previous split."""
+    import shutil
+
+    from stages import cli
+
+    root = tmp_path / "repo"
+    for part in ("conf", "params.yaml", "pyproject.toml", "use_cases/general_qa"):
+        copy = shutil.copytree if (ROOT / part).is_dir() else shutil.copy
+        (root / part).parent.mkdir(parents=True, exist_ok=True)
+        copy(ROOT / part, root / part)
+    (root / ".dvc").mkdir()  # what makes a folder a project
+    monkeypatch.chdir(root)
+    assert cli.main(["deploy", "--use-case", "general_qa", "--target", "kubernetes", "--env", "dev"]) == 0
+    state = json.loads((root / ".llmops/deploy/dev/general_qa.json").read_text())
+    assert state["targets"]["kubernetes"]["current"]["weights"] == {"green": 10, "blue": 90}
+    manifests = root / ".llmops/deploy/dev/general_qa/kubernetes/manifests"
+    canary = yaml.safe_load((manifests / "ingress-general-qa-dev-canary.yaml").read_text())
+    assert canary["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"] == "10"
+
+    deploy_conf = root / "conf/deploy/dev.yaml"
+    deploy_conf.write_text(
+        deploy_conf.read_text().replace("weight: 10}", "weight: 50}").replace("weight: 90}", "weight: 50}")
+    )
+    assert cli.main(["deploy", "--use-case", "general_qa", "--target", "kubernetes", "--env", "dev"]) == 0
+    canary = yaml.safe_load((manifests / "ingress-general-qa-dev-canary.yaml").read_text())
+    assert canary["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"] == "50"
+    assert cli.main(["rollback", "--use-case", "general_qa", "--env", "dev", "--target", "kubernetes"]) == 0
+    rolled_back = json.loads((root / ".llmops/deploy/dev/general_qa.json").read_text())
+    assert rolled_back["targets"]["kubernetes"]["current"]["weights"] == {"green": 10, "blue": 90}
