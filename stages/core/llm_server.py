@@ -142,12 +142,17 @@ def stop(runtime: Path) -> bool:
     return running
 
 
-def _is_our_server(pid: int) -> bool:
-    """Guard against a recycled pid: only a llama_cpp.server process is ours to stop."""
+def runs(pid: int, module: str) -> bool:
+    """Whether `pid` is a process of `module` (its command line names it): a guard against a recycled pid."""
     try:
-        return b"llama_cpp.server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return module.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
+
+
+def _is_our_server(pid: int) -> bool:
+    """Only a llama_cpp.server process is ours to stop."""
+    return runs(pid, "llama_cpp.server")
 
 
 def terminate(pid: int, grace_s: float = 10.0) -> bool:

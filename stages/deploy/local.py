@@ -23,7 +23,7 @@ from typing import Any
 
 from stages.core import connections
 from stages.core.io import read_json, write_json
-from stages.core.llm_server import terminate
+from stages.core.llm_server import runs, terminate
 from stages.core.project import RUNTIME_DIR_NAME, load_params
 from stages.deploy import web
 from stages.deploy.spec import Deployment, DeploymentSpec, SpecError
@@ -109,11 +109,8 @@ def _health(port: int, host: str, key: str) -> dict[str, Any] | None:
 
 
 def _ours(pid: int) -> bool:
-    """Guard against a recycled pid: only a process running one of our deploy modules is ours to stop."""
-    try:
-        return b"stages.deploy." in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
+    """Only a process running one of our deploy modules is ours to stop."""
+    return runs(pid, "stages.deploy.")
 
 
 def _running(pid_file: Path) -> dict[str, Any] | None:

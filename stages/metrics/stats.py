@@ -89,6 +89,17 @@ def _resampled_rows(rows: int, resamples: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, rows, size=(resamples, rows))
 
 
+def _bootstrap_comparison(
+    test: str, effect: float, deltas: np.ndarray, unchanged: bool, alpha: float, rows: int
+) -> Comparison:
+    """The verdict from resampled differences: their (1 - alpha) interval and a two-sided p-value, twice the
+    share on the far side of zero (1 when nothing changed)."""
+    low, high = np.quantile(deltas, [alpha / 2, 1 - alpha / 2])
+    p_value = 1.0 if unchanged else min(1.0, 2 * min(float(np.mean(deltas <= 0)), float(np.mean(deltas >= 0))))
+    interval = Interval(effect, float(low), float(high), 1 - alpha)
+    return Comparison(test, effect, p_value, _verdict(effect, p_value, alpha), rows, interval=interval)
+
+
 def paired_bootstrap(
     baseline: Sequence[float] | np.ndarray,
     candidate: Sequence[float] | np.ndarray,
@@ -117,12 +128,7 @@ def paired_bootstrap(
         effect = float(statistic(cand) - statistic(base))
         deltas = np.array([statistic(cand[rows]) - statistic(base[rows]) for rows in indices])
         unchanged = bool(np.all(cand == base))
-    low, high = np.quantile(deltas, [alpha / 2, 1 - alpha / 2])
-    p_value = 1.0 if unchanged else min(1.0, 2 * min(float(np.mean(deltas <= 0)), float(np.mean(deltas >= 0))))
-    interval = Interval(effect, float(low), float(high), 1 - alpha)
-    return Comparison(
-        "paired bootstrap", effect, p_value, _verdict(effect, p_value, alpha), int(base.shape[0]), interval=interval
-    )
+    return _bootstrap_comparison("paired bootstrap", effect, deltas, unchanged, alpha, int(base.shape[0]))
 
 
 def mcnemar_exact(baseline: Sequence[bool], candidate: Sequence[bool], alpha: float = 0.05) -> Comparison:
@@ -190,9 +196,5 @@ def unpaired_bootstrap(
         deltas = cand[cand_rows].mean(axis=1) - base[base_rows].mean(axis=1)
     else:
         deltas = np.array([statistic(cand[c]) - statistic(base[b]) for b, c in zip(base_rows, cand_rows, strict=True)])
-    low, high = np.quantile(deltas, [alpha / 2, 1 - alpha / 2])
-    same = bool(np.all(deltas == 0))
-    p_value = 1.0 if same else min(1.0, 2 * min(float(np.mean(deltas <= 0)), float(np.mean(deltas >= 0))))
-    interval = Interval(effect, float(low), float(high), 1 - alpha)
     rows = int(base.shape[0] + cand.shape[0])
-    return Comparison("unpaired bootstrap", effect, p_value, _verdict(effect, p_value, alpha), rows, interval=interval)
+    return _bootstrap_comparison("unpaired bootstrap", effect, deltas, bool(np.all(deltas == 0)), alpha, rows)
