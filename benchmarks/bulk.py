@@ -86,7 +86,7 @@ def make_project(root: Path, base_url: str, model: str, concurrency: int, server
     }
     server = {**params["server"], "port": server_port or params["server"]["port"]}
     composed = {"llm": llm, "bulk": params["bulk"], "llm_cache": params["llm_cache"], "server": server,
-                "use_cases": {USE_CASE: use_case}}  # fmt: skip
+                "prices": params["prices"], "use_cases": {USE_CASE: use_case}}  # fmt: skip
     (root / "params.yaml").write_text(yaml.safe_dump(composed, sort_keys=False), encoding="utf-8")
     return root
 
