@@ -5,7 +5,8 @@
 
 (a) The run stage (`python -m stages.run`, LLM proxy and cache included) runs `--rows` rows at `--concurrency`
     against the stub LLM (stages/stub_llm.py, a thread per connection) answering after a fixed `--latency-s`;
-    the limit is concurrency / latency rows/s.
+    the limit is concurrency / latency rows/s. (a2) is the same run over `--processes` worker processes
+    (`bulk.processes`): the proxy stays in the stage's process, the flow's CPU work moves to the workers.
 (b) Prompt flow's batch run, `PFClient().run(flow=..., data=..., column_mapping=...)` at its default settings, on
     the same .prompty flow and the same rows against the same stub.
 (c) The peak RSS of the run stage's whole process tree (sampled with psutil) on a `--memory-rows` run.
@@ -144,8 +145,17 @@ def timed(command: list[str], cwd: Path, log: Path) -> dict[str, Any]:
             "peak_rss_mb": round(sampler.peak_bytes / 2**20, 1)}  # fmt: skip
 
 
-def run_stage(project: Path, rows: list[dict[str, Any]], label: str) -> dict[str, Any]:
-    """Our run stage over `rows` in `project` (a fresh LLM cache, so every request reaches the LLM)."""
+def set_processes(project: Path, processes: int) -> None:
+    """The project's `bulk.processes`: how many worker processes the run stage spreads rows over."""
+    params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
+    params["bulk"]["processes"] = processes
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+
+
+def run_stage(project: Path, rows: list[dict[str, Any]], label: str, processes: int = 1) -> dict[str, Any]:
+    """Our run stage over `rows` in `project` with `processes` worker processes (a fresh LLM cache, so every
+    request reaches the LLM)."""
+    set_processes(project, processes)
     folder = project / "runs" / label
     folder.mkdir(parents=True)
     write_jsonl(folder / "prepared.jsonl", rows)
@@ -160,6 +170,7 @@ def run_stage(project: Path, rows: list[dict[str, Any]], label: str) -> dict[str
         raise RuntimeError(f"{label}: {summary['errors']} rows failed; see {folder / 'log.txt'}")
     return {
         "rows": len(rows),
+        "processes": processes,
         "run_wall_s": summary["wall_s"],  # the stage's own timing of its rows (flow loaded, proxy running)
         "rows_per_s": round(len(rows) / summary["wall_s"], 1),
         "rows_per_s_end_to_end": round(len(rows) / measured["process_wall_s"], 1),
@@ -340,6 +351,13 @@ def markdown(results: dict[str, Any]) -> str:
         f"{a['rows_per_s']} | {results['ratio_to_limit']:.1%} of {limit:g} rows/s | {a['process_wall_s']} | "
         f"{a['cpu_ms_per_row']} | {a['peak_rss_mb']} |",
     ]
+    if spread := results.get("ours_processes"):
+        lines.append(
+            f"| (a2) the same, over {spread['processes']} worker processes (`bulk.processes`) | {spread['rows']} | "
+            f"{results['concurrency']} | {spread['run_wall_s']} | {spread['rows_per_s']} | "
+            f"**{results['ratio_to_limit_processes']:.1%}** of {limit:g} rows/s | {spread['process_wall_s']} | "
+            f"{spread['cpu_ms_per_row']} | {spread['peak_rss_mb']} |"
+        )
     if pf:
         lines.append(
             f"| (b) prompt flow `PFClient.run`, defaults | {pf['rows']} | default (4 workers) | {pf['run_wall_s']} | "
@@ -380,6 +398,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--latency-s", type=float, default=0.1)
+    parser.add_argument("--processes", type=int, default=2, help="(a2): bulk.processes for the same run")
     parser.add_argument("--memory-rows", type=int, default=10_000)
     parser.add_argument("--skip-promptflow", action="store_true")
     parser.add_argument("--embedded", action="store_true", help="also (d): starts the embedded LLM on a free port")
@@ -403,6 +422,11 @@ def main() -> int:
             ours["cpu_ms_per_row_in_loop"] = round((ours["cpu_s"] - startup["cpu_s"]) * 1000 / (args.rows - 1), 2)
             ours["one_core_ceiling_rows_per_s"] = round(1000 / ours["cpu_ms_per_row_in_loop"], 1)
             print(f"    {results['ours']}", flush=True)
+            if args.processes > 1:
+                print(f"(a2) the same over {args.processes} worker processes (bulk.processes)", flush=True)
+                results["ours_processes"] = spread = run_stage(project, questions(args.rows), "spread", args.processes)
+                results["ratio_to_limit_processes"] = round(spread["rows_per_s"] / limit, 3)
+                print(f"    {spread}", flush=True)
             if not args.skip_promptflow:
                 print(f"(b) prompt flow's batch run: {args.rows} rows, default settings", flush=True)
                 results["promptflow"] = pf = promptflow_batch(project, questions(args.rows))

@@ -46,6 +46,14 @@ def summarize(
     }
 
 
+def worker_processes(bulk: dict[str, Any]) -> int:
+    """`bulk.processes` (default 1), checked: a whole number >= 1."""
+    value = bulk.get("processes", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"bulk.processes (conf/config.yaml): expected a whole number >= 1, got {value!r}")
+    return value
+
+
 def error_report(label: str, results: list[flow_engine.RowResult], max_error_rate: float) -> str | None:
     """Why the run fails (too many failed rows, or all of them), naming the first errors; None when it passes."""
     failed = [r for r in results if r.error is not None]
@@ -91,11 +99,11 @@ def open_session(
 def run_variant(
     root: Path, name: str, use_case: dict[str, Any], variant: str, selected: str, proxy: llm_proxy.LLMProxy,
     connection: connections.Connection, rows: list[dict[str, Any]], row_timeout_s: float, k: int,
-    price: cost.Price | None,
+    price: cost.Price | None, processes: int = 1,
 ) -> tuple[list[flow_engine.RowResult], list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
     """Run one variant of the use case's flow over the rows, `k` times each, through the LLM proxy (repeat r
-    through its `/r<r>` prefix): the results, the output records (with each row's LLM usage, a row's repeats
-    together, in row order) and the summary (with the DAG's node variants that ran)."""
+    through its `/r<r>` prefix), over `processes` worker processes: the results, the output records (with each
+    row's LLM usage, a row's repeats together, in row order) and the summary (with the DAG's node variants)."""
     sessions = [
         open_session(root, name, use_case, variant, selected, proxy.connection(connection, repeat), row_timeout_s)
         for repeat in range(k)
@@ -109,7 +117,7 @@ def run_variant(
         flow_rows = (
             (tag, {field: row[column] for field, column in inputs.items()}) for tag, (_, row) in tagged.items()
         )
-        for result in session.run_rows(flow_rows, connection.concurrency):
+        for result in session.run_rows(flow_rows, connection.concurrency, processes):
             index, row = tagged[result.row_id]
             usage = proxy.row_usage(result.row_id)
             done.append(((index, repeat), result, {
@@ -143,8 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         connection = connections.resolve(params["llm"], connections.environment(root))
         connections.check_reachable(connection)
         k = repeats.count(params["bulk"])
+        processes = worker_processes(params["bulk"])
         price = cost.price_for(params["prices"], connection.model)
-    except (variants.VariantError, connections.ConnectionConfigError, repeats.RepeatsError, cost.PriceError) as exc:
+    except (variants.VariantError, connections.ConnectionConfigError, cost.PriceError, ValueError) as exc:
         print(f"run: {exc}", file=sys.stderr)
         return 1
     if price is None:
@@ -165,13 +174,14 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"run {args.use_case}: {len(rows)} rows{f' x {k} repeats' if k > 1 else ''}, "
                 f"variant {variant}, llm {connection.name} ({connection.model}), "
-                f"concurrency {connection.concurrency}, LLM cache {'on' if proxy.store else 'off'}",
+                f"concurrency {connection.concurrency}{f' over {processes} processes' if processes > 1 else ''}, "
+                f"LLM cache {'on' if proxy.store else 'off'}",
                 file=sys.stderr,
             )
             try:
                 results, records, summaries[variant] = run_variant(
                     root, args.use_case, use_case, variant, plan.selected, proxy, connection, rows,
-                    params["bulk"]["row_timeout_s"], k, price,
+                    params["bulk"]["row_timeout_s"], k, price, processes,
                 )  # fmt: skip
             except (flow_engine.FlowError, variants.VariantError) as exc:
                 print(f"run: {exc}", file=sys.stderr)

@@ -180,3 +180,61 @@ def test_evaluate_gives_the_same_rows_and_metrics_at_any_concurrency() -> None:
     assert [r["row_id"] for r in rows_4] == [f"q{i}" for i in range(12)]
     assert rows_4 == rows_1 and metrics_4 == metrics_1 and failed_1 == failed_4 == []
     assert metrics_1["rows"] == 12 and [r["eval"]["exact"] for r in rows_1[:4]] == [True, True, False, False]
+
+
+def _row_workers() -> list[Any]:
+    import multiprocessing
+
+    return [child for child in multiprocessing.active_children() if child.name.startswith("rows-")]
+
+
+@pytest.mark.parametrize("kind", ["dag", "flex_class"])
+def test_rows_spread_over_worker_processes_share_the_concurrency(stub_llm: StubLLM, tmp_path: Path, kind: str) -> None:
+    stub_llm.faults(delay_s=1.0)
+    rows = rows_of(kind, 8)
+    with llm_proxy.LLMProxy(stub_llm.base_url, llm_proxy.CacheStore(tmp_path / "cache"), RETRY, timeout_s=10,
+                            row_of=flow_engine.row_of_request) as proxy:  # fmt: skip
+        session = session_for(kind, proxy.connection(local(stub_llm)))
+        alone = {r.row_id: r.outputs for r in session.run_rows(rows[:2], concurrency=1)}  # answers to compare with
+        results, workers_seen, usage = [], 0, {}
+        for result in session.run_rows(rows, concurrency=4, processes=2):
+            workers_seen = max(workers_seen, len(_row_workers()))
+            results.append(result)
+            usage[result.row_id] = proxy.row_usage(result.row_id)
+    assert workers_seen == 2 and _row_workers() == []  # two worker processes, ended with the run
+    assert sorted(r.row_id for r in results) == sorted(row_id for row_id, _ in rows)
+    assert all(r.error is None for r in results)
+    assert {r.row_id: r.outputs for r in results if r.row_id in alone} == alone  # same flow, same answers
+    later = stub_llm.requests()[2:]  # the 8 rows' requests, after the 2 answered alone (cached since)
+    assert len(later) == 6 and max(r["in_flight"] for r in later) <= 4  # 4 at once over both workers, never 5
+    # requests made in the workers count against their rows (r0 and r1 also made one in the first run)
+    expected = {"r0": (1, 1), "r1": (1, 1)} | {f"r{i}": (1, 0) for i in range(2, 8)}
+    assert {row_id: (u.misses, u.hits) for row_id, u in usage.items()} == expected
+
+
+def test_a_worker_process_that_dies_fails_the_run_and_ends_the_others(stub_llm: StubLLM) -> None:
+    import os
+    import signal
+
+    stub_llm.faults(delay_s=0.5)
+    session = session_for("prompty", local(stub_llm))
+    rows = session.run_rows(rows_of("prompty", 40), concurrency=2, processes=2)
+    next(rows)
+    os.kill(_row_workers()[0].pid, signal.SIGKILL)
+    with pytest.raises(RuntimeError, match=r"worker process rows-\d died \(exit code -9\)"):
+        list(rows)
+    assert _row_workers() == []
+
+
+def test_a_consumer_that_stops_early_ends_the_worker_processes(stub_llm: StubLLM) -> None:
+    session = session_for("prompty", local(stub_llm))
+    rows = session.run_rows(rows_of("prompty", 50), concurrency=4, processes=2)
+    assert next(rows).error is None
+    rows.close()
+    assert _row_workers() == []
+
+
+@pytest.mark.parametrize("value", [0, -1, "2", True, 1.5])
+def test_a_bad_processes_setting_names_the_key_and_the_file(value: object) -> None:
+    with pytest.raises(ValueError, match=r"bulk\.processes \(conf/config\.yaml\): expected a whole number >= 1"):
+        run_stage.worker_processes({"processes": value})

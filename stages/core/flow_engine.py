@@ -57,9 +57,13 @@ def configure(runtime: Path) -> Path:
     if not version_check.is_file():
         far_future = "2999-01-01 00:00:00.000000"
         write_json(version_check, {"last_check_time": far_future, "last_hint_time": far_future})
+    _quiet_loggers()
+    return home
+
+
+def _quiet_loggers() -> None:
     for name in ("promptflow", "execution", "execution.flow", "execution.bulk", "flowinvoker"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    return home
 
 
 class FlowError(ValueError):
@@ -555,6 +559,7 @@ class FlowSession:
         """
         from promptflow._internal import inject_openai_api
 
+        self._init_args = (flow, bindings, dict(node_inputs or {}), dict(node_variants or {}), row_timeout_s)
         inject_openai_api()  # prompty flows too send the tracking header (see row_of_request)
         _share_default_tls_context()
         self._row_timeout_s = row_timeout_s
@@ -606,12 +611,23 @@ class FlowSession:
         outputs, aggregation_inputs = outcome["result"]
         return RowResult(row_id, _jsonable(outputs), None, elapsed, aggregation_inputs)
 
-    def run_rows(self, rows: Iterable[tuple[str, Mapping[str, Any]]], concurrency: int = 1) -> Iterator[RowResult]:
+    def run_rows(
+        self, rows: Iterable[tuple[str, Mapping[str, Any]]], concurrency: int = 1, processes: int = 1
+    ) -> Iterator[RowResult]:
         """Execute rows, at most `concurrency` at once, yielding each result as it completes (not in input order:
         see `in_input_order`). Rows are taken from `rows` only as slots free up, so a long run holds no more than
-        `concurrency` rows in flight; concurrency 1 runs them one after the other, in order."""
+        `concurrency` rows in flight; concurrency 1 runs them one after the other, in order.
+
+        With `processes` > 1 the rows are spread over that many worker processes (each loads the flow once and
+        runs its share of `concurrency`), for when this process's CPU, not the LLM, limits the run.
+        """
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if processes < 1:
+            raise ValueError(f"processes must be >= 1, got {processes}")
+        if min(processes, concurrency) > 1:
+            yield from _run_in_processes(self._init_args, rows, concurrency, min(processes, concurrency))
+            return
         pending_rows = iter(rows)
         # Prompt flow's executor swaps sys.stdout/stderr for its log writers around each line; lines that overlap
         # restore each other's writers, so put the streams back once all rows are done.
@@ -646,6 +662,83 @@ class FlowSession:
             return self._flow.aggregate(columns, aggregation_inputs)
         except _RowFailed as exc:
             raise RuntimeError(redact(str(exc), self._secrets)) from None
+
+
+_WORKER_DONE = "done"
+
+
+def _worker_main(init_args: tuple[Any, ...], concurrency: int, tasks: Any, results: Any) -> None:
+    """A worker process of `run_rows`: loads the flow, runs rows from `tasks` until its None, sends each result
+    (or the error that stopped the worker) to `results`, then `_WORKER_DONE`."""
+    _quiet_loggers()  # the environment configure() set is inherited, logger levels are not
+    try:
+        flow, bindings, node_inputs, node_variants, row_timeout_s = init_args
+        session = FlowSession(
+            flow, *bindings, node_inputs=node_inputs, node_variants=node_variants, row_timeout_s=row_timeout_s
+        )
+        for result in session.run_rows(iter(tasks.get, None), concurrency):
+            results.put(result)
+    except BaseException as exc:  # the parent fails the run with this message
+        results.put(f"{type(exc).__name__}: {exc}")
+    results.put(_WORKER_DONE)
+
+
+def _run_in_processes(
+    init_args: tuple[Any, ...], rows: Iterable[tuple[str, Mapping[str, Any]]], concurrency: int, processes: int
+) -> Iterator[RowResult]:
+    """`run_rows` over `processes` spawned workers sharing `concurrency`. A feeder thread hands rows out through a
+    bounded queue (each worker takes one as a slot frees up), so memory stays bounded as in one process."""
+    import multiprocessing
+    import queue
+
+    context = multiprocessing.get_context("spawn")  # never fork a process whose threads hold locks
+    tasks, results = context.Queue(maxsize=2 * concurrency), context.Queue()
+    shares = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
+    workers = [
+        context.Process(target=_worker_main, args=(init_args, share, tasks, results), daemon=True, name=f"rows-{i}")
+        for i, share in enumerate(shares)
+    ]
+    for worker in workers:
+        worker.start()
+    stop = threading.Event()
+
+    def feed() -> None:
+        for row in itertools.chain(rows, [None] * processes):
+            while not stop.is_set():
+                try:
+                    tasks.put(row, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+
+    feeder = threading.Thread(target=feed, name="rows-feeder", daemon=True)
+    feeder.start()
+    running = processes
+    try:
+        while running:
+            try:
+                item = results.get(timeout=1.0)
+            except queue.Empty:
+                dead = [w for w in workers if not w.is_alive() and w.exitcode != 0]
+                if dead and results.empty():
+                    raise RuntimeError(f"worker process {dead[0].name} died (exit code {dead[0].exitcode})") from None
+                continue
+            if isinstance(item, RowResult):
+                yield item
+            elif item == _WORKER_DONE:
+                running -= 1
+            else:
+                secrets = tuple(secret for binding in init_args[1] for secret in binding.connection.secrets)
+                raise FlowError(f"worker process failed: {redact(item, secrets)}")
+    finally:  # done, failed, or the consumer stopped early: stop feeding and end the workers
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=0.2 if running else 5)
+            if worker.is_alive():
+                worker.terminate()
+                worker.join()
+        tasks.cancel_join_thread()
+        feeder.join(timeout=2)
 
 
 def in_input_order(results: Iterable[RowResult], row_ids: Sequence[str]) -> list[RowResult]:
