@@ -199,7 +199,7 @@ def side_by_side(variants: list[VariantReport], inputs: tuple[str, ...]) -> list
     return merged
 
 
-def _is_rate(results: list[dict[str, Any]]) -> bool:
+def is_rate(results: list[dict[str, Any]]) -> bool:
     """Rates (accuracy, F1, similarity) live in [0, 1]; anything beyond is a score on its own scale (a judge's 1-5)."""
     return all((r.get("ci_high") or 0) <= 1 and (r.get("value") or 0) >= 0 for r in results)
 
@@ -215,7 +215,7 @@ def headline_text(headline: dict[str, dict[str, Any]], baseline: str | None = No
     repeats each metric adds its spread: '±2.1% over 3 repeats, 80% stable'."""
     parts = []
     for name, result in headline.items():
-        rate = _is_rate([result])
+        rate = is_rate([result])
         low, high = format_value(result.get("ci_low"), rate), format_value(result.get("ci_high"), rate)
         text = f"{name} {format_value(result.get('value'), rate)} [{low}, {high}]"
         if spread := result.get("repeats"):
@@ -233,7 +233,7 @@ def headline_chart(variants: list[VariantReport], dpi: int) -> str:
     figure, axes = _subplots(7.5, 0.55 * len(variants) * len(names) + 0.6 * len(names) + 0.4, rows=len(names))
     for axis, name in zip(axes, names, strict=True):
         results = [variant.headline.get(name, {}) for variant in variants]
-        rate = _is_rate(results)
+        rate = is_rate(results)
         labels = [variant.name for variant in variants][::-1]
         values = [r.get("value") or 0 for r in results][::-1]
         low = [(r.get("value") or 0) - (r.get("ci_low") or 0) for r in results][::-1]
@@ -265,7 +265,7 @@ def headline_points(variants: list[VariantReport]) -> list[dict[str, Any]]:
     points = []
     for name in variants[-1].headline:
         results = [variant.headline.get(name, {}) for variant in variants]
-        kind = "rate" if _is_rate(results) else "score"
+        kind = "rate" if is_rate(results) else "score"
         points += [
             {"metric": name, "variant": variant.name, "value": result["value"], "ci_low": result.get("ci_low"),
              "ci_high": result.get("ci_high"), "kind": kind}
@@ -289,7 +289,7 @@ def latency_points(variants: list[VariantReport]) -> list[dict[str, Any]]:
     return points
 
 
-_CSS = """
+PAGE_CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;
      color:#222;padding:0 1rem}
 h1{font-size:1.5rem;margin-bottom:.2rem} h2{font-size:1.15rem;margin-top:1.8rem}
@@ -344,7 +344,7 @@ def _headline_cards(variant: VariantReport, baseline: str) -> list[str]:
     cards = []
     judged = judges(variant.metrics)
     for name, result in variant.headline.items():
-        rate = _is_rate([result])
+        rate = is_rate([result])
         value = format_value(result.get("value"), rate) + (" / 5" if name in judged and not rate else "")
         note = f"95% CI {format_value(result.get('ci_low'), rate)} to {format_value(result.get('ci_high'), rate)}"
         if spread := result.get("repeats"):
@@ -439,7 +439,7 @@ def _repeats_table(variants: list[VariantReport]) -> str:
         for name, result in v.headline.items():
             if not (spread := result.get("repeats")):
                 continue
-            rate = _is_rate([result])
+            rate = is_rate([result])
             cells = [v.name, name, str(spread["k"]), format_value(spread["mean"], rate),
                      format_value(spread["std"], rate), format_value(spread["min"], rate),
                      format_value(spread["max"], rate), f"{spread['stable']:.1%}"]  # fmt: skip
@@ -521,7 +521,7 @@ def render_html(
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
-{_CSS}</style></head><body>
+{PAGE_CSS}</style></head><body>
 <h1>{html.escape(title)}</h1><div class="facts">{facts}</div>
 <div class="cards">{"".join(cards)}</div>
 <div class="charts">{"".join(charts)}</div>

@@ -173,7 +173,7 @@ def _metric_table(results: Results, baseline: str) -> str:
         cells, verdicts = [], []
         for name in names:
             r = results[name][metric].as_dict()
-            rate = reporting._is_rate([r])
+            rate = reporting.is_rate([r])
             value = reporting.format_value(r["value"], rate)
             low, high = reporting.format_value(r["ci_low"], rate), reporting.format_value(r["ci_high"], rate)
             cells.append(f"<td>{value} [{low}, {high}] <span class=n>n={r['rows']}</span></td>")
@@ -215,7 +215,7 @@ def render(title: str, facts: Mapping[str, str], result: ProductionEvaluation, d
     )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{reporting._CSS}</style></head><body>
+<style>{reporting.PAGE_CSS}</style></head><body>
 <h1>{html.escape(title)}</h1><div class="facts">{fact_html}</div>
 <h2>Traffic</h2>{_traffic_table(groups)}
 <h2>Evaluation on the requests joined to the dataset</h2>{evaluated_html}
