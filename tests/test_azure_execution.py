@@ -13,9 +13,8 @@ import pytest
 import yaml
 from promptflow._sdk._errors import RunNotFoundError
 
-from stages.core import azure_execution
+from stages.core import azure_execution, bake
 from stages.core.project import load_params
-from stages.deploy import package
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = yaml.safe_load((ROOT / "conf/execution/azure.yaml").read_text())
@@ -73,7 +72,7 @@ def test_the_run_entity_and_the_calls(tmp_path: Path, rows_file: tuple) -> None:
         client, "web_classification", use_case, "v2", AZURE_LLM, SETTINGS, path, rows, tmp_path / "work"
     )
     flow = tmp_path / "work" / "v2"
-    name = azure_execution.run_name("web_classification", "v2", package.flow_sha256(flow), path)
+    name = azure_execution.run_name("web_classification", "v2", bake.flow_sha256(flow), path)
     assert client.calls == [
         ("runs.get", name),
         ("runs.create_or_update", name),

@@ -16,8 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stages.core import datasets
-from stages.deploy import package
+from stages.core import bake, datasets
 
 _WORKSPACE_KEYS = (
     ("subscription_id", "subscription_id_env"),
@@ -132,9 +131,9 @@ def run_variant(
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One variant of a use case over the prepared rows on Azure ML: the run stage's records, in row order."""
     block = use_case["variants"][variant]
-    flow = package.bake_variant(Path(use_case["flow"]), block, llm, work / variant)
+    flow = bake.bake_variant(Path(use_case["flow"]), block, llm, work / variant)
     inputs = datasets.input_columns(use_case["data"]["inputs"])
-    name = run_name(use_case_name, variant, package.flow_sha256(flow), rows_file)
+    name = run_name(use_case_name, variant, bake.flow_sha256(flow), rows_file)
     run = azure_run(name, use_case_name, variant, flow, rows_file, inputs, settings, llm, block.get("llm_node"))
     submit(client, run)
     return records(client.runs.get_details(run=name, all_results=True), rows)
