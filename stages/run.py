@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stages.core import connections, datasets, flow_engine, llm_proxy, repeats, variants
+from stages.core import azure_execution, connections, datasets, flow_engine, llm_proxy, repeats, variants
 from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.progress import Progress
 from stages.core.project import load_params, project_root, runtime_dir
@@ -133,6 +133,63 @@ def run_variant(
     return results, records, summary
 
 
+def write_summary(
+    out: Path, path: Path, plan: variants.VariantPlan, summaries: dict[str, dict[str, Any]], written: list[Path]
+) -> None:
+    """The run's summary (the selected variant's, the others under `variants`); outputs of variants no longer run
+    are removed, so they cannot look current."""
+    for stale in out.glob("*.jsonl"):
+        if stale not in written:
+            stale.unlink()
+    summary = {**summaries[plan.selected], "variant": plan.selected, "baseline": plan.baseline}
+    if len(summaries) > 1:
+        summary["variants"] = {name: s for name, s in summaries.items() if name != plan.selected}
+    write_json(path, summary)
+
+
+def run_on_azure(root: Path, args: argparse.Namespace, params: dict[str, Any]) -> int:
+    """`execution: azure`: each variant's rows run as one bulk run on Azure ML (stages/core/azure_execution.py),
+    with the outputs and summary of a local run. There is no local LLM, proxy or cache (the flow calls the LLM
+    from Azure ML): cache counts, requests and tokens are 0, and row latencies 0.0 (the run's details have none)."""
+    use_case = params["use_cases"][args.use_case]
+    settings = params["execution"]
+    try:
+        plan = variants.plan(args.use_case, use_case)
+        if (k := repeats.count(params["bulk"])) != 1:
+            raise repeats.RepeatsError(f"bulk.repeats: {k} needs execution: local (an Azure ML run is one pass)")
+        price = cost.price_for(params["prices"], str(params["llm"].get("model", "")))
+        client = azure_execution.pf_client(settings, connections.environment(root))
+    except (variants.VariantError, repeats.RepeatsError, cost.PriceError, azure_execution.AzureExecutionError) as exc:
+        print(f"run: {exc}", file=sys.stderr)
+        return 1
+    rows = read_jsonl(args.rows)
+    summaries: dict[str, dict[str, Any]] = {}
+    written: list[Path] = []
+    for variant in plan.names:
+        print(f"run {args.use_case}: {len(rows)} rows, variant {variant}, on Azure ML", file=sys.stderr)
+        started = time.perf_counter()
+        try:
+            records = azure_execution.run_variant(
+                client, args.use_case, {**use_case, "flow": str(root / use_case["flow"])}, variant, params["llm"],
+                settings, args.rows, rows, runtime_dir(root) / "azure" / args.use_case,
+                variants.node_variants(args.use_case, use_case, variant, plan.selected),
+            )  # fmt: skip
+        except (azure_execution.AzureExecutionError, flow_engine.FlowError, variants.VariantError) as exc:
+            print(f"run: {exc}", file=sys.stderr)
+            return 1
+        results = [flow_engine.RowResult(r["row_id"], r["outputs"], r["error"], r["latency_s"]) for r in records]
+        wall_s = time.perf_counter() - started
+        summaries[variant] = {**summarize(results, wall_s, llm_proxy.Usage(), price), "execution": "azure"}
+        path = args.out / f"{variant}.jsonl"
+        write_jsonl(path, records)
+        written.append(path)
+        if failure := error_report(f"{args.use_case} {variant}", results, params["bulk"]["max_error_rate"]):
+            print(failure, file=sys.stderr)
+            return 1
+    write_summary(args.out, args.summary, plan, summaries, written)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--use-case", required=True)
@@ -146,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(root)
     use_case = params["use_cases"][args.use_case]
     flow_engine.configure(runtime_dir(root))
+    if params.get("execution", {}).get("name", "local") == "azure":  # the rows run on Azure ML, not here
+        return run_on_azure(root, args, params)
     try:
         plan = variants.plan(args.use_case, use_case)
         connection = connections.resolve(params["llm"], connections.environment(root))
@@ -192,13 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             if failure := error_report(f"{args.use_case} {variant}", results, params["bulk"]["max_error_rate"]):
                 print(failure, file=sys.stderr)  # outputs and cache are written; the rerun resumes from them
                 return 1
-    for stale in args.out.glob("*.jsonl"):  # variants no longer run must not look current
-        if stale not in written:
-            stale.unlink()
-    summary = {**summaries[plan.selected], "variant": plan.selected, "baseline": plan.baseline}
-    if len(summaries) > 1:
-        summary["variants"] = {name: s for name, s in summaries.items() if name != plan.selected}
-    write_json(args.summary, summary)
+    write_summary(args.out, args.summary, plan, summaries, written)
     for variant, s in summaries.items():
         cache = s["cache"]
         nodes = "".join(f", {node}={variant_id}" for node, variant_id in s.get("node_variants", {}).items())

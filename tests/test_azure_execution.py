@@ -4,6 +4,8 @@ PFClient (the SDK boundary); the run's details become the run stage's records.""
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,9 +15,8 @@ import pytest
 import yaml
 from promptflow._sdk._errors import RunNotFoundError
 
-from stages.core import azure_execution
+from stages.core import azure_execution, bake
 from stages.core.project import load_params
-from stages.deploy import package
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = yaml.safe_load((ROOT / "conf/execution/azure.yaml").read_text())
@@ -73,7 +74,7 @@ def test_the_run_entity_and_the_calls(tmp_path: Path, rows_file: tuple) -> None:
         client, "web_classification", use_case, "v2", AZURE_LLM, SETTINGS, path, rows, tmp_path / "work"
     )
     flow = tmp_path / "work" / "v2"
-    name = azure_execution.run_name("web_classification", "v2", package.flow_sha256(flow), path)
+    name = azure_execution.run_name("web_classification", "v2", bake.flow_sha256(flow), path)
     assert client.calls == [
         ("runs.get", name),
         ("runs.create_or_update", name),
@@ -128,3 +129,121 @@ def test_the_workspace_comes_from_named_environment_variables() -> None:
     }  # fmt: skip
     with pytest.raises(azure_execution.AzureExecutionError, match=r"execution\.workspace_env: .*AZURE_ML_WORKSPACE"):
         azure_execution.workspace(SETTINGS, {**env, "AZURE_ML_WORKSPACE": ""})
+
+
+@pytest.fixture
+def azure_project(tmp_path: Path, rows_file: tuple, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[dict]]:
+    """A project whose params select execution: azure (conf/execution/azure.yaml) and variant v2 of
+    web_classification, with the workspace named in the environment."""
+    root = tmp_path / "repo"
+    shutil.copytree(ROOT / "use_cases/web_classification/flows", root / "use_cases/web_classification/flows")
+    (root / ".dvc").mkdir()
+    shutil.copytree(ROOT / "conf", root / "conf")
+    params = load_params(ROOT)
+    params["execution"] = SETTINGS
+    params["llm"] = AZURE_LLM
+    params["bulk"]["max_error_rate"] = 0.5
+    params["use_cases"]["web_classification"]["variant"] = "v2"
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    for name, value in {
+        "AZURE_SUBSCRIPTION_ID": "sub",
+        "AZURE_RESOURCE_GROUP": "rg",
+        "AZURE_ML_WORKSPACE": "ws",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(root)
+    return root, rows_file[1]
+
+
+def _run_args(root: Path, rows: Path) -> list[str]:
+    return ["--use-case", "web_classification", "--rows", str(rows), "--out", str(root / "out"),
+            "--summary", str(root / "summary.json"), "--cache", str(root / "cache")]  # fmt: skip
+
+
+def test_the_run_stage_submits_each_variant_to_azure_ml(
+    azure_project: tuple, rows_file: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m stages.run` with execution: azure: promptflow-azure's PFClient (faked: the SDK boundary) gets
+    the workspace, each variant (baseline first) one run, and the stage writes a local run's records and summary."""
+    from azure.identity import DefaultAzureCredential
+
+    from stages import run
+
+    root, _ = azure_project
+    clients: list[tuple[dict, FakePFClient]] = []
+
+    def pf_client(**kwargs: Any) -> FakePFClient:
+        clients.append((kwargs, FakePFClient()))
+        return clients[-1][1]
+
+    monkeypatch.setitem(sys.modules, "promptflow.azure", SimpleNamespace(PFClient=pf_client))
+    assert run.main(_run_args(root, rows_file[0])) == 0
+
+    ((kwargs, client),) = clients
+    assert isinstance(kwargs.pop("credential"), DefaultAzureCredential)
+    assert kwargs == {"subscription_id": "sub", "resource_group_name": "rg", "workspace_name": "ws"}
+    work = root / ".llmops/azure/web_classification"
+    names = {v: azure_execution.run_name("web_classification", v, bake.flow_sha256(work / v), rows_file[0])
+             for v in ("v1", "v2")}  # fmt: skip
+    assert client.calls == [
+        call for v in ("v1", "v2") for call in (
+            ("runs.get", names[v]), ("runs.create_or_update", names[v]), ("runs.stream", names[v]),
+            ("runs.get", names[v]), ("runs.get_details", (names[v], True)),
+        )
+    ]  # fmt: skip
+    for submitted, variant in zip(client.submitted, ("v1", "v2"), strict=True):
+        assert (Path(submitted.flow), Path(submitted.data)) == (work / variant, rows_file[0])
+        assert submitted.column_mapping == {"url": "${data.url}", "text": "${data.text}"}
+        assert submitted.connections == {"classify": {"connection": "aoai", "deployment_name": "gpt-4o-mini"}}
+        assert submitted.tags == {"use_case": "web_classification", "variant": variant, "llmops": "bulk-run"}
+    expected = [
+        {"row_id": "r0", "outputs": {"category": "Recipe", "valid": True}, "error": None, "latency_s": 0.0},
+        {"row_id": "r1", "outputs": None, "error": "line 1 failed in the Azure ML run (see the run's logs)",
+         "latency_s": 0.0},
+        {"row_id": "r2", "outputs": {"category": "News", "valid": True}, "error": None, "latency_s": 0.0},
+    ]  # fmt: skip
+    for variant in ("v1", "v2"):
+        assert [json.loads(line) for line in (root / f"out/{variant}.jsonl").read_text().splitlines()] == expected
+    summary = json.loads((root / "summary.json").read_text())
+    assert (summary["variant"], summary["baseline"], summary["execution"]) == ("v2", "v1", "azure")
+    assert (summary["rows"], summary["errors"], summary["invalid_answers"]) == (3, 1, 0)
+    assert summary["cache"] == {"hits": 0, "misses": 0, "errors": 0}
+    assert summary["tokens"] == {"prompt": 0, "completion": 0, "prompt_cached": 0, "completion_cached": 0}
+    assert summary["latency_s"] == {"mean": 0.0, "p50": 0.0, "p95": 0.0}
+    assert set(summary["variants"]) == {"v1"} and summary["variants"]["v1"]["errors"] == 1
+
+
+def test_without_promptflow_azure_the_run_stage_names_the_extra(
+    azure_project: tuple, rows_file: tuple, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from stages import run
+
+    root, _ = azure_project
+    monkeypatch.setitem(sys.modules, "promptflow.azure", None)  # what an environment without the package gives
+    assert run.main(_run_args(root, rows_file[0])) == 1
+    err = capsys.readouterr().err
+    assert "params.yaml `execution.name`" in err and "pip install -e '.[azure]'" in err
+    assert not (root / "out").exists() and not (root / "summary.json").exists()
+
+
+def test_repeats_are_refused_by_name(
+    azure_project: tuple, rows_file: tuple, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from stages import run
+
+    root, _ = azure_project
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["bulk"]["repeats"] = 2
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setitem(sys.modules, "promptflow.azure", SimpleNamespace(PFClient=lambda **_: FakePFClient()))
+    assert run.main(_run_args(root, rows_file[0])) == 1
+    assert "bulk.repeats: 2 needs execution: local" in capsys.readouterr().err
+
+
+def test_node_variants_other_than_the_defaults_are_refused_by_name() -> None:
+    flow = ROOT / "use_cases/chat_with_pdf/flows/chat"
+    azure_execution.check_node_variants(flow, {"rewrite": ("variant_0", "k")})  # the default: fine
+    with pytest.raises(
+        azure_execution.AzureExecutionError, match=r"^use_cases\.x\.node_variants\.rewrite: 'variant_1'"
+    ):
+        azure_execution.check_node_variants(flow, {"rewrite": ("variant_1", "use_cases.x.node_variants.rewrite")})

@@ -12,8 +12,9 @@ import pytest
 from azure.ai.ml.entities import ManagedOnlineDeployment, ManagedOnlineEndpoint, Model
 from azure.core.exceptions import ResourceNotFoundError
 
+from stages.core import bake
 from stages.core.project import load_params
-from stages.deploy import azureml, package
+from stages.deploy import azureml
 from stages.deploy.spec import Deployment, SpecError, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +83,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, Path
     spec = load_spec(ROOT, "web_classification", "dev", "azureml", params)
     use_case = params["use_cases"]["web_classification"]
     base = tmp_path_factory.mktemp("baked")
-    flows = {v: package.bake_variant(spec.flow, use_case["variants"][v], params["llm"], base / v) for v in ("v1", "v2")}
+    flows = {v: bake.bake_variant(spec.flow, use_case["variants"][v], params["llm"], base / v) for v in ("v1", "v2")}
     return spec, flows
 
 
@@ -102,7 +103,7 @@ def test_first_deploy_registers_creates_with_no_traffic_then_routes_once(setup: 
         "online_deployments.begin_create_or_update",  # blue
         "online_endpoints.begin_create_or_update",  # traffic, in one update
     ]
-    hashes = {v: package.flow_sha256(f) for v, f in flows.items()}
+    hashes = {v: bake.flow_sha256(f) for v, f in flows.items()}
     models = [arg for op, arg in client.calls if op == "models.create_or_update"]
     assert [(m.name, m.tags) for m in models] == [
         ("web-classification-flow", {"flow_sha256": hashes["v2"], "use_case": "web_classification", "variant": "v2"}),

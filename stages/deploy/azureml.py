@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from stages.core import bake
 from stages.core.connections import environment
 from stages.core.project import load_params
 from stages.deploy import package
@@ -127,7 +128,7 @@ def apply(
     existing_models = list(client.models.list(name=model_name(spec)))
     for variant in dict.fromkeys(d.variant for d in spec.deployments):  # the new deployment's variant first
         flow = flows[variant]
-        sha256 = package.flow_sha256(flow)
+        sha256 = bake.flow_sha256(flow)
         found = next((m for m in existing_models if (m.tags or {}).get(HASH_TAG) == sha256), None)
         model = found or client.models.create_or_update(model_entity(spec, variant, flow, sha256))
         registered[variant] = model

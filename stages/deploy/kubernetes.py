@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from stages.core import bake
 from stages.core.io import write_text
 from stages.core.project import load_params
 from stages.deploy import package
@@ -135,7 +136,7 @@ def deploy(spec: DeploymentSpec, root: Path) -> dict[str, Any]:
     routing(spec, where)  # refuse a split ingress-nginx cannot express before building anything
     base = package.target_dir(spec, root)
     flows = package.baked_flows(spec, params, base / "flows")
-    versions = {variant: package.flow_sha256(flow)[:12] for variant, flow in flows.items()}
+    versions = {variant: bake.flow_sha256(flow)[:12] for variant, flow in flows.items()}
     contexts = {
         variant: str(package.build_docker_context(flow, params["llm"], base / "images" / variant))
         for variant, flow in flows.items()

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from stages.core import bake
 from stages.core.io import write_text
 from stages.core.project import load_params
 from stages.deploy import package
@@ -107,7 +108,7 @@ def build(spec: DeploymentSpec, params: Mapping[str, Any], out: Path) -> dict[st
     flows = package.baked_flows(spec, params, out / "flows")
     secret_env = list(spec.options.get("secret_env", ["LLM_API_KEY"]))
     repository = spec.use_case.replace("_", "-")
-    images = {variant: f"{repository}:{package.flow_sha256(flow)[:12]}" for variant, flow in flows.items()}
+    images = {variant: f"{repository}:{bake.flow_sha256(flow)[:12]}" for variant, flow in flows.items()}
     for variant, flow in flows.items():
         package.build_docker_context(flow, params["llm"], out / "images" / variant)
     path = out / "deploy.sh"

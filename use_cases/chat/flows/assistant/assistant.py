@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from promptflow.core import AzureOpenAIModelConfiguration, OpenAIModelConfiguration, Prompty
 
@@ -54,6 +54,7 @@ class Assistant:
         self._prompty = Prompty.load(source=HERE / prompt, model=model)
         self._max_turns = max_turns
 
-    def __call__(self, question: str, chat_history: list | None = None) -> Reply:
+    # Optional, not `list | None`: prompt flow's build reads typing.Optional but refuses `X | None` as a complex type.
+    def __call__(self, question: str, chat_history: Optional[list] = None) -> Reply:  # noqa: UP045
         turns = recent_turns(chat_history or [], self._max_turns)
         return Reply(answer=str(self._prompty(question=question, chat_history=turns)).strip())

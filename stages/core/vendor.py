@@ -1,0 +1,99 @@
+"""A flow folder that runs where this project is not installed: a Docker image from `pf flow build`, an Azure ML
+model, an Azure ML bulk run. Each gets the flow folder only, but a flow's Python may import the project's library
+(chat_with_pdf's retrieval, the code use cases' sandbox). `vendor` copies those `stages` modules into the folder
+(the flow's folder is on sys.path wherever prompt flow runs it) and writes a requirements.txt pinning the
+third-party distributions they and the flow import, at the versions this project runs.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import shutil
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+PACKAGE = "stages"
+# Always pinned: the serving image installs requirements.txt, then an unpinned `promptflow` (a no-op once pinned).
+# promptflow-tools runs DAG flows' LLM nodes.
+_ALWAYS = ("promptflow", "promptflow-tools")
+
+
+class VendorError(RuntimeError):
+    """A flow's imports that cannot be made self-contained; the message names the file."""
+
+
+def imported_names(path: Path) -> set[str]:
+    """Dotted names of every absolute import in a Python file, at any depth (function-level imports count)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+        elif isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+    return names
+
+
+def project_modules(scripts: Iterable[Path], package_dir: Path) -> list[Path]:
+    """The files of `package_dir` (the `stages` package) that `scripts` import, transitively, with the
+    `__init__.py` of every package on the way; sorted."""
+    found: set[Path] = set()
+    pending = list(scripts)
+    while pending:
+        for name in imported_names(pending.pop()):
+            if name.split(".")[0] != PACKAGE:
+                continue
+            parts = name.split(".")[1:]
+            for depth in range(len(parts) + 1):
+                base = package_dir.joinpath(*parts[:depth])
+                for candidate in (base / "__init__.py", base.with_suffix(".py")):
+                    if candidate.is_file() and candidate not in found:
+                        found.add(candidate)
+                        pending.append(candidate)
+    return sorted(found)
+
+
+def requirements(files: Iterable[Path], local: set[str]) -> list[str]:
+    """`distribution==version` for each third-party distribution `files` import (standard library, `stages` and
+    the `local` top-level names, the flow's own modules, left out), plus promptflow and promptflow-tools."""
+    providers = importlib.metadata.packages_distributions()
+    distributions = set(_ALWAYS)
+    for file in files:
+        for name in imported_names(file):
+            top = name.split(".")[0]
+            if top in sys.stdlib_module_names or top == PACKAGE or top in local:
+                continue
+            if top not in providers:
+                raise VendorError(f"{file}: imports {top!r}, which no installed distribution provides")
+            distributions.add(_distribution(top, providers[top]))
+    return sorted(f"{dist}=={importlib.metadata.version(dist)}" for dist in distributions)
+
+
+def _distribution(top: str, candidates: list[str]) -> str:
+    """The distribution of a top-level name several provide (a namespace such as `promptflow`): the one named
+    like it, else the first."""
+    named = [d for d in candidates if d.lower().replace("_", "-") == top.lower().replace("_", "-")]
+    return (named or candidates)[0]
+
+
+def vendor(flow: Path, package_dir: Path) -> list[Path]:
+    """Copy into `flow` the project modules its Python imports (as `flow/stages/...`) and write
+    `flow/requirements.txt` (a flow's own requirements.txt keeps its lines; ours are added after them).
+    Returns the copied files, relative to `flow`."""
+    scripts = sorted(p for p in flow.rglob("*.py") if PACKAGE not in p.relative_to(flow).parts[:1])
+    modules = project_modules(scripts, package_dir)
+    copied = []
+    for module in modules:
+        relative = Path(PACKAGE) / module.relative_to(package_dir)
+        (flow / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(module, flow / relative)
+        copied.append(relative)
+    local = {p.stem for p in flow.iterdir() if p.suffix == ".py" or (p.is_dir() and p.name != PACKAGE)}
+    pinned = requirements([*scripts, *modules], local)
+    path = flow / "requirements.txt"
+    own = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    named = {line.split("==")[0].split(">")[0].split("<")[0].strip().lower() for line in own if line.strip()}
+    extra = [line for line in pinned if line.split("==")[0].lower() not in named]
+    path.write_text("\n".join([*own, *extra]) + "\n", encoding="utf-8")
+    return copied
