@@ -105,6 +105,7 @@ def make_handler(
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # see llm_proxy's handler
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
@@ -160,9 +161,11 @@ def make_handler(
                 with lock, record.open("a", encoding="utf-8") as handle:
                     entry = {"path": self.path, "headers": dict(self.headers), "body": body,
                              "fault": ("drop" if fault.drop else fault.status) if fails else None,
-                             "received": received, "in_flight": in_flight}  # fmt: skip
+                             "received": received, "in_flight": in_flight,
+                             "client_port": self.client_address[1]}  # fmt: skip
                     handle.write(json.dumps(entry) + "\n")
-            time.sleep(fault.delay_s)
+            # The delay counts from the request's arrival: parsing and recording are part of it, not added to it.
+            time.sleep(max(0.0, fault.delay_s - (time.time() - received)))
             if fails:
                 return self._fail(fault)
             if not route.endswith("/completions"):

@@ -5,6 +5,7 @@ wall-clock timings."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -238,3 +239,46 @@ def test_a_consumer_that_stops_early_ends_the_worker_processes(stub_llm: StubLLM
 def test_a_bad_processes_setting_names_the_key_and_the_file(value: object) -> None:
     with pytest.raises(ValueError, match=r"bulk\.processes \(conf/config\.yaml\): expected a whole number >= 1"):
         run_stage.worker_processes({"processes": value})
+
+
+def test_the_proxy_keeps_its_connection_to_the_endpoint_alive(stub_llm: StubLLM, tmp_path: Path, monkeypatch) -> None:
+    body = {"model": "m", "prompt": "Q: {}?\nA:", "max_tokens": 3, "temperature": 0}
+    with llm_proxy.LLMProxy(stub_llm.base_url, None, RETRY, timeout_s=10) as proxy:
+        url = f"{proxy.base_url()}/completions"
+        for i in range(4):
+            assert post_json(url, {**body, "prompt": f"Q: {i}?\nA:"})[0] == 200
+        monkeypatch.setattr(llm_proxy, "_KEEP_IDLE_S", 0.0)  # an idle connection is no longer reused
+        assert post_json(url, {**body, "prompt": "Q: last?\nA:"})[0] == 200
+    ports = [r["client_port"] for r in stub_llm.requests()]
+    assert len(ports) == 5 and len(set(ports[:4])) == 1 and ports[4] != ports[0]
+
+
+def test_rows_of_a_prompty_share_one_llm_client_and_its_connections(stub_llm: StubLLM, tmp_path: Path) -> None:
+    from promptflow.core import _flow
+
+    session = session_for("prompty", local(stub_llm))
+    assert [r.error for r in session.run_rows(rows_of("prompty", 4), concurrency=1)] == [None] * 4
+    ports = [r["client_port"] for r in stub_llm.requests()]
+    assert len(ports) == 4 and len(set(ports)) == 1  # one kept-alive connection, not one per request
+    config = _flow.convert_model_configuration_to_connection
+    same = [_flow.get_open_ai_client_by_connection(config(flow_engine._model_config_object(local(stub_llm))))
+            for _ in range(2)]  # fmt: skip
+    other_key = dataclasses.replace(local(stub_llm), api_key="sk-other-key")
+    other = _flow.get_open_ai_client_by_connection(config(flow_engine._model_config_object(other_key)))
+    assert same[0] is same[1] and other is not same[0]
+
+
+def test_a_prompt_template_compiled_once_renders_as_prompt_flow_renders_it() -> None:
+    from promptflow.core import _prompty_utils, _utils
+    from promptflow.exceptions import UserErrorException
+
+    flow_engine._cache_prompt_templates()
+    cached, original = _prompty_utils.render_jinja_template_content, _utils.render_jinja_template_content
+    assert cached is not original
+    template = "system:\n{% for s in shots %}Q: {{ s }}\n{% endfor %}\nuser:\n{{ question }}\n"
+    for inputs in ({"shots": ["a", "b"], "question": "c?"}, {"shots": [], "question": "<b>"}):
+        assert cached(template, **inputs) == original(template, **inputs)
+    unsafe = "{{ ''.__class__.__mro__ }}"  # the sandbox still refuses what prompt flow's refuses
+    for render in (cached, original):
+        with pytest.raises(UserErrorException, match="Failed to render jinja template"):
+            render(unsafe)

@@ -25,6 +25,7 @@ class JSONHandler(BaseHTTPRequestHandler):
     """A handler that speaks JSON, checks `Authorization: Bearer <key>` and never logs requests."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no wait for the client's delayed ACK
     api_key = ""  # set on a subclass by the process that serves
 
     def log_message(self, format: str, *args: Any) -> None:  # the access log could carry secrets in URLs
