@@ -58,12 +58,16 @@ def _read(root: Path, path: str, rev: str | None) -> str:
     if rev is None:
         return (root / path).read_text(encoding="utf-8")
     import dvc.api
-    from dvc.exceptions import DvcException
 
     try:
         return dvc.api.read(path, repo=str(root), rev=rev, encoding="utf-8")
-    except DvcException as exc:  # not at that revision, or its data is in neither the cache nor the remote
-        raise FileNotFoundError(f"{path} at {rev[:10]}: {type(exc).__name__}") from None
+    except Exception as exc:  # DVC's own, its data index's or a remote's errors: not there, or not fetchable
+        cause = exc.__cause__ or exc
+        raise FileNotFoundError(
+            f"{path} at {rev[:10]}: not in this revision, or its data is neither in the local DVC cache nor "
+            f"fetchable from the default remote ({type(cause).__name__}: {str(cause)[:200]}); `dvc pull` that "
+            "revision's outputs, or compare revisions run here"
+        ) from None
 
 
 def _jsonl(text: str) -> list[dict[str, Any]]:
