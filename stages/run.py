@@ -13,7 +13,7 @@ from typing import Any
 from stages.core import azure_execution, connections, datasets, flow_engine, llm_proxy, repeats, variants
 from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.progress import Progress
-from stages.core.project import load_params, project_root, runtime_dir
+from stages.core.project import count_setting, load_params, project_root, runtime_dir
 from stages.metrics import cost
 
 
@@ -48,10 +48,7 @@ def summarize(
 
 def worker_processes(bulk: dict[str, Any]) -> int:
     """`bulk.processes` (default 1), checked: a whole number >= 1."""
-    value = bulk.get("processes", 1)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"bulk.processes (conf/config.yaml): expected a whole number >= 1, got {value!r}")
-    return value
+    return count_setting(bulk, "processes", "bulk.processes (conf/config.yaml)")
 
 
 def error_report(label: str, results: list[flow_engine.RowResult], max_error_rate: float) -> str | None:

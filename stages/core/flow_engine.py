@@ -539,9 +539,6 @@ def _share_default_tls_context() -> None:
     transports.create_ssl_context = create_ssl_context
 
 
-_clients_lock = threading.Lock()
-
-
 def _cache_prompt_templates() -> None:
     """Compile each prompty's Jinja template once per process, not once per request.
 
@@ -577,6 +574,9 @@ def _cache_prompt_templates() -> None:
 
     render_jinja_template_content.llmops_cached = True  # type: ignore[attr-defined]
     _prompty_utils.render_jinja_template_content = render_jinja_template_content
+
+
+_clients_lock = threading.Lock()
 
 
 def _share_openai_clients() -> None:
@@ -699,7 +699,7 @@ class FlowSession:
         if processes < 1:
             raise ValueError(f"processes must be >= 1, got {processes}")
         if min(processes, concurrency) > 1:
-            yield from _run_in_processes(self._init_args, rows, concurrency, min(processes, concurrency))
+            yield from _run_in_processes(self._init_args, self._secrets, rows, concurrency, min(processes, concurrency))
             return
         pending_rows = iter(rows)
         # Prompt flow's executor swaps sys.stdout/stderr for its log writers around each line; lines that overlap
@@ -757,7 +757,11 @@ def _worker_main(init_args: tuple[Any, ...], concurrency: int, tasks: Any, resul
 
 
 def _run_in_processes(
-    init_args: tuple[Any, ...], rows: Iterable[tuple[str, Mapping[str, Any]]], concurrency: int, processes: int
+    init_args: tuple[Any, ...],
+    secrets: tuple[str, ...],
+    rows: Iterable[tuple[str, Mapping[str, Any]]],
+    concurrency: int,
+    processes: int,
 ) -> Iterator[RowResult]:
     """`run_rows` over `processes` spawned workers sharing `concurrency`. A feeder thread hands rows out through a
     bounded queue (each worker takes one as a slot frees up), so memory stays bounded as in one process."""
@@ -801,7 +805,6 @@ def _run_in_processes(
             elif item == _WORKER_DONE:
                 running -= 1
             else:
-                secrets = tuple(secret for binding in init_args[1] for secret in binding.connection.secrets)
                 raise FlowError(f"worker process failed: {redact(item, secrets)}")
     finally:  # done, failed, or the consumer stopped early: stop feeding and end the workers
         stop.set()
