@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -266,6 +267,33 @@ def test_rows_of_a_prompty_share_one_llm_client_and_its_connections(stub_llm: St
     other_key = dataclasses.replace(local(stub_llm), api_key="sk-other-key")
     other = _flow.get_open_ai_client_by_connection(config(flow_engine._model_config_object(other_key)))
     assert same[0] is same[1] and other is not same[0]
+
+
+@pytest.mark.parametrize("kind", ["dag", "prompty"])
+def test_llm_requests_to_a_proxy_in_the_same_process_skip_http(
+    stub_llm: StubLLM, tmp_path: Path, kind: str, monkeypatch
+) -> None:
+    threads: list[str] = []
+    handle = llm_proxy.LLMProxy.handle
+
+    def recording(self: llm_proxy.LLMProxy, *args: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return handle(self, *args)
+
+    monkeypatch.setattr(llm_proxy.LLMProxy, "handle", recording)
+    store = llm_proxy.CacheStore(tmp_path / "cache")
+    with llm_proxy.LLMProxy(stub_llm.base_url, store, RETRY, timeout_s=10, row_of=flow_engine.row_of_request) as proxy:
+        session = session_for(kind, proxy.connection(local(stub_llm)))
+        first = {r.row_id: r.outputs for r in session.run_rows(rows_of(kind, 3), concurrency=3)}
+        again = {r.row_id: r.outputs for r in session.run_rows(rows_of(kind, 3), concurrency=3)}
+        assert [proxy.row_usage(f"r{i}").hits for i in range(3)] == [1, 1, 1]  # the second pass, from the cache
+        over_http = post_json(f"{proxy.base_url()}/completions", {"model": "m", "prompt": "Q: x?", "max_tokens": 2})
+    assert first == again and all(first.values()) and over_http[0] == 200
+    assert proxy.totals().misses == 4 and proxy.totals().hits == 3 and len(stub_llm.requests()) == 4
+    # the rows' requests were answered in the threads that ran them; the plain HTTP client's in the server's, which
+    # socketserver names after its target
+    served = ["process_request_thread" in name for name in threads]
+    assert served == [False] * 6 + [True]
 
 
 def test_a_prompt_template_compiled_once_renders_as_prompt_flow_renders_it() -> None:

@@ -17,11 +17,11 @@ import json
 import logging
 import math
 import os
+import queue
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -577,36 +577,93 @@ def _cache_prompt_templates() -> None:
 
 
 _clients_lock = threading.Lock()
+_clients: dict[tuple[Any, ...], Any] = {}
 
 
 def _share_openai_clients() -> None:
-    """Reuse one OpenAI client per connection for a prompty's requests, in this process.
+    """Reuse one OpenAI client per connection, in this process, for the requests of prompties (also those a flex
+    flow calls) and of DAG flows' LLM nodes; its requests to an LLM proxy of this process skip HTTP.
 
-    A prompty (also one a flex flow calls) makes a new client for every request: a new connection pool, so a new
-    TCP connection (and thread in the LLM proxy) per request and ~1 ms of client set-up. The client is
-    thread-safe and keeps its connections alive; async clients are not shared (they belong to an event loop).
+    Prompt flow makes a new client for every request: a new connection pool, so a new TCP connection (and thread
+    in the LLM proxy) per request and ~1 ms of client set-up. The client is thread-safe and keeps its connections
+    alive; async clients are not shared (they belong to an event loop).
     """
     try:
         from promptflow.core import _flow, _prompty_utils
     except ImportError:
         return
-    create = _prompty_utils.get_open_ai_client_by_connection
     if getattr(_flow.get_open_ai_client_by_connection, "llmops_shared", False):
         return
-    clients: dict[tuple[Any, ...], Any] = {}
+    from promptflow.connections import AzureOpenAIConnection
+
+    create = _prompty_utils.get_open_ai_client_by_connection
 
     def get_open_ai_client_by_connection(connection: Any, is_async: bool = False) -> Any:
         if is_async:
             return create(connection=connection, is_async=True)
-        config = _prompty_utils.normalize_connection_config(connection)
-        key = (type(connection).__name__, *sorted((name, repr(value)) for name, value in config.items()))
-        with _clients_lock:
-            if key not in clients:
-                clients[key] = create(connection=connection)
-            return clients[key]
+        azure = isinstance(connection, AzureOpenAIConnection)
+        return _shared_client(azure, _prompty_utils.normalize_connection_config(connection))
 
     get_open_ai_client_by_connection.llmops_shared = True  # type: ignore[attr-defined]
     _flow.get_open_ai_client_by_connection = get_open_ai_client_by_connection
+    try:  # promptflow-tools: the LLM nodes of DAG flows
+        from promptflow.tools import aoai, common
+        from promptflow.tools import openai as openai_tool
+    except ImportError:
+        return
+    openai_tool.init_openai_client = lambda connection: _shared_client(
+        False, common.normalize_connection_config(connection)
+    )
+    aoai.init_azure_openai_client = lambda connection: _shared_client(
+        True, common.normalize_connection_config(connection)
+    )
+
+
+def _shared_client(azure: bool, config: Mapping[str, Any]) -> Any:
+    """The process's OpenAI (or Azure OpenAI) client for `config`, made on first use."""
+    import openai
+
+    key = (azure, *sorted((name, repr(value)) for name, value in config.items()))
+    with _clients_lock:
+        if key not in _clients:
+            kind = openai.AzureOpenAI if azure else openai.OpenAI
+            transport = _proxy_transport()(  # with the OpenAI client's own default limits
+                limits=_http_module().Limits(max_connections=1000, max_keepalive_connections=100)
+            )
+            _clients[key] = kind(**config, http_client=openai.DefaultHttpxClient(transport=transport))
+        return _clients[key]
+
+
+def _http_module() -> Any:
+    try:  # the OpenAI client's HTTP stack: httpx, or its fork httpx2 in some builds
+        import httpx2 as httpx
+    except ImportError:
+        import httpx
+    return httpx
+
+
+@functools.cache
+def _proxy_transport() -> type:
+    """The class of an HTTP transport that answers requests to an LLM proxy of this process by calling it, others
+    over HTTP: the same answers, without the CPU of two HTTP stacks and a thread hand-off per request."""
+    from stages.core import llm_proxy
+
+    httpx = _http_module()
+
+    class ProxyTransport(httpx.HTTPTransport):
+        def handle_request(self, request: Any) -> Any:
+            proxy = llm_proxy.in_process(request.url.host, request.url.port)
+            if proxy is None:
+                return super().handle_request(request)
+            answer = proxy.handle(
+                request.method, request.url.raw_path.decode("ascii"), dict(request.headers.items()), request.read()
+            )
+            headers = {"content-type": answer.content_type}
+            if answer.give_up:
+                headers["x-should-retry"] = "false"
+            return httpx.Response(answer.status, headers=headers, content=answer.body, request=request)
+
+    return ProxyTransport
 
 
 class FlowSession:
@@ -654,42 +711,27 @@ class FlowSession:
             self._flow = _PromptyFlow(flow_file, binding)
 
     def run(self, row_id: str, inputs: Mapping[str, Any]) -> RowResult:
-        """Execute one row; a failure or a timeout is returned as the row's error (secrets redacted), never raised.
+        """Execute one row; a failure or a timeout is returned as the row's error (secrets redacted), never raised."""
+        return next(self.run_rows([(row_id, inputs)]))
 
-        The row runs in a thread of its own (with a copy of the caller's context, tagged with the row id), so that
-        a row past its timeout can be left behind: it finishes in the background and its result is dropped.
-        """
+    def _run_line(self, row_id: str, inputs: Mapping[str, Any]) -> RowResult:
+        """One row in this thread (and context, which it tags with the row id); its failure becomes its error."""
         started = time.perf_counter()
-        outcome: dict[str, Any] = {}
-
-        def line() -> None:
+        try:
             _tag_row(row_id)
-            try:
-                outcome["result"] = self._flow.line(inputs)
-            except BaseException as exc:  # a flow error belongs to the row, the run goes on
-                outcome["error"] = exc
-
-        worker = threading.Thread(
-            target=contextvars.copy_context().run, args=(line,), name=f"row {row_id}", daemon=True
-        )
-        worker.start()
-        worker.join(self._row_timeout_s)
-        elapsed = time.perf_counter() - started
-        if worker.is_alive():
-            return RowResult(row_id, None, f"row timed out after {self._row_timeout_s:g} s", elapsed)
-        if "error" in outcome:
-            exc = outcome["error"]
+            outputs, aggregation_inputs = self._flow.line(inputs)
+        except BaseException as exc:  # a flow error belongs to the row, the run goes on
             message = str(exc) if isinstance(exc, _RowFailed) else f"{type(exc).__name__}: {exc}"
-            return RowResult(row_id, None, redact(message, self._secrets), elapsed)
-        outputs, aggregation_inputs = outcome["result"]
-        return RowResult(row_id, _jsonable(outputs), None, elapsed, aggregation_inputs)
+            return RowResult(row_id, None, redact(message, self._secrets), time.perf_counter() - started)
+        return RowResult(row_id, _jsonable(outputs), None, time.perf_counter() - started, aggregation_inputs)
 
     def run_rows(
         self, rows: Iterable[tuple[str, Mapping[str, Any]]], concurrency: int = 1, processes: int = 1
     ) -> Iterator[RowResult]:
         """Execute rows, at most `concurrency` at once, yielding each result as it completes (not in input order:
-        see `in_input_order`). Rows are taken from `rows` only as slots free up, so a long run holds no more than
-        `concurrency` rows in flight; concurrency 1 runs them one after the other, in order.
+        see `in_input_order`). Rows are taken from `rows` as slots free up, so a long run holds no more than
+        2 x `concurrency` rows at once; concurrency 1 runs them one after the other, in order. A row still running
+        after the session's `row_timeout_s` is yielded with a timeout error and left to finish in the background.
 
         With `processes` > 1 the rows are spread over that many worker processes (each loads the flow once and
         runs its share of `concurrency`), for when this process's CPU, not the LLM, limits the run.
@@ -701,27 +743,13 @@ class FlowSession:
         if min(processes, concurrency) > 1:
             yield from _run_in_processes(self._init_args, self._secrets, rows, concurrency, min(processes, concurrency))
             return
-        pending_rows = iter(rows)
         # Prompt flow's executor swaps sys.stdout/stderr for its log writers around each line; lines that overlap
         # restore each other's writers, so put the streams back once all rows are done.
         streams = sys.stdout, sys.stderr
-        with ThreadPoolExecutor(concurrency, thread_name_prefix="rows") as pool:
-
-            def start(count: int) -> set[Future[RowResult]]:  # each row gets a copy of the caller's context
-                batch = itertools.islice(pending_rows, count)
-                return {pool.submit(contextvars.copy_context().run, self.run, *row) for row in batch}
-
-            in_flight = start(concurrency)
-            try:
-                while in_flight:
-                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                    in_flight |= start(len(done))
-                    for future in done:
-                        yield future.result()
-            finally:  # the consumer stopped early (or failed): do not start the rows still queued
-                for future in in_flight:
-                    future.cancel()
-                sys.stdout, sys.stderr = streams
+        try:
+            yield from _run_in_threads(self._run_line, rows, concurrency, self._row_timeout_s)
+        finally:
+            sys.stdout, sys.stderr = streams
 
     def aggregate(self, results: list[RowResult], inputs: list[Mapping[str, Any]]) -> dict[str, Any]:
         """Run the flow's aggregation nodes over the successful rows; returns the metrics they logged."""
@@ -735,6 +763,86 @@ class FlowSession:
             return self._flow.aggregate(columns, aggregation_inputs)
         except _RowFailed as exc:
             raise RuntimeError(redact(str(exc), self._secrets)) from None
+
+
+def _run_in_threads(
+    run_line: Callable[[str, Mapping[str, Any]], RowResult],
+    rows: Iterable[tuple[str, Mapping[str, Any]]],
+    concurrency: int,
+    timeout_s: float | None,
+) -> Iterator[RowResult]:
+    """`run_rows` in this process: `concurrency` long-lived threads run rows from a queue, each in a copy of the
+    caller's context. This generator keeps up to `concurrency` more rows queued, so a thread that finishes a row
+    starts the next without waiting for the consumer. A row past `timeout_s` (counted from when its thread took it)
+    is yielded as timed out; its thread is left to finish it (its result is dropped, then it ends) and a new
+    thread takes its place.
+
+    Threads and queues, not a pool with a future per row: the bookkeeping of futures cost more CPU than the row
+    itself asks of prompt flow, and one process's CPU is what limits a bulk run against a fast LLM.
+    """
+    context = contextvars.copy_context()
+    todo: queue.SimpleQueue[tuple[int, str, Mapping[str, Any]] | None] = queue.SimpleQueue()
+    finished: queue.SimpleQueue[tuple[int, RowResult]] = queue.SimpleQueue()
+    started: dict[int, float] = {}  # row number -> when a thread took it
+    abandoned: set[int] = set()  # rows given up on; the thread that finishes one ends
+    stopping = threading.Event()
+
+    def work() -> None:
+        while (task := todo.get()) is not None and not stopping.is_set():
+            number, row_id, inputs = task
+            started[number] = time.perf_counter()
+            result = context.copy().run(run_line, row_id, inputs)
+            if number in abandoned:
+                return
+            finished.put((number, result))
+
+    threads = 0
+
+    def add_thread() -> None:
+        nonlocal threads
+        threads += 1
+        threading.Thread(target=work, name=f"rows-{threads}", daemon=True).start()
+
+    pending = iter(rows)
+    in_flight: dict[int, str] = {}  # row number -> row id, queued or running, oldest first
+    numbers = itertools.count()
+
+    def fill() -> None:
+        for row_id, inputs in itertools.islice(pending, 2 * concurrency - len(in_flight)):
+            number = next(numbers)
+            in_flight[number] = row_id
+            todo.put((number, row_id, inputs))
+
+    try:
+        fill()
+        for _ in range(min(concurrency, len(in_flight))):
+            add_thread()
+        while in_flight:
+            oldest = next(iter(in_flight))  # rows start in order, so the oldest row is the first to time out
+            wait_s = None
+            if timeout_s is not None:  # a row not taken yet is about to be (every older row has finished)
+                wait_s = max(0.0, started.get(oldest, time.perf_counter()) + timeout_s - time.perf_counter())
+            try:
+                number, result = finished.get(timeout=wait_s)
+            except queue.Empty:
+                if oldest not in started:
+                    continue
+                elapsed = time.perf_counter() - started.pop(oldest)
+                abandoned.add(oldest)
+                add_thread()
+                row_id = in_flight.pop(oldest)
+                fill()
+                yield RowResult(row_id, None, f"row timed out after {timeout_s:g} s", elapsed)
+                continue
+            started.pop(number, None)
+            if in_flight.pop(number, None) is None:
+                continue  # finished just after it was given up on
+            fill()
+            yield result
+    finally:  # done, failed, or the consumer stopped early: the threads take no more rows
+        stopping.set()
+        for _ in range(threads):
+            todo.put(None)
 
 
 _WORKER_DONE = "done"

@@ -3,7 +3,9 @@
 The run and evaluate stages start one (`LLMProxy`, 127.0.0.1, a free port, a background thread) and hand the
 flows a connection whose base URL points at it: `http://127.0.0.1:<port>/r<k>` + the endpoint's own path, where
 k is the repeat index. Every flow kind and client (promptflow-tools, prompty, a flex flow's OpenAI client; the
-OpenAI and Azure OpenAI path layouts) then goes through it. For each request the proxy
+OpenAI and Azure OpenAI path layouts) then goes through it. The OpenAI clients of prompties and of DAG flows' LLM
+nodes skip the loopback HTTP when the proxy serves from their own process: they call `LLMProxy.handle` directly
+(see `in_process` and flow_engine), which answers exactly as over HTTP. For each request the proxy
 - computes the key: sha256 of the canonical JSON of the request body, the path after `/r<k>` (with its query,
   e.g. Azure's api-version) and k; never of headers, so api keys never reach the cache;
 - answers a hit from `CacheStore` (one JSON file per entry, written atomically);
@@ -104,8 +106,9 @@ class CacheStore:
         entry = {"key": key, "created": round(time.time(), 3), "request": dict(request), "response": dict(response)}
         # No fsync: a killed run leaves whole entries either way, and an entry a machine crash left unreadable is a
         # miss (see get). An fsync per entry would cost a bulk run more than the requests themselves.
+        text = json.dumps(entry, ensure_ascii=False, sort_keys=True)  # dumps, not dump: dump encodes in pure Python
         with atomic_open(self.path(key), fsync=False) as handle:
-            json.dump(entry, handle, ensure_ascii=False, sort_keys=True)
+            handle.write(text)
 
     def keys(self) -> Iterator[str]:
         for path in self.root.glob("??/*.json"):
@@ -201,12 +204,22 @@ def _error_body(message: str, kind: str) -> bytes:
     return json.dumps({"error": {"message": message, "type": kind, "code": kind}}).encode()
 
 
-def _usage_of(body: bytes) -> tuple[int, int]:
+def _usage_of(answer: Any) -> tuple[int, int]:
+    """The prompt and completion tokens of a parsed answer (0, 0 when it has no readable `usage`)."""
     try:
-        usage = json.loads(body).get("usage") or {}
+        usage = answer.get("usage") or {}
         return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
     except (ValueError, AttributeError, TypeError):
         return 0, 0
+
+
+_IN_PROCESS: dict[int, LLMProxy] = {}  # port -> a proxy serving in this process
+
+
+def in_process(host: str | None, port: int | None) -> LLMProxy | None:
+    """The proxy serving `host:port` from this process, if any: a client in the same process may call its
+    `handle` directly instead of sending HTTP over loopback (the same answer, without two HTTP stacks' CPU)."""
+    return _IN_PROCESS.get(port or 0) if host == "127.0.0.1" else None
 
 
 class LLMProxy:
@@ -248,10 +261,12 @@ class LLMProxy:
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="llm-proxy", daemon=True)
         self._thread.start()
+        _IN_PROCESS[self.port] = self
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._server is not None:
+            _IN_PROCESS.pop(self.port, None)
             self._server.shutdown()
             self._server.server_close()
             self._server = None
@@ -315,7 +330,7 @@ class LLMProxy:
         with self._single_flight(key):  # the same request from rows running at once reaches the endpoint once
             if (cached := self.store.get(key)) is not None:
                 data = json.dumps(cached).encode()
-                prompt, completion = _usage_of(data)
+                prompt, completion = _usage_of(cached)
                 self._count(row, requests=1, hits=1, prompt_tokens=prompt, completion_tokens=completion,
                             cached_prompt_tokens=prompt, cached_completion_tokens=completion)  # fmt: skip
                 with self._lock:
@@ -350,13 +365,13 @@ class LLMProxy:
         if answer.status != 200:
             self._count(row, errors=1)
             return answer
-        prompt, completion = _usage_of(answer.body)
+        try:
+            response = json.loads(answer.body)
+        except ValueError:
+            return answer  # not JSON: returned, not counted or cached
+        prompt, completion = _usage_of(response)
         self._count(row, prompt_tokens=prompt, completion_tokens=completion)
         if self.store is not None:
-            try:
-                response = json.loads(answer.body)
-            except ValueError:
-                return answer  # not JSON: returned, not cached
             self.store.put(key, {"path": path, "repeat": repeat, "body": request}, response)
             with self._lock:
                 self.used_keys.add(key)
