@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.core import bake, vendor
+from stages.core import bake, flow_engine, variants, vendor
 from stages.core.project import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +46,35 @@ def test_a_dag_variant_is_written_into_its_llm_node(tmp_path: Path) -> None:
     assert (node["inputs"]["deployment_name"], node["inputs"]["max_tokens"]) == ("gpt-4o-mini", 4)
     assert bake.flow_sha256(flow) == bake.flow_sha256(_bake("web_classification", "v2", tmp_path / "again", AZURE_LLM))
     assert bake.flow_sha256(flow) != bake.flow_sha256(_bake("web_classification", "v1", tmp_path / "v1", AZURE_LLM))
+
+
+def test_a_dag_is_baked_with_the_node_variants_it_runs_and_every_llm_node_on_the_llm(tmp_path: Path) -> None:
+    uc = PARAMS["use_cases"]["chat_with_pdf"]
+    source = shutil.copytree(ROOT / uc["flow"], tmp_path / "src", ignore=shutil.ignore_patterns("index"))
+    flow = bake.bake_variant(source, uc["variants"]["v2"], AZURE_LLM, tmp_path / "v2", {"rewrite": "variant_1"})
+    spec = yaml.safe_load((flow / "flow.dag.yaml").read_text())
+    nodes = {node["name"]: node for node in spec["nodes"]}
+    assert "node_variants" not in spec and not any(node.get("use_variants") for node in nodes.values())
+    llm_nodes = {name: (node["source"]["path"], node["api"], node["connection"], node["inputs"]["deployment_name"])
+                 for name, node in nodes.items() if node["type"] == "llm"}  # fmt: skip
+    assert llm_nodes == {  # rewrite: the HyDE variant asked for; answer: its default; both on the chat API's prompts
+        "rewrite": ("rewrite_hyde.chat.jinja2", "chat", "llm", "gpt-4o-mini"),
+        "answer": ("answer.chat.jinja2", "chat", "llm", "gpt-4o-mini"),
+    }
+    assert nodes["answer"]["inputs"]["max_tokens"] == 24 and nodes["rewrite"]["inputs"]["max_tokens"] == 32
+    assert nodes["retrieve"]["inputs"]["top_k"] == 1  # v2's node_inputs
+    with pytest.raises(flow_engine.NodeVariantError, match=r"node 'rewrite' has no variant 'variant_9'"):
+        bake.bake_variant(source, uc["variants"]["v2"], AZURE_LLM, tmp_path / "bad", {"rewrite": "variant_9"})
+
+
+def test_a_deployment_serves_the_node_variants_its_variant_runs_with() -> None:
+    use_case = {**PARAMS["use_cases"]["chat_with_pdf"], "variant": "v2", "node_variants": {"answer": "variant_1"}}
+    assert variants.deployed_node_variants("chat_with_pdf", use_case, "v2") == {
+        "rewrite": "variant_0", "answer": "variant_1"
+    }  # fmt: skip
+    assert variants.deployed_node_variants("chat_with_pdf", use_case, "v1") == {  # not selected: its own only
+        "rewrite": "variant_0", "answer": "variant_0"
+    }  # fmt: skip
 
 
 def test_a_prompty_variant_keeps_one_file_with_a_configuration_of_env_references(tmp_path: Path) -> None:

@@ -50,10 +50,15 @@ def _flow_files(folder: Path) -> list[Path]:
     ]
 
 
-def bake_variant(flow: Path, block: Mapping[str, Any], llm: Mapping[str, Any], dest: Path) -> Path:
+def bake_variant(
+    flow: Path, block: Mapping[str, Any], llm: Mapping[str, Any], dest: Path,
+    node_variants: Mapping[str, str] | None = None,
+) -> Path:  # fmt: skip
     """Copy `flow` to `dest` with the variant `block` (llm_node, prompt, params, node_inputs) as its own values, for
-    the LLM `llm` (params.yaml's `llm`: its api, type and model). Returns the flow to serve: the folder, or the
-    .prompty file of a prompty flow. Raises FlowError for a flow whose variant cannot be written into it."""
+    the LLM `llm` (params.yaml's `llm`: its api, type and model). A DAG flow's node variants are resolved: each node
+    with variants becomes the one `node_variants` ({node: variant id}) selects, else its default. Returns the flow
+    to serve: the folder, or the .prompty file of a prompty flow. Raises FlowError for a flow whose variant cannot
+    be written into it (a NodeVariantError for an unknown node or variant id)."""
     connection = Connection(
         name=str(llm.get("name", "llm")), type=str(llm.get("type", "openai")), api=str(llm.get("api", "chat")),
         model=str(llm.get("model", "")), base_url="", api_key="",
@@ -64,11 +69,13 @@ def bake_variant(flow: Path, block: Mapping[str, Any], llm: Mapping[str, Any], d
         shutil.rmtree(dest)
     shutil.copytree(flow, dest, ignore=shutil.ignore_patterns(*_SKIPPED_DIRS, *_SKIPPED_FILES))
     node_inputs = block.get("node_inputs") or {}
-    if node_inputs and kind is not flow_engine.FlowKind.DAG:
-        raise flow_engine.FlowError(f"{flow}: node_inputs need a DAG flow, this is a {kind.value} flow")
+    if (node_inputs or node_variants) and kind is not flow_engine.FlowKind.DAG:
+        raise flow_engine.FlowError(
+            f"{flow}: node_inputs and node_variants need a DAG flow, this is a {kind.value} flow"
+        )
     served = dest
     if kind is flow_engine.FlowKind.DAG:
-        _bake_dag(dest / flow_file.name, binding, node_inputs)
+        _bake_dag(dest / flow_file.name, binding, node_inputs, node_variants or {})
     elif kind is flow_engine.FlowKind.FLEX:
         _bake_flex(dest / flow_file.name, binding, llm)
     else:
@@ -81,20 +88,33 @@ def bake_variant(flow: Path, block: Mapping[str, Any], llm: Mapping[str, Any], d
     return served
 
 
-def _bake_dag(flow_yaml: Path, binding: flow_engine.LLMBinding, node_inputs: Mapping[str, Mapping[str, Any]]) -> None:
+def _bake_dag(
+    flow_yaml: Path, binding: flow_engine.LLMBinding, node_inputs: Mapping[str, Mapping[str, Any]],
+    node_variants: Mapping[str, str],
+) -> None:  # fmt: skip
+    """The node variants resolved, and every LLM node bound as a local run binds it (flow_engine.all_llm_bindings):
+    the variant's prompt and params on its `llm_node`, the LLM's api and model on all of them."""
     spec = yaml.safe_load(flow_yaml.read_text(encoding="utf-8"))
+    chosen = flow_engine.select_node_variants(flow_yaml, spec, node_variants)
     nodes = {node["name"]: node for node in spec.get("nodes", [])}
     for name in (binding.node, *node_inputs):
         if name not in nodes:
             raise flow_engine.FlowError(f"{flow_yaml}: no node {name!r} (named by the variant)")
-    llm_node = nodes[str(binding.node)]
-    if binding.prompt:
-        llm_node.setdefault("source", {})["path"] = binding.prompt
-    llm_node["api"] = binding.connection.api
-    model_field = "deployment_name" if binding.connection.type == "azure_openai" else "model"
-    if binding.connection.model:
-        llm_node.setdefault("inputs", {})[model_field] = binding.connection.model
-    llm_node.setdefault("inputs", {}).update(binding.params)
+    if binding.node in chosen and binding.prompt:
+        raise flow_engine.NodeVariantError(
+            f"{flow_yaml}: node {binding.node!r} takes its prompt from its node_variants; select one with "
+            "node_variants instead of giving a prompt",
+            str(binding.node),
+        )
+    for bound in flow_engine.all_llm_bindings(flow_yaml.parent, spec, [binding]):
+        node = nodes[str(bound.node)]
+        if bound.prompt:
+            node.setdefault("source", {})["path"] = bound.prompt
+        node["api"] = bound.connection.api
+        inputs = node.setdefault("inputs", {})
+        if bound.connection.model:
+            inputs[flow_engine.model_input(bound.connection)] = bound.connection.model
+        inputs.update(bound.params)
     for name, values in node_inputs.items():
         nodes[name].setdefault("inputs", {}).update(values)
     flow_yaml.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")

@@ -186,6 +186,11 @@ def _model_config_object(connection: Connection) -> Any:
 NodeInputs = Mapping[str, Mapping[str, Any]]  # node name -> {input name: value}
 
 
+def model_input(connection: Connection) -> str:
+    """The input of a DAG flow's LLM node that names the model: `deployment_name` on Azure OpenAI, else `model`."""
+    return "deployment_name" if connection.type == "azure_openai" else "model"
+
+
 def _context(bindings: Iterable[LLMBinding], node_inputs: NodeInputs) -> Any:
     from promptflow.entities import FlowContext
 
@@ -196,10 +201,9 @@ def _context(bindings: Iterable[LLMBinding], node_inputs: NodeInputs) -> Any:
     for binding in bindings:
         if binding.node is None:
             raise FlowError("a DAG flow's LLM binding needs the LLM node's name (llm_node in the variant)")
-        model_field = "deployment_name" if binding.connection.type == "azure_openai" else "model"
         connections[binding.node] = {"connection": _pf_connection(binding.connection)}
         overrides[f"nodes.{binding.node}.api"] = binding.connection.api
-        overrides[f"nodes.{binding.node}.inputs.{model_field}"] = binding.connection.model
+        overrides[f"nodes.{binding.node}.inputs.{model_input(binding.connection)}"] = binding.connection.model
         if binding.prompt:
             overrides[f"nodes.{binding.node}.source.path"] = binding.prompt
         for name, value in binding.params.items():
@@ -329,7 +333,7 @@ def _api_prompt(folder: Path, node: Mapping[str, Any], api: str) -> str | None:
     return sibling if (folder / sibling).is_file() else None
 
 
-def _all_llm_bindings(folder: Path, dag: Mapping[str, Any], bindings: Sequence[LLMBinding]) -> list[LLMBinding]:
+def all_llm_bindings(folder: Path, dag: Mapping[str, Any], bindings: Sequence[LLMBinding]) -> list[LLMBinding]:
     """`bindings`, and for every other LLM node of the resolved DAG one on the first binding's connection with
     the node's own template and inputs: a flow with several LLM nodes (e.g. selected node variants) runs on one
     connection, while the variant's prompt and params go to its `llm_node` only."""
@@ -373,7 +377,7 @@ class _DagFlow:
                     "select one with node_variants instead of giving a prompt",
                     binding.node,
                 )
-        bindings = _all_llm_bindings(flow_file.parent, resolver.flow_dag, bindings)
+        bindings = all_llm_bindings(flow_file.parent, resolver.flow_dag, bindings)
         context = _context(bindings, node_inputs)
         # The resolver applies the context (connections, prompt and param overrides, after the node variants
         # above) and its invoker owns an executor that can also run aggregation nodes, which the

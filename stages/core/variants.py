@@ -83,3 +83,10 @@ def node_variants(name: str, use_case: Mapping[str, Any], variant: str, selected
                 )
             chosen[str(node)] = (variant_id, f"{key}.{node}")
     return chosen
+
+
+def deployed_node_variants(name: str, use_case: Mapping[str, Any], variant: str) -> dict[str, str]:
+    """{node: variant id} of `variant` as a pipeline run runs it (`node_variants`, with the use case's layer when
+    it is the selected variant): what a deployment of it serves."""
+    chosen = node_variants(name, use_case, variant, plan(name, use_case).selected)
+    return {node: variant_id for node, (variant_id, _) in chosen.items()}

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stages.core import connections
+from stages.core import connections, variants
 from stages.core.io import read_json, write_json
 from stages.core.llm_server import runs, terminate
 from stages.core.project import RUNTIME_DIR_NAME, load_params
@@ -83,6 +83,7 @@ def fingerprint(spec: DeploymentSpec, deployment: Deployment, params: Mapping[st
     facts = {
         "variant": deployment.variant,
         "config": use_case["variants"][deployment.variant],
+        "node_variants": variants.deployed_node_variants(spec.use_case, use_case, deployment.variant),
         "inputs": use_case["data"]["inputs"],
         "llm": params["llm"],
         "row_timeout_s": params["bulk"]["row_timeout_s"],

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from stages.core import flow_engine
+from stages.core import flow_engine, variants
 from stages.core.bake import bake_variant, llm_connection_yaml
 from stages.core.project import runtime_dir
 from stages.deploy.spec import Deployment, DeploymentSpec
@@ -39,12 +39,14 @@ def stable_deployment(spec: DeploymentSpec) -> Deployment:
 
 
 def baked_flows(spec: DeploymentSpec, params: Mapping[str, Any], out: Path) -> dict[str, Path]:
-    """Each deployed variant's flow, baked into out/<variant> (the new deployment's variant first)."""
+    """Each deployed variant's flow, baked into out/<variant> with the node variants a pipeline run of it selects
+    (the new deployment's variant first)."""
     use_case = params["use_cases"][spec.use_case]
-    return {
-        variant: bake_variant(spec.flow, use_case["variants"][variant], params["llm"], out / variant)
-        for variant in dict.fromkeys(d.variant for d in spec.deployments)
-    }
+    baked = {}
+    for variant in dict.fromkeys(d.variant for d in spec.deployments):
+        selected = variants.deployed_node_variants(spec.use_case, use_case, variant)
+        baked[variant] = bake_variant(spec.flow, use_case["variants"][variant], params["llm"], out / variant, selected)
+    return baked
 
 
 def target_dir(spec: DeploymentSpec, root: Path) -> Path:

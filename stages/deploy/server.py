@@ -45,6 +45,7 @@ def build(
     required |= set(datasets.input_columns(config["data"]["inputs"]))
     session = flow_engine.FlowSession(
         root / config["flow"], binding, node_inputs=block.get("node_inputs"),
+        node_variants=variants.deployed_node_variants(use_case, config, variant),
         row_timeout_s=params["bulk"]["row_timeout_s"],
     )  # fmt: skip
     return session, declared, required
