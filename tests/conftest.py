@@ -15,6 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from stages.core.flow_engine import QUIET_ENV
+
+# Before any test imports prompt flow: its tracing would otherwise ask Azure Monitor's control plane for settings.
+for _key, _value in QUIET_ENV.items():
+    os.environ.setdefault(_key, _value)
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 # What a fresh clone has: everything git tracks (the tests copy these, never the developer's state).

@@ -113,7 +113,7 @@ def test_a_finished_run_of_the_same_work_is_not_submitted_again(tmp_path: Path, 
 def test_a_failed_run_raises_and_a_runtime_replaces_compute(tmp_path: Path, rows_file: tuple) -> None:
     path, _ = rows_file
     run = azure_execution.azure_run(
-        "n", "uc", "v1", tmp_path, path, {"q": "question"}, {**SETTINGS, "runtime": "my-runtime"}, AZURE_LLM, None
+        "n", "uc", "v1", tmp_path, path, {"q": "question"}, {**SETTINGS, "runtime": "my-runtime"}, AZURE_LLM
     )
     assert run._runtime == "my-runtime" and run._resources is None and run.connections == {}
     client = FakePFClient()
@@ -240,10 +240,22 @@ def test_repeats_are_refused_by_name(
     assert "bulk.repeats: 2 needs execution: local" in capsys.readouterr().err
 
 
-def test_node_variants_other_than_the_defaults_are_refused_by_name() -> None:
-    flow = ROOT / "use_cases/chat_with_pdf/flows/chat"
-    azure_execution.check_node_variants(flow, {"rewrite": ("variant_0", "k")})  # the default: fine
+def test_node_variants_are_baked_and_every_llm_node_runs_on_the_workspace_connection(tmp_path: Path) -> None:
+    use_case = load_params(ROOT)["use_cases"]["chat_with_pdf"]
+    path = tmp_path / "prepared.jsonl"
+    path.write_text(json.dumps({"row_id": "r0", "question": "q"}) + "\n")
+    client = FakePFClient()
+    chosen = {"rewrite": ("variant_1", "use_cases.chat_with_pdf.node_variants.rewrite")}
+    azure_execution.run_variant(client, "chat_with_pdf", use_case, "v1", AZURE_LLM, SETTINGS, path,
+                                [{"row_id": "r0", "question": "q"}], tmp_path / "work", chosen)  # fmt: skip
+    (run,) = client.submitted
+    on_workspace = {"connection": "aoai", "deployment_name": "gpt-4o-mini"}
+    assert run.connections == {"rewrite": on_workspace, "answer": on_workspace}
+    nodes = {n["name"]: n for n in yaml.safe_load((tmp_path / "work/v1/flow.dag.yaml").read_text())["nodes"]}
+    assert nodes["rewrite"]["source"]["path"] == "rewrite_hyde.chat.jinja2"
+    bad = {"rewrite": ("variant_9", "use_cases.chat_with_pdf.node_variants.rewrite")}
     with pytest.raises(
-        azure_execution.AzureExecutionError, match=r"^use_cases\.x\.node_variants\.rewrite: 'variant_1'"
+        azure_execution.AzureExecutionError, match=r"^use_cases\.chat_with_pdf\.node_variants\.rewrite: .*'variant_9'"
     ):
-        azure_execution.check_node_variants(flow, {"rewrite": ("variant_1", "use_cases.x.node_variants.rewrite")})
+        azure_execution.run_variant(client, "chat_with_pdf", use_case, "v1", AZURE_LLM, SETTINGS, path, [],
+                                    tmp_path / "bad", bad)  # fmt: skip

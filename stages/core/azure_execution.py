@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from stages.core import bake, datasets
+from stages.core import bake, datasets, flow_engine
 
 _WORKSPACE_KEYS = (
     ("subscription_id", "subscription_id_env"),
@@ -39,10 +39,11 @@ def run_name(use_case: str, variant: str, flow_sha256: str, data: Path) -> str:
 
 def azure_run(
     name: str, use_case: str, variant: str, flow: Path, data: Path, inputs: Mapping[str, str],
-    settings: Mapping[str, Any], llm: Mapping[str, Any], llm_node: str | None,
+    settings: Mapping[str, Any], llm: Mapping[str, Any],
 ) -> Any:  # fmt: skip
-    """The prompt flow Run entity: the baked flow over the data, flow input <- `${data.<column>}`, the LLM node on
-    the workspace connection `settings.connection`, on serverless compute (`settings.compute`) or a named runtime."""
+    """The prompt flow Run entity: the baked flow over the data, flow input <- `${data.<column>}`, a DAG's LLM nodes
+    on the workspace connection `settings.connection`, on serverless compute (`settings.compute`) or a named
+    runtime."""
     from promptflow.entities import Run
 
     extra: dict[str, Any] = {}
@@ -50,10 +51,14 @@ def azure_run(
         extra["runtime"] = str(settings["runtime"])
     else:
         extra["resources"] = dict(settings.get("compute") or {"instance_type": "Standard_D2as_v5"})
-    connections = {}
-    if llm_node:  # a DAG flow: its LLM node uses the workspace's connection
-        model_field = "deployment_name" if llm.get("type") == "azure_openai" else "model"
-        connections[llm_node] = {"connection": str(settings["connection"]), model_field: str(llm["model"])}
+    dag = flow / "flow.dag.yaml"
+    nodes = (yaml.safe_load(dag.read_text(encoding="utf-8")) or {}).get("nodes", []) if dag.is_file() else []
+    model_field = "deployment_name" if llm.get("type") == "azure_openai" else "model"
+    connections = {
+        node["name"]: {"connection": str(settings["connection"]), model_field: str(llm["model"])}
+        for node in nodes
+        if node.get("type") == "llm"
+    }
     return Run(
         flow=str(flow),
         data=str(data),
@@ -128,35 +133,25 @@ def pf_client(settings: Mapping[str, Any], env: Mapping[str, str]) -> Any:
     return PFClient(credential=DefaultAzureCredential(), **workspace(settings, env))
 
 
-def check_node_variants(flow: Path, chosen: Mapping[str, tuple[str, str]]) -> None:
-    """A run on Azure ML uses each node's default variant (a Run selects at most one node's): refuse a choice of
-    another, naming the params key that made it."""
-    spec = (
-        yaml.safe_load((flow / "flow.dag.yaml").read_text(encoding="utf-8"))
-        if (flow / "flow.dag.yaml").is_file()
-        else {}
-    )
-    defaults = {node: block.get("default_variant_id") for node, block in (spec.get("node_variants") or {}).items()}
-    for node, (variant_id, key) in chosen.items():
-        if defaults.get(node) != variant_id:
-            raise AzureExecutionError(
-                f"{key}: {variant_id!r} is not the default variant of node {node} ({defaults.get(node)!r}); "
-                "execution: azure runs the flow's default node variants only (run it with execution=local)"
-            )
-
-
 def run_variant(
     client: Any, use_case_name: str, use_case: Mapping[str, Any], variant: str, llm: Mapping[str, Any],
     settings: Mapping[str, Any], rows_file: Path, rows: list[dict[str, Any]], work: Path,
     node_variants: Mapping[str, tuple[str, str]] | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One variant of a use case over the prepared rows on Azure ML: the run stage's records, in row order.
-    `node_variants` ({node: (variant id, params key)}) must be the flow's defaults."""
+    `node_variants` ({node: (variant id, params key)}) are baked into the flow; an unknown one is an
+    AzureExecutionError naming its params key."""
     block = use_case["variants"][variant]
-    check_node_variants(Path(use_case["flow"]), node_variants or {})
-    flow = bake.bake_variant(Path(use_case["flow"]), block, llm, work / variant)
+    chosen = node_variants or {}
+    try:
+        flow = bake.bake_variant(
+            Path(use_case["flow"]), block, llm, work / variant, {node: vid for node, (vid, _) in chosen.items()}
+        )
+    except flow_engine.NodeVariantError as exc:
+        key = chosen[exc.node][1] if exc.node in chosen else f"use_cases.{use_case_name}.variants.{variant}"
+        raise AzureExecutionError(f"{key}: {exc}") from exc
     inputs = datasets.input_columns(use_case["data"]["inputs"])
     name = run_name(use_case_name, variant, bake.flow_sha256(flow), rows_file)
-    run = azure_run(name, use_case_name, variant, flow, rows_file, inputs, settings, llm, block.get("llm_node"))
+    run = azure_run(name, use_case_name, variant, flow, rows_file, inputs, settings, llm)
     submit(client, run)
     return records(client.runs.get_details(run=name, all_results=True), rows)

@@ -30,7 +30,7 @@ from typing import Any
 from stages.core.connections import Connection, redact
 from stages.core.io import write_json, write_text
 
-_QUIET_ENV = {
+QUIET_ENV = {  # prompt flow and Azure Monitor offline and quiet (no telemetry, no control plane)
     "PF_DISABLE_TRACING": "true",
     "PF_LOGGING_LEVEL": "WARNING",
     "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",
@@ -49,7 +49,7 @@ def configure(runtime: Path) -> Path:
     home = runtime / "pf"
     home.mkdir(parents=True, exist_ok=True)
     os.environ["PF_HOME_DIRECTORY"] = str(home)
-    for key, value in _QUIET_ENV.items():
+    for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     config = home / "pf.yaml"
     if not config.is_file():
