@@ -96,6 +96,7 @@ run: data llm ## set up everything and run the pipeline (dvc repro)
 	@echo
 	@$(VENV)/bin/llmops summary
 	@echo "Reports are single HTML files that work offline. All metrics: dvc metrics show"
+	@echo "The embedded LLM keeps running for dvc exp run and llmops commands; make stop stops it."
 
 # Tests are independent (own temp project, stub or LLM server on a free port), so they run in parallel.
 PYTEST := $(VENV)/bin/pytest -n auto --maxprocesses=4
