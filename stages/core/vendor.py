@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import re
 import shutil
 import sys
 from collections.abc import Iterable
@@ -56,7 +57,8 @@ def project_modules(scripts: Iterable[Path], package_dir: Path) -> list[Path]:
 
 def requirements(files: Iterable[Path], local: set[str]) -> list[str]:
     """`distribution==version` for each third-party distribution `files` import (standard library, `stages` and
-    the `local` top-level names, the flow's own modules, left out), plus promptflow and promptflow-tools."""
+    the `local` top-level names, the flow's own modules, left out), plus promptflow and promptflow-tools; first
+    the CPU build of torch with its index when they need torch and this project runs a CPU build."""
     providers = importlib.metadata.packages_distributions()
     distributions = set(_ALWAYS)
     for file in files:
@@ -67,7 +69,45 @@ def requirements(files: Iterable[Path], local: set[str]) -> list[str]:
             if top not in providers:
                 raise VendorError(f"{file}: imports {top!r}, which no installed distribution provides")
             distributions.add(_distribution(top, providers[top]))
-    return sorted(f"{dist}=={importlib.metadata.version(dist)}" for dist in distributions)
+    pinned = sorted(f"{dist}=={importlib.metadata.version(dist)}" for dist in distributions)
+    return [*_cpu_torch(distributions), *pinned]
+
+
+# Where pip finds the CPU builds of torch; PyPI's default torch is the CUDA build, gigabytes larger.
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def _cpu_torch(distributions: set[str]) -> list[str]:
+    """When the pinned distributions need torch (also indirectly, e.g. through sentence-transformers) and the
+    installed torch is a CPU build (`+cpu`), the lines that make pip install that build: its index and pin."""
+    try:
+        version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    if not version.endswith("+cpu") or "torch" not in _needed(distributions):
+        return []
+    return [f"--extra-index-url {TORCH_CPU_INDEX}", f"torch=={version}"]
+
+
+def _needed(distributions: set[str]) -> set[str]:
+    """`distributions` and everything they require, transitively (installed ones; extras left out), lower-cased."""
+    seen: set[str] = set()
+    pending = [d.lower() for d in distributions]
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for line in requires:
+            requirement, _, marker = line.partition(";")
+            if "extra" not in marker:  # an optional dependency is not needed
+                name = re.split(r"[^A-Za-z0-9._-]", requirement.strip(), maxsplit=1)[0]
+                pending.append(name.lower().replace("_", "-"))
+    return seen
 
 
 def _distribution(top: str, candidates: list[str]) -> str:
@@ -94,6 +134,6 @@ def vendor(flow: Path, package_dir: Path) -> list[Path]:
     path = flow / "requirements.txt"
     own = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
     named = {line.split("==")[0].split(">")[0].split("<")[0].strip().lower() for line in own if line.strip()}
-    extra = [line for line in pinned if line.split("==")[0].lower() not in named]
+    extra = [line for line in pinned if line.split("==")[0].lower() not in named and line not in own]
     path.write_text("\n".join([*own, *extra]) + "\n", encoding="utf-8")
     return copied
