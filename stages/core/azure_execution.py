@@ -53,7 +53,7 @@ def azure_run(
         extra["resources"] = dict(settings.get("compute") or {"instance_type": "Standard_D2as_v5"})
     dag = flow / "flow.dag.yaml"
     nodes = (yaml.safe_load(dag.read_text(encoding="utf-8")) or {}).get("nodes", []) if dag.is_file() else []
-    model_field = "deployment_name" if llm.get("type") == "azure_openai" else "model"
+    model_field = flow_engine.model_input(str(llm.get("type", "")))
     connections = {
         node["name"]: {"connection": str(settings["connection"]), model_field: str(llm["model"])}
         for node in nodes

@@ -113,7 +113,7 @@ def _bake_dag(
         node["api"] = bound.connection.api
         inputs = node.setdefault("inputs", {})
         if bound.connection.model:
-            inputs[flow_engine.model_input(bound.connection)] = bound.connection.model
+            inputs[flow_engine.model_input(bound.connection.type)] = bound.connection.model
         inputs.update(bound.params)
     for name, values in node_inputs.items():
         nodes[name].setdefault("inputs", {}).update(values)

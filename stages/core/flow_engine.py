@@ -186,9 +186,10 @@ def _model_config_object(connection: Connection) -> Any:
 NodeInputs = Mapping[str, Mapping[str, Any]]  # node name -> {input name: value}
 
 
-def model_input(connection: Connection) -> str:
-    """The input of a DAG flow's LLM node that names the model: `deployment_name` on Azure OpenAI, else `model`."""
-    return "deployment_name" if connection.type == "azure_openai" else "model"
+def model_input(connection_type: str) -> str:
+    """The input of a DAG flow's LLM node that names the model on a connection of `connection_type`:
+    `deployment_name` on Azure OpenAI, else `model`."""
+    return "deployment_name" if connection_type == "azure_openai" else "model"
 
 
 def _context(bindings: Iterable[LLMBinding], node_inputs: NodeInputs) -> Any:
@@ -203,7 +204,7 @@ def _context(bindings: Iterable[LLMBinding], node_inputs: NodeInputs) -> Any:
             raise FlowError("a DAG flow's LLM binding needs the LLM node's name (llm_node in the variant)")
         connections[binding.node] = {"connection": _pf_connection(binding.connection)}
         overrides[f"nodes.{binding.node}.api"] = binding.connection.api
-        overrides[f"nodes.{binding.node}.inputs.{model_input(binding.connection)}"] = binding.connection.model
+        overrides[f"nodes.{binding.node}.inputs.{model_input(binding.connection.type)}"] = binding.connection.model
         if binding.prompt:
             overrides[f"nodes.{binding.node}.source.path"] = binding.prompt
         for name, value in binding.params.items():
