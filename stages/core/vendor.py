@@ -105,8 +105,8 @@ def _needed(distributions: set[str]) -> set[str]:
         for line in requires:
             requirement, _, marker = line.partition(";")
             if "extra" not in marker:  # an optional dependency is not needed
-                name = re.split(r"[^A-Za-z0-9._-]", requirement.strip(), maxsplit=1)[0]
-                pending.append(name.lower().replace("_", "-"))
+                required = re.split(r"[^A-Za-z0-9._-]", requirement.strip(), maxsplit=1)[0]
+                pending.append(required.lower().replace("_", "-"))
     return seen
 
 
@@ -134,6 +134,6 @@ def vendor(flow: Path, package_dir: Path) -> list[Path]:
     path = flow / "requirements.txt"
     own = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
     named = {line.split("==")[0].split(">")[0].split("<")[0].strip().lower() for line in own if line.strip()}
-    extra = [line for line in pinned if line.split("==")[0].lower() not in named and line not in own]
+    extra = [line for line in pinned if line.split("==")[0].lower() not in named]
     path.write_text("\n".join([*own, *extra]) + "\n", encoding="utf-8")
     return copied
