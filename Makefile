@@ -37,7 +37,7 @@ PR_NUMBER ?=
 USE_CASE ?= web_classification
 TARGET ?= local
 
-.PHONY: help setup model browser azurite data push pull llm stop run test test-fast lint format params clean \
+.PHONY: help setup model browser azurite data push pull llm stop run test test-fast coverage lint format params clean \
 	clean-llm-cache vega plots pipeline gate pr-comment pr ci-main dataops deploy smoke rollback undeploy
 
 help: ## list the targets
@@ -98,14 +98,19 @@ run: data llm ## set up everything and run the pipeline (dvc repro)
 	@echo "Reports are single HTML files that work offline. All metrics: dvc metrics show"
 	@echo "The embedded LLM keeps running for dvc exp run and llmops commands; make stop stops it."
 
-# Tests are independent (own temp project, stub or LLM server on a free port), so they run in parallel.
-PYTEST := $(VENV)/bin/pytest -n auto --maxprocesses=4
+# Tests are independent (own temp project, stub or LLM server on a free port), so they run in parallel; the 25
+# slowest are listed at the end, so that the next slowdown is seen where it starts.
+PYTEST := $(VENV)/bin/pytest -n auto --maxprocesses=4 --durations=25
 
 test: model browser azurite vega data ## run every test: the fast tier (stub LLM) and the slow tier (embedded model)
 	@$(PYTEST)
 
 test-fast: data browser azurite vega ## run the fast tier only
 	@$(PYTEST) -m "not slow"
+
+coverage: model browser azurite vega data ## every test under coverage.py: line and branch coverage of stages/
+	@rm -rf .llmops/coverage && mkdir -p .llmops/coverage
+	@$(PYTEST) --cov --cov-report=term:skip-covered --cov-report=json:.llmops/coverage/coverage.json
 
 lint: setup ## ruff check and format check
 	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

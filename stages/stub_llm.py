@@ -119,7 +119,10 @@ def make_handler(
             self.wfile.write(data)
 
         def do_GET(self) -> None:
-            if urlsplit(self.path).path.rstrip("/").endswith("/models"):
+            if urlsplit(self.path).path == "/stub/in-flight":  # tests: answers still being held (e.g. by a delay)
+                with lock:
+                    self._send(200, {"in_flight": state["in_flight"]})
+            elif urlsplit(self.path).path.rstrip("/").endswith("/models"):
                 self._send(200, {"object": "list", "data": [{"id": model, "object": "model", "owned_by": "stub"}]})
             else:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})

@@ -9,7 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +42,14 @@ class StubLLM:
         if not self.record.exists():
             return []
         return [json.loads(line) for line in self.record.read_text().splitlines() if line.strip()]
+
+    def in_flight(self) -> int:
+        """How many requests the stub is answering right now (e.g. held back by a `delay_s` fault)."""
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stub/in-flight", timeout=10) as response:
+            return json.loads(response.read())["in_flight"]
 
     def script(self, rules: dict[str, str]) -> None:
         """From now on, answer any prompt containing a key of `rules` with its value (first match wins)."""
@@ -106,9 +114,9 @@ def stop_process(process: subprocess.Popen) -> None:
     process.wait()
 
 
-@pytest.fixture
-def stub_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubLLM]:
-    folder = tmp_path_factory.mktemp("stub")
+@contextlib.contextmanager
+def _stub(folder: Path) -> Iterator[StubLLM]:
+    folder.mkdir(parents=True, exist_ok=True)
     record, rules, faults = folder / "requests.jsonl", folder / "rules.json", folder / "faults.json"
     command = [sys.executable, "-m", "stages.stub_llm", "--port", "0", "--record", str(record), "--rules", str(rules),
                "--faults", str(faults)]  # fmt: skip
@@ -117,6 +125,12 @@ def stub_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubLLM]:
         yield StubLLM(f"http://127.0.0.1:{port}/v1", int(port), record=record, rules=rules, faults_file=faults)
     finally:
         stop_process(process)
+
+
+@pytest.fixture
+def stub_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubLLM]:
+    with _stub(tmp_path_factory.mktemp("stub")) as stub:
+        yield stub
 
 
 # Azurite, the Azure Storage emulator, from tools/azurite (pinned; `make azurite` installs it).
@@ -176,7 +190,10 @@ class Project:
         return re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr)
 
     def params(self, *overrides: str) -> None:
-        self.sh("llmops", "params", *overrides)
+        """What `llmops params [overrides]` does, in this process (a subprocess would import DVC and Hydra anew)."""
+        from stages.cli import compose_params
+
+        compose_params(self.root, list(overrides), self.root / "params.yaml")
 
     def commit(self, message: str) -> None:
         self.sh("git", "add", "-A")
@@ -184,6 +201,7 @@ class Project:
 
 
 def make_project(destination: Path, extra_env: dict[str, str] | None = None) -> Project:
+    """A fresh clone's state in `destination`: the tracked files, a git repo with one commit, the datasets pulled."""
     destination.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         source = REPO / name
@@ -192,18 +210,7 @@ def make_project(destination: Path, extra_env: dict[str, str] | None = None) -> 
         elif source.exists():
             (destination / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, destination / name)
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("LLMOPS_", "OPENAI_", "AZURE_OPENAI_", "LOCAL_LLM_", "PF_"))
-    }
-    home = destination.parent / "home"  # an empty HOME: shows what the pipeline writes outside the project
-    home.mkdir(exist_ok=True)
-    env.update({"PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", "DVC_NO_ANALYTICS": "1", "HOME": str(home),
-                "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-                "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"})  # fmt: skip
-    env.update(extra_env or {})
-    project = Project(root=destination, env=env)
+    project = Project(root=destination, env=project_env(destination, extra_env))
     project.sh("git", "init", "-q", "-b", "main")
     datasets = [str(p.relative_to(destination)) for p in destination.glob("use_cases/*/data/*.dvc")]
     project.sh("dvc", "pull", "-q", "-r", "examples", *datasets)
@@ -211,12 +218,184 @@ def make_project(destination: Path, extra_env: dict[str, str] | None = None) -> 
     return project
 
 
+def project_env(root: Path, extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a project copy: none of the developer's LLM settings, an empty HOME of its own."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("LLMOPS_", "OPENAI_", "AZURE_OPENAI_", "LOCAL_LLM_", "PF_"))
+    }
+    home = root.parent / "home"  # an empty HOME: shows what the pipeline writes outside the project
+    home.mkdir(exist_ok=True)
+    env.update({"PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", "DVC_NO_ANALYTICS": "1", "HOME": str(home),
+                "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+                "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"})  # fmt: skip
+    env.update(extra_env or {})
+    return env
+
+
+def copy_project(template: Path, destination: Path, extra_env: dict[str, str] | None = None) -> Project:
+    """A copy of a built project (git history, DVC cache and outputs included): nothing is recomputed."""
+
+    def scratch(folder: str, names: list[str]) -> set[str]:  # DVC's locks and state of the template's own path
+        return {"tmp"} & set(names) if Path(folder).name == ".dvc" else set()
+
+    shutil.copytree(template, destination, symlinks=True, ignore=scratch)
+    return Project(root=destination, env=project_env(destination, extra_env))
+
+
+def on_stub(stub: StubLLM) -> dict[str, str]:
+    """The environment that points `llm=local` (and the judge) at the stub: no params change, no stage reruns."""
+    return {"LOCAL_LLM_BASE_URL": stub.base_url}
+
+
+def _shared_dir(factory: pytest.TempPathFactory) -> Path:
+    """The session's temp folder that every xdist worker sees (a worker's own is a subfolder of it)."""
+    base = factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def _built_once(shared: Path, name: str, build: Callable[[Path], None]) -> Path:
+    """`build(folder)` once per test session, shared by the xdist workers (the first to ask builds, under a lock)."""
+    from filelock import FileLock
+
+    folder, done = shared / f"built-{name}", shared / f"built-{name}.done"
+    with FileLock(str(shared / f"built-{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            build(folder)
+            done.touch()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def fresh_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh clone's state, made once per session: `project` copies it."""
+    return _built_once(_shared_dir(tmp_path_factory), "fresh", lambda folder: make_project(folder / "repo")) / "repo"
+
+
 @pytest.fixture
-def project(tmp_path: Path, stub_llm: StubLLM) -> Project:
-    """A project copy whose `llm=local` connection points at the stub LLM."""
-    project = make_project(tmp_path / "repo")
-    config = project.root / "conf" / "config.yaml"
-    config.write_text(config.read_text().replace("port: 8765", f"port: {stub_llm.port}"))
-    project.params()
-    project.commit("point the local LLM at the stub")
-    return project
+def project(tmp_path: Path, stub_llm: StubLLM, fresh_template: Path) -> Project:
+    """A copy of a fresh clone (nothing reproduced yet) whose `llm=local` connection is the stub LLM."""
+    return copy_project(fresh_template, tmp_path / "repo", on_stub(stub_llm))
+
+
+# Scripted answers of the code use cases (stub rules: the first key found in a prompt gives the answer).
+CANNED_CODE = {
+    "Question: A baker makes 12 muffins": "muffins = 12 * 7\nprint(muffins)",
+    "Question: What is 15% of 240?": "print(240 * 15 / 100)",
+    "Question: What is 2 to the power of 12?": "print(2 ** 10)",  # runs, wrong answer
+    "Question: How many seconds are there in 2.5 hours?": "import os\nos.system('echo hi')",  # refused: error
+    "# Task: Return the sum of two numbers.": "    return a + b\n",
+    "# Task: Return the square of a number.": "    return x * x\n",
+    "# Task: Return True if the integer n is even": "    return n == 4\n",  # passes 2 of 3 tests
+    "# Task: Return the n-th Fibonacci number": "    return 0\nimport os\nos._exit(3)\n",  # the harness crashes
+}
+
+
+def reproduced_rules(root: Path) -> dict[str, str]:
+    """The answers the session's project is reproduced with, beside the stub's defaults (stages/stub_llm.py); each
+    rule reaches one use case's prompts only, so the tests of each use case read their outcome off the one run:
+    - chat's judges: relevance 3 (but an unreadable verdict for the stub's "banana" answers), coherence 4, fluency
+      5 for "banana" and 2 otherwise;
+    - chat_with_pdf: its groundedness judge answers 4, except on the first question's row, where every prompt
+      (rewrite, answer, judge) gets an answer that holds no score;
+    - math_coding and code_generation: CANNED_CODE."""
+    import json
+
+    questions = root / "use_cases" / "chat_with_pdf" / "data" / "questions.jsonl"
+    first = json.loads(questions.read_text().splitlines()[0])["question"]
+    chat = {"Answer: banana\nRelevance:": "no idea", "\nRelevance:": "3", "\nCoherence:": "4",
+            "Answer: banana\nFluency:": "5", "\nFluency:": "2"}  # fmt: skip
+    return {**CANNED_CODE, first: "great", "Rate how well each answer is supported": "4", **chat}
+
+
+@dataclass
+class Reproduced:
+    """The whole catalogue reproduced once on the stub LLM, with a canary key in `.env` (read only: copy it)."""
+
+    root: Path
+    ran: list[str]  # the stages `dvc repro` ran, in order
+    console: str  # what `dvc repro` printed (stdout and stderr)
+    requests: list[dict]  # what the stub received
+    canary: str  # LOCAL_LLM_API_KEY in .env during the run
+
+
+def _reproduce(folder: Path) -> None:
+    import json
+    import uuid
+
+    project = make_project(folder / "repo")
+    canary = f"canary-{uuid.uuid4().hex}"
+    (project.root / ".env").write_text(f"LOCAL_LLM_API_KEY={canary}\n")
+    with _stub(folder / "stub") as stub:
+        stub.script(reproduced_rules(project.root))
+        project.env.update(on_stub(stub))
+        result = project.sh("dvc", "repro")
+        requests = stub.requests()
+    project.commit("reproduced on the stub LLM")
+    console = result.stdout + result.stderr
+    build = {"ran": re.findall(r"Running stage '([^']+)'", console), "console": console, "requests": requests,
+             "canary": canary}  # fmt: skip
+    (folder / "build.json").write_text(json.dumps(build))
+
+
+@pytest.fixture(scope="session")
+def reproduced_build(tmp_path_factory: pytest.TempPathFactory) -> Reproduced:
+    import json
+
+    folder = _built_once(_shared_dir(tmp_path_factory), "reproduced", _reproduce)
+    return Reproduced(root=folder / "repo", **json.loads((folder / "build.json").read_text()))
+
+
+@pytest.fixture
+def reproduced(tmp_path: Path, stub_llm: StubLLM, reproduced_build: Reproduced) -> Project:
+    """A copy of the reproduced project (every stage up to date, its LLM cache filled, committed) on the stub LLM:
+    a test reruns only the stages it is about."""
+    return copy_project(reproduced_build.root, tmp_path / "repo", on_stub(stub_llm))
+
+
+# The reproduced project takes minutes to build: a session that needs it starts building it in the background as
+# soon as its tests are collected (the workers run other tests meanwhile), and runs the tests that use it last.
+REPRODUCED_FIXTURES = {"reproduced", "reproduced_build"}
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    needs = [item for item in items if REPRODUCED_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    if not needs or config.option.collectonly:
+        return
+    items[:] = [item for item in items if item not in needs] + needs
+    _start_background_build(_shared_dir(config._tmp_path_factory))  # type: ignore[attr-defined]
+
+
+def _start_background_build(shared: Path) -> None:
+    from filelock import FileLock
+
+    with FileLock(str(shared / "built-reproduced.spawn.lock")):
+        pid_file = shared / "built-reproduced.pid"
+        if pid_file.exists() or (shared / "built-reproduced.done").exists():
+            return  # another worker started it
+        log = (shared / "built-reproduced.log").open("w")
+        process = subprocess.Popen([sys.executable, __file__, "reproduce", str(shared)], stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)  # fmt: skip
+        pid_file.write_text(str(process.pid))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The controller (or a run without workers) stops a background build still going (e.g. on Ctrl-C)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    shared = _shared_dir(session.config._tmp_path_factory)  # type: ignore[attr-defined]
+    pid_file = shared / "built-reproduced.pid"
+    if pid_file.exists() and not (shared / "built-reproduced.exited").exists():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["reproduce"]:
+    # The background build: SIGTERM unwinds (stopping its stub LLM) instead of killing outright.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    try:
+        _built_once(Path(sys.argv[2]), "reproduced", _reproduce)
+    finally:
+        (Path(sys.argv[2]) / "built-reproduced.exited").touch()  # its pid may be reused from now on

@@ -23,6 +23,10 @@ def tracked_data(root: Path) -> dict[str, bytes]:
     return {str(path.relative_to(root)): path.read_bytes() for path in paths}
 
 
+def entries(folder: Path) -> list[dict]:
+    return [json.loads(path.read_text()) for path in sorted(folder.rglob("*.json"))]
+
+
 def files_containing(secret: str, *roots: Path) -> list[Path]:
     needle = secret.encode()
     return [path for root in roots for path in root.rglob("*") if path.is_file() and needle in path.read_bytes()]
@@ -41,11 +45,9 @@ def test_remote_check_wants_credentials_from_the_environment_or_config_local(tmp
 
 
 def test_push_wipe_cache_and_pull_into_a_fresh_clone(
-    project: Project, azurite: Azurite, tmp_path: Path, stub_llm: StubLLM
+    reproduced: Project, azurite: Azurite, tmp_path: Path, stub_llm: StubLLM
 ) -> None:
-    project.params("env=pr")  # the 12-row subset: this test is about the remote, not the rows
-    project.repro()
-    project.commit("results")
+    project = reproduced  # every stage reproduced and committed: the results a team pushes
     name = project.sh("dvc", "config", "core.remote").stdout.strip()
     azurite.create_container(urlparse(project.sh("dvc", "config", f"remote.{name}.url").stdout.strip()).netloc)
     with_secret = {**project.env, remote.CONNECTION_STRING_ENV: azurite.connection_string}  # env only, never a file
@@ -65,7 +67,11 @@ def test_push_wipe_cache_and_pull_into_a_fresh_clone(
     assert json.loads(clone.sh("dvc", "status", "--json").stdout) == {}
     assert any((clone.root / ".dvc" / "cache" / "runs").rglob("*")), "the run-cache came along"
     assert clone.repro() == []
-    # The row-level LLM cache came along too: forced reruns of the LLM stages ask the LLM nothing.
+    # The row-level LLM cache came along too, every entry whole: forced reruns of the LLM stages ask the LLM nothing.
+    cache_dirs = sorted(p.relative_to(project.root) for p in project.root.glob("data/*/*/llm_cache"))
+    assert len(cache_dirs) == 2 * len(list((project.root / "data").glob("*/prepared.jsonl")))  # run and evaluate
+    for folder in cache_dirs:
+        assert entries(clone.root / folder) == entries(project.root / folder)
     asked = len(stub_llm.requests())
     llm_stages = [f"run@{uc}" for uc in USE_CASES] + ["evaluate@chat"]  # chat's evaluation has an LLM judge
     logs.append(clone.sh("dvc", "repro", "--force", "--single-item", *llm_stages))

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, Project, StubLLM
+from conftest import REPO, Reproduced
 from test_flows import load
 
 from stages.core import documents, embeddings, vector_index
@@ -126,12 +125,11 @@ def test_rag_metrics_count_unparseable_judge_answers_as_errors_not_scores() -> N
                        "groundedness.scored": 2, "groundedness.errors": 1, "groundedness.mean": 3.0}  # fmt: skip
 
 
-def test_pipeline_on_the_stub_retrieves_answers_and_judges(project: Project, stub_llm: StubLLM) -> None:
-    first = DATASET[0]["question"]
-    # The judge answers 4, except for the first question's row, where its answer holds no score.
-    stub_llm.script({first: "great", "Rate how well each answer is supported": "4"})
-    output = project.sh("dvc", "repro", f"report@{UC}").stdout
-    ran = re.findall(r"Running stage '([^']+)'", output)
+def test_pipeline_on_the_stub_retrieves_answers_and_judges(reproduced_build: Reproduced) -> None:
+    # The session's project (tests/conftest.py `reproduced_rules`): the judge answered 4, except for the first
+    # question's row, where its answer held no score.
+    project, output, first = reproduced_build, reproduced_build.console, DATASET[0]["question"]
+    ran = [stage for stage in reproduced_build.ran if stage.startswith("docs_") or stage.endswith(f"@{UC}")]
     assert set(ran) == {"docs_extract", "docs_chunk", "docs_index", *(f"{s}@{UC}" for s in STAGES)}
     assert (project.root / "use_cases" / UC / "flows" / "chat" / "index" / "vectors.npy").is_file()
     data = project.root / "data" / UC
@@ -146,5 +144,5 @@ def test_pipeline_on_the_stub_retrieves_answers_and_judges(project: Project, stu
     assert 0.5 <= metrics["hit_rate"] <= 1 and 0 < metrics["mrr"] <= metrics["hit_rate"]
     html = (data / "report" / "report.html").read_text()
     assert "4.00 / 5" in html and "1 unparseable" in html
-    judge_prompts = [r["body"]["prompt"] for r in stub_llm.requests() if "Rate how well" in r["body"]["prompt"]]
+    judge_prompts = [r["body"]["prompt"] for r in reproduced_build.requests if "Rate how well" in r["body"]["prompt"]]
     assert len(judge_prompts) == len(DATASET)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Project, StubLLM
+from conftest import CANNED_CODE, REPO, Reproduced, StubLLM
 from test_flows import load
 
 from stages.core import connections, flow_engine
@@ -112,16 +112,7 @@ def stub_connection(stub: StubLLM) -> connections.Connection:
                                   base_url=stub.base_url, api_key="unused", request_timeout_s=10)  # fmt: skip
 
 
-CANNED = {
-    "Question: A baker makes 12 muffins": "muffins = 12 * 7\nprint(muffins)",
-    "Question: What is 15% of 240?": "print(240 * 15 / 100)",
-    "Question: What is 2 to the power of 12?": "print(2 ** 10)",  # runs, wrong answer
-    "Question: How many seconds are there in 2.5 hours?": "import os\nos.system('echo hi')",  # refused: error
-    "# Task: Return the sum of two numbers.": "    return a + b\n",
-    "# Task: Return the square of a number.": "    return x * x\n",
-    "# Task: Return True if the integer n is even": "    return n == 4\n",  # passes 2 of 3 tests
-    "# Task: Return the n-th Fibonacci number": "    return 0\nimport os\nos._exit(3)\n",  # the harness crashes
-}
+CANNED = CANNED_CODE  # the answers the session's reproduced project got too
 
 
 @pytest.fixture
@@ -162,17 +153,12 @@ def test_function_entry_gets_the_llm_prompt_and_params(engine: None, canned_stub
 # --- the pipelines, end to end ---
 
 
-@pytest.fixture
-def scripted_project(project: Project, canned_stub: StubLLM) -> Project:
-    return project
-
-
-def test_pipelines_score_scripted_answers_exactly(scripted_project: Project) -> None:
-    stages = [f"{stage}@{uc}" for uc in ("math_coding", "code_generation") for stage in ("prepare", "run",
-              "evaluate", "report")]  # fmt: skip
-    result = scripted_project.sh("dvc", "repro", *stages)
-    assert result.returncode == 0
-    data = scripted_project.root / "data"
+def test_pipelines_score_scripted_answers_exactly(reproduced_build: Reproduced) -> None:
+    # The session's project was reproduced with CANNED answers for the code use cases (tests/conftest.py).
+    stages = {f"{stage}@{uc}" for uc in ("math_coding", "code_generation") for stage in ("prepare", "run",
+              "evaluate", "report")}  # fmt: skip
+    assert stages <= set(reproduced_build.ran)
+    data = reproduced_build.root / "data"
 
     math_rows = len(dataset("use_cases/math_coding/data/problems.jsonl"))
     run = json.loads((data / "math_coding/run/summary.json").read_text())

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import sys
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -106,14 +105,12 @@ def test_the_run_stage_writes_outputs_in_input_order_whatever_order_rows_finish(
 
 
 def test_a_row_past_its_timeout_is_recorded_while_the_others_run_on(stub_llm: StubLLM) -> None:
-    stub_llm.faults(delay_s=4, match="number 1?")
+    stub_llm.faults(delay_s=60, match="number 1?")
     session = session_for("prompty", local(stub_llm), row_timeout_s=1)
-    started = time.monotonic()
     results = {r.row_id: r for r in session.run_rows(rows_of("prompty", 6), concurrency=3)}
-    elapsed = time.monotonic() - started
-    assert results["r1"].error == "row timed out after 1 s" and 1.0 <= results["r1"].latency_s < 2
+    assert results["r1"].error == "row timed out after 1 s" and results["r1"].latency_s >= 1.0
     assert all(results[f"r{i}"].error is None for i in (0, 2, 3, 4, 5))
-    assert elapsed < 3.5  # the slow answer (4 s) was not waited for
+    assert stub_llm.in_flight() >= 1  # the run ended while the slow answer (60 s) was still being held back
 
 
 def test_in_input_order_needs_each_row_once() -> None:

@@ -11,8 +11,8 @@ from conftest import REPO, Project, StubLLM
 FIXTURE = REPO / "tests" / "fixtures" / "template_experiment"
 
 
-def test_import_maps_flows_data_evaluator_and_env_overlays(project: Project, stub_llm: StubLLM) -> None:
-    project.repro()
+def test_import_maps_flows_data_evaluator_and_env_overlays(reproduced: Project, stub_llm: StubLLM) -> None:
+    project = reproduced  # the existing use cases are up to date: only the imported one's stages may run
     result = project.sh("llmops", "import-experiment", str(FIXTURE))
     assert "as use case support_intent" in result.stdout
     not_mapped = re.findall(r"NOT MAPPED  (.*)", result.stdout)
@@ -37,7 +37,7 @@ def test_import_maps_flows_data_evaluator_and_env_overlays(project: Project, stu
     assert metrics["rows"] == 8 and 0 <= metrics["accuracy"] <= 1
 
     project.params("env=pr")
-    project.repro()
+    project.repro("prepare@support_intent")
     prepared = (project.root / "data/support_intent/prepared.jsonl").read_text().splitlines()
     assert len(prepared) == 3  # the pr overlay's own dataset (the env subset of 12 keeps all 3)
 

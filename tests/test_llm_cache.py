@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import REPO, Project, StubLLM, post_json
+from conftest import REPO, Project, Reproduced, StubLLM, post_json
 
 from stages.core import flow_engine, llm_proxy
 from stages.core.connections import Connection
@@ -250,83 +250,71 @@ def read_json(path: Path) -> dict:
 
 # A DAG flow, a prompty flow, and a flex flow whose evaluation has an LLM judge: every way a flow reaches the LLM.
 LLM_USE_CASES = ("web_classification", "general_qa", "chat")
+UC_ROWS, CHAT_ROWS = 72, 46  # the rows of the full datasets
+JUDGES = ("Rate how relevant", "Rate how coherent", "Rate how fluent")  # chat's judges' prompts begin so
 
 
-def test_a_forced_rerun_and_a_fresh_clone_that_pulls_make_no_llm_request(
-    project: Project, stub_llm: StubLLM, tmp_path: Path
+def test_a_forced_rerun_makes_no_llm_request(
+    reproduced: Project, reproduced_build: Reproduced, stub_llm: StubLLM
 ) -> None:
-    targets = [f"evaluate@{uc}" for uc in LLM_USE_CASES]
-    project.params("env=pr")
-    project.repro(*targets)
-    made = len(stub_llm.requests())
+    # The session's project asked the LLM for every row once; a fresh clone that pulls it asks nothing either
+    # (tests/test_azure_remote.py, through the Azure Blob remote).
+    project, targets = reproduced, [f"evaluate@{uc}" for uc in LLM_USE_CASES]
     chat = project.root / "data" / "chat"
-    assert read_json(chat / "run" / "summary.json")["cache"] == {"hits": 0, "misses": 12, "errors": 0}
+    assert read_json(chat / "run" / "summary.json")["cache"] == {"hits": 0, "misses": CHAT_ROWS, "errors": 0}
     # Three judges per answer; a judgement asked twice (the fluency judge sees only the answer, and the stub's
     # answers repeat) is answered by the cache the second time.
     judged = read_json(chat / "eval" / "metrics.json")["cache"]
-    assert judged["hits"] + judged["misses"] == 3 * 12 and judged["errors"] == 0
-    assert made == 3 * 12 + judged["misses"]
+    assert judged["hits"] + judged["misses"] == 3 * CHAT_ROWS and judged["errors"] == 0
+    asked = [r for r in reproduced_build.requests if r["body"].get("prompt", "").startswith(JUDGES)]
+    assert len(asked) == judged["misses"]
 
     project.sh("dvc", "repro", "--force", *targets)
-    assert len(stub_llm.requests()) == made
+    assert stub_llm.requests() == []
     run = read_json(chat / "run" / "summary.json")
-    assert run["cache"] == {"hits": 12, "misses": 0, "errors": 0} and run["llm_requests"]["upstream"] == 0
+    assert run["cache"] == {"hits": CHAT_ROWS, "misses": 0, "errors": 0} and run["llm_requests"]["upstream"] == 0
     assert run["tokens"]["prompt"] == run["tokens"]["prompt_cached"] > 0
-    assert read_json(chat / "eval" / "metrics.json")["cache"] == {"hits": 36, "misses": 0, "errors": 0}
+    assert read_json(chat / "eval" / "metrics.json")["cache"] == {"hits": 3 * CHAT_ROWS, "misses": 0, "errors": 0}
     rows = [json.loads(line) for line in (chat / "run" / "outputs" / "v1.jsonl").read_text().splitlines()]
     assert all(row["llm"]["requests"] == row["llm"]["cache_hits"] == 1 for row in rows)
 
-    project.sh("dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote"))
-    project.commit("results")
-    project.sh("dvc", "push", "--with-deps", *targets)
-    clone = Project(tmp_path / "clone", project.env)
-    project.sh("git", "clone", "-q", str(project.root), str(clone.root))
-    clone.sh("dvc", "pull", "--with-deps", *targets)
-    cache_dirs = sorted(p.relative_to(project.root) for p in project.root.glob("data/*/*/llm_cache"))
-    assert len(cache_dirs) == 2 * len(LLM_USE_CASES)  # run and evaluate
-    for folder in cache_dirs:
-        assert entries(clone.root / folder) == entries(project.root / folder)
-    clone.sh("dvc", "repro", "--force", *targets)
-    assert len(stub_llm.requests()) == made
 
-
-def test_a_prompt_edit_asks_only_for_its_requests_and_reverting_it_is_free(project: Project, stub_llm: StubLLM) -> None:
-    targets = (f"report@{UC}", "report@chat")
-    project.params("env=pr")
-    project.repro(*targets)
-    made = len(stub_llm.requests())
+def test_a_prompt_edit_asks_only_for_its_requests_and_reverting_it_is_free(
+    reproduced: Project, stub_llm: StubLLM
+) -> None:
+    project, targets = reproduced, (f"report@{UC}", "report@chat")
     prompt = project.root / "use_cases" / UC / "flows" / "classify" / "classify_v1.jinja2"
     original = prompt.read_text()
     prompt.write_text(original.replace("exactly one category", "one category"))
     assert set(project.repro(*targets)) == {f"run@{UC}", f"evaluate@{UC}", f"report@{UC}"}
-    new = llm_requests(stub_llm)[made:]
-    assert len(new) == 12 and all("one category" in p and "exactly one category" not in p for p in new)
+    new = llm_requests(stub_llm)
+    assert len(new) == UC_ROWS and all("one category" in p and "exactly one category" not in p for p in new)
 
     prompt.write_text(original)
     assert f"run@{UC}" in project.repro(*targets)  # DVC reruns the stage (no run-cache with a persistent output)...
-    assert len(stub_llm.requests()) == made + 12  # ...and the LLM cache answers every request
-    assert read_json(project.root / "data" / UC / "run" / "summary.json")["cache"]["hits"] == 12
+    assert len(stub_llm.requests()) == UC_ROWS  # ...and the LLM cache answers every request
+    assert read_json(project.root / "data" / UC / "run" / "summary.json")["cache"]["hits"] == UC_ROWS
 
     # One of chat's three judges: only that judge is asked again; not the other two, not the chat flow.
     judge = project.root / "stages" / "metrics" / "rubrics" / "relevance.jinja2"
     judge.write_text(judge.read_text().replace("Relevance:", "Relevance score:"))
     ran = project.repro(*targets)
     assert "evaluate@chat" in ran and not [stage for stage in ran if stage.startswith("run@")]
-    new = llm_requests(stub_llm)[made + 12 :]
-    assert len(new) == 12 and all("Relevance score:" in p for p in new)
-    assert read_json(project.root / "data" / "chat" / "eval" / "metrics.json")["cache"]["hits"] == 2 * 12
+    new = llm_requests(stub_llm)[UC_ROWS:]
+    assert len(new) == CHAT_ROWS and all("Relevance score:" in p for p in new)
+    assert read_json(project.root / "data" / "chat" / "eval" / "metrics.json")["cache"]["hits"] == 2 * CHAT_ROWS
 
 
-def test_appending_rows_asks_only_for_the_new_rows(project: Project, stub_llm: StubLLM) -> None:
-    project.sh("dvc", "repro", f"run@{UC}")
-    assert len(stub_llm.requests()) == 72
+def test_appending_rows_asks_only_for_the_new_rows(reproduced: Project, stub_llm: StubLLM) -> None:
+    project = reproduced  # every row of the dataset answered once already
     dataset = project.root / "use_cases" / UC / "data" / "pages.jsonl"
     rows = [json.loads(line) for line in dataset.read_text().splitlines()]
+    assert len(rows) == UC_ROWS
     added = [{**row, "url": f"{row['url']}?added={i}", "text": f"Added page {i}. {row['text']}"}
              for i, row in enumerate(rows[:7])]  # fmt: skip
     dataset.write_text(dataset.read_text() + "".join(json.dumps(row) + "\n" for row in added))
     project.sh("dvc", "repro", f"run@{UC}")
-    new = llm_requests(stub_llm)[72:]
+    new = llm_requests(stub_llm)
     assert len(new) == 7 and all(any(f"Added page {i}." in p for p in new) for i in range(7))
     summary = read_json(project.root / "data" / UC / "run" / "summary.json")
     assert summary["rows"] == 79 and summary["cache"] == {"hits": 72, "misses": 7, "errors": 0}

@@ -134,12 +134,13 @@ def test_a_prompt_for_a_node_with_variants_is_refused(stub_llm: StubLLM) -> None
         run.open_session(REPO, UC, use_case, "v1", "v1", stub_connection(stub_llm, "completion"), 60)
 
 
-def test_a_queued_sweep_runs_every_combination_of_node_variants(project: Project, stub_llm: StubLLM) -> None:
+def test_a_queued_sweep_runs_every_combination_of_node_variants(reproduced: Project, stub_llm: StubLLM) -> None:
+    project = reproduced  # the documents' index is built already
     config = project.root / "conf" / "config.yaml"
     config.write_text(config.read_text().replace("- env: dev", "- env: pr"))  # 12 rows; `dvc exp run` composes conf/
     project.params()
-    project.repro("docs_index", f"prepare@{UC}")  # the baseline commit holds what the run stage reads
-    project.commit("pr rows, index")
+    assert project.repro(f"prepare@{UC}") == [f"prepare@{UC}"]  # the baseline commit holds what the run stage reads
+    project.commit("pr rows")
     sweep = [f"use_cases.{UC}.node_variants.{node}=variant_0,variant_1" for node in ("rewrite", "answer")]
     queued = project.sh("dvc", "exp", "run", "--queue", f"run@{UC}", "-S", sweep[0], "-S", sweep[1]).stdout
     assert queued.count("Queued experiment") == 4, queued

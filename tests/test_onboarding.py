@@ -17,8 +17,8 @@ def doc_blocks() -> list[str]:
     return re.findall(r"```bash\n(.*?)```", (REPO / "docs" / "onboarding.md").read_text(), re.DOTALL)
 
 
-def test_onboarding_doc_turns_a_flow_into_a_use_case(project: Project) -> None:
-    project.repro()  # the existing use cases are up to date before onboarding
+def test_onboarding_doc_turns_a_flow_into_a_use_case(reproduced: Project) -> None:
+    project = reproduced  # the existing use cases are up to date before onboarding
     outside = project.root.parent / "my-work"  # where a user keeps their flow before onboarding it
     shutil.copytree(FIXTURE, outside)
     setup, *steps = doc_blocks()
@@ -56,8 +56,8 @@ def test_add_use_case_refuses_missing_files_and_bad_names(project: Project) -> N
 
 
 @pytest.mark.parametrize("kind", ["dag", "prompty", "class", "function"])
-def test_new_scaffolds_a_use_case_that_runs_unchanged(project: Project, stub_llm: StubLLM, kind: str) -> None:
-    project.repro()
+def test_new_scaffolds_a_use_case_that_runs_unchanged(reproduced: Project, stub_llm: StubLLM, kind: str) -> None:
+    project = reproduced  # the existing use cases are up to date: only the new one's stages may run
     created = project.sh("llmops", "new", "faq", "--kind", kind)
     assert "scaffolded use case faq" in created.stdout
     assert set(project.repro()) == {f"{stage}@faq" for stage in ("prepare", "run", "evaluate", "report")}

@@ -68,3 +68,17 @@ def test_no_secret_values_in_conf() -> None:
         text = path.read_text()
         for marker in ("sk-", "api_key:", "AccountKey=", "password"):
             assert marker not in text, f"{path}: looks like a secret ({marker})"
+
+
+def test_the_params_command_writes_the_composition(tmp_path: Path) -> None:
+    # `llmops params` is what `make params` and the docs run; the tests' Project.params composes in-process.
+    import subprocess
+    import sys
+
+    llmops = Path(sys.executable).parent / "llmops"
+    written = subprocess.run([str(llmops), "params", "env=pr", "-o", str(tmp_path / "cli.yaml")], cwd=REPO,
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert written.returncode == 0 and f"composed conf/ -> {tmp_path / 'cli.yaml'}" in written.stdout
+    compose_params(REPO, ["env=pr"], tmp_path / "direct.yaml")
+    assert (tmp_path / "cli.yaml").read_text() == (tmp_path / "direct.yaml").read_text()
+    assert yaml.safe_load((tmp_path / "cli.yaml").read_text())["env"]["name"] == "pr"

@@ -5,11 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import socket
-from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Project, StubLLM
+from conftest import Project, Reproduced, StubLLM
 
 UC = "web_classification"
 QA = "general_qa"
@@ -30,12 +29,12 @@ def stages(*use_cases: str, only: tuple[str, ...] = ("prepare", "run", "evaluate
 ALL_STAGES = stages(UC, NER, QA, CHAT, RAG, MATH, CODE) | DOCS_STAGES
 
 
-def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: StubLLM) -> None:
-    # chat's judges: relevance 3, except an unreadable verdict for the stub's "banana" answers; coherence 4;
-    # fluency 5 for "banana", else 2.
-    stub_llm.script({"Answer: banana\nRelevance:": "no idea", "\nRelevance:": "3", "\nCoherence:": "4",
-                     "Answer: banana\nFluency:": "5", "\nFluency:": "2"})  # fmt: skip
-    assert set(project.repro()) == ALL_STAGES
+def test_repro_produces_outputs_metrics_and_report(reproduced_build: Reproduced, reproduced: Project) -> None:
+    # The session's project was reproduced from a fresh clone with conftest.reproduced_rules: chat's judges score
+    # relevance 3, except an unreadable verdict for the stub's "banana" answers; coherence 4; fluency 5 for
+    # "banana", else 2. `reproduced` is a copy of it.
+    project = reproduced
+    assert set(reproduced_build.ran) == ALL_STAGES
     data = project.root / "data" / UC
     rows = [json.loads(line) for line in (data / "run" / "outputs" / "v1.jsonl").read_text().splitlines()]
     prepared = (data / "prepared.jsonl").read_text().splitlines()
@@ -52,7 +51,7 @@ def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: S
             if cache := json.loads((project.root / "data" / use_case / counted).read_text()).get("cache"):
                 made, missed = made + cache["hits"] + cache["misses"], missed + cache["misses"]
     assert made == 72 + 48 + 48 + 4 * CHAT_ROWS + 3 * RAG_ROWS + 48 + 44
-    sent = [json.dumps(r["body"], sort_keys=True) for r in stub_llm.requests()]
+    sent = [json.dumps(r["body"], sort_keys=True) for r in reproduced_build.requests]
     assert len(sent) == missed == len(set(sent))
 
     metrics = json.loads((data / "eval" / "metrics.json").read_text())
@@ -98,7 +97,7 @@ def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: S
     chat = project.root / "data" / CHAT
     replies = [json.loads(line) for line in (chat / "run" / "outputs" / "v1.jsonl").read_text().splitlines()]
     assert len(replies) == CHAT_ROWS and all(row["error"] is None for row in replies)
-    prompts = [r["body"]["prompt"] for r in stub_llm.requests()]
+    prompts = [r["body"]["prompt"] for r in reproduced_build.requests]
     follow_up = "User: What is the capital of Italy?\nAssistant: Rome is the capital of Italy.\nUser: What river"
     assert sum(follow_up in prompt for prompt in prompts) == 1  # the prior turn reached the flow's prompt
     chat_metrics = json.loads((chat / "eval" / "metrics.json").read_text())
@@ -119,9 +118,9 @@ def test_repro_produces_outputs_metrics_and_report(project: Project, stub_llm: S
     assert f'<div class="k">fluency</div><div class="v">{fluency:.2f} / 5</div>' in chat_html
 
 
-def test_prompt_flow_stays_offline_and_quiet_under_the_project(project: Project) -> None:
-    project.repro()
-    home = Path(project.env["HOME"])
+def test_prompt_flow_stays_offline_and_quiet_under_the_project(reproduced_build: Reproduced) -> None:
+    project = reproduced_build  # read only: what the whole catalogue's `dvc repro` left behind
+    home = project.root.parent / "home"
     assert not (home / ".promptflow").exists(), "prompt flow must not write to ~/.promptflow"
     pf_home = project.root / ".llmops" / "pf"
     pf_config = yaml.safe_load((pf_home / "pf.yaml").read_text())
@@ -134,8 +133,8 @@ def test_prompt_flow_stays_offline_and_quiet_under_the_project(project: Project)
     assert not list(flows.rglob(".promptflow")), "running flows must not litter the flow folders"
 
 
-def test_only_what_changed_reruns(project: Project) -> None:
-    assert set(project.repro()) == ALL_STAGES
+def test_only_what_changed_reruns(reproduced: Project) -> None:
+    project = reproduced  # every stage is up to date (tests/conftest.py reproduced it once for the session)
     assert project.repro() == []  # nothing changed
 
     # A prompt edit reruns that use case's run/evaluate/report, and nothing of any other use case.
@@ -169,7 +168,7 @@ def test_only_what_changed_reruns(project: Project) -> None:
 
 def test_env_pr_runs_a_small_deterministic_subset(project: Project) -> None:
     project.params("env=pr")
-    project.repro()
+    project.repro(f"prepare@{UC}", f"prepare@{QA}")
     first = (project.root / "data" / UC / "prepared.jsonl").read_text()
     assert len(first.splitlines()) == 12
     assert len((project.root / "data" / QA / "prepared.jsonl").read_text().splitlines()) == 12
@@ -178,15 +177,14 @@ def test_env_pr_runs_a_small_deterministic_subset(project: Project) -> None:
     assert (project.root / "data" / UC / "prepared.jsonl").read_text() == first
 
 
-def test_exp_run_variant_v2_and_exp_show(project: Project, stub_llm: StubLLM) -> None:
-    project.repro()
-    project.commit("baseline v1")
-    before = len(stub_llm.requests())
+def test_exp_run_variant_v2_and_exp_show(reproduced: Project, reproduced_build: Reproduced, stub_llm: StubLLM) -> None:
+    project = reproduced  # v1 of every use case reproduced and committed
     result = project.sh("dvc", "exp", "run", "-S", "variant=v2")
     assert "Running stage 'prepare" not in result.stdout  # only stages whose params changed
     asked = [json.dumps(r["body"], sort_keys=True) for r in stub_llm.requests()]
-    assert not set(asked[before:]) & set(asked[:before])  # a request v1 made is answered by the LLM cache
-    v2_prompts = [r["body"]["prompt"] for r in stub_llm.requests()[before:]]
+    v1_asked = [json.dumps(r["body"], sort_keys=True) for r in reproduced_build.requests]
+    assert not set(asked) & set(v1_asked)  # a request v1 made is answered by the LLM cache
+    v2_prompts = [r["body"]["prompt"] for r in stub_llm.requests()]
     # The baseline v1 runs again beside v2, all of it answered by the LLM cache. v2 asks for every row; its
     # judges only for the answers that v1 did not give too.
     judges = ("Rate how relevant", "Rate how coherent", "Rate how fluent", "Rate how well each answer is supported")

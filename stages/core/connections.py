@@ -84,7 +84,9 @@ def resolve(llm: Mapping[str, Any], env: Mapping[str, str]) -> Connection:
 
     kind = llm["type"]
     if kind == "openai":
-        base_url = llm["base_url"]
+        # Where the endpoint is, like the key, may come from the environment (`base_url_env`: OPENAI_BASE_URL, the
+        # OpenAI SDK's own variable, for gateways, LiteLLM, vLLM or Ollama): then it stays out of params and dvc.lock.
+        base_url = env.get(llm.get("base_url_env") or "", "").strip() or llm["base_url"]
         if llm.get("api_key_required", True):
             api_key = required(llm["api_key_env"])
         else:  # a local server that ignores keys; the OpenAI client still wants a non-empty one
