@@ -704,7 +704,7 @@ class FlowSession:
         binding = bindings[0] if bindings else None
         self.kind, flow_file = detect(flow, binding.prompt if binding else None)
         redaction.register(*(secret for b in bindings for secret in b.connection.secrets))
-        redaction.install()  # again: prompt flow's own loggers exist now, their handlers get the filter
+        redaction.install(streams=False)  # prompt flow's loggers exist now: their handlers get the filter
         if self.kind is not FlowKind.DAG and len(bindings) > 1:
             raise FlowError(f"{flow}: a {self.kind.value} flow has one LLM, got {len(bindings)} bindings")
         if self.kind is not FlowKind.DAG and (node_inputs or node_variants):

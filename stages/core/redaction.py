@@ -136,8 +136,9 @@ def _all_loggers() -> list[logging.Logger]:
     return loggers
 
 
-def install() -> None:
-    """Redact the registered secrets (also those registered later) in this process's logs and standard streams.
+def install(streams: bool = True) -> None:
+    """Redact the registered secrets (also those registered later) in this process's log records and, with
+    `streams`, in its sys.stdout and sys.stderr (a process's entry point asks for them; a library leaves them be).
 
     Idempotent; call it again after importing a library that makes its own loggers (its handlers get the filter).
     """
@@ -147,9 +148,9 @@ def install() -> None:
             make_record = logging.getLogRecordFactory()
             logging.setLogRecordFactory(lambda *args, **kwargs: redact_record(make_record(*args, **kwargs)))
             _installed = True
-        if not isinstance(sys.stdout, RedactingStream) and sys.stdout is not None:
+        if streams and not isinstance(sys.stdout, RedactingStream) and sys.stdout is not None:
             sys.stdout = RedactingStream(sys.stdout)  # type: ignore[assignment]
-        if not isinstance(sys.stderr, RedactingStream) and sys.stderr is not None:
+        if streams and not isinstance(sys.stderr, RedactingStream) and sys.stderr is not None:
             sys.stderr = RedactingStream(sys.stderr)  # type: ignore[assignment]
         for logger in _all_loggers():
             for handler in logger.handlers:
