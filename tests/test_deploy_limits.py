@@ -23,10 +23,10 @@ LIMIT = 65536  # conf/deploy/dev.yaml targets.local.max_request_bytes
 LOG_MAX_CHARS = 8192  # conf/deploy/dev.yaml targets.local.log_max_chars
 
 
-def raw_request(port: int, head: list[str], body: bytes = b"") -> tuple[int, dict[str, str], dict, bool]:
+def raw_request(port: int, head: list[str], body: bytes = b"") -> tuple[int, dict[str, str], dict]:
     """Send the request line and headers `head` (and `body`), read the answer until the server closes the
-    connection; returns (status, headers, JSON body, whether the connection was closed). A server that waited for
-    a body it was not sent would not answer: the socket's timeout fails the call."""
+    connection; returns (status, headers, JSON body). A server that waited for a body it was not sent would not
+    answer (nor close): the socket's timeout fails the call."""
     with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
         sock.sendall(("\r\n".join([*head, "Host: 127.0.0.1", "", ""])).encode() + body)
         data = b""
@@ -35,7 +35,7 @@ def raw_request(port: int, head: list[str], body: bytes = b"") -> tuple[int, dic
     header, _, payload = data.partition(b"\r\n\r\n")
     lines = header.decode().split("\r\n")
     headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
-    return int(lines[0].split()[1]), headers, json.loads(payload), True
+    return int(lines[0].split()[1]), headers, json.loads(payload)
 
 
 def test_the_endpoint_checks_key_and_length_before_reading_and_bounds_its_log(project: Project) -> None:
@@ -47,32 +47,30 @@ def test_the_endpoint_checks_key_and_length_before_reading_and_bounds_its_log(pr
     try:
         for name, port in ports.items():  # the router (the endpoint) and a deployment server behind it
             # Headers announcing a huge body, none sent: answered at once, and the connection closed.
-            status, headers, body, _ = raw_request(
-                port, ["POST /score HTTP/1.1", auth, "Content-Length: 1000000000000"]
-            )
+            status, headers, body = raw_request(port, ["POST /score HTTP/1.1", auth, "Content-Length: 1000000000000"])
             assert (status, headers["connection"]) == (413, "close"), name
             assert body["error"] == (
                 f"request body of 1000000000000 bytes is over the limit of {LIMIT} bytes "
                 "(targets.local.max_request_bytes)"
             )
             # No key: a 401 before any of the body is read.
-            status, _, body, _ = raw_request(port, ["POST /score HTTP/1.1", "Content-Length: 1000000000000"])
+            status, _, body = raw_request(port, ["POST /score HTTP/1.1", "Content-Length: 1000000000000"])
             assert status == 401 and body["error"] == "missing or wrong API key (Authorization: Bearer <key>)"
-            status, _, body, _ = raw_request(port, ["POST /score HTTP/1.1", auth, "Content-Length: 12abc"])
+            status, _, body = raw_request(port, ["POST /score HTTP/1.1", auth, "Content-Length: 12abc"])
             assert status == 400
             assert body["error"] == "malformed Content-Length header: '12abc' (expected one whole number of bytes)"
-            status, _, body, _ = raw_request(port, ["POST /score HTTP/1.1", auth, "Content-Length: -1"])
+            status, _, body = raw_request(port, ["POST /score HTTP/1.1", auth, "Content-Length: -1"])
             assert status == 400 and "malformed Content-Length header: '-1'" in body["error"]
-            status, _, body, _ = raw_request(
+            status, _, body = raw_request(
                 port, ["POST /score HTTP/1.1", auth, "Content-Length: 2", "Content-Length: 3"]
             )
             assert status == 400 and "'2', '3'" in body["error"]
-            status, _, body, _ = raw_request(port, ["POST /score HTTP/1.1", auth, "Connection: close"])
+            status, _, body = raw_request(port, ["POST /score HTTP/1.1", auth, "Connection: close"])
             assert status == 411 and body["error"] == "a POST needs a Content-Length header"
-            status, _, body, _ = raw_request(port, ["POST /score HTTP/1.1", auth, "Transfer-Encoding: chunked"])
+            status, _, body = raw_request(port, ["POST /score HTTP/1.1", auth, "Transfer-Encoding: chunked"])
             assert status == 411 and "chunked transfer encoding is not accepted" in body["error"]
             # A client that asks first (Expect: 100-continue, as curl does for large bodies) gets the 413 instead.
-            status, _, body, _ = raw_request(
+            status, _, body = raw_request(
                 port, ["POST /score HTTP/1.1", auth, f"Content-Length: {LIMIT + 1}", "Expect: 100-continue"]
             )
             assert status == 413 and f"request body of {LIMIT + 1} bytes" in body["error"]
@@ -85,15 +83,15 @@ def test_the_endpoint_checks_key_and_length_before_reading_and_bounds_its_log(pr
             # A body within the limit is served, also one with a long input: the log keeps a bounded part of it.
             inputs = json.dumps({"url": "https://example.com/long", "text": "word " * 4000}).encode()
             assert len(inputs) <= LIMIT
-            status, _, body, _ = raw_request(
+            status, _, body = raw_request(
                 port, ["POST /score HTTP/1.1", auth, json_type, f"Content-Length: {len(inputs)}", "Connection: close"],
                 inputs,
             )  # fmt: skip
             assert status == 200 and "category" in body
         # The router's other routes check the key before the body too.
-        status, _, _, _ = raw_request(ports["router"], ["PUT /-/weights HTTP/1.1", "Content-Length: 1000000000000"])
+        status, _, _ = raw_request(ports["router"], ["PUT /-/weights HTTP/1.1", "Content-Length: 1000000000000"])
         assert status == 401
-        status, _, body, _ = raw_request(ports["router"], ["PUT /-/weights HTTP/1.1", auth, "Content-Length: 99999999"])
+        status, _, body = raw_request(ports["router"], ["PUT /-/weights HTTP/1.1", auth, "Content-Length: 99999999"])
         assert status == 413
     finally:
         project.sh("llmops", "undeploy", "--use-case", UC)
