@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from stages import deploy
-from stages.core import catalogue, connections, datasets, importer, llm_server, remote, reporting
+from stages.core import catalogue, connections, datasets, importer, llm_server, redaction, remote, reporting
 from stages.core.project import load_params, project_root, runtime_dir
 from stages.deploy import local, production
 from stages.deploy.spec import SpecError
@@ -469,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     summary.set_defaults(handler=cmd_summary)
 
     args = parser.parse_args(argv)
+    redaction.install()  # the keys a command reads (the endpoint's, the LLM's) never reach its output
     try:
         return args.handler(args)
     except (

@@ -15,8 +15,10 @@ Run: `python -m stages.stub_llm --port 0` prints `listening on http://127.0.0.1:
 Faults, for the retry and timeout tests (see `Faults`): `--fail-first N --status 429 --retry-after 1` answers
 the first N requests with an error, `--fail-rate P` always fails a fixed share P of the prompts, `--drop` makes
 those failures dropped connections (closed without an answer), `--delay-s D` slows every answer down, and
-`--match S` limits all of these to prompts containing S. `--faults FILE` (JSON with the fields of `Faults`,
-re-read on every request) replaces them while it exists; the first-N count restarts whenever the faults change.
+`--match S` limits all of these to prompts containing S. `--echo-key-status 401` answers every (matching)
+request with that status and the request's API key in the error message, as OpenAI and gateways do for a wrong
+key ("Incorrect API key provided: sk-..."). `--faults FILE` (JSON with the fields of `Faults`, re-read on every
+request) replaces them while it exists; the first-N count restarts whenever the faults change.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ def read_rules(path: Path | None) -> dict[str, str]:
 @dataclass(frozen=True)
 class Faults:
     """Injected faults. A failing request gets `status` (with `Retry-After: retry_after` when set), or, with
-    `drop`, a connection closed without an answer."""
+    `drop`, a connection closed without an answer. With `echo_key_status`, every matching request fails with that
+    status and the key it sent echoed in the error message."""
 
     fail_first: int = 0  # the first N matching requests fail
     fail_rate: float = 0.0  # this share of the matching prompts (picked by hash) always fails
@@ -67,6 +70,7 @@ class Faults:
     drop: bool = False
     delay_s: float = 0.0  # every matching answer (or failure) is sent this late
     match: str = ""  # only prompts containing this substring are affected ("" = all)
+    echo_key_status: int | None = None  # e.g. 401: "Incorrect API key provided: <the key>"
 
     @classmethod
     def from_json(cls, path: Path | None, default: Faults) -> Faults:
@@ -101,7 +105,8 @@ def make_handler(
             if current.match not in prompt:
                 return Faults(), False
             state["matched"] += 1
-            return current, state["matched"] <= current.fail_first or _fails_by_rate(prompt, current.fail_rate)
+            fails = state["matched"] <= current.fail_first or _fails_by_rate(prompt, current.fail_rate)
+            return current, fails or current.echo_key_status is not None
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -127,13 +132,23 @@ def make_handler(
             else:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
 
+        def _sent_key(self) -> str:
+            bearer = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            return self.headers.get("api-key") or bearer
+
         def _fail(self, fault: Faults) -> None:
             if fault.drop:  # close the connection without an answer
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
-            data = json.dumps({"error": {"message": f"stub fault: HTTP {fault.status}", "type": "stub_fault"}})
-            self.send_response(fault.status)
+            status, error = fault.status, {"message": f"stub fault: HTTP {fault.status}", "type": "stub_fault"}
+            if fault.echo_key_status is not None:  # OpenAI's own wording for a wrong key
+                status = fault.echo_key_status
+                error = {"message": f"Incorrect API key provided: {self._sent_key()}. You can find your API key at "
+                         "https://platform.openai.com/account/api-keys.", "type": "invalid_request_error",
+                         "code": "invalid_api_key"}  # fmt: skip
+            data = json.dumps({"error": error})
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             if fault.retry_after is not None:
@@ -163,7 +178,8 @@ def make_handler(
             if record is not None:
                 with lock, record.open("a", encoding="utf-8") as handle:
                     entry = {"path": self.path, "headers": dict(self.headers), "body": body,
-                             "fault": ("drop" if fault.drop else fault.status) if fails else None,
+                             "fault": ("drop" if fault.drop else fault.echo_key_status or fault.status)
+                                      if fails else None,
                              "received": received, "in_flight": in_flight,
                              "client_port": self.client_address[1]}  # fmt: skip
                     handle.write(json.dumps(entry) + "\n")
@@ -223,10 +239,12 @@ def main() -> None:
     parser.add_argument("--drop", action="store_true", help="fail by closing the connection without an answer")
     parser.add_argument("--delay-s", type=float, default=0.0, help="answer every (matching) request this late")
     parser.add_argument("--match", default="", help="faults apply only to prompts containing this substring")
+    parser.add_argument("--echo-key-status", type=int, help="fail with this status, echoing the key sent")
     parser.add_argument("--faults", type=Path, help="JSON of the fault options, re-read on every request")
     args = parser.parse_args()
     faults = Faults(fail_first=args.fail_first, fail_rate=args.fail_rate, status=args.status,
-                    retry_after=args.retry_after, drop=args.drop, delay_s=args.delay_s, match=args.match)  # fmt: skip
+                    retry_after=args.retry_after, drop=args.drop, delay_s=args.delay_s, match=args.match,
+                    echo_key_status=args.echo_key_status)  # fmt: skip
     server = serve(
         args.host, args.port, args.model, tuple(args.answers.split(",")), args.record, args.rules, faults, args.faults
     )

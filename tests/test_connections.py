@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import Project, Reproduced, StubLLM
 
-from stages.core import connections
+from stages.core import connections, redaction
 
 UC = "web_classification"
 
@@ -45,12 +45,16 @@ def test_missing_secret_names_connection_and_variable() -> None:
         connections.resolve(llm, {"AZURE_OPENAI_ENDPOINT": "https://x"})
 
 
-def test_repr_never_shows_the_key() -> None:
+def test_repr_never_shows_the_key_and_the_key_read_is_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(redaction, "_secrets", ())  # the registry is process-wide: this test's only
     llm = {"name": "openai", "type": "openai", "api": "chat", "model": "m", "base_url": "https://x/v1",
            "api_key_env": "K"}  # fmt: skip
     connection = connections.resolve(llm, {"K": "sk-very-secret-value"})
     assert "sk-very-secret-value" not in repr(connection)
-    assert connections.redact("bad key sk-very-secret-value!", connection.secrets) == "bad key ***!"
+    assert redaction.redact("bad key sk-very-secret-value!") == "bad key ***!"
+    keyless = connections.resolve({**llm, "api_key_required": False, "api_key_env": "UNSET"}, {})
+    assert keyless.api_key == connections.NO_KEY and keyless.secrets == ()  # the placeholder is no secret
+    assert redaction.secrets() == ("sk-very-secret-value",)
 
 
 def test_unreachable_endpoint_fails_fast_naming_the_connection() -> None:
@@ -121,3 +125,53 @@ def test_llm_switch_reaches_every_use_case(reproduced: Project, stub_llm: StubLL
     params_text = (project.root / "params.yaml").read_text() + (project.root / "dvc.lock").read_text()
     # Neither the key nor the endpoint (both from the environment) is in params.yaml or dvc.lock.
     assert canary not in params_text and stub_llm.base_url.removesuffix("/v1") not in params_text
+
+
+def test_a_key_the_llm_echoes_back_reaches_no_console_log_or_file(project: Project, stub_llm: StubLLM) -> None:
+    """An LLM server that answers 401 with the key in its message, as OpenAI and gateways do: prompt flow's log lines
+    and tracebacks show *** in the run's console (in process and from worker processes), in a local deployment's
+    logs (readable by their owner only) and in every file under the project and HOME."""
+    from conftest import post_json
+
+    from stages.deploy import local, state
+
+    canary, endpoint_key = f"sk-canary-{uuid.uuid4().hex}", f"endpoint-canary-{uuid.uuid4().hex}"
+    (project.root / ".env").write_text(f"LOCAL_LLM_API_KEY={canary}\nLLMOPS_ENDPOINT_KEY={endpoint_key}\n")
+    stub_llm.faults(echo_key_status=401)
+    repro = project.sh("dvc", "repro", f"run@{UC}", check=False)
+    # The run stage's main again, its rows spread over worker processes; its outputs stay (DVC removes a failed
+    # stage's outputs).
+    project.params("bulk.processes=2", "llm.concurrency=2")
+    out = ("--out", f"data/{UC}/run/outputs", "--summary", f"data/{UC}/run/summary.json")
+    workers = project.sh("python", "-m", "stages.run", "--use-case", UC, "--rows", f"data/{UC}/prepared.jsonl", *out,
+                         "--cache", f"data/{UC}/run/llm_cache", check=False)  # fmt: skip
+    for result in (repro, workers):
+        assert result.returncode != 0 and "Incorrect API key provided: ***" in result.stderr  # echoed, then masked
+    assert "over 2 processes" in workers.stderr and "execution" in workers.stdout + workers.stderr
+    consoles = [repro.stdout + repro.stderr, workers.stdout + workers.stderr]
+    echoed = [r for r in stub_llm.requests() if r["fault"] == 401]
+    assert echoed and all(r["headers"]["authorization"] == f"Bearer {canary}" for r in echoed)
+    rows = (project.root / "data" / UC / "run" / "outputs" / "v1.jsonl").read_text().splitlines()
+    assert rows and all("Incorrect API key provided: ***" in json.loads(row)["error"] for row in rows)
+
+    deployed = project.sh("llmops", "deploy", "--use-case", UC)
+    try:
+        record = json.loads(state.path(project.root, "dev", UC).read_text())["targets"]["local"]["current"]["record"]
+        for _ in range(4):
+            auth = {"Authorization": f"Bearer {endpoint_key}"}
+            status, _, body = post_json(record["url"], {"url": "u", "text": "t"}, auth)
+            assert status == 500 and "Incorrect API key provided: ***" in body["error"]
+    finally:
+        undeployed = project.sh("llmops", "undeploy", "--use-case", UC)
+    logs = sorted((local.runtime(project.root, "dev", UC) / "logs").glob("*.log"))
+    assert [log.name for log in logs] == ["blue.log", "green.log", "router.log"]
+    assert "Incorrect API key provided: ***" in "".join(log.read_text() for log in logs)  # prompt flow logged it
+    assert all(log.stat().st_mode & 0o777 == 0o600 for log in logs)
+
+    console = "".join(consoles) + deployed.stdout + deployed.stderr + undeployed.stdout + undeployed.stderr
+    assert canary not in console and endpoint_key not in console
+    files = written_files(project.root) + written_files(Path(project.env["HOME"]))
+    assert project.root / ".llmops" / "pf" / "pf.yaml" in files and logs[0] in files  # prompt flow's home is searched
+    keys = (canary.encode(), endpoint_key.encode())
+    leaks = [p for p in files if p.name != ".env" and any(key in p.read_bytes() for key in keys)]
+    assert leaks == []

@@ -130,7 +130,7 @@ def test_a_baked_flow_carries_the_project_modules_its_code_imports_and_pinned_re
     flow = bake.bake_variant(source, uc["variants"]["v1"], PARAMS["llm"], tmp_path / "pdf")
     vendored = sorted(p.relative_to(flow).as_posix() for p in (flow / "stages").rglob("*.py"))
     assert vendored == ["stages/__init__.py", "stages/core/__init__.py", "stages/core/embeddings.py",
-                        "stages/core/io.py", "stages/core/vector_index.py"]  # fmt: skip
+                        "stages/core/io.py", "stages/core/redaction.py", "stages/core/vector_index.py"]  # fmt: skip
     for path in vendored:
         assert (flow / path).read_bytes() == (ROOT / path).read_bytes()
     assert (flow / "index/vectors.npy").read_bytes() == b"stand-in for the index"  # carried, though gitignored

@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stages.core import redaction
+
 _DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+NO_KEY = "unused"  # the key sent to a local server that ignores keys (the OpenAI client wants a non-empty one)
 
 
 class ConnectionConfigError(RuntimeError):
@@ -55,7 +58,8 @@ class Connection:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        return tuple(value for value in (self.api_key,) if value and len(value) >= 4)
+        """The values to redact wherever this connection's requests, errors or logs are written."""
+        return () if self.api_key == NO_KEY else (self.api_key,)
 
 
 def concurrency(llm: Mapping[str, Any], key: str = "llm") -> int:
@@ -70,7 +74,8 @@ def concurrency(llm: Mapping[str, Any], key: str = "llm") -> int:
 
 
 def resolve(llm: Mapping[str, Any], env: Mapping[str, str]) -> Connection:
-    """Build the connection described by the `llm` params block, reading secrets from `env`."""
+    """Build the connection described by the `llm` params block, reading secrets from `env`; the key read is
+    registered for redaction in this process (stages/core/redaction.py)."""
     name = llm["name"]
 
     def required(var: str) -> str:
@@ -89,8 +94,8 @@ def resolve(llm: Mapping[str, Any], env: Mapping[str, str]) -> Connection:
         base_url = env.get(llm.get("base_url_env") or "", "").strip() or llm["base_url"]
         if llm.get("api_key_required", True):
             api_key = required(llm["api_key_env"])
-        else:  # a local server that ignores keys; the OpenAI client still wants a non-empty one
-            api_key = env.get(llm["api_key_env"], "").strip() or "unused"
+        else:  # a local server that ignores keys
+            api_key = env.get(llm["api_key_env"], "").strip() or NO_KEY
         api_version = None
     elif kind == "azure_openai":
         base_url = required(llm["endpoint_env"])
@@ -98,7 +103,7 @@ def resolve(llm: Mapping[str, Any], env: Mapping[str, str]) -> Connection:
         api_version = str(llm["api_version"])
     else:
         raise ConnectionConfigError(f"connection '{name}': unknown type {kind!r} (expected openai or azure_openai)")
-    return Connection(
+    connection = Connection(
         name=name,
         type=kind,
         api=llm["api"],
@@ -109,13 +114,8 @@ def resolve(llm: Mapping[str, Any], env: Mapping[str, str]) -> Connection:
         request_timeout_s=float(llm.get("request_timeout_s", 60)),
         concurrency=concurrency(llm),
     )
-
-
-def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """Replace every secret value in `text` with ***."""
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
+    redaction.register(*connection.secrets)
+    return connection
 
 
 def check_reachable(connection: Connection, timeout_s: float = 3.0) -> None:

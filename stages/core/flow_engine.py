@@ -27,7 +27,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from stages.core.connections import Connection, redact
+from stages.core import redaction
+from stages.core.connections import Connection
 from stages.core.io import write_json, write_text
 
 QUIET_ENV = {  # prompt flow and Azure Monitor offline and quiet (no telemetry, no control plane)
@@ -45,7 +46,9 @@ def configure(runtime: Path) -> Path:
 
     Telemetry off, no trace service, and a version-check record far in the future (the only way to stop
     prompt flow from asking PyPI for a newer version every 7 days). Nothing is written to ~/.promptflow.
+    Secrets are redacted in this process's logs and standard streams from here on (stages/core/redaction.py).
     """
+    redaction.install()
     home = runtime / "pf"
     home.mkdir(parents=True, exist_ok=True)
     os.environ["PF_HOME_DIRECTORY"] = str(home)
@@ -700,7 +703,8 @@ class FlowSession:
         self._row_timeout_s = row_timeout_s
         binding = bindings[0] if bindings else None
         self.kind, flow_file = detect(flow, binding.prompt if binding else None)
-        self._secrets = tuple(secret for b in bindings for secret in b.connection.secrets)
+        redaction.register(*(secret for b in bindings for secret in b.connection.secrets))
+        redaction.install(streams=False)  # prompt flow's loggers exist now: their handlers get the filter
         if self.kind is not FlowKind.DAG and len(bindings) > 1:
             raise FlowError(f"{flow}: a {self.kind.value} flow has one LLM, got {len(bindings)} bindings")
         if self.kind is not FlowKind.DAG and (node_inputs or node_variants):
@@ -727,7 +731,7 @@ class FlowSession:
             outputs, aggregation_inputs = self._flow.line(inputs)
         except BaseException as exc:  # a flow error belongs to the row, the run goes on
             message = str(exc) if isinstance(exc, _RowFailed) else f"{type(exc).__name__}: {exc}"
-            return RowResult(row_id, None, redact(message, self._secrets), time.perf_counter() - started)
+            return RowResult(row_id, None, redaction.redact(message), time.perf_counter() - started)
         return RowResult(row_id, _jsonable(outputs), None, time.perf_counter() - started, aggregation_inputs)
 
     def run_rows(
@@ -746,7 +750,7 @@ class FlowSession:
         if processes < 1:
             raise ValueError(f"processes must be >= 1, got {processes}")
         if min(processes, concurrency) > 1:
-            yield from _run_in_processes(self._init_args, self._secrets, rows, concurrency, min(processes, concurrency))
+            yield from _run_in_processes(self._init_args, rows, concurrency, min(processes, concurrency))
             return
         # Prompt flow's executor swaps sys.stdout/stderr for its log writers around each line; lines that overlap
         # restore each other's writers, so put the streams back once all rows are done.
@@ -767,7 +771,7 @@ class FlowSession:
         try:
             return self._flow.aggregate(columns, aggregation_inputs)
         except _RowFailed as exc:
-            raise RuntimeError(redact(str(exc), self._secrets)) from None
+            raise RuntimeError(redaction.redact(str(exc))) from None
 
 
 def _run_in_threads(
@@ -857,6 +861,7 @@ def _worker_main(init_args: tuple[Any, ...], concurrency: int, tasks: Any, resul
     """A worker process of `run_rows`: loads the flow, runs rows from `tasks` until its None, sends each result
     (or the error that stopped the worker) to `results`, then `_WORKER_DONE`."""
     _quiet_loggers()  # the environment configure() set is inherited, logger levels are not
+    redaction.install()  # nor are the redacting streams; the session registers its connections' secrets
     try:
         flow, bindings, node_inputs, node_variants, row_timeout_s = init_args
         session = FlowSession(
@@ -871,7 +876,6 @@ def _worker_main(init_args: tuple[Any, ...], concurrency: int, tasks: Any, resul
 
 def _run_in_processes(
     init_args: tuple[Any, ...],
-    secrets: tuple[str, ...],
     rows: Iterable[tuple[str, Mapping[str, Any]]],
     concurrency: int,
     processes: int,
@@ -918,7 +922,7 @@ def _run_in_processes(
             elif item == _WORKER_DONE:
                 running -= 1
             else:
-                raise FlowError(f"worker process failed: {redact(item, secrets)}")
+                raise FlowError(f"worker process failed: {redaction.redact(item)}")
     finally:  # done, failed, or the consumer stopped early: stop feeding and end the workers
         stop.set()
         for worker in workers:

@@ -1,4 +1,8 @@
-"""Atomic file writes and JSON Lines helpers: an output is either the old file or the whole new one."""
+"""Atomic file writes and JSON Lines helpers: an output is either the old file or the whole new one.
+
+The text writers redact the secrets this process knows (stages/core/redaction.py): no key reaches a file
+written through them, also when an LLM echoes it back in an answer or an error.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from stages.core import redaction
 
 
 @contextmanager
@@ -32,9 +38,9 @@ def atomic_open(path: Path, mode: str = "w", fsync: bool = True) -> Iterator[IO[
         raise
 
 
-def write_text(path: Path, text: str) -> None:
-    with atomic_open(path) as handle:
-        handle.write(text)
+def write_text(path: Path, text: str, fsync: bool = True) -> None:
+    with atomic_open(path, fsync=fsync) as handle:
+        handle.write(redaction.redact(text))
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -50,9 +56,17 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
     count = 0
     with atomic_open(path) as handle:
         for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.write(redaction.redact(json.dumps(row, ensure_ascii=False)) + "\n")
             count += 1
     return count
+
+
+def open_log(path: Path) -> IO[bytes]:
+    """Open a process log for appending, readable by its owner only (0600, also when it already exists)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

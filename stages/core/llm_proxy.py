@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from stages.core.connections import Connection
-from stages.core.io import atomic_open
+from stages.core.io import write_text
 
 RETRIABLE_STATUS = frozenset({408, 429, *range(500, 600)})
 GIVE_UP_STATUS = 424  # not retried by prompt flow's LLM tools or the OpenAI client
@@ -107,8 +107,7 @@ class CacheStore:
         # No fsync: a killed run leaves whole entries either way, and an entry a machine crash left unreadable is a
         # miss (see get). An fsync per entry would cost a bulk run more than the requests themselves.
         text = json.dumps(entry, ensure_ascii=False, sort_keys=True)  # dumps, not dump: dump encodes in pure Python
-        with atomic_open(self.path(key), fsync=False) as handle:
-            handle.write(text)
+        write_text(self.path(key), text, fsync=False)
 
     def keys(self) -> Iterator[str]:
         for path in self.root.glob("??/*.json"):

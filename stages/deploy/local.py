@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stages.core import connections, variants
-from stages.core.io import read_json, write_json
+from stages.core import connections, redaction, variants
+from stages.core.io import open_log, read_json, write_json
 from stages.core.llm_server import runs, terminate
 from stages.core.project import RUNTIME_DIR_NAME, load_params
 from stages.deploy import web
@@ -54,6 +54,14 @@ def _option(spec: DeploymentSpec, key: str) -> Any:
     return spec.options[key]
 
 
+def limit(spec: DeploymentSpec, key: str) -> int:
+    """A size bound of the local endpoint (`targets.local.<key>`): a whole number >= 1."""
+    value = _option(spec, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(f"conf/deploy/{spec.env}.yaml: targets.local.{key} must be a whole number >= 1, got {value!r}")
+    return value
+
+
 def endpoint_key(spec: DeploymentSpec, root: Path) -> str:
     """The endpoint's API key, from the environment variable `targets.local.api_key_env` names (or .env)."""
     name = _option(spec, "api_key_env")
@@ -63,6 +71,7 @@ def endpoint_key(spec: DeploymentSpec, root: Path) -> str:
             f"conf/deploy/{spec.env}.yaml: targets.local.api_key_env: environment variable {name} is not set "
             "(the endpoint's API key; set it in the environment or in .env)"
         )
+    redaction.register(key)
     return key
 
 
@@ -89,6 +98,7 @@ def fingerprint(spec: DeploymentSpec, deployment: Deployment, params: Mapping[st
         "row_timeout_s": params["bulk"]["row_timeout_s"],
         "flow": _files_hash(spec.flow),
         "env_vars": dict(spec.env_vars),
+        "max_request_bytes": limit(spec, "max_request_bytes"),
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -132,10 +142,9 @@ def _stop(pid_file: Path) -> bool:
 def _spawn(root: Path, module: str, args: list[str], pid_file: Path, env: Mapping[str, str]) -> dict[str, Any]:
     """Start `python -m <module>` in the background; wait for its pid file ({pid, port}, written once it listens)."""
     name, log = pid_file.stem, pid_file.parent.parent / "logs" / f"{pid_file.stem}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
     pid_file.unlink(missing_ok=True)
     command = [sys.executable, "-m", module, *args, "--ready-file", str(pid_file)]
-    with log.open("ab") as out:
+    with open_log(log) as out:  # the process redacts what it writes there (stages/core/redaction.py)
         process = subprocess.Popen(command, cwd=root, env=dict(env), stdout=out, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -161,7 +170,8 @@ def _ensure_deployment(
     if _stop(pid_file):
         print_(f"  {deployment.name}: config changed, restarting")
     args = ["--use-case", spec.use_case, "--deployment", deployment.name, "--variant", deployment.variant,
-            "--fingerprint", fp, "--host", host, "--port", "0"]  # fmt: skip
+            "--fingerprint", fp, "--host", host, "--port", "0",
+            "--max-body-bytes", str(limit(spec, "max_request_bytes"))]  # fmt: skip
     started = _spawn(root, "stages.deploy.server", args, pid_file, env)
     print_(f"  {deployment.name} ({deployment.variant}): started on port {started['port']} (pid {started['pid']})")
     return started
@@ -173,7 +183,8 @@ def _ensure_router(
 ) -> dict[str, Any]:  # fmt: skip
     host, pid_file = str(_option(spec, "host")), _pid_file(root, spec, ROUTER)
     log = production_log(root, spec.env, spec.use_case)
-    fp = hashlib.sha256(json.dumps([backends, str(log)], sort_keys=True).encode()).hexdigest()[:16]
+    limits = {"max_body_bytes": limit(spec, "max_request_bytes"), "log_max_chars": limit(spec, "log_max_chars")}
+    fp = hashlib.sha256(json.dumps([backends, str(log), limits], sort_keys=True).encode()).hexdigest()[:16]
     running = _running(pid_file)
     if running and (_health(running["port"], host, key) or {}).get("fingerprint") == fp:
         applied = _request(f"http://{host}:{running['port']}/-/weights", key, "PUT", {"weights": spec.weights})
@@ -185,7 +196,7 @@ def _ensure_router(
     _stop(pid_file)
     config = runtime(root, spec.env, spec.use_case) / "router-config.json"
     write_json(config, {"backends": backends, "weights": spec.weights, "log": str(log), "seed": 0,
-                        "fingerprint": fp})  # fmt: skip
+                        "fingerprint": fp, **limits})  # fmt: skip
     args = ["--config", str(config), "--host", host]
     try:
         started = _spawn(root, "stages.deploy.router", [*args, "--port", str(wanted)], pid_file, env)

@@ -4,8 +4,9 @@ Each `POST /score` goes to one deployment picked at random by weight (seeded, so
 sequence; random rather than round-robin so that periodic traffic cannot line up with the split), is answered
 with the deployment's status and body plus the header `azureml-model-deployment`, and is appended to the
 production log as one JSON line (time, deployment, variant, status, latency, inputs, outputs or error; never
-headers, and the endpoint key is redacted should a client put it in a body). `PUT /-/weights` changes the
-split live (`llmops deploy`, `llmops rollback`); `GET /health` shows it. All routes need the endpoint key.
+headers; every string cut to `log_max_chars`; the endpoint key is redacted should a client put it in a body).
+`PUT /-/weights` changes the split live (`llmops deploy`, `llmops rollback`); `GET /health` shows it. All routes
+need the endpoint key, checked before any of the body is read; bodies above `max_body_bytes` are refused (413).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from stages.core import redaction
 from stages.core.io import read_json
 from stages.deploy import web
 
@@ -71,15 +73,14 @@ class Split:
 class ProductionLog:
     """Appends one JSON line per request: a single write on an O_APPEND descriptor, so lines never interleave."""
 
-    def __init__(self, path: Path, secret: str) -> None:
+    def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._secret = secret
         self._lock = threading.Lock()
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def append(self, record: Mapping[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False).replace(self._secret, "***") + "\n"
+        line = redaction.redact(json.dumps(record, ensure_ascii=False)) + "\n"
         data = line.encode("utf-8")
         with self._lock:
             written = os.write(self._fd, data)
@@ -87,11 +88,23 @@ class ProductionLog:
                 written += os.write(self._fd, data[written:])
 
 
+def bounded(value: Any, max_chars: int) -> Any:
+    """`value` (parsed JSON) with every string longer than `max_chars` cut to that length, marked with how much
+    was cut: what one request can add to the production log is bounded."""
+    if isinstance(value, str):
+        return value if len(value) <= max_chars else f"{value[:max_chars]}... [{len(value) - max_chars} chars cut]"
+    if isinstance(value, dict):
+        return {bounded(str(k), max_chars): bounded(v, max_chars) for k, v in value.items()}
+    if isinstance(value, list):
+        return [bounded(item, max_chars) for item in value]
+    return value
+
+
 def _decoded(raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except ValueError:
-        return raw.decode("utf-8", "replace")[:10_000]
+        return raw.decode("utf-8", "replace")
 
 
 def forward(url: str, body: bytes, key: str, timeout_s: float) -> tuple[int, bytes]:
@@ -111,7 +124,8 @@ def forward(url: str, body: bytes, key: str, timeout_s: float) -> tuple[int, byt
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    shape = "JSON: {backends: {name: {url, variant}}, weights, log, seed, timeout_s, fingerprint}"
+    shape = "JSON: {backends: {name: {url, variant}}, weights, log, seed, timeout_s, fingerprint, max_body_bytes, "
+    shape += "log_max_chars}"
     parser.add_argument("--config", type=Path, required=True, help=shape)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
@@ -122,11 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     config = read_json(args.config)
     backends: dict[str, dict[str, str]] = config["backends"]
     split = Split(config["weights"], set(backends), int(config.get("seed", 0)))
-    log = ProductionLog(Path(config["log"]), key)
+    log = ProductionLog(Path(config["log"]))
     timeout_s = float(config.get("timeout_s", 330))
+    max_chars = int(config["log_max_chars"])
 
     class Handler(web.JSONHandler):
         api_key = key
+        max_body_bytes = int(config["max_body_bytes"])
 
         def do_GET(self) -> None:
             if self.path != "/health":
@@ -136,40 +152,47 @@ def main(argv: list[str] | None = None) -> int:
                                  "fingerprint": config.get("fingerprint")})  # fmt: skip
 
         def do_PUT(self) -> None:
-            raw = self.body()
             if self.path != "/-/weights":
                 self.reply(404, {"error": f"no route {self.path}; PUT /-/weights"})
             elif self.authorized():
                 try:
-                    self.reply(200, {"weights": split.set(json.loads(raw or b"null").get("weights"))})
+                    self.reply(200, {"weights": split.set(json.loads(self.body() or b"null").get("weights"))})
+                except web.BodyError as exc:
+                    self.reply(exc.status, {"error": str(exc)})
                 except (ValueError, AttributeError, WeightError) as exc:
                     self.reply(400, {"error": str(exc)})
 
         def do_POST(self) -> None:
-            raw = self.body()
             started = time.perf_counter()
             record: dict[str, Any] = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                                      "request_id": uuid.uuid4().hex, "path": self.path,
-                                      "deployment": None, "variant": None}  # fmt: skip
+                                      "request_id": uuid.uuid4().hex, "path": bounded(self.path, 200),
+                                      "deployment": None, "variant": None, "inputs": None}  # fmt: skip
+
+            def refused(status: int, error: str) -> None:  # answered (or not) already; logged without a body
+                log.append({**record, "status": status, "latency_s": round(time.perf_counter() - started, 4),
+                            "error": error})  # fmt: skip
+
             if self.path != "/score":
-                status, data, headers = 404, json.dumps({"error": f"no route {self.path}; POST /score"}).encode(), {}
-            elif not self.authorized():
-                log.append({**record, "status": 401,
-                            "latency_s": round(time.perf_counter() - started, 4), "inputs": None,
-                            "error": "unauthorized"})  # fmt: skip
-                return
-            else:
-                name = split.pick()
-                status, data = forward(backends[name]["url"], raw, key, timeout_s)
-                headers = {web.DEPLOYMENT_HEADER: name}
-                record |= {"deployment": name, "variant": backends[name]["variant"]}
-            self.reply_bytes(status, data, headers)
+                self.reply(404, {"error": f"no route {self.path}; POST /score"})
+                return refused(404, "no route")
+            if not self.authorized():
+                return refused(401, "unauthorized")
+            try:
+                raw = self.body()
+            except web.BodyError as exc:
+                self.reply(exc.status, {"error": str(exc)})
+                return refused(exc.status, str(exc))
+            name = split.pick()
+            status, data = forward(backends[name]["url"], raw, key, timeout_s)
+            self.reply_bytes(status, data, {web.DEPLOYMENT_HEADER: name})
             body = _decoded(data)
-            record |= {"status": status, "latency_s": round(time.perf_counter() - started, 4), "inputs": _decoded(raw)}
+            record |= {"deployment": name, "variant": backends[name]["variant"], "status": status,
+                       "latency_s": round(time.perf_counter() - started, 4),
+                       "inputs": bounded(_decoded(raw), max_chars)}  # fmt: skip
             if status == 200:
-                record["outputs"] = body
+                record["outputs"] = bounded(body, max_chars)
             else:
-                record["error"] = body.get("error") if isinstance(body, dict) else body
+                record["error"] = bounded(body.get("error") if isinstance(body, dict) else body, max_chars)
             log.append(record)
 
     server = web.Server((args.host, args.port), Handler)

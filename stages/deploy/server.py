@@ -2,8 +2,9 @@
 
 `POST /score` takes the flow's inputs as a JSON object and answers its outputs (header `azureml-model-deployment`
 names the deployment); `GET /health` says which deployment, variant and config fingerprint this is. Both need
-`Authorization: Bearer <key>`. The flow runs in this process through `flow_engine.FlowSession`, with the LLM
-connection of params.yaml built in memory. Started by `llmops deploy` (stages/deploy/local.py), never by hand.
+`Authorization: Bearer <key>`, checked before the body is read; a body above `--max-body-bytes` is refused (413).
+The flow runs in this process through `flow_engine.FlowSession`, with the LLM connection of params.yaml built in
+memory. Started by `llmops deploy` (stages/deploy/local.py), never by hand.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fingerprint", required=True, help="the config hash `llmops deploy` compares on redeploy")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--max-body-bytes", type=int, required=True, help="larger request bodies get a 413")
     parser.add_argument("--ready-file", type=Path, required=True, help="written with {pid, port} once listening")
     args = parser.parse_args(argv)
 
@@ -72,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     class Handler(web.JSONHandler):
         api_key = key
+        max_body_bytes = args.max_body_bytes
 
         def do_GET(self) -> None:
             if self.path != "/health":
@@ -80,14 +83,16 @@ def main(argv: list[str] | None = None) -> int:
                 self.reply(200, identity, named)
 
         def do_POST(self) -> None:
-            raw = self.body()
             if self.path != "/score":
                 self.reply(404, {"error": f"no route {self.path}; POST /score, GET /health"})
                 return
             if not self.authorized():
                 return
             try:
-                inputs = json.loads(raw or b"null")
+                inputs = json.loads(self.body() or b"null")
+            except web.BodyError as exc:
+                self.reply(exc.status, {"error": str(exc)}, named)
+                return
             except ValueError as exc:
                 self.reply(400, {"error": f"the request body is not JSON: {exc}"}, named)
                 return
