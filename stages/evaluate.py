@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.core import connections, flow_engine, llm_proxy, repeats, variants
+from stages.core.conf_schema import ConfError
 from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.progress import Progress
 from stages.core.project import load_params, project_root, runtime_dir
@@ -133,14 +134,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     root = project_root()
-    params = load_params(root)
+    try:
+        params = load_params(root)
+    except ConfError as exc:
+        print(f"evaluate {args.use_case}: {exc}", file=sys.stderr)
+        return 1
     use_case = params["use_cases"][args.use_case]
     flow_engine.configure(runtime_dir(root))
     judges = use_case["evaluate"].get("judges") or {}
     args.cache.mkdir(parents=True, exist_ok=True)  # the stage's output, even without judges
     proxy, price = None, None
     try:
-        plan = variants.plan(args.use_case, use_case)
+        plan = variants.plan_for(params, args.use_case)
         concurrency = connections.concurrency(params["judge"], "judge")  # the judge's, also for flows without one
         specs = headline.parse_specs(use_case.get("metrics"), f"use_cases.{args.use_case}.metrics")
         if judges:

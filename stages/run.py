@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.core import azure_execution, connections, datasets, flow_engine, llm_proxy, repeats, variants
+from stages.core.conf_schema import ConfError
 from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.progress import Progress
 from stages.core.project import count_setting, load_params, project_root, runtime_dir
@@ -151,7 +152,7 @@ def run_on_azure(root: Path, args: argparse.Namespace, params: dict[str, Any]) -
     use_case = params["use_cases"][args.use_case]
     settings = params["execution"]
     try:
-        plan = variants.plan(args.use_case, use_case)
+        plan = variants.plan_for(params, args.use_case)
         if (k := repeats.count(params["bulk"])) != 1:
             raise repeats.RepeatsError(f"bulk.repeats: {k} needs execution: local (an Azure ML run is one pass)")
         price = cost.price_for(params["prices"], str(params["llm"].get("model", "")))
@@ -197,13 +198,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     root = project_root()
-    params = load_params(root)
+    try:
+        params = load_params(root)
+    except ConfError as exc:
+        print(f"run: {exc}", file=sys.stderr)
+        return 1
     use_case = params["use_cases"][args.use_case]
     flow_engine.configure(runtime_dir(root))
     if params.get("execution", {}).get("name", "local") == "azure":  # the rows run on Azure ML, not here
         return run_on_azure(root, args, params)
     try:
-        plan = variants.plan(args.use_case, use_case)
+        plan = variants.plan_for(params, args.use_case)
         connection = connections.resolve(params["llm"], connections.environment(root))
         connections.check_reachable(connection)
         k = repeats.count(params["bulk"])

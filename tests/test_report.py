@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from browser import assert_clean, open_page
+from conftest import REPO
 
 from stages import report
 from stages.core import reporting
@@ -165,14 +166,14 @@ def test_the_report_stage_names_an_unknown_report_key(
     (tmp_path / ".dvc").mkdir()
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "config.yaml").write_text("defaults: []\n")
-    report_config = {"prediction": "answer", "raw_answer": "answer", "correct": "similar", "scores": ["similarity"]}
-    use_case = {"data": {"inputs": ["question"], "label": "answer"}, "variant": "v1", "report": report_config}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"use_cases": {"chat": use_case}, "report": {}}))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["use_cases"]["chat"]["report"]["scores"] = ["similarity"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     files = ["--eval-rows", "r", "--metrics", "m", "--run-summary", "s", "--csv", "c", "--html", "h",
              "--plot-metrics", "pm", "--plot-latency", "pl"]  # fmt: skip
     assert report.main(["--use-case", "chat", *files]) == 1
-    assert "use_cases.chat.report: unknown key scores (known: " in capsys.readouterr().err
+    assert "conf/use_cases/chat.yaml: report.scores: unknown key (known: " in capsys.readouterr().err
 
 
 def test_the_llm_requests_card_shows_cache_hits_and_tokens() -> None:
