@@ -10,6 +10,7 @@ from stages.core import reporting
 from stages.core.conf_schema import ConfError
 from stages.core.io import read_json, read_jsonl, write_json, write_text
 from stages.core.project import load_params, project_root
+from stages.metrics import operations
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-rows", type=Path, required=True, help="folder of per-row evaluations, <variant>.jsonl")
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--run-summary", type=Path, required=True)
+    parser.add_argument("--run-operations", type=Path, required=True, help="the run's LLM cache counts, wall time")
     parser.add_argument("--csv", type=Path, required=True)
     parser.add_argument("--html", type=Path, required=True)
     parser.add_argument("--plot-metrics", type=Path, required=True, help="headline metrics, for `dvc plots`")
@@ -33,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = params["report"]
     columns = reporting.Columns.from_config(use_case)
     metrics, run = read_json(args.metrics), read_json(args.run_summary)
+    run_operations = read_json(args.run_operations)
     selected, baseline = metrics["variant"], metrics["baseline"]
     names = [baseline] if selected == baseline else [baseline, selected]
 
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         own_metrics = metrics if name == selected else metrics["variants"][name]
         own_run = run if name == selected else run["variants"][name]
         records = reporting.flatten_rows(read_jsonl(args.eval_rows / f"{name}.jsonl"), columns)
-        return reporting.VariantReport(name, records, own_metrics, own_run)
+        return reporting.VariantReport(name, records, own_metrics, own_run, operations.of_variant(run_operations, name))
 
     variants = [part(name) for name in names]
     rows = reporting.side_by_side(variants, columns.inputs)

@@ -145,10 +145,13 @@ def test_llmops_params_names_a_group_option_that_does_not_exist(
 
 STAGE_ARGS = {
     prepare: ["--out", "prepared.jsonl"],
-    run: ["--rows", "prepared.jsonl", "--out", "out", "--summary", "summary.json", "--cache", "cache"],
-    evaluate: ["--rows", "prepared.jsonl", "--run", "out", "--out", "rows", "--metrics", "m.json", "--cache", "c"],
-    report: ["--eval-rows", "rows", "--metrics", "m.json", "--run-summary", "summary.json", "--csv", "r.csv",
-             "--html", "r.html", "--plot-metrics", "pm.json", "--plot-latency", "pl.json"],
+    run: ["--rows", "prepared.jsonl", "--out", "out", "--summary", "summary.json", "--operations", "o.json",
+          "--cache", "cache"],
+    evaluate: ["--rows", "prepared.jsonl", "--run", "out", "--out", "rows", "--metrics", "m.json",
+               "--operations", "o.json", "--cache", "c"],
+    report: ["--eval-rows", "rows", "--metrics", "m.json", "--run-summary", "summary.json",
+             "--run-operations", "o.json", "--csv", "r.csv", "--html", "r.html", "--plot-metrics", "pm.json",
+             "--plot-latency", "pl.json"],
 }  # fmt: skip
 
 

@@ -260,19 +260,20 @@ def test_a_forced_rerun_and_a_fresh_clone_that_pulls_make_no_llm_request(
     project.repro(*targets)
     made = len(stub_llm.requests())
     chat = project.root / "data" / "chat"
-    assert read_json(chat / "run" / "summary.json")["cache"] == {"hits": 0, "misses": 12, "errors": 0}
+    assert read_json(chat / "run" / "operations.json")["cache"] == {"hits": 0, "misses": 12, "errors": 0}
     # Three judges per answer; a judgement asked twice (the fluency judge sees only the answer, and the stub's
     # answers repeat) is answered by the cache the second time.
-    judged = read_json(chat / "eval" / "metrics.json")["cache"]
+    judged = read_json(chat / "eval" / "operations.json")["cache"]
     assert judged["hits"] + judged["misses"] == 3 * 12 and judged["errors"] == 0
     assert made == 3 * 12 + judged["misses"]
 
     project.sh("dvc", "repro", "--force", *targets)
     assert len(stub_llm.requests()) == made
-    run = read_json(chat / "run" / "summary.json")
-    assert run["cache"] == {"hits": 12, "misses": 0, "errors": 0} and run["llm_requests"]["upstream"] == 0
-    assert run["tokens"]["prompt"] == run["tokens"]["prompt_cached"] > 0
-    assert read_json(chat / "eval" / "metrics.json")["cache"] == {"hits": 36, "misses": 0, "errors": 0}
+    run, run_operations = read_json(chat / "run" / "summary.json"), read_json(chat / "run" / "operations.json")
+    assert run_operations["cache"] == {"hits": 12, "misses": 0, "errors": 0}
+    assert run_operations["llm_requests"]["upstream"] == 0
+    assert run["tokens"]["prompt"] == run_operations["tokens"]["prompt_cached"] > 0
+    assert read_json(chat / "eval" / "operations.json")["cache"] == {"hits": 36, "misses": 0, "errors": 0}
     rows = [json.loads(line) for line in (chat / "run" / "outputs" / "v1.jsonl").read_text().splitlines()]
     assert all(row["llm"]["requests"] == row["llm"]["cache_hits"] == 1 for row in rows)
 
@@ -305,7 +306,7 @@ def test_a_prompt_edit_asks_only_for_its_requests_and_reverting_it_is_free(proje
     prompt.write_text(original)
     assert f"run@{UC}" in project.repro(*targets)  # DVC reruns the stage (no run-cache with a persistent output)...
     assert len(stub_llm.requests()) == made + 12  # ...and the LLM cache answers every request
-    assert read_json(project.root / "data" / UC / "run" / "summary.json")["cache"]["hits"] == 12
+    assert read_json(project.root / "data" / UC / "run" / "operations.json")["cache"]["hits"] == 12
 
     # One of chat's three judges: only that judge is asked again; not the other two, not the chat flow.
     judge = project.root / "stages" / "metrics" / "rubrics" / "relevance.jinja2"
@@ -314,7 +315,7 @@ def test_a_prompt_edit_asks_only_for_its_requests_and_reverting_it_is_free(proje
     assert "evaluate@chat" in ran and not [stage for stage in ran if stage.startswith("run@")]
     new = llm_requests(stub_llm)[made + 12 :]
     assert len(new) == 12 and all("Relevance score:" in p for p in new)
-    assert read_json(project.root / "data" / "chat" / "eval" / "metrics.json")["cache"]["hits"] == 2 * 12
+    assert read_json(project.root / "data" / "chat" / "eval" / "operations.json")["cache"]["hits"] == 2 * 12
 
 
 def test_appending_rows_asks_only_for_the_new_rows(project: Project, stub_llm: StubLLM) -> None:
@@ -329,7 +330,8 @@ def test_appending_rows_asks_only_for_the_new_rows(project: Project, stub_llm: S
     new = llm_requests(stub_llm)[72:]
     assert len(new) == 7 and all(any(f"Added page {i}." in p for p in new) for i in range(7))
     summary = read_json(project.root / "data" / UC / "run" / "summary.json")
-    assert summary["rows"] == 79 and summary["cache"] == {"hits": 72, "misses": 7, "errors": 0}
+    operations = read_json(project.root / "data" / UC / "run" / "operations.json")
+    assert summary["rows"] == 79 and operations["cache"] == {"hits": 72, "misses": 7, "errors": 0}
 
 
 def test_a_run_killed_mid_way_resumes_from_the_cache(project: Project, stub_llm: StubLLM) -> None:
@@ -360,7 +362,7 @@ def test_a_run_killed_mid_way_resumes_from_the_cache(project: Project, stub_llm:
     assert not asked & cached_prompts  # ...none of those already answered
     rows = [json.loads(line) for line in (run / "outputs" / "v1.jsonl").read_text().splitlines()]
     assert len(rows) == 72 and all(row["error"] is None and row["outputs"]["category"] for row in rows)
-    assert read_json(run / "summary.json")["cache"] == {"hits": len(cached), "misses": 72 - len(cached), "errors": 0}
+    assert read_json(run / "operations.json")["cache"] == {"hits": len(cached), "misses": 72 - len(cached), "errors": 0}
     assert not list((run / "llm_cache").rglob(".*.tmp"))  # the successful rerun pruned a killed write's temp file
 
 
