@@ -16,7 +16,7 @@ from conftest import REPO
 from test_datasets import row, stage_project, write
 
 from stages import cli, evaluate, prepare, report, run
-from stages.core import conf_schema, reporting, variants
+from stages.core import catalogue, conf_schema, reporting, variants
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 WEB = "conf/use_cases/web_classification.yaml"
@@ -178,3 +178,19 @@ def test_every_stage_refuses_params_a_dvc_exp_run_composed_from_a_conf_typo(
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == [".dvc", "conf", "d.jsonl", "params.yaml"]  # wrote nothing
+
+
+@pytest.mark.parametrize("by_env", [None, {"dev": "d.jsonl", "pr": "p.jsonl", "prod": "d.jsonl"}])
+@pytest.mark.parametrize("kind", sorted(catalogue.KINDS))
+def test_the_configs_the_catalogue_writes_fit_the_schema(kind: str, by_env: dict[str, str] | None) -> None:
+    """`llmops new`, `add-use-case` and `import-experiment` all write through catalogue.render_config."""
+    llm_node, prompt, output = catalogue.KINDS[kind]
+    spec = catalogue.UseCaseSpec(
+        name="faq", dataset="d.jsonl", flow="f", eval_flow="e", inputs=("question",), label="answer",
+        mapping={"expected": "data.answer", "predicted": f"outputs.{output}"}, prediction=output, correct="correct",
+        llm_node=llm_node, prompt=prompt, datasets_by_env=by_env,
+    )  # fmt: skip
+    renamed = dataclasses.replace(spec, name="faq2", inputs={"q": "question"}, prompt=None)  # a renamed column
+    for written in (spec, renamed):
+        (body,) = yaml.safe_load(catalogue.render_config(written)).values()
+        assert conf_schema.problems(conf_schema.UseCase, body) == []
