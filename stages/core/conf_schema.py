@@ -16,6 +16,8 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
 
+from stages.core import variants
+
 
 class ConfError(ValueError):
     """Composed params that do not fit the schema; the message names the conf file and key of each problem."""
@@ -142,6 +144,8 @@ def _describe(model: type[BaseModel], error: Any, prefix: str) -> str:
         return f"{key}: unknown key ({hint})"
     if error["type"] == "missing":
         return f"{key}: missing (a required key)"
+    if error["type"] in ("model_type", "dict_type"):
+        return f"{key}: expected a mapping of keys, got {error['input']!r}"
     return f"{key}: {str(error['msg']).removeprefix('Value error, ')}"
 
 
@@ -158,8 +162,6 @@ def problems(model: type[BaseModel], block: Any, prefix: str = "") -> list[str]:
 def check_params(params: Mapping[str, Any]) -> None:
     """Check the composed params' use cases (and `prepare`) against the schema, and that a variant a use case
     names itself is one it defines: a ConfError listing every problem, a line each, with its conf file and key."""
-    from stages.core import variants
-
     found = [f"conf/config.yaml: {line}" for line in problems(Prepare, params.get("prepare"), "prepare")]
     for name, block in (params.get("use_cases") or {}).items():
         lines = [f"conf/use_cases/{name}.yaml: {line}" for line in problems(UseCase, block)]
