@@ -161,9 +161,10 @@ def run_stage(project: Path, rows: list[dict[str, Any]], label: str, processes: 
     write_jsonl(folder / "prepared.jsonl", rows)
     command = [sys.executable, "-m", "stages.run", "--use-case", USE_CASE, "--rows", str(folder / "prepared.jsonl"),
                "--out", str(folder / "outputs"), "--summary", str(folder / "summary.json"),
-               "--cache", str(folder / "llm_cache")]  # fmt: skip
+               "--operations", str(folder / "operations.json"), "--cache", str(folder / "llm_cache")]  # fmt: skip
     measured = timed(command, project, folder / "log.txt")
     summary = json.loads((folder / "summary.json").read_text())
+    operations = json.loads((folder / "operations.json").read_text())  # wall time and LLM cache counts
     outputs = [json.loads(line) for line in (folder / "outputs" / "v1.jsonl").read_text().splitlines()]
     assert [row["row_id"] for row in outputs] == [row["row_id"] for row in rows], "outputs not in input order"
     if summary["errors"]:
@@ -171,11 +172,11 @@ def run_stage(project: Path, rows: list[dict[str, Any]], label: str, processes: 
     return {
         "rows": len(rows),
         "processes": processes,
-        "run_wall_s": summary["wall_s"],  # the stage's own timing of its rows (flow loaded, proxy running)
-        "rows_per_s": round(len(rows) / summary["wall_s"], 1),
+        "run_wall_s": operations["wall_s"],  # the stage's own timing of its rows (flow loaded, proxy running)
+        "rows_per_s": round(len(rows) / operations["wall_s"], 1),
         "rows_per_s_end_to_end": round(len(rows) / measured["process_wall_s"], 1),
         "cpu_ms_per_row": round(measured["cpu_s"] * 1000 / len(rows), 2),  # interpreter start and imports included
-        "cache": summary["cache"],
+        "cache": operations["cache"],
         **measured,
     }
 
@@ -385,7 +386,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"so one core runs at most {a['one_core_ceiling_rows_per_s']} rows/s of it "
         f"({a['one_core_ceiling_rows_per_s'] / limit:.0%} of the limit) when no other job competes for it.",
         "",
-        "run wall: our stage's own timing of its rows (`wall_s` in run/summary.json: flow loaded, proxy up), or "
+        "run wall: our stage's own timing of its rows (`wall_s` in run/operations.json: flow loaded, proxy up), or "
         "the `PFClient.run` call for prompt flow; process wall: the whole command, interpreter start included. "
         "rows/s = rows / run wall. CPU per row: user + system time of the whole command (and the processes it "
         "waited for) / rows; one Python process runs about one core's worth of it at most.",

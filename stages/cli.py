@@ -9,7 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from stages import deploy
-from stages.core import catalogue, connections, datasets, importer, llm_server, redaction, remote, reporting
+from stages.core import (
+    catalogue,
+    conf_schema,
+    connections,
+    datasets,
+    importer,
+    llm_server,
+    redaction,
+    remote,
+    reporting,
+)
 from stages.core.project import load_params, project_root, runtime_dir
 from stages.deploy import local, production
 from stages.deploy.spec import SpecError
@@ -17,10 +27,19 @@ from stages.metrics import headline
 
 
 def compose_params(root: Path, overrides: list[str], output: Path) -> None:
-    """Compose conf/ into params.yaml exactly as `dvc exp run` does (DVC's own Hydra integration)."""
+    """Compose conf/ into params.yaml exactly as `dvc exp run` does (DVC's own Hydra integration), checked
+    against conf/'s schema: on a conf_schema.ConfError `output` is left as it was."""
+    import tempfile
+
+    import yaml
     from dvc.utils.hydra import compose_and_dump
 
-    compose_and_dump(output, str(root / "conf"), None, "config", str(root / "conf" / "hydra_plugins"), overrides)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".params.", dir=output.parent) as scratch:
+        composed = Path(scratch) / output.name
+        compose_and_dump(composed, str(root / "conf"), None, "config", str(root / "conf" / "hydra_plugins"), overrides)
+        conf_schema.check_params(yaml.safe_load(composed.read_text(encoding="utf-8")))
+        os.replace(composed, output)
 
 
 def _server_settings(root: Path) -> llm_server.ServerSettings:
@@ -30,7 +49,13 @@ def _server_settings(root: Path) -> llm_server.ServerSettings:
 def cmd_params(args: argparse.Namespace) -> int:
     root = project_root()
     output = args.output or root / "params.yaml"
-    compose_params(root, args.overrides, output)
+    from hydra.errors import HydraException
+
+    try:
+        compose_params(root, args.overrides, output)
+    except HydraException as exc:  # an override Hydra cannot apply, a group option that does not exist
+        print(f"llmops params: {exc}", file=sys.stderr)
+        return 1
     print(f"composed conf/ -> {output}")
     return 0
 
@@ -483,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         production.ProductionLogError,
         datasets.DatasetError,
         headline.MetricSpecError,
+        conf_schema.ConfError,
     ) as exc:
         print(f"llmops: {exc}", file=sys.stderr)
         return 1

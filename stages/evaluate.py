@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from stages.core import connections, flow_engine, llm_proxy, repeats, variants
+from stages.core.conf_schema import ConfError
 from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.progress import Progress
 from stages.core.project import load_params, project_root, runtime_dir
-from stages.metrics import cost, headline, judge
+from stages.metrics import cost, headline, judge, operations
 
 
 def map_inputs(mapping: dict[str, str], row: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
@@ -129,18 +130,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, required=True, help="the run's folder of per-row outputs per variant")
     parser.add_argument("--out", type=Path, required=True, help="folder of per-row evaluations, <variant>.jsonl")
     parser.add_argument("--metrics", type=Path, required=True, help="aggregated metrics (JSON)")
+    parser.add_argument("--operations", type=Path, required=True, help="the judge calls' LLM cache counts (JSON)")
     parser.add_argument("--cache", type=Path, required=True, help="the row-level LLM cache folder (judge calls)")
     args = parser.parse_args(argv)
 
     root = project_root()
-    params = load_params(root)
+    try:
+        params = load_params(root)
+    except ConfError as exc:
+        print(f"evaluate {args.use_case}: {exc}", file=sys.stderr)
+        return 1
     use_case = params["use_cases"][args.use_case]
     flow_engine.configure(runtime_dir(root))
     judges = use_case["evaluate"].get("judges") or {}
     args.cache.mkdir(parents=True, exist_ok=True)  # the stage's output, even without judges
     proxy, price = None, None
     try:
-        plan = variants.plan(args.use_case, use_case)
+        plan = variants.plan_for(params, args.use_case)
         concurrency = connections.concurrency(params["judge"], "judge")  # the judge's, also for flows without one
         specs = headline.parse_specs(use_case.get("metrics"), f"use_cases.{args.use_case}.metrics")
         if judges:
@@ -200,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics = {**metrics_by_variant[plan.selected], "variant": plan.selected, "baseline": plan.baseline}
     if len(plan.names) > 1:
         metrics["variants"] = {name: m for name, m in metrics_by_variant.items() if name != plan.selected}
-    write_json(args.metrics, metrics)
+    for path, part in zip((args.metrics, args.operations), operations.split(metrics), strict=True):
+        write_json(path, part)
 
     for variant, variant_metrics in metrics_by_variant.items():
         # Top-level numbers and each judge's mean and error count; per-class values only in the metrics file.

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from stages.core import datasets
+from stages.core.conf_schema import ConfError
 from stages.core.io import write_jsonl
 from stages.core.project import load_params, project_root
 
@@ -18,13 +19,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     root = project_root()
-    params = load_params(root)
+    try:
+        params = load_params(root)
+    except ConfError as exc:
+        print(f"prepare: {exc}", file=sys.stderr)
+        return 1
     use_case = params["use_cases"][args.use_case]
-    columns = tuple(datasets.input_columns(use_case["data"]["inputs"]).values())
     source = root / use_case["dataset"]
     try:
-        schema = datasets.Schema(columns, use_case["data"]["label"], tuple(use_case["data"].get("lists") or ()))
-        rows = datasets.assign_ids(datasets.load(source, schema), schema, source)
+        schema = datasets.Schema.from_config(use_case["data"])
+        rows = datasets.assign_ids(datasets.load(source, schema, params["prepare"]["max_row_bytes"]), schema, source)
     except datasets.DatasetError as exc:
         print(f"prepare: {exc}", file=sys.stderr)
         return 1

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
 from stages.core import reporting
+from stages.core.conf_schema import ConfError
 from stages.core.io import read_json, read_jsonl, write_json, write_text
 from stages.core.project import load_params, project_root
-
-# What `use_cases.<uc>.report` may set: the report columns that do not come from the dataset config.
-REPORT_KEYS = {field.name for field in dataclasses.fields(reporting.Columns)} - {"inputs", "label"}
+from stages.metrics import operations
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,21 +19,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-rows", type=Path, required=True, help="folder of per-row evaluations, <variant>.jsonl")
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--run-summary", type=Path, required=True)
+    parser.add_argument("--run-operations", type=Path, required=True, help="the run's LLM cache counts, wall time")
     parser.add_argument("--csv", type=Path, required=True)
     parser.add_argument("--html", type=Path, required=True)
     parser.add_argument("--plot-metrics", type=Path, required=True, help="headline metrics, for `dvc plots`")
     parser.add_argument("--plot-latency", type=Path, required=True, help="latency per row, for `dvc plots`")
     args = parser.parse_args(argv)
 
-    params = load_params(project_root())
+    try:
+        params = load_params(project_root())
+    except ConfError as exc:  # e.g. an unknown `use_cases.<uc>.report` key
+        print(f"report {args.use_case}: {exc}", file=sys.stderr)
+        return 1
     use_case = params["use_cases"][args.use_case]
     settings = params["report"]
-    if unknown := sorted(set(use_case["report"]) - REPORT_KEYS):
-        known = ", ".join(sorted(REPORT_KEYS))
-        print(f"use_cases.{args.use_case}.report: unknown key {', '.join(unknown)} (known: {known})", file=sys.stderr)
-        return 1
     columns = reporting.Columns.from_config(use_case)
     metrics, run = read_json(args.metrics), read_json(args.run_summary)
+    run_operations = read_json(args.run_operations)
     selected, baseline = metrics["variant"], metrics["baseline"]
     names = [baseline] if selected == baseline else [baseline, selected]
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         own_metrics = metrics if name == selected else metrics["variants"][name]
         own_run = run if name == selected else run["variants"][name]
         records = reporting.flatten_rows(read_jsonl(args.eval_rows / f"{name}.jsonl"), columns)
-        return reporting.VariantReport(name, records, own_metrics, own_run)
+        return reporting.VariantReport(name, records, own_metrics, own_run, operations.of_variant(run_operations, name))
 
     variants = [part(name) for name in names]
     rows = reporting.side_by_side(variants, columns.inputs)

@@ -11,19 +11,21 @@ from pathlib import Path
 from typing import Any
 
 from stages.core import azure_execution, connections, datasets, flow_engine, llm_proxy, repeats, variants
+from stages.core.conf_schema import ConfError
 from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.progress import Progress
 from stages.core.project import count_setting, load_params, project_root, runtime_dir
-from stages.metrics import cost
+from stages.metrics import cost, operations
 
 
 def summarize(
     results: list[flow_engine.RowResult], wall_s: float, usage: llm_proxy.Usage, price: cost.Price | None,
     k: int = 1,
 ) -> dict[str, Any]:  # fmt: skip
-    """Run metrics: row and error counts, answers the flow marked invalid, latency percentiles, LLM cache, tokens
-    and cost. With k > 1 repeats (`results` row-major, k per row) errors count row repeats, and
-    `outputs_identical` is the share of rows whose k outputs are all the same (no repeat failed)."""
+    """Run summary: row and error counts, answers the flow marked invalid, latency percentiles, tokens and cost,
+    and the operational figures (wall time, rows/s, LLM cache; stages.metrics.operations). With k > 1 repeats
+    (`results` row-major, k per row) errors count row repeats, and `outputs_identical` is the share of rows whose
+    k outputs are all the same (no repeat failed)."""
     latencies = sorted(r.latency_s for r in results if r.error is None)
     invalid = sum(1 for r in results if r.outputs is not None and r.outputs.get("valid") is False)
     summary: dict[str, Any] = {"rows": len(results) // k}
@@ -41,6 +43,7 @@ def summarize(
             "p95": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))], 4) if latencies else 0.0,
         },
         "wall_s": round(wall_s, 2),
+        "rows_per_s": round(len(results) / wall_s, 2) if wall_s > 0 else 0.0,
         **metrics,
         "cost": cost.cost_metrics(metrics["tokens"], price),
     }
@@ -131,17 +134,20 @@ def run_variant(
 
 
 def write_summary(
-    out: Path, path: Path, plan: variants.VariantPlan, summaries: dict[str, dict[str, Any]], written: list[Path]
-) -> None:
-    """The run's summary (the selected variant's, the others under `variants`); outputs of variants no longer run
-    are removed, so they cannot look current."""
+    out: Path, paths: tuple[Path, Path], plan: variants.VariantPlan, summaries: dict[str, dict[str, Any]],
+    written: list[Path],
+) -> None:  # fmt: skip
+    """The run's summary (the selected variant's, the others under `variants`), its metrics and its operations in
+    `paths` (summary.json, operations.json); outputs of variants no longer run are removed, so they cannot look
+    current."""
     for stale in out.glob("*.jsonl"):
         if stale not in written:
             stale.unlink()
     summary = {**summaries[plan.selected], "variant": plan.selected, "baseline": plan.baseline}
     if len(summaries) > 1:
         summary["variants"] = {name: s for name, s in summaries.items() if name != plan.selected}
-    write_json(path, summary)
+    for path, part in zip(paths, operations.split(summary), strict=True):
+        write_json(path, part)
 
 
 def run_on_azure(root: Path, args: argparse.Namespace, params: dict[str, Any]) -> int:
@@ -151,7 +157,7 @@ def run_on_azure(root: Path, args: argparse.Namespace, params: dict[str, Any]) -
     use_case = params["use_cases"][args.use_case]
     settings = params["execution"]
     try:
-        plan = variants.plan(args.use_case, use_case)
+        plan = variants.plan_for(params, args.use_case)
         if (k := repeats.count(params["bulk"])) != 1:
             raise repeats.RepeatsError(f"bulk.repeats: {k} needs execution: local (an Azure ML run is one pass)")
         price = cost.price_for(params["prices"], str(params["llm"].get("model", "")))
@@ -183,7 +189,7 @@ def run_on_azure(root: Path, args: argparse.Namespace, params: dict[str, Any]) -
         if failure := error_report(f"{args.use_case} {variant}", results, params["bulk"]["max_error_rate"]):
             print(failure, file=sys.stderr)
             return 1
-    write_summary(args.out, args.summary, plan, summaries, written)
+    write_summary(args.out, (args.summary, args.operations), plan, summaries, written)
     return 0
 
 
@@ -193,17 +199,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=Path, required=True, help="prepared rows (from prepare)")
     parser.add_argument("--out", type=Path, required=True, help="folder of per-row outputs, <variant>.jsonl")
     parser.add_argument("--summary", type=Path, required=True, help="run metrics (JSON)")
+    parser.add_argument("--operations", type=Path, required=True, help="LLM cache counts, wall time, rows/s (JSON)")
     parser.add_argument("--cache", type=Path, required=True, help="the row-level LLM cache folder")
     args = parser.parse_args(argv)
 
     root = project_root()
-    params = load_params(root)
+    try:
+        params = load_params(root)
+    except ConfError as exc:
+        print(f"run: {exc}", file=sys.stderr)
+        return 1
     use_case = params["use_cases"][args.use_case]
     flow_engine.configure(runtime_dir(root))
     if params.get("execution", {}).get("name", "local") == "azure":  # the rows run on Azure ML, not here
         return run_on_azure(root, args, params)
     try:
-        plan = variants.plan(args.use_case, use_case)
+        plan = variants.plan_for(params, args.use_case)
         connection = connections.resolve(params["llm"], connections.environment(root))
         connections.check_reachable(connection)
         k = repeats.count(params["bulk"])
@@ -248,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             if failure := error_report(f"{args.use_case} {variant}", results, params["bulk"]["max_error_rate"]):
                 print(failure, file=sys.stderr)  # outputs and cache are written; the rerun resumes from them
                 return 1
-    write_summary(args.out, args.summary, plan, summaries, written)
+    write_summary(args.out, (args.summary, args.operations), plan, summaries, written)
     for variant, s in summaries.items():
         cache = s["cache"]
         nodes = "".join(f", {node}={variant_id}" for node, variant_id in s.get("node_variants", {}).items())

@@ -157,7 +157,8 @@ def azure_project(tmp_path: Path, rows_file: tuple, monkeypatch: pytest.MonkeyPa
 
 def _run_args(root: Path, rows: Path) -> list[str]:
     return ["--use-case", "web_classification", "--rows", str(rows), "--out", str(root / "out"),
-            "--summary", str(root / "summary.json"), "--cache", str(root / "cache")]  # fmt: skip
+            "--summary", str(root / "summary.json"), "--operations", str(root / "operations.json"),
+            "--cache", str(root / "cache")]  # fmt: skip
 
 
 def test_the_run_stage_submits_each_variant_to_azure_ml(
@@ -207,8 +208,10 @@ def test_the_run_stage_submits_each_variant_to_azure_ml(
     summary = json.loads((root / "summary.json").read_text())
     assert (summary["variant"], summary["baseline"], summary["execution"]) == ("v2", "v1", "azure")
     assert (summary["rows"], summary["errors"], summary["invalid_answers"]) == (3, 1, 0)
-    assert summary["cache"] == {"hits": 0, "misses": 0, "errors": 0}
-    assert summary["tokens"] == {"prompt": 0, "completion": 0, "prompt_cached": 0, "completion_cached": 0}
+    operations = json.loads((root / "operations.json").read_text())
+    assert operations["cache"] == {"hits": 0, "misses": 0, "errors": 0}
+    assert summary["tokens"] == {"prompt": 0, "completion": 0}
+    assert operations["tokens"] == {"prompt_cached": 0, "completion_cached": 0}
     assert summary["latency_s"] == {"mean": 0.0, "p50": 0.0, "p95": 0.0}
     assert set(summary["variants"]) == {"v1"} and summary["variants"]["v1"]["errors"] == 1
 

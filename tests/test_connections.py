@@ -105,7 +105,7 @@ def test_llm_switch_reaches_every_use_case(reproduced: Project, stub_llm: StubLL
     # repeats (the stub's answers repeat) is answered by the cache.
     made, missed = {"run": 0, "eval": 0}, {"run": 0, "eval": 0}
     for use_case in use_cases:
-        for stage, counted in (("run", "run/summary.json"), ("eval", "eval/metrics.json")):
+        for stage, counted in (("run", "run/operations.json"), ("eval", "eval/operations.json")):
             if cache := json.loads((project.root / "data" / use_case / counted).read_text()).get("cache"):
                 made[stage] += cache["hits"] + cache["misses"]
                 missed[stage] += cache["misses"]

@@ -41,9 +41,9 @@ def stage(tmp_path: Path, name: str, use_case: str, params: dict[str, Any], env:
     (tmp_path / "prepared.jsonl").write_text('{"row_id": "r0", "question": "Hi?", "chat_history": []}\n')
     outputs = ["--out", "out", "--cache", "cache"]
     if name == "run":
-        outputs += ["--summary", "summary.json"]
+        outputs += ["--summary", "summary.json", "--operations", "operations.json"]
     else:
-        outputs += ["--run", "run", "--metrics", "metrics.json"]
+        outputs += ["--run", "run", "--metrics", "metrics.json", "--operations", "operations.json"]
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AZURE_OPENAI_", "LOCAL_LLM_"))}
     return subprocess.run(
         [sys.executable, "-m", f"stages.{name}", "--use-case", use_case, "--rows", "prepared.jsonl", *outputs],

@@ -186,5 +186,5 @@ def test_the_run_stage_fails_past_the_error_rate_with_a_summary_and_a_rerun_resu
     assert len(stub_llm.requests()) - before == len(failed)  # only the rows that failed are asked again
     rows = [json.loads(line) for line in (run / "outputs" / "v1.jsonl").read_text().splitlines()]
     assert all(row["error"] is None for row in rows)
-    metrics = json.loads((run / "summary.json").read_text())
-    assert metrics["cache"] == {"hits": 72 - len(failed), "misses": len(failed), "errors": 0}
+    operations = json.loads((run / "operations.json").read_text())
+    assert operations["cache"] == {"hits": 72 - len(failed), "misses": len(failed), "errors": 0}

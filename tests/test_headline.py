@@ -84,7 +84,7 @@ def test_variant_plan_runs_the_baseline_and_the_selected_variant() -> None:
     use_case = {"variants": {"v1": {}, "v2": {}}, "variant": "v2", "baseline": "v1"}
     assert variants.plan("x", use_case).names == ("v1", "v2")
     assert variants.plan("x", {**use_case, "variant": "v1"}).names == ("v1",)
-    fallback = variants.plan("x", {**use_case, "variant": "v3"})  # a use case without the requested variant
+    fallback = variants.plan("x", {**use_case, "variant": "v3"}, "v3")  # a use case without the global variant
     assert fallback.names == ("v1",) and fallback.fell_back and fallback.requested == "v3"
     assert variants.plan("x", {"variants": {"a": {}, "b": {}}, "variant": "b"}).baseline == "a"  # first declared
     with pytest.raises(variants.VariantError, match=r"use_cases\.x\.baseline: 'v9' is not one of its variants"):

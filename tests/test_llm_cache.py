@@ -261,20 +261,22 @@ def test_a_forced_rerun_makes_no_llm_request(
     # (tests/test_azure_remote.py, through the Azure Blob remote).
     project, targets = reproduced, [f"evaluate@{uc}" for uc in LLM_USE_CASES]
     chat = project.root / "data" / "chat"
-    assert read_json(chat / "run" / "summary.json")["cache"] == {"hits": 0, "misses": CHAT_ROWS, "errors": 0}
+    assert read_json(chat / "run" / "operations.json")["cache"] == {"hits": 0, "misses": CHAT_ROWS, "errors": 0}
     # Three judges per answer; a judgement asked twice (the fluency judge sees only the answer, and the stub's
     # answers repeat) is answered by the cache the second time.
-    judged = read_json(chat / "eval" / "metrics.json")["cache"]
+    judged = read_json(chat / "eval" / "operations.json")["cache"]
     assert judged["hits"] + judged["misses"] == 3 * CHAT_ROWS and judged["errors"] == 0
     asked = [r for r in reproduced_build.requests if r["body"].get("prompt", "").startswith(JUDGES)]
     assert len(asked) == judged["misses"]
 
     project.sh("dvc", "repro", "--force", *targets)
     assert stub_llm.requests() == []
-    run = read_json(chat / "run" / "summary.json")
-    assert run["cache"] == {"hits": CHAT_ROWS, "misses": 0, "errors": 0} and run["llm_requests"]["upstream"] == 0
-    assert run["tokens"]["prompt"] == run["tokens"]["prompt_cached"] > 0
-    assert read_json(chat / "eval" / "metrics.json")["cache"] == {"hits": 3 * CHAT_ROWS, "misses": 0, "errors": 0}
+    run, run_operations = read_json(chat / "run" / "summary.json"), read_json(chat / "run" / "operations.json")
+    assert run_operations["cache"] == {"hits": CHAT_ROWS, "misses": 0, "errors": 0}
+    assert run_operations["llm_requests"]["upstream"] == 0
+    assert run["tokens"]["prompt"] == run_operations["tokens"]["prompt_cached"] > 0
+    judged = read_json(chat / "eval" / "operations.json")["cache"]
+    assert judged == {"hits": 3 * CHAT_ROWS, "misses": 0, "errors": 0}
     rows = [json.loads(line) for line in (chat / "run" / "outputs" / "v1.jsonl").read_text().splitlines()]
     assert all(row["llm"]["requests"] == row["llm"]["cache_hits"] == 1 for row in rows)
 
@@ -293,7 +295,7 @@ def test_a_prompt_edit_asks_only_for_its_requests_and_reverting_it_is_free(
     prompt.write_text(original)
     assert f"run@{UC}" in project.repro(*targets)  # DVC reruns the stage (no run-cache with a persistent output)...
     assert len(stub_llm.requests()) == UC_ROWS  # ...and the LLM cache answers every request
-    assert read_json(project.root / "data" / UC / "run" / "summary.json")["cache"]["hits"] == UC_ROWS
+    assert read_json(project.root / "data" / UC / "run" / "operations.json")["cache"]["hits"] == UC_ROWS
 
     # One of chat's three judges: only that judge is asked again; not the other two, not the chat flow.
     judge = project.root / "stages" / "metrics" / "rubrics" / "relevance.jinja2"
@@ -302,7 +304,7 @@ def test_a_prompt_edit_asks_only_for_its_requests_and_reverting_it_is_free(
     assert "evaluate@chat" in ran and not [stage for stage in ran if stage.startswith("run@")]
     new = llm_requests(stub_llm)[UC_ROWS:]
     assert len(new) == CHAT_ROWS and all("Relevance score:" in p for p in new)
-    assert read_json(project.root / "data" / "chat" / "eval" / "metrics.json")["cache"]["hits"] == 2 * CHAT_ROWS
+    assert read_json(project.root / "data" / "chat" / "eval" / "operations.json")["cache"]["hits"] == 2 * CHAT_ROWS
 
 
 def test_appending_rows_asks_only_for_the_new_rows(reproduced: Project, stub_llm: StubLLM) -> None:
@@ -317,7 +319,8 @@ def test_appending_rows_asks_only_for_the_new_rows(reproduced: Project, stub_llm
     new = llm_requests(stub_llm)
     assert len(new) == 7 and all(any(f"Added page {i}." in p for p in new) for i in range(7))
     summary = read_json(project.root / "data" / UC / "run" / "summary.json")
-    assert summary["rows"] == 79 and summary["cache"] == {"hits": 72, "misses": 7, "errors": 0}
+    operations = read_json(project.root / "data" / UC / "run" / "operations.json")
+    assert summary["rows"] == 79 and operations["cache"] == {"hits": 72, "misses": 7, "errors": 0}
 
 
 def test_a_run_killed_mid_way_resumes_from_the_cache(project: Project, stub_llm: StubLLM) -> None:
@@ -348,7 +351,7 @@ def test_a_run_killed_mid_way_resumes_from_the_cache(project: Project, stub_llm:
     assert not asked & cached_prompts  # ...none of those already answered
     rows = [json.loads(line) for line in (run / "outputs" / "v1.jsonl").read_text().splitlines()]
     assert len(rows) == 72 and all(row["error"] is None and row["outputs"]["category"] for row in rows)
-    assert read_json(run / "summary.json")["cache"] == {"hits": len(cached), "misses": 72 - len(cached), "errors": 0}
+    assert read_json(run / "operations.json")["cache"] == {"hits": len(cached), "misses": 72 - len(cached), "errors": 0}
     assert not list((run / "llm_cache").rglob(".*.tmp"))  # the successful rerun pruned a killed write's temp file
 
 

@@ -166,7 +166,7 @@ def test_a_queued_sweep_runs_every_combination_of_node_variants(reproduced: Proj
         selection = tuple(params["node_variants"][node] for node in ("rewrite", "answer"))
         assert summary["node_variants"] == dict(zip(("rewrite", "answer"), selection, strict=True))
         assert summary["rows"] == 12 and summary["errors"] == 0
-        ran[selection] = summary["cache"]
+        ran[selection] = summary
     assert set(ran) == {(r, a) for r in ("variant_0", "variant_1") for a in ("variant_0", "variant_1")}
     sent = {request["body"]["prompt"] for request in stub_llm.requests()}
     assert len({p for p in sent if p.endswith("Keywords:")}) == len({p for p in sent if p.endswith("Sentence:")}) == 12

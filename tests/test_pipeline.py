@@ -47,7 +47,7 @@ def test_repro_produces_outputs_metrics_and_report(reproduced_build: Reproduced,
     # fluency judge sees only the answer, and the stub's answers repeat: repeats are answered by the cache).
     made = missed = 0
     for use_case in (UC, NER, QA, CHAT, RAG, MATH, CODE):
-        for counted in ("run/summary.json", "eval/metrics.json"):
+        for counted in ("run/operations.json", "eval/operations.json"):
             if cache := json.loads((project.root / "data" / use_case / counted).read_text()).get("cache"):
                 made, missed = made + cache["hits"] + cache["misses"], missed + cache["misses"]
     assert made == 72 + 48 + 48 + 4 * CHAT_ROWS + 3 * RAG_ROWS + 48 + 44

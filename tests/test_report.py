@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from browser import assert_clean, open_page
+from conftest import REPO
 
 from stages import report
 from stages.core import reporting
@@ -165,22 +166,24 @@ def test_the_report_stage_names_an_unknown_report_key(
     (tmp_path / ".dvc").mkdir()
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "config.yaml").write_text("defaults: []\n")
-    report_config = {"prediction": "answer", "raw_answer": "answer", "correct": "similar", "scores": ["similarity"]}
-    use_case = {"data": {"inputs": ["question"], "label": "answer"}, "variant": "v1", "report": report_config}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"use_cases": {"chat": use_case}, "report": {}}))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["use_cases"]["chat"]["report"]["scores"] = ["similarity"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
-    files = ["--eval-rows", "r", "--metrics", "m", "--run-summary", "s", "--csv", "c", "--html", "h",
-             "--plot-metrics", "pm", "--plot-latency", "pl"]  # fmt: skip
+    files = ["--eval-rows", "r", "--metrics", "m", "--run-summary", "s", "--run-operations", "o", "--csv", "c",
+             "--html", "h", "--plot-metrics", "pm", "--plot-latency", "pl"]  # fmt: skip
     assert report.main(["--use-case", "chat", *files]) == 1
-    assert "use_cases.chat.report: unknown key scores (known: " in capsys.readouterr().err
+    assert "conf/use_cases/chat.yaml: report.scores: unknown key (known: " in capsys.readouterr().err
 
 
 def test_the_llm_requests_card_shows_cache_hits_and_tokens() -> None:
-    run = {**RUN, "cache": {"hits": 3, "misses": 1, "errors": 0}, "tokens": {"prompt": 40, "completion": 4}}
+    run = {**RUN, "tokens": {"prompt": 40, "completion": 4}}
+    operations = {"cache": {"hits": 3, "misses": 1, "errors": 0}, "wall_s": 2.5}  # run/operations.json
     records = reporting.flatten_rows(ROWS, COLUMNS)
-    cached = reporting.VariantReport("v1", records, {**METRICS, "headline": HEADLINE}, run)
+    cached = reporting.VariantReport("v1", records, {**METRICS, "headline": HEADLINE}, run, operations)
     html = reporting.render_html("uc", {}, [cached], reporting.side_by_side([cached], COLUMNS.inputs), 60, 50)
     assert '<div class="k">LLM requests</div><div class="v">4</div><div class="n">3 from the cache · 44 tokens' in html
+    assert "<td>2.5 s</td>" in html  # the wall time in the usage table
     plain = [variant("v1", ROWS, HEADLINE)]
     assert "LLM requests" not in reporting.render_html("uc", {}, plain, reporting.side_by_side(plain, ()), 60, 50)
 

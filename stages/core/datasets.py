@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 class DatasetError(ValueError):
@@ -28,39 +30,83 @@ class Schema:
     def fields(self) -> tuple[str, ...]:
         return (*self.inputs, self.label)
 
+    @classmethod
+    def from_config(cls, data: dict[str, Any]) -> Schema:
+        """The schema a use case's `data` block declares (`inputs`, `label`, optional `lists`)."""
+        return cls(tuple(input_columns(data["inputs"]).values()), data["label"], tuple(data.get("lists") or ()))
+
 
 def input_columns(inputs: list[str] | dict[str, str]) -> dict[str, str]:
     """Flow input -> dataset column: a list means same names, a mapping renames (`{url: page_url}`)."""
     return dict(inputs) if isinstance(inputs, dict) else {name: name for name in inputs}
 
 
-def load(path: Path, schema: Schema) -> list[dict[str, Any]]:
-    """Parse a JSON Lines dataset and check every row against `schema`, failing on the first bad row."""
+UTF8_BOM = b"\xef\xbb\xbf"  # accepted at the start of a file (editors on Windows write it)
+
+
+def read_lines(path: Path, max_row_bytes: int) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line of a UTF-8 file, a leading BOM dropped. A line that is not valid UTF-8,
+    or longer than `max_row_bytes` (read no further than that: the rest is only counted), is a DatasetError."""
+    with path.open("rb") as handle:
+        for line_no in itertools.count(1):
+            raw = handle.readline(max_row_bytes + 2)  # room for the line's own \r\n
+            if not raw:
+                return
+            if line_no == 1 and raw.startswith(UTF8_BOM):
+                raw = raw[len(UTF8_BOM) :]
+            body = raw.rstrip(b"\r\n")
+            if len(body) > max_row_bytes:
+                size = _line_size(raw, handle)
+                raise DatasetError(
+                    f"{path}:{line_no}: row of {size:,} bytes is larger than prepare.max_row_bytes "
+                    f"({max_row_bytes:,}, conf/config.yaml)"
+                )
+            try:
+                yield line_no, body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                column = len(body[: exc.start].decode("utf-8")) + 1
+                raise DatasetError(
+                    f"{path}:{line_no}: not valid UTF-8 (byte 0x{body[exc.start]:02x} at column {column}); "
+                    "save the file as UTF-8"
+                ) from None
+
+
+def _line_size(head: bytes, handle: BinaryIO, chunk: int = 1 << 20) -> int:
+    """Bytes of the line that starts with `head`, its line end (\\n or \\r\\n) not counted: the rest of it is read
+    from `handle` in chunks and not kept."""
+    size, tail = len(head), head[-2:]
+    while not tail.endswith(b"\n") and (block := handle.readline(chunk)):
+        size, tail = size + len(block), (tail + block)[-2:]
+    return size - (2 if tail == b"\r\n" else 1 if tail.endswith(b"\n") else 0)
+
+
+def load(path: Path, schema: Schema, max_row_bytes: int) -> list[dict[str, Any]]:
+    """Parse a JSON Lines dataset (UTF-8, rows of at most `max_row_bytes`) and check every row against `schema`,
+    failing on the first bad row."""
     if not path.is_file():
         raise DatasetError(f"{path}: dataset not found (is it pulled? try `dvc pull`)")
     rows = []
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}:{line_no}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(row, dict):
-                raise DatasetError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
-            for field in schema.fields:
-                if field not in row:
-                    raise DatasetError(f"{path}:{line_no}: field '{field}' is missing")
-                value = row[field]
-                if field in schema.lists:
-                    if not isinstance(value, list):
-                        raise DatasetError(f"{path}:{line_no}: field '{field}' must be a JSON list, got {value!r}")
-                elif field in schema.inputs and (not isinstance(value, str) or not value.strip()):
-                    raise DatasetError(f"{path}:{line_no}: field '{field}' must be a non-empty string, got {value!r}")
-                if field == schema.label and (value is None or value == "" or value == []):
-                    raise DatasetError(f"{path}:{line_no}: field '{field}' (the label) is empty")
-            rows.append({"_line": line_no, **row})
+    for line_no, line in read_lines(path, max_row_bytes):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path}:{line_no}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(row, dict):
+            raise DatasetError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+        for field in schema.fields:
+            if field not in row:
+                raise DatasetError(f"{path}:{line_no}: field '{field}' is missing")
+            value = row[field]
+            if field in schema.lists:
+                if not isinstance(value, list):
+                    raise DatasetError(f"{path}:{line_no}: field '{field}' must be a JSON list, got {value!r}")
+            elif field in schema.inputs and (not isinstance(value, str) or not value.strip()):
+                raise DatasetError(f"{path}:{line_no}: field '{field}' must be a non-empty string, got {value!r}")
+            if field == schema.label and (value is None or value == "" or value == []):
+                raise DatasetError(f"{path}:{line_no}: field '{field}' (the label) is empty")
+        rows.append({"_line": line_no, **row})
     if not rows:
         raise DatasetError(f"{path}: dataset has no rows")
     return rows

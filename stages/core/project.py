@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from stages.core import conf_schema
+
 RUNTIME_DIR_NAME = ".llmops"  # gitignored: prompt flow home, the assembled model, server log and state
 
 
@@ -27,9 +29,13 @@ def runtime_dir(root: Path) -> Path:
 
 
 def load_params(root: Path) -> dict[str, Any]:
-    """The composed params (params.yaml), as `dvc repro` sees them."""
+    """The composed params (params.yaml), as `dvc repro` sees them, checked against conf/'s schema (a
+    conf_schema.ConfError names each misspelt or missing key with its conf file). `dvc exp run` composes
+    params.yaml without our code, so the first stage to read them is where a typo is caught."""
     with (root / "params.yaml").open(encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+        params = yaml.safe_load(handle)
+    conf_schema.check_params(params)
+    return params
 
 
 def count_setting(block: Mapping[str, Any], key: str, where: str, error: type[Exception] = ValueError) -> int:

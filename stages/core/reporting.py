@@ -13,7 +13,7 @@ import csv
 import html
 import io
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stages.core import datasets
@@ -151,12 +151,14 @@ def confusion_chart(records: list[dict[str, Any]], dpi: int) -> str:
 
 @dataclass(frozen=True)
 class VariantReport:
-    """One variant's part of a report: its rows (flattened), its evaluation metrics and its run summary."""
+    """One variant's part of a report: its rows (flattened), its evaluation metrics, its run summary and the run's
+    operational figures (LLM cache counts, wall time: run/operations.json; empty when not at hand)."""
 
     name: str
     records: list[dict[str, Any]]
     metrics: dict[str, Any]
     run: dict[str, Any]
+    operations: dict[str, Any] = field(default_factory=dict)
 
     @property
     def headline(self) -> dict[str, dict[str, Any]]:
@@ -359,7 +361,7 @@ def _headline_cards(variant: VariantReport, baseline: str) -> list[str]:
 
 
 def _count_cards(variant: VariantReport) -> list[str]:
-    metrics, run = variant.metrics, variant.run
+    metrics, run, operations = variant.metrics, variant.run, variant.operations
     k = metrics.get("repeats")
     evaluated = f"evaluated: {run.get('rows', '?')} rows x {k} repeats" if k else "evaluated"
     cards = [_card("rows", str(metrics.get("rows", 0)), evaluated)]
@@ -380,7 +382,7 @@ def _count_cards(variant: VariantReport) -> list[str]:
     ]
     for node, variant_id in run.get("node_variants", {}).items():  # the DAG's prompt flow node variants that ran
         cards.append(_card(f"node {node}", variant_id, "node variant"))
-    if cache := run.get("cache"):  # the run's LLM requests (the row-level LLM cache)
+    if cache := operations.get("cache"):  # the run's LLM requests (the row-level LLM cache)
         tokens = run.get("tokens", {})
         detail = f"{cache['hits']} from the cache · {tokens.get('prompt', 0) + tokens.get('completion', 0)} tokens"
         cards.append(_card("LLM requests", str(cache["hits"] + cache["misses"]), detail))
@@ -405,6 +407,10 @@ def format_usd(value: float | None) -> str:
     return f"${value:.4f}" if value < 1 else f"${value:,.2f}"
 
 
+def _wall(operations: dict[str, Any]) -> str:
+    return f"{operations['wall_s']:.1f} s" if "wall_s" in operations else "–"
+
+
 def _tokens(block: dict[str, Any]) -> str:
     tokens = block.get("tokens")
     return f"{tokens.get('prompt', 0):,} / {tokens.get('completion', 0):,}" if tokens else "–"
@@ -425,7 +431,7 @@ def _usage_table(variants: list[VariantReport]) -> str:
         body.append(
             f"<tr><td>{html.escape(v.name)}</td><td>{v.run.get('rows', 0)}</td><td>{v.run.get('errors', 0)}</td>"
             f"<td>{v.run.get('invalid_answers', 0)}</td><td>{latency.get('p50', 0):.2f} s</td>"
-            f"<td>{latency.get('p95', 0):.2f} s</td><td>{v.run.get('wall_s', 0):.1f} s</td>"
+            f"<td>{latency.get('p95', 0):.2f} s</td><td>{_wall(v.operations)}</td>"
             f"<td>{_tokens(v.run)}</td><td>{_tokens(v.metrics)}</td>"
             f"<td>{format_usd(total_cost(v.run, v.metrics))}{html.escape(cost_note)}</td></tr>"
         )

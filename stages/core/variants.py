@@ -1,8 +1,10 @@
 """Which variants of a use case a pipeline run executes: the selected one and the baseline it is compared with.
 
-`variant` (conf/config.yaml's `variant` group, or `use_cases.<uc>.variant`) selects the candidate for every use
-case that has it; a use case without that variant runs its baseline. `use_cases.<uc>.baseline` names the variant
-every other is compared with (default: the first declared). Both run, so each report compares them row by row.
+`variant` (conf/config.yaml's `variant` group) selects the candidate for every use case that has it; a use case
+without that variant runs its baseline. A variant one use case names itself (`use_cases.<uc>.variant=v2`) must be
+one it defines: a typo there is an error, never a silent run of the baseline. `use_cases.<uc>.baseline` names the
+variant every other is compared with (default: the first declared). Both run, so each report compares them row by
+row.
 
 A DAG flow's own prompt flow node variants are selected per node: a variant's `node_variants` ({node: variant id}),
 then, for the selected variant only, the use case's `node_variants` (null keeps the variant's choice), so a sweep
@@ -36,8 +38,9 @@ class VariantPlan:
         return self.requested != self.selected
 
 
-def plan(name: str, use_case: Mapping[str, Any]) -> VariantPlan:
-    """The variant plan of use case `name` from its params (`variants`, `variant`, optional `baseline`)."""
+def plan(name: str, use_case: Mapping[str, Any], global_variant: str | None = None) -> VariantPlan:
+    """The variant plan of use case `name` from its params (`variants`, `variant`, optional `baseline`). Only
+    `global_variant` (params.yaml `variant.name`) falls back to the baseline when the use case lacks it."""
     variants = use_case.get("variants") or {}
     if not isinstance(variants, Mapping) or not variants:
         raise VariantError(f"use_cases.{name}.variants: no variants declared (conf/use_cases/{name}.yaml)")
@@ -48,8 +51,18 @@ def plan(name: str, use_case: Mapping[str, Any]) -> VariantPlan:
             f"(conf/use_cases/{name}.yaml)"
         )
     requested = str(use_case.get("variant") or baseline)
+    if requested not in variants and requested != global_variant:
+        raise VariantError(
+            f"use_cases.{name}.variant: no variant {requested!r} in conf/use_cases/{name}.yaml (it defines "
+            f"{', '.join(variants)}); only the global `variant=` runs the baseline of a use case without it"
+        )
     selected = requested if requested in variants else baseline
     return VariantPlan(selected=selected, baseline=baseline, requested=requested)
+
+
+def plan_for(params: Mapping[str, Any], name: str) -> VariantPlan:
+    """The variant plan of use case `name` in the composed params (its block and the global `variant.name`)."""
+    return plan(name, params["use_cases"][name], (params.get("variant") or {}).get("name"))
 
 
 def config(name: str, use_case: Mapping[str, Any], variant: str) -> dict[str, Any]:
@@ -88,5 +101,6 @@ def node_variants(name: str, use_case: Mapping[str, Any], variant: str, selected
 def deployed_node_variants(name: str, use_case: Mapping[str, Any], variant: str) -> dict[str, str]:
     """{node: variant id} of `variant` as a pipeline run runs it (`node_variants`, with the use case's layer when
     it is the selected variant): what a deployment of it serves."""
-    chosen = node_variants(name, use_case, variant, plan(name, use_case).selected)
+    requested = use_case.get("variant")  # params were checked when loaded (conf_schema): only the selection matters
+    chosen = node_variants(name, use_case, variant, plan(name, use_case, requested).selected)
     return {node: variant_id for node, (variant_id, _) in chosen.items()}

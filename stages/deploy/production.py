@@ -237,9 +237,9 @@ def evaluate(
 
     config = params["use_cases"][use_case]
     columns = datasets.input_columns(config["data"]["inputs"])
-    schema = datasets.Schema(tuple(columns.values()), config["data"]["label"], tuple(config["data"].get("lists") or ()))
+    schema = datasets.Schema.from_config(config["data"])
     source = root / config["dataset"]
-    dataset = datasets.assign_ids(datasets.load(source, schema), schema, source)
+    dataset = datasets.assign_ids(datasets.load(source, schema, params["prepare"]["max_row_bytes"]), schema, source)
     groups = split_by_deployment(read_log(log), dataset, columns, config["data"]["label"], sample, seed)
     if not groups:
         raise ProductionLogError(f"{log}: no scoring requests reached a deployment yet")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from stages.core import documents
+from stages.core.conf_schema import ConfError
 from stages.core.io import read_jsonl, write_jsonl
 from stages.core.project import load_params, project_root
 
@@ -18,7 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="chunks (JSON Lines)")
     args = parser.parse_args(argv)
 
-    settings = load_params(project_root())["use_cases"][args.use_case]["documents"]["chunking"]
+    try:
+        settings = load_params(project_root())["use_cases"][args.use_case]["documents"]["chunking"]
+    except ConfError as exc:
+        print(f"docs_chunk {args.use_case}: {exc}", file=sys.stderr)
+        return 1
     passages = [documents.Passage(**row) for row in read_jsonl(args.passages)]
     try:
         chunks = documents.chunk(passages, settings["words"], settings["overlap"])
