@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Project, Reproduced, StubLLM
+from conftest import REPO, Project, Reproduced, StubLLM
 
 from stages.core import connections, redaction
 
@@ -175,3 +175,15 @@ def test_a_key_the_llm_echoes_back_reaches_no_console_log_or_file(project: Proje
     keys = (canary.encode(), endpoint_key.encode())
     leaks = [p for p in files if p.name != ".env" and any(key in p.read_bytes() for key in keys)]
     assert leaks == []
+
+
+def test_an_endpoint_variable_wins_over_the_default_and_stays_out_of_params() -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    openai = {**params["llm"], **yaml.safe_load((REPO / "conf" / "llm" / "openai.yaml").read_text())}
+    env = {"OPENAI_API_KEY": "sk-test"}
+    assert connections.resolve(openai, env).base_url == "https://api.openai.com/v1"
+    gateway = connections.resolve(openai, {**env, "OPENAI_BASE_URL": "http://127.0.0.1:4000/v1/"})
+    assert gateway.base_url == "http://127.0.0.1:4000/v1" and gateway.model == "gpt-4o-mini"
+    local = connections.resolve(params["llm"], {"LOCAL_LLM_BASE_URL": "http://10.0.0.5:8080/v1"})
+    assert params["llm"]["base_url_env"] == "LOCAL_LLM_BASE_URL" and local.base_url == "http://10.0.0.5:8080/v1"
+    assert connections.resolve(params["llm"], {"LOCAL_LLM_BASE_URL": " "}).base_url == params["llm"]["base_url"]
