@@ -3,24 +3,15 @@ composed by `dvc exp run` is named by the first stage. Only prepare runs: no LLM
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from conftest import Project, make_project
+from conftest import Project
 
 UC = "web_classification"
 DATASET = f"use_cases/{UC}/data/pages.jsonl"
 PREPARED = f"data/{UC}/prepared.jsonl"
 
 
-def prepared_project(tmp_path: Path) -> Project:
-    project = make_project(tmp_path / "repo")
-    assert project.repro(f"prepare@{UC}") == [f"prepare@{UC}"]
-    project.commit("prepared")
-    return project
-
-
-def test_a_failed_prepare_keeps_the_previous_prepared_rows_and_lock(tmp_path: Path) -> None:
-    project = prepared_project(tmp_path)
+def test_a_failed_prepare_keeps_the_previous_prepared_rows_and_lock(reproduced: Project) -> None:
+    project = reproduced  # prepared (every stage reproduced) and committed
     prepared, lock = (project.root / PREPARED).read_bytes(), (project.root / "dvc.lock").read_text()
     dataset = project.root / DATASET
     dataset.write_bytes(dataset.read_bytes() + b'{"url": "https://caf\xe9.example", "text": "t", "category": "News"}\n')
@@ -41,8 +32,8 @@ def test_a_failed_prepare_keeps_the_previous_prepared_rows_and_lock(tmp_path: Pa
     assert project.sh("git", "status", "--short").stdout == ""
 
 
-def test_dvc_exp_run_composing_a_conf_typo_is_stopped_by_the_first_stage_naming_the_file(tmp_path: Path) -> None:
-    project = prepared_project(tmp_path)
+def test_dvc_exp_run_composing_a_conf_typo_is_stopped_by_the_first_stage_naming_the_file(reproduced: Project) -> None:
+    project = reproduced
     conf = project.root / "conf" / "use_cases" / f"{UC}.yaml"
     conf.write_text(conf.read_text().replace("    inputs: [url, text]", "    input: [url, text]", 1))
     project.commit("a typo")

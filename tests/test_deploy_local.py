@@ -235,13 +235,13 @@ def test_production_rows_join_the_dataset_by_inputs() -> None:
 
 
 @pytest.mark.slow
-def test_local_deployment_on_the_embedded_model(tmp_path: Path) -> None:
+def test_local_deployment_on_the_embedded_model(tmp_path: Path, fresh_template: Path) -> None:
     """deploy + smoke + traffic + evaluate-production with Gemma on llama.cpp (one request at a time there)."""
     import socket
 
-    from conftest import make_project
+    from conftest import copy_project
 
-    project = make_project(tmp_path / "repo", {"LLMOPS_ENDPOINT_KEY": KEY})
+    project = copy_project(fresh_template, tmp_path / "repo", {"LLMOPS_ENDPOINT_KEY": KEY})
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

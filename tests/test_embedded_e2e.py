@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 from browser import assert_clean, open_page
-from conftest import make_project
+from conftest import copy_project
 
 UC = "web_classification"
 CODE_UCS = ("math_coding", "code_generation")
 
 
 @pytest.mark.slow
-def test_pipeline_on_the_embedded_model(tmp_path: Path) -> None:
-    project = make_project(tmp_path / "repo")
+def test_pipeline_on_the_embedded_model(tmp_path: Path, fresh_template: Path) -> None:
+    project = copy_project(fresh_template, tmp_path / "repo")  # a fresh clone's state
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

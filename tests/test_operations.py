@@ -96,21 +96,19 @@ def test_the_run_and_evaluate_stages_write_operations_beside_their_metrics(
     assert (run_ops["variant"], eval_ops["variant"]) == (summary["variant"], metrics["variant"]) == ("v1", "v1")
 
 
-def test_a_rerun_that_only_changes_cache_counters_leaves_the_metrics_files_and_git_alone(project: Project) -> None:
-    """chat (a flow and three judges), pr subset: the first run misses the LLM cache, a forced rerun hits it. The
-    counters change in operations.json (gitignored, DVC-cached); no metrics file changes but for the latency of
-    the rows, and `dvc metrics diff` shows no operational figure."""
-    project.params("env=pr")
-    project.commit("pr subset")
-    project.repro("evaluate@chat")
+def test_a_rerun_that_only_changes_cache_counters_leaves_the_metrics_files_and_git_alone(reproduced: Project) -> None:
+    """chat (a flow and three judges): the session's run missed the LLM cache, a forced rerun hits it. The counters
+    change in operations.json (gitignored, DVC-cached); no metrics file changes but for the latency of the rows,
+    and `dvc metrics diff` shows no operational figure."""
+    project = reproduced  # reproduced and committed
     data = project.root / "data" / "chat"
+    rows = len((data / "prepared.jsonl").read_text().splitlines())
     first = {name: read_json(data / name) for name in ("run/operations.json", "eval/operations.json")}
-    assert first["run/operations.json"]["cache"]["misses"] == 12 and first["eval/operations.json"]["cache"]["misses"]
-    project.commit("results")
+    assert first["run/operations.json"]["cache"]["misses"] == rows and first["eval/operations.json"]["cache"]["misses"]
     metrics = (data / "eval" / "metrics.json").read_text()
 
     project.sh("dvc", "repro", "--force", "run@chat", "evaluate@chat")
-    assert read_json(data / "run" / "operations.json")["cache"] == {"hits": 12, "misses": 0, "errors": 0}
+    assert read_json(data / "run" / "operations.json")["cache"] == {"hits": rows, "misses": 0, "errors": 0}
     assert read_json(data / "eval" / "operations.json")["cache"]["misses"] == 0
     assert (data / "eval" / "metrics.json").read_text() == metrics
     changed = {line[3:] for line in project.sh("git", "status", "--short").stdout.splitlines()}
