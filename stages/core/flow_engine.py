@@ -339,6 +339,8 @@ def all_llm_bindings(folder: Path, dag: Mapping[str, Any], bindings: Sequence[LL
     the node's own template and inputs: a flow with several LLM nodes (e.g. selected node variants) runs on one
     connection, while the variant's prompt and params go to its `llm_node` only."""
     llm_nodes = {node["name"]: node for node in dag.get("nodes", []) if node.get("type") == "llm"}
+    if not llm_nodes:  # python nodes only (their own LLM clients): a binding without a node has nothing to bind
+        bindings = [binding for binding in bindings if binding.node]
     result = []
     for binding in bindings:
         node = llm_nodes.get(binding.node or "")
