@@ -226,7 +226,7 @@ def cmd_add_use_case(args: argparse.Namespace) -> int:
         inputs=tuple(args.inputs.split(",")),
         label=args.label,
         mapping=mapping,
-        prediction=args.prediction or (outputs[0] if outputs else "output"),
+        prediction=args.prediction or (outputs[0] if outputs else ""),  # "": the flow's first output
         correct=args.correct,
         llm_node=args.llm_node,
     )
@@ -396,9 +396,16 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--label", required=True, help="the ground-truth column")
     add.add_argument("--map", action="append", default=[], metavar="INPUT=SOURCE",
                      help="evaluation flow input <- data.<column> or outputs.<name> (repeat)")  # fmt: skip
-    add.add_argument("--prediction", help="run output shown as the prediction (default: first outputs.* mapped)")
+    add.add_argument(
+        "--prediction",
+        help="run output shown as the prediction (default: the first outputs.* mapped, else the flow's first output)",
+    )
     add.add_argument("--correct", default="correct", help="evaluation output with per-row correctness")
-    add.add_argument("--llm-node", help="the DAG flow's LLM node (found automatically when there is one)")
+    add.add_argument(
+        "--llm-node",
+        help="the DAG flow's LLM node the variants' prompt and params go to (default: "
+        "the first without node variants); every LLM node runs on the project's LLM",
+    )
     add.add_argument("--force", action="store_true", help="replace an existing conf/use_cases/<name>.yaml")
     add.set_defaults(handler=cmd_add_use_case)
 

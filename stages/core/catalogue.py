@@ -36,10 +36,10 @@ class UseCaseSpec:
     prompt: str | dict[str, str] | None = None  # every variant's prompt file (per LLM API), None = the flow's own
     variants: tuple[str, ...] = ("v1", "v2")
     params: dict[str, object] = field(default_factory=lambda: {"temperature": 0})
-    datasets_by_env: dict[str, str] | None = None  # a dataset per env (any conf/env name) instead of one
+    datasets_by_env: dict[str, str] | None = None  # the dataset of the envs (any conf/env name) that differ
     lists: tuple[str, ...] = ()  # inputs holding a JSON list (data.lists), e.g. a chat history
     judges: tuple[str, ...] = ()  # LLM nodes of the evaluation flow bound to the judge LLM (evaluate.judges)
-    by_env: dict[str, dict[str, object]] | None = None  # per env: eval_flow / inputs / mapping that differ
+    by_env: dict[str, dict[str, object]] | None = None  # the envs whose eval_flow / inputs / mapping differ
     metrics: dict[str, str] | None = None  # headline metrics (None: accuracy, the mean of `correct`)
     origin: str = "written by `llmops add-use-case`"  # the config's header says where it came from
 
@@ -58,6 +58,11 @@ def dvc_add(root: Path, *relative: str) -> None:
     subprocess.run([sys.executable, "-m", "dvc", "add", "-q", *relative], cwd=root, check=True)
 
 
+def _by_env(key: str) -> str:
+    """The value of sibling `key` for the composed env (env.name), else its `default` entry."""
+    return f"${{oc.select:.{key}.${{env.name}},${{.{key}.default}}}}"
+
+
 def render_config(spec: UseCaseSpec) -> str:
     """conf/use_cases/<name>.yaml for the spec; every variant starts as the flow's own prompt and params."""
     check_name(spec.name)
@@ -66,8 +71,8 @@ def render_config(spec: UseCaseSpec) -> str:
     inputs = spec.inputs if isinstance(spec.inputs, dict) else {column: column for column in spec.inputs}
     same_names = all(flow_input == column for flow_input, column in inputs.items())
     dataset: dict[str, object] = {"dataset": spec.dataset}
-    if spec.datasets_by_env:
-        dataset = {"datasets": dict(spec.datasets_by_env), "dataset": "${.datasets[${env.name}]}"}
+    if spec.datasets_by_env:  # the envs whose dataset differs; any other env (a new conf/env file too) the default
+        dataset = {"datasets": {"default": spec.dataset, **spec.datasets_by_env}, "dataset": _by_env("datasets")}
     data: dict[str, object] = {"inputs": list(inputs) if same_names else inputs, "label": spec.label}
     if spec.lists:
         data["lists"] = list(spec.lists)
@@ -75,17 +80,16 @@ def render_config(spec: UseCaseSpec) -> str:
     if spec.judges:
         evaluate["judges"] = {node: {} for node in spec.judges}  # each judge on the judge LLM, its own prompt
     eval_flow: object = spec.eval_flow
-    if spec.by_env:  # what an env overlay changes, chosen by env.name like the dataset
-        per_env = {env: dict(values) for env, values in spec.by_env.items()}
-        if any("eval_flow" in v for v in per_env.values()):
-            dataset["eval_flows"] = {env: v.get("eval_flow", spec.eval_flow) for env, v in per_env.items()}
-            eval_flow = "${.eval_flows[${env.name}]}"
-        if any("inputs" in v for v in per_env.values()):
-            data["inputs_by_env"] = {env: v.get("inputs", inputs) for env, v in per_env.items()}
-            data["inputs"] = "${.inputs_by_env[${env.name}]}"
-        if any("mapping" in v for v in per_env.values()):
-            evaluate["mapping_by_env"] = {env: v.get("mapping", dict(spec.mapping)) for env, v in per_env.items()}
-            evaluate["mapping"] = "${.mapping_by_env[${env.name}]}"
+    per_env = copy.deepcopy(spec.by_env or {})  # what an env overlay changes, chosen by env.name like the dataset
+    if eval_flows := {env: v["eval_flow"] for env, v in per_env.items() if "eval_flow" in v}:
+        dataset["eval_flows"] = {"default": spec.eval_flow, **eval_flows}
+        eval_flow = _by_env("eval_flows")
+    if env_inputs := {env: v["inputs"] for env, v in per_env.items() if "inputs" in v}:
+        data["inputs_by_env"] = {"default": data["inputs"], **env_inputs}
+        data["inputs"] = _by_env("inputs_by_env")
+    if mappings := {env: v["mapping"] for env, v in per_env.items() if "mapping" in v}:
+        evaluate["mapping_by_env"] = {"default": evaluate["mapping"], **mappings}
+        evaluate["mapping"] = _by_env("mapping_by_env")
     body = {
         **dataset,
         "flow": spec.flow,
@@ -177,7 +181,7 @@ def _check_llm(facts: flow_facts.FlowFacts, spec: UseCaseSpec, where: dict[str, 
         if spec.llm_node not in facts.llm_nodes:
             raise CatalogueError(
                 f"{where['llm_node']} {spec.llm_node}: {file} has no `type: llm` node {spec.llm_node!r} "
-                f"(its LLM nodes: {_known(facts.llm_nodes)})"
+                f"(its LLM nodes: {', '.join(facts.llm_nodes) or 'none'})"
             )
         chosen = spec.llm_node
     elif not facts.llm_nodes:
@@ -212,13 +216,15 @@ def check(root: Path, spec: UseCaseSpec, where: dict[str, str] | None = None) ->
     and notes for the user (every choice made, and warnings). Errors name the file and the key (`where`)."""
     from stages.core import flow_engine
 
+    check_name(spec.name)
     where = {**FLAGS, **(where or {})}
-    datasets = (spec.datasets_by_env or {"": spec.dataset}).values()
+    datasets = {"": spec.dataset, **(spec.datasets_by_env or {})}.values()
     for label, relative in [*(("dataset", d) for d in datasets), ("flow", spec.flow), ("eval_flow", spec.eval_flow)]:
         if not (root / relative).exists() and not (root / f"{relative}.dvc").exists():
             raise CatalogueError(f"{label}: {relative} does not exist")
     try:
-        facts = flow_facts.read(root / spec.flow)
+        prompt = next(iter(spec.prompt.values())) if isinstance(spec.prompt, dict) else spec.prompt
+        facts = flow_facts.read(root / spec.flow, prompt)
         eval_facts = flow_facts.read(root / spec.eval_flow)
     except flow_engine.FlowError as exc:
         raise CatalogueError(str(exc)) from None
@@ -240,17 +246,27 @@ def check(root: Path, spec: UseCaseSpec, where: dict[str, str] | None = None) ->
                 raise CatalogueError(
                     f"{where['inputs']}: {facts.file} input {flow_input!r} has no default and is not given"
                 )
-            if kind == "list" and flow_input in inputs and flow_input not in lists:
-                lists.append(flow_input)
-                notes.append(f"data.lists: {flow_input} ({facts.file} declares it `type: list`: a JSON list per row)")
-    for relative in (spec.datasets_by_env or {"": spec.dataset}).values():
+            every_env = [inputs, *(v.get("inputs", inputs) for v in (spec.by_env or {}).values())]
+            for column in dict.fromkeys(m[flow_input] for m in every_env if flow_input in m):  # type: ignore[index]
+                if kind == "list" and column not in lists:
+                    lists.append(column)
+                    notes.append(
+                        f"data.lists: {column} (input {flow_input} of {facts.file} is `type: list`: "
+                        "a JSON list per row)"
+                    )
+    for env, relative in {"": spec.dataset, **(spec.datasets_by_env or {})}.items():
         columns = _columns(root / relative)
         if columns is None:
             notes.append(f"warning: {relative}: not read (not pulled?), its columns were not checked")
             continue
-        wanted = [(where["inputs"], c) for c in inputs.values()] + [(where["label"], spec.label)]
-        wanted += [(f"{where['mapping']} {k}", s.removeprefix("data.")) for k, s in spec.mapping.items()
-                   if s.startswith("data.")]  # fmt: skip
+        env_inputs = (spec.by_env or {}).get(env, {}).get("inputs", inputs)
+        env_mapping = (spec.by_env or {}).get(env, {}).get("mapping", spec.mapping)
+        wanted = [(where["inputs"], c) for c in env_inputs.values()] + [(where["label"], spec.label)]  # type: ignore[union-attr]
+        wanted += [
+            (f"{where['mapping']} {k}", s.removeprefix("data."))
+            for k, s in env_mapping.items()  # type: ignore[union-attr]
+            if s.startswith("data.")
+        ]
         for key, column in wanted:
             if column not in columns:
                 raise CatalogueError(f"{key}: column {column!r} is not in {relative} (columns: {_known(columns)})")
@@ -277,12 +293,16 @@ def check(root: Path, spec: UseCaseSpec, where: dict[str, str] | None = None) ->
             f"{where['correct']} {spec.correct}: {eval_facts.file} has no output {spec.correct!r} "
             f"(outputs: {_known(eval_facts.outputs)})"
         )
-    if facts.outputs is not None and spec.prediction not in facts.outputs:
+    prediction = spec.prediction
+    if not prediction:
+        prediction = next(iter(facts.outputs or {"output": None}))
+        notes.append(f"prediction: {prediction} (no outputs.* mapped: {facts.file}'s first output)")
+    elif facts.outputs is not None and spec.prediction not in facts.outputs:
         raise CatalogueError(
             f"{where['prediction']} {spec.prediction}: {facts.file} has no output {spec.prediction!r} "
             f"(outputs: {_known(facts.outputs)})"
         )
-    changes: dict[str, object] = {"llm_node": llm_node, "lists": tuple(lists)}
+    changes: dict[str, object] = {"llm_node": llm_node, "lists": tuple(lists), "prediction": prediction}
     return dataclasses.replace(spec, **changes), notes
 
 

@@ -120,10 +120,11 @@ def _requirements(folder: Path) -> tuple[str, ...]:
     return tuple(line for line in lines if line)
 
 
-def read(flow: Path) -> FlowFacts:
-    """The facts of the flow folder (or .prompty file) `flow`; raises flow_engine.FlowError when it is no flow."""
-    kind, file = flow_engine.detect(flow)
-    declared = flow_engine.interface(flow)
+def read(flow: Path, prompt: str | None = None) -> FlowFacts:
+    """The facts of the flow folder (or .prompty file) `flow` (`prompt` picks a .prompty file in a folder of
+    several); raises flow_engine.FlowError when it is no flow."""
+    kind, file = flow_engine.detect(flow, prompt)
+    declared = flow_engine.interface(flow, prompt)
     folder = file.parent
     if kind is flow_engine.FlowKind.PROMPTY:
         return FlowFacts(flow, kind, file, declared.inputs, declared.outputs)

@@ -618,7 +618,6 @@ def import_experiment(
                 f"evaluate.judges: {', '.join(judges)}: the evaluation flow's LLM is the judge LLM "
                 "(conf/config.yaml llm@judge)"
             )
-        envs = sorted(set(project_envs) | set(overlays))
         for env in sorted(set(overlays) - set(project_envs)):
             result.next_steps.append(
                 f"experiment.{env}.yaml: this project has no conf/env/{env}.yaml: copy "
@@ -637,6 +636,8 @@ def import_experiment(
                 changes["mapping"] = dict(env_plan.mapping)
             if changes:
                 per_env[env] = changes
+                shown = ", ".join(f"{key} {value}" for key, value in changes.items())
+                notes.append(f"[{env}] {_short(overlays[env].files[-1], folder)}: {shown} in env {env}")
         spec = catalogue.UseCaseSpec(
             name=use_case,
             dataset=f"{relative}/data/{files['']}",
@@ -649,8 +650,8 @@ def import_experiment(
             correct=correct or "correct",
             llm_node=llm_node,
             judges=judges,
-            datasets_by_env={env: f"{relative}/data/{files.get(env, files[''])}" for env in envs} if differs else None,
-            by_env={env: per_env.get(env, {}) for env in envs} if per_env else None,
+            datasets_by_env={env: f"{relative}/data/{files[env]}" for env in differs} or None,
+            by_env=per_env or None,
             origin=f"imported by `llmops import-experiment` from {folder.name}/{filename}",
         )
         specs.append(replace(spec, correct=correct or "correct", metrics=metrics))
@@ -706,7 +707,7 @@ def _commit(
             try:
                 spec, check_notes = catalogue.check(root, spec, _where(spec.name))
             except catalogue.CatalogueError as exc:
-                raise ExperimentImportError(f"use case {spec.name}: {exc}") from None
+                raise ExperimentImportError(str(exc)) from None
             result.choices[spec.name] += check_notes
             rows = [json.loads(line) for line in (root / spec.dataset).read_text(encoding="utf-8").splitlines()]
             _validate(rows, spec, spec.lists, f"{spec.dataset}")
