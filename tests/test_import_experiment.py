@@ -260,3 +260,28 @@ def test_checks_choose_the_llm_node_and_list_inputs_and_say_so(root: Path) -> No
     (root / "flows/experiment/tidy.py").write_text("from openai import OpenAI\n")
     _, notes = catalogue.check(root, _spec())
     assert any("tidy (tidy.py) build(s) an LLM client of its own" in n for n in notes)
+
+
+def test_python_nodes_connection_inputs_get_the_run_connection() -> None:
+    from stages.core import connections, flow_engine
+
+    connection = connections.Connection(name="local", type="openai", base_url="http://127.0.0.1:1/v1", api_key="k",
+                                        model="m", api="completion")  # fmt: skip
+    dag = {"nodes": [
+        {"name": "setup_env", "type": "python", "inputs": {"connection": "aoai", "config": "${inputs.config}"}},
+        {"name": "qna", "type": "python", "inputs": {"my_connection": "${setup_env.output}"}},  # a reference
+    ]}  # fmt: skip
+    assert flow_engine.python_connections(dag, connection) == {"setup_env": {"connection": connection}}
+    # no LLM node: the variant's binding (no node) binds nothing instead of failing the run
+    assert flow_engine.all_llm_bindings(Path("."), dag, [flow_engine.LLMBinding(connection=connection)]) == []
+
+
+def test_the_flows_node_variants_become_variants_as_the_template_runs_them() -> None:
+    facts = flow_facts.read(REPO / "tests/fixtures/template_parser/flows/answer")
+    plan, note = importer._variants(facts)
+    assert plan == {"variants": ("v1", "v2"), "variant_node_variants": {"v2": {"draft": "long"}}}
+    assert note == "variants: v1 the flow's default node variants, v2: draft=long (the template's node variants)"
+    spec = catalogue.UseCaseSpec(name="x", dataset="d", flow="f", eval_flow="e", inputs=("q",), label="a",
+                                 mapping={}, prediction="answer", correct="c", **plan)  # fmt: skip
+    variants = yaml.safe_load(catalogue.render_config(spec))["x"]["variants"]
+    assert "node_variants" not in variants["v1"] and variants["v2"]["node_variants"] == {"draft": "long"}

@@ -35,6 +35,7 @@ class UseCaseSpec:
     llm_node: str | None = None  # the LLM node of a DAG flow
     prompt: str | dict[str, str] | None = None  # every variant's prompt file (per LLM API), None = the flow's own
     variants: tuple[str, ...] = ("v1", "v2")
+    variant_node_variants: dict[str, dict[str, str]] | None = None  # variant -> the DAG node variants it selects
     params: dict[str, object] = field(default_factory=lambda: {"temperature": 0})
     datasets_by_env: dict[str, str] | None = None  # the dataset of the envs (any conf/env name) that differ
     lists: tuple[str, ...] = ()  # inputs holding a JSON list (data.lists), e.g. a chat history
@@ -61,6 +62,11 @@ def dvc_add(root: Path, *relative: str) -> None:
 def _by_env(key: str) -> str:
     """The value of sibling `key` for the composed env (env.name), else its `default` entry."""
     return f"${{oc.select:.{key}.${{env.name}},${{.{key}.default}}}}"
+
+
+def _variant(block: dict[str, object], node_variants: dict[str, str] | None) -> dict[str, object]:
+    """A copy of a variant's block (no YAML anchors), with the node variants it selects."""
+    return copy.deepcopy(block) | ({"node_variants": dict(node_variants)} if node_variants else {})
 
 
 def render_config(spec: UseCaseSpec) -> str:
@@ -98,7 +104,7 @@ def render_config(spec: UseCaseSpec) -> str:
         "variant": "${variant.name}",
         "baseline": spec.variants[0],
         "node_variants": {},  # the run stage's params: a DAG's own node variants, {node: variant id}
-        "variants": {name: copy.deepcopy(variant) for name in spec.variants},  # no YAML anchors
+        "variants": {name: _variant(variant, (spec.variant_node_variants or {}).get(name)) for name in spec.variants},
         # The headline metric (with a CI, compared across variants): the share of rows the evaluation marks correct.
         "metrics": dict(spec.metrics) if spec.metrics is not None else {"accuracy": spec.correct},
         "evaluate": evaluate,
@@ -204,8 +210,8 @@ def _check_llm(facts: flow_facts.FlowFacts, spec: UseCaseSpec, where: dict[str, 
             )
     for binding in facts.connection_inputs:
         notes.append(
-            f"warning: {file}: {binding}: a python node's connection is not bound to the project's LLM (only "
-            "`type: llm` nodes are); prompt flow looks it up by name and fails unless it exists"
+            f"{file}: {binding}: a python node's connection: it gets the project's LLM connection (conf/llm) in "
+            "its place"
         )
     return chosen, notes
 

@@ -161,7 +161,7 @@ def read(flow: Path, prompt: str | None = None) -> FlowFacts:
         if resolved.get("type") == "python" and path:
             callers += _sdk_callers(folder, [(f"{node['name']} ({path})", folder / path)])
         for name, value in (resolved.get("inputs") or {}).items():
-            if name == "connection" or (isinstance(value, str) and name.endswith("connection")):
+            if flow_engine.is_connection_input(name, value):
                 connection_inputs.append(f"nodes.{node['name']}.inputs.{name}: {value}")
     return FlowFacts(
         flow,

@@ -440,6 +440,31 @@ def _same_label(by_env: dict[str, Plan], folder: Path) -> None:
         env_plan.label = label
 
 
+def _variants(facts: flow_facts.FlowFacts) -> tuple[dict[str, Any], str]:
+    """The use case's variants from the flow's own node variants, as the template runs them: v1 the defaults, then
+    one variant per other node variant. No node variants: v1 and v2, both the flow as it is."""
+    import yaml
+
+    if facts.kind is not flow_engine.FlowKind.DAG:
+        return {}, ""
+    declared = (yaml.safe_load(facts.file.read_text(encoding="utf-8")) or {}).get("node_variants") or {}
+    others = [
+        (node, variant)
+        for node, spec in declared.items()
+        for variant in (spec.get("variants") or {})
+        if variant != spec.get("default_variant_id")
+    ]
+    if not others:
+        return {}, ""
+    names = tuple(f"v{i}" for i in range(1, len(others) + 2))
+    selections = {name: {node: variant} for name, (node, variant) in zip(names[1:], others, strict=True)}
+    shown = ", ".join(f"{name}: {node}={variant}" for name, sel in selections.items() for node, variant in sel.items())
+    return (
+        {"variants": names, "variant_node_variants": selections},
+        f"variants: v1 the flow's default node variants, {shown} (the template's node variants)",
+    )
+
+
 def _not_installed(requirements: tuple[str, ...]) -> list[str]:
     """The requirements (PEP 508 lines) whose distribution is not installed in this environment."""
     from importlib import metadata
@@ -590,6 +615,7 @@ def import_experiment(
 
     flows = {facts.path: _relative_in(facts.path, folder, f"{base_file}: flow")}
     project_envs = _project_envs(root)
+    variant_plan, variant_note = _variants(facts)
     specs: list[catalogue.UseCaseSpec] = []
     for use_case, pairing, by_env in zip(names, runnable, plans, strict=True):
         base_plan = by_env[""]
@@ -600,7 +626,8 @@ def import_experiment(
         files = {env: file_for(p) for env, p in by_env.items()}
         outputs = [s.removeprefix("outputs.") for s in base_plan.mapping.values() if s.startswith("outputs.")]
         prediction = outputs[0] if outputs else next(iter(facts.outputs or {"output": None}))
-        notes = [
+        notes = [variant_note] if variant_note else []
+        notes += [
             f"{pairing.where}: runs the standard flow on '{pairing.standard.dataset.name}', evaluated by "
             f"'{pairing.evaluator.name}' ({_short(str(base_plan.eval_flow), folder)}) on "
             f"'{pairing.eval_data.dataset.name}': data/{files['']} ({_rows(len(base_plan.rows))}, {base_plan.sources})",
@@ -653,6 +680,7 @@ def import_experiment(
             datasets_by_env={env: f"{relative}/data/{files[env]}" for env in differs} or None,
             by_env=per_env or None,
             origin=f"imported by `llmops import-experiment` from {folder.name}/{filename}",
+            **variant_plan,
         )
         specs.append(replace(spec, correct=correct or "correct", metrics=metrics))
         result.choices[use_case] = notes
