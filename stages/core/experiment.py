@@ -11,7 +11,6 @@ Pure: reads YAML files, never touches the project.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,7 +259,3 @@ def load(folder: Path, env: str | None = None, filename: str = EXPERIMENT_FILE) 
     experiment = load_base(file, folder)
     overlay = overlay_file(folder, env, filename) if env else None
     return apply_overlay(experiment, overlay) if overlay and overlay.is_file() else experiment
-
-
-def replace(experiment: Experiment, **changes: Any) -> Experiment:
-    return dataclasses.replace(experiment, **changes)

@@ -45,14 +45,6 @@ class ImportResult:
     not_mapped: list[str] = field(default_factory=list)
     next_steps: list[str] = field(default_factory=list)
 
-    @property
-    def name(self) -> str:
-        return self.use_cases[0][0] if self.use_cases else ""
-
-    @property
-    def config(self) -> Path | None:
-        return self.use_cases[0][1] if self.use_cases else None
-
 
 @dataclass(frozen=True)
 class Pairing:
@@ -675,6 +667,7 @@ def import_experiment(
             mapping=dict(base_plan.mapping),
             prediction=prediction,
             correct=correct or "correct",
+            metrics=metrics,
             llm_node=llm_node,
             judges=judges,
             datasets_by_env={env: f"{relative}/data/{files[env]}" for env in differs} or None,
@@ -682,7 +675,7 @@ def import_experiment(
             origin=f"imported by `llmops import-experiment` from {folder.name}/{filename}",
             **variant_plan,
         )
-        specs.append(replace(spec, correct=correct or "correct", metrics=metrics))
+        specs.append(spec)
         result.choices[use_case] = notes
 
     for connection in base.connections:
