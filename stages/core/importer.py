@@ -403,6 +403,27 @@ def _env_pairing(
     )
 
 
+def _env_plans(
+    pairing: Pairing, overlays: Mapping[str, exp.Experiment], folder: Path, facts: flow_facts.FlowFacts
+) -> dict[str, Plan]:
+    """The plan of a base pairing in the base ("") and in each overlay's env."""
+    chosen = {"": (pairing, "")}
+    for env, overlay in overlays.items():
+        env_file = _short(overlay.files[-1], folder)
+        chosen[env] = _env_pairing(pairing, pairings(overlay, env_file)[0], overlay, env_file)
+    by_env: dict[str, Plan] = {}
+    for env, (env_pair, why) in chosen.items():
+        dataset = env_pair.eval_data.dataset if env_pair.eval_data.dataset.is_eval else env_pair.standard.dataset
+        env_plan = plan(env_pair, folder, facts, f"{slug(dataset.name)}.jsonl")
+        if why:
+            env_plan.notes.insert(0, why)
+        if env and not why and _same_plan(env_plan, by_env[""]):
+            env_plan.notes = []  # an overlay that changes nothing for this use case: nothing to say
+        by_env[env] = env_plan
+    _same_label(by_env, folder)
+    return by_env
+
+
 def _same_plan(one: Plan, other: Plan) -> bool:
     return (one.rows, one.inputs, one.mapping, one.eval_flow) == (
         other.rows,
@@ -501,6 +522,74 @@ def _validate(rows: list[dict[str, Any]], spec: catalogue.UseCaseSpec, lists: tu
             raise ExperimentImportError(f"{where}: {str(exc).replace(str(path), 'row')}") from None
 
 
+def _use_case_spec(
+    use_case: str,
+    pairing: Pairing,
+    by_env: dict[str, Plan],
+    files: dict[str, str],
+    flows: Mapping[Path, Path],
+    facts: flow_facts.FlowFacts,
+    overlays: Mapping[str, exp.Experiment],
+    folder: Path,
+    llm_node: str | None,
+    relative: str,
+) -> tuple[catalogue.UseCaseSpec, list[str]]:
+    """The config of one use case (its files under `relative`, use_cases/<name>) and the notes on every choice."""
+    base_plan = by_env[""]
+    eval_facts = flow_facts.read(base_plan.eval_flow)
+    correct, metrics, why = choose_correct(eval_facts, _short(str(eval_facts.file), folder))
+    outputs = [s.removeprefix("outputs.") for s in base_plan.mapping.values() if s.startswith("outputs.")]
+    prediction = outputs[0] if outputs else next(iter(facts.outputs or {"output": None}))
+    notes = [
+        f"{pairing.where}: runs the standard flow on '{pairing.standard.dataset.name}', evaluated by "
+        f"'{pairing.evaluator.name}' ({_short(str(base_plan.eval_flow), folder)}) on "
+        f"'{pairing.eval_data.dataset.name}': data/{files['']} ({_rows(len(base_plan.rows))}, {base_plan.sources})",
+        why,
+    ]
+    if not outputs:
+        notes.append(f"prediction: {prediction} (the evaluator maps no run output; the flow's first output)")
+    for env, env_plan in by_env.items():
+        notes += [f"[{env}] {n}" if env else n for n in env_plan.notes if not env or n not in base_plan.notes]
+    judges: tuple[str, ...] = eval_facts.llm_nodes
+    if eval_facts.kind is flow_engine.FlowKind.FLEX and eval_facts.model_config:
+        judges = ("model_config",)
+    if judges:
+        notes.append(
+            f"evaluate.judges: {', '.join(judges)}: the evaluation flow's LLM is the judge LLM "
+            "(conf/config.yaml llm@judge)"
+        )
+    per_env: dict[str, dict[str, object]] = {}
+    for env, env_plan in by_env.items():
+        changes: dict[str, object] = {}
+        if env and env_plan.eval_flow != base_plan.eval_flow:
+            changes["eval_flow"] = f"{relative}/{flows[env_plan.eval_flow]}"
+        if env and env_plan.inputs != base_plan.inputs:
+            changes["inputs"] = dict(env_plan.inputs)
+        if env and env_plan.mapping != base_plan.mapping:
+            changes["mapping"] = dict(env_plan.mapping)
+        if changes:
+            per_env[env] = changes
+            shown = ", ".join(f"{key} {value}" for key, value in changes.items())
+            notes.append(f"[{env}] {_short(overlays[env].files[-1], folder)}: {shown} in env {env}")
+    spec = catalogue.UseCaseSpec(
+        name=use_case,
+        dataset=f"{relative}/data/{files['']}",
+        flow=f"{relative}/{flows[facts.path]}",
+        eval_flow=f"{relative}/{flows[base_plan.eval_flow]}",
+        inputs=dict(base_plan.inputs),
+        label=base_plan.label,
+        mapping=dict(base_plan.mapping),
+        prediction=prediction,
+        correct=correct or "correct",
+        metrics=metrics,
+        llm_node=llm_node,
+        judges=judges,
+        datasets_by_env={env: f"{relative}/data/{f}" for env, f in files.items() if env and f != files[""]} or None,
+        by_env=per_env or None,
+    )
+    return spec, notes
+
+
 def import_experiment(
     root: Path,
     folder: Path,
@@ -557,33 +646,13 @@ def import_experiment(
 
     runnable: list[Pairing] = []
     plans: list[dict[str, Plan]] = []
-    file_names: dict[str, str] = {}  # file name -> content
     for pairing in base_pairs:
         try:
-            by_env: dict[str, Plan] = {}
-            env_files = {"": (pairing, "")}
-            for env, overlay in overlays.items():
-                env_file = _short(overlay.files[-1], folder)
-                env_pairs, _ = pairings(overlay, env_file)
-                env_files[env] = _env_pairing(pairing, env_pairs, overlay, env_file)
-            for env, (env_pair, why) in env_files.items():
-                stem = slug(
-                    env_pair.eval_data.dataset.name
-                    if env_pair.eval_data.dataset.is_eval
-                    else env_pair.standard.dataset.name
-                )
-                env_plan = plan(env_pair, folder, facts, f"{stem}.jsonl")
-                if why:
-                    env_plan.notes.insert(0, why)
-                if env and not why and _same_plan(env_plan, by_env[""]):
-                    env_plan.notes = []  # an overlay that changes nothing for this use case: nothing to say
-                by_env[env] = env_plan
-            _same_label(by_env, folder)
+            plans.append(_env_plans(pairing, overlays, folder, facts))
         except _NotMappable as exc:
             result.not_mapped.append(str(exc))
             continue
         runnable.append(pairing)
-        plans.append(by_env)
     if not runnable:
         raise ExperimentImportError(
             f"{base_file}: no evaluator dataset can be imported:\n  " + "\n  ".join(result.not_mapped)
@@ -596,6 +665,8 @@ def import_experiment(
             raise ExperimentImportError(f"conf/use_cases/{use_case}.yaml exists already (choose another --name)")
 
     # Files: each env's rows under data/ (one file per distinct content), flows at their path in the folder.
+    file_names: dict[str, str] = {}  # file name -> content
+
     def file_for(env_plan: Plan) -> str:
         content = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in env_plan.rows)
         stem, candidate, n = env_plan.file_name.removesuffix(".jsonl"), env_plan.file_name, 1
@@ -606,77 +677,26 @@ def import_experiment(
         return candidate
 
     flows = {facts.path: _relative_in(facts.path, folder, f"{base_file}: flow")}
-    project_envs = _project_envs(root)
     variant_plan, variant_note = _variants(facts)
     specs: list[catalogue.UseCaseSpec] = []
     for use_case, pairing, by_env in zip(names, runnable, plans, strict=True):
-        base_plan = by_env[""]
-        eval_facts = flow_facts.read(base_plan.eval_flow)
+        files = {env: file_for(env_plan) for env, env_plan in by_env.items()}
         for env_plan in by_env.values():
             flows.setdefault(env_plan.eval_flow, _relative_in(env_plan.eval_flow, folder, pairing.evaluator.where))
-        correct, metrics, why = choose_correct(eval_facts, _short(str(eval_facts.file), folder))
-        files = {env: file_for(p) for env, p in by_env.items()}
-        outputs = [s.removeprefix("outputs.") for s in base_plan.mapping.values() if s.startswith("outputs.")]
-        prediction = outputs[0] if outputs else next(iter(facts.outputs or {"output": None}))
-        notes = [variant_note] if variant_note else []
-        notes += [
-            f"{pairing.where}: runs the standard flow on '{pairing.standard.dataset.name}', evaluated by "
-            f"'{pairing.evaluator.name}' ({_short(str(base_plan.eval_flow), folder)}) on "
-            f"'{pairing.eval_data.dataset.name}': data/{files['']} ({_rows(len(base_plan.rows))}, {base_plan.sources})",
-            why,
-        ]
-        if not outputs:
-            notes.append(f"prediction: {prediction} (the evaluator maps no run output; the flow's first output)")
-        for env, env_plan in by_env.items():
-            notes += [f"[{env}] {n}" if env else n for n in env_plan.notes if not env or n not in base_plan.notes]
-        judges: tuple[str, ...] = eval_facts.llm_nodes
-        if eval_facts.kind is flow_engine.FlowKind.FLEX and eval_facts.model_config:
-            judges = ("model_config",)
-        if judges:
-            notes.append(
-                f"evaluate.judges: {', '.join(judges)}: the evaluation flow's LLM is the judge LLM "
-                "(conf/config.yaml llm@judge)"
-            )
-        for env in sorted(set(overlays) - set(project_envs)):
-            result.next_steps.append(
-                f"experiment.{env}.yaml: this project has no conf/env/{env}.yaml: copy "
-                f"conf/env/dev.yaml to it to run that env (`llmops params env={env}`)"
-            )
-        differs = {env: p for env, p in by_env.items() if env and files[env] != files[""]}
-        relative = f"use_cases/{name}"
-        per_env: dict[str, dict[str, object]] = {}
-        for env, env_plan in by_env.items():
-            changes: dict[str, object] = {}
-            if env and env_plan.eval_flow != base_plan.eval_flow:
-                changes["eval_flow"] = f"{relative}/{flows[env_plan.eval_flow]}"
-            if env and env_plan.inputs != base_plan.inputs:
-                changes["inputs"] = dict(env_plan.inputs)
-            if env and env_plan.mapping != base_plan.mapping:
-                changes["mapping"] = dict(env_plan.mapping)
-            if changes:
-                per_env[env] = changes
-                shown = ", ".join(f"{key} {value}" for key, value in changes.items())
-                notes.append(f"[{env}] {_short(overlays[env].files[-1], folder)}: {shown} in env {env}")
-        spec = catalogue.UseCaseSpec(
-            name=use_case,
-            dataset=f"{relative}/data/{files['']}",
-            flow=f"{relative}/{flows[facts.path]}",
-            eval_flow=f"{relative}/{flows[base_plan.eval_flow]}",
-            inputs=dict(base_plan.inputs),
-            label=base_plan.label,
-            mapping=dict(base_plan.mapping),
-            prediction=prediction,
-            correct=correct or "correct",
-            metrics=metrics,
-            llm_node=llm_node,
-            judges=judges,
-            datasets_by_env={env: f"{relative}/data/{files[env]}" for env in differs} or None,
-            by_env=per_env or None,
-            origin=f"imported by `llmops import-experiment` from {folder.name}/{filename}",
-            **variant_plan,
+        spec, notes = _use_case_spec(
+            use_case, pairing, by_env, files, flows, facts, overlays, folder, llm_node, result.folder
         )
-        specs.append(spec)
-        result.choices[use_case] = notes
+        specs.append(
+            replace(
+                spec, origin=f"imported by `llmops import-experiment` from {folder.name}/{filename}", **variant_plan
+            )
+        )
+        result.choices[use_case] = ([variant_note] if variant_note else []) + notes
+    for env in sorted(set(overlays) - set(_project_envs(root))):
+        result.next_steps.append(
+            f"experiment.{env}.yaml: this project has no conf/env/{env}.yaml: copy "
+            f"conf/env/dev.yaml to it to run that env (`llmops params env={env}`)"
+        )
 
     for connection in base.connections:
         result.not_mapped.append(
