@@ -285,3 +285,27 @@ def test_the_flows_node_variants_become_variants_as_the_template_runs_them() -> 
                                  mapping={}, prediction="answer", correct="c", **plan)  # fmt: skip
     variants = yaml.safe_load(catalogue.render_config(spec))["x"]["variants"]
     assert "node_variants" not in variants["v1"] and variants["v2"]["node_variants"] == {"draft": "long"}
+
+
+def test_an_overlays_evaluator_flow_and_mappings_apply_to_its_env_only(project: Project, tmp_path: Path) -> None:
+    folder = _copy(tmp_path)
+    shutil.copytree(folder / "flows/evaluation", folder / "flows/evaluation_strict")
+    (folder / "experiment.audit.yaml").write_text(
+        "evaluators:\n- name: intent_eval\n  flow: flows/evaluation_strict\n  datasets:\n"
+        "  - name: tickets_train\n    mappings:\n      expected: billing\n      predicted: ${run.outputs.intent}\n"
+    )
+    out = project.sh("llmops", "import-experiment", str(folder), "--name", "audited").stdout
+    assert "[audit] experiment.audit.yaml: eval_flow use_cases/audited/flows/evaluation_strict in env audit" in out
+    assert "mappings.expected: the literal 'billing' becomes the column const_expected" in out
+    assert "[audit] the ground truth const_expected is written as the column intent, as in the base" in out
+    env = (project.root / "conf/env/dev.yaml").read_text().replace("name: dev", "name: audit")
+    (project.root / "conf/env/audit.yaml").write_text(env)
+    for env_name, eval_flow, dataset in [("audit", "evaluation_strict", "tickets_train.jsonl"),
+                                         ("pr", "evaluation", "tickets_train_eval.jsonl")]:  # fmt: skip
+        project.params(f"env={env_name}")
+        composed = yaml.safe_load((project.root / "params.yaml").read_text())["use_cases"]["audited"]
+        assert composed["eval_flow"] == f"use_cases/audited/flows/{eval_flow}"
+        assert composed["dataset"] == f"use_cases/audited/data/{dataset}"
+        assert composed["evaluate"]["mapping"] == {"expected": "data.intent", "predicted": "outputs.intent"}
+    audit_rows = (project.root / "use_cases/audited/data/tickets_train.jsonl").read_text().splitlines()
+    assert {json.loads(row)["intent"] for row in audit_rows} == {"billing"}  # the overlay's literal ground truth

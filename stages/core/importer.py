@@ -301,6 +301,9 @@ def plan(pairing: Pairing, folder: Path, facts: flow_facts.FlowFacts, file_name:
         column, key = skipped_data[0]
         label = column_for(column, key)
         notes.append(f"label: {label} (the column {key} maps, though the evaluation flow does not take it)")
+    elif constants := [s.removeprefix("data.") for s in mapping.values() if s.startswith("data.const_")]:
+        label = constants[0]
+        notes.append(f"label: {label} (a literal value: the evaluator maps no data column besides the flow's inputs)")
     else:
         raise ExperimentImportError(
             f"{pairing.where}.mappings: no ${{data.<column>}} besides the flow's inputs: "
