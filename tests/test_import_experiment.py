@@ -103,12 +103,22 @@ def test_a_failed_import_leaves_the_project_as_it_was_and_a_rerun_works(project:
     assert "has no output 'nope' (outputs: intent)" in failed.stderr
     _clean(project)
 
-    experiment.write_text(good)  # fails after the folder is in place: the check of --llm-node
+    experiment.write_text(good)
     failed = project.sh("llmops", "import-experiment", str(folder), "--llm-node", "tidy", check=False)
     assert failed.returncode == 1
-    assert "--llm-node tidy: " in failed.stderr
-    assert "has no `type: llm` node 'tidy' (its LLM nodes: summarize, classify_intent)" in failed.stderr
+    assert ("--llm-node tidy: flows/experiment/flow.dag.yaml has no `type: llm` node 'tidy' (its LLM nodes: "
+            "summarize, classify_intent)") in failed.stderr  # fmt: skip
     _clean(project)
+
+    tickets = folder / "data/tickets.jsonl"
+    rows = tickets.read_text()
+    tickets.write_text(rows + rows.splitlines()[0] + "\n")  # fails after the folder is in place: the row checks
+    failed = project.sh("llmops", "import-experiment", str(folder), check=False)
+    assert failed.returncode == 1
+    assert ("use_cases/support_intent/data/tickets_train.jsonl: line 7: duplicate inputs ('ticket_text', "
+            "'chat_history') (same as line 1)") in failed.stderr  # fmt: skip
+    _clean(project)
+    tickets.write_text(rows)
 
     done = project.sh("llmops", "import-experiment", str(folder))
     assert "chose llm_node summarize of" in done.stdout and "every LLM node runs on the project's LLM" in done.stdout

@@ -522,7 +522,8 @@ def _validate(rows: list[dict[str, Any]], spec: catalogue.UseCaseSpec, lists: tu
             schema = datasets.Schema(tuple(inputs.values()), spec.label, lists)
             datasets.assign_ids(datasets.load(path, schema), schema, path)
         except datasets.DatasetError as exc:
-            raise ExperimentImportError(f"{where}: {str(exc).replace(str(path), 'row')}") from None
+            message = str(exc).replace(f"{path}:", "line ").replace(f"{path}", "")
+            raise ExperimentImportError(f"{where}: {message} (the prepare stage's checks, at import)") from None
 
 
 def _use_case_spec(
@@ -623,6 +624,11 @@ def import_experiment(
         facts = flow_facts.read(exp.flow_dir(folder, base.flow))
     except flow_engine.FlowError as exc:
         raise ExperimentImportError(f"{base_file}: flow: {exc}") from None
+    if llm_node and llm_node not in facts.llm_nodes:  # before anything is copied, naming the template's file
+        raise ExperimentImportError(
+            f"--llm-node {llm_node}: {_short(str(facts.file), folder)} has no `type: llm` node {llm_node!r} "
+            f"(its LLM nodes: {', '.join(facts.llm_nodes) or 'none'})"
+        )
     if facts.kind is flow_engine.FlowKind.PROMPTY:
         raise ExperimentImportError(
             f"{base_file}: flow: {facts.path} is a .prompty file; the template runs flow "
