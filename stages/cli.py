@@ -251,15 +251,17 @@ def cmd_add_use_case(args: argparse.Namespace) -> int:
         inputs=tuple(args.inputs.split(",")),
         label=args.label,
         mapping=mapping,
-        prediction=args.prediction or (outputs[0] if outputs else "output"),
+        prediction=args.prediction or (outputs[0] if outputs else ""),  # "": the flow's first output
         correct=args.correct,
         llm_node=args.llm_node,
     )
-    config = catalogue.add(root, spec, overwrite=args.force)
+    config, notes = catalogue.add(root, spec, overwrite=args.force)
     compose_params(root, [], root / "params.yaml")
     print(
         f"added use case {args.name}: {config.relative_to(root)}, registered in conf/config.yaml, params.yaml composed"
     )
+    for note in notes:
+        print(f"  {note}")
     print("next: `dvc repro` (stages run@" + args.name + " etc. come from dvc.yaml's foreach)")
     return 0
 
@@ -275,14 +277,24 @@ def cmd_new(args: argparse.Namespace) -> int:
 
 def cmd_import_experiment(args: argparse.Namespace) -> int:
     root = project_root()
-    result = importer.import_experiment(root, args.path.resolve(), args.name)
-    compose_params(root, [], root / "params.yaml")
-    print(f"imported {args.path} as use case {result.name}: {result.config.relative_to(root)}")
+    result = importer.import_experiment(
+        root, args.path.resolve(), args.name, llm_node=args.llm_node, filename=args.file,
+        compose=lambda: compose_params(root, [], root / "params.yaml"),
+    )  # fmt: skip
+    names = ", ".join(name for name, _ in result.use_cases)
+    print(f"imported {args.path / args.file} into {result.folder} as use case{'s' * (len(result.use_cases) > 1)} "
+          f"{names}; params.yaml composed")  # fmt: skip
     for item in result.copied:
         print(f"  copied  {item}")
+    for name, config in result.use_cases:
+        print(f"  use case {name}: {config.relative_to(root)}")
+        for note in result.choices.get(name, []):
+            print(f"    {note}")
     for item in result.not_mapped:
         print(f"  NOT MAPPED  {item}")
-    print("next: `dvc repro`")
+    for item in dict.fromkeys(result.next_steps):
+        print(f"  to do  {item}")
+    print("next: `dvc repro` (stages prepare/run/evaluate/report@<use case>)")
     return 0
 
 
@@ -409,9 +421,16 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--label", required=True, help="the ground-truth column")
     add.add_argument("--map", action="append", default=[], metavar="INPUT=SOURCE",
                      help="evaluation flow input <- data.<column> or outputs.<name> (repeat)")  # fmt: skip
-    add.add_argument("--prediction", help="run output shown as the prediction (default: first outputs.* mapped)")
+    add.add_argument(
+        "--prediction",
+        help="run output shown as the prediction (default: the first outputs.* mapped, else the flow's first output)",
+    )
     add.add_argument("--correct", default="correct", help="evaluation output with per-row correctness")
-    add.add_argument("--llm-node", help="the DAG flow's LLM node (found automatically when there is one)")
+    add.add_argument(
+        "--llm-node",
+        help="the DAG flow's LLM node the variants' prompt and params go to (default: "
+        "the first without node variants); every LLM node runs on the project's LLM",
+    )
     add.add_argument("--force", action="store_true", help="replace an existing conf/use_cases/<name>.yaml")
     add.set_defaults(handler=cmd_add_use_case)
 
@@ -423,6 +442,16 @@ def main(argv: list[str] | None = None) -> int:
     imp = commands.add_parser("import-experiment", help="import a use case of the LLMOps-with-Prompt-flow template")
     imp.add_argument("path", type=Path, help="the folder holding experiment.yaml (+ experiment.<env>.yaml, flows/)")
     imp.add_argument("--name", help="the use case's name (default: experiment.yaml's name)")
+    imp.add_argument(
+        "--file",
+        default="experiment.yaml",
+        help="the experiment file in the folder (overlays: <stem>.<env>.yaml beside it)",
+    )
+    imp.add_argument(
+        "--llm-node",
+        help="the standard flow's LLM node the variants' prompt and params go to "
+        "(default: the first without node variants); every LLM node runs on the project's LLM",
+    )
     imp.set_defaults(handler=cmd_import_experiment)
 
     rem = commands.add_parser("remote", help="check the DVC remote (Azure Blob) has credentials before push/pull")

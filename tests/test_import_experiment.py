@@ -1,72 +1,321 @@
-"""`llmops import-experiment` on a use case in the reference template's format, written by the tests."""
+"""`llmops import-experiment` on a use case in the reference template's layout and schema, written by the tests
+(tests/fixtures/template_experiment: experiment.yaml with two evaluators, an empty dev overlay, a pr overlay with
+an empty `evaluators:`, a `staging` overlay with its own dataset and mappings), and the checks it shares with
+`llmops add-use-case`."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+from pathlib import Path
 
+import pytest
 import yaml
 from conftest import REPO, Project, StubLLM
 
+from stages.core import catalogue, flow_facts, importer
+
 FIXTURE = REPO / "tests" / "fixtures" / "template_experiment"
+STANDARD_TEXTS = [json.loads(line)["ticket_text"] for line in (FIXTURE / "data/tickets.jsonl").read_text().splitlines()]
 
 
-def test_import_maps_flows_data_evaluator_and_env_overlays(reproduced: Project, stub_llm: StubLLM) -> None:
-    project = reproduced  # the existing use cases are up to date: only the imported one's stages may run
-    result = project.sh("llmops", "import-experiment", str(FIXTURE))
-    assert "as use case support_intent" in result.stdout
-    not_mapped = re.findall(r"NOT MAPPED  (.*)", result.stdout)
-    assert any("tickets_cloud" in line and "azureml:support_tickets:3" in line for line in not_mapped)
-    assert any("connection 'aoai'" in line and "llm=azure_openai" in line for line in not_mapped)
-    assert len(not_mapped) == 2
+def test_import_runs_the_standard_dataset_evaluated_on_the_evaluators_columns(
+    project: Project, stub_llm: StubLLM
+) -> None:
+    stub_llm.rules.write_text(json.dumps({"Classify the support ticket summary": "Billing"}))
+    result = project.sh("llmops", "import-experiment", str(FIXTURE), "--llm-node", "classify_intent")
+    out = result.stdout
+    assert "as use cases support_intent, support_intent_length_eval" in out
+    # every dataset of every evaluator is a use case, each choice said
+    assert "evaluated by 'intent_eval' (flows/evaluation) on 'tickets_train_eval'" in out
+    assert "(6 rows, tickets.jsonl + eval_data.jsonl)" in out
+    assert "correct: match (flows/evaluation/flow.dag.yaml declares it bool)" in out  # not the first output
+    assert "correct: length (flows/length/flow.dag.yaml declares it int); headline metric length" in out
+    assert "data.lists: chat_history (input history of" in out
+    assert "mappings.limit: the literal 5 becomes the column const_limit" in out
+    assert "[pr] experiment.pr.yaml: names no evaluator 'intent_eval'" in out
+    assert "[staging] experiment.staging.yaml: inputs {'message': 'subject'" in out
+    assert "no conf/env/staging.yaml" in out
+    not_mapped = re.findall(r"NOT MAPPED  (.*)", out)
+    assert len(not_mapped) == 3
+    assert any("dataset 'tickets_cloud' is evaluated by no evaluator" in line for line in not_mapped)
+    assert any("connection 'aoai'" in line and "-S llm=" in line for line in not_mapped)
+    assert any(line.startswith("experiment.yaml: runtime") for line in not_mapped)
+    staged = sorted(project.sh("git", "diff", "--cached", "--name-only").stdout.split())
+    data = "use_cases/support_intent/data"
+    assert staged == [f"{data}/.gitignore", *(f"{data}/{name}.jsonl.dvc" for name in
+                      ("tickets_small", "tickets_small_2", "tickets_train", "tickets_train_eval"))]  # fmt: skip
 
-    config = yaml.safe_load((project.root / "conf/use_cases/support_intent.yaml").read_text())["support_intent"]
-    assert config["data"] == {"inputs": {"message": "ticket_text"}, "label": "intent"}
-    assert config["evaluate"]["mapping"] == {"expected": "data.intent", "predicted": "outputs.intent"}
+    text = (project.root / "conf/use_cases/support_intent.yaml").read_text()
+    assert "imported by `llmops import-experiment` from template_experiment/experiment.yaml" in text
+    config = yaml.safe_load(text)["support_intent"]
     assert config["variants"]["v1"]["llm_node"] == "classify_intent"
-    assert config["datasets"]["pr"].endswith("tickets_small.jsonl")
-    assert config["datasets"]["dev"] == config["datasets"]["prod"]
-    assert "${AOAI_API_KEY}" not in (project.root / "params.yaml").read_text()
+    assert config["data"]["lists"] == ["chat_history"] and config["data"]["label"] == "intent"
+    assert config["evaluate"]["mapping"] == {"expected": "data.intent", "predicted": "outputs.intent"}
+    assert config["metrics"] == {"accuracy": "match"} and config["report"]["correct"] == "match"
 
-    ran = set(project.repro())
-    assert ran == {f"{stage}@support_intent" for stage in ("prepare", "run", "evaluate", "report")}
-    requests = [r for r in stub_llm.requests() if "Classify the support ticket" in json.dumps(r["body"])]
-    assert len(requests) == 8
-    assert all(r["body"]["model"] == "gemma-3-270m" for r in requests)  # our connection, not the template's
+    ran = set(project.repro("report@support_intent", "report@support_intent_length_eval"))
+    assert ran == {f"{stage}@{uc}" for stage in ("prepare", "run", "evaluate", "report")
+                   for uc in ("support_intent", "support_intent_length_eval")}  # fmt: skip
+    requests = [json.dumps(r["body"]) for r in stub_llm.requests()]
+    summaries = [r for r in requests if "Summarize the support ticket" in r]
+    assert all(any(text in r for r in summaries) for text in STANDARD_TEXTS)  # the standard dataset's rows
+    assert not any("EVAL COPY" in r for r in requests)  # never the evaluator dataset's copy of the column
+    assert any("Classify the support ticket summary" in r for r in requests)  # both LLM nodes on our LLM
+    assert all('"model": "gemma-3-270m"' in r for r in summaries)
     metrics = json.loads((project.root / "data/support_intent/eval/metrics.json").read_text())
-    assert metrics["rows"] == 8 and 0 <= metrics["accuracy"] <= 1
+    assert metrics["rows"] == 6 and metrics["headline"]["accuracy"]["value"] == pytest.approx(2 / 6, abs=1e-4)
+    lengths = json.loads((project.root / "data/support_intent_length_eval/eval/metrics.json").read_text())
+    assert lengths["headline"]["length"]["value"] == 5  # min(len("billing"), the literal limit 5)
 
-    project.params("env=pr")
-    project.repro("prepare@support_intent")
-    prepared = (project.root / "data/support_intent/prepared.jsonl").read_text().splitlines()
-    assert len(prepared) == 3  # the pr overlay's own dataset (the env subset of 12 keeps all 3)
-
-
-def test_import_reports_bad_mappings_with_the_file_and_field(project: Project, tmp_path) -> None:
-    broken = tmp_path / "broken"
-    import shutil
-
-    shutil.copytree(FIXTURE, broken)
-    text = (broken / "experiment.yaml").read_text().replace('"${data.ticket_text}"', '"ticket_text"', 1)
-    (broken / "experiment.yaml").write_text(text)
-    result = project.sh("llmops", "import-experiment", str(broken), check=False)
-    assert result.returncode == 1
-    assert (
-        "experiment.yaml: datasets 'tickets': mapping 'message: ticket_text' is not ${data.<column>}" in result.stderr
-    )
-    assert not (project.root / "conf/use_cases/support_intent.yaml").exists()
+    # any env name: the staging overlay's dataset and mappings, once the project has that env
+    env = (project.root / "conf/env/dev.yaml").read_text().replace("name: dev", "name: staging")
+    (project.root / "conf/env/staging.yaml").write_text(env)
+    project.params("env=staging")
+    project.repro("report@support_intent")
+    prepared = [json.loads(line) for line in (project.root / "data/support_intent/prepared.jsonl").open()]
+    assert [row["subject"] for row in prepared] == ["Charged twice", "Parcel missing"]
+    assert any("Ticket: Parcel missing" in json.dumps(r["body"]) for r in stub_llm.requests())
 
 
-def test_an_experiment_name_that_is_no_use_case_name_stops_before_copying(project: Project, tmp_path) -> None:
-    import shutil
+def _copy(tmp_path: Path, name: str = "exp") -> Path:
+    folder = tmp_path / name
+    shutil.copytree(FIXTURE, folder)
+    return folder
 
-    renamed = tmp_path / "renamed"
-    shutil.copytree(FIXTURE, renamed)
-    text = (renamed / "experiment.yaml").read_text()
-    (renamed / "experiment.yaml").write_text(re.sub(r"(?m)^name: .*$", "name: 2024 support", text, count=1))
-    result = project.sh("llmops", "import-experiment", str(renamed), check=False)
+
+def _clean(project: Project) -> None:
+    assert project.sh("git", "status", "--porcelain").stdout == ""
+    assert not (project.root / "use_cases/support_intent").exists()
+    assert not list((project.root / "use_cases").glob(".import-*"))
+
+
+def test_a_failed_import_leaves_the_project_as_it_was_and_a_rerun_works(project: Project, tmp_path: Path) -> None:
+    folder = _copy(tmp_path)
+    (folder / "experiment.empty.yaml").write_text("evaluators:\ndatasets:\n")  # empty blocks: no TypeError
+    experiment = folder / "experiment.yaml"
+    good = experiment.read_text()
+    experiment.write_text(good.replace("${run.outputs.intent}", "${run.outputs.nope}", 1))
+    failed = project.sh("llmops", "import-experiment", str(folder), check=False)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert "experiment.yaml: evaluators[0].datasets[0].mappings.predicted: '${run.outputs.nope}'" in failed.stderr
+    assert "has no output 'nope' (outputs: intent)" in failed.stderr
+    _clean(project)
+
+    experiment.write_text(good)
+    failed = project.sh("llmops", "import-experiment", str(folder), "--llm-node", "tidy", check=False)
+    assert failed.returncode == 1
+    assert ("--llm-node tidy: flows/experiment/flow.dag.yaml has no `type: llm` node 'tidy' (its LLM nodes: "
+            "summarize, classify_intent)") in failed.stderr  # fmt: skip
+    _clean(project)
+
+    tickets = folder / "data/tickets.jsonl"
+    rows = tickets.read_text()
+    tickets.write_text(rows + rows.splitlines()[0] + "\n")  # fails after the folder is in place: the row checks
+    failed = project.sh("llmops", "import-experiment", str(folder), check=False)
+    assert failed.returncode == 1
+    assert ("use_cases/support_intent/data/tickets_train.jsonl: line 7: duplicate inputs ('ticket_text', "
+            "'chat_history') (same as line 1)") in failed.stderr  # fmt: skip
+    _clean(project)
+    tickets.write_text(rows)
+
+    done = project.sh("llmops", "import-experiment", str(folder))
+    assert "chose llm_node summarize of" in done.stdout and "every LLM node runs on the project's LLM" in done.stdout
+    assert "[empty] experiment.empty.yaml: no dataset for evaluator 'intent_eval': runs the base's" in done.stdout
+    again = project.sh("llmops", "import-experiment", str(folder), check=False)
+    assert again.returncode == 1 and "use_cases/support_intent exists already (choose another --name)" in again.stderr
+
+
+def test_an_experiment_name_that_is_no_use_case_name_stops_before_copying(project: Project, tmp_path: Path) -> None:
+    folder = _copy(tmp_path)
+    text = (folder / "experiment.yaml").read_text()
+    (folder / "experiment.yaml").write_text(re.sub(r"(?m)^name: .*$", "name: 2024 support", text, count=1))
+    result = project.sh("llmops", "import-experiment", str(folder), check=False)
     assert result.returncode == 1
     assert "name '2024 support'" in result.stderr and "--name" in result.stderr
-    assert (
-        not list((project.root / "use_cases").glob("2024*")) and project.sh("git", "status", "--porcelain").stdout == ""
+    assert not list((project.root / "use_cases").glob("2024*"))
+    assert project.sh("git", "status", "--porcelain").stdout == ""
+
+
+def test_an_experiment_without_evaluators_says_how_to_add_one(tmp_path: Path) -> None:
+    folder = _copy(tmp_path)
+    text = (folder / "experiment.yaml").read_text()
+    (folder / "experiment.yaml").write_text(text[: text.index("evaluators:")])
+    with pytest.raises(importer.ExperimentImportError) as caught:
+        importer.import_experiment(tmp_path / "project", folder)
+    message = str(caught.value)
+    assert message.startswith("experiment.yaml: evaluators: none")
+    assert "datasets: [{name: tickets_train, mappings:" in message and "llmops add-use-case" in message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("${data.answer}", ("data", "answer")),
+        ("${run.outputs.category}", ("outputs", "category")),
+        ("${target.output}", ("outputs", "output")),  # prompt flow's evaluate() syntax
+        ("${run.inputs.url}", ("inputs", "url")),
+        ("ticket_text", ("literal", "ticket_text")),  # a mapping value need not be ${...}
+        (5, ("literal", 5)),
+    ],
+)
+def test_mapping_values(value: object, expected: tuple) -> None:
+    assert importer.parse_reference(value, "k") == expected
+
+
+def test_an_unknown_reference_names_the_key() -> None:
+    with pytest.raises(importer.ExperimentImportError, match=r"^evaluators\[0\]\.datasets\[0\]\.mappings\.x: "):
+        importer.parse_reference("${flow.x}", "evaluators[0].datasets[0].mappings.x")
+
+
+def _facts(outputs: dict | None) -> flow_facts.FlowFacts:
+    return flow_facts.FlowFacts(Path("e"), flow_facts.flow_engine.FlowKind.DAG, Path("e/flow.dag.yaml"), {}, outputs)
+
+
+@pytest.mark.parametrize(
+    ("outputs", "correct", "metrics"),
+    [
+        ({"explanation": "string", "match": "bool"}, "match", {"accuracy": "match"}),  # a bool over the first
+        ({"label": "string", "score": "double"}, "score", {"score": "score"}),  # a number: its mean, its name
+        ({"grade": "string"}, "grade", {"grade": "grade"}),  # stock grades: mapped by the evaluate stage
+        ({"match_cnt": "object"}, "match_cnt", {}),  # a dict: no number to average, said so
+        (None, None, {}),
+    ],
+)
+def test_correct_is_chosen_from_the_declared_types(outputs: dict | None, correct: str | None, metrics: dict) -> None:
+    chosen, chosen_metrics, why = importer.choose_correct(_facts(outputs), "e/flow.dag.yaml")
+    assert (chosen, chosen_metrics) == (correct, metrics)
+    assert "e/flow.dag.yaml" in why
+
+
+def test_flex_entries_are_read_from_their_signature(tmp_path: Path) -> None:
+    flow = tmp_path / "chat"
+    flow.mkdir()
+    (flow / "flow.flex.yaml").write_text("entry: flow:ChatFlow\n")
+    (flow / "flow.py").write_text(
+        "class ChatFlow:\n    def __init__(self, model_config, max_total_token=4096):\n        pass\n\n"
+        "    def __call__(self, question: str, chat_history: list = None) -> str:\n        return question\n"
     )
+    facts = flow_facts.read(flow)
+    assert facts.inputs == {"question": ("string", True), "chat_history": ("list", False)}
+    assert facts.outputs == {"output": "string"} and facts.model_config is True
+    (flow / "flow.flex.yaml").write_text("entry: code:write\n")
+    (flow / "code.py").write_text(
+        "import os\nfrom typing import TypedDict\n\nclass Result(TypedDict):\n    output: str\n    score: float\n\n"
+        "def write(text: str) -> Result:\n    key = os.environ['OPENAI_API_KEY']\n"
+    )
+    facts = flow_facts.read(flow)
+    assert facts.outputs == {"output": "string", "score": "double"}
+    assert facts.model_config is False and facts.sdk_callers == ("code.py",)
+
+
+def _spec(**changes: object) -> catalogue.UseCaseSpec:
+    base = {"name": "x", "dataset": "data.jsonl", "flow": "flows/experiment", "eval_flow": "flows/evaluation",
+            "inputs": {"message": "ticket_text"}, "label": "intent",
+            "mapping": {"expected": "data.intent", "predicted": "outputs.intent"}, "prediction": "intent",
+            "correct": "match"}  # fmt: skip
+    return catalogue.UseCaseSpec(**{**base, **changes})  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    for flow in ("experiment", "evaluation"):
+        shutil.copytree(FIXTURE / "flows" / flow, tmp_path / "flows" / flow)
+    rows = [{"ticket_text": "a", "intent": "billing", "chat_history": []}]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"llm_node": "tidy"}, "--llm-node tidy: flows/experiment/flow.dag.yaml has no `type: llm` node 'tidy'"),
+        ({"inputs": {"message": "subject"}}, "--inputs: column 'subject' is not in data.jsonl (columns: chat_history"),
+        ({"inputs": {"text": "ticket_text"}}, "--inputs: 'text' is not an input of flows/experiment/flow.dag.yaml"),
+        (
+            {"inputs": {"history": "chat_history"}},
+            "--inputs: flows/experiment/flow.dag.yaml input 'message' has no default and is not given",
+        ),
+        (
+            {"mapping": {"expected": "data.intent", "predicted": "outputs.nope"}},
+            "--map predicted=outputs.nope: flows/experiment/flow.dag.yaml has no output 'nope' (outputs: intent)",
+        ),
+        (
+            {"mapping": {"expected": "data.intent", "predicted": "outputs.intent", "extra": "data.intent"}},
+            "--map extra: not an input of flows/evaluation/flow.dag.yaml (inputs: expected, predicted)",
+        ),
+        (
+            {"correct": "correct"},
+            "--correct correct: flows/evaluation/flow.dag.yaml has no output 'correct' (outputs: explanation, match)",
+        ),
+    ],
+)
+def test_add_and_import_checks_name_the_file_and_key(root: Path, changes: dict, error: str) -> None:
+    with pytest.raises(catalogue.CatalogueError) as caught:
+        catalogue.check(root, _spec(**changes))
+    assert str(caught.value).startswith(error)
+
+
+def test_checks_choose_the_llm_node_and_list_inputs_and_say_so(root: Path) -> None:
+    spec, notes = catalogue.check(root, _spec(inputs={"message": "ticket_text", "history": "chat_history"}))
+    assert spec.llm_node == "summarize" and spec.lists == ("chat_history",)
+    assert any(n.startswith("chose llm_node summarize of flows/experiment/flow.dag.yaml's LLM nodes") for n in notes)
+    dag = root / "flows/experiment/flow.dag.yaml"
+    no_llm = yaml.safe_load(dag.read_text())
+    no_llm["nodes"] = [n for n in no_llm["nodes"] if n["type"] != "llm"]
+    dag.write_text(yaml.safe_dump(no_llm))
+    with pytest.raises(catalogue.CatalogueError, match="no `type: llm` node and no python node calling an LLM SDK"):
+        catalogue.check(root, _spec())
+    (root / "flows/experiment/tidy.py").write_text("from openai import OpenAI\n")
+    _, notes = catalogue.check(root, _spec())
+    assert any("tidy (tidy.py) build(s) an LLM client of its own" in n for n in notes)
+
+
+def test_python_nodes_connection_inputs_get_the_run_connection() -> None:
+    from stages.core import connections, flow_engine
+
+    connection = connections.Connection(name="local", type="openai", base_url="http://127.0.0.1:1/v1", api_key="k",
+                                        model="m", api="completion")  # fmt: skip
+    dag = {"nodes": [
+        {"name": "setup_env", "type": "python", "inputs": {"connection": "aoai", "config": "${inputs.config}"}},
+        {"name": "qna", "type": "python", "inputs": {"my_connection": "${setup_env.output}"}},  # a reference
+    ]}  # fmt: skip
+    assert flow_engine.python_connections(dag, connection) == {"setup_env": {"connection": connection}}
+    # no LLM node: the variant's binding (no node) binds nothing instead of failing the run
+    assert flow_engine.all_llm_bindings(Path("."), dag, [flow_engine.LLMBinding(connection=connection)]) == []
+
+
+def test_the_flows_node_variants_become_variants_as_the_template_runs_them() -> None:
+    facts = flow_facts.read(REPO / "tests/fixtures/template_parser/flows/answer")
+    plan, note = importer._variants(facts)
+    assert plan == {"variants": ("v1", "v2"), "variant_node_variants": {"v2": {"draft": "long"}}}
+    assert note == "variants: v1 the flow's default node variants, v2: draft=long (the template's node variants)"
+    spec = catalogue.UseCaseSpec(name="x", dataset="d", flow="f", eval_flow="e", inputs=("q",), label="a",
+                                 mapping={}, prediction="answer", correct="c", **plan)  # fmt: skip
+    variants = yaml.safe_load(catalogue.render_config(spec))["x"]["variants"]
+    assert "node_variants" not in variants["v1"] and variants["v2"]["node_variants"] == {"draft": "long"}
+
+
+def test_an_overlays_evaluator_flow_and_mappings_apply_to_its_env_only(project: Project, tmp_path: Path) -> None:
+    folder = _copy(tmp_path)
+    shutil.copytree(folder / "flows/evaluation", folder / "flows/evaluation_strict")
+    (folder / "experiment.audit.yaml").write_text(
+        "evaluators:\n- name: intent_eval\n  flow: flows/evaluation_strict\n  datasets:\n"
+        "  - name: tickets_train\n    mappings:\n      expected: billing\n      predicted: ${run.outputs.intent}\n"
+    )
+    out = project.sh("llmops", "import-experiment", str(folder), "--name", "audited").stdout
+    assert "[audit] experiment.audit.yaml: eval_flow use_cases/audited/flows/evaluation_strict in env audit" in out
+    assert "mappings.expected: the literal 'billing' becomes the column const_expected" in out
+    assert "[audit] the ground truth const_expected is written as the column intent, as in the base" in out
+    env = (project.root / "conf/env/dev.yaml").read_text().replace("name: dev", "name: audit")
+    (project.root / "conf/env/audit.yaml").write_text(env)
+    for env_name, eval_flow, dataset in [("audit", "evaluation_strict", "tickets_train.jsonl"),
+                                         ("pr", "evaluation", "tickets_train_eval.jsonl")]:  # fmt: skip
+        project.params(f"env={env_name}")
+        composed = yaml.safe_load((project.root / "params.yaml").read_text())["use_cases"]["audited"]
+        assert composed["eval_flow"] == f"use_cases/audited/flows/{eval_flow}"
+        assert composed["dataset"] == f"use_cases/audited/data/{dataset}"
+        assert composed["evaluate"]["mapping"] == {"expected": "data.intent", "predicted": "outputs.intent"}
+    audit_rows = (project.root / "use_cases/audited/data/tickets_train.jsonl").read_text().splitlines()
+    assert {json.loads(row)["intent"] for row in audit_rows} == {"billing"}  # the overlay's literal ground truth

@@ -195,10 +195,36 @@ def model_input(connection_type: str) -> str:
     return "deployment_name" if connection_type == "azure_openai" else "model"
 
 
-def _context(bindings: Iterable[LLMBinding], node_inputs: NodeInputs) -> Any:
+def is_connection_input(name: str, value: Any) -> bool:
+    """A node input that names a prompt flow connection (`connection: aoai`), not a value or a reference."""
+    return (name == "connection" or name.endswith("_connection")) and isinstance(value, str) and "${" not in value
+
+
+def python_connections(dag: Mapping[str, Any], connection: Connection | None) -> dict[str, dict[str, Connection]]:
+    """The python nodes' connection inputs, each bound to the run's connection: the project's LLM stands in for
+    every connection a flow names (a tool such as the template's setup_env then reads its key from it)."""
+    if connection is None:
+        return {}
+    bound: dict[str, dict[str, Connection]] = {}
+    for node in dag.get("nodes", []):
+        if node.get("type") == "python":
+            for name, value in (node.get("inputs") or {}).items():
+                if is_connection_input(name, value):
+                    bound.setdefault(node["name"], {})[name] = connection
+    return bound
+
+
+def _context(
+    bindings: Iterable[LLMBinding],
+    node_inputs: NodeInputs,
+    python: Mapping[str, Mapping[str, Connection]] | None = None,
+) -> Any:
     from promptflow.entities import FlowContext
 
-    connections: dict[str, dict[str, Any]] = {}
+    connections: dict[str, dict[str, Any]] = {
+        node: {name: _pf_connection(connection) for name, connection in inputs.items()}
+        for node, inputs in (python or {}).items()
+    }
     overrides: dict[str, Any] = {
         f"nodes.{node}.inputs.{name}": value for node, values in node_inputs.items() for name, value in values.items()
     }
@@ -342,6 +368,8 @@ def all_llm_bindings(folder: Path, dag: Mapping[str, Any], bindings: Sequence[LL
     the node's own template and inputs: a flow with several LLM nodes (e.g. selected node variants) runs on one
     connection, while the variant's prompt and params go to its `llm_node` only."""
     llm_nodes = {node["name"]: node for node in dag.get("nodes", []) if node.get("type") == "llm"}
+    if not llm_nodes:  # python nodes only (their own LLM clients): a binding without a node has nothing to bind
+        bindings = [binding for binding in bindings if binding.node]
     result = []
     for binding in bindings:
         node = llm_nodes.get(binding.node or "")
@@ -381,8 +409,9 @@ class _DagFlow:
                     "select one with node_variants instead of giving a prompt",
                     binding.node,
                 )
+        python = python_connections(resolver.flow_dag, bindings[0].connection if bindings else None)
         bindings = all_llm_bindings(flow_file.parent, resolver.flow_dag, bindings)
-        context = _context(bindings, node_inputs)
+        context = _context(bindings, node_inputs, python)
         # The resolver applies the context (connections, prompt and param overrides, after the node variants
         # above) and its invoker owns an executor that can also run aggregation nodes, which the
         # flow-as-a-function call does not.
