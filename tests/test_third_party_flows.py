@@ -1,0 +1,258 @@
+"""Flows nobody on this project wrote, in the shapes of prompt flow's examples (tests/fixtures/third_party): null
+penalties, flex evaluators taking `model_config`, flows with their own OpenAI clients, requirements.txt, warnings
+per row, and no run-time download by tiktoken."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, StubLLM, post_json
+
+from stages.core import flow_engine, llm_proxy
+from stages.core.connections import Connection
+
+FIXTURES = REPO / "tests" / "fixtures" / "third_party"
+FAST = llm_proxy.RetryPolicy(attempts=5, base_s=0.01, max_s=1)
+NULLS = {"model": "m", "prompt": "Entities:", "max_tokens": 3, "presence_penalty": None, "frequency_penalty": None}
+
+
+def stub_connection(stub: StubLLM, **options: object) -> Connection:
+    return Connection("local", "openai", "completion", "gemma-3-270m", stub.base_url, "sk-test-key",
+                      request_timeout_s=5, **options)  # fmt: skip
+
+
+def proxy_for(stub: StubLLM, tmp_path: Path, connection: Connection) -> llm_proxy.LLMProxy:
+    return llm_proxy.from_params(connection, {"retry": {"attempts": 5, "base_s": 0.01, "max_s": 1}},
+                                 {"enabled": True, "keep_days": 1}, tmp_path / "cache",
+                                 row_of=flow_engine.row_of_request)  # fmt: skip
+
+
+# --- null penalties: never retried when the endpoint says the request is invalid; dropped for `local`
+
+
+@pytest.mark.parametrize(
+    "status,message,deterministic",
+    [(500, "argument 4: TypeError: wrong type", True), (500, "Input should be a valid number", True),
+     (500, "CUDA out of memory", False), (503, "invalid state: model loading", False), (400, "invalid", False),
+     (500, "", False)],
+)  # fmt: skip
+def test_a_5xx_saying_the_request_is_invalid_is_deterministic(status: int, message: str, deterministic: bool) -> None:
+    body = json.dumps({"error": {"message": message, "type": "internal_server_error"}}).encode()
+    assert llm_proxy.rejects_request(status, body) is deterministic
+
+
+def test_a_rejected_null_penalty_is_answered_at_once_naming_the_parameters(stub_llm: StubLLM, tmp_path: Path) -> None:
+    stub_llm.faults(reject_null_params=True)
+    with llm_proxy.LLMProxy(stub_llm.base_url, None, FAST, timeout_s=5) as proxy:
+        status, headers, answer = post_json(f"{proxy.base_url()}/completions", NULLS)
+    assert status == 424 and headers["x-should-retry"] == "false"
+    message = answer["error"]["message"]
+    assert "argument 4: TypeError: wrong type" in message and "not retried" in message
+    assert "null for frequency_penalty, presence_penalty" in message and "drop_null_params: true" in message
+    assert len(stub_llm.requests()) == 1 and proxy.total.retries == 0 and proxy.total.upstream == 1
+
+
+def test_local_drops_null_parameters_before_the_key_and_the_request(stub_llm: StubLLM, tmp_path: Path) -> None:
+    stub_llm.faults(reject_null_params=True)
+    with proxy_for(stub_llm, tmp_path, stub_connection(stub_llm, drop_null_params=True)) as proxy:
+        status, _, _ = post_json(f"{proxy.base_url()}/completions", NULLS)
+        again, _, _ = post_json(f"{proxy.base_url()}/completions", {**NULLS, "presence_penalty": None})
+    sent = stub_llm.requests()
+    assert status == again == 200 and len(sent) == 1 and proxy.total.hits == 1
+    assert "presence_penalty" not in sent[0]["body"] and "frequency_penalty" not in sent[0]["body"]
+    assert sent[0]["body"]["model"] == "gemma-3-270m"  # completion requests go to the connection's model
+
+
+def test_conf_local_drops_null_params() -> None:
+    import yaml
+
+    assert yaml.safe_load((REPO / "conf/llm/local.yaml").read_text())["drop_null_params"] is True
+    assert yaml.safe_load((REPO / "params.yaml").read_text())["llm"]["drop_null_params"] is True
+
+
+@pytest.mark.parametrize("drop", [True, False])
+def test_a_third_party_llm_node_runs_on_an_endpoint_that_rejects_null_penalties(
+    stub_llm: StubLLM, tmp_path: Path, drop: bool
+) -> None:
+    flow_engine.configure(tmp_path / "runtime")
+    stub_llm.faults(reject_null_params=True)
+    with proxy_for(stub_llm, tmp_path, stub_connection(stub_llm, drop_null_params=drop)) as proxy:
+        binding = flow_engine.LLMBinding(proxy.connection(stub_connection(stub_llm)), node="NER_LLM")
+        session = flow_engine.FlowSession(FIXTURES / "entities", binding)
+        rows = [(f"r{i}", {"text": t, "entity_type": "job title"}) for i, t in enumerate(["A chef.", "A pilot."])]
+        results = list(session.run_rows(rows))
+    if drop:
+        assert [r.error for r in results] == [None, None]
+        assert all(isinstance(r.outputs["entities"], list) for r in results)
+    else:  # one request per row, no retries by the proxy or by prompt flow, and the error names the parameters
+        assert all("presence_penalty" in r.error and "drop_null_params" in r.error for r in results)
+        assert len(stub_llm.requests()) == 2 and proxy.total.retries == 0
+    sent = stub_llm.requests()[0]
+    assert sent["path"] == "/v1/completions"  # the chat node runs on the connection's completion API
+
+
+# --- the two path layouts
+
+
+def test_the_proxy_translates_between_the_openai_and_azure_layouts() -> None:
+    to_openai = llm_proxy.RequestAdapter("openai", "gemma")
+    path, body = to_openai.adapt("/v1/openai/deployments/gpt-35/chat/completions?api-version=2024-10-21", {"n": 1})
+    assert (path, body) == ("/v1/chat/completions", {"n": 1, "model": "gemma"})
+    to_azure = llm_proxy.RequestAdapter("azure_openai", "my-deployment", "2024-10-21")
+    path, body = to_azure.adapt("/chat/completions", {"model": "gpt-4o"})
+    assert path == "/openai/deployments/my-deployment/chat/completions?api-version=2024-10-21"
+    assert body == {"model": "gpt-4o"}
+    same = {"model": "gemma"}
+    assert to_openai.adapt("/v1/completions", same) == ("/v1/completions", same)
+    assert llm_proxy.RequestAdapter().adapt("/openai/deployments/x/completions?a=1", same)[0].startswith("/openai/")
+
+
+# --- flows that build their own client, and flex evaluators taking model_config
+
+
+@pytest.mark.parametrize("client", ["openai", "azure"])
+def test_a_flow_with_its_own_client_goes_through_the_proxy(stub_llm: StubLLM, tmp_path: Path, client: str) -> None:
+    flow_engine.configure(tmp_path / "runtime")
+    with proxy_for(stub_llm, tmp_path, stub_connection(stub_llm)) as proxy:
+        binding = flow_engine.LLMBinding(proxy.connection(stub_connection(stub_llm)))
+        session = flow_engine.FlowSession(FIXTURES / "own_client", binding)
+        results = list(session.run_rows([("r1", {"text": "hello world", "client": client})]))
+        usage = proxy.row_usage("r1")
+    assert results[0].error is None and results[0].outputs["output"]
+    assert proxy.total.misses == 1 and usage.requests == 1  # counted, cached and attributed to its row
+    sent = stub_llm.requests()
+    assert [r["path"] for r in sent] == ["/v1/completions"] and sent[0]["body"]["model"] == "gemma-3-270m"
+    assert (
+        "OPENAI_BASE_URL" not in __import__("os").environ
+        or proxy.base_url() not in __import__("os").environ["OPENAI_BASE_URL"]
+    )  # restored after the rows
+
+
+def test_a_flex_class_evaluator_gets_the_model_config_type_it_asks_for(stub_llm: StubLLM, tmp_path: Path) -> None:
+    flow_engine.configure(tmp_path / "runtime")
+    stub_llm.script({"Answer: Paris": "yes", "Answer: Rome": "no"})
+    assert flow_engine.declares_model_config(FIXTURES / "flex_grader")
+    assert not flow_engine.declares_model_config(FIXTURES / "own_client")
+    with proxy_for(stub_llm, tmp_path, stub_connection(stub_llm)) as proxy:
+        binding = flow_engine.LLMBinding(proxy.connection(stub_connection(stub_llm)))
+        session = flow_engine.FlowSession(FIXTURES / "flex_grader", binding)
+        inputs = [{"answer": "Paris", "expected": "Paris"}, {"answer": "Rome", "expected": "Paris"}]
+        results = flow_engine.in_input_order(session.run_rows([("a", inputs[0]), ("b", inputs[1])]), ["a", "b"])
+        metrics = session.aggregate(results, inputs)
+    assert [r.error for r in results] == [None, None]
+    assert [r.outputs["grade"] for r in results] == ["Correct", "Incorrect"]
+    assert metrics == {"accuracy": 0.5, "total": 2}
+    # The AzureOpenAIModelConfiguration's client asked for the Azure layout; the proxy sent the OpenAI one.
+    assert {r["path"] for r in stub_llm.requests()} == {"/v1/chat/completions"} and proxy.total.misses == 2
+
+
+def test_model_config_kind_reads_the_annotation() -> None:
+    from promptflow.core import AzureOpenAIModelConfiguration, OpenAIModelConfiguration
+
+    assert flow_engine.model_config_kind(AzureOpenAIModelConfiguration) == "azure_openai"
+    assert flow_engine.model_config_kind(OpenAIModelConfiguration | None) == "openai"
+    assert flow_engine.model_config_kind("AzureOpenAIModelConfiguration") == "azure_openai"
+    assert flow_engine.model_config_kind(AzureOpenAIModelConfiguration | OpenAIModelConfiguration) is None
+    assert flow_engine.model_config_kind(dict) is None
+
+
+# --- requirements.txt
+
+
+def test_a_flow_whose_requirements_are_missing_is_refused_with_the_command_to_run() -> None:
+    with pytest.raises(flow_engine.RequirementsError) as refused:
+        flow_engine.check_requirements(FIXTURES / "needs_package")
+    message = str(refused.value)
+    assert "llmops-test-missing-package>=1.0 (llmops-test-missing-package is not installed)" in message
+    assert "packaging<1 (packaging " in message and "promptflow" not in message.split("installed:")[1].split(";")[0]
+    command = message.splitlines()[-1].strip()
+    assert command.startswith(f"{Path(sys.executable).absolute().relative_to(REPO)} -m pip install -r ")
+    assert command.endswith(" tests/fixtures/third_party/needs_package/requirements.txt")  # from the project root
+    flow_engine.check_requirements(FIXTURES / "entities")  # promptflow, promptflow-tools: installed
+
+
+def test_a_flow_session_refuses_unmet_requirements_before_loading(tmp_path: Path) -> None:
+    with pytest.raises(flow_engine.RequirementsError, match="pip install -r"):
+        flow_engine.FlowSession(FIXTURES / "needs_package")
+
+
+def test_an_extra_whose_packages_are_missing_is_unmet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    real_requires, real_version = importlib.metadata.requires, importlib.metadata.version
+
+    def requires(name: str) -> list[str] | None:
+        return ['llmops-test-missing-azure; extra == "azure"'] if name == "promptflow" else real_requires(name)
+
+    monkeypatch.setattr(importlib.metadata, "requires", requires)
+    monkeypatch.setattr(importlib.metadata, "version", real_version)
+    (tmp_path / "requirements.txt").write_text("promptflow[azure]>=1.7.0\n")
+    unmet = flow_engine.unmet_requirements(tmp_path / "requirements.txt")
+    assert unmet == ["promptflow[azure]>=1.7.0 (promptflow[azure] needs llmops-test-missing-azure; extra == "
+                     '"azure": llmops-test-missing-azure is not installed)']  # fmt: skip
+
+
+# --- warnings per row
+
+
+def test_what_a_row_prints_to_stderr_or_logs_as_a_warning_is_recorded_on_it(tmp_path: Path) -> None:
+    flow_engine.configure(tmp_path / "runtime")
+    session = flow_engine.FlowSession(FIXTURES / "warns_per_row")
+    rows = [("bad", {"url": "https://down.example/a"}), ("good", {"url": "https://ok.example/b"})]
+    results = flow_engine.in_input_order(session.run_rows(rows), ["bad", "good"])
+    assert [r.outputs["text"] for r in results] == ["No available content", "content of https://ok.example/b"]
+    bad, good = results[0].warnings, results[1].warnings
+    assert any("stderr> Get url failed with error: cannot reach https://down.example/a" in w for w in bad)
+    assert any(w == "WARNING fetch: no content for https://down.example/a" for w in bad)
+    assert good == ()
+
+
+# --- tiktoken: no download at run time
+
+TIKTOKEN_PROBE = """
+import json, socket, sys
+from pathlib import Path
+attempts = []
+def refuse(self, address, *args):
+    attempts.append(str(address))
+    raise OSError("network blocked by the test")
+socket.socket.connect = refuse
+socket.create_connection = lambda address, *a, **k: refuse(None, address)
+from stages.core import flow_engine
+flow_engine.configure(Path(sys.argv[1]))
+import tiktoken
+from promptflow.core import Prompty
+encoding = tiktoken.get_encoding("cl100k_base")
+prompty = Prompty.load(source=sys.argv[2])
+estimate = prompty.estimate_token_count(question="What is the capital of France?",
+    chat_history=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
+try:
+    tiktoken.get_encoding("p50k_base")
+    refused = ""
+except flow_engine.DownloadRefused as exc:
+    refused = str(exc)
+print(json.dumps({"tokens": len(encoding.encode("hello world")), "estimate": estimate, "refused": refused,
+                  "attempts": attempts}))
+"""
+
+
+def test_token_counts_need_no_download(tmp_path: Path) -> None:
+    prompty = tmp_path / "chat.prompty"
+    prompty.write_text(
+        "---\nname: chat\nmodel:\n  api: chat\n  configuration:\n    type: openai\n    model: gpt-35-turbo\n"
+        "  parameters:\n    max_tokens: 16\ninputs:\n  question:\n    type: string\n  chat_history:\n    type: list\n"
+        "---\nsystem:\nAnswer briefly.\n{% for item in chat_history %}\n{{item.role}}:\n{{item.content}}\n"
+        "{% endfor %}\nuser:\n{{question}}\n"
+    )
+    env = {key: value for key, value in __import__("os").environ.items() if not key.startswith("TIKTOKEN")}
+    probe = subprocess.run([sys.executable, "-c", TIKTOKEN_PROBE, str(tmp_path / "runtime"), str(prompty)],
+                           capture_output=True, text=True, cwd=REPO, env=env, timeout=300)  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    result = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert result["tokens"] == 2 and result["estimate"] > 16
+    assert "p50k_base.tiktoken: nothing is downloaded at run time" in result["refused"]
+    assert result["attempts"] == []  # not one connection was tried
