@@ -5,6 +5,7 @@ per row, and no run-time download by tiktoken."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -248,7 +249,7 @@ def test_token_counts_need_no_download(tmp_path: Path) -> None:
         "---\nsystem:\nAnswer briefly.\n{% for item in chat_history %}\n{{item.role}}:\n{{item.content}}\n"
         "{% endfor %}\nuser:\n{{question}}\n"
     )
-    env = {key: value for key, value in __import__("os").environ.items() if not key.startswith("TIKTOKEN")}
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TIKTOKEN")}
     probe = subprocess.run([sys.executable, "-c", TIKTOKEN_PROBE, str(tmp_path / "runtime"), str(prompty)],
                            capture_output=True, text=True, cwd=REPO, env=env, timeout=300)  # fmt: skip
     assert probe.returncode == 0, probe.stderr
@@ -256,3 +257,63 @@ def test_token_counts_need_no_download(tmp_path: Path) -> None:
     assert result["tokens"] == 2 and result["estimate"] > 16
     assert "p50k_base.tiktoken: nothing is downloaded at run time" in result["refused"]
     assert result["attempts"] == []  # not one connection was tried
+
+
+# --- stock evaluators' outputs in headline metrics, and what the report shows
+
+
+def test_stock_evaluator_outputs_map_to_numbers() -> None:
+    from stages.metrics import headline
+
+    assert [headline.as_number(v) for v in ("Correct", " incorrect ", "PASS", "0.5", "maybe", None, True, 2)] == [
+        1.0, 0.0, 1.0, 0.5, None, None, 1.0, 2.0]  # fmt: skip
+    counts = {"exact_match": 0, "partial_match": 1, "answer": ["a"], "ground_truth": ["a", "b"]}
+    assert headline.row_value({"match_cnt": counts}, "match_cnt") == 0.0  # its first number: exact_match
+    assert headline.row_value({"match_cnt": counts}, "match_cnt.partial_match") == 1.0
+
+
+def test_a_minus_one_zero_one_score_is_an_accuracy_with_failed_rows_counted_wrong() -> None:
+    from stages.metrics import headline
+
+    spec = headline.MetricSpec("accuracy", "mean", ("score",))
+    rows = [{"row_id": f"r{i}", "eval": {"score": s}} for i, s in enumerate([1, 1, 0, -1, -1])]
+    _, values = headline.table(spec, rows)
+    assert values[:, 0].tolist() == [1, 1, 0, 0, 0]
+    assert headline.evaluate_metric(spec, rows).interval.estimate == pytest.approx(0.4)
+    assert headline.value_notes(spec, rows) == ["accuracy: score: -1 (the row failed) counts 0"]
+    grades = [{"row_id": "a", "eval": {"grade": "Correct"}}, {"row_id": "b", "eval": {"grade": "Incorrect"}}]
+    graded = headline.MetricSpec("accuracy", "mean", ("grade",))
+    assert headline.evaluate_metric(graded, grades).interval.estimate == 0.5
+    assert headline.value_notes(graded, grades) == [
+        "accuracy: grade: grades Correct, Incorrect count 1 (pass) or 0 (fail)"
+    ]
+    counted = headline.MetricSpec("accuracy", "mean", ("match_cnt",))
+    notes = headline.value_notes(counted, [{"row_id": "a", "eval": {"match_cnt": {"exact_match": 1}}}])
+    assert notes == ["accuracy: match_cnt is an object: its first number, match_cnt.exact_match, is used "
+                     "(name another with a path)"]  # fmt: skip
+
+
+def test_the_report_shows_every_logged_metric_and_warns_of_a_placeholder_answer() -> None:
+    from stages import run as run_stage
+    from stages.core import reporting
+
+    metrics = {"exact_match_rate": 0.25, "partial_match_rate": 0.5, "rows": 4, "run_errors": 0, "eval_errors": 0,
+               "accuracy": 0.2, "headline": {"accuracy": {"value": 0.25, "ci_low": 0.0, "ci_high": 0.75, "rows": 4}},
+               "cache": {"hits": 1, "misses": 3, "errors": 0}}  # fmt: skip
+    assert reporting.logged_metrics(metrics) == {"exact_match_rate": 0.25, "partial_match_rate": 0.5, "accuracy": 0.2}
+    results = [flow_engine.RowResult(f"r{i}", {"text": "No available content"}, None, 0.1, warnings=("w",))
+               for i in range(4)] + [flow_engine.RowResult("r4", {"text": "ok"}, None, 0.1)]  # fmt: skip
+    same = run_stage.identical_outputs(results)
+    assert same == {"rows": 4, "of": 5, "output": '{"text": "No available content"}'}
+    assert run_stage.identical_outputs(results[2:]) is None  # 2 of 3: too few rows to tell
+    summary = run_stage.summarize(results, 1.0, llm_proxy.Usage(), None)
+    assert summary["identical_outputs"] == same and summary["rows_with_warnings"] == 4
+    columns = reporting.Columns(inputs=("url",), label="label", prediction="text", raw_answer="text", correct="ok")
+    rows = [{"row_id": r.row_id, "url": "u", "label": "x", "outputs": r.outputs, "eval": {"ok": False},
+             **({"warnings": list(r.warnings)} if r.warnings else {})} for r in results]  # fmt: skip
+    part = reporting.VariantReport("v1", reporting.flatten_rows(rows, columns), metrics, summary)
+    page = reporting.render_html("ner", {}, [part], reporting.side_by_side([part], columns.inputs), 80, 50)
+    assert "<td>exact_match_rate</td><td>0.25</td>" in page and "<td>partial_match_rate</td><td>0.5</td>" in page
+    assert "accuracy (logged by the flow)" in page and '<div class="k">accuracy (headline)</div>' in page
+    assert "4 of 5 answered rows have the same output {&quot;text&quot;: &quot;No available content&quot;}" in page
+    assert "<th>v1.warnings</th>" in page and "4 rows printed to stderr or logged warnings" in page
