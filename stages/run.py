@@ -50,21 +50,21 @@ def summarize(
     }
 
 
-PLACEHOLDER_SHARE, PLACEHOLDER_MIN_ROWS = 0.5, 4
+PLACEHOLDER_SHARE, PLACEHOLDER_MIN_ROWS = 0.5, 3
 
 
 def identical_outputs(results: list[flow_engine.RowResult]) -> dict[str, Any] | None:
-    """When more than half of the answered rows (at least 4) have one identical output, that output and its count:
+    """When more than half of the answered rows, and at least 3, have one identical output, that output and its count:
     most likely a placeholder a node returns when it swallowed an error ("No available content"), which would score
     as a plain wrong answer. None otherwise."""
     import collections
     import json
 
     answered = [json.dumps(r.outputs, sort_keys=True, ensure_ascii=False) for r in results if r.error is None]
-    if len(answered) < PLACEHOLDER_MIN_ROWS:
+    if not answered:
         return None
     output, count = collections.Counter(answered).most_common(1)[0]
-    if count / len(answered) <= PLACEHOLDER_SHARE:
+    if count < PLACEHOLDER_MIN_ROWS or count / len(answered) <= PLACEHOLDER_SHARE:
         return None
     shown = output if len(output) <= 200 else output[:199] + "…"
     return {"rows": count, "of": len(answered), "output": shown}

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import queue
+import re
 import sys
 import threading
 import time
@@ -303,7 +304,7 @@ class RowResult:
     latency_s: float
     # Values the flow's aggregation nodes need from this row (empty for flows without aggregation).
     aggregation_inputs: dict[str, Any] = field(default_factory=dict, repr=False)
-    # What the flow wrote to stderr or logged at WARNING or above while running this row (see _RowNotes).
+    # What the row's code wrote to stderr (and, in a DAG flow, its nodes to stdout) or logged at WARNING or above.
     warnings: tuple[str, ...] = ()
 
 
@@ -392,6 +393,7 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+_LOG_TIME = re.compile(r"^\[\d{4}-\d\d-\d\dT[^\]]*\]\s?")  # prompt flow's time stamp on each captured line
 _ROW_NOTES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("llmops_row_notes", default=None)
 MAX_NOTES, MAX_NOTE_CHARS = 20, 500  # per row: warnings beyond these are cut
 
@@ -696,6 +698,10 @@ class _DagFlow:
 
     def line(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         result = self._executor.exec_line(dict(inputs), line_timeout_sec=self._line_timeout_s)
+        for node, info in (result.node_run_infos or {}).items():  # what nodes print() (stderr is logged: see above)
+            for text in ((getattr(info, "logs", None) or {}).get("stdout") or "").splitlines():
+                if text := _LOG_TIME.sub("", text).strip():
+                    _note(f"[{node}] stdout> {text}")
         _raise_unless_completed(result)
         return dict(result.output), dict(result.aggregation_inputs or {})
 

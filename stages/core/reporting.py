@@ -422,7 +422,7 @@ def warnings_banner(run: dict[str, Any]) -> str:
             "answer of a node that swallowed an error? Check the rows' warnings and errors."
         )
     if warned := run.get("rows_with_warnings"):
-        lines.append(f"{warned} rows printed to stderr or logged warnings while running (column warnings below).")
+        lines.append(f"{warned} rows printed or logged warnings while running (column warnings below).")
     return "".join(f'<p class="warn">⚠ {html.escape(line)}</p>' for line in lines)
 
 

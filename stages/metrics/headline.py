@@ -168,7 +168,7 @@ def value_notes(spec: MetricSpec, rows: Sequence[Mapping[str, Any]]) -> list[str
         graded = PASS_GRADES | FAIL_GRADES
         grades = sorted({v.strip() for v in raw if isinstance(v, str) and v.strip().lower() in graded})
         if grades:
-            notes.append(f"{field}: grades {', '.join(grades)} count 1 (pass) or 0 (fail)")
+            notes.append(f"{field}: grade strings ({', '.join(grades)}) are read as 1 (correct, pass, yes...) or 0")
         skipped = sum(1 for v in raw if v is not None and row_value({"v": v}, "v") is None)
         if skipped:
             notes.append(f"{field}: {skipped} rows have a value that is not a number or a grade (skipped)")
