@@ -286,7 +286,7 @@ def test_a_minus_one_zero_one_score_is_an_accuracy_with_failed_rows_counted_wron
     graded = headline.MetricSpec("accuracy", "mean", ("grade",))
     assert headline.evaluate_metric(graded, grades).interval.estimate == 0.5
     assert headline.value_notes(graded, grades) == [
-        "accuracy: grade: grades Correct, Incorrect count 1 (pass) or 0 (fail)"
+        "accuracy: grade: grade strings (Correct, Incorrect) are read as 1 (correct, pass, yes...) or 0"
     ]
     counted = headline.MetricSpec("accuracy", "mean", ("match_cnt",))
     notes = headline.value_notes(counted, [{"row_id": "a", "eval": {"match_cnt": {"exact_match": 1}}}])

@@ -205,21 +205,22 @@ def check_requirements(flow: Path) -> None:
         raise RequirementsError(f"{flow}: python_requirements_txt names {path.name}, which does not exist")
     if unmet := unmet_requirements(path):
         raise RequirementsError(
-            f"{path}: requirements not installed: {'; '.join(unmet)}. Install them into the project's "
+            f"{_shown(path)}: requirements not installed: {'; '.join(unmet)}. Install them into the project's "
             f"environment, then run again:\n  {_pip_command(path)}"
         )
 
 
+def _shown(target: Path) -> str:
+    """`target` relative to the working directory (the project root in a stage) when inside it."""
+    try:
+        return str(target.absolute().relative_to(Path.cwd().absolute()))
+    except ValueError:
+        return str(target)
+
+
 def _pip_command(path: Path) -> str:
-    """`<python> -m pip install -r <path>`, with paths relative to the working directory when inside it."""
-
-    def shown(target: Path) -> str:
-        try:
-            return str(target.absolute().relative_to(Path.cwd().absolute()))
-        except ValueError:
-            return str(target)
-
-    return f"{shown(Path(sys.executable))} -m pip install -r {shown(path)}"
+    """`<python> -m pip install -r <path>`: this interpreter's pip, so packages land in the environment that runs."""
+    return f"{_shown(Path(sys.executable))} -m pip install -r {_shown(path)}"
 
 
 class FlowKind(Enum):
