@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, StubLLM, post_json
+from conftest import REPO, Project, StubLLM, post_json
 
 from stages.core import flow_engine, llm_proxy
 from stages.core.connections import Connection
@@ -318,3 +320,57 @@ def test_the_report_shows_every_logged_metric_and_warns_of_a_placeholder_answer(
     assert "accuracy (logged by the flow)" in page and '<div class="k">accuracy (headline)</div>' in page
     assert "4 of 5 answered rows have the same output {&quot;text&quot;: &quot;No available content&quot;}" in page
     assert "<th>v1.warnings</th>" in page and "4 rows printed or logged warnings" in page
+
+
+# --- by config alone, through the stages
+
+
+def onboard(project: Project, name: str, flow: str, eval_flow: str, rows: list[dict], *options: str) -> None:
+    folder = project.root / "use_cases" / name
+    shutil.copytree(FIXTURES / flow, folder / "flows" / "standard")
+    shutil.copytree(FIXTURES / eval_flow, folder / "flows" / "evaluate")
+    (folder / "data").mkdir()
+    (folder / "data" / "dataset.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    project.sh("dvc", "add", f"use_cases/{name}/data/dataset.jsonl")
+    flows = f"use_cases/{name}/flows"
+    project.sh("llmops", "add-use-case", name, "--flow", f"{flows}/standard", "--eval-flow", f"{flows}/evaluate",
+               "--dataset", f"use_cases/{name}/data/dataset.jsonl", *options)  # fmt: skip
+
+
+def test_third_party_flows_run_by_config_alone(project: Project, stub_llm: StubLLM) -> None:
+    stub_llm.faults(reject_null_params=True)  # as llama.cpp: a null penalty is a 500
+    stub_llm.script({"Answer: No available content": "no"})
+    entities = [json.loads(line) for line in (FIXTURES / "entities" / "data.jsonl").read_text().splitlines()]
+    onboard(project, "ner3", "entities", "entity_match", entities, "--inputs", "text,entity_type", "--label",
+            "results", "--map", "entities=outputs.entities", "--map", "ground_truth=data.results",
+            "--correct", "match_cnt")  # fmt: skip
+    pages = [{"url": f"https://down.example/{i}", "label": f"page {i}"} for i in range(4)]
+    onboard(project, "web3", "warns_per_row", "flex_grader", pages, "--inputs", "url", "--label", "label",
+            "--map", "answer=outputs.text", "--map", "expected=data.label", "--correct", "grade")  # fmt: skip
+    result = project.sh("dvc", "repro", "report@ner3", "report@web3")
+    ran = set(re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr))
+    assert ran == {f"{stage}@{uc}" for stage in ("prepare", "run", "evaluate", "report") for uc in ("ner3", "web3")}
+
+    data = project.root / "data"
+    ner_rows = [json.loads(line) for line in (data / "ner3/run/outputs/v1.jsonl").read_text().splitlines()]
+    assert len(ner_rows) == 4 and all(row["error"] is None for row in ner_rows)  # null penalties dropped for local
+    assert not [r for r in stub_llm.requests() if r["fault"]] and all(
+        "presence_penalty" not in r["body"] for r in stub_llm.requests()
+    )
+    metrics = json.loads((data / "ner3/eval/metrics.json").read_text())
+    assert {"exact_match_rate", "partial_match_rate"} <= set(metrics)
+    assert 0 <= metrics["headline"]["accuracy"]["value"] <= 1 and metrics["headline"]["accuracy"]["rows"] == 4
+    assert "match_cnt.exact_match, is used" in result.stderr
+    page = (data / "ner3/report/report.html").read_text()
+    assert "<td>exact_match_rate</td>" in page and "<td>partial_match_rate</td>" in page
+
+    web_rows = [json.loads(line) for line in (data / "web3/run/outputs/v1.jsonl").read_text().splitlines()]
+    assert all("stderr> Get url failed" in " ".join(row["warnings"]) for row in web_rows)
+    summary = json.loads((data / "web3/run/summary.json").read_text())
+    assert summary["identical_outputs"]["rows"] == 4 and summary["rows_with_warnings"] == 4
+    web_metrics = json.loads((data / "web3/eval/metrics.json").read_text())  # the flex grader got the judge LLM
+    assert web_metrics["accuracy"] == 0.0 and web_metrics["total"] == 4 and web_metrics["cache"]["misses"] == 4
+    assert web_metrics["headline"]["accuracy"]["value"] == 0.0  # "Incorrect" grades, read as 0
+    web_page = (data / "web3/report/report.html").read_text()
+    assert "4 of 4 answered rows have the same output" in web_page
+    assert project.repro("report@ner3", "report@web3") == []
