@@ -59,13 +59,16 @@ def test_a_rejected_null_penalty_is_answered_at_once_naming_the_parameters(stub_
     assert len(stub_llm.requests()) == 1 and proxy.total.retries == 0 and proxy.total.upstream == 1
 
 
-def test_local_drops_null_parameters_before_the_key_and_the_request(stub_llm: StubLLM, tmp_path: Path) -> None:
+def test_local_drops_null_parameters_from_the_request_not_from_its_key(stub_llm: StubLLM, tmp_path: Path) -> None:
     stub_llm.faults(reject_null_params=True)
     with proxy_for(stub_llm, tmp_path, stub_connection(stub_llm, drop_null_params=True)) as proxy:
         status, _, _ = post_json(f"{proxy.base_url()}/completions", NULLS)
-        again, _, _ = post_json(f"{proxy.base_url()}/completions", {**NULLS, "presence_penalty": None})
+        again, _, _ = post_json(f"{proxy.base_url()}/completions", NULLS)
     sent = stub_llm.requests()
     assert status == again == 200 and len(sent) == 1 and proxy.total.hits == 1
+    # The key is that of the request as the flow made it (with model), so entries made before the drop still hit.
+    [entry] = (tmp_path / "cache").rglob("*.json")
+    assert entry.stem == llm_proxy.cache_key("/v1/completions", {**NULLS, "model": "gemma-3-270m"}, 0)
     assert "presence_penalty" not in sent[0]["body"] and "frequency_penalty" not in sent[0]["body"]
     assert sent[0]["body"]["model"] == "gemma-3-270m"  # completion requests go to the connection's model
 

@@ -9,10 +9,10 @@ nodes skip the loopback HTTP when the proxy serves from their own process: they 
 - computes the key: sha256 of the canonical JSON of the request body, the path after `/r<k>` (with its query,
   e.g. Azure's api-version) and k; never of headers, so api keys never reach the cache;
 - answers a hit from `CacheStore` (one JSON file per entry, written atomically);
-- adapts the request to the endpoint (`RequestAdapter`, before the key is computed): drops null parameters when
-  the connection says so (`drop_null_params`: llama.cpp answers a null penalty with a 500), sends completion
-  requests to the connection's model, and translates between the OpenAI and Azure OpenAI path layouts, so a flow
-  written for either reaches the endpoint the connection names;
+- adapts the request to the endpoint (`RequestAdapter`): sends completion requests to the connection's model and
+  translates between the OpenAI and Azure OpenAI path layouts (before the key is computed), so a flow written for
+  either reaches the endpoint the connection names; drops null parameters when the connection says so
+  (`drop_null_params`: llama.cpp answers a null penalty with a 500), after the key is computed;
 - forwards a miss to the endpoint (headers passed on, Host fixed, plus `X-LLMOps-Repeat: k`, which endpoints
   ignore and the stub LLM uses to sample another answer per repeat at temperature > 0), retrying 429, 408, 5xx,
   timeouts and dropped connections with exponential backoff and full jitter, honouring Retry-After (`RetryPolicy`),
@@ -133,9 +133,8 @@ class RequestAdapter:
     drop_null_params: bool = False
 
     def adapt(self, path: str, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """The path (with query) and body to forward; the same objects when nothing changes."""
-        if self.drop_null_params and any(value is None for value in request.values()):
-            request = {name: value for name, value in request.items() if value is not None}
+        """The path (with query) and body for the endpoint's layout and model; the same objects when nothing
+        changes. Null parameters are kept here (the cache key has them): `without_nulls` drops them for sending."""
         route, _, query = path.partition("?")
         azure = _AZURE_ROUTE.match(path)
         if self.layout == "openai" and azure:
@@ -151,6 +150,12 @@ class RequestAdapter:
             request = {**request, "model": self.model}
         adapted = route + (f"?{query}" if query else "")
         return (path if adapted == path else adapted), request
+
+    def without_nulls(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The body to send: without its top-level null parameters when `drop_null_params` (else `request`)."""
+        if self.drop_null_params and any(value is None for value in request.values()):
+            return {name: value for name, value in request.items() if value is not None}
+        return request
 
 
 def null_params_hint(request: Mapping[str, Any] | None) -> str:
@@ -419,10 +424,12 @@ class LLMProxy:
             message = "llm proxy: streaming requests (stream: true) cannot be cached; set stream to false"
             return _Answer(400, _error_body(message, "llm_proxy_stream_refused"))
         adapted_path, adapted = self.adapter.adapt(path, request)
-        if adapted_path is not path or adapted is not request:
-            path, body = adapted_path, json.dumps(adapted, ensure_ascii=False).encode("utf-8")
+        sent = self.adapter.without_nulls(adapted)
+        if adapted_path is not path or sent is not request:
+            path, body = adapted_path, json.dumps(sent, ensure_ascii=False).encode("utf-8")
+        # The key keeps null parameters (null means "not given"): entries made before drop_null_params stay valid.
         key = cache_key(path, adapted, repeat)
-        request = adapted
+        request = sent
         if self.store is None:
             return self._miss(key, path, repeat, request, method, headers, body, row)
         with self._single_flight(key):  # the same request from rows running at once reaches the endpoint once
