@@ -112,6 +112,8 @@ def test_the_proxy_translates_between_the_openai_and_azure_layouts() -> None:
     path, body = to_azure.adapt("/chat/completions", {"model": "gpt-4o"})
     assert path == "/openai/deployments/my-deployment/chat/completions?api-version=2024-10-21"
     assert body == {"model": "gpt-4o"}
+    assert to_azure.headers({"Authorization": "Bearer k1"}) == {"Authorization": "Bearer k1", "api-key": "k1"}
+    assert to_openai.headers({"api-key": "k2"}) == {"api-key": "k2", "Authorization": "Bearer k2"}
     same = {"model": "gemma"}
     assert to_openai.adapt("/v1/completions", same) == ("/v1/completions", same)
     assert llm_proxy.RequestAdapter().adapt("/openai/deployments/x/completions?a=1", same)[0].startswith("/openai/")

@@ -473,8 +473,11 @@ _notes_handler = _RowNotesHandler()
 
 
 def _install_notes_handler() -> None:
-    """Attach the row-notes handler to the root logger and prompt flow's execution logger (once)."""
-    loggers = [logging.getLogger()]
+    """Attach the row-notes handler to the root logger, to every registered logger that does not pass its records
+    on to it (prompt flow's own, e.g. promptflow.core._prompty_utils), and to prompt flow's execution logger.
+    Idempotent; called again when rows start, for loggers the flow created when it was loaded."""
+    registered = [item for item in logging.Logger.manager.loggerDict.values() if isinstance(item, logging.Logger)]
+    loggers = [logging.getLogger(), *(logger for logger in registered if not logger.propagate)]
     try:
         from promptflow._utils import logger_utils
 
@@ -1117,6 +1120,7 @@ class FlowSession:
         # restore each other's writers, so put the streams back once all rows are done.
         streams = sys.stdout, sys.stderr
         sys.stderr = _RowStderr(sys.stderr)
+        _install_notes_handler()
         try:
             with _environment(self._environment):
                 yield from _run_in_threads(self._run_line, rows, concurrency, self._row_timeout_s)

@@ -151,6 +151,18 @@ class RequestAdapter:
         adapted = route + (f"?{query}" if query else "")
         return (path if adapted == path else adapted), request
 
+    def headers(self, headers: Mapping[str, str]) -> Mapping[str, str]:
+        """The key header the endpoint reads: an OpenAI client's `Authorization: Bearer <key>` also as Azure
+        OpenAI's `api-key`, and the other way round (headers are never part of the cache key)."""
+        names = {name.lower(): name for name in headers}
+        if self.layout == "azure_openai" and "api-key" not in names and "authorization" in names:
+            value = headers[names["authorization"]]
+            if value.lower().startswith("bearer "):
+                return {**headers, "api-key": value[7:]}
+        if self.layout == "openai" and "authorization" not in names and "api-key" in names:
+            return {**headers, "Authorization": f"Bearer {headers[names['api-key']]}"}
+        return headers
+
     def without_nulls(self, request: dict[str, Any]) -> dict[str, Any]:
         """The body to send: without its top-level null parameters when `drop_null_params` (else `request`)."""
         if self.drop_null_params and any(value is None for value in request.values()):
@@ -427,6 +439,7 @@ class LLMProxy:
         sent = self.adapter.without_nulls(adapted)
         if adapted_path is not path or sent is not request:
             path, body = adapted_path, json.dumps(sent, ensure_ascii=False).encode("utf-8")
+        headers = self.adapter.headers(headers)
         # The key keeps null parameters (null means "not given"): entries made before drop_null_params stay valid.
         key = cache_key(path, adapted, repeat)
         request = sent
