@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # A flex evaluator taking `model_config` (a class's init, a function's parameter) gets the judge's LLM.
         model_config = flow_engine.declares_model_config(root / use_case["eval_flow"])
-    except (flow_engine.FlowError, ImportError, SyntaxError) as exc:
-        print(f"evaluate {args.use_case}: {use_case['eval_flow']}: {exc}", file=sys.stderr)
+    except Exception as exc:  # the entry's module failed to load: its own error, not a traceback
+        print(f"evaluate {args.use_case}: {use_case['eval_flow']}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     try:
         plan = variants.plan(args.use_case, use_case)

@@ -379,3 +379,15 @@ def test_third_party_flows_run_by_config_alone(project: Project, stub_llm: StubL
     web_page = (data / "web3/report/report.html").read_text()
     assert "4 of 4 answered rows have the same output" in web_page
     assert project.repro("report@ner3", "report@web3") == []
+
+
+def test_drop_null_params_must_be_true_or_false() -> None:
+    from stages.core import connections
+
+    llm = {"name": "local", "type": "openai", "api": "completion", "model": "m", "base_url": "http://127.0.0.1:1/v1",
+           "api_key_env": "K", "api_key_required": False}  # fmt: skip
+    assert connections.resolve({**llm, "drop_null_params": True}, {}).drop_null_params is True
+    assert connections.resolve(llm, {}).drop_null_params is False
+    with pytest.raises(connections.ConnectionConfigError, match=r"drop_null_params must be true or false, got 'yes' "
+                       r"\(conf/llm/local.yaml\)"):  # fmt: skip
+        connections.resolve({**llm, "drop_null_params": "yes"}, {})

@@ -99,6 +99,11 @@ def _offline_tiktoken(cache: Path) -> None:
             staged = target.with_suffix(".tmp")
             shutil.copyfile(source, staged)
             staged.replace(target)
+    _refuse_downloads()
+
+
+def _refuse_downloads() -> None:
+    """tiktoken reads files only from disk in this process (its cache, TIKTOKEN_CACHE_DIR, is inherited)."""
     try:
         import tiktoken.load
     except ImportError:
@@ -1228,7 +1233,8 @@ _WORKER_DONE = "done"
 def _worker_main(init_args: tuple[Any, ...], concurrency: int, tasks: Any, results: Any) -> None:
     """A worker process of `run_rows`: loads the flow, runs rows from `tasks` until its None, sends each result
     (or the error that stopped the worker) to `results`, then `_WORKER_DONE`."""
-    _quiet_loggers()  # the environment configure() set is inherited, logger levels are not
+    _quiet_loggers()  # the environment configure() set is inherited, logger levels and patches are not
+    _refuse_downloads()
     try:
         flow, bindings, node_inputs, node_variants, row_timeout_s = init_args
         session = FlowSession(
