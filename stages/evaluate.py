@@ -47,6 +47,8 @@ def joined_rows(
                 "latency_s": run["latency_s"],
                 "eval": evaluation.outputs if evaluation else None,
                 "eval_error": evaluation.error if evaluation else None,
+                **({"warnings": run["warnings"]} if run.get("warnings") else {}),
+                **({"eval_warnings": list(evaluation.warnings)} if evaluation and evaluation.warnings else {}),
             }
 
 
@@ -146,10 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     args.cache.mkdir(parents=True, exist_ok=True)  # the stage's output, even without judges
     proxy, price = None, None
     try:
+        # A flex evaluator taking `model_config` (a class's init, a function's parameter) gets the judge's LLM.
+        model_config = flow_engine.declares_model_config(root / use_case["eval_flow"])
+    except Exception as exc:  # the entry's module failed to load: its own error, not a traceback
+        print(f"evaluate {args.use_case}: {use_case['eval_flow']}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    try:
         plan = variants.plan_for(params, args.use_case)
         concurrency = connections.concurrency(params["judge"], "judge")  # the judge's, also for flows without one
         specs = headline.parse_specs(use_case.get("metrics"), f"use_cases.{args.use_case}.metrics")
-        if judges:
+        if judges or model_config:
             connection = connections.resolve(params["judge"], connections.environment(root))
             connections.check_reachable(connection)
             proxy = llm_proxy.from_params(
@@ -175,13 +183,24 @@ def main(argv: list[str] | None = None) -> int:
         sessions = []
         for repeat in range(k if proxy else 1):  # a flow without judges asks no LLM: one session serves every repeat
             try:
-                bindings = judge_bindings(judges, proxy.connection(connection, repeat)) if proxy else []
+                judged = proxy.connection(connection, repeat) if proxy else None
+                bindings = judge_bindings(judges, judged) if judged and judges else []
+                if judged and model_config:
+                    bindings = [flow_engine.LLMBinding(judged)]
             except flow_engine.FlowError as exc:
                 print(f"evaluate {args.use_case}: judge: {exc}", file=sys.stderr)
                 return 1
-            sessions.append(flow_engine.FlowSession(
-                root / use_case["eval_flow"], *bindings, row_timeout_s=params["bulk"]["row_timeout_s"]
-            ))  # fmt: skip
+            try:
+                sessions.append(flow_engine.FlowSession(
+                    root / use_case["eval_flow"], *bindings, row_timeout_s=params["bulk"]["row_timeout_s"]
+                ))  # fmt: skip
+            except flow_engine.FlowError as exc:
+                print(f"evaluate {args.use_case}: {exc}", file=sys.stderr)
+                return 1
+            except Exception as exc:  # prompt flow could not load the flow (an init that raised, a bad entry)
+                print(f"evaluate {args.use_case}: {use_case['eval_flow']}: {type(exc).__name__}: {exc}",
+                      file=sys.stderr)  # fmt: skip
+                return 1
         sessions *= k // len(sessions)
         for variant in plan.names:
             rows_by_variant[variant], metrics_by_variant[variant], failed_by_variant[variant] = evaluate_variant(
@@ -201,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
             stale.unlink()
 
     results = headline.headline(specs, rows_by_variant, plan.baseline)
+    for spec in specs:  # how values that are not plain numbers were read (stages/metrics/headline.py)
+        for note in headline.value_notes(spec, rows_by_variant[plan.selected]):
+            print(f"evaluate {args.use_case}: {note}", file=sys.stderr)
     for variant, by_metric in results.items():
         metrics_by_variant[variant]["headline"] = {metric: r.as_dict() for metric, r in by_metric.items()}
     metrics = {**metrics_by_variant[plan.selected], "variant": plan.selected, "baseline": plan.baseline}

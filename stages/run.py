@@ -34,8 +34,12 @@ def summarize(
         identical = sum(1 for runs in per_row if all(r.error is None and r.outputs == runs[0].outputs for r in runs))
         summary |= {"repeats": k, "outputs_identical": round(identical / len(per_row), 4) if per_row else 0.0}
     metrics = usage.as_metrics()
+    warned = sum(1 for r in results if r.warnings)
+    if same := identical_outputs(results):
+        summary["identical_outputs"] = same
     return summary | {
         "errors": sum(1 for r in results if r.error is not None),
+        **({"rows_with_warnings": warned} if warned else {}),
         "invalid_answers": invalid,
         "latency_s": {
             "mean": round(statistics.fmean(latencies), 4) if latencies else 0.0,
@@ -47,6 +51,26 @@ def summarize(
         **metrics,
         "cost": cost.cost_metrics(metrics["tokens"], price),
     }
+
+
+PLACEHOLDER_SHARE, PLACEHOLDER_MIN_ROWS = 0.5, 3
+
+
+def identical_outputs(results: list[flow_engine.RowResult]) -> dict[str, Any] | None:
+    """When more than half of the answered rows, and at least 3, have one identical output, that output and its count:
+    most likely a placeholder a node returns when it swallowed an error ("No available content"), which would score
+    as a plain wrong answer. None otherwise."""
+    import collections
+    import json
+
+    answered = [json.dumps(r.outputs, sort_keys=True, ensure_ascii=False) for r in results if r.error is None]
+    if not answered:
+        return None
+    output, count = collections.Counter(answered).most_common(1)[0]
+    if count < PLACEHOLDER_MIN_ROWS or count / len(answered) <= PLACEHOLDER_SHARE:
+        return None
+    shown = output if len(output) <= 200 else output[:199] + "…"
+    return {"rows": count, "of": len(answered), "output": shown}
 
 
 def worker_processes(bulk: dict[str, Any]) -> int:
@@ -122,6 +146,7 @@ def run_variant(
             usage = proxy.row_usage(result.row_id)
             done.append(((index, repeat), result, {
                 "row_id": row["row_id"], **repeats.field(repeat, k), "outputs": result.outputs, "error": result.error,
+                **({"warnings": list(result.warnings)} if result.warnings else {}),
                 "latency_s": round(result.latency_s, 4), "llm": usage.as_row(),
             }))  # fmt: skip
             progress.advance(error=result.error is not None, cache_hits=usage.hits)
@@ -263,10 +288,18 @@ def main(argv: list[str] | None = None) -> int:
     for variant, s in summaries.items():
         cache = s["cache"]
         nodes = "".join(f", {node}={variant_id}" for node, variant_id in s.get("node_variants", {}).items())
+        warned = f", {s['rows_with_warnings']} rows with warnings" if s.get("rows_with_warnings") else ""
         print(
-            f"run {args.use_case} {variant}{nodes}: {s['errors']} errors, {s['invalid_answers']} invalid answers; "
-            f"LLM cache {cache['hits']} hits, {cache['misses']} misses, {cache['errors']} errors"
+            f"run {args.use_case} {variant}{nodes}: {s['errors']} errors, {s['invalid_answers']} invalid answers"
+            f"{warned}; LLM cache {cache['hits']} hits, {cache['misses']} misses, {cache['errors']} errors"
         )
+        if same := s.get("identical_outputs"):
+            print(
+                f"run {args.use_case} {variant}: warning: {same['rows']} of {same['of']} answered rows have the same "
+                f"output {same['output']}: a placeholder answer of a node that swallowed an error? See the rows' "
+                "warnings in the outputs",
+                file=sys.stderr,
+            )
     if pruned := llm_proxy.prune_after_success(proxy, params["llm_cache"]):
         print(f"run {args.use_case}: pruned {pruned} LLM cache files (unused, older than llm_cache.keep_days)")
     return 0

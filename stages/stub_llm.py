@@ -15,10 +15,12 @@ Run: `python -m stages.stub_llm --port 0` prints `listening on http://127.0.0.1:
 Faults, for the retry and timeout tests (see `Faults`): `--fail-first N --status 429 --retry-after 1` answers
 the first N requests with an error, `--fail-rate P` always fails a fixed share P of the prompts, `--drop` makes
 those failures dropped connections (closed without an answer), `--delay-s D` slows every answer down, and
-`--match S` limits all of these to prompts containing S. `--echo-key-status 401` answers every (matching)
-request with that status and the request's API key in the error message, as OpenAI and gateways do for a wrong
-key ("Incorrect API key provided: sk-..."). `--faults FILE` (JSON with the fields of `Faults`, re-read on every
-request) replaces them while it exists; the first-N count restarts whenever the faults change.
+`--match S` limits all of these to prompts containing S; `--message M` is the failure's error message.
+`--reject-null-params` answers a request with a null presence_penalty or frequency_penalty as llama.cpp does
+(HTTP 500, "argument 4: TypeError: wrong type", naming no parameter). `--echo-key-status 401` answers every
+(matching) request with that status and the request's API key in the error message, as OpenAI and gateways do
+for a wrong key ("Incorrect API key provided: sk-..."). `--faults FILE` (JSON with the fields of `Faults`, re-read
+on every request) replaces them while it exists; the first-N count restarts whenever the faults change.
 """
 
 from __future__ import annotations
@@ -57,6 +59,11 @@ def read_rules(path: Path | None) -> dict[str, str]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+# What llama.cpp's server answers (HTTP 500) to a request whose frequency_penalty is null (llama-cpp-python 0.3.36).
+LLAMA_CPP_NULL_ERROR = "argument 4: TypeError: wrong type"
+NULL_REJECTED = ("presence_penalty", "frequency_penalty")
+
+
 @dataclass(frozen=True)
 class Faults:
     """Injected faults. A failing request gets `status` (with `Retry-After: retry_after` when set), or, with
@@ -71,6 +78,8 @@ class Faults:
     delay_s: float = 0.0  # every matching answer (or failure) is sent this late
     match: str = ""  # only prompts containing this substring are affected ("" = all)
     echo_key_status: int | None = None  # e.g. 401: "Incorrect API key provided: <the key>"
+    message: str = ""  # the failure's error message ("" = "stub fault: HTTP <status>")
+    reject_null_params: bool = False  # a null penalty fails with llama.cpp's 500, whatever the other fields say
 
     @classmethod
     def from_json(cls, path: Path | None, default: Faults) -> Faults:
@@ -141,7 +150,8 @@ def make_handler(
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
-            status, error = fault.status, {"message": f"stub fault: HTTP {fault.status}", "type": "stub_fault"}
+            message = fault.message or f"stub fault: HTTP {fault.status}"
+            status, error = fault.status, {"message": message, "type": "stub_fault"}
             if fault.echo_key_status is not None:  # OpenAI's own wording for a wrong key
                 status = fault.echo_key_status
                 error = {"message": f"Incorrect API key provided: {self._sent_key()}. You can find your API key at "
@@ -175,6 +185,9 @@ def make_handler(
             prompt = json.dumps(body.get("messages", []), sort_keys=True) if chat else (
                 prompt if isinstance(prompt, str) else "".join(prompt))  # fmt: skip
             fault, fails = fault_for(prompt)
+            current = Faults.from_json(faults_file, faults)
+            if current.reject_null_params and any(body.get(k, 0) is None for k in NULL_REJECTED):
+                fault, fails = Faults(status=500, message=LLAMA_CPP_NULL_ERROR), True
             if record is not None:
                 with lock, record.open("a", encoding="utf-8") as handle:
                     entry = {"path": self.path, "headers": dict(self.headers), "body": body,
@@ -240,11 +253,14 @@ def main() -> None:
     parser.add_argument("--delay-s", type=float, default=0.0, help="answer every (matching) request this late")
     parser.add_argument("--match", default="", help="faults apply only to prompts containing this substring")
     parser.add_argument("--echo-key-status", type=int, help="fail with this status, echoing the key sent")
+    parser.add_argument("--message", default="", help="the error message of a failure")
+    parser.add_argument("--reject-null-params", action="store_true", help="a null penalty fails as on llama.cpp")
     parser.add_argument("--faults", type=Path, help="JSON of the fault options, re-read on every request")
     args = parser.parse_args()
     faults = Faults(fail_first=args.fail_first, fail_rate=args.fail_rate, status=args.status,
                     retry_after=args.retry_after, drop=args.drop, delay_s=args.delay_s, match=args.match,
-                    echo_key_status=args.echo_key_status)  # fmt: skip
+                    echo_key_status=args.echo_key_status, message=args.message,
+                    reject_null_params=args.reject_null_params)  # fmt: skip
     server = serve(
         args.host, args.port, args.model, tuple(args.answers.split(",")), args.record, args.rules, faults, args.faults
     )

@@ -96,7 +96,9 @@ def test_html_report_renders_offline_in_chromium(tmp_path: Path) -> None:
     dom = rendered.dom
     assert "uc: evaluation report" in dom
     assert dom.count("<svg") == 3  # headline metrics per variant with CIs, per-class precision/recall, confusion
-    assert re.search(r'<div class="k">accuracy</div><div class="v">75\.0%</div>', dom)
+    # The flow logged its own accuracy too (the table of logged metrics): the card says which one it is.
+    assert re.search(r'<div class="k">accuracy \(headline\)</div><div class="v">75\.0%</div>', dom)
+    assert "accuracy (logged by the flow)" in dom
     assert "vs v1: +25.0%, p=0.62, no significant difference" in dom
     assert dom.count('<tr class="fixed"') == 2 and dom.count('<tr class="broken"') == 1
     assert 'data-show="fixed broken">flipped (3)</button>' in dom
@@ -154,7 +156,7 @@ def test_judge_scores_and_details_for_a_generative_use_case() -> None:
     part = reporting.VariantReport("v2", [record], metrics, RUN)
     html = reporting.render_html("chat", {}, [part], reporting.side_by_side([part], columns.inputs), 80, 50)
     assert '<div class="k">relevance</div><div class="v">3.25 / 5</div>' in html
-    assert '<div class="k">similarity</div><div class="v">61.0%</div>' in html
+    assert '<div class="k">similarity (headline)</div><div class="v">61.0%</div>' in html  # the flow logs one too
     assert '<div class="k">relevance errors</div><div class="v">1</div><div class="n">4 scored, 1 unparseable' in html
     assert '<div class="k">fluency errors</div><div class="v">5</div><div class="n">0 scored, 5 unparseable' in html
     assert "<td>judge answer &#x27;x&#x27;</td>" in html

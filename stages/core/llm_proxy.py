@@ -9,9 +9,15 @@ nodes skip the loopback HTTP when the proxy serves from their own process: they 
 - computes the key: sha256 of the canonical JSON of the request body, the path after `/r<k>` (with its query,
   e.g. Azure's api-version) and k; never of headers, so api keys never reach the cache;
 - answers a hit from `CacheStore` (one JSON file per entry, written atomically);
+- adapts the request to the endpoint (`RequestAdapter`): sends completion requests to the connection's model and
+  translates between the OpenAI and Azure OpenAI path layouts (before the key is computed), so a flow written for
+  either reaches the endpoint the connection names; drops null parameters when the connection says so
+  (`drop_null_params`: llama.cpp answers a null penalty with a 500), after the key is computed;
 - forwards a miss to the endpoint (headers passed on, Host fixed, plus `X-LLMOps-Repeat: k`, which endpoints
   ignore and the stub LLM uses to sample another answer per repeat at temperature > 0), retrying 429, 408, 5xx,
-  timeouts and dropped connections with exponential backoff and full jitter, honouring Retry-After (`RetryPolicy`);
+  timeouts and dropped connections with exponential backoff and full jitter, honouring Retry-After (`RetryPolicy`),
+  except a 5xx whose answer says the request itself is invalid (`rejects_request`): the same request would fail
+  the same way, so it is answered at once, naming the request's null parameters;
 - stores only 200 answers; an error is never cached;
 - counts hits, misses, errors, upstream requests, retries and `usage` tokens, in total and per row.
 When retries run out it answers 424 (Failed Dependency) with the last failure in the message, and
@@ -43,6 +49,16 @@ from stages.core.connections import Connection
 from stages.core.io import write_text
 
 RETRIABLE_STATUS = frozenset({408, 429, *range(500, 600)})
+TRANSIENT_5XX = frozenset({502, 503, 504})  # gateways and overload: retried whatever the answer says
+# An error message that says the request itself is wrong: the same request fails the same way every time.
+# llama.cpp answers a null presence_penalty with 500 "argument 4: TypeError: wrong type".
+_INVALID_REQUEST = re.compile(
+    r"TypeError|ValueError|ArgumentError|wrong type|\binvalid\b|(?:not|be) a valid|validation error|unexpected keyword|"
+    r"missing required|must be (?:a|an|of|greater|less|between)",
+    re.IGNORECASE,
+)
+_AZURE_ROUTE = re.compile(r"^(?P<base>.*?)/openai/deployments/(?P<deployment>[^/]+)(?P<operation>/[^?]*)(?:\?.*)?$")
+_OPERATIONS = ("/chat/completions", "/completions", "/embeddings")
 GIVE_UP_STATUS = 424  # not retried by prompt flow's LLM tools or the OpenAI client
 # Not forwarded: hop-by-hop headers, and Accept-Encoding so that answers come back uncompressed (they are parsed).
 _DROPPED_HEADERS = frozenset(
@@ -71,6 +87,99 @@ class RetryPolicy:
 
     def backoff_s(self, retry: int, rng: random.Random) -> float:
         return rng.uniform(0, min(self.max_s, self.base_s * 2**retry))
+
+
+def error_message(body: bytes) -> str:
+    """The message of an endpoint's error answer: `error.message` (OpenAI), `message` or `detail`, else the text."""
+    text = body[:2000].decode("utf-8", "replace")
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return text.strip()
+    if isinstance(parsed, dict):
+        error = parsed.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        for key in ("message", "detail", "error"):
+            if parsed.get(key):
+                return str(parsed[key])
+    return text.strip()
+
+
+def rejects_request(status: int, body: bytes) -> bool:
+    """Whether a 5xx answer says the request itself is invalid (a wrong type, an invalid parameter): deterministic,
+    so retrying it only multiplies the failure. 502/503/504 are always transient."""
+    if status < 500 or status in TRANSIENT_5XX:
+        return False
+    return bool(_INVALID_REQUEST.search(error_message(body)))
+
+
+@dataclass(frozen=True)
+class RequestAdapter:
+    """What the proxy changes in a request before its key is computed, for the endpoint it forwards to.
+
+    `layout` is the endpoint's path layout (None: paths and models are forwarded as they are): `openai`
+    (`<base>/chat/completions`) or `azure_openai` (`<base>/openai/deployments/<deployment>/chat/completions?...`);
+    a request in the other layout
+    (a flow's own AzureOpenAI client against llama.cpp, or an OpenAI client against Azure) is translated, with
+    `model` as the deployment and `api_version` added. On the OpenAI layout, completion and chat requests are sent
+    to `model` (the connection's: a flow's hard-coded model name does not bypass the run's LLM). With
+    `drop_null_params`, top-level null parameters are removed (in the OpenAI API null means "not given").
+    """
+
+    layout: str | None = None  # None: forward paths as they are
+    model: str | None = None
+    api_version: str | None = None
+    drop_null_params: bool = False
+
+    def adapt(self, path: str, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The path (with query) and body for the endpoint's layout and model; the same objects when nothing
+        changes. Null parameters are kept here (the cache key has them): `without_nulls` drops them for sending."""
+        route, _, query = path.partition("?")
+        azure = _AZURE_ROUTE.match(path)
+        if self.layout == "openai" and azure:
+            route, query = azure["base"] + azure["operation"], ""
+        elif self.layout == "azure_openai" and not azure and self.model:
+            operation = next((op for op in _OPERATIONS if route.endswith(op)), None)
+            if operation:
+                base = route[: -len(operation)]
+                route = f"{base}/openai/deployments/{self.model}{operation}"
+                query = query or (f"api-version={self.api_version}" if self.api_version else "")
+        to_model = self.layout == "openai" and self.model and route.endswith("/completions")
+        if to_model and request.get("model") != self.model:
+            request = {**request, "model": self.model}
+        adapted = route + (f"?{query}" if query else "")
+        return (path if adapted == path else adapted), request
+
+    def headers(self, headers: Mapping[str, str]) -> Mapping[str, str]:
+        """The key header the endpoint reads: an OpenAI client's `Authorization: Bearer <key>` also as Azure
+        OpenAI's `api-key`, and the other way round (headers are never part of the cache key)."""
+        names = {name.lower(): name for name in headers}
+        if self.layout == "azure_openai" and "api-key" not in names and "authorization" in names:
+            value = headers[names["authorization"]]
+            if value.lower().startswith("bearer "):
+                return {**headers, "api-key": value[7:]}
+        if self.layout == "openai" and "authorization" not in names and "api-key" in names:
+            return {**headers, "Authorization": f"Bearer {headers[names['api-key']]}"}
+        return headers
+
+    def without_nulls(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The body to send: without its top-level null parameters when `drop_null_params` (else `request`)."""
+        if self.drop_null_params and any(value is None for value in request.values()):
+            return {name: value for name, value in request.items() if value is not None}
+        return request
+
+
+def null_params_hint(request: Mapping[str, Any] | None) -> str:
+    """What to do about a rejected request that sends null parameters ("" when it sends none)."""
+    nulls = sorted(name for name, value in (request or {}).items() if value is None)
+    if not nulls:
+        return ""
+    return (
+        f" The request sends null for {', '.join(nulls)}: this endpoint does not accept null parameters (llama.cpp "
+        "does not); set `drop_null_params: true` in the connection (conf/llm/<name>.yaml), or give the flow's LLM "
+        "node these inputs."
+    )
 
 
 def cache_key(path: str, body: Any, repeat: int) -> str:
@@ -237,6 +346,7 @@ class LLMProxy:
         row_of: Callable[[Mapping[str, str]], str | None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         seed: int | None = None,
+        adapter: RequestAdapter = RequestAdapter(),
     ) -> None:
         parts = urlsplit(upstream.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -245,6 +355,7 @@ class LLMProxy:
         self._base_path = parts.path
         self.store, self.retry, self.timeout_s = store, retry, timeout_s
         self._row_of, self._sleep, self._rng = row_of, sleep, random.Random(seed)
+        self.adapter = adapter
         self._lock = threading.Lock()
         self.total = Usage()
         self._rows: dict[str, Usage] = {}
@@ -323,7 +434,14 @@ class LLMProxy:
             self._count(row, requests=1, errors=1)
             message = "llm proxy: streaming requests (stream: true) cannot be cached; set stream to false"
             return _Answer(400, _error_body(message, "llm_proxy_stream_refused"))
-        key = cache_key(path, request, repeat)
+        adapted_path, adapted = self.adapter.adapt(path, request)
+        sent = self.adapter.without_nulls(adapted)
+        if adapted_path is not path or sent is not request:
+            path, body = adapted_path, json.dumps(sent, ensure_ascii=False).encode("utf-8")
+        headers = self.adapter.headers(headers)
+        # The key keeps null parameters (null means "not given"): entries made before drop_null_params stay valid.
+        key = cache_key(path, adapted, repeat)
+        request = sent
         if self.store is None:
             return self._miss(key, path, repeat, request, method, headers, body, row)
         with self._single_flight(key):  # the same request from rows running at once reaches the endpoint once
@@ -360,7 +478,7 @@ class LLMProxy:
     ) -> _Answer:  # fmt: skip
         """Forward a request the cache did not answer; store a 200 answer."""
         self._count(row, requests=1, misses=1)
-        answer = self._forward(method, path, {**headers, REPEAT_HEADER: str(repeat)}, body, row)
+        answer = self._forward(method, path, {**headers, REPEAT_HEADER: str(repeat)}, body, row, request)
         if answer.status != 200:
             self._count(row, errors=1)
             return answer
@@ -376,8 +494,12 @@ class LLMProxy:
                 self.used_keys.add(key)
         return answer
 
-    def _forward(self, method: str, path: str, headers: Mapping[str, str], body: bytes, row: str | None) -> _Answer:
-        """Send to the endpoint, retrying what is retriable; the last failure becomes a 424 answer."""
+    def _forward(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes, row: str | None,
+        request: Mapping[str, Any] | None = None,
+    ) -> _Answer:  # fmt: skip
+        """Send to the endpoint, retrying what is retriable; the last failure becomes a 424 answer, and so does at
+        once a 5xx that says the request is invalid (`rejects_request`), naming the request's null parameters."""
         forwarded = {name: value for name, value in headers.items() if name.lower() not in _DROPPED_HEADERS}
         failure = ""
         for attempt in range(self.retry.attempts):
@@ -390,6 +512,13 @@ class LLMProxy:
             else:
                 if status not in RETRIABLE_STATUS:
                     return _Answer(status, data, content_type)
+                if rejects_request(status, data):
+                    message = (
+                        f"llm proxy: {method} {self._endpoint()}{path} was rejected (HTTP {status}: "
+                        f"{error_message(data)[:300]}); not retried: the answer says the request is invalid, and the "
+                        f"same request fails the same way.{null_params_hint(request)}"
+                    )
+                    return _Answer(GIVE_UP_STATUS, _error_body(message, "llm_proxy_request_rejected"), give_up=True)
                 failure = f"HTTP {status}: {data[:300].decode('utf-8', 'replace')}"
                 retry_after = retry_after_s(retry_after_header)
             if attempt + 1 == self.retry.attempts:
@@ -399,11 +528,11 @@ class LLMProxy:
                 break
             self._count(row, retries=1)
             self._sleep(retry_after if retry_after is not None else self.retry.backoff_s(attempt, self._rng))
-        message = (
-            f"llm proxy: {method} {self._scheme}://{self._host}{':' + str(self._port) if self._port else ''}{path}"
-            f" failed after {attempt + 1} attempt(s): {failure}"
-        )
+        message = f"llm proxy: {method} {self._endpoint()}{path} failed after {attempt + 1} attempt(s): {failure}"
         return _Answer(GIVE_UP_STATUS, _error_body(message, "llm_proxy_upstream_failed"), give_up=True)
+
+    def _endpoint(self) -> str:
+        return f"{self._scheme}://{self._host}{':' + str(self._port) if self._port else ''}"
 
     def _connection(self) -> http.client.HTTPConnection:
         """A kept-alive connection to the endpoint idle for less than _KEEP_IDLE_S, else a new one."""
@@ -485,12 +614,14 @@ def from_params(
     cache_dir: Path,
     row_of: Callable[[Mapping[str, str]], str | None] | None = None,
 ) -> LLMProxy:
-    """The proxy a stage runs for `connection`: `llm.retry`, `llm.request_timeout_s`, and the cache in `cache_dir`
-    when `llm_cache.enabled` (the folder is created either way: it is the stage's DVC output)."""
+    """The proxy a stage runs for `connection`: `llm.retry`, `llm.request_timeout_s`, the connection's request
+    adaptations (its layout, model, API version and `drop_null_params`), and the cache in `cache_dir` when
+    `llm_cache.enabled` (the folder is created either way: it is the stage's DVC output)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     store = CacheStore(cache_dir) if llm_cache["enabled"] else None
+    adapter = RequestAdapter(connection.type, connection.model, connection.api_version, connection.drop_null_params)
     return LLMProxy(connection.base_url, store, RetryPolicy.from_params(llm.get("retry")),
-                    connection.request_timeout_s, row_of)  # fmt: skip
+                    connection.request_timeout_s, row_of, adapter=adapter)  # fmt: skip
 
 
 def prune_after_success(proxy: LLMProxy, llm_cache: Mapping[str, Any]) -> int:

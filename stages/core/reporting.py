@@ -49,6 +49,7 @@ class Columns:
 def flatten_rows(rows: list[dict[str, Any]], columns: Columns) -> list[dict[str, Any]]:
     """One record per row with the columns of the CSV report: id, the flow's inputs, then the results."""
     records = []
+    warned = any(row.get("warnings") or row.get("eval_warnings") for row in rows)  # the column only when needed
     for row in rows:
         outputs = row.get("outputs") or {}
         evaluation = row.get("eval") or {}
@@ -64,9 +65,35 @@ def flatten_rows(rows: list[dict[str, Any]], columns: Columns) -> list[dict[str,
                 "raw_answer": outputs.get(columns.raw_answer, ""),
                 "latency_s": row.get("latency_s"),
                 "error": row.get("run_error") or row.get("eval_error") or "",
+                **({"warnings": " | ".join([*(row.get("warnings") or []), *(row.get("eval_warnings") or [])])}
+                   if warned else {}),
             }
-        )
+        )  # fmt: skip
     return records
+
+
+# Keys of an evaluation's metrics.json that the toolkit writes; every other number is one the evaluation flow logged.
+TOOLKIT_METRICS = frozenset(
+    {"rows", "run_errors", "eval_errors", "repeats", "headline", "variant", "baseline", "variants", "cache",
+     "llm_requests", "tokens", "cost"}
+)  # fmt: skip
+
+
+def logged_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Every number the evaluation flow logged (its aggregation's metrics), nested ones by dotted name."""
+    found: dict[str, float] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            found[prefix] = value
+
+    for key, value in metrics.items():
+        if key not in TOOLKIT_METRICS:
+            walk(str(key), value)
+    return found
 
 
 def to_csv(records: list[dict[str, Any]]) -> str:
@@ -305,6 +332,7 @@ table{border-collapse:collapse;font-size:.8rem;width:100%}
 th,td{border-bottom:1px solid #eee;padding:.3rem .4rem;text-align:left;vertical-align:top}
 tr.bad td:first-child{border-left:3px solid #C44E52} tr.ok td:first-child{border-left:3px solid #55A868}
 tr.fixed{background:#EAF6EC} tr.broken{background:#FBEAEA} tr.changed{background:#FFF8E1}
+.warn{background:#FFF4E5;border-left:4px solid #ED6C02;padding:.5rem .8rem;margin:.4rem 0}
 .filters{margin:.6rem 0} .filters button{border:1px solid #ccc;background:#fff;border-radius:14px;
   padding:.2rem .7rem;margin-right:.3rem;cursor:pointer;font-size:.8rem} .filters button.on{background:#222;color:#fff}
 """
@@ -345,6 +373,7 @@ def judges(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def _headline_cards(variant: VariantReport, baseline: str) -> list[str]:
     cards = []
     judged = judges(variant.metrics)
+    logged = logged_metrics(variant.metrics)
     for name, result in variant.headline.items():
         rate = is_rate([result])
         value = format_value(result.get("value"), rate) + (" / 5" if name in judged and not rate else "")
@@ -356,8 +385,47 @@ def _headline_cards(variant: VariantReport, baseline: str) -> list[str]:
             delta = f"{result['delta']:+.1%}" if rate else f"{result['delta']:+.2f}"
             note += f" · vs {baseline}: {delta}, p={result['p_value']:.2g}, {result['verdict']}"
             note_class = {"better": "better", "worse": "worse"}.get(result["verdict"], "n")
-        cards.append(_card(name.replace("_", " "), value, note, note_class))
+        title = name.replace("_", " ") + (" (headline)" if name in logged else "")  # the flow logged its own
+        cards.append(_card(title, value, note, note_class))
     return cards
+
+
+def _logged_table(variants: list[VariantReport]) -> str:
+    """Every metric the evaluation flow logged, per variant (a headline metric of the same name is the toolkit's
+    own, from the per-row values, shown in the cards above)."""
+    logged = [logged_metrics(v.metrics) for v in variants]
+    names = list(dict.fromkeys(name for values in logged for name in values))
+    if not names:
+        return ""
+    headline = set(variants[-1].headline)
+    head = "<tr><th>metric</th>" + "".join(f"<th>{html.escape(v.name)}</th>" for v in variants) + "</tr>"
+    body = []
+    for name in names:
+        label = name + (" (logged by the flow)" if name in headline else "")
+        cells = "".join(f"<td>{_number(values.get(name))}</td>" for values in logged)
+        body.append(f"<tr><td>{html.escape(label)}</td>{cells}</tr>")
+    note = "<p class='n'>As the evaluation flow's aggregation logged them (metrics.json), without intervals.</p>"
+    return f"<h2>Metrics the evaluation flow logged</h2>{note}<table>{head}{''.join(body)}</table>"
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:g}" if isinstance(value, int) else f"{value:.4g}"
+
+
+def warnings_banner(run: dict[str, Any]) -> str:
+    """The warning a run's summary calls for: most rows with one identical output (a placeholder answer), rows
+    with warnings. Empty when there is none."""
+    lines = []
+    if same := run.get("identical_outputs"):
+        lines.append(
+            f"{same['rows']} of {same['of']} answered rows have the same output {same['output']}: a placeholder "
+            "answer of a node that swallowed an error? Check the rows' warnings and errors."
+        )
+    if warned := run.get("rows_with_warnings"):
+        lines.append(f"{warned} rows printed or logged warnings while running (column warnings below).")
+    return "".join(f'<p class="warn">⚠ {html.escape(line)}</p>' for line in lines)
 
 
 def _count_cards(variant: VariantReport) -> list[str]:
@@ -465,11 +533,12 @@ _FLIP_ORDER = {BROKEN: 0, FIXED: 1, ERROR: 2, CHANGED: 3, SAME: 4}
 
 def _rows_table(rows: list[dict[str, Any]], variants: list[VariantReport], max_rows: int) -> str:
     names = [variant.name for variant in variants]
-    shown = ("prediction", "correct", "raw_answer", "error")
+    shown = ("prediction", "correct", "raw_answer", "error", "warnings")
     base = [key for key in rows[0] if "." not in key and key != "flip"] if rows else []
     extra = [key for key in (rows[0] if rows else {}) if "." in key and key.split(".", 1)[1] not in
              (*shown, "latency_s")]  # fmt: skip
-    columns = base + [f"{name}.{key}" for name in names for key in shown] + extra
+    present = {key for row in rows for key in row}
+    columns = base + [f"{name}.{key}" for name in names for key in shown if f"{name}.{key}" in present] + extra
     compared = len(variants) > 1
 
     def order(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -529,8 +598,10 @@ def render_html(
 <style>
 {PAGE_CSS}</style></head><body>
 <h1>{html.escape(title)}</h1><div class="facts">{facts}</div>
+{warnings_banner(selected.run)}
 <div class="cards">{"".join(cards)}</div>
 <div class="charts">{"".join(charts)}</div>
+{_logged_table(variants)}
 {_repeats_table(variants)}
 <h2>Latency, tokens and cost</h2>{_usage_table(variants)}
 <h2>Rows</h2>{_rows_table(rows, variants, max_rows)}

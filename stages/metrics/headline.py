@@ -9,6 +9,18 @@ pass/fail, a paired bootstrap otherwise. Declared in `use_cases.<uc>.metrics` (c
       exact_f1: {f1: {tp: counts.exact_tp, predicted: counts.predicted, gold: counts.gold}}
       precision: {ratio: {numerator: counts.tp, denominator: counts.predicted}}   # sum / sum over rows
 
+Per-row values are read as numbers by this mapping (`as_number`), so that prompt flow's stock evaluators' outputs
+count as they mean:
+- True / False: 1 / 0; a number: itself; a numeric string ("0.5"): its number;
+- a grade string, case and surrounding space ignored: "correct", "pass", "passed", "yes", "true", "right",
+  "match", "matched" count 1; "incorrect", "fail", "failed", "no", "false", "wrong", "mismatch", "error" count 0
+  (eval-classification-accuracy's "Correct"/"Incorrect"); any other string or None: no value (the row is skipped);
+- an object (a counts dict such as eval-entity-match-rate's `match_cnt`): its first entry, in its own order, that
+  is a bool or a number (`exact_match` there); name another with a dotted path (`match_cnt.partial_match`);
+- in a mean whose values are all -1, 0 or 1, -1 counts 0: the stock convention of "-1: the row failed" (the
+  template's math evaluation), which the aggregations count as not correct, never a negative accuracy.
+`value_notes` says which of these applied, for the evaluate stage's log.
+
 With repeats (`bulk.repeats: k`, rows carrying `repeat`), a row's values are first averaged over its repeats:
 the value, its CI (resampling rows, never row repeats) and the paired comparison (on the row means) are computed
 over those row means. Each metric also reports its spread over the repeats (`Spread`: the metric computed on
@@ -75,28 +87,94 @@ def parse_specs(block: Mapping[str, Any] | None, where: str) -> list[MetricSpec]
     return specs
 
 
-def row_value(evaluation: Mapping[str, Any] | None, path: str) -> float | None:
-    """The number at dotted `path` in one row's evaluation outputs (True -> 1.0); None when absent or None."""
+PASS_GRADES = frozenset({"correct", "pass", "passed", "yes", "true", "right", "match", "matched"})
+FAIL_GRADES = frozenset({"incorrect", "fail", "failed", "no", "false", "wrong", "mismatch", "error"})
+
+
+def as_number(value: Any) -> float | None:
+    """A per-row evaluation value as a number, by the mapping in this module's docstring (None: no value)."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, str):
+        grade = value.strip().lower()
+        if grade in PASS_GRADES:
+            return 1.0
+        if grade in FAIL_GRADES:
+            return 0.0
+        try:
+            number = float(grade)
+        except ValueError:
+            return None
+        return number if np.isfinite(number) else None
+    if isinstance(value, Mapping):
+        key = first_number_key(value)
+        return as_number(value[key]) if key is not None else None
+    return None
+
+
+def first_number_key(value: Mapping[str, Any]) -> str | None:
+    """The first key of an object whose value is a bool or a number (a counts dict's `exact_match`)."""
+    return next((key for key, item in value.items() if isinstance(item, bool | int | float)), None)
+
+
+def _at(evaluation: Mapping[str, Any] | None, path: str) -> Any:
     node: Any = evaluation
     for part in path.split("."):
         if not isinstance(node, Mapping) or part not in node:
             return None
         node = node[part]
-    if node is None or isinstance(node, str):
-        return None
-    return float(node)
+    return node
+
+
+def row_value(evaluation: Mapping[str, Any] | None, path: str) -> float | None:
+    """The number at dotted `path` in one row's evaluation outputs (see `as_number`); None when absent or None."""
+    return as_number(_at(evaluation, path))
+
+
+def _minus_one_fails(spec: MetricSpec, cells: list[list[float | None]]) -> bool:
+    """A mean over -1/0/1 values with a -1 among them: -1 marks a failed row (counted 0)."""
+    values = {cell[0] for cell in cells if cell[0] is not None}
+    return spec.kind == "mean" and -1.0 in values and values <= {-1.0, 0.0, 1.0}
 
 
 def table(spec: MetricSpec, rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], np.ndarray]:
     """The row ids and per-row values of `spec` for the evaluated rows that have every value; a row with repeats
     gets the mean of its repeats that have values (one line per row id, in order of first appearance)."""
+    cells_of = [(row["row_id"], [row_value(row.get("eval"), field) for field in spec.fields]) for row in rows]
+    minus_one_fails = _minus_one_fails(spec, [cells for _, cells in cells_of])
     by_row: dict[str, list[list[float]]] = {}
-    for row in rows:
-        cells = [row_value(row.get("eval"), field) for field in spec.fields]
+    for row_id, cells in cells_of:
         if all(cell is not None for cell in cells):
-            by_row.setdefault(row["row_id"], []).append(cells)  # type: ignore[arg-type]
+            if minus_one_fails:
+                cells = [0.0 if cell == -1.0 else cell for cell in cells]
+            by_row.setdefault(row_id, []).append(cells)  # type: ignore[arg-type]
     values = [np.mean(np.asarray(repeated, dtype=float), axis=0) for repeated in by_row.values()]
     return list(by_row), np.asarray(values, dtype=float).reshape(len(values), len(spec.fields))
+
+
+def value_notes(spec: MetricSpec, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """How `spec`'s per-row values were read, where the mapping did more than take numbers: grade strings, an
+    object's first number, -1 counted as 0, values that are not numbers (skipped)."""
+    notes = []
+    for field in spec.fields:
+        raw = [_at(row.get("eval"), field) for row in rows]
+        objects = [value for value in raw if isinstance(value, Mapping)]
+        if objects and (key := first_number_key(objects[0])) is not None:
+            notes.append(f"{field} is an object: its first number, {field}.{key}, is used (name another with a path)")
+        elif objects:
+            notes.append(f"{field} is an object without a number: no value (name one with {field}.<key>)")
+        graded = PASS_GRADES | FAIL_GRADES
+        grades = sorted({v.strip() for v in raw if isinstance(v, str) and v.strip().lower() in graded})
+        if grades:
+            notes.append(f"{field}: grade strings ({', '.join(grades)}) are read as 1 (correct, pass, yes...) or 0")
+        skipped = sum(1 for v in raw if v is not None and row_value({"v": v}, "v") is None)
+        if skipped:
+            notes.append(f"{field}: {skipped} rows have a value that is not a number or a grade (skipped)")
+    if _minus_one_fails(spec, [[row_value(row.get("eval"), spec.fields[0])] for row in rows]):
+        notes.append(f"{spec.fields[0]}: -1 (the row failed) counts 0")
+    return [f"{spec.name}: {note}" for note in notes]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,393 @@
+"""Flows nobody on this project wrote, in the shapes of prompt flow's examples (tests/fixtures/third_party): null
+penalties, flex evaluators taking `model_config`, flows with their own OpenAI clients, requirements.txt, warnings
+per row, and no run-time download by tiktoken."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, Project, StubLLM, post_json
+
+from stages.core import flow_engine, llm_proxy
+from stages.core.connections import Connection
+
+FIXTURES = REPO / "tests" / "fixtures" / "third_party"
+FAST = llm_proxy.RetryPolicy(attempts=5, base_s=0.01, max_s=1)
+NULLS = {"model": "m", "prompt": "Entities:", "max_tokens": 3, "presence_penalty": None, "frequency_penalty": None}
+
+
+def stub_connection(stub: StubLLM, **options: object) -> Connection:
+    return Connection("local", "openai", "completion", "gemma-3-270m", stub.base_url, "sk-test-key",
+                      request_timeout_s=5, **options)  # fmt: skip
+
+
+def proxy_for(stub: StubLLM, tmp_path: Path, connection: Connection) -> llm_proxy.LLMProxy:
+    return llm_proxy.from_params(connection, {"retry": {"attempts": 5, "base_s": 0.01, "max_s": 1}},
+                                 {"enabled": True, "keep_days": 1}, tmp_path / "cache",
+                                 row_of=flow_engine.row_of_request)  # fmt: skip
+
+
+# --- null penalties: never retried when the endpoint says the request is invalid; dropped for `local`
+
+
+@pytest.mark.parametrize(
+    "status,message,deterministic",
+    [(500, "argument 4: TypeError: wrong type", True), (500, "Input should be a valid number", True),
+     (500, "CUDA out of memory", False), (503, "invalid state: model loading", False), (400, "invalid", False),
+     (500, "", False)],
+)  # fmt: skip
+def test_a_5xx_saying_the_request_is_invalid_is_deterministic(status: int, message: str, deterministic: bool) -> None:
+    body = json.dumps({"error": {"message": message, "type": "internal_server_error"}}).encode()
+    assert llm_proxy.rejects_request(status, body) is deterministic
+
+
+def test_a_rejected_null_penalty_is_answered_at_once_naming_the_parameters(stub_llm: StubLLM, tmp_path: Path) -> None:
+    stub_llm.faults(reject_null_params=True)
+    with llm_proxy.LLMProxy(stub_llm.base_url, None, FAST, timeout_s=5) as proxy:
+        status, headers, answer = post_json(f"{proxy.base_url()}/completions", NULLS)
+    assert status == 424 and headers["x-should-retry"] == "false"
+    message = answer["error"]["message"]
+    assert "argument 4: TypeError: wrong type" in message and "not retried" in message
+    assert "null for frequency_penalty, presence_penalty" in message and "drop_null_params: true" in message
+    assert len(stub_llm.requests()) == 1 and proxy.total.retries == 0 and proxy.total.upstream == 1
+
+
+def test_local_drops_null_parameters_from_the_request_not_from_its_key(stub_llm: StubLLM, tmp_path: Path) -> None:
+    stub_llm.faults(reject_null_params=True)
+    with proxy_for(stub_llm, tmp_path, stub_connection(stub_llm, drop_null_params=True)) as proxy:
+        status, _, _ = post_json(f"{proxy.base_url()}/completions", NULLS)
+        again, _, _ = post_json(f"{proxy.base_url()}/completions", NULLS)
+    sent = stub_llm.requests()
+    assert status == again == 200 and len(sent) == 1 and proxy.total.hits == 1
+    # The key is that of the request as the flow made it (with model), so entries made before the drop still hit.
+    [entry] = (tmp_path / "cache").rglob("*.json")
+    assert entry.stem == llm_proxy.cache_key("/v1/completions", {**NULLS, "model": "gemma-3-270m"}, 0)
+    assert "presence_penalty" not in sent[0]["body"] and "frequency_penalty" not in sent[0]["body"]
+    assert sent[0]["body"]["model"] == "gemma-3-270m"  # completion requests go to the connection's model
+
+
+def test_conf_local_drops_null_params() -> None:
+    import yaml
+
+    assert yaml.safe_load((REPO / "conf/llm/local.yaml").read_text())["drop_null_params"] is True
+    assert yaml.safe_load((REPO / "params.yaml").read_text())["llm"]["drop_null_params"] is True
+
+
+@pytest.mark.parametrize("drop", [True, False])
+def test_a_third_party_llm_node_runs_on_an_endpoint_that_rejects_null_penalties(
+    stub_llm: StubLLM, tmp_path: Path, drop: bool
+) -> None:
+    flow_engine.configure(tmp_path / "runtime")
+    stub_llm.faults(reject_null_params=True)
+    with proxy_for(stub_llm, tmp_path, stub_connection(stub_llm, drop_null_params=drop)) as proxy:
+        binding = flow_engine.LLMBinding(proxy.connection(stub_connection(stub_llm)), node="NER_LLM")
+        session = flow_engine.FlowSession(FIXTURES / "entities", binding)
+        rows = [(f"r{i}", {"text": t, "entity_type": "job title"}) for i, t in enumerate(["A chef.", "A pilot."])]
+        results = list(session.run_rows(rows))
+    if drop:
+        assert [r.error for r in results] == [None, None]
+        assert all(isinstance(r.outputs["entities"], list) for r in results)
+    else:  # one request per row, no retries by the proxy or by prompt flow, and the error names the parameters
+        assert all("presence_penalty" in r.error and "drop_null_params" in r.error for r in results)
+        assert len(stub_llm.requests()) == 2 and proxy.total.retries == 0
+    sent = stub_llm.requests()[0]
+    assert sent["path"] == "/v1/completions"  # the chat node runs on the connection's completion API
+
+
+# --- the two path layouts
+
+
+def test_the_proxy_translates_between_the_openai_and_azure_layouts() -> None:
+    to_openai = llm_proxy.RequestAdapter("openai", "gemma")
+    path, body = to_openai.adapt("/v1/openai/deployments/gpt-35/chat/completions?api-version=2024-10-21", {"n": 1})
+    assert (path, body) == ("/v1/chat/completions", {"n": 1, "model": "gemma"})
+    to_azure = llm_proxy.RequestAdapter("azure_openai", "my-deployment", "2024-10-21")
+    path, body = to_azure.adapt("/chat/completions", {"model": "gpt-4o"})
+    assert path == "/openai/deployments/my-deployment/chat/completions?api-version=2024-10-21"
+    assert body == {"model": "gpt-4o"}
+    assert to_azure.headers({"Authorization": "Bearer k1"}) == {"Authorization": "Bearer k1", "api-key": "k1"}
+    assert to_openai.headers({"api-key": "k2"}) == {"api-key": "k2", "Authorization": "Bearer k2"}
+    same = {"model": "gemma"}
+    assert to_openai.adapt("/v1/completions", same) == ("/v1/completions", same)
+    assert llm_proxy.RequestAdapter().adapt("/openai/deployments/x/completions?a=1", same)[0].startswith("/openai/")
+
+
+# --- flows that build their own client, and flex evaluators taking model_config
+
+
+@pytest.mark.parametrize("client", ["openai", "azure"])
+def test_a_flow_with_its_own_client_goes_through_the_proxy(stub_llm: StubLLM, tmp_path: Path, client: str) -> None:
+    flow_engine.configure(tmp_path / "runtime")
+    with proxy_for(stub_llm, tmp_path, stub_connection(stub_llm)) as proxy:
+        binding = flow_engine.LLMBinding(proxy.connection(stub_connection(stub_llm)))
+        session = flow_engine.FlowSession(FIXTURES / "own_client", binding)
+        results = list(session.run_rows([("r1", {"text": "hello world", "client": client})]))
+        usage = proxy.row_usage("r1")
+    assert results[0].error is None and results[0].outputs["output"]
+    assert proxy.total.misses == 1 and usage.requests == 1  # counted, cached and attributed to its row
+    sent = stub_llm.requests()
+    assert [r["path"] for r in sent] == ["/v1/completions"] and sent[0]["body"]["model"] == "gemma-3-270m"
+    assert (
+        "OPENAI_BASE_URL" not in __import__("os").environ
+        or proxy.base_url() not in __import__("os").environ["OPENAI_BASE_URL"]
+    )  # restored after the rows
+
+
+def test_a_flex_class_evaluator_gets_the_model_config_type_it_asks_for(stub_llm: StubLLM, tmp_path: Path) -> None:
+    flow_engine.configure(tmp_path / "runtime")
+    stub_llm.script({"Answer: Paris": "yes", "Answer: Rome": "no"})
+    assert flow_engine.declares_model_config(FIXTURES / "flex_grader")
+    assert not flow_engine.declares_model_config(FIXTURES / "own_client")
+    with proxy_for(stub_llm, tmp_path, stub_connection(stub_llm)) as proxy:
+        binding = flow_engine.LLMBinding(proxy.connection(stub_connection(stub_llm)))
+        session = flow_engine.FlowSession(FIXTURES / "flex_grader", binding)
+        inputs = [{"answer": "Paris", "expected": "Paris"}, {"answer": "Rome", "expected": "Paris"}]
+        results = flow_engine.in_input_order(session.run_rows([("a", inputs[0]), ("b", inputs[1])]), ["a", "b"])
+        metrics = session.aggregate(results, inputs)
+    assert [r.error for r in results] == [None, None]
+    assert [r.outputs["grade"] for r in results] == ["Correct", "Incorrect"]
+    assert metrics == {"accuracy": 0.5, "total": 2}
+    # The AzureOpenAIModelConfiguration's client asked for the Azure layout; the proxy sent the OpenAI one.
+    assert {r["path"] for r in stub_llm.requests()} == {"/v1/chat/completions"} and proxy.total.misses == 2
+
+
+def test_model_config_kind_reads_the_annotation() -> None:
+    from promptflow.core import AzureOpenAIModelConfiguration, OpenAIModelConfiguration
+
+    assert flow_engine.model_config_kind(AzureOpenAIModelConfiguration) == "azure_openai"
+    assert flow_engine.model_config_kind(OpenAIModelConfiguration | None) == "openai"
+    assert flow_engine.model_config_kind("AzureOpenAIModelConfiguration") == "azure_openai"
+    assert flow_engine.model_config_kind(AzureOpenAIModelConfiguration | OpenAIModelConfiguration) is None
+    assert flow_engine.model_config_kind(dict) is None
+
+
+# --- requirements.txt
+
+
+def test_a_flow_whose_requirements_are_missing_is_refused_with_the_command_to_run() -> None:
+    with pytest.raises(flow_engine.RequirementsError) as refused:
+        flow_engine.check_requirements(FIXTURES / "needs_package")
+    message = str(refused.value)
+    assert "llmops-test-missing-package>=1.0 (llmops-test-missing-package is not installed)" in message
+    assert "packaging<1 (packaging " in message and "promptflow" not in message.split("installed:")[1].split(";")[0]
+    command = message.splitlines()[-1].strip()
+    assert command.startswith(f"{Path(sys.executable).absolute().relative_to(REPO)} -m pip install -r ")
+    assert command.endswith(" tests/fixtures/third_party/needs_package/requirements.txt")  # from the project root
+    flow_engine.check_requirements(FIXTURES / "entities")  # promptflow, promptflow-tools: installed
+
+
+def test_a_flow_session_refuses_unmet_requirements_before_loading(tmp_path: Path) -> None:
+    with pytest.raises(flow_engine.RequirementsError, match="pip install -r"):
+        flow_engine.FlowSession(FIXTURES / "needs_package")
+
+
+def test_an_extra_whose_packages_are_missing_is_unmet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    real_requires, real_version = importlib.metadata.requires, importlib.metadata.version
+
+    def requires(name: str) -> list[str] | None:
+        return ['llmops-test-missing-azure; extra == "azure"'] if name == "promptflow" else real_requires(name)
+
+    monkeypatch.setattr(importlib.metadata, "requires", requires)
+    monkeypatch.setattr(importlib.metadata, "version", real_version)
+    (tmp_path / "requirements.txt").write_text("promptflow[azure]>=1.7.0\n")
+    unmet = flow_engine.unmet_requirements(tmp_path / "requirements.txt")
+    assert unmet == ["promptflow[azure]>=1.7.0 (promptflow[azure] needs llmops-test-missing-azure; extra == "
+                     '"azure": llmops-test-missing-azure is not installed)']  # fmt: skip
+
+
+# --- warnings per row
+
+
+def test_what_a_row_prints_to_stderr_or_logs_as_a_warning_is_recorded_on_it(tmp_path: Path) -> None:
+    flow_engine.configure(tmp_path / "runtime")
+    session = flow_engine.FlowSession(FIXTURES / "warns_per_row")
+    rows = [("bad", {"url": "https://down.example/a"}), ("good", {"url": "https://ok.example/b"})]
+    results = flow_engine.in_input_order(session.run_rows(rows), ["bad", "good"])
+    assert [r.outputs["text"] for r in results] == ["No available content", "content of https://ok.example/b"]
+    bad, good = results[0].warnings, results[1].warnings
+    assert any("stderr> Get url failed with error: cannot reach https://down.example/a" in w for w in bad)
+    assert any(w == "WARNING fetch: no content for https://down.example/a" for w in bad)
+    assert "[fetch] stdout> fetching https://down.example/a" in bad  # a DAG node's print(), as prompt flow kept it
+    assert good == ("[fetch] stdout> fetching https://ok.example/b",)
+
+
+# --- tiktoken: no download at run time
+
+TIKTOKEN_PROBE = """
+import json, socket, sys
+from pathlib import Path
+attempts = []
+def refuse(self, address, *args):
+    attempts.append(str(address))
+    raise OSError("network blocked by the test")
+socket.socket.connect = refuse
+socket.create_connection = lambda address, *a, **k: refuse(None, address)
+from stages.core import flow_engine
+flow_engine.configure(Path(sys.argv[1]))
+import tiktoken
+from promptflow.core import Prompty
+encoding = tiktoken.get_encoding("cl100k_base")
+prompty = Prompty.load(source=sys.argv[2])
+estimate = prompty.estimate_token_count(question="What is the capital of France?",
+    chat_history=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
+try:
+    tiktoken.get_encoding("p50k_base")
+    refused = ""
+except flow_engine.DownloadRefused as exc:
+    refused = str(exc)
+print(json.dumps({"tokens": len(encoding.encode("hello world")), "estimate": estimate, "refused": refused,
+                  "attempts": attempts}))
+"""
+
+
+def test_token_counts_need_no_download(tmp_path: Path) -> None:
+    prompty = tmp_path / "chat.prompty"
+    prompty.write_text(
+        "---\nname: chat\nmodel:\n  api: chat\n  configuration:\n    type: openai\n    model: gpt-35-turbo\n"
+        "  parameters:\n    max_tokens: 16\ninputs:\n  question:\n    type: string\n  chat_history:\n    type: list\n"
+        "---\nsystem:\nAnswer briefly.\n{% for item in chat_history %}\n{{item.role}}:\n{{item.content}}\n"
+        "{% endfor %}\nuser:\n{{question}}\n"
+    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TIKTOKEN")}
+    probe = subprocess.run([sys.executable, "-c", TIKTOKEN_PROBE, str(tmp_path / "runtime"), str(prompty)],
+                           capture_output=True, text=True, cwd=REPO, env=env, timeout=300)  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    result = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert result["tokens"] == 2 and result["estimate"] > 16
+    assert "p50k_base.tiktoken: nothing is downloaded at run time" in result["refused"]
+    assert result["attempts"] == []  # not one connection was tried
+
+
+# --- stock evaluators' outputs in headline metrics, and what the report shows
+
+
+def test_stock_evaluator_outputs_map_to_numbers() -> None:
+    from stages.metrics import headline
+
+    assert [headline.as_number(v) for v in ("Correct", " incorrect ", "PASS", "0.5", "maybe", None, True, 2)] == [
+        1.0, 0.0, 1.0, 0.5, None, None, 1.0, 2.0]  # fmt: skip
+    counts = {"exact_match": 0, "partial_match": 1, "answer": ["a"], "ground_truth": ["a", "b"]}
+    assert headline.row_value({"match_cnt": counts}, "match_cnt") == 0.0  # its first number: exact_match
+    assert headline.row_value({"match_cnt": counts}, "match_cnt.partial_match") == 1.0
+
+
+def test_a_minus_one_zero_one_score_is_an_accuracy_with_failed_rows_counted_wrong() -> None:
+    from stages.metrics import headline
+
+    spec = headline.MetricSpec("accuracy", "mean", ("score",))
+    rows = [{"row_id": f"r{i}", "eval": {"score": s}} for i, s in enumerate([1, 1, 0, -1, -1])]
+    _, values = headline.table(spec, rows)
+    assert values[:, 0].tolist() == [1, 1, 0, 0, 0]
+    assert headline.evaluate_metric(spec, rows).interval.estimate == pytest.approx(0.4)
+    assert headline.value_notes(spec, rows) == ["accuracy: score: -1 (the row failed) counts 0"]
+    grades = [{"row_id": "a", "eval": {"grade": "Correct"}}, {"row_id": "b", "eval": {"grade": "Incorrect"}}]
+    graded = headline.MetricSpec("accuracy", "mean", ("grade",))
+    assert headline.evaluate_metric(graded, grades).interval.estimate == 0.5
+    assert headline.value_notes(graded, grades) == [
+        "accuracy: grade: grade strings (Correct, Incorrect) are read as 1 (correct, pass, yes...) or 0"
+    ]
+    counted = headline.MetricSpec("accuracy", "mean", ("match_cnt",))
+    notes = headline.value_notes(counted, [{"row_id": "a", "eval": {"match_cnt": {"exact_match": 1}}}])
+    assert notes == ["accuracy: match_cnt is an object: its first number, match_cnt.exact_match, is used "
+                     "(name another with a path)"]  # fmt: skip
+
+
+def test_the_report_shows_every_logged_metric_and_warns_of_a_placeholder_answer() -> None:
+    from stages import run as run_stage
+    from stages.core import reporting
+
+    metrics = {"exact_match_rate": 0.25, "partial_match_rate": 0.5, "rows": 4, "run_errors": 0, "eval_errors": 0,
+               "accuracy": 0.2, "headline": {"accuracy": {"value": 0.25, "ci_low": 0.0, "ci_high": 0.75, "rows": 4}},
+               "cache": {"hits": 1, "misses": 3, "errors": 0}}  # fmt: skip
+    assert reporting.logged_metrics(metrics) == {"exact_match_rate": 0.25, "partial_match_rate": 0.5, "accuracy": 0.2}
+    results = [flow_engine.RowResult(f"r{i}", {"text": "No available content"}, None, 0.1, warnings=("w",))
+               for i in range(4)] + [flow_engine.RowResult("r4", {"text": "ok"}, None, 0.1)]  # fmt: skip
+    same = run_stage.identical_outputs(results)
+    assert same == {"rows": 4, "of": 5, "output": '{"text": "No available content"}'}
+    assert run_stage.identical_outputs(results[2:]) is None  # 2 of 3 rows: not enough to tell
+    summary = run_stage.summarize(results, 1.0, llm_proxy.Usage(), None)
+    assert summary["identical_outputs"] == same and summary["rows_with_warnings"] == 4
+    columns = reporting.Columns(inputs=("url",), label="label", prediction="text", raw_answer="text", correct="ok")
+    rows = [{"row_id": r.row_id, "url": "u", "label": "x", "outputs": r.outputs, "eval": {"ok": False},
+             **({"warnings": list(r.warnings)} if r.warnings else {})} for r in results]  # fmt: skip
+    part = reporting.VariantReport("v1", reporting.flatten_rows(rows, columns), metrics, summary)
+    page = reporting.render_html("ner", {}, [part], reporting.side_by_side([part], columns.inputs), 80, 50)
+    assert "<td>exact_match_rate</td><td>0.25</td>" in page and "<td>partial_match_rate</td><td>0.5</td>" in page
+    assert "accuracy (logged by the flow)" in page and '<div class="k">accuracy (headline)</div>' in page
+    assert "4 of 5 answered rows have the same output {&quot;text&quot;: &quot;No available content&quot;}" in page
+    assert "<th>v1.warnings</th>" in page and "4 rows printed or logged warnings" in page
+
+
+# --- by config alone, through the stages
+
+
+def onboard(project: Project, name: str, flow: str, eval_flow: str, rows: list[dict], *options: str) -> None:
+    folder = project.root / "use_cases" / name
+    shutil.copytree(FIXTURES / flow, folder / "flows" / "standard")
+    shutil.copytree(FIXTURES / eval_flow, folder / "flows" / "evaluate")
+    (folder / "data").mkdir()
+    (folder / "data" / "dataset.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    project.sh("dvc", "add", f"use_cases/{name}/data/dataset.jsonl")
+    flows = f"use_cases/{name}/flows"
+    project.sh("llmops", "add-use-case", name, "--flow", f"{flows}/standard", "--eval-flow", f"{flows}/evaluate",
+               "--dataset", f"use_cases/{name}/data/dataset.jsonl", *options)  # fmt: skip
+
+
+def test_third_party_flows_run_by_config_alone(project: Project, stub_llm: StubLLM) -> None:
+    stub_llm.faults(reject_null_params=True)  # as llama.cpp: a null penalty is a 500
+    stub_llm.script({"Answer: No available content": "no"})
+    entities = [json.loads(line) for line in (FIXTURES / "entities" / "data.jsonl").read_text().splitlines()]
+    onboard(project, "ner3", "entities", "entity_match", entities, "--inputs", "text,entity_type", "--label",
+            "results", "--map", "entities=outputs.entities", "--map", "ground_truth=data.results",
+            "--correct", "match_cnt")  # fmt: skip
+    pages = [{"url": f"https://down.example/{i}", "label": f"page {i}"} for i in range(4)]
+    onboard(project, "web3", "warns_per_row", "flex_grader", pages, "--inputs", "url", "--label", "label",
+            "--map", "answer=outputs.text", "--map", "expected=data.label", "--correct", "grade")  # fmt: skip
+    result = project.sh("dvc", "repro", "report@ner3", "report@web3")
+    ran = set(re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr))
+    assert ran == {f"{stage}@{uc}" for stage in ("prepare", "run", "evaluate", "report") for uc in ("ner3", "web3")}
+
+    data = project.root / "data"
+    ner_rows = [json.loads(line) for line in (data / "ner3/run/outputs/v1.jsonl").read_text().splitlines()]
+    assert len(ner_rows) == 4 and all(row["error"] is None for row in ner_rows)  # null penalties dropped for local
+    assert not [r for r in stub_llm.requests() if r["fault"]] and all(
+        "presence_penalty" not in r["body"] for r in stub_llm.requests()
+    )
+    metrics = json.loads((data / "ner3/eval/metrics.json").read_text())
+    assert {"exact_match_rate", "partial_match_rate"} <= set(metrics)
+    assert 0 <= metrics["headline"]["accuracy"]["value"] <= 1 and metrics["headline"]["accuracy"]["rows"] == 4
+    assert "match_cnt.exact_match, is used" in result.stderr
+    page = (data / "ner3/report/report.html").read_text()
+    assert "<td>exact_match_rate</td>" in page and "<td>partial_match_rate</td>" in page
+
+    web_rows = [json.loads(line) for line in (data / "web3/run/outputs/v1.jsonl").read_text().splitlines()]
+    assert all("stderr> Get url failed" in " ".join(row["warnings"]) for row in web_rows)
+    summary = json.loads((data / "web3/run/summary.json").read_text())
+    assert summary["identical_outputs"]["rows"] == 4 and summary["rows_with_warnings"] == 4
+    web_metrics = json.loads((data / "web3/eval/metrics.json").read_text())  # the flex grader got the judge LLM
+    assert web_metrics["accuracy"] == 0.0 and web_metrics["total"] == 4 and web_metrics["cache"]["misses"] == 4
+    assert web_metrics["headline"]["accuracy"]["value"] == 0.0  # "Incorrect" grades, read as 0
+    web_page = (data / "web3/report/report.html").read_text()
+    assert "4 of 4 answered rows have the same output" in web_page
+    assert project.repro("report@ner3", "report@web3") == []
+
+
+def test_drop_null_params_must_be_true_or_false() -> None:
+    from stages.core import connections
+
+    llm = {"name": "local", "type": "openai", "api": "completion", "model": "m", "base_url": "http://127.0.0.1:1/v1",
+           "api_key_env": "K", "api_key_required": False}  # fmt: skip
+    assert connections.resolve({**llm, "drop_null_params": True}, {}).drop_null_params is True
+    assert connections.resolve(llm, {}).drop_null_params is False
+    with pytest.raises(connections.ConnectionConfigError, match=r"drop_null_params must be true or false, got 'yes' "
+                       r"\(conf/llm/local.yaml\)"):  # fmt: skip
+        connections.resolve({**llm, "drop_null_params": "yes"}, {})
