@@ -364,6 +364,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     needs = [item for item in items if REPRODUCED_FIXTURES & set(getattr(item, "fixturenames", ()))]
     if not needs or config.option.collectonly:
         return
+    # Longest first among them (marker `pipeline`: reruns much of the graph), so no worker ends on a long one alone.
+    needs.sort(key=lambda item: item.get_closest_marker("pipeline") is None)
     items[:] = [item for item in items if item not in needs] + needs
     _start_background_build(_shared_dir(config._tmp_path_factory))  # type: ignore[attr-defined]
 

@@ -44,6 +44,7 @@ def test_remote_check_wants_credentials_from_the_environment_or_config_local(tmp
     assert remote.check(tmp_path, "examples", environ={}).credentials == "none needed"
 
 
+@pytest.mark.pipeline
 def test_push_wipe_cache_and_pull_into_a_fresh_clone(
     reproduced: Project, azurite: Azurite, tmp_path: Path, stub_llm: StubLLM
 ) -> None:

@@ -85,6 +85,7 @@ def test_canary_key_is_used_but_never_written(reproduced_build: Reproduced) -> N
     assert (project.root / "data" / UC / "report" / "report.html").is_file()  # the pipeline did write files
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("llm", ["openai", "azure_openai"])
 def test_llm_switch_reaches_every_use_case(reproduced: Project, stub_llm: StubLLM, llm: str) -> None:
     project = reproduced  # the documents' index is built already: the switch reruns what the LLM answers
@@ -144,7 +145,8 @@ def test_a_key_the_llm_echoes_back_reaches_no_console_log_or_file(project: Proje
     project.params("bulk.processes=2", "llm.concurrency=2")
     out = ("--out", f"data/{UC}/run/outputs", "--summary", f"data/{UC}/run/summary.json")
     workers = project.sh("python", "-m", "stages.run", "--use-case", UC, "--rows", f"data/{UC}/prepared.jsonl", *out,
-                         "--cache", f"data/{UC}/run/llm_cache", check=False)  # fmt: skip
+                         "--operations", f"data/{UC}/run/operations.json", "--cache", f"data/{UC}/run/llm_cache",
+                         check=False)  # fmt: skip
     for result in (repro, workers):
         assert result.returncode != 0 and "Incorrect API key provided: ***" in result.stderr  # echoed, then masked
     assert "over 2 processes" in workers.stderr and "execution" in workers.stdout + workers.stderr

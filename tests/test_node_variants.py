@@ -134,6 +134,7 @@ def test_a_prompt_for_a_node_with_variants_is_refused(stub_llm: StubLLM) -> None
         run.open_session(REPO, UC, use_case, "v1", "v1", stub_connection(stub_llm, "completion"), 60)
 
 
+@pytest.mark.pipeline
 def test_a_queued_sweep_runs_every_combination_of_node_variants(reproduced: Project, stub_llm: StubLLM) -> None:
     project = reproduced  # the documents' index is built already
     config = project.root / "conf" / "config.yaml"
@@ -142,7 +143,9 @@ def test_a_queued_sweep_runs_every_combination_of_node_variants(reproduced: Proj
     assert project.repro(f"prepare@{UC}") == [f"prepare@{UC}"]  # the baseline commit holds what the run stage reads
     project.commit("pr rows")
     sweep = [f"use_cases.{UC}.node_variants.{node}=variant_0,variant_1" for node in ("rewrite", "answer")]
-    queued = project.sh("dvc", "exp", "run", "--queue", f"run@{UC}", "-S", sweep[0], "-S", sweep[1]).stdout
+    # Without the LLM cache, which holds variant_0's answers from the session's run: every prompt reaches the stub.
+    nocache = ("-S", "llm_cache.enabled=false")
+    queued = project.sh("dvc", "exp", "run", "--queue", f"run@{UC}", "-S", sweep[0], "-S", sweep[1], *nocache).stdout
     assert queued.count("Queued experiment") == 4, queued
     # The queue's worker is a daemon that inherits stdout: capturing it would wait for the daemon to exit.
     subprocess.run(["dvc", "queue", "start", "-j", "1"], cwd=project.root, env=project.env, check=True,

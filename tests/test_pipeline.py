@@ -133,6 +133,7 @@ def test_prompt_flow_stays_offline_and_quiet_under_the_project(reproduced_build:
     assert not list(flows.rglob(".promptflow")), "running flows must not litter the flow folders"
 
 
+@pytest.mark.pipeline
 def test_only_what_changed_reruns(reproduced: Project) -> None:
     project = reproduced  # every stage is up to date (tests/conftest.py reproduced it once for the session)
     assert project.repro() == []  # nothing changed
@@ -177,6 +178,7 @@ def test_env_pr_runs_a_small_deterministic_subset(project: Project) -> None:
     assert (project.root / "data" / UC / "prepared.jsonl").read_text() == first
 
 
+@pytest.mark.pipeline
 def test_exp_run_variant_v2_and_exp_show(reproduced: Project, reproduced_build: Reproduced, stub_llm: StubLLM) -> None:
     project = reproduced  # v1 of every use case reproduced and committed
     result = project.sh("dvc", "exp", "run", "-S", "variant=v2")
