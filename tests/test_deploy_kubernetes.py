@@ -148,6 +148,10 @@ def test_llmops_deploy_and_rollback_reach_the_kubernetes_target(
     canary = yaml.safe_load((manifests / "ingress-general-qa-dev-canary.yaml").read_text())
     assert canary["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"] == "10"
 
+    images = sorted((root / ".llmops/deploy/dev/general_qa/kubernetes/images").glob("*/Dockerfile"))
+    built = {image: image.stat().st_mtime_ns for image in images}
+    assert len(built) == 2  # one image per deployed variant
+
     deploy_conf = root / "conf/deploy/dev.yaml"
     deploy_conf.write_text(
         deploy_conf.read_text().replace("weight: 10}", "weight: 50}").replace("weight: 90}", "weight: 50}")
@@ -155,9 +159,16 @@ def test_llmops_deploy_and_rollback_reach_the_kubernetes_target(
     assert cli.main(["deploy", "--use-case", "general_qa", "--target", "kubernetes", "--env", "dev"]) == 0
     canary = yaml.safe_load((manifests / "ingress-general-qa-dev-canary.yaml").read_text())
     assert canary["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"] == "50"
+    assert {image: image.stat().st_mtime_ns for image in images} == built  # a new split builds no image again
     assert cli.main(["rollback", "--use-case", "general_qa", "--env", "dev", "--target", "kubernetes"]) == 0
     rolled_back = json.loads((root / ".llmops/deploy/dev/general_qa.json").read_text())
     assert rolled_back["targets"]["kubernetes"]["current"]["weights"] == {"green": 10, "blue": 90}
+
+    prompty = root / "use_cases/general_qa/flows/answer/answer.prompty"  # v1's prompt: its image is built again
+    prompty.write_text(prompty.read_text().replace("in a few words", "in very few words"))
+    assert cli.main(["deploy", "--use-case", "general_qa", "--target", "kubernetes", "--env", "dev"]) == 0
+    rebuilt = {image.parent.name for image in images if image.stat().st_mtime_ns != built[image]}
+    assert rebuilt == {"v1"}  # v2's baked flow (its own prompty only) did not change
 
 
 def test_each_image_context_carries_the_project_modules_its_flow_imports(tmp_path: Path) -> None:

@@ -8,11 +8,12 @@ third-party distributions they and the flow import, at the versions this project
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.metadata
 import re
 import shutil
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 PACKAGE = "stages"
@@ -55,11 +56,17 @@ def project_modules(scripts: Iterable[Path], package_dir: Path) -> list[Path]:
     return sorted(found)
 
 
+@functools.cache
+def _providers() -> Mapping[str, list[str]]:
+    """Top-level import names -> distributions, read once per process (it reads every installed package's files)."""
+    return importlib.metadata.packages_distributions()
+
+
 def requirements(files: Iterable[Path], local: set[str]) -> list[str]:
     """`distribution==version` for each third-party distribution `files` import (standard library, `stages` and
     the `local` top-level names, the flow's own modules, left out), plus promptflow and promptflow-tools; first
     the CPU build of torch with its index when they need torch and this project runs a CPU build."""
-    providers = importlib.metadata.packages_distributions()
+    providers = _providers()
     distributions = set(_ALWAYS)
     for file in files:
         for name in imported_names(file):

@@ -3,6 +3,8 @@ deployment, and the Docker build context prompt flow makes from a baked flow."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
 import os
 import shutil
 import subprocess
@@ -15,7 +17,8 @@ from typing import Any
 import yaml
 
 from stages.core import flow_engine, variants
-from stages.core.bake import bake_variant, llm_connection_yaml
+from stages.core.bake import bake_variant, flow_sha256, llm_connection_yaml
+from stages.core.io import write_text
 from stages.core.project import runtime_dir
 from stages.deploy.spec import Deployment, DeploymentSpec
 
@@ -61,11 +64,20 @@ def build_docker_context(flow: Path, llm: Mapping[str, Any], out: Path, timeout_
     from its connection store, which must live under HOME, so the `llm` connection is created there first with a
     placeholder key. The exported connection holds `${env:LLM_API_KEY}`, never a value.
     """
+    # A context built from the same baked flow, connection and prompt flow is kept: a redeploy that changes only
+    # the traffic split starts no build (each takes seconds: a child process importing prompt flow's SDK).
+    dag = (flow / "flow.dag.yaml").is_file()
+    facts = {"flow": flow_sha256(flow), "connection": llm_connection_yaml(llm) if dag else None,
+             "promptflow": importlib.metadata.version("promptflow"), "python": list(sys.version_info[:2])}  # fmt: skip
+    stamp, fingerprint = out.with_name(f"{out.name}.build.json"), json.dumps(facts, sort_keys=True)
+    if out.is_dir() and stamp.is_file() and stamp.read_text(encoding="utf-8") == fingerprint:
+        return out
+    stamp.unlink(missing_ok=True)
     if out.exists():
         shutil.rmtree(out)
     with tempfile.TemporaryDirectory(prefix="llmops-pf-build-") as home:
         connection = Path(home) / "llm.yaml"
-        if (flow / "flow.dag.yaml").is_file():
+        if dag:
             placeholder = {**llm_connection_yaml(llm), "api_key": "placeholder-set-LLM_API_KEY-at-run-time"}
             connection.write_text(yaml.safe_dump(placeholder), encoding="utf-8")
         env = {**os.environ, "HOME": home, "XDG_DATA_HOME": str(Path(home) / "xdg")}
@@ -83,6 +95,7 @@ def build_docker_context(flow: Path, llm: Mapping[str, Any], out: Path, timeout_
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-8:])
         raise RuntimeError(f"pf flow build --format docker failed for {flow}:\n{tail}")
     _pin_python(out / "Dockerfile")
+    write_text(stamp, fingerprint)
     return out
 
 
