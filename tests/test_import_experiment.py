@@ -265,8 +265,9 @@ def test_checks_choose_the_llm_node_and_list_inputs_and_say_so(root: Path) -> No
     no_llm = yaml.safe_load(dag.read_text())
     no_llm["nodes"] = [n for n in no_llm["nodes"] if n["type"] != "llm"]
     dag.write_text(yaml.safe_dump(no_llm))
-    with pytest.raises(catalogue.CatalogueError, match="no `type: llm` node and no python node calling an LLM SDK"):
-        catalogue.check(root, _spec())
+    _, notes = catalogue.check(root, _spec())  # a flow without an LLM still runs; the LLM settings miss it
+    assert any("no `type: llm` node and no python node calling an LLM SDK: the flow never asks an LLM" in n
+               for n in notes)  # fmt: skip
     (root / "flows/experiment/tidy.py").write_text("from openai import OpenAI\n")
     _, notes = catalogue.check(root, _spec())
     assert any("tidy (tidy.py) build(s) an LLM client of its own" in n for n in notes)

@@ -374,7 +374,8 @@ def test_third_party_flows_run_by_config_alone(project: Project, stub_llm: StubL
     summary = json.loads((data / "web3/run/summary.json").read_text())
     assert summary["identical_outputs"]["rows"] == 4 and summary["rows_with_warnings"] == 4
     web_metrics = json.loads((data / "web3/eval/metrics.json").read_text())  # the flex grader got the judge LLM
-    assert web_metrics["accuracy"] == 0.0 and web_metrics["total"] == 4 and web_metrics["cache"]["misses"] == 4
+    web_operations = json.loads((data / "web3/eval/operations.json").read_text())  # the LLM cache's counts
+    assert web_metrics["accuracy"] == 0.0 and web_metrics["total"] == 4 and web_operations["cache"]["misses"] == 4
     assert web_metrics["headline"]["accuracy"]["value"] == 0.0  # "Incorrect" grades, read as 0
     web_page = (data / "web3/report/report.html").read_text()
     assert "4 of 4 answered rows have the same output" in web_page

@@ -191,11 +191,13 @@ def _check_llm(facts: flow_facts.FlowFacts, spec: UseCaseSpec, where: dict[str, 
             )
         chosen = spec.llm_node
     elif not facts.llm_nodes:
-        if not facts.sdk_callers:
-            raise CatalogueError(
-                f"{file}: nodes: no `type: llm` node and no python node calling an LLM SDK: the flow never asks an LLM"
-            )
         chosen = None
+        if not facts.sdk_callers:  # a flow without an LLM still runs and is evaluated; the LLM settings miss it
+            notes.append(
+                f"warning: {file}: nodes: no `type: llm` node and no python node calling an LLM SDK: the flow never "
+                "asks an LLM, so conf/llm and the variants' prompt and params do not reach it"
+            )
+            return chosen, notes
         notes.append(
             f"warning: {file}: no `type: llm` node; {', '.join(facts.sdk_callers)} build(s) an LLM client of its "
             "own: it gets no LLM from conf/llm, only from the environment variables it reads, and the variants' "

@@ -57,6 +57,7 @@ class _Block(BaseModel):
 
 class Data(_Block):
     inputs: Inputs  # dataset columns the flow takes (a list), or {flow input: column}
+    inputs_by_env: dict[str, Inputs] | None = None  # per env ("default" too); `inputs` selects one (import)
     label: str  # the ground-truth column
     lists: list[str] = []  # inputs that hold a JSON list (e.g. a chat history)
 
@@ -77,6 +78,7 @@ class Judge(_Block):
 
 class Evaluate(_Block):
     mapping: dict[str, str]
+    mapping_by_env: dict[str, dict[str, str]] | None = None  # per env ("default" too); `mapping` selects one
     judges: dict[str, Judge] = {}
 
 
@@ -102,6 +104,7 @@ class UseCase(_Block):
     datasets: dict[str, str] | None = None  # a dataset per env; `dataset` picks one (`${.datasets[${env.name}]}`)
     flow: str
     eval_flow: str
+    eval_flows: dict[str, str] | None = None  # an evaluation flow per env ("default" too); `eval_flow` selects one
     data: Data
     variant: str
     baseline: str | None = None

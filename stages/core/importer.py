@@ -27,6 +27,7 @@ from typing import Any
 from stages.core import catalogue, datasets, flow_engine, flow_facts
 from stages.core import experiment as exp
 from stages.core.io import write_text
+from stages.core.project import load_params
 
 _REFERENCE = re.compile(r"^\$\{([^}]*)\}$")
 _NUMBERS = ("int", "double", "float", "number")
@@ -512,15 +513,18 @@ def _relative_in(path: Path, folder: Path, where: str) -> Path:
         raise ExperimentImportError(f"{where}: {path} is outside the experiment folder {folder}") from None
 
 
-def _validate(rows: list[dict[str, Any]], spec: catalogue.UseCaseSpec, lists: tuple[str, ...], where: str) -> None:
-    """The rows pass the prepare stage's checks (required strings, lists, label, unique inputs), at import time."""
+def _validate(
+    rows: list[dict[str, Any]], spec: catalogue.UseCaseSpec, lists: tuple[str, ...], where: str, max_row_bytes: int
+) -> None:
+    """The rows pass the prepare stage's checks (required strings, lists, label, unique inputs, the row size bound
+    `prepare.max_row_bytes`), at import time."""
     inputs = datasets.input_columns(spec.inputs if isinstance(spec.inputs, dict) else list(spec.inputs))
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "rows.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         try:
             schema = datasets.Schema(tuple(inputs.values()), spec.label, lists)
-            datasets.assign_ids(datasets.load(path, schema), schema, path)
+            datasets.assign_ids(datasets.load(path, schema, max_row_bytes), schema, path)
         except datasets.DatasetError as exc:
             message = str(exc).replace(f"{path}:", "line ").replace(f"{path}", "")
             raise ExperimentImportError(f"{where}: {message} (the prepare stage's checks, at import)") from None
@@ -752,7 +756,7 @@ def _commit(
             write_text(staging / "data" / file_name, content)
             result.copied.append(f"{result.folder}/data/{file_name}")
         staging.rename(target)
-        checked = []
+        checked, max_row_bytes = [], load_params(root)["prepare"]["max_row_bytes"]
         for spec in specs:
             try:
                 spec, check_notes = catalogue.check(root, spec, _where(spec.name))
@@ -760,7 +764,7 @@ def _commit(
                 raise ExperimentImportError(str(exc)) from None
             result.choices[spec.name] += check_notes
             rows = [json.loads(line) for line in (root / spec.dataset).read_text(encoding="utf-8").splitlines()]
-            _validate(rows, spec, spec.lists, f"{spec.dataset}")
+            _validate(rows, spec, spec.lists, f"{spec.dataset}", max_row_bytes)
             checked.append(spec)
         for spec in checked:
             written.append(catalogue.write(root, spec))
