@@ -187,7 +187,7 @@ class Project:
     def repro(self, *targets: str) -> list[str]:
         """`dvc repro` (of `targets`, default all); returns the names of the stages that ran."""
         result = self.sh("dvc", "repro", *targets)
-        return re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr)
+        return ran_stages(result.stdout + result.stderr)
 
     def params(self, *overrides: str) -> None:
         """What `llmops params [overrides]` does, in this process (a subprocess would import DVC and Hydra anew)."""
@@ -198,6 +198,11 @@ class Project:
     def commit(self, message: str) -> None:
         self.sh("git", "add", "-A")
         self.sh("git", "commit", "-q", "-m", message)
+
+
+def ran_stages(console: str) -> list[str]:
+    """The stages a `dvc repro` or `dvc exp run` ran, in order, read off what it printed."""
+    return re.findall(r"Running stage '([^']+)'", console)
 
 
 def make_project(destination: Path, extra_env: dict[str, str] | None = None) -> Project:
@@ -335,7 +340,7 @@ def _reproduce(folder: Path) -> None:
         requests = stub.requests()
     project.commit("reproduced on the stub LLM")
     console = result.stdout + result.stderr
-    build = {"ran": re.findall(r"Running stage '([^']+)'", console), "console": console, "requests": requests,
+    build = {"ran": ran_stages(console), "console": console, "requests": requests,
              "canary": canary}  # fmt: skip
     (folder / "build.json").write_text(json.dumps(build))
 
