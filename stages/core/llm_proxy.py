@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import email.utils
+import functools
 import hashlib
 import http.client
 import json
@@ -369,7 +370,9 @@ class LLMProxy:
     def __enter__(self) -> LLMProxy:
         server = _Server(("127.0.0.1", 0), _handler(self))
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="llm-proxy", daemon=True)
+        # shutdown() waits for the loop's next poll: at the default 0.5 s, every stage would end half a second late.
+        serve = functools.partial(server.serve_forever, poll_interval=0.05)
+        self._thread = threading.Thread(target=serve, name="llm-proxy", daemon=True)
         self._thread.start()
         _IN_PROCESS[self.port] = self
         return self
