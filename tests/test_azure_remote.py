@@ -23,6 +23,10 @@ def tracked_data(root: Path) -> dict[str, bytes]:
     return {str(path.relative_to(root)): path.read_bytes() for path in paths}
 
 
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
 def entries(folder: Path) -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted(folder.rglob("*.json"))]
 
@@ -74,9 +78,18 @@ def test_push_wipe_cache_and_pull_into_a_fresh_clone(
     for folder in cache_dirs:
         assert entries(clone.root / folder) == entries(project.root / folder)
     asked = len(stub_llm.requests())
-    llm_stages = [f"run@{uc}" for uc in USE_CASES] + ["evaluate@chat"]  # chat's evaluation has an LLM judge
+    # A DAG flow, a prompty flow, and a flex flow whose evaluation has LLM judges: every way a flow reaches the LLM.
+    llm_stages = [f"run@{uc}" for uc in ("web_classification", "general_qa", "chat")] + ["evaluate@chat"]
     logs.append(clone.sh("dvc", "repro", "--force", "--single-item", *llm_stages))
     assert len(stub_llm.requests()) == asked
+    chat = clone.root / "data" / "chat"
+    rows = [json.loads(line) for line in (chat / "run" / "outputs" / "v1.jsonl").read_text().splitlines()]
+    run, run_operations = read_json(chat / "run" / "summary.json"), read_json(chat / "run" / "operations.json")
+    assert run_operations["cache"] == {"hits": len(rows), "misses": 0, "errors": 0} and len(rows) == 46
+    assert run_operations["llm_requests"]["upstream"] == 0
+    assert run["tokens"]["prompt"] == run_operations["tokens"]["prompt_cached"] > 0
+    assert read_json(chat / "eval" / "operations.json")["cache"] == {"hits": 3 * len(rows), "misses": 0, "errors": 0}
+    assert all(row["llm"]["requests"] == row["llm"]["cache_hits"] == 1 for row in rows)
     home = Path(project.env["HOME"])
     assert not files_containing(azurite.account_key, project.root, clone.root, home)
     assert not [log.args for log in logs if azurite.account_key in log.stdout + log.stderr]

@@ -95,17 +95,20 @@ def test_llm_switch_reaches_every_use_case(reproduced: Project, stub_llm: StubLL
     else:
         env = {"AZURE_OPENAI_ENDPOINT": stub_llm.base_url.removesuffix("/v1"), "AZURE_OPENAI_API_KEY": canary}
     project.env.update(env)
-    project.params(f"llm={llm}", "env=pr")
+    project.params(f"llm={llm}")
     every = tuple(yaml.safe_load((project.root / "params.yaml").read_text())["use_cases"])
     assert len(every) == 7
     # OpenAI: every use case (each has its own chat-API prompt). Azure OpenAI binds per flow kind, so one use case
     # of each kind: DAG, prompty, flex class (with the judges) and flex function.
     use_cases = every if llm == "openai" else ("web_classification", "general_qa", "chat", "code_generation")
-    ran = project.repro(*(f"evaluate@{uc}" for uc in use_cases))  # the runs and evaluations (reports need no LLM)
-    assert {stage.split("@")[0] for stage in ran} == {"prepare", "run", "evaluate"}
+    # Each use case's flow, and the evaluations that ask LLM judges (the others, and the reports, ask no LLM).
+    judged = {"chat", "chat_with_pdf"} & set(use_cases)
+    targets = {f"run@{uc}" for uc in use_cases} | {f"evaluate@{uc}" for uc in judged}
+    assert set(project.repro(*sorted(targets))) == targets  # prepare stays: the switch changes no rows
+    rows = {uc: len((project.root / "data" / uc / "prepared.jsonl").read_text().splitlines()) for uc in use_cases}
 
     requests = stub_llm.requests()
-    # Every request the flows made, counted by the LLM cache: the pr subset of every use case, chat_with_pdf's
+    # Every request the flows made, counted by the LLM cache: every row of every use case, chat_with_pdf's
     # rewrite node, chat's three judges and chat_with_pdf's one. The stub saw only the misses: a judge prompt that
     # repeats (the stub's answers repeat) is answered by the cache.
     made, missed = {"run": 0, "eval": 0}, {"run": 0, "eval": 0}
@@ -114,8 +117,8 @@ def test_llm_switch_reaches_every_use_case(reproduced: Project, stub_llm: StubLL
             if cache := json.loads((project.root / "data" / use_case / counted).read_text()).get("cache"):
                 made[stage] += cache["hits"] + cache["misses"]
                 missed[stage] += cache["misses"]
-    rag = 12 if "chat_with_pdf" in use_cases else 0  # a rewrite beside each answer, and a judgement
-    assert made == {"run": 12 * len(use_cases) + rag, "eval": 3 * 12 + rag}
+    rag = rows.get("chat_with_pdf", 0)  # a rewrite beside each answer, and a judgement
+    assert made == {"run": sum(rows.values()) + rag, "eval": 3 * rows["chat"] + rag}
     assert len(requests) == sum(missed.values())
     rubric = "Reply with one digit from 1 to 5 and nothing else."  # the judges get the chat rubrics
     assert sum(request["body"]["messages"][0]["content"].endswith(rubric) for request in requests) == missed["eval"]

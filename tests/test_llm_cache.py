@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import REPO, Project, Reproduced, StubLLM, post_json
 
 from stages.core import flow_engine, llm_proxy
@@ -254,13 +255,10 @@ UC_ROWS, CHAT_ROWS = 72, 46  # the rows of the full datasets
 JUDGES = ("Rate how relevant", "Rate how coherent", "Rate how fluent")  # chat's judges' prompts begin so
 
 
-def test_a_forced_rerun_makes_no_llm_request(
-    reproduced: Project, reproduced_build: Reproduced, stub_llm: StubLLM
-) -> None:
-    # The session's project asked the LLM for every row once; a fresh clone that pulls it asks nothing either
-    # (tests/test_azure_remote.py, through the Azure Blob remote).
-    project, targets = reproduced, [f"evaluate@{uc}" for uc in LLM_USE_CASES]
-    chat = project.root / "data" / "chat"
+def test_the_session_build_asked_the_llm_once_per_row_and_per_judgement(reproduced_build: Reproduced) -> None:
+    # A forced rerun then asks nothing, also in a fresh clone that pulls the caches through the Azure Blob remote
+    # (tests/test_azure_remote.py).
+    chat = reproduced_build.root / "data" / "chat"
     assert read_json(chat / "run" / "operations.json")["cache"] == {"hits": 0, "misses": CHAT_ROWS, "errors": 0}
     # Three judges per answer; a judgement asked twice (the fluency judge sees only the answer, and the stub's
     # answers repeat) is answered by the cache the second time.
@@ -269,18 +267,8 @@ def test_a_forced_rerun_makes_no_llm_request(
     asked = [r for r in reproduced_build.requests if r["body"].get("prompt", "").startswith(JUDGES)]
     assert len(asked) == judged["misses"]
 
-    project.sh("dvc", "repro", "--force", *targets)
-    assert stub_llm.requests() == []
-    run, run_operations = read_json(chat / "run" / "summary.json"), read_json(chat / "run" / "operations.json")
-    assert run_operations["cache"] == {"hits": CHAT_ROWS, "misses": 0, "errors": 0}
-    assert run_operations["llm_requests"]["upstream"] == 0
-    assert run["tokens"]["prompt"] == run_operations["tokens"]["prompt_cached"] > 0
-    judged = read_json(chat / "eval" / "operations.json")["cache"]
-    assert judged == {"hits": 3 * CHAT_ROWS, "misses": 0, "errors": 0}
-    rows = [json.loads(line) for line in (chat / "run" / "outputs" / "v1.jsonl").read_text().splitlines()]
-    assert all(row["llm"]["requests"] == row["llm"]["cache_hits"] == 1 for row in rows)
 
-
+@pytest.mark.pipeline
 def test_a_prompt_edit_asks_only_for_its_requests_and_reverting_it_is_free(
     reproduced: Project, stub_llm: StubLLM
 ) -> None:
@@ -288,7 +276,8 @@ def test_a_prompt_edit_asks_only_for_its_requests_and_reverting_it_is_free(
     prompt = project.root / "use_cases" / UC / "flows" / "classify" / "classify_v1.jinja2"
     original = prompt.read_text()
     prompt.write_text(original.replace("exactly one category", "one category"))
-    assert set(project.repro(*targets)) == {f"run@{UC}", f"evaluate@{UC}", f"report@{UC}"}
+    # The whole graph: the edit reruns this use case's run, evaluate and report, and nothing of any other.
+    assert set(project.repro()) == {f"run@{UC}", f"evaluate@{UC}", f"report@{UC}"}
     new = llm_requests(stub_llm)
     assert len(new) == UC_ROWS and all("one category" in p and "exactly one category" not in p for p in new)
 

@@ -135,7 +135,9 @@ def test_a_prompt_for_a_node_with_variants_is_refused(stub_llm: StubLLM) -> None
 
 
 @pytest.mark.pipeline
-def test_a_queued_sweep_runs_every_combination_of_node_variants(reproduced: Project, stub_llm: StubLLM) -> None:
+def test_a_queued_sweep_queues_every_combination_of_node_variants_and_runs_them(
+    reproduced: Project, stub_llm: StubLLM
+) -> None:
     project = reproduced  # the documents' index is built already
     config = project.root / "conf" / "config.yaml"
     config.write_text(config.read_text().replace("- env: dev", "- env: pr"))  # 12 rows; `dvc exp run` composes conf/
@@ -147,6 +149,24 @@ def test_a_queued_sweep_runs_every_combination_of_node_variants(reproduced: Proj
     nocache = ("-S", "llm_cache.enabled=false")
     queued = project.sh("dvc", "exp", "run", "--queue", f"run@{UC}", "-S", sweep[0], "-S", sweep[1], *nocache).stdout
     assert queued.count("Queued experiment") == 4, queued
+
+    def experiments() -> dict[tuple[str, str], dict]:
+        """(rewrite, answer) -> the experiment's `dvc exp show` entry, for each experiment of the baseline."""
+        shown = json.loads(project.sh("dvc", "exp", "show", "--json").stdout)
+        found = {}
+        for experiment in (e for baseline in shown for e in baseline.get("experiments") or []):
+            data = experiment["revs"][0]["data"]
+            node_variants = data["params"]["params.yaml"]["data"]["use_cases"][UC]["node_variants"]
+            found[(node_variants["rewrite"], node_variants["answer"])] = {**experiment, "data": data}
+        return found
+
+    # The queue holds every combination, each with its own params.
+    every = {(r, a) for r in ("variant_0", "variant_1") for a in ("variant_0", "variant_1")}
+    waiting = experiments()
+    assert set(waiting) == every and {e["executor"]["state"] for e in waiting.values()} == {"queued"}
+    # Two of them run (between them every variant of each node); the other two leave the queue unrun.
+    run_now = {("variant_0", "variant_1"), ("variant_1", "variant_0")}
+    project.sh("dvc", "queue", "remove", *(waiting[pair]["name"] for pair in every - run_now))
     # The queue's worker is a daemon that inherits stdout: capturing it would wait for the daemon to exit.
     subprocess.run(["dvc", "queue", "start", "-j", "1"], cwd=project.root, env=project.env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)  # fmt: skip
@@ -154,23 +174,19 @@ def test_a_queued_sweep_runs_every_combination_of_node_variants(reproduced: Proj
         deadline = time.monotonic() + 600
         while re.search(r"\b(Queued|Running)\b", status := project.sh("dvc", "queue", "status").stdout):
             assert time.monotonic() < deadline, status
-            time.sleep(3)
+            time.sleep(2)
     finally:
         project.sh("dvc", "queue", "stop", check=False)
     failed = re.findall(r"^(\w+)\s.*\bFailed$", status, re.M)
-    assert status.count("Success") == 4, status + "".join(project.sh("dvc", "queue", "logs", t).stdout for t in failed)
+    assert status.count("Success") == 2, status + "".join(project.sh("dvc", "queue", "logs", t).stdout for t in failed)
 
-    shown = json.loads(project.sh("dvc", "exp", "show", "--json").stdout)
-    ran = {}
-    for experiment in (e for baseline in shown for e in baseline["experiments"] or []):
-        data = experiment["revs"][0]["data"]
-        params = data["params"]["params.yaml"]["data"]["use_cases"][UC]
-        summary = data["metrics"][f"data/{UC}/run/summary.json"]["data"]
-        selection = tuple(params["node_variants"][node] for node in ("rewrite", "answer"))
-        assert summary["node_variants"] == dict(zip(("rewrite", "answer"), selection, strict=True))
+    ran = experiments()
+    assert set(ran) == run_now  # the removed ones are gone, not run
+    for (rewrite, answer), experiment in ran.items():
+        summary = experiment["data"]["metrics"][f"data/{UC}/run/summary.json"]["data"]
+        assert summary["node_variants"] == {"rewrite": rewrite, "answer": answer}
         assert summary["rows"] == 12 and summary["errors"] == 0
-        ran[selection] = summary
-    assert set(ran) == {(r, a) for r in ("variant_0", "variant_1") for a in ("variant_0", "variant_1")}
     sent = {request["body"]["prompt"] for request in stub_llm.requests()}
+    # Each node's two prompts reached the stub for every row: 12 per rewrite variant, both answer variants seen.
     assert len({p for p in sent if p.endswith("Keywords:")}) == len({p for p in sent if p.endswith("Sentence:")}) == 12
     assert any("a few words from the context." in p for p in sent) and any("the context above." in p for p in sent)

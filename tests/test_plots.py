@@ -90,23 +90,24 @@ def latency(project: Project, use_case: str, rev: str) -> list[tuple[str, str]]:
 
 
 def test_plots_show_and_diff_render_offline(
-    project: Project, stub_llm: StubLLM, offline_template: Path, tmp_path: Path
+    reproduced: Project, stub_llm: StubLLM, offline_template: Path, tmp_path: Path
 ) -> None:
-    (project.root / ".llmops" / "plots").mkdir(parents=True)
+    project = reproduced  # v1 of every use case reproduced; chat's relevance judge answered 3 (tests/conftest.py)
+    (project.root / ".llmops" / "plots").mkdir(parents=True, exist_ok=True)
     shutil.copy(offline_template, project.root / ".llmops" / "plots" / "offline.html")  # what `make vega` builds
     selected = f"use_cases=[{','.join(USE_CASES)}]"
-    judge = {"\nRelevance:": "4"}  # chat's relevance judge scores every answer: a 1-5 panel beside the rates
-    stub_llm.script(judge)
-    project.params("env=pr", selected)
-    project.sh("dvc", "repro", *(f"report@{use_case}" for use_case in USE_CASES))
-    project.commit("v1, pr subset")
+    project.params(selected)  # the plots of these use cases only; leaving the others out reruns nothing
+    assert project.repro(*(f"report@{use_case}" for use_case in USE_CASES)) == []
+    project.commit("v1 of two use cases")
     v1 = {use_case: headline(project, use_case, "HEAD~1") for use_case in USE_CASES}
     v1_latency = {use_case: latency(project, use_case, "HEAD~1") for use_case in USE_CASES}
     assert {variant for _, variant, _ in v1[UC]} == {"v1"}  # the selected variant is the baseline: it runs alone
-    assert v1["chat"]["HEAD~1", "v1", "relevance"][0] == 4.0
-    stub_llm.script({**judge, "Web page categories:": "News"})  # v2's prompt: one answer for every page
-    project.params("env=pr", selected, f"use_cases.{UC}.variant=v2")
-    project.sh("dvc", "repro", *(f"report@{use_case}" for use_case in USE_CASES))
+    assert v1["chat"]["HEAD~1", "v1", "relevance"][0] == 3.0  # a 1-5 panel beside the rates
+    stub_llm.script({"Web page categories:": "News"})  # v2's prompt: one answer for every page
+    project.params(selected, f"use_cases.{UC}.variant=v2")
+    assert set(project.repro(*(f"report@{use_case}" for use_case in USE_CASES))) == {
+        f"{stage}@{UC}" for stage in ("run", "evaluate", "report")
+    }
     project.commit("v2 beside its baseline v1 for web_classification")
     v2 = headline(project, UC, "workspace")
     assert {variant for _, variant, _ in v2} == {"v1", "v2"}

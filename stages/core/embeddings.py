@@ -104,6 +104,15 @@ class MiniLM:
 
     def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
         """Unit vectors of `texts`, (n, 384) float32, in input order."""
+        import numpy  # noqa: F401  (loaded first, so that threadpoolctl finds its BLAS)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._encode(texts, batch_size)
+
+    # One BLAS thread: OpenBLAS threads spin while they wait, so beside other busy processes (parallel stages, DVC
+    # queue workers, a test suite's workers) two threads took 17-38 s where one takes 8 s; quiet, one is ~25% slower.
+    def _encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
         import numpy as np
 
         # Longest first, as sentence-transformers batches: similar lengths pad least.
