@@ -140,15 +140,19 @@ def chromium_devtools(profile: Path, timeout_s: float) -> Iterator[DevTools]:
         os.dup2(child_out, 4)
 
     log = profile / "chromium.log"
+    # Chromium's org.chromium.* scratch folders, removed with it; a short path: its Unix sockets live there.
+    scratch = tempfile.mkdtemp(prefix="chromium-tmp-")
     try:
         with log.open("w") as output:
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=output, stderr=output,
                 close_fds=False, preexec_fn=debugging_pipe_fds, start_new_session=True,
+                env={**os.environ, "TMPDIR": scratch},
             )  # fmt: skip
     except BaseException:
         for fd in (commands_write, replies_read):
             os.close(fd)
+        shutil.rmtree(scratch, ignore_errors=True)
         raise
     finally:
         for fd in (child_in, child_out):
@@ -165,6 +169,7 @@ def chromium_devtools(profile: Path, timeout_s: float) -> Iterator[DevTools]:
         stop_process(process)
         for fd in (commands_write, replies_read):
             os.close(fd)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _console(event: dict[str, Any]) -> str | None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,6 +226,16 @@ def make_project(destination: Path, extra_env: dict[str, str] | None = None) -> 
     return project
 
 
+@functools.cache
+def scratch_tmp() -> Path:
+    """TMPDIR of the processes tests start, removed when this worker ends: what they leave in the temp folder (prompt
+    flow's Azure Monitor exporter makes a folder per working directory, Chromium its profile) stays out of /tmp. Kept
+    short: Unix socket paths under it are limited to 107 bytes."""
+    folder = Path(tempfile.mkdtemp(prefix="llmops-t-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def project_env(root: Path, extra_env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a project copy: none of the developer's LLM settings, an empty HOME of its own."""
     env = {
@@ -233,6 +246,7 @@ def project_env(root: Path, extra_env: dict[str, str] | None = None) -> dict[str
     home = root.parent / "home"  # an empty HOME: shows what the pipeline writes outside the project
     home.mkdir(exist_ok=True)
     env.update({"PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", "DVC_NO_ANALYTICS": "1", "HOME": str(home),
+                "TMPDIR": str(scratch_tmp()),
                 "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
                 "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"})  # fmt: skip
     env.update(extra_env or {})

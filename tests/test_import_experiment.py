@@ -115,10 +115,15 @@ def test_a_failed_import_leaves_the_project_as_it_was_and_a_rerun_works(project:
     tickets.write_text(rows + rows.splitlines()[0] + "\n")  # fails after the folder is in place: the row checks
     failed = project.sh("llmops", "import-experiment", str(folder), check=False)
     assert failed.returncode == 1
-    assert ("use_cases/support_intent/data/tickets_train.jsonl: line 7: duplicate inputs ('ticket_text', "
+    assert ("use_cases/support_intent/data/tickets_train.jsonl:7: duplicate inputs ('ticket_text', "
             "'chat_history') (same as line 1)") in failed.stderr  # fmt: skip
     _clean(project)
-    tickets.write_text(rows)
+    tickets.write_bytes(rows.encode().replace(b"charged twice", b"charged \xe9 twice", 1))  # read as prepare reads rows
+    failed = project.sh("llmops", "import-experiment", str(folder), check=False)
+    assert failed.returncode == 1
+    assert re.search(r"data/tickets\.jsonl:\d+: not valid UTF-8 \(byte 0xe9 at column \d+\)", failed.stderr)
+    _clean(project)
+    tickets.write_text("\ufeff" + rows)  # a leading BOM is accepted
 
     done = project.sh("llmops", "import-experiment", str(folder))
     assert "chose llm_node summarize of" in done.stdout and "every LLM node runs on the project's LLM" in done.stdout

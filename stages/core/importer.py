@@ -112,20 +112,25 @@ def parse_reference(value: Any, where: str) -> tuple[str, Any]:
     )
 
 
-def _read_rows(path: Path, where: str) -> list[dict[str, Any]]:
+def _read_rows(path: Path, where: str, max_row_bytes: int) -> list[dict[str, Any]]:
+    """The JSON objects of a template dataset, read as the prepare stage reads rows (a BOM accepted, a bad byte or
+    a row over `prepare.max_row_bytes` named with its line)."""
     if not path.is_file():
         raise ExperimentImportError(f"{where}: dataset source {path} not found")
     rows = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise ExperimentImportError(f"{path}:{line_no}: not valid JSON ({exc})") from None
-        if not isinstance(row, dict):
-            raise ExperimentImportError(f"{path}:{line_no}: expected a JSON object")
-        rows.append(row)
+    try:
+        for line_no, line in datasets.read_lines(path, max_row_bytes):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise ExperimentImportError(f"{path}:{line_no}: not valid JSON ({exc})") from None
+            if not isinstance(row, dict):
+                raise ExperimentImportError(f"{path}:{line_no}: expected a JSON object")
+            rows.append(row)
+    except datasets.DatasetError as exc:
+        raise ExperimentImportError(str(exc)) from None
     if not rows:
         raise ExperimentImportError(f"{where}: {path} has no rows")
     return rows
@@ -150,7 +155,7 @@ def pairings(experiment: exp.Experiment, file: str) -> tuple[list[Pairing], list
     return found, notes
 
 
-def _rows_of(dataset: exp.Dataset, folder: Path, where: str) -> tuple[list[dict[str, Any]], Path]:
+def _rows_of(dataset: exp.Dataset, folder: Path, where: str, max_row_bytes: int) -> tuple[list[dict[str, Any]], Path]:
     if dataset.is_remote:
         raise _NotMappable(
             f"{where}: dataset '{dataset.name}' is an Azure ML data asset ({dataset.source}): download it into "
@@ -158,10 +163,10 @@ def _rows_of(dataset: exp.Dataset, folder: Path, where: str) -> tuple[list[dict[
         )
     path = dataset.local_source(folder)
     assert path is not None
-    return _read_rows(path, f"{where} ('{dataset.name}')"), path
+    return _read_rows(path, f"{where} ('{dataset.name}')", max_row_bytes), path
 
 
-def plan(pairing: Pairing, folder: Path, facts: flow_facts.FlowFacts, file_name: str) -> Plan:
+def plan(pairing: Pairing, folder: Path, facts: flow_facts.FlowFacts, file_name: str, max_row_bytes: int) -> Plan:
     """The rows and mappings of one pairing: the standard rows with the evaluator dataset's columns joined by line
     (and literal values as constant columns), the flow's inputs and the evaluation's mapping as this project
     names them. Follows prompt flow: a mapping to no input of the flow is ignored, an input without default
@@ -173,7 +178,7 @@ def plan(pairing: Pairing, folder: Path, facts: flow_facts.FlowFacts, file_name:
             f"{pairing.evaluator.where}: evaluator '{pairing.evaluator.name}': {exc}; the template cannot run it either"
         ) from None
     standard_where = pairing.standard.dataset.name
-    std_rows, std_path = _rows_of(pairing.standard.dataset, folder, f"dataset '{standard_where}'")
+    std_rows, std_path = _rows_of(pairing.standard.dataset, folder, f"dataset '{standard_where}'", max_row_bytes)
     notes: list[str] = []
     columns = set().union(*std_rows)
     inputs: dict[str, str] = {}
@@ -220,7 +225,7 @@ def plan(pairing: Pairing, folder: Path, facts: flow_facts.FlowFacts, file_name:
     if same:
         eval_rows, eval_path = std_rows, std_path
     else:
-        eval_rows, eval_path = _rows_of(pairing.eval_data.dataset, folder, pairing.where)
+        eval_rows, eval_path = _rows_of(pairing.eval_data.dataset, folder, pairing.where, max_row_bytes)
     count = min(len(std_rows), len(eval_rows))
     if len(std_rows) != len(eval_rows):
         notes.append(
@@ -408,7 +413,11 @@ def _env_pairing(
 
 
 def _env_plans(
-    pairing: Pairing, overlays: Mapping[str, exp.Experiment], folder: Path, facts: flow_facts.FlowFacts
+    pairing: Pairing,
+    overlays: Mapping[str, exp.Experiment],
+    folder: Path,
+    facts: flow_facts.FlowFacts,
+    max_row_bytes: int,
 ) -> dict[str, Plan]:
     """The plan of a base pairing in the base ("") and in each overlay's env."""
     chosen = {"": (pairing, "")}
@@ -418,7 +427,7 @@ def _env_plans(
     by_env: dict[str, Plan] = {}
     for env, (env_pair, why) in chosen.items():
         dataset = env_pair.eval_data.dataset if env_pair.eval_data.dataset.is_eval else env_pair.standard.dataset
-        env_plan = plan(env_pair, folder, facts, f"{slug(dataset.name)}.jsonl")
+        env_plan = plan(env_pair, folder, facts, f"{slug(dataset.name)}.jsonl", max_row_bytes)
         if why:
             env_plan.notes.insert(0, why)
         if env and not why and _same_plan(env_plan, by_env[""]):
@@ -513,21 +522,17 @@ def _relative_in(path: Path, folder: Path, where: str) -> Path:
         raise ExperimentImportError(f"{where}: {path} is outside the experiment folder {folder}") from None
 
 
-def _validate(
-    rows: list[dict[str, Any]], spec: catalogue.UseCaseSpec, lists: tuple[str, ...], where: str, max_row_bytes: int
-) -> None:
-    """The rows pass the prepare stage's checks (required strings, lists, label, unique inputs, the row size bound
-    `prepare.max_row_bytes`), at import time."""
+def _validate(root: Path, spec: catalogue.UseCaseSpec, max_row_bytes: int) -> None:
+    """The imported dataset of `spec` passes the prepare stage's checks (required strings, lists, label, unique
+    inputs, the row size bound `prepare.max_row_bytes`), at import time; errors name it as the project does."""
+    path = root / spec.dataset
     inputs = datasets.input_columns(spec.inputs if isinstance(spec.inputs, dict) else list(spec.inputs))
-    with tempfile.TemporaryDirectory() as scratch:
-        path = Path(scratch) / "rows.jsonl"
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        try:
-            schema = datasets.Schema(tuple(inputs.values()), spec.label, lists)
-            datasets.assign_ids(datasets.load(path, schema, max_row_bytes), schema, path)
-        except datasets.DatasetError as exc:
-            message = str(exc).replace(f"{path}:", "line ").replace(f"{path}", "")
-            raise ExperimentImportError(f"{where}: {message} (the prepare stage's checks, at import)") from None
+    try:
+        schema = datasets.Schema(tuple(inputs.values()), spec.label, spec.lists)
+        datasets.assign_ids(datasets.load(path, schema, max_row_bytes), schema, path)
+    except datasets.DatasetError as exc:
+        message = str(exc).replace(str(path), spec.dataset)
+        raise ExperimentImportError(f"{message} (the prepare stage's checks, at import)") from None
 
 
 def _use_case_spec(
@@ -659,9 +664,10 @@ def import_experiment(
 
     runnable: list[Pairing] = []
     plans: list[dict[str, Plan]] = []
+    max_row_bytes = load_params(root)["prepare"]["max_row_bytes"]
     for pairing in base_pairs:
         try:
-            plans.append(_env_plans(pairing, overlays, folder, facts))
+            plans.append(_env_plans(pairing, overlays, folder, facts, max_row_bytes))
         except _NotMappable as exc:
             result.not_mapped.append(str(exc))
             continue
@@ -728,7 +734,7 @@ def import_experiment(
     # notes name the template's files relative to its folder, as the user sees them there
     result.not_mapped = [_short(n, folder) for n in result.not_mapped]
     result.choices = {uc: [_short(n, folder) for n in notes] for uc, notes in result.choices.items()}
-    return _commit(root, folder, target, flows, file_names, specs, result, compose)
+    return _commit(root, folder, target, flows, file_names, specs, result, compose, max_row_bytes)
 
 
 def _commit(
@@ -740,6 +746,7 @@ def _commit(
     specs: list[catalogue.UseCaseSpec],
     result: ImportResult,
     compose: Callable[[], None] | None,
+    max_row_bytes: int,
 ) -> ImportResult:
     """Build the use case folder aside, check every spec against it, then move it into place and write the configs;
     any failure removes what was written and restores conf/config.yaml."""
@@ -756,15 +763,14 @@ def _commit(
             write_text(staging / "data" / file_name, content)
             result.copied.append(f"{result.folder}/data/{file_name}")
         staging.rename(target)
-        checked, max_row_bytes = [], load_params(root)["prepare"]["max_row_bytes"]
+        checked = []
         for spec in specs:
             try:
                 spec, check_notes = catalogue.check(root, spec, _where(spec.name))
             except catalogue.CatalogueError as exc:
                 raise ExperimentImportError(str(exc)) from None
             result.choices[spec.name] += check_notes
-            rows = [json.loads(line) for line in (root / spec.dataset).read_text(encoding="utf-8").splitlines()]
-            _validate(rows, spec, spec.lists, f"{spec.dataset}", max_row_bytes)
+            _validate(root, spec, max_row_bytes)
             checked.append(spec)
         for spec in checked:
             written.append(catalogue.write(root, spec))

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stages.core import connections, redaction, variants
+from stages.core import bake, connections, redaction, variants
 from stages.core.io import open_log, read_json, write_json
 from stages.core.llm_server import runs, terminate
 from stages.core.project import RUNTIME_DIR_NAME, load_params
@@ -75,16 +75,6 @@ def endpoint_key(spec: DeploymentSpec, root: Path) -> str:
     return key
 
 
-def _files_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        if {".promptflow", "__pycache__"} & set(file.parts):
-            continue
-        digest.update(str(file.relative_to(path.parent)).encode() + b"\0" + file.read_bytes())
-    return digest.hexdigest()
-
-
 def fingerprint(spec: DeploymentSpec, deployment: Deployment, params: Mapping[str, Any]) -> str:
     """What a running deployment server must match to be kept: its variant's config, the LLM settings, the flow
     folder's content and the deployment's environment variables."""
@@ -96,7 +86,7 @@ def fingerprint(spec: DeploymentSpec, deployment: Deployment, params: Mapping[st
         "inputs": use_case["data"]["inputs"],
         "llm": params["llm"],
         "row_timeout_s": params["bulk"]["row_timeout_s"],
-        "flow": _files_hash(spec.flow),
+        "flow": bake.flow_sha256(spec.flow),
         "env_vars": dict(spec.env_vars),
         "max_request_bytes": limit(spec, "max_request_bytes"),
     }
