@@ -132,6 +132,23 @@ def test_a_failed_import_leaves_the_project_as_it_was_and_a_rerun_works(project:
     assert again.returncode == 1 and "use_cases/support_intent exists already (choose another --name)" in again.stderr
 
 
+def test_an_experiment_that_maps_no_flow_input_stops_before_copying(project: Project, tmp_path: Path) -> None:
+    folder = _copy(tmp_path)  # the template's chat_with_pdf: its one mapping names no input, every input has a default
+    flow = folder / "flows/experiment/flow.dag.yaml"
+    flow.write_text(flow.read_text().replace("  message:\n    type: string\n", "  message:\n    type: string\n"
+                                             "    default: hello\n", 1))  # fmt: skip
+    experiment = folder / "experiment.yaml"
+    text = experiment.read_text().replace('    message: "${data.ticket_text}"\n    history: "${data.chat_history}"\n',
+                                          '    math_question: "${data.ticket_text}"\n', 1)  # fmt: skip
+    experiment.write_text(text)
+    result = project.sh("llmops", "import-experiment", str(folder), check=False)
+    assert result.returncode == 1
+    assert "maps no input of flows/experiment/flow.dag.yaml (inputs: message, history), and each has a default" in (
+        result.stderr
+    )
+    _clean(project)
+
+
 def test_an_experiment_name_that_is_no_use_case_name_stops_before_copying(project: Project, tmp_path: Path) -> None:
     folder = _copy(tmp_path)
     text = (folder / "experiment.yaml").read_text()

@@ -220,6 +220,14 @@ def plan(pairing: Pairing, folder: Path, facts: flow_facts.FlowFacts, file_name:
     for flow_input, (_, required) in facts.inputs.items():
         if not required and flow_input not in inputs:
             notes.append(f"flow input {flow_input} is not mapped: every row runs on its default")
+    if facts.inputs and not inputs:  # prompt flow would run every row on the same defaults: nothing to compare
+        shared = [name for name in facts.inputs if name in columns]
+        hint = f" (e.g. {shared[0]}: ${{data.{shared[0]}}})" if shared else ""
+        raise ExperimentImportError(
+            f"{std_key}: maps no input of {_short(str(facts.file), folder)} (inputs: {', '.join(facts.inputs)}), "
+            f"and each has a default, so every row would run on the defaults, as prompt flow runs it: map the "
+            f"inputs the rows vary{hint}"
+        )
 
     same = not pairing.eval_data.dataset.is_eval
     if same:
