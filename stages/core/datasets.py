@@ -80,12 +80,9 @@ def _line_size(head: bytes, handle: BinaryIO, chunk: int = 1 << 20) -> int:
     return size - (2 if tail == b"\r\n" else 1 if tail.endswith(b"\n") else 0)
 
 
-def load(path: Path, schema: Schema, max_row_bytes: int) -> list[dict[str, Any]]:
-    """Parse a JSON Lines dataset (UTF-8, rows of at most `max_row_bytes`) and check every row against `schema`,
-    failing on the first bad row."""
-    if not path.is_file():
-        raise DatasetError(f"{path}: dataset not found (is it pulled? try `dvc pull`)")
-    rows = []
+def json_objects(path: Path, max_row_bytes: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank line of a JSON Lines file read by `read_lines`; a line that is not
+    a JSON object is a DatasetError naming the file and line."""
     for line_no, line in read_lines(path, max_row_bytes):
         if not line.strip():
             continue
@@ -95,6 +92,16 @@ def load(path: Path, schema: Schema, max_row_bytes: int) -> list[dict[str, Any]]
             raise DatasetError(f"{path}:{line_no}: not valid JSON ({exc.msg} at column {exc.colno})") from None
         if not isinstance(row, dict):
             raise DatasetError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+        yield line_no, row
+
+
+def load(path: Path, schema: Schema, max_row_bytes: int) -> list[dict[str, Any]]:
+    """Parse a JSON Lines dataset (UTF-8, rows of at most `max_row_bytes`) and check every row against `schema`,
+    failing on the first bad row."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: dataset not found (is it pulled? try `dvc pull`)")
+    rows = []
+    for line_no, row in json_objects(path, max_row_bytes):
         for field in schema.fields:
             if field not in row:
                 raise DatasetError(f"{path}:{line_no}: field '{field}' is missing")

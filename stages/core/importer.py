@@ -117,18 +117,8 @@ def _read_rows(path: Path, where: str, max_row_bytes: int) -> list[dict[str, Any
     a row over `prepare.max_row_bytes` named with its line)."""
     if not path.is_file():
         raise ExperimentImportError(f"{where}: dataset source {path} not found")
-    rows = []
     try:
-        for line_no, line in datasets.read_lines(path, max_row_bytes):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise ExperimentImportError(f"{path}:{line_no}: not valid JSON ({exc})") from None
-            if not isinstance(row, dict):
-                raise ExperimentImportError(f"{path}:{line_no}: expected a JSON object")
-            rows.append(row)
+        rows = [row for _, row in datasets.json_objects(path, max_row_bytes)]
     except datasets.DatasetError as exc:
         raise ExperimentImportError(str(exc)) from None
     if not rows:
