@@ -55,15 +55,26 @@ def test_add_use_case_refuses_missing_files_and_bad_names(project: Project) -> N
     assert not (project.root / "conf/use_cases/x.yaml").exists()
 
 
-@pytest.mark.parametrize("kind", ["dag", "prompty", "class", "function"])
-def test_new_scaffolds_a_use_case_that_runs_unchanged(reproduced: Project, stub_llm: StubLLM, kind: str) -> None:
-    project = reproduced  # the existing use cases are up to date: only the new one's stages may run
-    created = project.sh("llmops", "new", "faq", "--kind", kind)
-    assert "scaffolded use case faq" in created.stdout
-    assert set(project.repro()) == {f"{stage}@faq" for stage in ("prepare", "run", "evaluate", "report")}
-    metrics = json.loads((project.root / "data/faq/eval/metrics.json").read_text())
-    assert metrics["rows"] == 6 and metrics["run_errors"] == 0
+KINDS = ("dag", "prompty", "class", "function")
+
+
+@pytest.mark.pipeline
+def test_new_scaffolds_use_cases_of_every_kind_that_run_unchanged(reproduced: Project, stub_llm: StubLLM) -> None:
+    """One use case of each kind in one project (one `dvc repro` of the whole graph, not one per kind)."""
+    project = reproduced  # the existing use cases are up to date: only the new ones' stages may run
+    for kind in KINDS:
+        created = project.sh("llmops", "new", f"faq_{kind}", "--kind", kind)
+        assert f"scaffolded use case faq_{kind}" in created.stdout
+    stages = ("prepare", "run", "evaluate", "report")
+    assert set(project.repro()) == {f"{stage}@faq_{kind}" for kind in KINDS for stage in stages}
+    for kind in KINDS:
+        metrics = json.loads((project.root / f"data/faq_{kind}/eval/metrics.json").read_text())
+        assert metrics["rows"] == 6 and metrics["run_errors"] == 0, kind
+        cache = json.loads((project.root / f"data/faq_{kind}/run/operations.json").read_text())["cache"]
+        assert cache["misses"] == 6, (kind, cache)  # each use case asked the LLM for its own rows
+    # Each use case's own LLM cache: the same question reached the stub once per kind, in the scaffold's prompt.
     prompts = [r["body"]["prompt"] for r in stub_llm.requests() if "Q: Which animal says moo?" in r["body"]["prompt"]]
-    assert len(prompts) == 1 and prompts[0].startswith("Answer each question in a few words.")
-    again = project.sh("llmops", "new", "faq", "--kind", kind, check=False)
-    assert again.returncode == 1 and "exists already" in again.stderr
+    assert len(prompts) == len(KINDS) and all(p.startswith("Answer each question in a few words.") for p in prompts)
+    for kind in KINDS:
+        again = project.sh("llmops", "new", f"faq_{kind}", "--kind", kind, check=False)
+        assert again.returncode == 1 and "exists already" in again.stderr
