@@ -236,6 +236,14 @@ def scratch_tmp() -> Path:
     return folder
 
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # A worker's own temp folder too: what its tests start without project_env (stage worker processes, probes,
+    # servers) and what they import in-process (prompt flow) write there, not into /tmp. Workers only: the
+    # controller's temp folder holds the session's basetemp, kept after the run for a look at a failure.
+    os.environ["TMPDIR"] = str(scratch_tmp())
+    tempfile.tempdir = None  # recomputed from TMPDIR on next use
+
+
 def project_env(root: Path, extra_env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a project copy: none of the developer's LLM settings, an empty HOME of its own."""
     env = {
