@@ -11,6 +11,7 @@ from typing import Any
 from stages import deploy
 from stages.core import (
     catalogue,
+    changes,
     conf_schema,
     connections,
     datasets,
@@ -170,6 +171,7 @@ def gate_results(root: Path, baseline: str, env: str | None, only: list[str] | N
     rev = compare.resolve(root, baseline)
     if rev is None:
         raise gate.GateConfigError("--baseline: give a git revision or experiment, not the workspace")
+    locks = _locks(root, rev)
     results = []
     for name in only or use_cases:
         config = params["use_cases"][name]
@@ -180,8 +182,25 @@ def gate_results(root: Path, baseline: str, env: str | None, only: list[str] | N
                 found[side] = compare.snapshot(root, name, label, at, run_rows=True)
             except compare.CompareError as exc:
                 found[side], found[f"{side}_missing"] = None, str(exc)
-        results.append(gate.assess(name, specs, reporting.Columns.from_config(config), thresholds[name], **found))
-    return env, rev, results
+        what = changes.changes(*locks, name) if locks else None
+        results.append(gate.assess(name, specs, reporting.Columns.from_config(config), thresholds[name], **found,
+                                   changes=what))  # fmt: skip
+    return env, rev, gate.adjust(results)
+
+
+def _locks(root: Path, rev: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The baseline's and the workspace's dvc.lock (None when either cannot be read: every use case counts as
+    changed)."""
+    import yaml
+
+    from stages.core import compare
+
+    try:
+        texts = compare.read_at(root, "dvc.lock", rev), (root / "dvc.lock").read_text(encoding="utf-8")
+        old, new = (yaml.safe_load(text) or {} for text in texts)
+    except (OSError, yaml.YAMLError):
+        return None
+    return old, new
 
 
 def cmd_gate(args: argparse.Namespace) -> int:

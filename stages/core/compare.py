@@ -54,7 +54,7 @@ def resolve(root: Path, name: str) -> str | None:
             raise CompareError(f"{name}: neither an experiment nor a git revision ({exc})") from None
 
 
-def _read(root: Path, path: str, rev: str | None) -> str:
+def read_at(root: Path, path: str, rev: str | None) -> str:
     if rev is None:
         return (root / path).read_text(encoding="utf-8")
     import dvc.api
@@ -79,13 +79,13 @@ def snapshot(root: Path, use_case: str, name: str, rev: str | None, run_rows: bo
     CompareError when it has none there."""
     base = f"data/{use_case}"
     try:
-        metrics = json.loads(_read(root, f"{base}/eval/metrics.json", rev))
-        run = json.loads(_read(root, f"{base}/run/summary.json", rev))
+        metrics = json.loads(read_at(root, f"{base}/eval/metrics.json", rev))
+        run = json.loads(read_at(root, f"{base}/run/summary.json", rev))
         variant = metrics.get("variant")
         if variant is None:
             raise CompareError(f"{name}: {base}/eval/metrics.json predates variant comparison (no 'variant')")
-        rows = _jsonl(_read(root, f"{base}/eval/rows/{variant}.jsonl", rev))
-        outputs = _jsonl(_read(root, f"{base}/run/outputs/{variant}.jsonl", rev)) if run_rows else []
+        rows = _jsonl(read_at(root, f"{base}/eval/rows/{variant}.jsonl", rev))
+        outputs = _jsonl(read_at(root, f"{base}/run/outputs/{variant}.jsonl", rev)) if run_rows else []
     except (FileNotFoundError, OSError) as exc:
         raise CompareError(f"{name}: no results of {use_case} ({exc})") from None
     return Snapshot(label=name, variant=variant, rows=rows, metrics=metrics, run=run, run_rows=outputs)
