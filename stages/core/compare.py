@@ -3,7 +3,8 @@
 `llmops compare main my-exp` reads every use case's evaluated rows, metrics and run summary at each revision
 through DVC's API (git commits, branches, tags and `dvc exp` names; `workspace` means the files on disk),
 compares each revision with the first on the rows they share, and writes the same page the report stage
-writes, one per use case.
+writes, one per use case. The p-values of a use case's comparisons (every revision x headline metric) are
+adjusted together with Benjamini-Hochberg (the false discovery rate of a sweep); verdicts follow the adjusted p.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ def compare(
     if len(set(labels)) != len(labels):
         raise CompareError(f"each revision may appear once, got {', '.join(labels)}")
     results = headline.headline(specs, dict(zip(labels, (s.rows for s in snapshots), strict=True)), labels[0])
+    results = headline.adjust(results, "fdr_bh")  # one family: every revision x metric against the first
     parts = []
     for label, snap in zip(labels, snapshots, strict=True):
         metrics = {**snap.metrics, "headline": {name: r.as_dict() for name, r in results[label].items()}}

@@ -239,6 +239,17 @@ def format_value(value: float | None, rate: bool) -> str:
     return f"{value:.1%}" if rate else f"{value:.2f}"
 
 
+def _adjustment(result: dict[str, Any]) -> str:
+    """'adjusted p=0.12, Benjamini-Hochberg over 6' when the comparison's p-value was adjusted, else ''."""
+    if result.get("p_adjusted") is None:
+        return ""
+    return f"adjusted p={result['p_adjusted']:.2g}, {result.get('adjustment', '')}"
+
+
+def _adjusted(result: dict[str, Any]) -> str:
+    return f" ({text})" if (text := _adjustment(result)) else ""
+
+
 def headline_text(headline: dict[str, dict[str, Any]], baseline: str | None = None) -> str:
     """'accuracy 56.9% [45.2%, 68.1%]  relevance 3.40 [3.1, 3.7] +0.20 vs v1 (better)' for terminals and logs; with
     repeats each metric adds its spread: '±2.1% over 3 repeats, 80% stable'."""
@@ -252,6 +263,8 @@ def headline_text(headline: dict[str, dict[str, Any]], baseline: str | None = No
         if result.get("verdict"):
             delta = f"{result['delta']:+.1%}" if rate else f"{result['delta']:+.2f}"
             text += f" {delta} vs {baseline} ({result['verdict']})"
+            if result.get("p_adjusted") is not None:
+                text += f" p={result['p_value']:.3g}, {_adjustment(result)}"
         parts.append(text)
     return "  ".join(parts)
 
@@ -273,7 +286,7 @@ def headline_chart(variants: list[VariantReport], dpi: int) -> str:
         for y, (value, result) in enumerate(zip(values, results[::-1], strict=True)):
             note = format_value(result.get("value"), rate)
             if result.get("verdict"):
-                note += f"  {result['delta']:+.3f}, p={result['p_value']:.2g}: {result['verdict']}"
+                note += f"  {result['delta']:+.3f}, p={result['p_value']:.2g}{_adjusted(result)}: {result['verdict']}"
             axis.text((result.get("ci_high") or value) + (0.01 if rate else 0.04), y, note, va="center", fontsize=8)
         axis.set_xlim(0, 1.45) if rate else axis.set_xlim(1 if min(values, default=0) >= 1 else 0, 7.2)
         if rate:
@@ -383,7 +396,7 @@ def _headline_cards(variant: VariantReport, baseline: str) -> list[str]:
         note_class = "n"
         if result.get("verdict"):
             delta = f"{result['delta']:+.1%}" if rate else f"{result['delta']:+.2f}"
-            note += f" · vs {baseline}: {delta}, p={result['p_value']:.2g}, {result['verdict']}"
+            note += f" · vs {baseline}: {delta}, p={result['p_value']:.2g}{_adjusted(result)}, {result['verdict']}"
             note_class = {"better": "better", "worse": "worse"}.get(result["verdict"], "n")
         title = name.replace("_", " ") + (" (headline)" if name in logged else "")  # the flow logged its own
         cards.append(_card(title, value, note, note_class))
