@@ -335,3 +335,23 @@ def test_every_envs_gate_block_parses(env: str) -> None:
     limits = gate.parse_thresholds(block, use_cases, f"conf/env/{env}.yaml: gate")
     assert limits["general_qa"].inconclusive_unchanged == "pass"
     assert limits["general_qa"].inconclusive_changed == ("fail" if env == "pr" else "warn")
+
+
+def test_a_use_case_can_require_non_inferiority_or_equivalence_at_max_drop() -> None:
+    few, many = snapshot([True] * 8 + [False] * 4), snapshot([True] * 240 + [False] * 160)
+    limits = thresholds(require="noninferior", inconclusive={"changed": "fail"})
+    unsure = quality_check(gate.assess("uc", SPECS, COLUMNS, limits, few, few, changes=["x changed"]))
+    assert (unsure.verdict, unsure.blocking, unsure.limit) == (gate.INCONCLUSIVE, True, "drop < 5.0% shown")
+    # z = 0.05 / sqrt((0.05 - 0.05**2) / 12) = 0.795; rows: 0.0475 * ((1.645 + 0.842) / 0.05)**2 = 117.4
+    assert "can't show not worse by 5.0 pts: 12 rows; it needs 118 rows (non-inferiority p=0.213)" in unsure.note
+    shown = quality_check(gate.assess("uc", SPECS, COLUMNS, limits, many, many, changes=["x changed"]))
+    assert shown.verdict == gate.PASS
+    assert "non-inferior: shown not worse by 5.0 pts (non-inferiority p=0.000)" in shown.note
+    dropped = snapshot([True] * 200 + [False] * 200)
+    worse = quality_check(gate.assess("uc", SPECS, COLUMNS, limits, dropped, many))
+    assert worse.verdict == gate.FAIL and "inferior: down 10.0 pts, beyond the margin of 5.0 pts" in worse.note
+    same = thresholds(require="equivalent")
+    gained = quality_check(gate.assess("uc", SPECS, COLUMNS, same, many, dropped))
+    assert gained.verdict == gate.FAIL and "not equivalent: up 10.0 pts" in gained.note
+    with pytest.raises(gate.GateConfigError, match=r"uc\.require: expected one of no_drop, noninferior"):
+        thresholds(require="same")

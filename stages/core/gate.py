@@ -30,8 +30,10 @@ from stages.metrics import equivalence, headline, power, stats
 
 PASS, FAIL, SKIP, INCONCLUSIVE = "pass", "FAIL", "skip", "inconclusive"
 POLICIES = ("fail", "warn", "pass")  # what an inconclusive quality check does
+NO_DROP, NONINFERIOR, EQUIVALENT = "no_drop", "noninferior", "equivalent"
+REQUIREMENTS = (NO_DROP, NONINFERIOR, EQUIVALENT)
 _DEFAULT_KEYS = ("floors", "max_drop", "max_cost_increase", "max_p95_latency_increase", "latency_min_rows",
-                 "inconclusive")  # fmt: skip
+                 "inconclusive", "require")  # fmt: skip
 _TOP_KEYS = ("max_error_rate", "alpha", "defaults", "use_cases")
 
 
@@ -57,6 +59,7 @@ class Thresholds:
     alpha: float = 0.05  # the gate's family-wise error rate (quality checks, Holm-adjusted)
     inconclusive_changed: str = "pass"  # POLICIES: for a use case the revision changed (or unknown)
     inconclusive_unchanged: str = "pass"  # ... and for one it did not
+    require: str = NO_DROP  # REQUIREMENTS: what a quality check asks; max_drop is the margin of the other two
 
     def inconclusive_policy(self, changed: bool) -> str:
         return self.inconclusive_changed if changed else self.inconclusive_unchanged
@@ -109,6 +112,10 @@ def _apply(base: dict[str, Any], block: Any, where: str) -> dict[str, Any]:
             out[key] = int(_number(value, at) or 0)
         elif key == "inconclusive":
             out.update(_policy(value, at))
+        elif key == "require":
+            if value not in REQUIREMENTS:
+                raise GateConfigError(f"{at}: expected one of {', '.join(REQUIREMENTS)}, got {value!r}")
+            out[key] = value
         else:
             raise GateConfigError(f"{at}: unknown key (known: {', '.join(_DEFAULT_KEYS)})")
     return out
@@ -171,14 +178,15 @@ class Quality:
     metric: str
     verdict: str  # PASS, FAIL or INCONCLUSIVE
     blocking: bool  # an inconclusive verdict that fails the gate
-    max_drop: float
+    max_drop: float  # the drop to detect (no_drop) or the margin (noninferior, equivalent)
     p_value: float | None
     p_adjusted: float | None
     method: str  # the adjustment, e.g. "Holm over 12 checks"
     mde: float | None  # None: not even a drop of the whole scale is detectable
     rows: int
-    rows_needed: int | None  # to detect max_drop (None: more than power.MAX_ROWS)
+    rows_needed: int | None  # to detect max_drop, or to show the margin (None: more than power.MAX_ROWS)
     reading: str
+    require: str = NO_DROP
 
 
 @dataclass(frozen=True)
@@ -302,13 +310,22 @@ def _amount(value: float, rate: bool) -> str:
 
 
 def judge(
-    diff: MetricDiff, limit: float, alpha: float, p_adjusted: float, family: int, policy: str, method: str = ""
+    diff: MetricDiff,
+    limit: float,
+    alpha: float,
+    p_adjusted: float,
+    family: int,
+    policy: str,
+    method: str = "",
+    require: str = NO_DROP,
 ) -> Quality:
     """The verdict on one compared metric. A lone drop must beat Holm's first step, alpha / family: the MDE and
-    the rows needed are computed at that level."""
+    the rows needed are computed at that level. `require` noninferior / equivalent: `limit` is the margin."""
     c, summary = diff.comparison, diff.summary
     assert c is not None
     rate = all(v is None or v <= 1 for v in (diff.baseline, diff.candidate)) and limit < 1
+    if require != NO_DROP and summary is not None and limit > 0:
+        return _margin_quality(diff, summary, limit, alpha, policy, require, rate)
     level = alpha / max(family, 1)
     mde = power.mde(summary, level) if summary is not None else None
     needed = power.rows_needed(summary, limit, level) if summary is not None and limit > 0 else None
@@ -336,9 +353,36 @@ def judge(
     return Quality(verdict=verdict, blocking=policy == "fail", reading=reading, **facts)  # type: ignore[arg-type]
 
 
+def _margin_quality(
+    diff: MetricDiff, summary: power.Paired, margin: float, alpha: float, policy: str, require: str, rate: bool
+) -> Quality:
+    """Non-inferiority or equivalence (TOST) at `margin`: unadjusted, as the gate needs every such check to hold
+    (an intersection-union test keeps alpha without adjustment)."""
+    test = equivalence.noninferiority if require == NONINFERIOR else equivalence.tost
+    found = test(summary, margin, alpha)
+    shown, delta = _amount(margin, rate), _amount(abs(summary.effect), rate)
+    facts = dict(metric=diff.metric, max_drop=margin, p_value=found.p_value, p_adjusted=None, method="", mde=None,
+                 rows=found.rows, rows_needed=found.rows_needed, require=require)  # fmt: skip
+    if found.verdict in (equivalence.NON_INFERIOR, equivalence.EQUIVALENT):
+        claim = f"not worse by {shown}" if require == NONINFERIOR else f"within ±{shown}"
+        reading = f"{found.verdict}: shown {claim} ({found.test} p={found.p_value:.3f})"
+        return Quality(verdict=PASS, blocking=False, reading=reading, **facts)  # type: ignore[arg-type]
+    if found.verdict in (equivalence.INFERIOR, equivalence.NOT_EQUIVALENT):
+        moved = "down" if summary.effect < 0 else "up"
+        reading = f"{found.verdict}: {moved} {delta}, beyond the margin of {shown}"
+        return Quality(verdict=FAIL, blocking=False, reading=reading, **facts)  # type: ignore[arg-type]
+    need = f"{found.rows_needed} rows" if found.rows_needed is not None else f"more than {power.MAX_ROWS} rows"
+    claim = f"not worse by {shown}" if require == NONINFERIOR else f"within ±{shown}"
+    reading = f"can't show {claim}: {found.rows} rows; it needs {need} ({found.test} p={found.p_value:.3f})"
+    verdict = PASS if policy == "pass" else INCONCLUSIVE
+    return Quality(verdict=verdict, blocking=policy == "fail", reading=reading, **facts)  # type: ignore[arg-type]
+
+
 def _quality_check(use_case: str, diff: MetricDiff, limit: float, quality: Quality | None, alpha: float) -> Check:
     rate = all(v is None or v <= 1 for v in (diff.baseline, diff.candidate)) and limit < 1
     shown_limit = f"drop <= {_fmt(limit, rate)} unless n.s."
+    if quality is not None and quality.require != NO_DROP:
+        shown_limit = f"{'drop' if quality.require == NONINFERIOR else 'change'} < {_fmt(limit, rate)} shown"
     c = diff.comparison
     if c is None or quality is None:
         return Check(use_case, f"quality {diff.metric}", "n/a", "n/a", shown_limit, SKIP, "no row has a value in both")
@@ -354,10 +398,10 @@ def _quality_check(use_case: str, diff: MetricDiff, limit: float, quality: Quali
 
 def adjust(results: Sequence[UseCaseResult]) -> list[UseCaseResult]:
     """`results` with their quality checks decided together: Holm's adjustment over every compared (use case x
-    metric) of the gate, the family-wise error at the gate's alpha."""
+    metric) of the gate that requires no drop, the family-wise error at the gate's alpha."""
     from statsmodels.stats.multitest import multipletests
 
-    compared = [(i, r, d) for i, r in enumerate(results) if r.thresholds is not None
+    compared = [(i, r, d) for i, r in enumerate(results) if r.thresholds is not None and r.thresholds.require == NO_DROP
                 for d in r.diffs if d.comparison is not None]  # fmt: skip
     family = len(compared)
     adjusted: dict[tuple[int, str], float] = {}
@@ -378,8 +422,8 @@ def adjust(results: Sequence[UseCaseResult]) -> list[UseCaseResult]:
             limit = limits.drop_limit(diff.metric)
             quality = None
             if diff.comparison is not None:
-                p = adjusted[(index, diff.metric)]
-                quality = judge(diff, limit, limits.alpha, p, family, policy, method)
+                p = adjusted.get((index, diff.metric), diff.comparison.p_value)
+                quality = judge(diff, limit, limits.alpha, p, family, policy, method, limits.require)
                 qualities.append(quality)
             checks.append(_quality_check(result.use_case, diff, limit, quality, limits.alpha))
         by_name = {check.check: check for check in checks}

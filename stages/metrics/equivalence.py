@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 from stages.metrics import power
 from stages.metrics.power import PASS_FAIL, Paired
 
@@ -43,11 +45,27 @@ def _p_below(summary: Paired, bound: float) -> float:
     return _p_above(Paired(summary.kind, summary.rows, -summary.effect, summary.spread, summary.scale), -bound)
 
 
+def _restricted_variance(summary: Paired, bound: float) -> float:
+    """Pass/fail: the per-row variance of the differences at the maximum-likelihood cell probabilities with the
+    change fixed at `bound` (the score test of Nam and Tango); with no flipped row it is |bound| - bound**2."""
+    n = summary.rows
+    b = n * (summary.spread - summary.effect) / 2  # baseline-only passes
+    c = n * (summary.spread + summary.effect) / 2  # candidate-only passes
+    # d/dx log-likelihood = 0 for x = P(baseline-only pass), P(candidate-only) = x + bound: 2n x^2 - B x - C = 0
+    big_b = (b + c) * (1 - bound) - 2 * bound * (n - c)
+    big_c = b * bound * (1 - bound)
+    low, high = max(0.0, -bound), (1 - bound) / 2
+    roots = np.roots([2 * n, -big_b, -big_c])
+    real = [float(r.real) for r in roots if abs(r.imag) < 1e-12 and low - 1e-12 <= r.real <= high + 1e-12]
+    x = real[0] if real else low
+    return max(2 * x + bound - bound**2, 0.0)
+
+
 def _p_above(summary: Paired, bound: float) -> float:
     """One-sided p of H0: true change <= bound, against change > bound."""
     from scipy import stats
 
-    variance = summary.variance_at(bound)
+    variance = _restricted_variance(summary, bound) if summary.kind == PASS_FAIL else summary.variance_at(bound)
     if variance <= 0:
         return 0.0 if summary.effect > bound else 1.0
     statistic = (summary.effect - bound) / math.sqrt(variance / summary.rows)
