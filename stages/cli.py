@@ -151,6 +151,40 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if failed == len(use_cases) else 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Rows needed to detect a drop, and the drop today's rows detect, per headline metric of the last evaluation."""
+    import json
+
+    from stages.core import compare, plan
+
+    root = project_root()
+    params = load_params(root)
+    config = params["use_cases"].get(args.use_case)
+    if config is None:
+        print(f"plan: no use case {args.use_case} in params.yaml (known: {', '.join(params['use_cases'])})",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if not 0 < args.detect < 1e6 or not 0 < args.alpha < 1:
+        print("plan: --detect must be > 0 and --alpha between 0 and 1", file=sys.stderr)
+        return 2
+    specs = headline.parse_specs(config.get("metrics"), f"use_cases.{args.use_case}.metrics")
+    base = f"data/{args.use_case}/eval"
+    try:
+        metrics = json.loads(compare.read_at(root, f"{base}/metrics.json", None))
+        variant, baseline = metrics["variant"], metrics.get("baseline")
+        rows = compare.jsonl(compare.read_at(root, f"{base}/rows/{variant}.jsonl", None))
+        other = None
+        if baseline and baseline != variant and (root / base / "rows" / f"{baseline}.jsonl").is_file():
+            other = compare.jsonl(compare.read_at(root, f"{base}/rows/{baseline}.jsonl", None))
+    except (OSError, KeyError, ValueError) as exc:
+        print(f"plan: no evaluation of {args.use_case} to plan from ({exc}); run `dvc repro evaluate@{args.use_case}`",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    plans = plan.plan(specs, rows, other, baseline if other else None, args.detect, args.alpha)
+    print(plan.render(args.use_case, variant, plans, args.alpha, 0.8))
+    return 0
+
+
 def gate_results(root: Path, baseline: str, env: str | None, only: list[str] | None) -> tuple[str, str, list]:
     """(env, baseline revision, per use case gate.UseCaseResult): the workspace checked against `baseline`."""
     import yaml
@@ -537,6 +571,12 @@ def main(argv: list[str] | None = None) -> int:
     prc.add_argument("--post", action="store_true", help="create or edit the comment on the PR with `gh`")
     prc.add_argument("--pr", type=int, default=int(os.environ.get("PR_NUMBER") or 0) or None, help="PR number")
     prc.set_defaults(handler=cmd_pr_comment)
+
+    pln = commands.add_parser("plan", help="rows needed to detect a drop, and the drop today's rows detect")
+    pln.add_argument("--use-case", required=True)
+    pln.add_argument("--detect", type=float, default=0.05, help="the drop to detect (default 0.05: 5 points)")
+    pln.add_argument("--alpha", type=float, default=0.05, help="the test's two-sided alpha (default 0.05)")
+    pln.set_defaults(handler=cmd_plan)
 
     summary = commands.add_parser("summary", help="headline metrics and report paths of every use case")
     summary.set_defaults(handler=cmd_summary)

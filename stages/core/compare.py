@@ -71,7 +71,7 @@ def read_at(root: Path, path: str, rev: str | None) -> str:
         ) from None
 
 
-def _jsonl(text: str) -> list[dict[str, Any]]:
+def jsonl(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
@@ -85,8 +85,8 @@ def snapshot(root: Path, use_case: str, name: str, rev: str | None, run_rows: bo
         variant = metrics.get("variant")
         if variant is None:
             raise CompareError(f"{name}: {base}/eval/metrics.json predates variant comparison (no 'variant')")
-        rows = _jsonl(read_at(root, f"{base}/eval/rows/{variant}.jsonl", rev))
-        outputs = _jsonl(read_at(root, f"{base}/run/outputs/{variant}.jsonl", rev)) if run_rows else []
+        rows = jsonl(read_at(root, f"{base}/eval/rows/{variant}.jsonl", rev))
+        outputs = jsonl(read_at(root, f"{base}/run/outputs/{variant}.jsonl", rev)) if run_rows else []
     except (FileNotFoundError, OSError) as exc:
         raise CompareError(f"{name}: no results of {use_case} ({exc})") from None
     return Snapshot(label=name, variant=variant, rows=rows, metrics=metrics, run=run, run_rows=outputs)

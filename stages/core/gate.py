@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -284,25 +283,8 @@ def metric_diffs(specs: Sequence[headline.MetricSpec], baseline: Snapshot, candi
         cand = cand_values[[cand_ids.index(i) for i in shared]]
         comparison = headline.compare_metric(spec, baseline.rows, candidate.rows)
         diffs.append(MetricDiff(spec.name, spec.statistic(base), spec.statistic(cand), comparison,
-                                _summary(spec, base, cand, comparison)))  # fmt: skip
+                                headline.paired_summary(spec, base, cand, comparison)))  # fmt: skip
     return diffs
-
-
-def _summary(
-    spec: headline.MetricSpec, base: np.ndarray, cand: np.ndarray, comparison: stats.Comparison | None
-) -> power.Paired | None:
-    """The comparison's power summary: per-row values for a mean; for a ratio or F1, the paired bootstrap's
-    standard error scaled to one row."""
-    if comparison is None:
-        return None
-    if spec.kind == "mean":
-        return power.paired(base[:, 0], cand[:, 0])
-    interval = comparison.interval
-    if interval is None:
-        return None
-    z = float(NormalDist().inv_cdf(1 - (1 - interval.confidence) / 2))
-    sd = (interval.high - interval.low) / (2 * z) * np.sqrt(comparison.rows)
-    return power.Paired(power.SCORE, comparison.rows, comparison.effect, float(sd), 1.0)
 
 
 def _amount(value: float, rate: bool) -> str:
