@@ -258,7 +258,8 @@ def test_too_few_rows_to_see_max_drop_are_inconclusive_by_the_changed_policy(
     result = gate.assess("uc", SPECS, COLUMNS, limits, same, same, changes=changes)
     check = quality_check(result)
     assert (check.verdict, result.passed) == (verdict, passed)
-    assert check.note.endswith("can't tell below 57.8 pts: 12 rows; a drop of 5.0 pts needs 157 rows")
+    assert "can't tell below 57.8 pts: 12 rows; a drop of 5.0 pts needs 157 rows" in check.note
+    assert ("inconclusive, passed" in check.note) == (verdict == gate.PASS)
     (quality,) = result.quality
     blocking = policy == "fail" and verdict != gate.PASS
     assert (quality.mde, quality.rows_needed, quality.blocking) == (pytest.approx(0.578, abs=1e-3), 157, blocking)
@@ -355,3 +356,30 @@ def test_a_use_case_can_require_non_inferiority_or_equivalence_at_max_drop() -> 
     assert gained.verdict == gate.FAIL and "not equivalent: up 10.0 pts" in gained.note
     with pytest.raises(gate.GateConfigError, match=r"uc\.require: expected one of no_drop, noninferior"):
         thresholds(require="same")
+
+
+def test_pr_comment_leads_with_failed_inconclusive_and_changed_and_folds_quiet_passes() -> None:
+    same = snapshot([True] * 8 + [False] * 4)
+    changed = ["use_cases/uc/flows/classify/classify_v1.jinja2 changed"]
+    failing = gate.assess("uc", SPECS, COLUMNS, thresholds(), snapshot([True] * 20 + [False] * 10),
+                          snapshot([True] * 30), changes=changed)  # fmt: skip
+    unsure = gate.assess("qa", SPECS, COLUMNS, thresholds(inconclusive={"changed": "fail"}), same, same,
+                         changes=["param variant.name changed"])  # fmt: skip
+    quiet = gate.assess("ner", SPECS, COLUMNS, thresholds(), same, same, changes=[])
+    body = pr_comment.compose(gate.adjust([failing, unsure, quiet]), baseline="main", baseline_rev="0" * 40,
+                              env="pr", metrics_diff_md="")  # fmt: skip
+    order = [body.index(h) for h in ("### Failed (1)", "### Inconclusive (1)", "### What changed", "### Gate")]
+    assert order == sorted(order)
+    assert "- ❌ **FAIL** **uc** quality accuracy: -33.3%, worse (p=0.002, Holm/3 p=0.006" in body
+    assert "- ❓ **inconclusive, fails** **qa** quality accuracy: +0.0%" in body
+    assert f"- **uc**: {changed[0]}\n- **qa**: param variant.name changed\n- unchanged: ner" in body
+    gate_part, folded = body.split("### Gate")[1].split("### Significance")[0].split("<details>")
+    assert "| ner |" not in gate_part and "| qa | quality accuracy |" in gate_part
+    assert folded.startswith("<summary>4 passing checks of unchanged use cases (ner)</summary>")
+    assert folded.count("| ner |") == 4
+    assert (
+        "| uc | accuracy | 100.0% | 66.7% | -33.3% | 0.002 | **worse** | McNemar exact (30) | 0.006 (Holm/3) "
+        "| MDE 31.6 pts | ❌ **FAIL** | worse: down 33.3 pts on 30 rows, not shown smaller than 5.0 pts |"
+    ) in body
+    assert "| qa | accuracy | 66.7% | 66.7% | +0.0% | 1.000 | no significant difference | McNemar exact (12) " in body
+    assert "can't tell below 65.6 pts: 12 rows; a drop of 5.0 pts needs 180 rows |" in body

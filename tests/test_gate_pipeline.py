@@ -51,6 +51,9 @@ def test_gate_and_pr_comment_compare_a_prompt_edit_with_main(project: Project, s
     not_movie = [row["row_id"] for row in prepared if row["category"] != "Movie"]
     assert body.startswith(pr_comment.MARKER) and "❌ quality gate failed" in body
     assert f"| {UC} | accuracy | 100.0% |" in body and "| **worse** | McNemar exact (12) |" in body
+    # what changed, read off the two commits' dvc.lock: the prompt edit is in the flow folder run@ depends on
+    assert f"### What changed\n\n- **{UC}**: use_cases/{UC}/flows/classify changed" in body
+    assert body.index("### Failed") < body.index("### What changed") < body.index("### Gate")
     assert f"<b>{UC}</b>: {len(not_movie)} broken, 0 fixed" in body
     assert f"| `{not_movie[0]}` | broken |" in body and body.count("| broken |") == 3
     assert f"| {UC} |" in body.split("### Cost and latency")[1]  # tokens and p95 latency of both revisions

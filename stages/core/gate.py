@@ -283,7 +283,7 @@ def metric_diffs(specs: Sequence[headline.MetricSpec], baseline: Snapshot, candi
         cand = cand_values[[cand_ids.index(i) for i in shared]]
         comparison = headline.compare_metric(spec, baseline.rows, candidate.rows)
         diffs.append(MetricDiff(spec.name, spec.statistic(base), spec.statistic(cand), comparison,
-                                headline.paired_summary(spec, base, cand, comparison)))  # fmt: skip
+                                power.table_summary(spec.kind, base, cand, comparison)))  # fmt: skip
     return diffs
 
 
@@ -331,6 +331,8 @@ def judge(
         return Quality(verdict=PASS, blocking=False, reading=reading, **facts)  # type: ignore[arg-type]
     need = f"{needed} rows" if needed is not None else f"more than {power.MAX_ROWS} rows"
     reading = f"{seen}: {c.rows} rows; a drop of {_amount(limit, rate)} needs {need}"
+    if policy == "pass":
+        reading += " (inconclusive, passed: `inconclusive` allows it here)"
     verdict = PASS if policy == "pass" else INCONCLUSIVE
     return Quality(verdict=verdict, blocking=policy == "fail", reading=reading, **facts)  # type: ignore[arg-type]
 
@@ -356,6 +358,8 @@ def _margin_quality(
     need = f"{found.rows_needed} rows" if found.rows_needed is not None else f"more than {power.MAX_ROWS} rows"
     claim = f"not worse by {shown}" if require == NONINFERIOR else f"within ±{shown}"
     reading = f"can't show {claim}: {found.rows} rows; it needs {need} ({found.test} p={found.p_value:.3f})"
+    if policy == "pass":
+        reading += " (inconclusive, passed: `inconclusive` allows it here)"
     verdict = PASS if policy == "pass" else INCONCLUSIVE
     return Quality(verdict=verdict, blocking=policy == "fail", reading=reading, **facts)  # type: ignore[arg-type]
 
@@ -532,16 +536,20 @@ def md_cell(text: str) -> str:
 _VERDICT_MD = {PASS: "✅ pass", FAIL: "❌ **FAIL**", SKIP: "➖ skip", INCONCLUSIVE: "⚠️ inconclusive"}
 
 
-def markdown_table(results: Sequence[UseCaseResult]) -> str:
+def markdown_table(results: Sequence[UseCaseResult], checks: Sequence[Check] | None = None) -> str:
+    """The checks of `results` (or only `checks`) as a markdown table."""
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    for result in results:
-        for check in result.checks:
-            cells = [md_cell(c) for c in _cells(check)]
-            cells[5] = _VERDICT_MD[check.verdict]
-            if check.verdict == INCONCLUSIVE:
-                cells[5] = "❓ **inconclusive, fails**" if check.blocking else "⚠️ inconclusive, warns"
-            lines.append("| " + " | ".join(cells) + " |")
+    for check in [c for r in results for c in r.checks] if checks is None else checks:
+        cells = [md_cell(c) for c in _cells(check)]
+        cells[5] = verdict_md(check)
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def verdict_md(check: Check) -> str:
+    if check.verdict == INCONCLUSIVE:
+        return "❓ **inconclusive, fails**" if check.blocking else "⚠️ inconclusive, warns"
+    return _VERDICT_MD[check.verdict]
 
 
 def text_table(results: Sequence[UseCaseResult]) -> str:

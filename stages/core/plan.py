@@ -31,6 +31,28 @@ class MetricPlan:
     scale: float = 1.0  # 1: a rate, shown in points
 
 
+def summary(
+    spec: headline.MetricSpec, rows: Sequence[Mapping[str, Any]], other: Sequence[Mapping[str, Any]] | None
+) -> tuple[power.Paired, bool] | None:
+    """`spec`'s power summary over `rows`, with the noise measured against `other` on the rows both evaluated
+    (True) or, without them, none (False); None when no row has a value."""
+    ids, values = headline.table(spec, rows)
+    if not ids:
+        return None
+    if other:
+        other_ids, other_values = headline.table(spec, other)
+        shared = sorted(set(ids) & set(other_ids))
+        if shared:
+            base = other_values[[other_ids.index(i) for i in shared]]
+            cand = values[[ids.index(i) for i in shared]]
+            found = power.table_summary(spec.kind, base, cand, headline.compare_metric(spec, other, rows))
+            if found is not None:
+                return power.Paired(found.kind, len(ids), found.effect, found.spread, found.scale), True
+    found = power.table_summary(spec.kind, values, values)
+    assert found is not None
+    return found, False
+
+
 def plan(
     specs: Sequence[headline.MetricSpec],
     rows: Sequence[Mapping[str, Any]],
@@ -43,27 +65,16 @@ def plan(
     """Every headline metric's plan from the evaluated `rows` (paired with `other`'s where given)."""
     plans = []
     for spec in specs:
-        ids, values = headline.table(spec, rows)
-        if not ids:
+        found = summary(spec, rows, other)
+        if found is None:
             continue
-        summary, paired_with = None, None
-        if other:
-            other_ids, other_values = headline.table(spec, other)
-            shared = sorted(set(ids) & set(other_ids))
-            if shared:
-                base = other_values[[other_ids.index(i) for i in shared]]
-                cand = values[[ids.index(i) for i in shared]]
-                comparison = headline.compare_metric(spec, other, rows)
-                summary, paired_with = headline.paired_summary(spec, base, cand, comparison), other_name
-        if summary is None:
-            summary = headline.paired_summary(spec, values, values)
-        assert summary is not None
-        summary = power.Paired(summary.kind, len(ids), summary.effect, summary.spread, summary.scale)
+        noise, paired = found
+        paired_with = other_name if paired else None
         plans.append(
             MetricPlan(
-                spec.name, len(ids), summary.kind, summary.spread, paired_with, detect,
-                power.power(summary, detect, alpha), power.mde(summary, alpha, target),
-                power.rows_needed(summary, detect, alpha, target), summary.scale,
+                spec.name, noise.rows, noise.kind, noise.spread, paired_with, detect,
+                power.power(noise, detect, alpha), power.mde(noise, alpha, target),
+                power.rows_needed(noise, detect, alpha, target), noise.scale,
             )
         )  # fmt: skip
     return plans

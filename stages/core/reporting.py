@@ -300,6 +300,41 @@ def headline_chart(variants: list[VariantReport], dpi: int) -> str:
     return _svg(figure, dpi)
 
 
+@dataclass(frozen=True)
+class PowerCurve:
+    """The headline metric's probability of detecting each drop (`stages.metrics.power`), for the report."""
+
+    metric: str
+    rows: int
+    drops: list[float]
+    detection: list[float]
+    mde: float | None
+    rate: bool
+    note: str  # where the noise comes from
+
+
+def power_chart(curve: PowerCurve, dpi: int) -> str:
+    """Drop (x) against the probability that the paired test detects it (y), with 80% and the MDE marked."""
+    figure, axis = _subplots(7.5, 3.0)
+    scale = 100 if curve.rate else 1
+    axis.plot([d * scale for d in curve.drops], curve.detection, color=VARIANT_COLOURS[1], linewidth=2)
+    axis.axhline(0.8, color="#888", linestyle="--", linewidth=1)
+    if curve.mde is not None:
+        axis.axvline(curve.mde * scale, color=PALETTE["bad"], linestyle=":", linewidth=1)
+        shown = f"{curve.mde * scale:.1f} pts" if curve.rate else f"{curve.mde:.2f}"
+        axis.text(curve.mde * scale, 0.05, f" MDE {shown}", color=PALETTE["bad"], fontsize=8)
+    axis.set_ylim(0, 1.02)
+    axis.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0], ["0%", "20%", "40%", "60%", "80%", "100%"])
+    axis.set_xlabel("true drop" + (" (points)" if curve.rate else ""))
+    axis.set_ylabel("probability of detection")
+    axis.grid(color=PALETTE["grid"])
+    axis.spines[["top", "right"]].set_visible(False)
+    axis.set_title(f"Power: {curve.metric.replace('_', ' ')} on {curve.rows} rows ({curve.note})", loc="left",
+                   fontsize=10)  # fmt: skip
+    figure.tight_layout()
+    return _svg(figure, dpi)
+
+
 def headline_points(variants: list[VariantReport]) -> list[dict[str, Any]]:
     """The headline metrics as `dvc plots` data: one point per metric and variant (baseline first) with its 95% CI;
     `kind` tells rates in [0, 1] from scores on their own scale (a judge's 1-5). A metric without a value is left out.
@@ -595,7 +630,7 @@ def _rows_table(rows: list[dict[str, Any]], variants: list[VariantReport], max_r
 
 def render_html(
     title: str, context: dict[str, str], variants: list[VariantReport], rows: list[dict[str, Any]], dpi: int,
-    max_rows: int, confusion: bool = False,
+    max_rows: int, confusion: bool = False, power: PowerCurve | None = None,
 ) -> str:  # fmt: skip
     """The whole report page. `variants` is baseline first, the selected variant last (one entry if the same)."""
     selected, baseline = variants[-1], variants[0]
@@ -606,6 +641,8 @@ def render_html(
         charts.append(class_chart(selected.metrics, dpi))
     if confusion and selected.records:
         charts.append(confusion_chart(selected.records, dpi))
+    if power is not None:
+        charts.append(power_chart(power, dpi))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>

@@ -33,13 +33,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
 
 from stages.core import repeats
-from stages.metrics import power, stats
+from stages.metrics import stats
 
 Kind = Literal["mean", "ratio", "f1"]
 _FIELDS: dict[str, tuple[str, ...]] = {"ratio": ("numerator", "denominator"), "f1": ("tp", "predicted", "gold")}
@@ -280,24 +279,6 @@ def compare_metric(
     if spec.kind == "mean":
         return stats.paired_bootstrap(base[:, 0], cand[:, 0], seed=seed)
     return stats.paired_bootstrap(base, cand, seed=seed, statistic=spec.statistic)
-
-
-def paired_summary(
-    spec: MetricSpec, base: np.ndarray, cand: np.ndarray, comparison: stats.Comparison | None = None
-) -> power.Paired | None:
-    """The power summary of `spec`'s per-row tables on the same rows: from the values for a mean; for a ratio or
-    F1, the paired bootstrap's standard error (`comparison`'s interval) scaled to one row (None without it)."""
-    if not len(base):
-        return None
-    if spec.kind == "mean":
-        return power.paired(base[:, 0], cand[:, 0])
-    if comparison is None or comparison.interval is None:
-        unchanged = bool(np.all(base == cand))
-        return power.Paired(power.SCORE, len(base), 0.0, 0.0) if unchanged else None
-    interval = comparison.interval
-    z = NormalDist().inv_cdf(1 - (1 - interval.confidence) / 2)
-    sd = (interval.high - interval.low) / (2 * z) * np.sqrt(comparison.rows)
-    return power.Paired(power.SCORE, comparison.rows, comparison.effect, float(sd))
 
 
 def headline(

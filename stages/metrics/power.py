@@ -17,9 +17,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from statistics import NormalDist
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from stages.metrics import stats
 
 PASS_FAIL, SCORE = "pass/fail", "score"
 Kind = Literal["pass/fail", "score"]
@@ -62,6 +66,24 @@ def paired(baseline: Sequence[float] | np.ndarray, candidate: Sequence[float] | 
     scale = 1.0 if values.min() >= 0 and values.max() <= 1 else max(float(values.max() - values.min()), 1.0)
     spread = float(diff.std(ddof=1)) if n > 1 else 0.0
     return Paired(SCORE, n, float(diff.mean()), spread, scale)
+
+
+def table_summary(
+    kind: str, base: np.ndarray, cand: np.ndarray, comparison: stats.Comparison | None = None
+) -> Paired | None:
+    """The summary of a headline metric's per-row tables on the same rows (`kind` "mean", "ratio" or "f1"): from
+    the values for a mean; for a ratio or F1, the paired bootstrap's standard error (`comparison`'s interval)
+    scaled to one row (identical tables: no spread; None without rows or a comparison)."""
+    if not len(base):
+        return None
+    if kind == "mean":
+        return paired(base[:, 0], cand[:, 0])
+    if comparison is None or comparison.interval is None:
+        return Paired(SCORE, len(base), 0.0, 0.0) if bool(np.all(base == cand)) else None
+    interval = comparison.interval
+    z = NormalDist().inv_cdf(1 - (1 - interval.confidence) / 2)
+    sd = (interval.high - interval.low) / (2 * z) * math.sqrt(comparison.rows)
+    return Paired(SCORE, comparison.rows, comparison.effect, float(sd))
 
 
 def _mcnemar_power(rows: int, drop: float, discordant: float, alpha: float) -> float:
