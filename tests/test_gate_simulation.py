@@ -119,3 +119,41 @@ def test_holm_keeps_the_family_wise_rate_over_many_metrics() -> None:
 def stats_holm(p: np.ndarray) -> list[float]:
     comparisons = [stats.Comparison("McNemar exact", 0.0, float(x), stats.NO_DIFFERENCE, ROWS) for x in p]
     return [c.p_adjusted for c in stats.adjust(comparisons, "holm")]  # type: ignore[misc]
+
+
+SCORE_SD = 0.3  # sd of per-row score differences (e.g. ROUGE-L), above the floor the plan assumes at max_drop
+SCORE_ROWS = power.rows_needed(power.Paired(power.SCORE, 1, 0.0, SCORE_SD), MAX_DROP, ALPHA)
+
+
+def bootstrap_p(differences: np.ndarray) -> np.ndarray:
+    """stats.paired_bootstrap's p-value for each PR's per-row differences at once: the gate resamples the same
+    seeded rows for every comparison of n rows, so the resampled means are one matrix product."""
+    rows = differences.shape[1]
+    picks = np.random.default_rng(0).integers(0, rows, size=(5000, rows))  # stats._resampled_rows(rows, 5000, 0)
+    weights = np.zeros((rows, 5000))
+    np.add.at(weights, (picks, np.arange(5000)[:, None]), 1.0 / rows)
+    means = differences @ weights
+    return np.minimum(1.0, 2 * np.minimum((means <= 0).mean(axis=1), (means >= 0).mean(axis=1)))
+
+
+def score_fails(differences: np.ndarray) -> np.ndarray:
+    rows = differences.shape[1]
+    out = (bootstrap_p(differences) < ALPHA) & (differences.mean(axis=1) < 0)
+    for i in np.flatnonzero(out):
+        summary = power.paired(np.zeros(rows), differences[i])
+        out[i] = equivalence.noninferiority(summary, MAX_DROP, ALPHA).verdict != equivalence.NON_INFERIOR
+    return out
+
+
+def test_scores_fail_at_about_nominal_without_a_change_and_at_the_planned_power_with_one() -> None:
+    """Scores: the gate's paired bootstrap, planned with the paired t's power: 4,000 PRs each way."""
+    rng = np.random.default_rng(7)
+    null = rng.normal(0.0, SCORE_SD, size=(PRS, SCORE_ROWS))
+    for row in null[:3]:  # the matrix product is stats.paired_bootstrap
+        assert stats.paired_bootstrap(np.zeros(SCORE_ROWS), row).p_value == pytest.approx(bootstrap_p(row[None])[0])
+    rate = float(score_fails(null).mean())
+    assert rate <= ALPHA / 2 + 4 * monte_carlo_error(ALPHA / 2)
+    dropped = rng.normal(-MAX_DROP, SCORE_SD, size=(PRS, SCORE_ROWS))
+    caught = float(score_fails(dropped).mean())
+    planned = power.power(power.Paired(power.SCORE, SCORE_ROWS, 0.0, SCORE_SD), MAX_DROP, ALPHA)
+    assert planned >= 0.8 and abs(caught - planned) <= ALPHA + 4 * monte_carlo_error(planned)
