@@ -266,6 +266,10 @@ def test_too_few_rows_to_see_max_drop_are_inconclusive_by_the_changed_policy(
     if check.fails:
         assert "1 of 4 checks (uc quality accuracy)" in gate.summary_line([result])
         assert "❓ **inconclusive, fails**" in gate.markdown_table([result])
+        assert "INCONCLUSIVE (fails)" in gate.text_table([result])
+    elif check.verdict == gate.INCONCLUSIVE:
+        assert "⚠️ inconclusive, warns" in gate.markdown_table([result])
+        assert "inconclusive (warns)" in gate.text_table([result])
 
 
 def test_enough_rows_without_a_drop_pass_and_say_what_they_could_see() -> None:

@@ -525,7 +525,10 @@ HEADER = ("use case", "check", "value", "baseline", "limit", "verdict", "note")
 
 
 def _cells(check: Check) -> tuple[str, ...]:
-    return (check.use_case, check.check, check.value, check.baseline, check.limit, check.verdict, check.note)
+    verdict = check.verdict
+    if verdict == INCONCLUSIVE:
+        verdict = "INCONCLUSIVE (fails)" if check.blocking else "inconclusive (warns)"
+    return (check.use_case, check.check, check.value, check.baseline, check.limit, verdict, check.note)
 
 
 def md_cell(text: str) -> str:
