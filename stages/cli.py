@@ -185,6 +185,77 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_size_subsets(args: argparse.Namespace) -> int:
+    """Print the Hydra overrides that give each use case the PR changed the rows its max_drop needs."""
+    import json
+    import subprocess
+
+    import yaml
+
+    from stages.core import changes, compare, gate, plan, sizing
+
+    root = project_root()
+    params = load_params(root)
+    env_file = root / "conf" / "env" / f"{args.env}.yaml"
+    where = f"conf/env/{args.env}.yaml: gate"
+    try:
+        env = yaml.safe_load(env_file.read_text(encoding="utf-8")) or {}
+        use_cases = list(params["use_cases"])
+        thresholds = gate.parse_thresholds(env.get("gate"), use_cases, where)
+        caps = sizing.parse_caps((env.get("gate") or {}).get("sizing"), f"{where}.sizing")
+        rev = compare.resolve(root, args.baseline)
+        lock = yaml.safe_load(compare.read_at(root, "dvc.lock", rev)) or {}
+    except (OSError, gate.ERRORS, yaml.YAMLError) as exc:
+        print(f"size-subsets: {exc}", file=sys.stderr)
+        return 2
+    small = (env.get("subset") or {}).get("rows")
+    if caps is None or small is None:
+        print(f"size-subsets: {env_file.name} has no gate.sizing or no subset.rows: nothing to size", file=sys.stderr)
+        return 0
+    diff = subprocess.run(["git", "diff", "--name-only", str(rev)], cwd=root, capture_output=True, text=True)
+    untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=root, capture_output=True,
+                               text=True)  # fmt: skip
+    touched = set(diff.stdout.split()) | set(untracked.stdout.split())
+    specs_count = sum(len(params["use_cases"][uc].get("metrics") or {}) for uc in use_cases)
+    found = []
+    for name in use_cases:
+        config, limits = params["use_cases"][name], thresholds[name]
+        what = changes.pending(lock, name, params, touched)
+        needed: list[int | None] = []
+        dataset_rows, per_row = small, 1.0
+        if what:
+            try:
+                base = compare.snapshot(root, name, args.baseline, rev, run_rows=True)
+                metrics_file = json.loads(compare.read_at(root, f"data/{name}/eval/metrics.json", rev))
+                other = None
+                if metrics_file.get("baseline") not in (None, base.variant):
+                    other_path = f"data/{name}/eval/rows/{metrics_file['baseline']}.jsonl"
+                    other = compare.jsonl(compare.read_at(root, other_path, rev))
+            except (compare.CompareError, OSError) as exc:
+                print(f"size-subsets: {name} keeps {small} rows: {exc}", file=sys.stderr)
+                found.append(sizing.Sized(name, tuple(what), small, None, small, "no baseline evaluation"))
+                continue
+            specs = headline.parse_specs(config.get("metrics"), f"use_cases.{name}.metrics")
+            alpha = limits.alpha / max(specs_count, 1)  # Holm's first step, as the gate
+            plans = [plan.plan([spec], base.rows, other, None, limits.drop_limit(spec.name), alpha) for spec in specs]
+            needed = [p.rows_needed for found_plans in plans for p in found_plans]
+            dataset_rows = len(datasets_rows(root, config))
+            requests = [row["llm"].get("requests", 0) for row in base.run_rows if isinstance(row.get("llm"), dict)]
+            per_row = (sum(requests) / len(requests) if requests else 1.0) * (2 if other is not None else 1)
+        found.append(sizing.size(name, what, small, needed, dataset_rows, per_row, caps))
+    for item in found:
+        print(f"  {item.use_case}: {item.rows} rows ({item.why})" + (f"; {', '.join(item.changes)}" if item.changes
+              else ""), file=sys.stderr)  # fmt: skip
+    print(" ".join(sizing.overrides(found)))
+    return 0
+
+
+def datasets_rows(root: Path, config: dict[str, Any]) -> list[str]:
+    """The non-blank lines of a use case's dataset (its row count)."""
+    path = root / config["dataset"]
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] if path.is_file() else []
+
+
 def gate_results(root: Path, baseline: str, env: str | None, only: list[str] | None) -> tuple[str, str, list]:
     """(env, baseline revision, per use case gate.UseCaseResult): the workspace checked against `baseline`."""
     import yaml
@@ -577,6 +648,11 @@ def main(argv: list[str] | None = None) -> int:
     pln.add_argument("--detect", type=float, default=0.05, help="the drop to detect (default 0.05: 5 points)")
     pln.add_argument("--alpha", type=float, default=0.05, help="the test's two-sided alpha (default 0.05)")
     pln.set_defaults(handler=cmd_plan)
+
+    siz = commands.add_parser("size-subsets", help="Hydra overrides sizing the subsets of the use cases a PR changed")
+    siz.add_argument("--baseline", required=True, metavar="REF", help="git revision or `dvc exp` name, e.g. main")
+    siz.add_argument("--env", default="pr", help="conf/env/<env>.yaml: subset.rows and gate.sizing (default: pr)")
+    siz.set_defaults(handler=cmd_size_subsets)
 
     summary = commands.add_parser("summary", help="headline metrics and report paths of every use case")
     summary.set_defaults(handler=cmd_summary)

@@ -33,7 +33,7 @@ NO_DROP, NONINFERIOR, EQUIVALENT = "no_drop", "noninferior", "equivalent"
 REQUIREMENTS = (NO_DROP, NONINFERIOR, EQUIVALENT)
 _DEFAULT_KEYS = ("floors", "max_drop", "max_cost_increase", "max_p95_latency_increase", "latency_min_rows",
                  "inconclusive", "require")  # fmt: skip
-_TOP_KEYS = ("max_error_rate", "alpha", "defaults", "use_cases")
+_TOP_KEYS = ("max_error_rate", "alpha", "defaults", "use_cases", "sizing")
 
 
 class GateConfigError(ValueError):
