@@ -187,12 +187,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_size_subsets(args: argparse.Namespace) -> int:
     """Print the Hydra overrides that give each use case the PR changed the rows its max_drop needs."""
-    import json
     import subprocess
 
     import yaml
 
-    from stages.core import changes, compare, gate, plan, sizing
+    from stages.core import changes, compare, gate, sizing
 
     root = project_root()
     params = load_params(root)
@@ -226,10 +225,9 @@ def cmd_size_subsets(args: argparse.Namespace) -> int:
         if what:
             try:
                 base = compare.snapshot(root, name, args.baseline, rev, run_rows=True)
-                metrics_file = json.loads(compare.read_at(root, f"data/{name}/eval/metrics.json", rev))
                 other = None
-                if metrics_file.get("baseline") not in (None, base.variant):
-                    other_path = f"data/{name}/eval/rows/{metrics_file['baseline']}.jsonl"
+                if base.metrics.get("baseline") not in (None, base.variant):
+                    other_path = f"data/{name}/eval/rows/{base.metrics['baseline']}.jsonl"
                     other = compare.jsonl(compare.read_at(root, other_path, rev))
             except (compare.CompareError, OSError) as exc:
                 print(f"size-subsets: {name} keeps {small} rows: {exc}", file=sys.stderr)
@@ -237,11 +235,9 @@ def cmd_size_subsets(args: argparse.Namespace) -> int:
                 continue
             specs = headline.parse_specs(config.get("metrics"), f"use_cases.{name}.metrics")
             alpha = limits.alpha / max(specs_count, 1)  # Holm's first step, as the gate
-            plans = [plan.plan([spec], base.rows, other, None, limits.drop_limit(spec.name), alpha) for spec in specs]
-            needed = [p.rows_needed for found_plans in plans for p in found_plans]
+            needed = sizing.needs(specs, base.rows, other, limits, alpha)
             dataset_rows = len(datasets_rows(root, config))
-            requests = [row["llm"].get("requests", 0) for row in base.run_rows if isinstance(row.get("llm"), dict)]
-            per_row = (sum(requests) / len(requests) if requests else 1.0) * (2 if other is not None else 1)
+            per_row = sizing.requests_per_row(base.run_rows, 2 if other is not None else 1)
         found.append(sizing.size(name, what, small, needed, dataset_rows, per_row, caps))
     for item in found:
         print(f"  {item.use_case}: {item.rows} rows ({item.why})" + (f"; {', '.join(item.changes)}" if item.changes

@@ -71,3 +71,10 @@ def test_pending_changes_are_the_baseline_locks_inputs_git_or_params_moved() -> 
         "use_cases/uc/data/pages.jsonl changed"]  # fmt: skip
     assert changes.pending(lock, "uc", {"llm": {"model": "gpt"}}, set()) == ["param llm.model changed"]
     assert changes.pending(lock, "new", params, set()) == ["new: not in the baseline's dvc.lock"]
+
+
+def test_requests_per_row_and_a_use_case_without_metrics() -> None:
+    run_rows = [{"llm": {"requests": 2}}, {"llm": {"requests": 1}}, {"llm": None}]
+    assert sizing.requests_per_row(run_rows, 2) == 3.0 and sizing.requests_per_row([], 1) == 1.0
+    plain = sizing.size("uc", ["x changed"], 12, [], 500, 1.0, CAPS)
+    assert (plain.rows, plain.why) == (12, "changed, but no headline metric to plan")

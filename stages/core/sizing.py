@@ -14,7 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stages.core.gate import GateConfigError
+from stages.core import plan
+from stages.core.gate import GateConfigError, Thresholds
+from stages.metrics import headline
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,25 @@ class Sized:
     why: str
 
 
+def needs(
+    specs: Sequence[headline.MetricSpec],
+    rows: Sequence[Mapping[str, Any]],
+    other: Sequence[Mapping[str, Any]] | None,
+    limits: Thresholds,
+    alpha: float,
+) -> list[int | None]:
+    """The rows each headline metric needs to detect its max_drop at `alpha`, planned on the baseline's
+    evaluated `rows` (paired with its baseline variant's `other` when evaluated)."""
+    return [p.rows_needed for spec in specs
+            for p in plan.plan([spec], rows, other, None, limits.drop_limit(spec.name), alpha)]  # fmt: skip
+
+
+def requests_per_row(run_rows: Sequence[Mapping[str, Any]], variants: int) -> float:
+    """LLM requests per dataset row: the baseline run's mean per row, times the variants a run runs."""
+    requests = [row["llm"].get("requests", 0) for row in run_rows if isinstance(row.get("llm"), Mapping)]
+    return (sum(requests) / len(requests) if requests else 1.0) * variants
+
+
 def size(
     use_case: str,
     changes: Sequence[str],
@@ -69,6 +90,8 @@ def size(
     capped by the dataset, `caps.max_rows` and `caps.max_llm_requests` / `requests_per_row`."""
     if not changes:
         return Sized(use_case, (), small, None, small, "unchanged: the small subset")
+    if not needed:
+        return Sized(use_case, tuple(changes), small, None, small, "changed, but no headline metric to plan")
     wanted = None if not needed or any(n is None for n in needed) else max(n for n in needed if n is not None)
     limits = {"the dataset": dataset_rows, "max_rows": caps.max_rows}
     if caps.max_llm_requests is not None and requests_per_row > 0:
