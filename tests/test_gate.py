@@ -387,3 +387,20 @@ def test_pr_comment_leads_with_failed_inconclusive_and_changed_and_folds_quiet_p
     ) in body
     assert "| qa | accuracy | 66.7% | 66.7% | +0.0% | 1.000 | no significant difference | McNemar exact (12) " in body
     assert "can't tell below 65.6 pts: 12 rows; a drop of 5.0 pts needs 180 rows |" in body
+
+
+def test_a_change_the_model_never_saw_counts_as_unchanged() -> None:
+    """A prompt comment that renders away: every request a cache hit, no value moved: the unchanged policy."""
+    base = snapshot([True] * 8 + [False] * 4)
+    limits = thresholds(inconclusive={"changed": "fail", "unchanged": "pass"})
+    edit = ["use_cases/uc/flows/classify changed"]
+    same = gate.assess("uc", SPECS, COLUMNS, limits, snapshot([True] * 8 + [False] * 4, cache_hits=1), base,
+                       changes=edit)  # fmt: skip
+    assert same.inert == "no effect on these 12 rows: every LLM request was a cache hit and no metric value moved"
+    assert not same.changed and same.passed and quality_check(same).verdict == gate.PASS
+    body = pr_comment.compose([same], baseline="main", baseline_rev="0" * 40, env="pr", metrics_diff_md="")
+    assert f"- **uc**: {edit[0]} ({same.inert})" in body
+    asked = gate.assess("uc", SPECS, COLUMNS, limits, snapshot([True] * 8 + [False] * 4), base, changes=edit)
+    moved = gate.assess("uc", SPECS, COLUMNS, limits, snapshot([True] * 7 + [False] * 5, cache_hits=1), base,
+                        changes=edit)  # fmt: skip
+    assert asked.inert is None and moved.inert is None and not asked.passed and not moved.passed

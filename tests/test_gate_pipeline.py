@@ -86,7 +86,16 @@ def test_a_changed_use_case_runs_the_rows_its_max_drop_needs_and_the_cache_keeps
     assert sized.stdout.split() == [f"+env.subset.by_use_case.{UC}={dataset}"]  # fewer rows than max_drop needs
     assert f"capped by the dataset at {dataset}); use_cases/{UC}/flows/classify changed" in sized.stderr, sized.stderr
 
+    # unsized, the comment costs no LLM request, and the gate sees it had no effect: it passes
     asked = len(stub_llm.requests())
+    project.repro(f"report@{UC}")
+    assert len(stub_llm.requests()) == asked
+    passed = project.sh("llmops", "gate", "--baseline", "main", "--use-case", UC)
+    assert "gate passed" in passed.stdout
+    project.sh("llmops", "pr-comment", "--baseline", "main", "--use-case", UC, "--out", "comment.md")
+    comment = (project.root / "comment.md").read_text()
+    assert f"- **{UC}**: use_cases/{UC}/flows/classify changed (no effect on these 12 rows: every LLM" in comment
+
     project.params("env=pr", *sized.stdout.split())
     project.repro(f"report@{UC}")
     prepared = {json.loads(line)["row_id"] for line in (project.root / "data" / UC / "prepared.jsonl").open()}

@@ -221,11 +221,13 @@ class UseCaseResult:
     quality: list[Quality] = field(default_factory=list)
     thresholds: Thresholds | None = None
     changes: tuple[str, ...] | None = None  # what the revision changed in the use case (None: unknown)
+    inert: str | None = None  # why the changes had no effect on these rows (see `inert`)
 
     @property
     def changed(self) -> bool:
-        """Whether the revision changed the use case's flow, prompts, data or model (unknown counts as changed)."""
-        return self.changes is None or bool(self.changes)
+        """Whether the revision changed the use case's flow, prompts, data or model (unknown counts as changed),
+        with an effect on its rows."""
+        return (self.changes is None or bool(self.changes)) and not self.inert
 
     @property
     def passed(self) -> bool:
@@ -489,6 +491,20 @@ def flips(baseline: Snapshot, candidate: Snapshot, columns: reporting.Columns) -
     return sorted(found, key=lambda f: f.kind != reporting.BROKEN)
 
 
+def inert(candidate: Snapshot, diffs: Sequence[MetricDiff]) -> str | None:
+    """Why a changed use case is unchanged in effect on its rows: every LLM request of the candidate's run was
+    answered by the LLM cache (the model saw requests it had answered before, e.g. a prompt comment that renders
+    away) and no row's headline values moved. None otherwise."""
+    usage = [row.get("llm") for row in candidate.run_rows]
+    if not usage or not diffs:
+        return None
+    cached = all(isinstance(u, Mapping) and 0 < u.get("requests", 0) <= u.get("cache_hits", 0) for u in usage)
+    still = all(d.summary is not None and d.summary.spread == 0 and d.summary.effect == 0 for d in diffs)
+    if not (cached and still):
+        return None
+    return f"no effect on these {len(usage)} rows: every LLM request was a cache hit and no metric value moved"
+
+
 def assess(
     use_case: str,
     specs: Sequence[headline.MetricSpec],
@@ -516,8 +532,9 @@ def assess(
     diffs = metric_diffs(specs, baseline, candidate)
     checks += [Check(use_case, f"quality {diff.metric}", "", "", "", SKIP) for diff in diffs]  # decided by adjust
     more, pair = cost_latency_checks(use_case, baseline, candidate, thresholds)
+    why = inert(candidate, diffs) if changed is None or changed else None
     result = UseCaseResult(use_case, checks + more, diffs, flips(baseline, candidate, columns), pair,
-                           thresholds=thresholds, changes=changed)  # fmt: skip
+                           thresholds=thresholds, changes=changed, inert=why)  # fmt: skip
     return adjust([result])[0]
 
 

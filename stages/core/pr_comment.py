@@ -87,13 +87,14 @@ def lead(results: Sequence[gate.UseCaseResult]) -> str:
         parts += [f"### Failed ({len(failed)})", "\n".join(failed)]
     if unsure:
         parts += [f"### Inconclusive ({len(unsure)})", "\n".join(unsure)]
-    changed = [r for r in results if r.changed]
+    touched = [r for r in results if r.changed or r.inert]
     lines = [
         f"- **{r.use_case}**: "
         + ("; ".join(gate.md_cell(item) for item in r.changes) if r.changes else "unknown (a dvc.lock was unreadable)")
-        for r in changed
+        + (f" ({r.inert})" if r.inert else "")
+        for r in touched
     ]
-    same = [r.use_case for r in results if not r.changed]
+    same = [r.use_case for r in results if not r.changed and not r.inert]
     if same:
         lines.append(f"- unchanged: {', '.join(same)}")
     parts += ["### What changed", "\n".join(lines) or "Nothing."]
