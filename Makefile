@@ -153,10 +153,11 @@ pr-comment: setup ## the PR comment (reports/pr-comment.md); with PR_NUMBER set,
 	@$(VENV)/bin/llmops pr-comment --baseline $(BASELINE) --env $(ENV) --out reports/pr-comment.md \
 		$(if $(strip $(PR_NUMBER)),--post --pr $(strip $(PR_NUMBER)))
 
-pr: ## what the pr workflow does: lint, fast tests (SKIP_TESTS=1 skips), pipeline on env pr, gate, PR comment
+pr: ## what the pr workflow does: lint, fast tests (SKIP_TESTS=1 skips), sized pipeline on env pr, gate, PR comment
 	@$(MAKE) --no-print-directory lint
 	@if [ "$(SKIP_TESTS)" != 1 ]; then $(MAKE) --no-print-directory test-fast; fi
-	@$(MAKE) --no-print-directory pipeline ENV=pr
+	@sized="$$($(VENV)/bin/llmops size-subsets --baseline $(BASELINE) --env pr)" && \
+		$(MAKE) --no-print-directory pipeline ENV=pr OVERRIDES="$(OVERRIDES) $$sized"
 	@status=0; $(MAKE) --no-print-directory gate ENV=pr || status=$$?; \
 		$(MAKE) --no-print-directory pr-comment ENV=pr || exit $$?; exit $$status
 

@@ -11,6 +11,7 @@ from typing import Any
 from stages import deploy
 from stages.core import (
     catalogue,
+    changes,
     conf_schema,
     connections,
     datasets,
@@ -150,6 +151,107 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if failed == len(use_cases) else 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Rows needed to detect a drop, and the drop today's rows detect, per headline metric of the last evaluation."""
+    import json
+
+    from stages.core import compare, plan
+
+    root = project_root()
+    params = load_params(root)
+    config = params["use_cases"].get(args.use_case)
+    if config is None:
+        print(f"plan: no use case {args.use_case} in params.yaml (known: {', '.join(params['use_cases'])})",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if not 0 < args.detect < 1e6 or not 0 < args.alpha < 1:
+        print("plan: --detect must be > 0 and --alpha between 0 and 1", file=sys.stderr)
+        return 2
+    specs = headline.parse_specs(config.get("metrics"), f"use_cases.{args.use_case}.metrics")
+    base = f"data/{args.use_case}/eval"
+    try:
+        metrics = json.loads(compare.read_at(root, f"{base}/metrics.json", None))
+        variant, baseline = metrics["variant"], metrics.get("baseline")
+        rows = compare.jsonl(compare.read_at(root, f"{base}/rows/{variant}.jsonl", None))
+        other = None
+        if baseline and baseline != variant and (root / base / "rows" / f"{baseline}.jsonl").is_file():
+            other = compare.jsonl(compare.read_at(root, f"{base}/rows/{baseline}.jsonl", None))
+    except (OSError, KeyError, ValueError) as exc:
+        print(f"plan: no evaluation of {args.use_case} to plan from ({exc}); run `dvc repro evaluate@{args.use_case}`",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    plans = plan.plan(specs, rows, other, baseline if other else None, args.detect, args.alpha)
+    print(plan.render(args.use_case, variant, plans, args.alpha, 0.8))
+    return 0
+
+
+def cmd_size_subsets(args: argparse.Namespace) -> int:
+    """Print the Hydra overrides that give each use case the PR changed the rows its max_drop needs."""
+    import subprocess
+
+    import yaml
+
+    from stages.core import changes, compare, gate, sizing
+
+    root = project_root()
+    params = load_params(root)
+    env_file = root / "conf" / "env" / f"{args.env}.yaml"
+    where = f"conf/env/{args.env}.yaml: gate"
+    try:
+        env = yaml.safe_load(env_file.read_text(encoding="utf-8")) or {}
+        use_cases = list(params["use_cases"])
+        thresholds = gate.parse_thresholds(env.get("gate"), use_cases, where)
+        caps = sizing.parse_caps((env.get("gate") or {}).get("sizing"), f"{where}.sizing")
+        rev = compare.resolve(root, args.baseline)
+        lock = yaml.safe_load(compare.read_at(root, "dvc.lock", rev)) or {}
+    except (OSError, gate.ERRORS, yaml.YAMLError) as exc:
+        print(f"size-subsets: {exc}", file=sys.stderr)
+        return 2
+    small = (env.get("subset") or {}).get("rows")
+    if caps is None or small is None:
+        print(f"size-subsets: {env_file.name} has no gate.sizing or no subset.rows: nothing to size", file=sys.stderr)
+        return 0
+    diff = subprocess.run(["git", "diff", "--name-only", str(rev)], cwd=root, capture_output=True, text=True)
+    untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=root, capture_output=True,
+                               text=True)  # fmt: skip
+    touched = set(diff.stdout.split()) | set(untracked.stdout.split())
+    specs_count = sum(len(params["use_cases"][uc].get("metrics") or {}) for uc in use_cases)
+    found = []
+    for name in use_cases:
+        config, limits = params["use_cases"][name], thresholds[name]
+        what = changes.pending(lock, name, params, touched)
+        needed: list[int | None] = []
+        dataset_rows, per_row = small, 1.0
+        if what:
+            try:
+                base = compare.snapshot(root, name, args.baseline, rev, run_rows=True)
+                other = None
+                if base.metrics.get("baseline") not in (None, base.variant):
+                    other_path = f"data/{name}/eval/rows/{base.metrics['baseline']}.jsonl"
+                    other = compare.jsonl(compare.read_at(root, other_path, rev))
+            except (compare.CompareError, OSError) as exc:
+                print(f"size-subsets: {name} keeps {small} rows: {exc}", file=sys.stderr)
+                found.append(sizing.Sized(name, tuple(what), small, None, small, "no baseline evaluation"))
+                continue
+            specs = headline.parse_specs(config.get("metrics"), f"use_cases.{name}.metrics")
+            alpha = limits.alpha / max(specs_count, 1)  # Holm's first step, as the gate
+            needed = sizing.needs(specs, base.rows, other, limits, alpha)
+            dataset_rows = len(datasets_rows(root, config))
+            per_row = sizing.requests_per_row(base.run_rows, 2 if other is not None else 1)
+        found.append(sizing.size(name, what, small, needed, dataset_rows, per_row, caps))
+    for item in found:
+        print(f"  {item.use_case}: {item.rows} rows ({item.why})" + (f"; {', '.join(item.changes)}" if item.changes
+              else ""), file=sys.stderr)  # fmt: skip
+    print(" ".join(sizing.overrides(found)))
+    return 0
+
+
+def datasets_rows(root: Path, config: dict[str, Any]) -> list[str]:
+    """The non-blank lines of a use case's dataset (its row count)."""
+    path = root / config["dataset"]
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] if path.is_file() else []
+
+
 def gate_results(root: Path, baseline: str, env: str | None, only: list[str] | None) -> tuple[str, str, list]:
     """(env, baseline revision, per use case gate.UseCaseResult): the workspace checked against `baseline`."""
     import yaml
@@ -170,6 +272,7 @@ def gate_results(root: Path, baseline: str, env: str | None, only: list[str] | N
     rev = compare.resolve(root, baseline)
     if rev is None:
         raise gate.GateConfigError("--baseline: give a git revision or experiment, not the workspace")
+    locks = _locks(root, rev)
     results = []
     for name in only or use_cases:
         config = params["use_cases"][name]
@@ -180,8 +283,25 @@ def gate_results(root: Path, baseline: str, env: str | None, only: list[str] | N
                 found[side] = compare.snapshot(root, name, label, at, run_rows=True)
             except compare.CompareError as exc:
                 found[side], found[f"{side}_missing"] = None, str(exc)
-        results.append(gate.assess(name, specs, reporting.Columns.from_config(config), thresholds[name], **found))
-    return env, rev, results
+        what = changes.changes(*locks, name) if locks else None
+        results.append(gate.assess(name, specs, reporting.Columns.from_config(config), thresholds[name], **found,
+                                   changes=what))  # fmt: skip
+    return env, rev, gate.adjust(results)
+
+
+def _locks(root: Path, rev: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The baseline's and the workspace's dvc.lock (None when either cannot be read: every use case counts as
+    changed)."""
+    import yaml
+
+    from stages.core import compare
+
+    try:
+        texts = compare.read_at(root, "dvc.lock", rev), (root / "dvc.lock").read_text(encoding="utf-8")
+        old, new = (yaml.safe_load(text) or {} for text in texts)
+    except (OSError, yaml.YAMLError):
+        return None
+    return old, new
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
@@ -518,6 +638,17 @@ def main(argv: list[str] | None = None) -> int:
     prc.add_argument("--post", action="store_true", help="create or edit the comment on the PR with `gh`")
     prc.add_argument("--pr", type=int, default=int(os.environ.get("PR_NUMBER") or 0) or None, help="PR number")
     prc.set_defaults(handler=cmd_pr_comment)
+
+    pln = commands.add_parser("plan", help="rows needed to detect a drop, and the drop today's rows detect")
+    pln.add_argument("--use-case", required=True)
+    pln.add_argument("--detect", type=float, default=0.05, help="the drop to detect (default 0.05: 5 points)")
+    pln.add_argument("--alpha", type=float, default=0.05, help="the test's two-sided alpha (default 0.05)")
+    pln.set_defaults(handler=cmd_plan)
+
+    siz = commands.add_parser("size-subsets", help="Hydra overrides sizing the subsets of the use cases a PR changed")
+    siz.add_argument("--baseline", required=True, metavar="REF", help="git revision or `dvc exp` name, e.g. main")
+    siz.add_argument("--env", default="pr", help="conf/env/<env>.yaml: subset.rows and gate.sizing (default: pr)")
+    siz.set_defaults(handler=cmd_size_subsets)
 
     summary = commands.add_parser("summary", help="headline metrics and report paths of every use case")
     summary.set_defaults(handler=cmd_summary)

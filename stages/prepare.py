@@ -33,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prepare: {exc}", file=sys.stderr)
         return 1
     subset = params["env"]["subset"]
-    chosen = datasets.subset(rows, subset["rows"], subset["seed"])
+    # a use case a PR changed may get more rows (`llmops size-subsets`); the seeded ranking keeps the small subset's
+    # rows among them, so the LLM cache answers those
+    size = (subset.get("by_use_case") or {}).get(args.use_case, subset["rows"])
+    chosen = datasets.subset(rows, size, subset["seed"])
     write_jsonl(args.out, chosen)
     print(f"prepare {args.use_case}: {len(chosen)} of {len(rows)} rows ({params['env']['name']}) -> {args.out}")
     return 0

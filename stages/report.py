@@ -6,11 +6,29 @@ import argparse
 import sys
 from pathlib import Path
 
-from stages.core import reporting
+from stages.core import plan, reporting
 from stages.core.conf_schema import ConfError
 from stages.core.io import read_json, read_jsonl, write_json, write_text
 from stages.core.project import load_params, project_root
-from stages.metrics import operations
+from stages.metrics import headline, operations, power
+
+
+def power_curve(use_case: dict, eval_rows: Path, selected: str, baseline: str) -> reporting.PowerCurve | None:
+    """The first headline metric's power curve: the selected variant paired with the baseline variant (the
+    optimistic, concentrated-drop noise when they are the same); None without headline metrics or values."""
+    specs = headline.parse_specs(use_case.get("metrics"), "use_cases.<uc>.metrics")
+    if not specs:
+        return None
+    other = None if selected == baseline else read_jsonl(eval_rows / f"{baseline}.jsonl")
+    found = plan.summary(specs[0], read_jsonl(eval_rows / f"{selected}.jsonl"), other)
+    if found is None:
+        return None
+    noise, paired = found
+    drops = [noise.scale * i / 50 for i in range(51)]
+    flipped = f"{noise.spread:.0%} of rows flipped" if noise.kind == power.PASS_FAIL else f"sd {noise.spread:.2f}"
+    note = f"{flipped} against {baseline}" if paired else "one variant: a drop concentrated on the rows it breaks"
+    return reporting.PowerCurve(specs[0].name, noise.rows, drops, power.power_curve(noise, drops),
+                                power.mde(noise), noise.scale == 1.0, note)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     write_text(args.csv, reporting.to_csv(rows))
     write_json(args.plot_metrics, reporting.headline_points(variants))
     write_json(args.plot_latency, reporting.latency_points(variants))
+    curve = power_curve(use_case, args.eval_rows, selected, baseline)
     shown = selected if selected == baseline else f"{selected} (baseline {baseline})"
     context = {"variant": shown, "llm": f"{params['llm']['name']} ({params['llm']['model']})"}
     page = reporting.render_html(
@@ -60,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         dpi=settings["chart_dpi"],
         max_rows=settings["max_rows_in_html"],
         confusion=columns.confusion,
+        power=curve,
     )
     write_text(args.html, page)
     print(f"report {args.use_case}: {args.html.resolve()}")

@@ -29,3 +29,26 @@ def test_outputs_neither_cached_nor_fetchable_name_the_path_the_revision_and_the
     assert message.startswith("main: no results of uc (data/uc/eval/rows/v1.jsonl at 0123456789: ")
     assert "neither in the local DVC cache nor fetchable from the default remote" in message
     assert "PermissionError: Authentication to Azure Blob Storage" in message and "`dvc pull`" in message
+
+
+def test_compare_adjusts_every_revision_x_metric_with_benjamini_hochberg() -> None:
+    """6 of 12 rows broken is `worse` alone (McNemar p = 0.031); beside an unchanged revision, BH doubles it."""
+    from dataclasses import replace
+
+    from test_gate import COLUMNS, SPECS, snapshot
+
+    from stages.core import reporting
+
+    main = snapshot([True] * 12, label="main")
+    broken = replace(snapshot([True] * 6 + [False] * 6), label="exp-1")
+    parts, _ = compare.compare([main, broken], SPECS, COLUMNS)
+    assert parts[1].headline["accuracy"]["verdict"] == "worse"
+    assert parts[1].headline["accuracy"]["adjustment"] == "Benjamini-Hochberg over 1"
+    parts, _ = compare.compare([main, broken, replace(main, label="exp-2")], SPECS, COLUMNS)
+    accuracy = parts[1].headline["accuracy"]
+    assert (accuracy["p_value"], accuracy["p_adjusted"], accuracy["verdict"]) == (
+        0.0312, 0.0625, "no significant difference")  # fmt: skip
+    text = reporting.headline_text(parts[1].headline, parts[0].name)
+    assert (
+        "-50.0% vs main (v1) (no significant difference) p=0.0312, adjusted p=0.062, Benjamini-Hochberg over 2" in text
+    )

@@ -45,7 +45,7 @@ def test_pipeline_on_the_embedded_model(tmp_path: Path, fresh_template: Path) ->
     report = open_page(data / "report" / "report.html", screenshot=tmp_path / "report.png")
     assert_clean(report)
     dom = report.dom
-    assert dom.count("<svg") == 3 and f"{metrics['accuracy']:.1%}" in dom
+    assert dom.count("<svg") == 4 and f"{metrics['accuracy']:.1%}" in dom  # the 4th: the power curve
     qa = json.loads((project.root / "data" / "general_qa" / "eval" / "metrics.json").read_text())
     # The few-shot prompty answers most simple factual questions right on this model (0.60 on all 48 rows).
     assert qa["rows"] == 12 and qa["exact_match"] >= 0.3

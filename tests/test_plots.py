@@ -115,7 +115,9 @@ def test_plots_show_and_diff_render_offline(
     # The report of a real two-variant run renders offline, quietly (its screenshot is docs/img/report.png).
     report = open_page(project.root / "data" / UC / "report" / "report.html", tmp_path / "report.png")
     assert_clean(report)
-    assert "v2 (baseline v1)" in report.dom and report.dom.count("<svg") == 3
+    # 4 charts: headline metrics, per-class precision/recall, confusion, and (since the power work) the power curve
+    assert "v2 (baseline v1)" in report.dom and report.dom.count("<svg") == 4
+    assert "Power: accuracy on " in report.dom and "of rows flipped against v1" in report.dom
 
     shown = project.sh("dvc", "plots", "show")  # the template comes from .dvc/config, no option needed
     assert (project.root / "dvc_plots" / "index.html").as_uri() in shown.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from pathlib import Path
 
@@ -197,3 +198,21 @@ def test_each_variant_names_the_node_variants_it_ran() -> None:
     html = reporting.render_html("uc", {}, [part], reporting.side_by_side([part], COLUMNS.inputs), 60, 50)
     assert '<div class="k">node rewrite</div><div class="v">variant_1</div>' in html
     assert '<div class="k">node answer</div><div class="v">variant_0</div>' in html
+
+
+def test_the_report_draws_the_headline_metrics_power_curve(tmp_path: Path) -> None:
+    for name, rows in (("v1", ROWS), ("v2", V2_ROWS)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    use_case = {"metrics": {"accuracy": "correct", "other": "correct"}}
+    curve = report.power_curve(use_case, tmp_path, "v2", "v1")
+    assert curve is not None and (curve.metric, curve.rows, curve.rate) == ("accuracy", 4, True)
+    assert curve.note.endswith("of rows flipped against v1") and curve.drops[0] == 0 and curve.drops[-1] == 1
+    assert curve.detection == sorted(curve.detection) and curve.mde is None  # 4 rows: no drop is detectable
+    alone = report.power_curve(use_case, tmp_path, "v1", "v1")
+    assert alone is not None and alone.note == "one variant: a drop concentrated on the rows it breaks"
+    assert report.power_curve({"metrics": {}}, tmp_path, "v1", "v1") is None
+    variants = [variant("v1", ROWS, HEADLINE)]
+    rows = reporting.side_by_side(variants, COLUMNS.inputs)
+    html = reporting.render_html("uc", {}, variants, rows, 60, 50, power=curve)
+    assert html.count("<svg") == reporting.render_html("uc", {}, variants, rows, 60, 50).count("<svg") + 1
+    assert "Power: accuracy on 4 rows (" in html and "probability of detection" in html

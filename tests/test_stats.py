@@ -66,3 +66,24 @@ def test_bootstrap_ci_of_a_proportion_is_close_to_the_normal_approximation() -> 
     assert stats.bootstrap_ci([0.7] * 5).as_dict() == {"value": 0.7, "ci_low": 0.7, "ci_high": 0.7}
     with pytest.raises(ValueError, match="no values"):
         stats.bootstrap_ci([])
+
+
+def test_adjustments_match_hand_computed_holm_and_benjamini_hochberg() -> None:
+    """p = 0.01, 0.04, 0.03, 0.005. Holm: sorted p times 4, 3, 2, 1, kept monotone: 0.02, 0.03, 0.06, 0.06.
+    BH: sorted p times 4/1, 4/2, 4/3, 4/4, kept monotone from the top: 0.02, 0.02, 0.04, 0.04."""
+    from statsmodels.stats.multitest import multipletests
+
+    comparisons = [stats.Comparison("t", -0.1, p, stats.WORSE, 10) for p in (0.01, 0.04, 0.03, 0.005)]
+    holm = stats.adjust(comparisons, "holm")
+    assert [c.p_adjusted for c in holm] == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert [c.verdict for c in holm] == [stats.WORSE, stats.NO_DIFFERENCE, stats.NO_DIFFERENCE, stats.WORSE]
+    bh = stats.adjust(comparisons, "fdr_bh")
+    assert [c.p_adjusted for c in bh] == pytest.approx([0.02, 0.04, 0.04, 0.02])
+    assert [c.p_adjusted for c in bh] == pytest.approx(
+        list(multipletests([0.01, 0.04, 0.03, 0.005], method="fdr_bh")[1])
+    )
+    assert bh[0].adjustment == "Benjamini-Hochberg over 4" and holm[0].adjustment == "Holm over 4"
+    assert [c.p_value for c in bh] == [0.01, 0.04, 0.03, 0.005]  # the raw p-values stay
+    assert stats.adjust([], "holm") == []
+    with pytest.raises(ValueError, match="method must be one of holm, fdr_bh"):
+        stats.adjust(comparisons, "bonferroni")

@@ -3,7 +3,8 @@
 `llmops compare main my-exp` reads every use case's evaluated rows, metrics and run summary at each revision
 through DVC's API (git commits, branches, tags and `dvc exp` names; `workspace` means the files on disk),
 compares each revision with the first on the rows they share, and writes the same page the report stage
-writes, one per use case.
+writes, one per use case. The p-values of a use case's comparisons (every revision x headline metric) are
+adjusted together with Benjamini-Hochberg (the false discovery rate of a sweep); verdicts follow the adjusted p.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def resolve(root: Path, name: str) -> str | None:
             raise CompareError(f"{name}: neither an experiment nor a git revision ({exc})") from None
 
 
-def _read(root: Path, path: str, rev: str | None) -> str:
+def read_at(root: Path, path: str, rev: str | None) -> str:
     if rev is None:
         return (root / path).read_text(encoding="utf-8")
     import dvc.api
@@ -70,7 +71,7 @@ def _read(root: Path, path: str, rev: str | None) -> str:
         ) from None
 
 
-def _jsonl(text: str) -> list[dict[str, Any]]:
+def jsonl(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
@@ -79,13 +80,13 @@ def snapshot(root: Path, use_case: str, name: str, rev: str | None, run_rows: bo
     CompareError when it has none there."""
     base = f"data/{use_case}"
     try:
-        metrics = json.loads(_read(root, f"{base}/eval/metrics.json", rev))
-        run = json.loads(_read(root, f"{base}/run/summary.json", rev))
+        metrics = json.loads(read_at(root, f"{base}/eval/metrics.json", rev))
+        run = json.loads(read_at(root, f"{base}/run/summary.json", rev))
         variant = metrics.get("variant")
         if variant is None:
             raise CompareError(f"{name}: {base}/eval/metrics.json predates variant comparison (no 'variant')")
-        rows = _jsonl(_read(root, f"{base}/eval/rows/{variant}.jsonl", rev))
-        outputs = _jsonl(_read(root, f"{base}/run/outputs/{variant}.jsonl", rev)) if run_rows else []
+        rows = jsonl(read_at(root, f"{base}/eval/rows/{variant}.jsonl", rev))
+        outputs = jsonl(read_at(root, f"{base}/run/outputs/{variant}.jsonl", rev)) if run_rows else []
     except (FileNotFoundError, OSError) as exc:
         raise CompareError(f"{name}: no results of {use_case} ({exc})") from None
     return Snapshot(label=name, variant=variant, rows=rows, metrics=metrics, run=run, run_rows=outputs)
@@ -99,6 +100,7 @@ def compare(
     if len(set(labels)) != len(labels):
         raise CompareError(f"each revision may appear once, got {', '.join(labels)}")
     results = headline.headline(specs, dict(zip(labels, (s.rows for s in snapshots), strict=True)), labels[0])
+    results = headline.adjust(results, "fdr_bh")  # one family: every revision x metric against the first
     parts = []
     for label, snap in zip(labels, snapshots, strict=True):
         metrics = {**snap.metrics, "headline": {name: r.as_dict() for name, r in results[label].items()}}

@@ -4,8 +4,11 @@ Thresholds live in `conf/env/<env>.yaml` under `gate` (`defaults`, overridden pe
 baseline, every check is paired on the rows both revisions evaluated (stable row ids), so a PR's 12-row subset
 is compared with the same 12 rows of main's full run:
 
-- quality: fails only on a significant `worse` (McNemar / paired bootstrap, as in the reports) whose drop is
-  larger than `max_drop`;
+- quality: each headline metric's paired test (McNemar / paired bootstrap, as in the reports), with its minimum
+  detectable effect (MDE, `stages.metrics.power`) beside it. FAIL: a significant drop not shown to be smaller than
+  `max_drop`; pass: no such drop, and a drop of `max_drop` would have been detected (80% power); inconclusive:
+  the rows cannot see a drop of `max_drop`, which fails, warns or passes by the `inconclusive` setting, for use
+  cases the revision changed (`stages.core.changes`) and for those it did not;
 - cost: the flow's tokens per row (prompt + completion, cached answers counted at their original usage);
 - p95 latency: over the rows the LLM answered, since an answer from the LLM cache takes no LLM time.
 
@@ -15,17 +18,22 @@ Pure: snapshots and thresholds in, checks out; the markdown and terminal tables 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from stages.core import reporting
 from stages.core.compare import CompareError, Snapshot
-from stages.metrics import headline, stats
+from stages.metrics import equivalence, headline, power, stats
 
-PASS, FAIL, SKIP = "pass", "FAIL", "skip"
-_DEFAULT_KEYS = ("floors", "max_drop", "max_cost_increase", "max_p95_latency_increase", "latency_min_rows")
+PASS, FAIL, SKIP, INCONCLUSIVE = "pass", "FAIL", "skip", "inconclusive"
+POLICIES = ("fail", "warn", "pass")  # what an inconclusive quality check does
+NO_DROP, NONINFERIOR, EQUIVALENT = "no_drop", "noninferior", "equivalent"
+REQUIREMENTS = (NO_DROP, NONINFERIOR, EQUIVALENT)
+_DEFAULT_KEYS = ("floors", "max_drop", "max_cost_increase", "max_p95_latency_increase", "latency_min_rows",
+                 "inconclusive", "require")  # fmt: skip
+_TOP_KEYS = ("max_error_rate", "alpha", "defaults", "use_cases", "sizing")
 
 
 class GateConfigError(ValueError):
@@ -47,6 +55,13 @@ class Thresholds:
     max_cost_increase: float | None = None
     max_p95_latency_increase: float | None = None
     latency_min_rows: int = 5
+    alpha: float = 0.05  # the gate's family-wise error rate (quality checks, Holm-adjusted)
+    inconclusive_changed: str = "pass"  # POLICIES: for a use case the revision changed (or unknown)
+    inconclusive_unchanged: str = "pass"  # ... and for one it did not
+    require: str = NO_DROP  # REQUIREMENTS: what a quality check asks; max_drop is the margin of the other two
+
+    def inconclusive_policy(self, changed: bool) -> str:
+        return self.inconclusive_changed if changed else self.inconclusive_unchanged
 
     def drop_limit(self, metric: str) -> float:
         return self.max_drop_by_metric.get(metric, self.max_drop)
@@ -66,6 +81,19 @@ def _numbers(value: Any, where: str) -> dict[str, float]:
     return {str(metric): float(_number(limit, f"{where}.{metric}") or 0.0) for metric, limit in value.items()}
 
 
+def _policy(value: Any, where: str) -> dict[str, str]:
+    if not isinstance(value, Mapping) or not set(value) <= {"changed", "unchanged"}:
+        raise GateConfigError(
+            f"{where}: expected {{changed: fail|warn|pass, unchanged: fail|warn|pass}}, got {value!r}"
+        )
+    out = {}
+    for side, policy in value.items():
+        if policy not in POLICIES:
+            raise GateConfigError(f"{where}.{side}: expected one of {', '.join(POLICIES)}, got {policy!r}")
+        out[f"inconclusive_{side}"] = policy
+    return out
+
+
 def _apply(base: dict[str, Any], block: Any, where: str) -> dict[str, Any]:
     """`base` with the keys of `block` (one of `defaults` or a use case's) checked and applied."""
     if not isinstance(block, Mapping):
@@ -81,6 +109,12 @@ def _apply(base: dict[str, Any], block: Any, where: str) -> dict[str, Any]:
             out[key] = _number(value, at, optional=key != "max_drop")
         elif key == "latency_min_rows":
             out[key] = int(_number(value, at) or 0)
+        elif key == "inconclusive":
+            out.update(_policy(value, at))
+        elif key == "require":
+            if value not in REQUIREMENTS:
+                raise GateConfigError(f"{at}: expected one of {', '.join(REQUIREMENTS)}, got {value!r}")
+            out[key] = value
         else:
             raise GateConfigError(f"{at}: unknown key (known: {', '.join(_DEFAULT_KEYS)})")
     return out
@@ -90,9 +124,14 @@ def parse_thresholds(block: Any, use_cases: Sequence[str], where: str) -> dict[s
     """Every use case's thresholds from a `gate` block; `where` names it in errors (e.g. 'conf/env/pr.yaml: gate')."""
     if not isinstance(block, Mapping):
         raise GateConfigError(f"{where}: missing or not a mapping (max_error_rate, defaults, use_cases)")
-    if unknown := sorted(set(block) - {"max_error_rate", "defaults", "use_cases"}):
-        raise GateConfigError(f"{where}.{unknown[0]}: unknown key (known: max_error_rate, defaults, use_cases)")
-    base = {"max_error_rate": _number(block.get("max_error_rate"), f"{where}.max_error_rate")}
+    if unknown := sorted(set(block) - set(_TOP_KEYS)):
+        raise GateConfigError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(_TOP_KEYS)})")
+    base: dict[str, Any] = {"max_error_rate": _number(block.get("max_error_rate"), f"{where}.max_error_rate")}
+    if "alpha" in block:
+        alpha = block["alpha"]
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
+            raise GateConfigError(f"{where}.alpha: expected a number between 0 and 1, got {alpha!r}")
+        base["alpha"] = float(alpha)
     base = _apply(base, block.get("defaults") or {}, f"{where}.defaults")
     overrides = block.get("use_cases") or {}
     if not isinstance(overrides, Mapping):
@@ -111,8 +150,13 @@ class Check:
     value: str
     baseline: str
     limit: str
-    verdict: str  # PASS, FAIL or SKIP
+    verdict: str  # PASS, FAIL, SKIP or INCONCLUSIVE
     note: str = ""
+    blocking: bool = False  # an inconclusive check that fails the gate (policy `fail`)
+
+    @property
+    def fails(self) -> bool:
+        return self.verdict == FAIL or (self.verdict == INCONCLUSIVE and self.blocking)
 
 
 @dataclass(frozen=True)
@@ -123,6 +167,25 @@ class MetricDiff:
     baseline: float | None
     candidate: float | None
     comparison: stats.Comparison | None
+    summary: power.Paired | None = None  # rows, effect and noise, for power and equivalence
+
+
+@dataclass(frozen=True)
+class Quality:
+    """The gate's reading of one MetricDiff: verdict, adjusted p, MDE and rows needed, in one plain line."""
+
+    metric: str
+    verdict: str  # PASS, FAIL or INCONCLUSIVE
+    blocking: bool  # an inconclusive verdict that fails the gate
+    max_drop: float  # the drop to detect (no_drop) or the margin (noninferior, equivalent)
+    p_value: float | None
+    p_adjusted: float | None
+    method: str  # the adjustment, e.g. "Holm over 12 checks"
+    mde: float | None  # None: not even a drop of the whole scale is detectable
+    rows: int
+    rows_needed: int | None  # to detect max_drop, or to show the margin (None: more than power.MAX_ROWS)
+    reading: str
+    require: str = NO_DROP
 
 
 @dataclass(frozen=True)
@@ -155,10 +218,20 @@ class UseCaseResult:
     flips: list[Flip] = field(default_factory=list)
     usage: tuple[Usage, Usage] | None = None  # (baseline, candidate)
     baseline_missing: str | None = None  # why there is nothing to compare with
+    quality: list[Quality] = field(default_factory=list)
+    thresholds: Thresholds | None = None
+    changes: tuple[str, ...] | None = None  # what the revision changed in the use case (None: unknown)
+    inert: str | None = None  # why the changes had no effect on these rows (see `inert`)
+
+    @property
+    def changed(self) -> bool:
+        """Whether the revision changed the use case's flow, prompts, data or model (unknown counts as changed),
+        with an effect on its rows."""
+        return (self.changes is None or bool(self.changes)) and not self.inert
 
     @property
     def passed(self) -> bool:
-        return all(check.verdict != FAIL for check in self.checks)
+        return not any(check.fails for check in self.checks)
 
 
 def _fmt(value: float | None, rate: bool) -> str:
@@ -211,31 +284,140 @@ def metric_diffs(specs: Sequence[headline.MetricSpec], baseline: Snapshot, candi
         base = base_values[[base_ids.index(i) for i in shared]]
         cand = cand_values[[cand_ids.index(i) for i in shared]]
         comparison = headline.compare_metric(spec, baseline.rows, candidate.rows)
-        diffs.append(MetricDiff(spec.name, spec.statistic(base), spec.statistic(cand), comparison))
+        diffs.append(MetricDiff(spec.name, spec.statistic(base), spec.statistic(cand), comparison,
+                                power.table_summary(spec.kind, base, cand, comparison)))  # fmt: skip
     return diffs
 
 
-def quality_checks(use_case: str, diffs: Sequence[MetricDiff], thresholds: Thresholds) -> list[Check]:
-    """Fail a metric only on a significant `worse` whose drop exceeds its `max_drop`."""
-    checks = []
-    for diff in diffs:
-        limit = thresholds.drop_limit(diff.metric)
-        rate = all(v is None or v <= 1 for v in (diff.baseline, diff.candidate)) and limit < 1
-        shown_limit = f"drop <= {_fmt(limit, rate)} unless n.s."
-        c = diff.comparison
-        if c is None:
-            checks.append(
-                Check(use_case, f"quality {diff.metric}", "n/a", "n/a", shown_limit, SKIP, "no row has a value in both")
-            )
-            continue
-        failed = c.verdict == stats.WORSE and -c.effect > limit
-        delta = f"{c.effect:+.1%}" if rate else f"{c.effect:+.2f}"
-        note = f"{delta}, {c.verdict} (p={c.p_value:.3f}, {c.test}, {c.rows} rows)"
-        value, base = _fmt(diff.candidate, rate), _fmt(diff.baseline, rate)
-        checks.append(
-            Check(use_case, f"quality {diff.metric}", value, base, shown_limit, FAIL if failed else PASS, note)
+def _amount(value: float, rate: bool) -> str:
+    return f"{100 * value:.1f} pts" if rate else f"{value:.2f}"
+
+
+def judge(
+    diff: MetricDiff,
+    limit: float,
+    alpha: float,
+    p_adjusted: float,
+    family: int,
+    policy: str,
+    method: str = "",
+    require: str = NO_DROP,
+) -> Quality:
+    """The verdict on one compared metric. A lone drop must beat Holm's first step, alpha / family: the MDE and
+    the rows needed are computed at that level. `require` noninferior / equivalent: `limit` is the margin."""
+    c, summary = diff.comparison, diff.summary
+    assert c is not None
+    rate = all(v is None or v <= 1 for v in (diff.baseline, diff.candidate)) and limit < 1
+    if require != NO_DROP and summary is not None and limit > 0:
+        return _margin_quality(diff, summary, limit, alpha, policy, require, rate)
+    level = alpha / max(family, 1)
+    mde = power.mde(summary, level) if summary is not None else None
+    needed = power.rows_needed(summary, limit, level) if summary is not None and limit > 0 else None
+    facts = dict(metric=diff.metric, max_drop=limit, p_value=c.p_value, p_adjusted=p_adjusted, method=method,
+                 mde=mde, rows=c.rows, rows_needed=needed)  # fmt: skip
+    drop = _amount(-c.effect, rate)
+    if c.effect < 0 and p_adjusted < alpha:
+        within = (
+            summary is not None
+            and limit > 0
+            and (equivalence.noninferiority(summary, limit, alpha).verdict == equivalence.NON_INFERIOR)
         )
-    return checks
+        if within:
+            reading = f"down {drop}, significant but shown smaller than {_amount(limit, rate)}"
+            return Quality(verdict=PASS, blocking=False, reading=reading, **facts)  # type: ignore[arg-type]
+        reading = f"worse: down {drop} on {c.rows} rows, not shown smaller than {_amount(limit, rate)}"
+        return Quality(verdict=FAIL, blocking=False, reading=reading, **facts)  # type: ignore[arg-type]
+    seen = "can't tell any drop" if mde is None else f"can't tell below {_amount(mde, rate)}"
+    if mde is not None and mde <= limit:
+        reading = f"no drop of {_amount(mde, rate)} or more: {c.rows} rows see one 4 times in 5"
+        return Quality(verdict=PASS, blocking=False, reading=reading, **facts)  # type: ignore[arg-type]
+    need = f"{needed} rows" if needed is not None else f"more than {power.MAX_ROWS} rows"
+    reading = f"{seen}: {c.rows} rows; a drop of {_amount(limit, rate)} needs {need}"
+    if policy == "pass":
+        reading += " (inconclusive, passed: `inconclusive` allows it here)"
+    verdict = PASS if policy == "pass" else INCONCLUSIVE
+    return Quality(verdict=verdict, blocking=policy == "fail", reading=reading, **facts)  # type: ignore[arg-type]
+
+
+def _margin_quality(
+    diff: MetricDiff, summary: power.Paired, margin: float, alpha: float, policy: str, require: str, rate: bool
+) -> Quality:
+    """Non-inferiority or equivalence (TOST) at `margin`: unadjusted, as the gate needs every such check to hold
+    (an intersection-union test keeps alpha without adjustment)."""
+    test = equivalence.noninferiority if require == NONINFERIOR else equivalence.tost
+    found = test(summary, margin, alpha)
+    shown, delta = _amount(margin, rate), _amount(abs(summary.effect), rate)
+    facts = dict(metric=diff.metric, max_drop=margin, p_value=found.p_value, p_adjusted=None, method="", mde=None,
+                 rows=found.rows, rows_needed=found.rows_needed, require=require)  # fmt: skip
+    if found.verdict in (equivalence.NON_INFERIOR, equivalence.EQUIVALENT):
+        claim = f"not worse by {shown}" if require == NONINFERIOR else f"within ±{shown}"
+        reading = f"{found.verdict}: shown {claim} ({found.test} p={found.p_value:.3f})"
+        return Quality(verdict=PASS, blocking=False, reading=reading, **facts)  # type: ignore[arg-type]
+    if found.verdict in (equivalence.INFERIOR, equivalence.NOT_EQUIVALENT):
+        moved = "down" if summary.effect < 0 else "up"
+        reading = f"{found.verdict}: {moved} {delta}, beyond the margin of {shown}"
+        return Quality(verdict=FAIL, blocking=False, reading=reading, **facts)  # type: ignore[arg-type]
+    need = f"{found.rows_needed} rows" if found.rows_needed is not None else f"more than {power.MAX_ROWS} rows"
+    claim = f"not worse by {shown}" if require == NONINFERIOR else f"within ±{shown}"
+    reading = f"can't show {claim}: {found.rows} rows; it needs {need} ({found.test} p={found.p_value:.3f})"
+    if policy == "pass":
+        reading += " (inconclusive, passed: `inconclusive` allows it here)"
+    verdict = PASS if policy == "pass" else INCONCLUSIVE
+    return Quality(verdict=verdict, blocking=policy == "fail", reading=reading, **facts)  # type: ignore[arg-type]
+
+
+def _quality_check(use_case: str, diff: MetricDiff, limit: float, quality: Quality | None, alpha: float) -> Check:
+    rate = all(v is None or v <= 1 for v in (diff.baseline, diff.candidate)) and limit < 1
+    shown_limit = f"drop <= {_fmt(limit, rate)} unless n.s."
+    if quality is not None and quality.require != NO_DROP:
+        shown_limit = f"{'drop' if quality.require == NONINFERIOR else 'change'} < {_fmt(limit, rate)} shown"
+    c = diff.comparison
+    if c is None or quality is None:
+        return Check(use_case, f"quality {diff.metric}", "n/a", "n/a", shown_limit, SKIP, "no row has a value in both")
+    delta = f"{c.effect:+.1%}" if rate else f"{c.effect:+.2f}"
+    significant = (quality.p_adjusted if quality.p_adjusted is not None else c.p_value) < alpha and c.effect != 0
+    said = (stats.BETTER if c.effect > 0 else stats.WORSE) if significant else stats.NO_DIFFERENCE
+    adjusted = f", {quality.method} p={quality.p_adjusted:.3f}" if quality.method else ""
+    note = f"{delta}, {said} (p={c.p_value:.3f}{adjusted}, {c.test}, {c.rows} rows); {quality.reading}"
+    value, base = _fmt(diff.candidate, rate), _fmt(diff.baseline, rate)
+    return Check(use_case, f"quality {diff.metric}", value, base, shown_limit, quality.verdict, note,
+                 blocking=quality.blocking)  # fmt: skip
+
+
+def adjust(results: Sequence[UseCaseResult]) -> list[UseCaseResult]:
+    """`results` with their quality checks decided together: Holm's adjustment over every compared (use case x
+    metric) of the gate that requires no drop, the family-wise error at the gate's alpha."""
+    from statsmodels.stats.multitest import multipletests
+
+    compared = [(i, r, d) for i, r in enumerate(results) if r.thresholds is not None and r.thresholds.require == NO_DROP
+                for d in r.diffs if d.comparison is not None]  # fmt: skip
+    family = len(compared)
+    adjusted: dict[tuple[int, str], float] = {}
+    if compared:
+        raw = [d.comparison.p_value for _, _, d in compared]  # type: ignore[union-attr]
+        corrected = multipletests(raw, method="holm")[1]
+        adjusted = {(i, d.metric): float(p) for (i, _, d), p in zip(compared, corrected, strict=True)}
+    method = f"Holm/{family}"
+    out = []
+    for index, result in enumerate(results):
+        limits = result.thresholds
+        if limits is None or not result.diffs:
+            out.append(result)
+            continue
+        policy = limits.inconclusive_policy(result.changed)
+        qualities, checks = [], []
+        for diff in result.diffs:
+            limit = limits.drop_limit(diff.metric)
+            quality = None
+            if diff.comparison is not None:
+                p = adjusted.get((index, diff.metric), diff.comparison.p_value)
+                quality = judge(diff, limit, limits.alpha, p, family, policy, method, limits.require)
+                qualities.append(quality)
+            checks.append(_quality_check(result.use_case, diff, limit, quality, limits.alpha))
+        by_name = {check.check: check for check in checks}
+        merged = [by_name.pop(check.check, check) for check in result.checks]
+        out.append(replace(result, checks=merged, quality=qualities))
+    return out
 
 
 def usage(snapshot: Snapshot, row_ids: set[str]) -> Usage:
@@ -309,6 +491,20 @@ def flips(baseline: Snapshot, candidate: Snapshot, columns: reporting.Columns) -
     return sorted(found, key=lambda f: f.kind != reporting.BROKEN)
 
 
+def inert(candidate: Snapshot, diffs: Sequence[MetricDiff]) -> str | None:
+    """Why a changed use case is unchanged in effect on its rows: every LLM request of the candidate's run was
+    answered by the LLM cache (the model saw requests it had answered before, e.g. a prompt comment that renders
+    away) and no row's headline values moved. None otherwise."""
+    usage = [row.get("llm") for row in candidate.run_rows]
+    if not usage or not diffs:
+        return None
+    cached = all(isinstance(u, Mapping) and 0 < u.get("requests", 0) <= u.get("cache_hits", 0) for u in usage)
+    still = all(d.summary is not None and d.summary.spread == 0 and d.summary.effect == 0 for d in diffs)
+    if not (cached and still):
+        return None
+    return f"no effect on these {len(usage)} rows: every LLM request was a cache hit and no metric value moved"
+
+
 def assess(
     use_case: str,
     specs: Sequence[headline.MetricSpec],
@@ -318,28 +514,38 @@ def assess(
     baseline: Snapshot | None,
     candidate_missing: str = "",
     baseline_missing: str = "",
+    changes: Sequence[str] | None = None,
 ) -> UseCaseResult:
-    """All checks of one use case. A missing baseline skips the relative checks; a missing candidate fails."""
+    """All checks of one use case. A missing baseline skips the relative checks; a missing candidate fails.
+    `changes`: what the revision changed in the use case ([]: nothing; None: unknown, counted as changed). The
+    quality checks are Holm-adjusted over this use case's metrics; `adjust` redoes them over the whole gate."""
+    changed = None if changes is None else tuple(changes)
     if candidate is None:
         why = candidate_missing or "no results"
-        return UseCaseResult(use_case, [Check(use_case, "results", "none", "", "present", FAIL, why)])
+        return UseCaseResult(use_case, [Check(use_case, "results", "none", "", "present", FAIL, why)], changes=changed)
     checks = [error_check(use_case, candidate.rows, thresholds.max_error_rate)]
     checks += floor_checks(use_case, candidate, specs, thresholds.floors)
     if baseline is None:
         why = baseline_missing or "no results"
         checks.append(Check(use_case, "baseline", "", "none", "", SKIP, f"relative checks skipped: {why}"))
-        return UseCaseResult(use_case, checks, baseline_missing=why)
+        return UseCaseResult(use_case, checks, baseline_missing=why, thresholds=thresholds, changes=changed)
     diffs = metric_diffs(specs, baseline, candidate)
-    checks += quality_checks(use_case, diffs, thresholds)
+    checks += [Check(use_case, f"quality {diff.metric}", "", "", "", SKIP) for diff in diffs]  # decided by adjust
     more, pair = cost_latency_checks(use_case, baseline, candidate, thresholds)
-    return UseCaseResult(use_case, checks + more, diffs, flips(baseline, candidate, columns), pair)
+    why = inert(candidate, diffs) if changed is None or changed else None
+    result = UseCaseResult(use_case, checks + more, diffs, flips(baseline, candidate, columns), pair,
+                           thresholds=thresholds, changes=changed, inert=why)  # fmt: skip
+    return adjust([result])[0]
 
 
 HEADER = ("use case", "check", "value", "baseline", "limit", "verdict", "note")
 
 
 def _cells(check: Check) -> tuple[str, ...]:
-    return (check.use_case, check.check, check.value, check.baseline, check.limit, check.verdict, check.note)
+    verdict = check.verdict
+    if verdict == INCONCLUSIVE:
+        verdict = "INCONCLUSIVE (fails)" if check.blocking else "inconclusive (warns)"
+    return (check.use_case, check.check, check.value, check.baseline, check.limit, verdict, check.note)
 
 
 def md_cell(text: str) -> str:
@@ -347,14 +553,23 @@ def md_cell(text: str) -> str:
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip()
 
 
-def markdown_table(results: Sequence[UseCaseResult]) -> str:
+_VERDICT_MD = {PASS: "✅ pass", FAIL: "❌ **FAIL**", SKIP: "➖ skip", INCONCLUSIVE: "⚠️ inconclusive"}
+
+
+def markdown_table(results: Sequence[UseCaseResult], checks: Sequence[Check] | None = None) -> str:
+    """The checks of `results` (or only `checks`) as a markdown table."""
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    for result in results:
-        for check in result.checks:
-            cells = [md_cell(c) for c in _cells(check)]
-            cells[5] = {PASS: "✅ pass", FAIL: "❌ **FAIL**", SKIP: "➖ skip"}[check.verdict]
-            lines.append("| " + " | ".join(cells) + " |")
+    for check in [c for r in results for c in r.checks] if checks is None else checks:
+        cells = [md_cell(c) for c in _cells(check)]
+        cells[5] = verdict_md(check)
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def verdict_md(check: Check) -> str:
+    if check.verdict == INCONCLUSIVE:
+        return "❓ **inconclusive, fails**" if check.blocking else "⚠️ inconclusive, warns"
+    return _VERDICT_MD[check.verdict]
 
 
 def text_table(results: Sequence[UseCaseResult]) -> str:
@@ -367,7 +582,7 @@ def text_table(results: Sequence[UseCaseResult]) -> str:
 
 
 def summary_line(results: Sequence[UseCaseResult]) -> str:
-    failed = [check for result in results for check in result.checks if check.verdict == FAIL]
+    failed = [check for result in results for check in result.checks if check.fails]
     if not failed:
         return f"gate passed: {sum(len(r.checks) for r in results)} checks, none failed"
     names = ", ".join(f"{c.use_case} {c.check}" for c in failed)

@@ -1,4 +1,6 @@
-"""The pull request comment: the gate, significance verdicts, cost and latency, flipped rows, `dvc metrics diff`.
+"""The pull request comment: what failed, what was inconclusive and what changed, then the gate (the passing
+checks of unchanged use cases folded), significance verdicts with adjusted p and MDE or margin, cost and
+latency, flipped rows, `dvc metrics diff`.
 
 One comment per PR, found again by its hidden MARKER and edited in place on every push. The `gh` calls are
 built here as argument lists (`find_command`, `write_command`) so they can be checked without GitHub; only
@@ -21,25 +23,100 @@ def _value(value: float | None, rate: bool) -> str:
     return reporting.format_value(value, rate)
 
 
+def _amount(value: float | None, rate: bool) -> str:
+    if value is None:
+        return "none"
+    return f"{100 * value:.1f} pts" if rate else f"{value:.2f}"
+
+
+def _seen(quality: gate.Quality, rate: bool) -> str:
+    """'MDE 12.0 pts' for a no-drop check, 'margin 5.0 pts' / 'margin ±5.0 pts' for the others."""
+    if quality.require == gate.NONINFERIOR:
+        return f"margin {_amount(quality.max_drop, rate)}"
+    if quality.require == gate.EQUIVALENT:
+        return f"margin ±{_amount(quality.max_drop, rate)}"
+    return f"MDE {_amount(quality.mde, rate)}" if quality.mde is not None else "MDE: none on these rows"
+
+
 def significance_table(results: Sequence[gate.UseCaseResult], baseline: str) -> str:
     lines = [
-        f"| use case | metric | {baseline} | PR | delta | p | verdict | test (rows) |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| use case | metric | {baseline} | PR | delta | p | verdict | test (rows) | adjusted p | MDE / margin "
+        "| gate | reading |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
+        qualities = {q.metric: q for q in result.quality}
+        checks = {c.check: c for c in result.checks}
         for diff in result.diffs:
             rate = all(v is None or v <= 1 for v in (diff.baseline, diff.candidate))
             c = diff.comparison
             if c is None:
-                lines.append(f"| {result.use_case} | {diff.metric} | n/a | n/a | | | no row has a value in both | |")
+                lines.append(f"| {result.use_case} | {diff.metric} | n/a | n/a | | | no row has a value in both | |"
+                             " | | | |")  # fmt: skip
                 continue
+            q = qualities.get(diff.metric)
+            alpha = result.thresholds.alpha if result.thresholds else 0.05
+            p = q.p_adjusted if q is not None and q.p_adjusted is not None else c.p_value
+            said = c.verdict if p < alpha else "no significant difference"
             delta = f"{c.effect:+.1%}" if rate else f"{c.effect:+.2f}"
-            verdict = {"better": "**better**", "worse": "**worse**"}.get(c.verdict, c.verdict)
+            verdict = {"better": "**better**", "worse": "**worse**"}.get(said, said)
+            adjusted = f"{q.p_adjusted:.3f} ({q.method})" if q is not None and q.p_adjusted is not None else "n/a"
+            check = checks.get(f"quality {diff.metric}")
+            shown = gate.verdict_md(check) if check is not None else ""
+            seen = _seen(q, rate and (q.max_drop < 1)) if q is not None else ""
+            reading = gate.md_cell(q.reading) if q is not None else ""
             lines.append(
                 f"| {result.use_case} | {diff.metric} | {_value(diff.baseline, rate)} | {_value(diff.candidate, rate)}"
-                f" | {delta} | {c.p_value:.3f} | {verdict} | {c.test} ({c.rows}) |"
+                f" | {delta} | {c.p_value:.3f} | {verdict} | {c.test} ({c.rows}) | {adjusted} | {seen} | {shown}"
+                f" | {reading} |"
             )
     return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def _bullet(check: gate.Check) -> str:
+    return f"- {gate.verdict_md(check)} **{check.use_case}** {check.check}: {gate.md_cell(check.note)}"
+
+
+def lead(results: Sequence[gate.UseCaseResult]) -> str:
+    """What failed, what was inconclusive and what changed: the top of the comment."""
+    checks = [c for r in results for c in r.checks]
+    failed = [_bullet(c) for c in checks if c.verdict == gate.FAIL]
+    unsure = [_bullet(c) for c in checks if c.verdict == gate.INCONCLUSIVE]
+    parts = []
+    if failed:
+        parts += [f"### Failed ({len(failed)})", "\n".join(failed)]
+    if unsure:
+        parts += [f"### Inconclusive ({len(unsure)})", "\n".join(unsure)]
+    touched = [r for r in results if r.changed or r.inert]
+    lines = [
+        f"- **{r.use_case}**: "
+        + ("; ".join(gate.md_cell(item) for item in r.changes) if r.changes else "unknown (a dvc.lock was unreadable)")
+        + (f" ({r.inert})" if r.inert else "")
+        for r in touched
+    ]
+    same = [r.use_case for r in results if not r.changed and not r.inert]
+    if same:
+        lines.append(f"- unchanged: {', '.join(same)}")
+    parts += ["### What changed", "\n".join(lines) or "Nothing."]
+    return "\n\n".join(parts)
+
+
+def gate_tables(results: Sequence[gate.UseCaseResult]) -> str:
+    """The checks of changed use cases and every check that did not pass; the passing checks of unchanged use
+    cases folded into a <details> block."""
+    shown, folded = [], []
+    for result in results:
+        for check in result.checks:
+            quiet = not result.changed and check.verdict in (gate.PASS, gate.SKIP)
+            (folded if quiet else shown).append(check)
+    parts = [gate.markdown_table(results, shown)] if shown else []
+    if folded:
+        names = sorted({c.use_case for c in folded})
+        parts.append(
+            f"<details><summary>{len(folded)} passing checks of unchanged use cases ({', '.join(names)})</summary>"
+            f"\n\n{gate.markdown_table(results, folded)}\n\n</details>"
+        )
+    return "\n\n".join(parts)
 
 
 def _change(base: float | None, new: float | None) -> str:
@@ -117,13 +194,14 @@ def compose(
         f"## LLMOps: {head}",
         f"Env `{env}`, compared with `{baseline}` (`{baseline_rev[:10]}`) on the rows both evaluated (stable row ids). "
         f"{gate.summary_line(results)}.",
+        lead(results),
         "### Gate",
-        gate.markdown_table(results),
+        gate_tables(results),
     ]
     if missing := [r for r in results if r.baseline_missing]:
         parts.append("No baseline for " + "; ".join(f"{r.use_case} ({r.baseline_missing})" for r in missing) + ".")
     if table := significance_table(results, baseline):
-        parts += ["### Significance (paired, per headline metric)", table]
+        parts += ["### Significance (paired, per headline metric; MDE: the drop seen 4 times in 5)", table]
     if table := usage_table(results, baseline):
         parts += ["### Cost and latency", table]
     parts += ["### Flipped rows", flips_section(results, baseline, max_flips) or f"No row flipped against {baseline}."]

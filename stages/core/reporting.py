@@ -239,6 +239,17 @@ def format_value(value: float | None, rate: bool) -> str:
     return f"{value:.1%}" if rate else f"{value:.2f}"
 
 
+def _adjustment(result: dict[str, Any]) -> str:
+    """'adjusted p=0.12, Benjamini-Hochberg over 6' when the comparison's p-value was adjusted, else ''."""
+    if result.get("p_adjusted") is None:
+        return ""
+    return f"adjusted p={result['p_adjusted']:.2g}, {result.get('adjustment', '')}"
+
+
+def _adjusted(result: dict[str, Any]) -> str:
+    return f" ({text})" if (text := _adjustment(result)) else ""
+
+
 def headline_text(headline: dict[str, dict[str, Any]], baseline: str | None = None) -> str:
     """'accuracy 56.9% [45.2%, 68.1%]  relevance 3.40 [3.1, 3.7] +0.20 vs v1 (better)' for terminals and logs; with
     repeats each metric adds its spread: '±2.1% over 3 repeats, 80% stable'."""
@@ -252,6 +263,8 @@ def headline_text(headline: dict[str, dict[str, Any]], baseline: str | None = No
         if result.get("verdict"):
             delta = f"{result['delta']:+.1%}" if rate else f"{result['delta']:+.2f}"
             text += f" {delta} vs {baseline} ({result['verdict']})"
+            if result.get("p_adjusted") is not None:
+                text += f" p={result['p_value']:.3g}, {_adjustment(result)}"
         parts.append(text)
     return "  ".join(parts)
 
@@ -273,7 +286,7 @@ def headline_chart(variants: list[VariantReport], dpi: int) -> str:
         for y, (value, result) in enumerate(zip(values, results[::-1], strict=True)):
             note = format_value(result.get("value"), rate)
             if result.get("verdict"):
-                note += f"  {result['delta']:+.3f}, p={result['p_value']:.2g}: {result['verdict']}"
+                note += f"  {result['delta']:+.3f}, p={result['p_value']:.2g}{_adjusted(result)}: {result['verdict']}"
             axis.text((result.get("ci_high") or value) + (0.01 if rate else 0.04), y, note, va="center", fontsize=8)
         axis.set_xlim(0, 1.45) if rate else axis.set_xlim(1 if min(values, default=0) >= 1 else 0, 7.2)
         if rate:
@@ -283,6 +296,41 @@ def headline_chart(variants: list[VariantReport], dpi: int) -> str:
         axis.set_axisbelow(True)
         axis.spines[["top", "right"]].set_visible(False)
     figure.suptitle("Headline metrics with 95% confidence intervals", x=0.01, ha="left", fontsize=11)
+    figure.tight_layout()
+    return _svg(figure, dpi)
+
+
+@dataclass(frozen=True)
+class PowerCurve:
+    """The headline metric's probability of detecting each drop (`stages.metrics.power`), for the report."""
+
+    metric: str
+    rows: int
+    drops: list[float]
+    detection: list[float]
+    mde: float | None
+    rate: bool
+    note: str  # where the noise comes from
+
+
+def power_chart(curve: PowerCurve, dpi: int) -> str:
+    """Drop (x) against the probability that the paired test detects it (y), with 80% and the MDE marked."""
+    figure, axis = _subplots(7.5, 3.0)
+    scale = 100 if curve.rate else 1
+    axis.plot([d * scale for d in curve.drops], curve.detection, color=VARIANT_COLOURS[1], linewidth=2)
+    axis.axhline(0.8, color="#888", linestyle="--", linewidth=1)
+    if curve.mde is not None:
+        axis.axvline(curve.mde * scale, color=PALETTE["bad"], linestyle=":", linewidth=1)
+        shown = f"{curve.mde * scale:.1f} pts" if curve.rate else f"{curve.mde:.2f}"
+        axis.text(curve.mde * scale, 0.05, f" MDE {shown}", color=PALETTE["bad"], fontsize=8)
+    axis.set_ylim(0, 1.02)
+    axis.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0], ["0%", "20%", "40%", "60%", "80%", "100%"])
+    axis.set_xlabel("true drop" + (" (points)" if curve.rate else ""))
+    axis.set_ylabel("probability of detection")
+    axis.grid(color=PALETTE["grid"])
+    axis.spines[["top", "right"]].set_visible(False)
+    axis.set_title(f"Power: {curve.metric.replace('_', ' ')} on {curve.rows} rows ({curve.note})", loc="left",
+                   fontsize=10)  # fmt: skip
     figure.tight_layout()
     return _svg(figure, dpi)
 
@@ -383,7 +431,7 @@ def _headline_cards(variant: VariantReport, baseline: str) -> list[str]:
         note_class = "n"
         if result.get("verdict"):
             delta = f"{result['delta']:+.1%}" if rate else f"{result['delta']:+.2f}"
-            note += f" · vs {baseline}: {delta}, p={result['p_value']:.2g}, {result['verdict']}"
+            note += f" · vs {baseline}: {delta}, p={result['p_value']:.2g}{_adjusted(result)}, {result['verdict']}"
             note_class = {"better": "better", "worse": "worse"}.get(result["verdict"], "n")
         title = name.replace("_", " ") + (" (headline)" if name in logged else "")  # the flow logged its own
         cards.append(_card(title, value, note, note_class))
@@ -582,7 +630,7 @@ def _rows_table(rows: list[dict[str, Any]], variants: list[VariantReport], max_r
 
 def render_html(
     title: str, context: dict[str, str], variants: list[VariantReport], rows: list[dict[str, Any]], dpi: int,
-    max_rows: int, confusion: bool = False,
+    max_rows: int, confusion: bool = False, power: PowerCurve | None = None,
 ) -> str:  # fmt: skip
     """The whole report page. `variants` is baseline first, the selected variant last (one entry if the same)."""
     selected, baseline = variants[-1], variants[0]
@@ -593,6 +641,8 @@ def render_html(
         charts.append(class_chart(selected.metrics, dpi))
     if confusion and selected.records:
         charts.append(confusion_chart(selected.records, dpi))
+    if power is not None:
+        charts.append(power_chart(power, dpi))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>

@@ -244,6 +244,8 @@ class MetricResult:
             c = self.comparison
             out.update({"delta": round(c.effect, 4), "p_value": round(c.p_value, 4), "verdict": c.verdict,
                         "test": c.test})  # fmt: skip
+            if c.p_adjusted is not None:
+                out.update({"p_adjusted": round(c.p_adjusted, 4), "adjustment": c.adjustment})
         if self.spread is not None:
             out["repeats"] = self.spread.as_dict()
         return out
@@ -293,6 +295,19 @@ def headline(
                 result = dataclasses.replace(result, comparison=comparison)
             results[variant][spec.name] = result
     return results
+
+
+def adjust(
+    results: dict[str, dict[str, MetricResult]], method: str = "fdr_bh", alpha: float = 0.05
+) -> dict[str, dict[str, MetricResult]]:
+    """`headline`'s results with every comparison (each variant x metric against the baseline) adjusted as one
+    family (`stats.adjust`: Benjamini-Hochberg by default, for a sweep of variants)."""
+    keys = [(v, m) for v, metrics in results.items() for m, r in metrics.items() if r.comparison is not None]
+    adjusted = stats.adjust([results[v][m].comparison for v, m in keys], method, alpha)  # type: ignore[misc]
+    out = {variant: dict(metrics) for variant, metrics in results.items()}
+    for (variant, metric), comparison in zip(keys, adjusted, strict=True):
+        out[variant][metric] = dataclasses.replace(out[variant][metric], comparison=comparison)
+    return out
 
 
 def describe(result: MetricResult) -> str:

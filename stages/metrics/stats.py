@@ -42,6 +42,8 @@ class Comparison:
     rows: int
     interval: Interval | None = None  # the effect's CI (paired bootstrap only)
     discordant: tuple[int, int] | None = None  # McNemar: (baseline-only passes, candidate-only passes)
+    p_adjusted: float | None = None  # after a multiple-comparison adjustment (`adjust`); the verdict follows it
+    adjustment: str = ""  # which, e.g. "Benjamini-Hochberg over 6"
 
 
 # A statistic of a table of rows (one row per dataset row, one column per per-row value), e.g. a ratio of sums.
@@ -156,6 +158,28 @@ def _verdict(effect: float, p_value: float, alpha: float) -> Verdict:
     if p_value >= alpha or effect == 0:
         return NO_DIFFERENCE
     return BETTER if effect > 0 else WORSE
+
+
+ADJUSTMENTS = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg"}
+
+
+def adjust(comparisons: Sequence[Comparison], method: str, alpha: float = 0.05) -> list[Comparison]:
+    """The comparisons of one family with adjusted p-values (statsmodels `multipletests`: "holm" controls the
+    family-wise error, "fdr_bh" the false discovery rate) and verdicts that follow them."""
+    from dataclasses import replace
+
+    from statsmodels.stats.multitest import multipletests
+
+    if method not in ADJUSTMENTS:
+        raise ValueError(f"adjust: method must be one of {', '.join(ADJUSTMENTS)}, got {method!r}")
+    if not comparisons:
+        return []
+    adjusted = multipletests([c.p_value for c in comparisons], alpha=alpha, method=method)[1]
+    label = f"{ADJUSTMENTS[method]} over {len(comparisons)}"
+    return [
+        replace(c, p_adjusted=float(p), adjustment=label, verdict=_verdict(c.effect, float(p), alpha))
+        for c, p in zip(comparisons, adjusted, strict=True)
+    ]
 
 
 def fisher_exact(baseline: Sequence[bool], candidate: Sequence[bool], alpha: float = 0.05) -> Comparison:
