@@ -204,6 +204,60 @@ def test_an_extra_whose_packages_are_missing_is_unmet(tmp_path: Path, monkeypatc
                      '"azure": llmops-test-missing-azure is not installed)']  # fmt: skip
 
 
+def test_the_old_promptflow_sdk_name_stands_for_promptflow_and_promptflow_tools(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The reference template's NER flows still list `promptflow-sdk[builtins]`, prompt flow's name before 1.0. PyPI
+    holds an unrelated empty package under that name today: it is checked as what it stands for, never pip-installed."""
+    import importlib.metadata
+
+    flow = tmp_path / "ner"
+    shutil.copytree(FIXTURES / "entities", flow)
+    (flow / "requirements.txt").write_text("promptflow\npromptflow-tools\npromptflow-sdk[builtins]\n")
+    [note] = flow_engine.check_requirements(flow)  # satisfied: nothing refused
+    assert note.endswith(
+        "requirements.txt, line 3: promptflow-sdk[builtins]: prompt flow's package name before 1.0; its built-in "
+        "tools are promptflow-tools today. The PyPI project promptflow-sdk now holds an unrelated empty package "
+        f"(0.0.1): do not install it; satisfied by promptflow {importlib.metadata.version('promptflow')}, "
+        f"promptflow-tools {importlib.metadata.version('promptflow-tools')}"
+    )
+    flow_engine.check_requirements(flow)
+    assert capsys.readouterr().err.count("promptflow-sdk[builtins]: prompt flow's package name") == 1  # said once
+
+    # Something else missing: the command names the packages, as `pip install -r` would fetch the empty package.
+    (flow / "requirements.txt").write_text("promptflow-sdk[builtins]\nllmops-test-missing-package>=1.0\n")
+    with pytest.raises(flow_engine.RequirementsError) as refused:
+        flow_engine.check_requirements(flow)
+    command = str(refused.value).splitlines()[-1].strip()
+    assert command.endswith(" -m pip install 'llmops-test-missing-package>=1.0'") and "-r" not in command.split()
+
+    real_version = importlib.metadata.version
+
+    def version(name: str) -> str:
+        if name == "promptflow-tools":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    check = flow_engine.check_requirements_file(flow / "requirements.txt")
+    assert check.unmet[0] == (
+        "promptflow-sdk[builtins] (stands for promptflow, promptflow-tools: promptflow-tools is not installed)"
+    )
+    assert check.pip_command().endswith(" -m pip install promptflow-tools 'llmops-test-missing-package>=1.0'")
+
+
+def test_a_baked_flow_installs_what_a_renamed_package_stands_for(tmp_path: Path) -> None:
+    from stages.core import vendor
+
+    flow = tmp_path / "ner"
+    shutil.copytree(FIXTURES / "entities", flow)
+    (flow / "requirements.txt").write_text("promptflow\npromptflow-sdk[builtins]\n")
+    vendor.vendor(flow, REPO / "stages")
+    lines = (flow / "requirements.txt").read_text().splitlines()
+    assert "promptflow-sdk[builtins]" not in lines and lines[1].startswith("# promptflow-sdk[builtins]: renamed")
+    assert [line.split("==")[0] for line in lines[2:4]] == ["promptflow", "promptflow-tools"]
+
+
 # --- warnings per row
 
 

@@ -489,24 +489,21 @@ def _variants(facts: flow_facts.FlowFacts) -> tuple[dict[str, Any], str]:
     )
 
 
-def _not_installed(requirements: tuple[str, ...]) -> list[str]:
-    """The requirements (PEP 508 lines) whose distribution is not installed in this environment."""
-    from importlib import metadata
-
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    missing = []
-    for line in requirements:
-        try:
-            name = Requirement(line).name
-        except InvalidRequirement:
-            missing.append(line)
-            continue
-        try:
-            metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            missing.append(name)
-    return missing
+def _requirements_steps(flow: Path, shown: str) -> list[str]:
+    """What the flow's requirements file needs before the run stage accepts it: the exact pip command for what is
+    not installed, and what stands for a renamed package (as the run stage checks them)."""
+    path = flow_engine.requirements_file(flow)
+    if path is None or not path.is_file():
+        return []
+    check = flow_engine.check_requirements_file(path)
+    file = f"{shown}/{path.relative_to(flow)}"
+    steps = [f"{file}, {note}" for note in check.notes]
+    if check.unmet:
+        steps.append(
+            f"{file}: not installed here: {'; '.join(check.unmet)}. The run stage refuses the flow until you run: "
+            f"{check.pip_command(file)}"
+        )
+    return steps
 
 
 def _project_envs(root: Path) -> list[str]:
@@ -724,11 +721,7 @@ def import_experiment(
     if base.runtime is not None or any(o.runtime for o in overlays.values()):
         result.not_mapped.append(f"{base_file}: runtime (an Azure ML runtime; the flows run where the run stage runs)")
     for flow, relative in flows.items():
-        missing = _not_installed(flow_facts.read(flow).requirements)
-        if missing:
-            result.next_steps.append(
-                f"pip install -r {result.folder}/{relative}/requirements.txt (not installed here: {', '.join(missing)})"
-            )
+        result.next_steps += _requirements_steps(flow, f"{result.folder}/{relative}")
     # notes name the template's files relative to its folder, as the user sees them there
     result.not_mapped = [_short(n, folder) for n in result.not_mapped]
     result.choices = {uc: [_short(n, folder) for n in notes] for uc, notes in result.choices.items()}
