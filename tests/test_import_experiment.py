@@ -201,7 +201,7 @@ def _facts(outputs: dict | None) -> flow_facts.FlowFacts:
         ({"explanation": "string", "match": "bool"}, "match", {"accuracy": "match"}),  # a bool over the first
         ({"label": "string", "score": "double"}, "score", {"score": "score"}),  # a number: its mean, its name
         ({"grade": "string"}, "grade", {"grade": "grade"}),  # stock grades: mapped by the evaluate stage
-        ({"match_cnt": "object"}, "match_cnt", {}),  # a dict: no number to average, said so
+        ({"match_cnt": "object"}, "match_cnt", {"accuracy": "match_cnt"}),  # a dict: by its first number
         (None, None, {}),
     ],
 )

@@ -381,6 +381,57 @@ def test_the_report_shows_every_logged_metric_and_warns_of_a_placeholder_answer(
     assert "<th>v1.warnings</th>" in page and "4 rows printed or logged warnings" in page
 
 
+CHECKER = """
+class Checker:
+    def __call__(self, answer: str):
+        if answer == "boom":
+            raise ValueError("cannot grade boom")
+        return {"score": len(answer)}
+
+    def __aggregate__(self, line_results: list):
+        return {"mean": sum(r["correctness"] for r in line_results) / len(line_results)}
+"""
+
+
+def test_an_aggregation_that_fails_is_recorded_and_the_rows_still_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the template's class_flows and function_flows evaluators: their `__aggregate__` divides by the number of
+    rows and reads keys a row may lack. Every row failed: nothing to aggregate. An aggregation that raises: its
+    error is in metrics.json and the report, and the evaluate stage goes on."""
+    from stages import evaluate as evaluate_stage
+    from stages.core import reporting
+
+    flow_engine.configure(tmp_path / "runtime")
+    flow = tmp_path / "checker"
+    flow.mkdir()
+    (flow / "checker.py").write_text(CHECKER)
+    (flow / "flow.flex.yaml").write_text("entry: checker:Checker\n")
+    session = flow_engine.FlowSession(flow)
+    use_case = {"evaluate": {"mapping": {"answer": "outputs.output"}}}
+    prepared = [{"row_id": "a"}, {"row_id": "b"}]
+
+    def run_rows(*answers: str) -> list[dict]:
+        return [
+            {"row_id": r, "outputs": {"output": a}, "error": None, "latency_s": 0.1}
+            for r, a in zip("ab", answers, strict=True)
+        ]
+
+    _, metrics, failed = evaluate_stage.evaluate_variant(
+        [session], "uc", "v1", use_case, prepared, run_rows("boom", "boom")
+    )
+    assert len(failed) == 2 and "aggregation_error" not in metrics and metrics["eval_errors"] == 2
+    rows, metrics, failed = evaluate_stage.evaluate_variant(
+        [session], "uc", "v1", use_case, prepared, run_rows("x", "boom")
+    )
+    assert metrics["aggregation_error"] == "aggregation failed: __aggregate__ raised KeyError: 'correctness'"
+    assert (metrics["rows"], metrics["eval_errors"]) == (1, 1) and rows[0]["eval"] == {"score": 1}
+    assert "evaluate uc v1: warning: aggregation failed: __aggregate__ raised KeyError" in capsys.readouterr().err
+    assert reporting.logged_metrics(metrics) == {}
+    banner = reporting.warnings_banner({}, metrics)
+    assert "aggregation failed (aggregation failed: __aggregate__ raised KeyError: &#x27;correctness&#x27;)" in banner
+
+
 # --- by config alone, through the stages
 
 

@@ -136,6 +136,10 @@ class FlowError(ValueError):
     """A flow folder that cannot be run (unknown layout, missing prompt file); names the path."""
 
 
+class AggregationError(RuntimeError):
+    """A flow's aggregation (its aggregation nodes, a flex class's `__aggregate__`) failed; names what raised."""
+
+
 class RequirementsError(FlowError):
     """A flow's requirements.txt names packages this environment does not have."""
 
@@ -1249,8 +1253,11 @@ class FlowSession:
             sys.stdout, sys.stderr = streams
 
     def aggregate(self, results: list[RowResult], inputs: list[Mapping[str, Any]]) -> dict[str, Any]:
-        """Run the flow's aggregation nodes over the successful rows; returns the metrics they logged."""
+        """Run the flow's aggregation nodes over the successful rows; returns the metrics they logged. No row
+        succeeded: nothing to aggregate, no metrics. Raises AggregationError when the flow's aggregation fails."""
         ok = [(result, row) for result, row in zip(results, inputs, strict=True) if result.error is None]
+        if not ok:
+            return {}
         columns = {name: [row[name] for _, row in ok] for name in (inputs[0] if inputs else {})}
         aggregation_inputs: dict[str, list[Any]] = {}
         for result, _ in ok:
@@ -1260,7 +1267,7 @@ class FlowSession:
             with _environment(self._environment):
                 return self._flow.aggregate(columns, aggregation_inputs)
         except _RowFailed as exc:
-            raise RuntimeError(redaction.redact(str(exc))) from None
+            raise AggregationError(redaction.redact(str(exc))) from None
 
 
 def _run_in_threads(
