@@ -124,6 +124,14 @@ def test_a_failed_import_leaves_the_project_as_it_was_and_a_rerun_works(project:
     assert re.search(r"data/tickets\.jsonl:\d+: not valid UTF-8 \(byte 0xe9 at column \d+\)", failed.stderr)
     _clean(project)
     tickets.write_text("\ufeff" + rows)  # a leading BOM is accepted
+    config = project.root / "conf" / "config.yaml"
+    registry = config.read_text()
+    config.write_text(registry.replace("- use_cases:", "- use_case_list:", 1))  # fails registering the first config
+    failed = project.sh("llmops", "import-experiment", str(folder), check=False)
+    assert failed.returncode == 1 and "no `- use_cases: [...]` line" in failed.stderr
+    assert not list((project.root / "conf" / "use_cases").glob("support_intent*"))  # its config went too
+    config.write_text(registry)
+    _clean(project)
 
     done = project.sh("llmops", "import-experiment", str(folder))
     assert "chose llm_node summarize of" in done.stdout and "every LLM node runs on the project's LLM" in done.stdout

@@ -329,7 +329,11 @@ def write(root: Path, spec: UseCaseSpec, overwrite: bool = False) -> Path:
     if target.exists() and not overwrite:
         raise CatalogueError(f"{target} exists already (use --force to replace it)")
     write_text(target, render_config(spec))
-    register(root / "conf" / "config.yaml", spec.name)
+    try:
+        register(root / "conf" / "config.yaml", spec.name)
+    except BaseException:  # not registered: the config goes too, so a rerun does not find it "exists already"
+        target.unlink(missing_ok=True)
+        raise
     return target
 
 
