@@ -300,7 +300,11 @@ def test_checks_choose_the_llm_node_and_list_inputs_and_say_so(root: Path) -> No
                for n in notes)  # fmt: skip
     (root / "flows/experiment/tidy.py").write_text("from openai import OpenAI\n")
     _, notes = catalogue.check(root, _spec())
-    assert any("tidy (tidy.py) build(s) an LLM client of its own" in n for n in notes)
+    assert any(
+        "tidy (tidy.py) build(s) an LLM client of its own: the run points OPENAI_API_KEY / OPENAI_BASE_URL"
+        " and AZURE_OPENAI_API_KEY / AZURE_OPENAI_ENDPOINT at the project's LLM (conf/llm) through the LLM proxy" in n
+        for n in notes
+    )  # as flows/standard/basic's hello.py: its requests are cached and counted
 
 
 def test_python_nodes_connection_inputs_get_the_run_connection() -> None:
