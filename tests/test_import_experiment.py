@@ -34,6 +34,7 @@ def test_import_runs_the_standard_dataset_evaluated_on_the_evaluators_columns(
     assert "correct: length (flows/length/flow.dag.yaml declares it int); headline metric length" in out
     assert "data.lists: chat_history (input history of" in out
     assert "mappings.limit: the literal 5 becomes the column const_limit" in out
+    assert "evaluation input unit is not mapped: every row is evaluated on its default" in out
     assert "[pr] experiment.pr.yaml: names no evaluator 'intent_eval'" in out
     assert "[staging] experiment.staging.yaml: inputs {'message': 'subject'" in out
     assert "no conf/env/staging.yaml" in out

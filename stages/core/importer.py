@@ -296,6 +296,9 @@ def plan(pairing: Pairing, folder: Path, facts: flow_facts.FlowFacts, file_name:
             notes.append(
                 f"{key}: evaluation input {name} (no default, not mapped) reads the column {name}, as prompt flow does"
             )
+    for name, (_, required) in eval_facts.inputs.items():
+        if not required and name not in mapping:
+            notes.append(f"evaluation input {name} is not mapped: every row is evaluated on its default")
 
     flow_columns = set(inputs.values())
     truth = [s.removeprefix("data.") for s in mapping.values() if s.startswith("data.")]
