@@ -101,6 +101,38 @@ def test_a_third_party_llm_node_runs_on_an_endpoint_that_rejects_null_penalties(
     assert sent["path"] == "/v1/completions"  # the chat node runs on the connection's completion API
 
 
+def test_a_request_without_max_tokens_gets_the_connections_default(stub_llm: StubLLM, tmp_path: Path) -> None:
+    """The template's flex evaluators' prompty files set no max_tokens: the base model behind llama.cpp then writes
+    until its context is full (170 s per request here, past the request timeout, and each retry queues behind the
+    abandoned generation). `default_max_tokens` bounds such requests; a request's own bound is kept."""
+    adapter = llm_proxy.RequestAdapter("openai", "gemma", default_max_tokens=64)
+    chat = {"messages": [{"role": "user", "content": "hi"}]}
+    assert adapter.adapt("/v1/chat/completions", chat)[1] == {**chat, "model": "gemma", "max_tokens": 64}
+    assert adapter.adapt("/v1/completions", {"prompt": "a", "max_tokens": None})[1]["max_tokens"] == 64
+    assert adapter.adapt("/v1/completions", {"prompt": "a", "max_tokens": 5})[1]["max_tokens"] == 5
+    assert "max_tokens" not in adapter.adapt("/v1/chat/completions", {**chat, "max_completion_tokens": 9})[1]
+    assert "max_tokens" not in adapter.adapt("/v1/embeddings", {"input": "a"})[1]
+    assert "max_tokens" not in llm_proxy.RequestAdapter("openai", "gemma").adapt("/v1/completions", {"prompt": "a"})[1]
+    with proxy_for(stub_llm, tmp_path, stub_connection(stub_llm, default_max_tokens=64)) as proxy:
+        status, _, _ = post_json(f"{proxy.base_url()}/chat/completions", chat)
+    [sent] = stub_llm.requests()
+    assert status == 200 and sent["body"]["max_tokens"] == 64
+    [entry] = (tmp_path / "cache").rglob("*.json")  # the bound is part of the key: it changes the answer
+    assert entry.stem == llm_proxy.cache_key("/v1/chat/completions", {**chat, "model": "gemma-3-270m",
+                                                                        "max_tokens": 64}, 0)  # fmt: skip
+
+
+def test_default_max_tokens_is_a_whole_number_or_null() -> None:
+    from stages.core import connections
+
+    llm = {"name": "local", "type": "openai", "api": "completion", "model": "m", "base_url": "http://127.0.0.1:1/v1",
+           "api_key_env": "K", "api_key_required": False}  # fmt: skip
+    assert connections.resolve({**llm, "default_max_tokens": 256}, {}).default_max_tokens == 256
+    assert connections.resolve(llm, {}).default_max_tokens is None
+    with pytest.raises(connections.ConnectionConfigError, match=r"default_max_tokens must be a whole number >= 1"):
+        connections.resolve({**llm, "default_max_tokens": 0}, {})
+
+
 # --- the two path layouts
 
 

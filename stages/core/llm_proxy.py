@@ -125,13 +125,16 @@ class RequestAdapter:
     (a flow's own AzureOpenAI client against llama.cpp, or an OpenAI client against Azure) is translated, with
     `model` as the deployment and `api_version` added. On the OpenAI layout, completion and chat requests are sent
     to `model` (the connection's: a flow's hard-coded model name does not bypass the run's LLM). With
-    `drop_null_params`, top-level null parameters are removed (in the OpenAI API null means "not given").
+    `drop_null_params`, top-level null parameters are removed (in the OpenAI API null means "not given"). With
+    `default_max_tokens`, a completion or chat request that sets no max_tokens (nor max_completion_tokens) gets
+    that many, before the cache key is computed (the bound changes the answer).
     """
 
     layout: str | None = None  # None: forward paths as they are
     model: str | None = None
     api_version: str | None = None
     drop_null_params: bool = False
+    default_max_tokens: int | None = None
 
     def adapt(self, path: str, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """The path (with query) and body for the endpoint's layout and model; the same objects when nothing
@@ -149,6 +152,9 @@ class RequestAdapter:
         to_model = self.layout == "openai" and self.model and route.endswith("/completions")
         if to_model and request.get("model") != self.model:
             request = {**request, "model": self.model}
+        unbounded = request.get("max_tokens") is None and request.get("max_completion_tokens") is None
+        if self.default_max_tokens and unbounded and route.endswith("/completions"):
+            request = {**request, "max_tokens": self.default_max_tokens}
         adapted = route + (f"?{query}" if query else "")
         return (path if adapted == path else adapted), request
 
@@ -618,11 +624,12 @@ def from_params(
     row_of: Callable[[Mapping[str, str]], str | None] | None = None,
 ) -> LLMProxy:
     """The proxy a stage runs for `connection`: `llm.retry`, `llm.request_timeout_s`, the connection's request
-    adaptations (its layout, model, API version and `drop_null_params`), and the cache in `cache_dir` when
-    `llm_cache.enabled` (the folder is created either way: it is the stage's DVC output)."""
+    adaptations (its layout, model, API version, `drop_null_params` and `default_max_tokens`), and the cache in
+    `cache_dir` when `llm_cache.enabled` (the folder is created either way: it is the stage's DVC output)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     store = CacheStore(cache_dir) if llm_cache["enabled"] else None
-    adapter = RequestAdapter(connection.type, connection.model, connection.api_version, connection.drop_null_params)
+    adapter = RequestAdapter(connection.type, connection.model, connection.api_version, connection.drop_null_params,
+                             connection.default_max_tokens)  # fmt: skip
     return LLMProxy(connection.base_url, store, RetryPolicy.from_params(llm.get("retry")),
                     connection.request_timeout_s, row_of, adapter=adapter)  # fmt: skip
 
