@@ -355,3 +355,16 @@ def test_an_overlays_evaluator_flow_and_mappings_apply_to_its_env_only(project: 
         assert composed["evaluate"]["mapping"] == {"expected": "data.intent", "predicted": "outputs.intent"}
     audit_rows = (project.root / "use_cases/audited/data/tickets_train.jsonl").read_text().splitlines()
     assert {json.loads(row)["intent"] for row in audit_rows} == {"billing"}  # the overlay's literal ground truth
+
+
+def test_the_import_says_what_a_flows_requirements_need_as_the_run_stage_checks_them(tmp_path: Path) -> None:
+    flow = tmp_path / "flows" / "standard"
+    shutil.copytree(FIXTURE / "flows" / "experiment", flow)
+    (flow / "requirements.txt").write_text("promptflow\npromptflow-sdk[builtins]\n")
+    steps, notes = importer._requirements(flow, "use_cases/ner/flows/standard")
+    assert steps == [] and len(notes) == 1  # the template's named_entity_recognition: nothing to install
+    assert notes[0].startswith("use_cases/ner/flows/standard/requirements.txt, line 2: promptflow-sdk[builtins]: ")
+    (flow / "requirements.txt").write_text("bs4-llmops-test-missing\npromptflow-sdk[builtins]\n")
+    [step], _ = importer._requirements(flow, "use_cases/web/flows/standard")
+    assert step.startswith("use_cases/web/flows/standard/requirements.txt: not installed here: bs4-llmops-test-missing")
+    assert step.endswith(" -m pip install bs4-llmops-test-missing")  # the packages, not -r: never promptflow-sdk
