@@ -122,6 +122,20 @@ def test_a_request_without_max_tokens_gets_the_connections_default(stub_llm: Stu
                                                                         "max_tokens": 64}, 0)  # fmt: skip
 
 
+def test_a_request_that_times_out_says_what_to_raise(stub_llm: StubLLM) -> None:
+    """The template's class_flows chat prompty asks for 1024 tokens: 65-85 s on the embedded model on two busy cores,
+    over the 60 s request timeout, and llama.cpp goes on generating the abandoned answer while the retry waits."""
+    stub_llm.faults(delay_s=1.0)
+    retry = llm_proxy.RetryPolicy(attempts=2, base_s=0.01, max_s=0.1)
+    with llm_proxy.LLMProxy(stub_llm.base_url, None, retry, timeout_s=0.3) as proxy:
+        status, _, answer = post_json(f"{proxy.base_url()}/chat/completions", {"model": "m", "max_tokens": 1024,
+                                      "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+    message = answer["error"]["message"]
+    assert status == 424 and "failed after 2 attempt(s): TimeoutError" in message
+    assert "Each attempt waited request_timeout_s (0.3 s); the request asks for up to 1024 tokens" in message
+    assert "llmops params llm.request_timeout_s=240 judge.request_timeout_s=240" in message
+
+
 def test_default_max_tokens_is_a_whole_number_or_null() -> None:
     from stages.core import connections
 

@@ -189,6 +189,18 @@ def null_params_hint(request: Mapping[str, Any] | None) -> str:
     )
 
 
+def timeout_hint(request: Mapping[str, Any] | None, timeout_s: float) -> str:
+    """What to do about requests that timed out: the endpoint took longer than `request_timeout_s` to answer."""
+    asked = (request or {}).get("max_tokens") or (request or {}).get("max_completion_tokens")
+    size = f"; the request asks for up to {asked} tokens" if asked else "; the request sets no max_tokens"
+    return (
+        f" Each attempt waited request_timeout_s ({timeout_s:g} s){size}. An endpoint that serves one request at a "
+        "time (llama.cpp) goes on generating an abandoned answer, so a retry waits behind it: on a slow or busy "
+        "machine, raise request_timeout_s (conf/llm/<name>.yaml, or `llmops params llm.request_timeout_s=240 "
+        "judge.request_timeout_s=240`), or bound the answer (max_tokens, default_max_tokens)."
+    )
+
+
 def cache_key(path: str, body: Any, repeat: int) -> str:
     """The content key of a request: body (keys sorted), path with query, and repeat index."""
     canonical = json.dumps(
@@ -511,6 +523,7 @@ class LLMProxy:
         once a 5xx that says the request is invalid (`rejects_request`), naming the request's null parameters."""
         forwarded = {name: value for name, value in headers.items() if name.lower() not in _DROPPED_HEADERS}
         failure = ""
+        timed_out = False
         for attempt in range(self.retry.attempts):
             retry_after = None
             self._count(row, upstream=1)
@@ -518,7 +531,9 @@ class LLMProxy:
                 status, content_type, data, retry_after_header = self._send_once(method, path, forwarded, body)
             except (OSError, http.client.HTTPException) as exc:  # refused, timed out, dropped connection
                 failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                timed_out = isinstance(exc, TimeoutError)
             else:
+                timed_out = False
                 if status not in RETRIABLE_STATUS:
                     return _Answer(status, data, content_type)
                 if rejects_request(status, data):
@@ -538,6 +553,8 @@ class LLMProxy:
             self._count(row, retries=1)
             self._sleep(retry_after if retry_after is not None else self.retry.backoff_s(attempt, self._rng))
         message = f"llm proxy: {method} {self._endpoint()}{path} failed after {attempt + 1} attempt(s): {failure}"
+        if timed_out:
+            message += timeout_hint(request, self.timeout_s)
         return _Answer(GIVE_UP_STATUS, _error_body(message, "llm_proxy_upstream_failed"), give_up=True)
 
     def _endpoint(self) -> str:
