@@ -212,8 +212,8 @@ def plan(pairing: Pairing, folder: Path, facts: flow_facts.FlowFacts, file_name:
         if not required and flow_input not in inputs:
             notes.append(f"flow input {flow_input} is not mapped: every row runs on its default")
     if facts.inputs and not inputs:  # prompt flow would run every row on the same defaults: nothing to compare
-        shared = [name for name in facts.inputs if name in columns]
-        hint = f" (e.g. {shared[0]}: ${{data.{shared[0]}}})" if shared else ""
+        shared = [name for name in facts.inputs if name in columns]  # every input the rows have a column for
+        hint = f" (the rows have columns for {', '.join(f'{n}: ${{data.{n}}}' for n in shared)})" if shared else ""
         raise ExperimentImportError(
             f"{std_key}: maps no input of {_short(str(facts.file), folder)} (inputs: {', '.join(facts.inputs)}), "
             f"and each has a default, so every row would run on the defaults, as prompt flow runs it: map the "
