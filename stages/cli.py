@@ -412,6 +412,8 @@ def cmd_import_experiment(args: argparse.Namespace) -> int:
             print(f"    {note}")
     for item in result.not_mapped:
         print(f"  NOT MAPPED  {item}")
+    for item in result.notes:
+        print(f"  note  {item}")
     for item in dict.fromkeys(result.next_steps):
         print(f"  to do  {item}")
     print("next: `dvc repro` (stages prepare/run/evaluate/report@<use case>)")

@@ -111,7 +111,12 @@ def evaluate_variant(
             progress.advance(error=result.error is not None, cache_hits=hits)
     results = [completed[repeats.tag(row["row_id"], repeat, k)] for row, repeat in evaluable]  # input order
     eval_by_key = {(row["row_id"], repeat): result for (row, repeat), result in zip(evaluable, results, strict=True)}
-    metrics = sessions[0].aggregate(results, eval_inputs) if evaluable else {}
+    try:
+        metrics = sessions[0].aggregate(results, eval_inputs) if evaluable else {}
+    except flow_engine.AggregationError as exc:  # the flow's own code: recorded and said, the rows still count
+        metrics = {"aggregation_error": str(exc)}
+        print(f"evaluate {name} {variant}: warning: {exc}; the metrics it logs are missing, the headline metrics are "
+              "computed from the evaluated rows", file=sys.stderr)  # fmt: skip
     failed = [r for r in results if r.error]
     metrics.update({"rows": len(results) - len(failed), "run_errors": len(prepared) * k - len(evaluable),
                     "eval_errors": len(failed)})  # fmt: skip

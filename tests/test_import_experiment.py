@@ -34,6 +34,7 @@ def test_import_runs_the_standard_dataset_evaluated_on_the_evaluators_columns(
     assert "correct: length (flows/length/flow.dag.yaml declares it int); headline metric length" in out
     assert "data.lists: chat_history (input history of" in out
     assert "mappings.limit: the literal 5 becomes the column const_limit" in out
+    assert "evaluation input unit is not mapped: every row is evaluated on its default" in out
     assert "[pr] experiment.pr.yaml: names no evaluator 'intent_eval'" in out
     assert "[staging] experiment.staging.yaml: inputs {'message': 'subject'" in out
     assert "no conf/env/staging.yaml" in out
@@ -124,6 +125,14 @@ def test_a_failed_import_leaves_the_project_as_it_was_and_a_rerun_works(project:
     assert re.search(r"data/tickets\.jsonl:\d+: not valid UTF-8 \(byte 0xe9 at column \d+\)", failed.stderr)
     _clean(project)
     tickets.write_text("\ufeff" + rows)  # a leading BOM is accepted
+    config = project.root / "conf" / "config.yaml"
+    registry = config.read_text()
+    config.write_text(registry.replace("- use_cases:", "- use_case_list:", 1))  # fails registering the first config
+    failed = project.sh("llmops", "import-experiment", str(folder), check=False)
+    assert failed.returncode == 1 and "no `- use_cases: [...]` line" in failed.stderr
+    assert not list((project.root / "conf" / "use_cases").glob("support_intent*"))  # its config went too
+    config.write_text(registry)
+    _clean(project)
 
     done = project.sh("llmops", "import-experiment", str(folder))
     assert "chose llm_node summarize of" in done.stdout and "every LLM node runs on the project's LLM" in done.stdout
@@ -201,7 +210,7 @@ def _facts(outputs: dict | None) -> flow_facts.FlowFacts:
         ({"explanation": "string", "match": "bool"}, "match", {"accuracy": "match"}),  # a bool over the first
         ({"label": "string", "score": "double"}, "score", {"score": "score"}),  # a number: its mean, its name
         ({"grade": "string"}, "grade", {"grade": "grade"}),  # stock grades: mapped by the evaluate stage
-        ({"match_cnt": "object"}, "match_cnt", {}),  # a dict: no number to average, said so
+        ({"match_cnt": "object"}, "match_cnt", {"accuracy": "match_cnt"}),  # a dict: by its first number
         (None, None, {}),
     ],
 )
@@ -292,7 +301,11 @@ def test_checks_choose_the_llm_node_and_list_inputs_and_say_so(root: Path) -> No
                for n in notes)  # fmt: skip
     (root / "flows/experiment/tidy.py").write_text("from openai import OpenAI\n")
     _, notes = catalogue.check(root, _spec())
-    assert any("tidy (tidy.py) build(s) an LLM client of its own" in n for n in notes)
+    assert any(
+        "tidy (tidy.py) build(s) an LLM client of its own: the run points OPENAI_API_KEY / OPENAI_BASE_URL"
+        " and AZURE_OPENAI_API_KEY / AZURE_OPENAI_ENDPOINT at the project's LLM (conf/llm) through the LLM proxy" in n
+        for n in notes
+    )  # as flows/standard/basic's hello.py: its requests are cached and counted
 
 
 def test_python_nodes_connection_inputs_get_the_run_connection() -> None:
@@ -342,3 +355,16 @@ def test_an_overlays_evaluator_flow_and_mappings_apply_to_its_env_only(project: 
         assert composed["evaluate"]["mapping"] == {"expected": "data.intent", "predicted": "outputs.intent"}
     audit_rows = (project.root / "use_cases/audited/data/tickets_train.jsonl").read_text().splitlines()
     assert {json.loads(row)["intent"] for row in audit_rows} == {"billing"}  # the overlay's literal ground truth
+
+
+def test_the_import_says_what_a_flows_requirements_need_as_the_run_stage_checks_them(tmp_path: Path) -> None:
+    flow = tmp_path / "flows" / "standard"
+    shutil.copytree(FIXTURE / "flows" / "experiment", flow)
+    (flow / "requirements.txt").write_text("promptflow\npromptflow-sdk[builtins]\n")
+    steps, notes = importer._requirements(flow, "use_cases/ner/flows/standard")
+    assert steps == [] and len(notes) == 1  # the template's named_entity_recognition: nothing to install
+    assert notes[0].startswith("use_cases/ner/flows/standard/requirements.txt, line 2: promptflow-sdk[builtins]: ")
+    (flow / "requirements.txt").write_text("bs4-llmops-test-missing\npromptflow-sdk[builtins]\n")
+    [step], _ = importer._requirements(flow, "use_cases/web/flows/standard")
+    assert step.startswith("use_cases/web/flows/standard/requirements.txt: not installed here: bs4-llmops-test-missing")
+    assert step.endswith(" -m pip install bs4-llmops-test-missing")  # the packages, not -r: never promptflow-sdk

@@ -101,6 +101,52 @@ def test_a_third_party_llm_node_runs_on_an_endpoint_that_rejects_null_penalties(
     assert sent["path"] == "/v1/completions"  # the chat node runs on the connection's completion API
 
 
+def test_a_request_without_max_tokens_gets_the_connections_default(stub_llm: StubLLM, tmp_path: Path) -> None:
+    """The template's flex evaluators' prompty files set no max_tokens: the base model behind llama.cpp then writes
+    until its context is full (170 s per request here, past the request timeout, and each retry queues behind the
+    abandoned generation). `default_max_tokens` bounds such requests; a request's own bound is kept."""
+    adapter = llm_proxy.RequestAdapter("openai", "gemma", default_max_tokens=64)
+    chat = {"messages": [{"role": "user", "content": "hi"}]}
+    assert adapter.adapt("/v1/chat/completions", chat)[1] == {**chat, "model": "gemma", "max_tokens": 64}
+    assert adapter.adapt("/v1/completions", {"prompt": "a", "max_tokens": None})[1]["max_tokens"] == 64
+    assert adapter.adapt("/v1/completions", {"prompt": "a", "max_tokens": 5})[1]["max_tokens"] == 5
+    assert "max_tokens" not in adapter.adapt("/v1/chat/completions", {**chat, "max_completion_tokens": 9})[1]
+    assert "max_tokens" not in adapter.adapt("/v1/embeddings", {"input": "a"})[1]
+    assert "max_tokens" not in llm_proxy.RequestAdapter("openai", "gemma").adapt("/v1/completions", {"prompt": "a"})[1]
+    with proxy_for(stub_llm, tmp_path, stub_connection(stub_llm, default_max_tokens=64)) as proxy:
+        status, _, _ = post_json(f"{proxy.base_url()}/chat/completions", chat)
+    [sent] = stub_llm.requests()
+    assert status == 200 and sent["body"]["max_tokens"] == 64
+    [entry] = (tmp_path / "cache").rglob("*.json")  # the bound is part of the key: it changes the answer
+    assert entry.stem == llm_proxy.cache_key("/v1/chat/completions", {**chat, "model": "gemma-3-270m",
+                                                                        "max_tokens": 64}, 0)  # fmt: skip
+
+
+def test_a_request_that_times_out_says_what_to_raise(stub_llm: StubLLM) -> None:
+    """The template's class_flows chat prompty asks for 1024 tokens: 65-85 s on the embedded model on two busy cores,
+    over the 60 s request timeout, and llama.cpp goes on generating the abandoned answer while the retry waits."""
+    stub_llm.faults(delay_s=1.0)
+    retry = llm_proxy.RetryPolicy(attempts=2, base_s=0.01, max_s=0.1)
+    with llm_proxy.LLMProxy(stub_llm.base_url, None, retry, timeout_s=0.3) as proxy:
+        status, _, answer = post_json(f"{proxy.base_url()}/chat/completions", {"model": "m", "max_tokens": 1024,
+                                      "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+    message = answer["error"]["message"]
+    assert status == 424 and "failed after 2 attempt(s): TimeoutError" in message
+    assert "Each attempt waited request_timeout_s (0.3 s); the request asks for up to 1024 tokens" in message
+    assert "llmops params llm.request_timeout_s=240 judge.request_timeout_s=240" in message
+
+
+def test_default_max_tokens_is_a_whole_number_or_null() -> None:
+    from stages.core import connections
+
+    llm = {"name": "local", "type": "openai", "api": "completion", "model": "m", "base_url": "http://127.0.0.1:1/v1",
+           "api_key_env": "K", "api_key_required": False}  # fmt: skip
+    assert connections.resolve({**llm, "default_max_tokens": 256}, {}).default_max_tokens == 256
+    assert connections.resolve(llm, {}).default_max_tokens is None
+    with pytest.raises(connections.ConnectionConfigError, match=r"default_max_tokens must be a whole number >= 1"):
+        connections.resolve({**llm, "default_max_tokens": 0}, {})
+
+
 # --- the two path layouts
 
 
@@ -202,6 +248,60 @@ def test_an_extra_whose_packages_are_missing_is_unmet(tmp_path: Path, monkeypatc
     unmet = flow_engine.unmet_requirements(tmp_path / "requirements.txt")
     assert unmet == ["promptflow[azure]>=1.7.0 (promptflow[azure] needs llmops-test-missing-azure; extra == "
                      '"azure": llmops-test-missing-azure is not installed)']  # fmt: skip
+
+
+def test_the_old_promptflow_sdk_name_stands_for_promptflow_and_promptflow_tools(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The reference template's NER flows still list `promptflow-sdk[builtins]`, prompt flow's name before 1.0. PyPI
+    holds an unrelated empty package under that name today: it is checked as what it stands for, never pip-installed."""
+    import importlib.metadata
+
+    flow = tmp_path / "ner"
+    shutil.copytree(FIXTURES / "entities", flow)
+    (flow / "requirements.txt").write_text("promptflow\npromptflow-tools\npromptflow-sdk[builtins]\n")
+    [note] = flow_engine.check_requirements(flow)  # satisfied: nothing refused
+    assert note.endswith(
+        "requirements.txt, line 3: promptflow-sdk[builtins]: prompt flow's package name before 1.0; its built-in "
+        "tools are promptflow-tools today. The PyPI project promptflow-sdk now holds an unrelated empty package "
+        f"(0.0.1): do not install it; satisfied by promptflow {importlib.metadata.version('promptflow')}, "
+        f"promptflow-tools {importlib.metadata.version('promptflow-tools')}"
+    )
+    flow_engine.check_requirements(flow)
+    assert capsys.readouterr().err.count("promptflow-sdk[builtins]: prompt flow's package name") == 1  # said once
+
+    # Something else missing: the command names the packages, as `pip install -r` would fetch the empty package.
+    (flow / "requirements.txt").write_text("promptflow-sdk[builtins]\nllmops-test-missing-package>=1.0\n")
+    with pytest.raises(flow_engine.RequirementsError) as refused:
+        flow_engine.check_requirements(flow)
+    command = str(refused.value).splitlines()[-1].strip()
+    assert command.endswith(" -m pip install 'llmops-test-missing-package>=1.0'") and "-r" not in command.split()
+
+    real_version = importlib.metadata.version
+
+    def version(name: str) -> str:
+        if name == "promptflow-tools":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    check = flow_engine.check_requirements_file(flow / "requirements.txt")
+    assert check.unmet[0] == (
+        "promptflow-sdk[builtins] (stands for promptflow, promptflow-tools: promptflow-tools is not installed)"
+    )
+    assert check.pip_command().endswith(" -m pip install promptflow-tools 'llmops-test-missing-package>=1.0'")
+
+
+def test_a_baked_flow_installs_what_a_renamed_package_stands_for(tmp_path: Path) -> None:
+    from stages.core import vendor
+
+    flow = tmp_path / "ner"
+    shutil.copytree(FIXTURES / "entities", flow)
+    (flow / "requirements.txt").write_text("promptflow\npromptflow-sdk[builtins]\n")
+    vendor.vendor(flow, REPO / "stages")
+    lines = (flow / "requirements.txt").read_text().splitlines()
+    assert "promptflow-sdk[builtins]" not in lines and lines[1].startswith("# promptflow-sdk[builtins]: renamed")
+    assert [line.split("==")[0] for line in lines[2:4]] == ["promptflow", "promptflow-tools"]
 
 
 # --- warnings per row
@@ -325,6 +425,57 @@ def test_the_report_shows_every_logged_metric_and_warns_of_a_placeholder_answer(
     assert "accuracy (logged by the flow)" in page and '<div class="k">accuracy (headline)</div>' in page
     assert "4 of 5 answered rows have the same output {&quot;text&quot;: &quot;No available content&quot;}" in page
     assert "<th>v1.warnings</th>" in page and "4 rows printed or logged warnings" in page
+
+
+CHECKER = """
+class Checker:
+    def __call__(self, answer: str):
+        if answer == "boom":
+            raise ValueError("cannot grade boom")
+        return {"score": len(answer)}
+
+    def __aggregate__(self, line_results: list):
+        return {"mean": sum(r["correctness"] for r in line_results) / len(line_results)}
+"""
+
+
+def test_an_aggregation_that_fails_is_recorded_and_the_rows_still_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the template's class_flows and function_flows evaluators: their `__aggregate__` divides by the number of
+    rows and reads keys a row may lack. Every row failed: nothing to aggregate. An aggregation that raises: its
+    error is in metrics.json and the report, and the evaluate stage goes on."""
+    from stages import evaluate as evaluate_stage
+    from stages.core import reporting
+
+    flow_engine.configure(tmp_path / "runtime")
+    flow = tmp_path / "checker"
+    flow.mkdir()
+    (flow / "checker.py").write_text(CHECKER)
+    (flow / "flow.flex.yaml").write_text("entry: checker:Checker\n")
+    session = flow_engine.FlowSession(flow)
+    use_case = {"evaluate": {"mapping": {"answer": "outputs.output"}}}
+    prepared = [{"row_id": "a"}, {"row_id": "b"}]
+
+    def run_rows(*answers: str) -> list[dict]:
+        return [
+            {"row_id": r, "outputs": {"output": a}, "error": None, "latency_s": 0.1}
+            for r, a in zip("ab", answers, strict=True)
+        ]
+
+    _, metrics, failed = evaluate_stage.evaluate_variant(
+        [session], "uc", "v1", use_case, prepared, run_rows("boom", "boom")
+    )
+    assert len(failed) == 2 and "aggregation_error" not in metrics and metrics["eval_errors"] == 2
+    rows, metrics, failed = evaluate_stage.evaluate_variant(
+        [session], "uc", "v1", use_case, prepared, run_rows("x", "boom")
+    )
+    assert metrics["aggregation_error"] == "aggregation failed: __aggregate__ raised KeyError: 'correctness'"
+    assert (metrics["rows"], metrics["eval_errors"]) == (1, 1) and rows[0]["eval"] == {"score": 1}
+    assert "evaluate uc v1: warning: aggregation failed: __aggregate__ raised KeyError" in capsys.readouterr().err
+    assert reporting.logged_metrics(metrics) == {}
+    banner = reporting.warnings_banner({}, metrics)
+    assert "aggregation failed (aggregation failed: __aggregate__ raised KeyError: &#x27;correctness&#x27;)" in banner
 
 
 # --- by config alone, through the stages

@@ -177,8 +177,8 @@ def _check_llm(facts: flow_facts.FlowFacts, spec: UseCaseSpec, where: dict[str, 
         if not facts.model_config:
             own = f"; {', '.join(facts.sdk_callers)} build(s) an LLM client of its own" if facts.sdk_callers else ""
             notes.append(
-                f"warning: {file}: entry {facts.entry} declares no model_config, so it does not get the project's "
-                f"LLM (conf/llm){own}: it reaches an LLM only through the environment variables it reads"
+                f"warning: {file}: entry {facts.entry} declares no model_config, so it is not handed the project's "
+                f"LLM (conf/llm){own}: {OWN_CLIENT}"
             )
         return None, notes
     if facts.kind is not FlowKind.DAG:
@@ -200,8 +200,7 @@ def _check_llm(facts: flow_facts.FlowFacts, spec: UseCaseSpec, where: dict[str, 
             return chosen, notes
         notes.append(
             f"warning: {file}: no `type: llm` node; {', '.join(facts.sdk_callers)} build(s) an LLM client of its "
-            "own: it gets no LLM from conf/llm, only from the environment variables it reads, and the variants' "
-            "prompt and params do not reach it"
+            f"own: {OWN_CLIENT}; the variants' prompt and params do not reach it"
         )
     else:
         chosen = flow_facts.default_llm_node(facts)
@@ -216,6 +215,14 @@ def _check_llm(facts: flow_facts.FlowFacts, spec: UseCaseSpec, where: dict[str, 
             "its place"
         )
     return chosen, notes
+
+
+# What a flow's own LLM client reaches (flow_engine.llm_environment sets these while the flow runs).
+OWN_CLIENT = (
+    "the run points OPENAI_API_KEY / OPENAI_BASE_URL and AZURE_OPENAI_API_KEY / AZURE_OPENAI_ENDPOINT at the "
+    "project's LLM (conf/llm) through the LLM proxy, so a client built from them is cached and counted; one built "
+    "from other variables or with a URL in its code bypasses it (docs/onboarding.md)"
+)
 
 
 def check(root: Path, spec: UseCaseSpec, where: dict[str, str] | None = None) -> tuple[UseCaseSpec, list[str]]:
@@ -329,7 +336,11 @@ def write(root: Path, spec: UseCaseSpec, overwrite: bool = False) -> Path:
     if target.exists() and not overwrite:
         raise CatalogueError(f"{target} exists already (use --force to replace it)")
     write_text(target, render_config(spec))
-    register(root / "conf" / "config.yaml", spec.name)
+    try:
+        register(root / "conf" / "config.yaml", spec.name)
+    except BaseException:  # not registered: the config goes too, so a rerun does not find it "exists already"
+        target.unlink(missing_ok=True)
+        raise
     return target
 
 

@@ -57,6 +57,9 @@ class Connection:
     concurrency: int = 1  # rows run at once against this endpoint
     # The LLM proxy removes null parameters from requests (an endpoint that rejects a null presence_penalty).
     drop_null_params: bool = False
+    # The LLM proxy adds max_tokens to a completion or chat request that has none: a base model served by llama.cpp
+    # otherwise generates until its context is full (minutes per request on a CPU). None: requests as they are.
+    default_max_tokens: int | None = None
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -116,9 +119,20 @@ def resolve(llm: Mapping[str, Any], env: Mapping[str, str]) -> Connection:
         request_timeout_s=float(llm.get("request_timeout_s", 60)),
         concurrency=concurrency(llm),
         drop_null_params=flag(llm, "drop_null_params"),
+        default_max_tokens=_default_max_tokens(llm),
     )
     redaction.register(*connection.secrets)
     return connection
+
+
+def _default_max_tokens(llm: Mapping[str, Any]) -> int | None:
+    value = llm.get("default_max_tokens")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConnectionConfigError(
+            f"connection '{llm.get('name')}': default_max_tokens must be a whole number >= 1 or null, got {value!r} "
+            f"(conf/llm/{llm.get('name')}.yaml)"
+        )
+    return value
 
 
 def flag(llm: Mapping[str, Any], key: str) -> bool:

@@ -136,6 +136,10 @@ class FlowError(ValueError):
     """A flow folder that cannot be run (unknown layout, missing prompt file); names the path."""
 
 
+class AggregationError(RuntimeError):
+    """A flow's aggregation (its aggregation nodes, a flex class's `__aggregate__`) failed; names what raised."""
+
+
 class RequirementsError(FlowError):
     """A flow's requirements.txt names packages this environment does not have."""
 
@@ -157,13 +161,63 @@ def requirements_file(flow: Path) -> Path | None:
     return folder / "requirements.txt" if (folder / "requirements.txt").is_file() else None
 
 
-def unmet_requirements(path: Path) -> list[str]:
-    """The lines of a requirements file this environment does not satisfy (a missing package, a version outside
-    the range, an extra whose packages are missing), each with the reason. Options (-r, -e, --index-url) and URLs
-    are not checked."""
-    from packaging.requirements import InvalidRequirement, Requirement
+# Names a requirements.txt may hold that PyPI no longer installs as meant: name -> (what it is today, extra -> the
+# packages that extra meant, why). Such a line is checked as its packages today and never passed to pip.
+RENAMED: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, ...]], str]] = {
+    "promptflow-sdk": (
+        ("promptflow",),
+        {"builtins": ("promptflow-tools",)},
+        "prompt flow's package name before 1.0; its built-in tools are promptflow-tools today. The PyPI project "
+        "promptflow-sdk now holds an unrelated empty package (0.0.1): do not install it",
+    ),
+}
 
-    unmet = []
+
+def renamed_packages(line: str) -> list[str] | None:
+    """The packages a requirements line naming a renamed package (RENAMED) stands for today; None for any other
+    line."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    try:
+        requirement = Requirement(line.split(" #", 1)[0].strip())
+    except InvalidRequirement:
+        return None
+    renamed = RENAMED.get(canonicalize_name(requirement.name))
+    if renamed is None:
+        return None
+    packages, by_extra, _ = renamed
+    return [*packages, *(p for extra in sorted(requirement.extras) for p in by_extra.get(extra, ()))]
+
+
+@dataclass
+class RequirementsCheck:
+    """A requirements file checked against this environment."""
+
+    path: Path
+    unmet: list[str] = field(default_factory=list)  # each unmet line with the reason
+    install: list[str] = field(default_factory=list)  # what pip must install for them (renamed lines mapped)
+    notes: list[str] = field(default_factory=list)  # "line N: ...": renamed lines and what stands for them
+    renamed: bool = False  # the file names a renamed package: `pip install -r` would install the wrong one
+
+    def pip_command(self, shown: str | None = None) -> str:
+        """This interpreter's pip, so packages land in the environment that runs: `-r <file>` (`shown`: the file as
+        the user sees it), or the packages themselves when the file names a renamed package."""
+        python = f"{_shown(Path(sys.executable))} -m pip install"
+        if not self.renamed:
+            return f"{python} -r {shown or _shown(self.path)}"
+        quoted = (f"'{spec}'" if re.search(r"[<>=!~;\[ ]", spec) else spec for spec in self.install)
+        return f"{python} {' '.join(quoted)}"
+
+
+def check_requirements_file(path: Path) -> RequirementsCheck:
+    """Which lines of a requirements file this environment does not satisfy (a missing package, a version outside
+    the range, an extra whose packages are missing), each with the reason; a renamed package (RENAMED) is checked
+    as the packages it is today. Options (-r, -e, --index-url) and URLs are not checked."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    check = RequirementsCheck(path)
     for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         line = raw.split(" #", 1)[0].strip()
         if not line or line.startswith(("#", "-")) or "://" in line:
@@ -174,9 +228,37 @@ def unmet_requirements(path: Path) -> list[str]:
             raise RequirementsError(f"{path}, line {number}: not a requirement ({exc})") from None
         if requirement.marker is not None and not requirement.marker.evaluate():
             continue
-        if reason := _unmet(requirement):
-            unmet.append(f"{line} ({reason})")
-    return unmet
+        renamed = RENAMED.get(canonicalize_name(requirement.name))
+        if renamed is None:
+            if reason := _unmet(requirement):
+                check.unmet.append(f"{line} ({reason})")
+                check.install.append(line)
+            continue
+        check.renamed = True
+        _, by_extra, why = renamed
+        unknown = sorted(set(requirement.extras) - set(by_extra))
+        today = renamed_packages(line) or []
+        reasons = [reason for name in today if (reason := _unmet(Requirement(name)))]
+        ignored = f"; its version {requirement.specifier} is not checked" if requirement.specifier else ""
+        extras = f"; extras {', '.join(unknown)} mean nothing today" if unknown else ""
+        if reasons:
+            check.unmet.append(f"{line} (stands for {', '.join(today)}: {'; '.join(reasons)})")
+            check.install += [name for name in today if _unmet(Requirement(name))]
+        else:
+            versions = ", ".join(f"{name} {_installed(name)}" for name in today)
+            check.notes.append(f"line {number}: {line}: {why}; satisfied by {versions}{ignored}{extras}")
+    return check
+
+
+def unmet_requirements(path: Path) -> list[str]:
+    """The lines of a requirements file this environment does not satisfy, each with the reason."""
+    return check_requirements_file(path).unmet
+
+
+def _installed(name: str) -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version(name)
 
 
 def _unmet(requirement: Any, seen: frozenset[str] = frozenset()) -> str | None:
@@ -203,19 +285,32 @@ def _unmet(requirement: Any, seen: frozenset[str] = frozenset()) -> str | None:
     return None
 
 
-def check_requirements(flow: Path) -> None:
+_SAID: set[str] = set()  # the requirements notes this process printed (a stage opens a session per variant)
+_SAY_NOTES = True  # worker processes stay quiet: their parent said it
+
+
+def check_requirements(flow: Path) -> list[str]:
     """Refuse, before a run starts, a flow whose requirements file is not satisfied: the error names the file, the
-    missing packages and the command that installs them (nothing is installed at run time)."""
+    missing packages and the command that installs them (nothing is installed at run time). Returns the notes on
+    renamed packages (printed to stderr once per process)."""
     path = requirements_file(flow)
     if path is None:
-        return
+        return []
     if not path.is_file():
         raise RequirementsError(f"{flow}: python_requirements_txt names {path.name}, which does not exist")
-    if unmet := unmet_requirements(path):
+    check = check_requirements_file(path)
+    if check.unmet:
+        renamed = " (not `-r` the file: it names a renamed package)" if check.renamed else ""
         raise RequirementsError(
-            f"{_shown(path)}: requirements not installed: {'; '.join(unmet)}. Install them into the project's "
-            f"environment, then run again:\n  {_pip_command(path)}"
+            f"{_shown(path)}: requirements not installed: {'; '.join(check.unmet)}. Install them into the project's "
+            f"environment{renamed}, then run again:\n  {check.pip_command()}"
         )
+    notes = [f"{_shown(path)}, {note}" for note in check.notes]
+    for note in notes:
+        if _SAY_NOTES and note not in _SAID:
+            _SAID.add(note)
+            print(f"llmops: {note}", file=sys.stderr)
+    return notes
 
 
 def _shown(target: Path) -> str:
@@ -224,11 +319,6 @@ def _shown(target: Path) -> str:
         return str(target.absolute().relative_to(Path.cwd().absolute()))
     except ValueError:
         return str(target)
-
-
-def _pip_command(path: Path) -> str:
-    """`<python> -m pip install -r <path>`: this interpreter's pip, so packages land in the environment that runs."""
-    return f"{_shown(Path(sys.executable))} -m pip install -r {_shown(path)}"
 
 
 class FlowKind(Enum):
@@ -1163,8 +1253,11 @@ class FlowSession:
             sys.stdout, sys.stderr = streams
 
     def aggregate(self, results: list[RowResult], inputs: list[Mapping[str, Any]]) -> dict[str, Any]:
-        """Run the flow's aggregation nodes over the successful rows; returns the metrics they logged."""
+        """Run the flow's aggregation nodes over the successful rows; returns the metrics they logged. No row
+        succeeded: nothing to aggregate, no metrics. Raises AggregationError when the flow's aggregation fails."""
         ok = [(result, row) for result, row in zip(results, inputs, strict=True) if result.error is None]
+        if not ok:
+            return {}
         columns = {name: [row[name] for _, row in ok] for name in (inputs[0] if inputs else {})}
         aggregation_inputs: dict[str, list[Any]] = {}
         for result, _ in ok:
@@ -1174,7 +1267,7 @@ class FlowSession:
             with _environment(self._environment):
                 return self._flow.aggregate(columns, aggregation_inputs)
         except _RowFailed as exc:
-            raise RuntimeError(redaction.redact(str(exc))) from None
+            raise AggregationError(redaction.redact(str(exc))) from None
 
 
 def _run_in_threads(
@@ -1263,6 +1356,8 @@ _WORKER_DONE = "done"
 def _worker_main(init_args: tuple[Any, ...], concurrency: int, tasks: Any, results: Any) -> None:
     """A worker process of `run_rows`: loads the flow, runs rows from `tasks` until its None, sends each result
     (or the error that stopped the worker) to `results`, then `_WORKER_DONE`."""
+    global _SAY_NOTES
+    _SAY_NOTES = False  # the parent session printed the requirements notes
     _quiet_loggers()  # the environment configure() set is inherited, logger levels and patches are not
     redaction.install()  # nor are the redacting streams; the session registers its connections' secrets
     _refuse_downloads()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,6 @@ class FlowFacts:
     connection_inputs: tuple[str, ...] = ()  # "nodes.<n>.inputs.<i>: <connection>" of python nodes
     model_config: bool | None = None  # a flex entry that takes model_config (None: not a flex flow)
     entry: str = ""
-    requirements: tuple[str, ...] = field(default_factory=tuple)
 
 
 def _type_name(node: ast.expr | None) -> str | None:
@@ -112,14 +111,6 @@ def _sdk_callers(folder: Path, files: list[tuple[str, Path]]) -> tuple[str, ...]
     return tuple(label for label, path in files if path.is_file() and _SDK.search(path.read_text(encoding="utf-8")))
 
 
-def _requirements(folder: Path) -> tuple[str, ...]:
-    file = folder / "requirements.txt"
-    if not file.is_file():
-        return ()
-    lines = (line.split("#", 1)[0].strip() for line in file.read_text(encoding="utf-8").splitlines())
-    return tuple(line for line in lines if line)
-
-
 def read(flow: Path, prompt: str | None = None) -> FlowFacts:
     """The facts of the flow folder (or .prompty file) `flow` (`prompt` picks a .prompty file in a folder of
     several); raises flow_engine.FlowError when it is no flow."""
@@ -143,7 +134,6 @@ def read(flow: Path, prompt: str | None = None) -> FlowFacts:
             sdk_callers=callers,
             model_config="model_config" in init_names or "model_config" in inputs,
             entry=entry,
-            requirements=_requirements(folder),
         )
     node_variants = spec.get("node_variants") or {}
     llm, variant_nodes, callers, connection_inputs = [], set(), [], []
@@ -173,7 +163,6 @@ def read(flow: Path, prompt: str | None = None) -> FlowFacts:
         frozenset(variant_nodes & set(llm)),
         tuple(callers),
         tuple(connection_inputs),
-        requirements=_requirements(folder),
     )
 
 

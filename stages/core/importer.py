@@ -45,6 +45,7 @@ class ImportResult:
     choices: dict[str, list[str]] = field(default_factory=dict)  # per use case: every choice made, and warnings
     not_mapped: list[str] = field(default_factory=list)
     next_steps: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # said, nothing to do (e.g. a renamed requirement satisfied)
 
 
 @dataclass(frozen=True)
@@ -211,8 +212,8 @@ def plan(pairing: Pairing, folder: Path, facts: flow_facts.FlowFacts, file_name:
         if not required and flow_input not in inputs:
             notes.append(f"flow input {flow_input} is not mapped: every row runs on its default")
     if facts.inputs and not inputs:  # prompt flow would run every row on the same defaults: nothing to compare
-        shared = [name for name in facts.inputs if name in columns]
-        hint = f" (e.g. {shared[0]}: ${{data.{shared[0]}}})" if shared else ""
+        shared = [name for name in facts.inputs if name in columns]  # every input the rows have a column for
+        hint = f" (the rows have columns for {', '.join(f'{n}: ${{data.{n}}}' for n in shared)})" if shared else ""
         raise ExperimentImportError(
             f"{std_key}: maps no input of {_short(str(facts.file), folder)} (inputs: {', '.join(facts.inputs)}), "
             f"and each has a default, so every row would run on the defaults, as prompt flow runs it: map the "
@@ -295,6 +296,9 @@ def plan(pairing: Pairing, folder: Path, facts: flow_facts.FlowFacts, file_name:
             notes.append(
                 f"{key}: evaluation input {name} (no default, not mapped) reads the column {name}, as prompt flow does"
             )
+    for name, (_, required) in eval_facts.inputs.items():
+        if not required and name not in mapping:
+            notes.append(f"evaluation input {name} is not mapped: every row is evaluated on its default")
 
     flow_columns = set(inputs.values())
     truth = [s.removeprefix("data.") for s in mapping.values() if s.startswith("data.")]
@@ -346,17 +350,20 @@ def choose_correct(eval_facts: flow_facts.FlowFacts, where: str) -> tuple[str | 
             name,
             {name: name},
             (
-                f"correct: {name} ({where} declares only {', '.join(f'{n}: {k}' for n, k in typed)}); a string output "
-                "counts only through the evaluate stage's mapping of stock grades (e.g. Correct/Incorrect); otherwise "
-                "set metrics in the config"
+                f"correct: {name} ({where} declares only {', '.join(f'{n}: {k}' for n, k in typed)}); headline metric "
+                f"{name}: the mean of {name} read by the documented mapping of stock grades "
+                "(stages/metrics/headline.py: Correct/Incorrect, pass/fail, yes/no as 1/0, numbers as numbers; any "
+                "other text counts as no value); otherwise set metrics in the config"
             ),
         )
     return (
         name,
-        {},
+        {"accuracy": name},
         (
-            f"correct: {name} ({where} declares it {kind or 'untyped'}): no number to average, no headline metric; "
-            f"set metrics to a number inside it, e.g. {{exact: {name}.<key>}} (dotted paths)"
+            f"correct: {name} ({where} declares it {kind or 'untyped'}); headline metric accuracy: the mean of "
+            f"{name} read by the documented mapping (stages/metrics/headline.py): an object by its first number (the "
+            f"stock entity match's match_cnt: exact_match), a grade string as 1/0; to read another number, set "
+            f"metrics: {{<name>: {name}.<key>}} (dotted paths) in the config"
         ),
     )
 
@@ -489,24 +496,21 @@ def _variants(facts: flow_facts.FlowFacts) -> tuple[dict[str, Any], str]:
     )
 
 
-def _not_installed(requirements: tuple[str, ...]) -> list[str]:
-    """The requirements (PEP 508 lines) whose distribution is not installed in this environment."""
-    from importlib import metadata
-
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    missing = []
-    for line in requirements:
-        try:
-            name = Requirement(line).name
-        except InvalidRequirement:
-            missing.append(line)
-            continue
-        try:
-            metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            missing.append(name)
-    return missing
+def _requirements(flow: Path, shown: str) -> tuple[list[str], list[str]]:
+    """The steps the flow's requirements file needs before the run stage accepts it (the exact pip command for what
+    is not installed) and the notes on renamed packages, as the run stage checks them."""
+    path = flow_engine.requirements_file(flow)
+    if path is None or not path.is_file():
+        return [], []
+    check = flow_engine.check_requirements_file(path)
+    file = f"{shown}/{path.relative_to(flow)}"
+    steps = []
+    if check.unmet:
+        steps.append(
+            f"{file}: not installed here: {'; '.join(check.unmet)}. The run stage refuses the flow until you run: "
+            f"{check.pip_command(file)}"
+        )
+    return steps, [f"{file}, {note}" for note in check.notes]
 
 
 def _project_envs(root: Path) -> list[str]:
@@ -724,11 +728,9 @@ def import_experiment(
     if base.runtime is not None or any(o.runtime for o in overlays.values()):
         result.not_mapped.append(f"{base_file}: runtime (an Azure ML runtime; the flows run where the run stage runs)")
     for flow, relative in flows.items():
-        missing = _not_installed(flow_facts.read(flow).requirements)
-        if missing:
-            result.next_steps.append(
-                f"pip install -r {result.folder}/{relative}/requirements.txt (not installed here: {', '.join(missing)})"
-            )
+        steps, notes = _requirements(flow, f"{result.folder}/{relative}")
+        result.next_steps += steps
+        result.notes += notes
     # notes name the template's files relative to its folder, as the user sees them there
     result.not_mapped = [_short(n, folder) for n in result.not_mapped]
     result.choices = {uc: [_short(n, folder) for n in notes] for uc, notes in result.choices.items()}

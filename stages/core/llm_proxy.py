@@ -125,13 +125,16 @@ class RequestAdapter:
     (a flow's own AzureOpenAI client against llama.cpp, or an OpenAI client against Azure) is translated, with
     `model` as the deployment and `api_version` added. On the OpenAI layout, completion and chat requests are sent
     to `model` (the connection's: a flow's hard-coded model name does not bypass the run's LLM). With
-    `drop_null_params`, top-level null parameters are removed (in the OpenAI API null means "not given").
+    `drop_null_params`, top-level null parameters are removed (in the OpenAI API null means "not given"). With
+    `default_max_tokens`, a completion or chat request that sets no max_tokens (nor max_completion_tokens) gets
+    that many, before the cache key is computed (the bound changes the answer).
     """
 
     layout: str | None = None  # None: forward paths as they are
     model: str | None = None
     api_version: str | None = None
     drop_null_params: bool = False
+    default_max_tokens: int | None = None
 
     def adapt(self, path: str, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """The path (with query) and body for the endpoint's layout and model; the same objects when nothing
@@ -149,6 +152,9 @@ class RequestAdapter:
         to_model = self.layout == "openai" and self.model and route.endswith("/completions")
         if to_model and request.get("model") != self.model:
             request = {**request, "model": self.model}
+        unbounded = request.get("max_tokens") is None and request.get("max_completion_tokens") is None
+        if self.default_max_tokens and unbounded and route.endswith("/completions"):
+            request = {**request, "max_tokens": self.default_max_tokens}
         adapted = route + (f"?{query}" if query else "")
         return (path if adapted == path else adapted), request
 
@@ -180,6 +186,18 @@ def null_params_hint(request: Mapping[str, Any] | None) -> str:
         f" The request sends null for {', '.join(nulls)}: this endpoint does not accept null parameters (llama.cpp "
         "does not); set `drop_null_params: true` in the connection (conf/llm/<name>.yaml), or give the flow's LLM "
         "node these inputs."
+    )
+
+
+def timeout_hint(request: Mapping[str, Any] | None, timeout_s: float) -> str:
+    """What to do about requests that timed out: the endpoint took longer than `request_timeout_s` to answer."""
+    asked = (request or {}).get("max_tokens") or (request or {}).get("max_completion_tokens")
+    size = f"; the request asks for up to {asked} tokens" if asked else "; the request sets no max_tokens"
+    return (
+        f" Each attempt waited request_timeout_s ({timeout_s:g} s){size}. An endpoint that serves one request at a "
+        "time (llama.cpp) goes on generating an abandoned answer, so a retry waits behind it: on a slow or busy "
+        "machine, raise request_timeout_s (conf/llm/<name>.yaml, or `llmops params llm.request_timeout_s=240 "
+        "judge.request_timeout_s=240`), or bound the answer (max_tokens, default_max_tokens)."
     )
 
 
@@ -505,6 +523,7 @@ class LLMProxy:
         once a 5xx that says the request is invalid (`rejects_request`), naming the request's null parameters."""
         forwarded = {name: value for name, value in headers.items() if name.lower() not in _DROPPED_HEADERS}
         failure = ""
+        timed_out = False
         for attempt in range(self.retry.attempts):
             retry_after = None
             self._count(row, upstream=1)
@@ -512,7 +531,9 @@ class LLMProxy:
                 status, content_type, data, retry_after_header = self._send_once(method, path, forwarded, body)
             except (OSError, http.client.HTTPException) as exc:  # refused, timed out, dropped connection
                 failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                timed_out = isinstance(exc, TimeoutError)
             else:
+                timed_out = False
                 if status not in RETRIABLE_STATUS:
                     return _Answer(status, data, content_type)
                 if rejects_request(status, data):
@@ -532,6 +553,8 @@ class LLMProxy:
             self._count(row, retries=1)
             self._sleep(retry_after if retry_after is not None else self.retry.backoff_s(attempt, self._rng))
         message = f"llm proxy: {method} {self._endpoint()}{path} failed after {attempt + 1} attempt(s): {failure}"
+        if timed_out:
+            message += timeout_hint(request, self.timeout_s)
         return _Answer(GIVE_UP_STATUS, _error_body(message, "llm_proxy_upstream_failed"), give_up=True)
 
     def _endpoint(self) -> str:
@@ -618,11 +641,12 @@ def from_params(
     row_of: Callable[[Mapping[str, str]], str | None] | None = None,
 ) -> LLMProxy:
     """The proxy a stage runs for `connection`: `llm.retry`, `llm.request_timeout_s`, the connection's request
-    adaptations (its layout, model, API version and `drop_null_params`), and the cache in `cache_dir` when
-    `llm_cache.enabled` (the folder is created either way: it is the stage's DVC output)."""
+    adaptations (its layout, model, API version, `drop_null_params` and `default_max_tokens`), and the cache in
+    `cache_dir` when `llm_cache.enabled` (the folder is created either way: it is the stage's DVC output)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     store = CacheStore(cache_dir) if llm_cache["enabled"] else None
-    adapter = RequestAdapter(connection.type, connection.model, connection.api_version, connection.drop_null_params)
+    adapter = RequestAdapter(connection.type, connection.model, connection.api_version, connection.drop_null_params,
+                             connection.default_max_tokens)  # fmt: skip
     return LLMProxy(connection.base_url, store, RetryPolicy.from_params(llm.get("retry")),
                     connection.request_timeout_s, row_of, adapter=adapter)  # fmt: skip
 

@@ -75,7 +75,7 @@ def flatten_rows(rows: list[dict[str, Any]], columns: Columns) -> list[dict[str,
 # Keys of an evaluation's metrics.json that the toolkit writes; every other number is one the evaluation flow logged.
 TOOLKIT_METRICS = frozenset(
     {"rows", "run_errors", "eval_errors", "repeats", "headline", "variant", "baseline", "variants", "cache",
-     "llm_requests", "tokens", "cost"}
+     "llm_requests", "tokens", "cost", "aggregation_error"}
 )  # fmt: skip
 
 
@@ -462,10 +462,15 @@ def _number(value: float | None) -> str:
     return f"{value:g}" if isinstance(value, int) else f"{value:.4g}"
 
 
-def warnings_banner(run: dict[str, Any]) -> str:
-    """The warning a run's summary calls for: most rows with one identical output (a placeholder answer), rows
-    with warnings. Empty when there is none."""
+def warnings_banner(run: dict[str, Any], metrics: dict[str, Any] | None = None) -> str:
+    """The warnings a run's summary and the evaluation's metrics call for: most rows with one identical output (a
+    placeholder answer), rows with warnings, an aggregation that failed. Empty when there is none."""
     lines = []
+    if failed := (metrics or {}).get("aggregation_error"):
+        lines.append(
+            f"The evaluation flow's aggregation failed ({failed}): the metrics it logs are missing; the headline "
+            "metrics below are computed from the evaluated rows."
+        )
     if same := run.get("identical_outputs"):
         lines.append(
             f"{same['rows']} of {same['of']} answered rows have the same output {same['output']}: a placeholder "
@@ -648,7 +653,7 @@ def render_html(
 <style>
 {PAGE_CSS}</style></head><body>
 <h1>{html.escape(title)}</h1><div class="facts">{facts}</div>
-{warnings_banner(selected.run)}
+{warnings_banner(selected.run, selected.metrics)}
 <div class="cards">{"".join(cards)}</div>
 <div class="charts">{"".join(charts)}</div>
 {_logged_table(variants)}

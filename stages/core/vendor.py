@@ -16,6 +16,8 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from stages.core import flow_engine
+
 PACKAGE = "stages"
 # Always pinned: the serving image installs requirements.txt, then an unpinned `promptflow` (a no-op once pinned).
 # promptflow-tools runs DAG flows' LLM nodes.
@@ -76,8 +78,12 @@ def requirements(files: Iterable[Path], local: set[str]) -> list[str]:
             if top not in providers:
                 raise VendorError(f"{file}: imports {top!r}, which no installed distribution provides")
             distributions.add(_distribution(top, providers[top]))
-    pinned = sorted(f"{dist}=={importlib.metadata.version(dist)}" for dist in distributions)
+    pinned = sorted(_pinned(distributions))
     return [*_cpu_torch(distributions), *pinned]
+
+
+def _pinned(distributions: Iterable[str]) -> list[str]:
+    return [f"{dist}=={importlib.metadata.version(dist)}" for dist in distributions]
 
 
 # Where pip finds the CPU builds of torch; PyPI's default torch is the CUDA build, gigabytes larger.
@@ -139,7 +145,13 @@ def vendor(flow: Path, package_dir: Path) -> list[Path]:
     local = {p.stem for p in flow.iterdir() if p.suffix == ".py" or (p.is_dir() and p.name != PACKAGE)}
     pinned = requirements([*scripts, *modules], local)
     path = flow / "requirements.txt"
-    own = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    own = []
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        today = flow_engine.renamed_packages(line) if line.strip() and not line.lstrip().startswith("#") else None
+        if today is None:
+            own.append(line)
+        else:  # pip would install what PyPI holds under the old name today, not prompt flow
+            own += [f"# {line.strip()}: renamed, stands for {', '.join(today)}", *_pinned(today)]
     named = {line.split("==")[0].split(">")[0].split("<")[0].strip().lower() for line in own if line.strip()}
     extra = [line for line in pinned if line.split("==")[0].lower() not in named]
     path.write_text("\n".join([*own, *extra]) + "\n", encoding="utf-8")
