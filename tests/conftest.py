@@ -180,9 +180,11 @@ class Project:
 
     root: Path
     env: dict[str, str]
+    timeout_s: float = 900  # a command still running after this is a hang (the embedded model's tests raise it)
 
     def sh(self, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(command, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=900)
+        result = subprocess.run(command, cwd=self.root, env=self.env, capture_output=True, text=True,
+                                timeout=self.timeout_s)  # fmt: skip
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
         return result
