@@ -188,23 +188,28 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_size_subsets(args: argparse.Namespace) -> int:
     """Print the Hydra overrides that give each use case the PR changed the rows its max_drop needs."""
     import subprocess
+    import tempfile
 
     import yaml
 
     from stages.core import changes, compare, gate, sizing
 
     root = project_root()
-    params = load_params(root)
     env_file = root / "conf" / "env" / f"{args.env}.yaml"
     where = f"conf/env/{args.env}.yaml: gate"
     try:
         env = yaml.safe_load(env_file.read_text(encoding="utf-8")) or {}
+        # The params the PR's pipeline will run (`make pipeline` composes conf/ for the env), not the committed
+        # params.yaml, which a PR that edits conf/ without `llmops params` leaves behind.
+        with tempfile.TemporaryDirectory(prefix=".size-subsets.") as scratch:
+            compose_params(root, [f"env={args.env}"], Path(scratch) / "params.yaml")
+            params = yaml.safe_load((Path(scratch) / "params.yaml").read_text(encoding="utf-8"))
         use_cases = list(params["use_cases"])
         thresholds = gate.parse_thresholds(env.get("gate"), use_cases, where)
         caps = sizing.parse_caps((env.get("gate") or {}).get("sizing"), f"{where}.sizing")
         rev = compare.resolve(root, args.baseline)
         lock = yaml.safe_load(compare.read_at(root, "dvc.lock", rev)) or {}
-    except (OSError, gate.ERRORS, yaml.YAMLError) as exc:
+    except (OSError, gate.ERRORS, yaml.YAMLError, conf_schema.ConfError) as exc:
         print(f"size-subsets: {exc}", file=sys.stderr)
         return 2
     small = (env.get("subset") or {}).get("rows")

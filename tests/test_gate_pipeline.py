@@ -79,6 +79,15 @@ def test_a_changed_use_case_runs_the_rows_its_max_drop_needs_and_the_cache_keeps
         unchanged.stderr
     )
 
+    # A conf/ edit the PR did not compose into params.yaml is seen too: the sizing composes conf/ as the run will.
+    conf = project.root / "conf" / "use_cases" / f"{UC}.yaml"
+    original = conf.read_text()
+    conf.write_text(original.replace("variant: ${variant.name}", "variant: v2"))
+    swapped = project.sh("llmops", "size-subsets", "--baseline", "main", "--env", "pr")
+    assert swapped.stdout.split()[0].startswith(f"+env.subset.by_use_case.{UC}="), swapped.stderr
+    assert f"{UC}: 12 rows (unchanged" not in swapped.stderr and f"use_cases.{UC}.variant" in swapped.stderr
+    conf.write_text(original)
+
     prompt = project.root / "use_cases" / UC / "flows" / "classify" / "classify_v1.jinja2"
     prompt.write_text("{# a comment the model never sees #}" + prompt.read_text())  # rendered away: same answers
     sized = project.sh("llmops", "size-subsets", "--baseline", "main", "--env", "pr")
