@@ -374,8 +374,10 @@ def test_pr_comment_leads_with_failed_inconclusive_and_changed_and_folds_quiet_p
                               env="pr", metrics_diff_md="")  # fmt: skip
     order = [body.index(h) for h in ("### Failed (1)", "### Inconclusive (1)", "### What changed", "### Gate")]
     assert order == sorted(order)
-    assert "- ❌ **FAIL** **uc** quality accuracy: -33.3%, worse (p=0.002, Holm/3 p=0.006" in body
-    assert "- ❓ **inconclusive, fails** **qa** quality accuracy: +0.0%" in body
+    assert ("- ❌ **FAIL** **uc** quality accuracy: 66.7% (baseline 100.0%), limit drop <= 5.0% unless n.s.; "
+            "-33.3%, worse (p=0.002, Holm/3 p=0.006") in body  # fmt: skip
+    assert "- ❓ **inconclusive, fails** **qa** quality accuracy: 66.7% (baseline 66.7%), limit drop" in body
+    assert "unless n.s.; +0.0%" in body.split("**qa** quality accuracy:")[1].splitlines()[0]
     assert f"- **uc**: {changed[0]}\n- **qa**: param variant.name changed\n- unchanged: ner" in body
     gate_part, folded = body.split("### Gate")[1].split("### Significance")[0].split("<details>")
     assert "| ner |" not in gate_part and "| qa | quality accuracy |" in gate_part

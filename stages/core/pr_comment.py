@@ -74,7 +74,11 @@ def significance_table(results: Sequence[gate.UseCaseResult], baseline: str) -> 
 
 
 def _bullet(check: gate.Check) -> str:
-    return f"- {gate.verdict_md(check)} **{check.use_case}** {check.check}: {gate.md_cell(check.note)}"
+    """One line of the comment's lead: the check, its value against its baseline and limit, and its note."""
+    against = f" (baseline {check.baseline})" if check.baseline else ""
+    note = f"; {gate.md_cell(check.note)}" if check.note else ""
+    return (f"- {gate.verdict_md(check)} **{check.use_case}** {check.check}: {gate.md_cell(check.value)}{against}, "
+            f"limit {gate.md_cell(check.limit)}{note}")  # fmt: skip
 
 
 def lead(results: Sequence[gate.UseCaseResult]) -> str:
