@@ -197,13 +197,17 @@ def cmd_size_subsets(args: argparse.Namespace) -> int:
     root = project_root()
     env_file = root / "conf" / "env" / f"{args.env}.yaml"
     where = f"conf/env/{args.env}.yaml: gate"
+    if not env_file.is_file():
+        print(f"size-subsets: conf/env/{args.env}.yaml: no such env (conf/env/<env>.yaml)", file=sys.stderr)
+        return 2
     try:
-        env = yaml.safe_load(env_file.read_text(encoding="utf-8")) or {}
         # The params the PR's pipeline will run (`make pipeline` composes conf/ for the env), not the committed
-        # params.yaml, which a PR that edits conf/ without `llmops params` leaves behind.
+        # params.yaml, which a PR that edits conf/ without `llmops params` leaves behind; its `env` block is the
+        # env file's subset and gate, so that file is not read a second time.
         with tempfile.TemporaryDirectory(prefix=".size-subsets.") as scratch:
             compose_params(root, [f"env={args.env}"], Path(scratch) / "params.yaml")
             params = yaml.safe_load((Path(scratch) / "params.yaml").read_text(encoding="utf-8"))
+        env = params["env"]
         use_cases = list(params["use_cases"])
         thresholds = gate.parse_thresholds(env.get("gate"), use_cases, where)
         caps = sizing.parse_caps((env.get("gate") or {}).get("sizing"), f"{where}.sizing")
