@@ -526,7 +526,43 @@ def cmd_evaluate_production(args: argparse.Namespace) -> int:
         for part in ("evaluated", "reference_free"):
             if name in summary[part]:
                 print(f"  {part.replace('_', '-')}: {reporting.headline_text(summary[part][name], result.baseline)}")
+    for part, by_name in summary["shadow"].items():
+        for name, metrics in by_name.items():
+            if name != production.LIVE:
+                verdict = reporting.headline_text(metrics, production.LIVE)
+                print(f"shadow {name} vs live ({part.replace('_', '-')}, same requests): {verdict}")
     print(f"report: {out / f'{args.use_case}.{args.env}.html'}")
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """The endpoint's dashboard over time (production log, deployment traces, last production evaluation)."""
+    from stages.core.io import read_json, write_text
+    from stages.deploy import production
+    from stages.metrics import cost
+    from stages.observability import monitor, otlp_json
+
+    root = project_root()
+    params = load_params(root)
+    log = args.log or local.production_log(root, args.env, args.use_case)
+    try:
+        records = production.read_log(log)
+    except production.ProductionLogError as exc:
+        print(f"monitor: {exc}", file=sys.stderr)
+        return 1
+    spans = [span for path in sorted((local.runtime(root, args.env, args.use_case) / "traces").glob("*.jsonl"))
+             for span in otlp_json.read(path)]  # fmt: skip
+    evaluation_file = args.evaluation or root / "reports" / "production" / f"{args.use_case}.{args.env}.json"
+    evaluation = read_json(evaluation_file) if evaluation_file.is_file() else None
+    price = cost.price_for(params["prices"], str(params["llm"]["model"]))
+    traces = len({span.trace_id for span in spans})
+    facts = {"env": args.env, "log": str(log), "requests": str(len(records)), "traces": str(traces),
+             "LLM": f"{params['llm']['name']} ({params['llm']['model']})"}  # fmt: skip
+    page = monitor.render(f"{args.use_case}: monitoring ({args.env})", facts, records, price, evaluation,
+                          monitor.slowest_traces(spans), params["report"]["chart_dpi"])  # fmt: skip
+    out = args.out.resolve() / f"{args.use_case}.{args.env}.html"
+    write_text(out, page)
+    print(f"dashboard: {out} ({len(records)} requests, {traces} traces)")
     return 0
 
 
@@ -631,6 +667,13 @@ def main(argv: list[str] | None = None) -> int:
     evp.add_argument("--seed", type=int, default=0)
     evp.add_argument("--out", type=Path, default=Path("reports/production"), help="folder for <uc>.<env>.html/.json")
     evp.set_defaults(handler=cmd_evaluate_production)
+    mon = commands.add_parser("monitor", help="offline HTML dashboard of an endpoint over time (A/B, shadow)")
+    mon.add_argument("--use-case", required=True)
+    mon.add_argument("--env", default="dev")
+    mon.add_argument("--log", type=Path, help="production log (default: the local router's, under .llmops/deploy/)")
+    mon.add_argument("--evaluation", type=Path, help="evaluate-production JSON (default: reports/production/)")
+    mon.add_argument("--out", type=Path, default=Path("reports/monitor"), help="folder for <uc>.<env>.html")
+    mon.set_defaults(handler=cmd_monitor)
     gat = commands.add_parser(
         "gate", help="quality gate: thresholds (conf/env) and the baseline revision; exit 1 on fail"
     )

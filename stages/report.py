@@ -11,6 +11,7 @@ from stages.core.conf_schema import ConfError
 from stages.core.io import read_json, read_jsonl, write_json, write_text
 from stages.core.project import load_params, project_root
 from stages.metrics import headline, operations, power
+from stages.observability import otlp_json, waterfall
 
 
 def power_curve(use_case: dict, eval_rows: Path, selected: str, baseline: str) -> reporting.PowerCurve | None:
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--html", type=Path, required=True)
     parser.add_argument("--plot-metrics", type=Path, required=True, help="headline metrics, for `dvc plots`")
     parser.add_argument("--plot-latency", type=Path, required=True, help="latency per row, for `dvc plots`")
+    parser.add_argument("--traces", type=Path, help="the run's OTLP JSON trace file: each row's waterfall")
     args = parser.parse_args(argv)
 
     try:
@@ -81,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         confusion=columns.confusion,
         power=curve,
     )
+    if args.traces is not None:  # each row's trace, opened from the page (stages/observability/waterfall.py)
+        section = waterfall.report_section(otlp_json.read(args.traces), selected, settings["max_rows_in_html"])
+        page = page.replace("</body></html>", f"{section}</body></html>")
     write_text(args.html, page)
     print(f"report {args.use_case}: {args.html.resolve()}")
     return 0

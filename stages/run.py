@@ -12,10 +12,11 @@ from typing import Any
 
 from stages.core import azure_execution, connections, datasets, flow_engine, llm_proxy, repeats, variants
 from stages.core.conf_schema import ConfError
-from stages.core.io import read_jsonl, write_json, write_jsonl
+from stages.core.io import read_jsonl, write_json, write_jsonl, write_text
 from stages.core.progress import Progress
 from stages.core.project import count_setting, load_params, project_root, runtime_dir
 from stages.metrics import cost, operations
+from stages.observability import pii, tracing
 
 
 def summarize(
@@ -226,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--summary", type=Path, required=True, help="run metrics (JSON)")
     parser.add_argument("--operations", type=Path, required=True, help="LLM cache counts, wall time, rows/s (JSON)")
     parser.add_argument("--cache", type=Path, required=True, help="the row-level LLM cache folder")
+    parser.add_argument("--traces", type=Path, help="OTLP JSON trace file: one trace per row (stages/observability)")
     args = parser.parse_args(argv)
 
     root = project_root()
@@ -237,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     use_case = params["use_cases"][args.use_case]
     flow_engine.configure(runtime_dir(root))
     if params.get("execution", {}).get("name", "local") == "azure":  # the rows run on Azure ML, not here
+        if args.traces is not None:
+            write_text(args.traces, "")  # no local rows, no local traces (the output exists all the same)
         return run_on_azure(root, args, params)
     try:
         plan = variants.plan_for(params, args.use_case)
@@ -261,8 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     proxy = llm_proxy.from_params(
         connection, params["llm"], params["llm_cache"], args.cache, row_of=flow_engine.row_of_request
     )
-    with proxy:
+    # The dataset's rows are not production traffic: their traces keep the text (secrets are still redacted).
+    telemetry = tracing.setup(f"llmops-run-{args.use_case}", args.traces, redactor=pii.Redactor(enabled=False))
+    with proxy, telemetry:
         for variant in plan.names:
+            tracing.set_attributes(use_case=args.use_case, variant=variant, stage="run")
             print(
                 f"run {args.use_case}: {len(rows)} rows{f' x {k} repeats' if k > 1 else ''}, "
                 f"variant {variant}, llm {connection.name} ({connection.model}), "

@@ -32,6 +32,7 @@ from typing import Any
 from stages.core import redaction
 from stages.core.connections import Connection
 from stages.core.io import write_json, write_text
+from stages.observability import tracing
 
 QUIET_ENV = {  # prompt flow and Azure Monitor offline and quiet (no telemetry, no control plane)
     "PF_DISABLE_TRACING": "true",
@@ -1212,7 +1213,9 @@ class FlowSession:
         _ROW_NOTES.set(notes)
         try:
             _tag_row(row_id)
-            outputs, aggregation_inputs = self._flow.line(inputs)
+            with tracing.row_span(row_id) as span:  # one trace per row (a no-op without tracing)
+                outputs, aggregation_inputs = self._flow.line(inputs)
+                span.set_attribute("llmops.warnings", len(notes))
         except BaseException as exc:  # a flow error belongs to the row, the run goes on
             message = str(exc) if isinstance(exc, _RowFailed) else f"{type(exc).__name__}: {exc}"
             warnings = tuple(redaction.redact(note) for note in notes)

@@ -29,6 +29,7 @@ Streaming requests (`stream: true`) are refused with a 400: a stream cannot be c
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import email.utils
 import functools
@@ -48,6 +49,8 @@ from urllib.parse import urlsplit
 
 from stages.core.connections import Connection
 from stages.core.io import write_text
+from stages.llm import failover
+from stages.observability import tracing
 
 RETRIABLE_STATUS = frozenset({408, 429, *range(500, 600)})
 TRANSIENT_5XX = frozenset({502, 503, 504})  # gateways and overload: retried whatever the answer says
@@ -280,6 +283,7 @@ class Usage:
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0  # the part of the above answered from the cache
     cached_completion_tokens: int = 0
+    fallbacks: int = 0  # requests a fallback answered (stages/llm/failover.py)
 
     def add(self, **counts: int) -> None:
         """Add to the named counts (only those: this runs for every request)."""
@@ -292,7 +296,8 @@ class Usage:
     def as_row(self) -> dict[str, int]:
         """The per-row figures the run stage writes beside each row's outputs."""
         return {"requests": self.requests, "cache_hits": self.hits, "errors": self.errors,
-                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}  # fmt: skip
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                **({"fallbacks": self.fallbacks} if self.fallbacks else {})}  # fmt: skip
 
     def as_metrics(self) -> dict[str, dict[str, int]]:
         """The run's metrics: cache counts, what reached the endpoint, and tokens (of which from the cache)."""
@@ -341,6 +346,7 @@ def _usage_of(answer: Any) -> tuple[int, int]:
 
 
 _IN_PROCESS: dict[int, LLMProxy] = {}  # port -> a proxy serving in this process
+_CALL: contextvars.ContextVar[Usage | None] = contextvars.ContextVar("llm_call", default=None)  # one request's counts
 
 
 def in_process(host: str | None, port: int | None) -> LLMProxy | None:
@@ -384,6 +390,9 @@ class LLMProxy:
         self._thread: threading.Thread | None = None
         self._idle: list[tuple[float, http.client.HTTPConnection]] = []  # keep-alive connections to the endpoint
         self._idle_lock = threading.Lock()
+        self.name = "primary"  # the connection's name, recorded as `llmops.answered_by`
+        # tried in order when the endpoint gave up: (name, its proxy and connection, or a fixed response)
+        self.fallbacks: list[tuple[str, LLMProxy | failover.FixedResponse, Connection | None]] = []
 
     def __enter__(self) -> LLMProxy:
         server = _Server(("127.0.0.1", 0), _handler(self))
@@ -429,13 +438,61 @@ class LLMProxy:
             return self._rows.pop(row_id, Usage())
 
     def _count(self, row: str | None, **deltas: int) -> None:
+        if (call := _CALL.get()) is not None:
+            call.add(**deltas)
         with self._lock:
             self.total.add(**deltas)
             if row is not None:
                 self._rows.setdefault(row, Usage()).add(**deltas)
 
     def handle(self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes) -> _Answer:
-        """Answer one request from the flows (called by the HTTP handler, one thread per client connection)."""
+        """Answer one request from the flows (called by the HTTP handler, one thread per client connection), in an
+        LLM call span; when the endpoint gave up, the fallbacks answer in turn (stages/llm/failover.py)."""
+        if method != "POST":
+            return self._handle(method, raw_path, headers, body)
+        row = self._row_of(headers) if self._row_of else None
+        try:
+            request = json.loads(body or b"null")
+        except ValueError:
+            request = None
+        with tracing.llm_span(row, raw_path, request if isinstance(request, dict) else {}) as call:
+            usage, token = Usage(), _CALL.set(Usage())
+            try:
+                answer = self._handle(method, raw_path, headers, body)
+            finally:
+                usage = _CALL.get() or usage
+                _CALL.reset(token)
+            answered_by = self.name
+            if answer.give_up and self.fallbacks:
+                answer, answered_by = self._fail_over(raw_path, headers, body, request, row)
+            call.set(**{"llmops.cache": "hit" if usage.hits else "miss" if usage.misses else None,
+                        "llmops.retries": usage.retries, "llmops.answered_by": answered_by,
+                        "http.response.status_code": answer.status})  # fmt: skip
+            if answer.status == 200:
+                with contextlib.suppress(ValueError, AttributeError):
+                    call.set(**tracing.response_attributes(json.loads(answer.body)))
+            else:
+                call.span.set_status(tracing.trace.StatusCode.ERROR, error_message(answer.body)[:300])
+        return answer
+
+    def _fail_over(
+        self, raw_path: str, headers: Mapping[str, str], body: bytes, request: Any, row: str | None
+    ) -> tuple[_Answer, str]:
+        """The first fallback's answer that is not a give-up, and its name (the last give-up if all give up)."""
+        answer = _Answer(GIVE_UP_STATUS, b"{}", give_up=True)
+        for name, fallback, connection in self.fallbacks:
+            if isinstance(fallback, failover.FixedResponse) or connection is None:
+                path = _REPEAT_PREFIX.sub(r"\2", raw_path)
+                answer = _Answer(200, fallback.body(path, request if isinstance(request, dict) else {}))
+            else:
+                answer = fallback._handle("POST", raw_path, failover.headers_for(connection, headers), body)
+            if not answer.give_up:
+                prompt, completion = _usage_of(json.loads(answer.body)) if answer.status == 200 else (0, 0)
+                self._count(row, errors=-1, fallbacks=1, prompt_tokens=prompt, completion_tokens=completion)
+                return answer, name
+        return answer, "none"
+
+    def _handle(self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes) -> _Answer:
         match = _REPEAT_PREFIX.match(raw_path)
         if not match:
             message = f"llm proxy: path {raw_path!r} does not start with /r<repeat>/ (use LLMProxy.base_url)"
@@ -639,6 +696,7 @@ def from_params(
     llm_cache: Mapping[str, Any],
     cache_dir: Path,
     row_of: Callable[[Mapping[str, str]], str | None] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> LLMProxy:
     """The proxy a stage runs for `connection`: `llm.retry`, `llm.request_timeout_s`, the connection's request
     adaptations (its layout, model, API version, `drop_null_params` and `default_max_tokens`), and the cache in
@@ -647,8 +705,31 @@ def from_params(
     store = CacheStore(cache_dir) if llm_cache["enabled"] else None
     adapter = RequestAdapter(connection.type, connection.model, connection.api_version, connection.drop_null_params,
                              connection.default_max_tokens)  # fmt: skip
-    return LLMProxy(connection.base_url, store, RetryPolicy.from_params(llm.get("retry")),
-                    connection.request_timeout_s, row_of, adapter=adapter)  # fmt: skip
+    proxy = LLMProxy(connection.base_url, store, RetryPolicy.from_params(llm.get("retry")),
+                     connection.request_timeout_s, row_of, adapter=adapter)  # fmt: skip
+    proxy.name = connection.name
+    proxy.fallbacks = fallbacks_for(llm, env)
+    return proxy
+
+
+def fallbacks_for(
+    llm: Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> list[tuple[str, LLMProxy | failover.FixedResponse]]:
+    """The connection's fallbacks (`llm.fallbacks`), each connection behind its own uncached proxy."""
+    import os
+
+    result: list[tuple[str, LLMProxy | failover.FixedResponse, Connection | None]] = []
+    for fallback in failover.parse(llm, os.environ if env is None else env):
+        if isinstance(fallback, failover.FixedResponse):
+            result.append((fallback.name, fallback, None))
+            continue
+        adapter = RequestAdapter(fallback.type, fallback.model, fallback.api_version, fallback.drop_null_params,
+                                 fallback.default_max_tokens)  # fmt: skip
+        proxy = LLMProxy(fallback.base_url, None, RetryPolicy.from_params(llm.get("retry")),
+                         fallback.request_timeout_s, adapter=adapter)  # fmt: skip
+        proxy.name = fallback.name
+        result.append((fallback.name, proxy, fallback))
+    return result
 
 
 def prune_after_success(proxy: LLMProxy, llm_cache: Mapping[str, Any]) -> int:

@@ -27,6 +27,7 @@ from stages.core.llm_server import runs, terminate
 from stages.core.project import RUNTIME_DIR_NAME, load_params
 from stages.deploy import web
 from stages.deploy.spec import Deployment, DeploymentSpec, SpecError
+from stages.observability import endpoint
 
 ROUTER = "router"
 START_TIMEOUT_S = 120.0  # a deployment imports prompt flow and loads its flow before it listens
@@ -89,6 +90,7 @@ def fingerprint(spec: DeploymentSpec, deployment: Deployment, params: Mapping[st
         "flow": bake.flow_sha256(spec.flow),
         "env_vars": dict(spec.env_vars),
         "max_request_bytes": limit(spec, "max_request_bytes"),
+        "observability": dict(spec.observability),
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -161,19 +163,34 @@ def _ensure_deployment(
         print_(f"  {deployment.name}: config changed, restarting")
     args = ["--use-case", spec.use_case, "--deployment", deployment.name, "--variant", deployment.variant,
             "--fingerprint", fp, "--host", host, "--port", "0",
-            "--max-body-bytes", str(limit(spec, "max_request_bytes"))]  # fmt: skip
+            "--max-body-bytes", str(limit(spec, "max_request_bytes")),
+            *observability_args(root, spec, deployment.name)]  # fmt: skip
     started = _spawn(root, "stages.deploy.server", args, pid_file, env)
     print_(f"  {deployment.name} ({deployment.variant}): started on port {started['port']} (pid {started['pid']})")
     return started
 
 
+def observability_args(root: Path, spec: DeploymentSpec, name: str) -> list[str]:
+    """A deployment server's --observability (its block, checked here so a bad one fails the deploy) and --traces."""
+    where = f"conf/deploy/{spec.env}.yaml: observability"
+    try:
+        endpoint.Observability.from_config(spec.observability, where)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
+    folder = runtime(root, spec.env, spec.use_case)
+    config = folder / "observability" / f"{name}.json"
+    write_json(config, dict(spec.observability))
+    return ["--observability", str(config), "--traces", str(endpoint.trace_file(folder, name))]
+
+
 def _ensure_router(
     root: Path, spec: DeploymentSpec, backends: dict[str, dict[str, str]], key: str, env: Mapping[str, str],
-    print_: Any,
+    print_: Any, shadow: dict[str, str] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     host, pid_file = str(_option(spec, "host")), _pid_file(root, spec, ROUTER)
     log = production_log(root, spec.env, spec.use_case)
-    limits = {"max_body_bytes": limit(spec, "max_request_bytes"), "log_max_chars": limit(spec, "log_max_chars")}
+    limits = {"max_body_bytes": limit(spec, "max_request_bytes"), "log_max_chars": limit(spec, "log_max_chars"),
+              "pii": spec.observability.get("pii"), "shadow": shadow}  # fmt: skip
     fp = hashlib.sha256(json.dumps([backends, str(log), limits], sort_keys=True).encode()).hexdigest()[:16]
     running = _running(pid_file)
     if running and (_health(running["port"], host, key) or {}).get("fingerprint") == fp:
@@ -206,17 +223,20 @@ def deploy(spec: DeploymentSpec, root: Path, print_: Any = print) -> dict[str, A
     (runtime(root, spec.env, spec.use_case) / "pids").mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **spec.env_vars, web.KEY_ENV: key}
     host = str(_option(spec, "host"))
-    names = {d.name for d in spec.deployments}
+    names = {d.name for d in spec.deployments} | ({spec.shadow.name} if spec.shadow else set())
     for stale in _pid_file(root, spec, ROUTER).parent.glob("*.json"):  # deployments removed from the config
         if stale.stem not in names | {ROUTER} and _stop(stale):
             print_(f"  {stale.stem}: no longer configured, stopped")
-    servers = {
-        d.name: _ensure_deployment(root, spec, d, print_, fingerprint(spec, d, params), key, env)
-        for d in spec.deployments
-    }
+    everyone = [*spec.deployments, *([spec.shadow] if spec.shadow else [])]
+    servers = {d.name: _ensure_deployment(root, spec, d, print_, fingerprint(spec, d, params), key, env)
+               for d in everyone}  # fmt: skip
     backends = {d.name: {"url": f"http://{host}:{servers[d.name]['port']}", "variant": d.variant}
                 for d in spec.deployments}  # fmt: skip
-    router = _ensure_router(root, spec, backends, key, env, print_)
+    shadow = None
+    if spec.shadow:
+        shadow = {"name": spec.shadow.name, "variant": spec.shadow.variant,
+                  "url": f"http://{host}:{servers[spec.shadow.name]['port']}"}  # fmt: skip
+    router = _ensure_router(root, spec, backends, key, env, print_, shadow)
     return {
         "target": "local",
         "url": f"http://{host}:{router['port']}/score",
@@ -225,6 +245,11 @@ def deploy(spec: DeploymentSpec, root: Path, print_: Any = print) -> dict[str, A
             d.name: {"variant": d.variant, "weight": d.weight, "pid": servers[d.name]["pid"], **backends[d.name]}
             for d in spec.deployments
         },
+        **(
+            {"shadow": {"variant": spec.shadow.variant, "pid": servers[spec.shadow.name]["pid"], **shadow}}
+            if spec.shadow and shadow
+            else {}
+        ),
         "router": {"pid": router["pid"], "port": router["port"]},
         "log": str(production_log(root, spec.env, spec.use_case).relative_to(root)),
     }

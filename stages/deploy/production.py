@@ -64,6 +64,7 @@ class DeploymentRows:
     requests: list[dict[str, Any]]
     joined: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)  # (dataset row, log row)
     unjoined: list[dict[str, Any]] = field(default_factory=list)
+    shadow: bool = False  # a shadow deployment: answered copies of live requests, never returned
 
     def traffic(self) -> dict[str, Any]:
         """Requests, errors, latency percentiles: the `run` part of a report."""
@@ -87,7 +88,8 @@ def split_by_deployment(
     by_id = {datasets.row_id(dict(row), schema): row for row in dataset}
     groups: dict[str, DeploymentRows] = {}
     for row in log:
-        group = groups.setdefault(row["deployment"], DeploymentRows(row["deployment"], row.get("variant") or "", []))
+        group = groups.setdefault(row["deployment"], DeploymentRows(row["deployment"], row.get("variant") or "", [],
+                                                                    shadow=bool(row.get("shadow"))))  # fmt: skip
         group.requests.append(dict(row))
     rng = random.Random(seed)
     for group in groups.values():
@@ -117,7 +119,8 @@ def reference_free_rows(group: DeploymentRows, outputs: Mapping[str, Any]) -> li
         evaluation: dict[str, Any] = {"ok": row["status"] == 200}
         if "valid" in outputs and row["status"] == 200:
             evaluation["valid"] = bool(answer.get("valid"))
-        rows.append({"row_id": f"{group.name}:{number}", "eval": evaluation})
+        # keyed by the request: a shadow's answer pairs with the live answer to the same request
+        rows.append({"row_id": row.get("request_id") or f"{group.name}:{number}", "eval": evaluation})
     return rows
 
 
@@ -150,6 +153,7 @@ class ProductionEvaluation:
     flow_metrics: dict[str, dict[str, Any]]  # what each deployment's evaluation flow logged
     evaluated: Results  # the use case's headline metrics on the joined rows
     reference_free: Results  # success (and valid answers) over every request
+    shadow: dict[str, Results] = field(default_factory=dict)  # "evaluated"/"reference_free": live vs the shadow
 
     def as_dict(self) -> dict[str, Any]:
         def plain(results: Results) -> dict[str, Any]:
@@ -161,6 +165,7 @@ class ProductionEvaluation:
             "evaluated": plain(self.evaluated),
             "flow_metrics": self.flow_metrics,
             "reference_free": plain(self.reference_free),
+            "shadow": {part: plain(results) for part, results in self.shadow.items()},
         }
 
 
@@ -221,8 +226,47 @@ def render(title: str, facts: Mapping[str, str], result: ProductionEvaluation, d
 <h2>Evaluation on the requests joined to the dataset</h2>{evaluated_html}
 <div class="charts">{"".join(charts)}</div>
 <h2>Reference-free, every request</h2>{_metric_table(result.reference_free, baseline)}
+{_shadow_html(result)}
 </body></html>
 """
+
+
+LIVE = "live"
+
+
+def shadow_verdict(
+    groups: Mapping[str, DeploymentRows], rows_by_deployment: Mapping[str, Sequence[Mapping[str, Any]]],
+    free_rows: Mapping[str, Sequence[Mapping[str, Any]]], specs: Sequence[headline.MetricSpec],
+    free_specs: Sequence[headline.MetricSpec],
+) -> dict[str, Results]:  # fmt: skip
+    """The shadow against live on the same requests: every live deployment's answers together as `live`, paired
+    with the shadow's by request id (reference-free) and by dataset row (evaluated)."""
+    shadows = [name for name, group in groups.items() if group.shadow]
+    if not shadows:
+        return {}
+    out: dict[str, Results] = {}
+    for part, rows, part_specs in (("evaluated", rows_by_deployment, specs), ("reference_free", free_rows, free_specs)):
+        live: dict[str, Mapping[str, Any]] = {}
+        for name, group_rows in rows.items():
+            if name in groups and not groups[name].shadow:
+                for row in group_rows:
+                    live.setdefault(str(row["row_id"]), row)
+        if not live or not any(name in rows for name in shadows):
+            continue
+        compared = {LIVE: list(live.values()), **{name: list(rows[name]) for name in shadows if name in rows}}
+        out[part] = compare(part_specs, compared, LIVE)
+    return out
+
+
+def _shadow_html(result: ProductionEvaluation) -> str:
+    if not result.shadow:
+        return ""
+    parts = "".join(f"<h3>{html.escape(part.replace('_', '-'))}</h3>{_metric_table(results, LIVE)}"
+                    for part, results in result.shadow.items())  # fmt: skip
+    return (
+        "<h2>Shadow verdict: the candidate against live, on the same requests</h2><p class=n>The shadow's "
+        f"answers were never returned to users; paired by request (and by dataset row).</p>{parts}"
+    )
 
 
 def evaluate(
@@ -244,7 +288,8 @@ def evaluate(
     if not groups:
         raise ProductionLogError(f"{log}: no scoring requests reached a deployment yet")
     ranked = [name for name in order if name in groups] + sorted(set(groups) - set(order))
-    baseline = ranked[1] if len(ranked) > 1 and ranked[0] == order[0] else ranked[0]
+    live = [name for name in ranked if not groups[name].shadow] or ranked
+    baseline = live[1] if len(live) > 1 and live[0] == order[0] else live[0]
     groups = {name: groups[name] for name in ranked}
 
     judges = config["evaluate"].get("judges") or {}
@@ -269,8 +314,10 @@ def evaluate(
     declared = flow_engine.interface(root / config["flow"], _any_prompt(config)).outputs
     free_specs = [headline.MetricSpec(name, "mean", (path,)) for name, path in REFERENCE_FREE.items()
                   if path == "ok" or path in declared]  # fmt: skip
-    reference_free = compare(free_specs, {n: reference_free_rows(g, declared) for n, g in groups.items()}, baseline)
-    return ProductionEvaluation(groups, baseline, flow_metrics, evaluated, reference_free)
+    free_rows = {n: reference_free_rows(g, declared) for n, g in groups.items()}
+    reference_free = compare(free_specs, free_rows, baseline)
+    shadow = shadow_verdict(groups, rows_by_deployment, free_rows, specs, free_specs)
+    return ProductionEvaluation(groups, baseline, flow_metrics, evaluated, reference_free, shadow)
 
 
 def _any_prompt(config: Mapping[str, Any]) -> str | None:

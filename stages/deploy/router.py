@@ -28,7 +28,8 @@ from urllib.parse import urlsplit
 
 from stages.core import redaction
 from stages.core.io import read_json
-from stages.deploy import web
+from stages.deploy import shadow, web
+from stages.observability import endpoint, pii
 
 
 class WeightError(ValueError):
@@ -71,16 +72,17 @@ class Split:
 
 
 class ProductionLog:
-    """Appends one JSON line per request: a single write on an O_APPEND descriptor, so lines never interleave."""
+    """Appends one JSON line per request: a single write on an O_APPEND descriptor, so lines never interleave.
+    Personal data is redacted first (`redactor`: the deployment's `observability.pii`), then secrets."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, redactor: pii.Redactor = pii.DEFAULT) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+        self.path, self.redactor = path, redactor
         self._lock = threading.Lock()
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def append(self, record: Mapping[str, Any]) -> None:
-        line = redaction.redact(json.dumps(record, ensure_ascii=False)) + "\n"
+        line = redaction.redact(json.dumps(self.redactor.redact_value(record), ensure_ascii=False)) + "\n"
         data = line.encode("utf-8")
         with self._lock:
             written = os.write(self._fd, data)
@@ -107,19 +109,40 @@ def _decoded(raw: bytes) -> Any:
         return raw.decode("utf-8", "replace")
 
 
-def forward(url: str, body: bytes, key: str, timeout_s: float) -> tuple[int, bytes]:
-    """POST `body` to a deployment's /score; a deployment that cannot be reached is a 502."""
+def forward(url: str, body: bytes, key: str, timeout_s: float, request_id: str = "") -> tuple[int, bytes, dict]:
+    """POST `body` to a deployment's /score with the request id; its status, body and the meta it sent (guardrail
+    flags, LLM usage, fallbacks); a deployment that cannot be reached is a 502."""
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout_s)
     try:
-        connection.request("POST", "/score", body, {"Content-Type": "application/json",
-                                                   "Authorization": f"Bearer {key}"})  # fmt: skip
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}",
+                   endpoint.REQUEST_ID_HEADER: request_id}  # fmt: skip
+        connection.request("POST", "/score", body, headers)
         response = connection.getresponse()
-        return response.status, response.read()
+        try:
+            meta = json.loads(response.getheader(endpoint.META_HEADER) or "{}")
+        except ValueError:
+            meta = {}
+        return response.status, response.read(), meta
     except OSError as exc:
-        return 502, json.dumps({"error": f"deployment unreachable: {type(exc).__name__}: {exc}"}).encode()
+        return 502, json.dumps({"error": f"deployment unreachable: {type(exc).__name__}: {exc}"}).encode(), {}
     finally:
         connection.close()
+
+
+def answered(record: Mapping[str, Any], name: str, variant: str, status: int, data: bytes, meta: Mapping[str, Any],
+             latency_s: float, raw: bytes, max_chars: int) -> dict[str, Any]:  # fmt: skip
+    """The production log line of a request a deployment answered (live or shadow)."""
+    body = _decoded(data)
+    line = {**record, "deployment": name, "variant": variant, "status": status, "latency_s": round(latency_s, 4),
+            "inputs": bounded(_decoded(raw), max_chars), **{k: v for k, v in meta.items() if k != "llm"}}  # fmt: skip
+    if isinstance(meta.get("llm"), Mapping):
+        line["llm"] = dict(meta["llm"])
+    if status == 200:
+        line["outputs"] = bounded(body, max_chars)
+    else:
+        line["error"] = bounded(body.get("error") if isinstance(body, dict) else body, max_chars)
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,9 +159,22 @@ def main(argv: list[str] | None = None) -> int:
     config = read_json(args.config)
     backends: dict[str, dict[str, str]] = config["backends"]
     split = Split(config["weights"], set(backends), int(config.get("seed", 0)))
-    log = ProductionLog(Path(config["log"]))
+    log = ProductionLog(Path(config["log"]), pii.Redactor.from_config(config.get("pii"), "observability.pii"))
     timeout_s = float(config.get("timeout_s", 330))
     max_chars = int(config["log_max_chars"])
+    mirror = None
+    if shadow_config := config.get("shadow"):
+
+        def shadow_log(item: dict[str, Any]) -> None:
+            log.append({**answered(item["record"], item["name"], item["variant"], item["status"], item["data"],
+                                   item["meta"], item["latency_s"], item["raw"], max_chars),
+                        "shadow": True})  # fmt: skip
+
+        def send(url: str, raw: bytes, request_id: str) -> tuple[int, bytes, dict]:
+            return forward(url, raw, key, timeout_s, request_id)
+
+        mirror = shadow.Shadow(shadow_config["name"], shadow_config["url"], shadow_config["variant"], send,
+                               shadow_log).start()  # fmt: skip
 
     class Handler(web.JSONHandler):
         api_key = key
@@ -148,7 +184,10 @@ def main(argv: list[str] | None = None) -> int:
             if self.path != "/health":
                 self.reply(404, {"error": f"no route {self.path}; POST /score, GET /health, PUT /-/weights"})
             elif self.authorized():
-                self.reply(200, {"weights": split.weights, "backends": backends,
+                shadowed = (
+                    {"name": mirror.name, "mirrored": mirror.mirrored, "dropped": mirror.dropped} if mirror else None
+                )
+                self.reply(200, {"weights": split.weights, "backends": backends, "shadow": shadowed,
                                  "fingerprint": config.get("fingerprint")})  # fmt: skip
 
         def do_PUT(self) -> None:
@@ -183,17 +222,12 @@ def main(argv: list[str] | None = None) -> int:
                 self.reply(exc.status, {"error": str(exc)})
                 return refused(exc.status, str(exc))
             name = split.pick()
-            status, data = forward(backends[name]["url"], raw, key, timeout_s)
+            status, data, meta = forward(backends[name]["url"], raw, key, timeout_s, record["request_id"])
             self.reply_bytes(status, data, {web.DEPLOYMENT_HEADER: name})
-            body = _decoded(data)
-            record |= {"deployment": name, "variant": backends[name]["variant"], "status": status,
-                       "latency_s": round(time.perf_counter() - started, 4),
-                       "inputs": bounded(_decoded(raw), max_chars)}  # fmt: skip
-            if status == 200:
-                record["outputs"] = bounded(body, max_chars)
-            else:
-                record["error"] = bounded(body.get("error") if isinstance(body, dict) else body, max_chars)
-            log.append(record)
+            log.append(answered(record, name, backends[name]["variant"], status, data, meta,
+                                time.perf_counter() - started, raw, max_chars))  # fmt: skip
+            if mirror is not None:
+                mirror.mirror(record, raw)
 
     server = web.Server((args.host, args.port), Handler)
     web.announce(server, args.ready_file)

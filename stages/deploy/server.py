@@ -17,30 +17,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stages.core import connections, datasets, flow_engine, variants
+from stages.core import connections, datasets, flow_engine, llm_proxy, variants
+from stages.core.io import read_json
 from stages.core.project import load_params, project_root, runtime_dir
 from stages.deploy import web
-
-
-def check_inputs(body: Any, accepted: Mapping[str, Any], required: set[str]) -> str | None:
-    """Why a request body is not a valid set of flow inputs (None when it is)."""
-    if not isinstance(body, dict):
-        return f"the request body must be a JSON object of the flow's inputs ({', '.join(accepted)})"
-    if missing := sorted(required - set(body)):
-        return f"missing input {', '.join(missing)} (the flow takes {', '.join(accepted)})"
-    if unknown := sorted(set(body) - set(accepted)):
-        return f"unknown input {', '.join(unknown)} (the flow takes {', '.join(accepted)})"
-    return None
+from stages.observability import endpoint, tracing
 
 
 def build(
-    root: Path, params: Mapping[str, Any], use_case: str, variant: str
+    root: Path, params: Mapping[str, Any], use_case: str, variant: str, proxy: llm_proxy.LLMProxy | None = None
 ) -> tuple[flow_engine.FlowSession, flow_engine.FlowInterface, set[str]]:
     """The use case's flow bound to `variant` and to the LLM connection of params.yaml (secrets from the env),
-    what it declares, and the inputs a request must give (the dataset's inputs and those without a default)."""
+    through `proxy` when given (a running `endpoint.serving_proxy`), what it declares, and the inputs a request
+    must give (the dataset's inputs and those without a default)."""
     config = params["use_cases"][use_case]
     block = variants.config(use_case, config, variant)
-    binding = flow_engine.binding_for(connections.resolve(params["llm"], connections.environment(root)), block)
+    connection = connections.resolve(params["llm"], connections.environment(root))
+    binding = flow_engine.binding_for(proxy.connection(connection) if proxy else connection, block)
     declared = flow_engine.interface(root / config["flow"], binding.prompt)
     required = {name for name, (_, needed) in declared.inputs.items() if needed}
     required |= set(datasets.input_columns(config["data"]["inputs"]))
@@ -62,13 +55,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--max-body-bytes", type=int, required=True, help="larger request bodies get a 413")
     parser.add_argument("--ready-file", type=Path, required=True, help="written with {pid, port} once listening")
+    parser.add_argument("--observability", type=Path, help="JSON: the deployment's observability block")
+    parser.add_argument("--traces", type=Path, help="OTLP JSON trace file of this deployment's requests")
     args = parser.parse_args(argv)
 
     key = web.key_from_env()
     root = project_root()
     params = load_params(root)
     flow_engine.configure(runtime_dir(root))
-    session, declared, required = build(root, params, args.use_case, args.variant)
+    observed = endpoint.Observability.from_config(read_json(args.observability) if args.observability else None)
+    labels = {"llmops.use_case": args.use_case, "llmops.deployment": args.deployment, "llmops.variant": args.variant}
+    tracing.setup(f"llmops-{args.use_case}-{args.deployment}", args.traces, redactor=observed.pii, attributes=labels)
+    tracing.set_attributes(use_case=args.use_case, deployment=args.deployment, variant=args.variant)
+    proxy = endpoint.serving_proxy(connections.resolve(params["llm"], connections.environment(root)), params["llm"])
+    proxy.__enter__()  # serves until the process ends
+    session, declared, required = build(root, params, args.use_case, args.variant, proxy)
+    scoring = endpoint.Endpoint(session, declared, required, observed, proxy, labels=labels)
     identity = {"deployment": args.deployment, "variant": args.variant, "fingerprint": args.fingerprint}
     named = {web.DEPLOYMENT_HEADER: args.deployment}
 
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             if self.path != "/health":
                 self.reply(404, {"error": f"no route {self.path}; POST /score, GET /health"})
             elif self.authorized():
-                self.reply(200, identity, named)
+                self.reply(200, {**identity, **scoring.health()}, named)
 
         def do_POST(self) -> None:
             if self.path != "/score":
@@ -96,14 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as exc:
                 self.reply(400, {"error": f"the request body is not JSON: {exc}"}, named)
                 return
-            if problem := check_inputs(inputs, declared.inputs, required):
-                self.reply(400, {"error": problem}, named)
-                return
-            result = session.run(uuid.uuid4().hex, inputs)
-            if result.error is not None:
-                self.reply(500, {"error": result.error}, named)
-            else:
-                self.reply(200, result.outputs, named)
+            request_id = self.headers.get(endpoint.REQUEST_ID_HEADER) or uuid.uuid4().hex
+            status, answer, meta = scoring.score(request_id, inputs)
+            self.reply(status, answer, {**named, endpoint.META_HEADER: json.dumps(meta)})
 
     server = web.Server((args.host, args.port), Handler)
     web.announce(server, args.ready_file)

@@ -40,6 +40,8 @@ class DeploymentSpec:
     instance_count: int
     env_vars: Mapping[str, str] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)  # the target's own block: targets.<target>
+    observability: Mapping[str, Any] = field(default_factory=dict)  # pii, guardrails (stages/observability)
+    shadow: Deployment | None = None  # gets a copy of live traffic; its answers are never returned
 
     @property
     def weights(self) -> dict[str, int]:
@@ -85,6 +87,15 @@ def load_spec(root: Path, use_case: str, env: str, target: str, params: Mapping[
     if sum(d.weight for d in deployments) != 100:
         raise SpecError(f"{where}: deployment weights must sum to 100, got {sum(d.weight for d in deployments)}")
     instance = need("instance")
+    shadow = merged.get("shadow")
+    if shadow is not None:
+        if not isinstance(shadow, dict) or set(shadow) != {"name", "variant"}:
+            raise SpecError(f"{where}: shadow must be {{name, variant}} or null, got {shadow!r}")
+        if shadow["variant"] not in uc.get("variants", {}):
+            raise SpecError(f"{where}: shadow.variant {shadow['variant']!r} is not a variant of {use_case}")
+        if shadow["name"] in names:
+            raise SpecError(f"{where}: shadow.name {shadow['name']!r} is also a live deployment")
+        shadow = Deployment(str(shadow["name"]), str(shadow["variant"]), 0)
     return DeploymentSpec(
         use_case=use_case,
         env=env,
@@ -96,4 +107,6 @@ def load_spec(root: Path, use_case: str, env: str, target: str, params: Mapping[
         instance_count=int(instance["count"]),
         env_vars={str(k): str(v) for k, v in (merged.get("env_vars") or {}).items()},
         options=(merged.get("targets") or {}).get(target, {}),
+        observability=dict(merged.get("observability") or {}),
+        shadow=shadow,
     )

@@ -1,0 +1,135 @@
+"""Traces: one trace per row, GenAI spans for LLM calls, OTLP JSON files, the redaction of every export, and the
+exporters at their boundary (a real OTLP backend, the Azure Monitor ingestion endpoint)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from conftest import StubLLM, post_json
+
+from stages.core import llm_proxy, redaction
+from stages.observability import otlp_json, pii, tracing, waterfall
+
+BODY = {"model": "m", "prompt": "Question: 2+2?\nAnswer:", "max_tokens": 3, "temperature": 0, "stop": ["\n"]}
+RETRY = llm_proxy.RetryPolicy(attempts=3, base_s=0.01, max_s=5)
+
+
+@pytest.fixture(autouse=True)
+def _no_telemetry_left() -> Iterator[None]:
+    yield
+    tracing.current().shutdown()
+    tracing.set_attributes(use_case=None, variant=None)
+
+
+def row_of(headers: dict) -> str | None:
+    return next((v for k, v in headers.items() if k.lower() == "x-row"), None)
+
+
+def test_a_row_is_one_trace_with_genai_spans_for_its_llm_calls(stub_llm: StubLLM, tmp_path: Path) -> None:
+    trace_file = tmp_path / "traces.jsonl"
+    telemetry = tracing.setup("test", trace_file, env={}, redactor=pii.Redactor(enabled=False))
+    tracing.set_attributes(use_case="uc", variant="v2")
+    store = llm_proxy.CacheStore(tmp_path / "cache")
+    with llm_proxy.LLMProxy(stub_llm.base_url, store, RETRY, timeout_s=5, row_of=row_of) as proxy:
+        with tracing.row_span("row-1#1"):
+            for _ in range(2):  # a miss, then a hit
+                assert post_json(f"{proxy.base_url()}/completions", BODY, {"X-Row": "row-1#1"})[0] == 200
+        with tracing.row_span("row-2"):
+            assert post_json(f"{proxy.base_url()}/completions", {**BODY, "prompt": "Q"}, {"X-Row": "row-2"})[0] == 200
+    telemetry.shutdown()
+    lines = trace_file.read_text().splitlines()
+    assert lines and all("resourceSpans" in json.loads(line) for line in lines)
+    spans = otlp_json.read(trace_file)
+    traces = otlp_json.traces(spans)
+    assert len(traces) == 2  # one per row
+    first = next(t for t in traces.values() if any(s.attributes.get("llmops.row_id") == "row-1" for s in t))
+    row, *calls = first
+    assert row.name == "row" and row.parent_id == "" and len(row.trace_id) == 32 and len(row.span_id) == 16
+    assert row.attributes.items() >= {"llmops.row_id": "row-1", "llmops.repeat": 1, "llmops.use_case": "uc",
+                                      "llmops.variant": "v2"}.items()  # fmt: skip
+    assert [c.parent_id for c in calls] == [row.span_id] * 2
+    assert [c.attributes["llmops.cache"] for c in calls] == ["miss", "hit"]
+    for call in calls:
+        a = call.attributes
+        assert a["gen_ai.operation.name"] == "text_completion" and a["gen_ai.request.model"] == "m"
+        assert a["gen_ai.usage.input_tokens"] > 0 and a["gen_ai.usage.output_tokens"] > 0
+        assert a["gen_ai.prompt"] == BODY["prompt"] and a["llmops.retries"] == 0 and call.duration_s > 0
+    page = waterfall.render(first, "row-1")
+    assert page.count('class="row"') == 3 and "cache hit" in page and "cache miss" in page
+
+
+def test_without_a_file_or_backend_nothing_is_traced(tmp_path: Path) -> None:
+    telemetry = tracing.setup("test", None, env={})
+    assert not telemetry.enabled
+    with tracing.row_span("r") as span:
+        assert not span.is_recording()
+
+
+def test_every_export_is_redacted_pii_and_secrets(tmp_path: Path) -> None:
+    redaction.register("sk-trace-secret-123")
+    trace_file = tmp_path / "t.jsonl"
+    telemetry = tracing.setup("test", trace_file, env={})
+    with tracing.row_span("r") as span:
+        span.set_attribute("input", "mail jane@example.org, key sk-trace-secret-123, card 4111 1111 1111 1111")
+        span.add_event("answer", {"text": "call +44 20 7946 0958"})
+    telemetry.shutdown()
+    text = trace_file.read_text()
+    for raw in ("jane@example.org", "sk-trace-secret-123", "4111 1111 1111 1111", "7946 0958"):
+        assert raw not in text
+    assert "<EMAIL>" in text and "***" in text and "<CARD>" in text and "<PHONE>" in text
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    received: ClassVar[list[tuple[str, bytes, dict]]] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).received.append((self.path, body, dict(self.headers)))
+        answer = json.dumps({"itemsReceived": 1, "itemsAccepted": 1, "errors": []}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+
+def test_azure_monitor_exporter_requests_at_the_ingestion_boundary(tmp_path: Path) -> None:
+    """The Azure exporter's requests, at a local ingestion endpoint: the span with its GenAI attributes, the
+    instrumentation key where Azure reads it, and the connection string in no file this process writes."""
+    _Recorder.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    key = "c0ffee00-1234-4abc-9def-0123456789ab"
+    connection_string = f"InstrumentationKey={key};IngestionEndpoint=http://127.0.0.1:{server.server_port}/"
+    trace_file = tmp_path / "t.jsonl"
+    try:
+        telemetry = tracing.setup("azure-test", trace_file, env={tracing.AZURE_ENV: connection_string})
+        assert telemetry.exporters == [f"file {trace_file}", "azure monitor"]
+        with tracing.row_span("row-9"), tracing.llm_span("row-9", "/r0/v1/completions", BODY) as call:
+            call.set(**tracing.response_attributes({"usage": {"prompt_tokens": 7, "completion_tokens": 2}}))
+        telemetry.shutdown()
+    finally:
+        server.shutdown()
+    tracks = [(path, body) for path, body, _ in _Recorder.received if path.endswith("/track")]
+    assert tracks and all(path == "/v2.1/track" for path, _ in tracks)
+    envelopes = [
+        e for _, body in tracks for e in json.loads(gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body)
+    ]
+    dependency = next(e for e in envelopes if e["data"]["baseType"] == "RemoteDependencyData")
+    request = next(e for e in envelopes if e["data"]["baseType"] in ("RequestData", "RemoteDependencyData")
+                   and e["data"]["baseData"]["name"] == "row")  # fmt: skip
+    assert dependency["iKey"] == key and request["iKey"] == key
+    props = dependency["data"]["baseData"]["properties"]
+    assert props["gen_ai.request.model"] == "m" and props["gen_ai.usage.input_tokens"] == "7"
+    assert props["llmops.row_id"] == "row-9"
+    assert key not in trace_file.read_text() and redaction.redact(connection_string) == "***"
