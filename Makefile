@@ -14,6 +14,10 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 DATASETS := $(shell find use_cases -name '*.dvc' 2>/dev/null)
 # `make push`/`make pull` use this DVC remote (.dvc/config: Azure Blob; credentials from the environment).
 REMOTE ?= azure
+# Arize Phoenix (an OTLP trace backend with a UI) needs its own environment: its OpenTelemetry packages are newer
+# than prompt flow allows in .venv. The tests start it on a free port of 127.0.0.1 (tests/otlp_backend.py).
+PHOENIX_VERSION := 20.26.1
+PHOENIX_STAMP := .venv-phoenix/.installed
 # Azurite (Azure Storage emulator) for the remote's integration test: pinned in tools/azurite/package-lock.json.
 AZURITE_STAMP := tools/azurite/node_modules/.installed
 # The offline `dvc plots` page template (.dvc/config plots.html_template): vega bundles pinned in tools/vega.
@@ -38,7 +42,7 @@ USE_CASE ?= web_classification
 TARGET ?= local
 
 .PHONY: help setup model browser azurite data push pull llm stop run test test-fast coverage lint format params clean \
-	clean-llm-cache vega plots pipeline gate pr-comment pr ci-main dataops deploy smoke rollback undeploy
+	clean-llm-cache vega plots pipeline gate pr-comment pr ci-main dataops deploy smoke rollback undeploy phoenix monitor
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -46,7 +50,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[llm,dev]'
+	$(PY) -m pip install -q -e '.[llm,dev,pii]'
 	@touch $@
 
 setup: $(STAMP) ## create .venv and install the project with its dependencies (idempotent)
@@ -61,6 +65,13 @@ $(AZURITE_STAMP): tools/azurite/package-lock.json
 	@command -v npm >/dev/null || { echo "make azurite needs Node.js 20 and npm" >&2; exit 1; }
 	npm ci --prefix tools/azurite --no-audit --no-fund --loglevel=error
 	@touch $@
+
+phoenix: $(PHOENIX_STAMP) ## install Arize Phoenix (pinned, own venv .venv-phoenix): the OTLP trace backend of the tests
+
+$(PHOENIX_STAMP):
+	python3 -m venv .venv-phoenix
+	.venv-phoenix/bin/python -m pip install -q arize-phoenix==$(PHOENIX_VERSION)
+	touch $@
 
 azurite: $(AZURITE_STAMP) ## install Azurite (pinned, tools/azurite/node_modules) for the Azure Blob remote test
 
@@ -102,13 +113,13 @@ run: data llm ## set up everything and run the pipeline (dvc repro)
 # slowest are listed at the end, so that the next slowdown is seen where it starts.
 PYTEST := $(VENV)/bin/pytest -n auto --maxprocesses=4 --durations=25
 
-test: model browser azurite vega data ## run every test: the fast tier (stub LLM) and the slow tier (embedded model)
+test: model browser azurite vega phoenix data ## run every test: the fast tier (stub LLM) and the slow tier (embedded model)
 	@$(PYTEST)
 
-test-fast: data browser azurite vega ## run the fast tier only
+test-fast: data browser azurite vega phoenix ## run the fast tier only
 	@$(PYTEST) -m "not slow"
 
-coverage: model browser azurite vega data ## every test under coverage.py: line and branch coverage of stages/
+coverage: model browser azurite vega phoenix data ## every test under coverage.py: line and branch coverage of stages/
 	@rm -rf .llmops/coverage && mkdir -p .llmops/coverage
 	@$(PYTEST) --cov --cov-report=term:skip-covered --cov-report=json:.llmops/coverage/coverage.json
 
@@ -129,6 +140,9 @@ smoke: setup ## call USE_CASE's endpoint with its sample-request.json; fails on 
 
 rollback: setup ## restore USE_CASE's previous traffic split on TARGET
 	@$(VENV)/bin/llmops rollback --use-case $(USE_CASE) --env $(ENV) --target $(TARGET)
+
+monitor: setup ## USE_CASE's endpoint dashboard over time (reports/monitor/), from the production log and traces
+	@$(VENV)/bin/llmops monitor --use-case $(USE_CASE) --env $(ENV)
 
 undeploy: setup ## stop USE_CASE's local deployments and router
 	@$(VENV)/bin/llmops undeploy --use-case $(USE_CASE) --env $(ENV)

@@ -45,6 +45,13 @@ def test_ordinary_text_is_not_redacted(kept: str) -> None:
     assert pii.DEFAULT.redact_text(kept) == kept
 
 
+def test_presidio_finds_names_the_patterns_cannot() -> None:
+    text = "Yesterday Bob Smith met Alice Martin in Paris."
+    assert pii.presidio() is not None  # the `pii` extra is part of `make setup`
+    assert pii.Redactor(detector="patterns").redact_text(text) == text  # no introducing phrase: no pattern
+    assert pii.DEFAULT.redact_text(text) == "Yesterday <NAME> met <NAME> in Paris."
+
+
 def test_checksums() -> None:
     assert pii.luhn_ok("4111111111111111") and not pii.luhn_ok("4111111111111112")
     assert pii.iban_ok("DE89 3704 0044 0532 0130 00") and not pii.iban_ok("DE88 3704 0044 0532 0130 00")
@@ -59,6 +66,8 @@ def test_the_kinds_are_configurable_per_deployment_and_bad_config_names_the_key(
     assert value == {"<EMAIL>": 3, "q": [pii.DEFAULT.redact_text(TEXT)]}
     with pytest.raises(ValueError, match=r"observability.pii.redact: a list of email"):
         pii.Redactor.from_config({"redact": ["emails"]}, "observability.pii")
+    with pytest.raises(ValueError, match=r"pii.detector: one of auto, presidio, patterns, got 'spacy'"):
+        pii.Redactor.from_config({"detector": "spacy"}, "pii")
     with pytest.raises(ValueError, match=r"pii: unknown key kinds"):
         pii.Redactor.from_config({"kinds": []})
 

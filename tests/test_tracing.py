@@ -133,3 +133,70 @@ def test_azure_monitor_exporter_requests_at_the_ingestion_boundary(tmp_path: Pat
     assert props["gen_ai.request.model"] == "m" and props["gen_ai.usage.input_tokens"] == "7"
     assert props["llmops.row_id"] == "row-9"
     assert key not in trace_file.read_text() and redaction.redact(connection_string) == "***"
+
+
+def test_spans_arrive_in_a_real_otlp_backend_with_their_attributes(tmp_path: Path) -> None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT -> Arize Phoenix on loopback (a real OTLP backend): the row and LLM spans, their
+    parent link and GenAI attributes, as Phoenix stored them."""
+    from otlp_backend import phoenix
+
+    with phoenix(tmp_path / "phoenix") as backend:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": backend.url}
+        telemetry = tracing.setup("otlp-test", None, env=env, attributes={"openinference.project.name": "t"})
+        assert telemetry.exporters == [f"otlp {backend.url}"]
+        tracing.set_attributes(use_case="uc", variant="v1")
+        with tracing.row_span("row-3"), tracing.llm_span("row-3", "/r0/v1/completions", BODY) as call:
+            call.set(**tracing.response_attributes({"usage": {"prompt_tokens": 11, "completion_tokens": 4},
+                                                   "model": "gemma"}))  # fmt: skip
+        telemetry.shutdown()
+        spans = backend.wait_for("t", 2)
+    by_name = {span["name"]: span for span in spans}
+    row, call = by_name["row"], by_name["text_completion m"]
+    assert call["parent_id"] == row["context"]["span_id"] and call["context"]["trace_id"] == row["context"]["trace_id"]
+    assert row["attributes"]["llmops.row_id"] == "row-3" and row["attributes"]["llmops.variant"] == "v1"
+    a = call["attributes"]
+    assert (a["gen_ai.request.model"], a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == ("m", 11, 4)
+    assert call["span_kind"] == "LLM"  # Phoenix read the GenAI conventions
+
+
+class _MetricsReceiver(BaseHTTPRequestHandler):
+    received: ClassVar[list[bytes]] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        type(self).received.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def test_metrics_reach_the_otlp_endpoint() -> None:
+    """The endpoint's request and guardrail counters, decoded from the OTLP/HTTP requests at the receiver."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    _MetricsReceiver.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _MetricsReceiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        telemetry = tracing.setup(
+            "m", None, env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}"}
+        )
+        tracing.record_request({"llmops.deployment": "blue"}, 0.25, 200)
+        tracing.count("guardrail", {"llmops.deployment": "blue", "check": "prompt_injection"})
+        telemetry.shutdown()
+    finally:
+        server.shutdown()
+    names: dict[str, list] = {}
+    for body in _MetricsReceiver.received:
+        request = ExportMetricsServiceRequest.FromString(body)
+        for resource in request.resource_metrics:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    names.setdefault(metric.name, []).append(metric)
+    assert {"llmops.requests", "llmops.request.duration", "llmops.guardrail"} <= set(names)
+    [counter] = names["llmops.guardrail"][0].sum.data_points
+    assert counter.as_int == 1 and {kv.key: kv.value.string_value for kv in counter.attributes}["check"] == (
+        "prompt_injection"
+    )

