@@ -509,10 +509,15 @@ def cmd_evaluate_production(args: argparse.Namespace) -> int:
 
     root = project_root()
     params = load_params(root)
-    order = [d.name for d in deploy.spec_for(root, args.use_case, args.env, "local").deployments]
+    spec = deploy.spec_for(root, args.use_case, args.env, "local")
+    order = [d.name for d in spec.deployments]
+    try:  # the endpoint key: the join key of redacted inputs (pii.join_key)
+        secret = local.endpoint_key(spec, root)
+    except SpecError:
+        secret = None
     log = args.log or local.production_log(root, args.env, args.use_case)
     flow_engine.configure(runtime_dir(root))
-    result = production.evaluate(root, params, args.use_case, order, log, args.sample, args.seed)
+    result = production.evaluate(root, params, args.use_case, order, log, args.sample, args.seed, secret)
     out = args.out.resolve()
     facts = {"env": args.env, "log": str(log), "baseline": result.baseline, "sample": f"{args.sample} per deployment"}
     page = production.render(f"{args.use_case}: production evaluation", facts, result, params["report"]["chart_dpi"])

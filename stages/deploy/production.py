@@ -23,6 +23,7 @@ from typing import Any
 
 from stages.core import datasets, reporting
 from stages.metrics import headline
+from stages.observability import pii
 
 Results = dict[str, dict[str, headline.MetricResult]]  # deployment -> metric -> result
 REFERENCE_FREE = {"success": "ok", "valid_answers": "valid"}  # headline name -> per-row value in `eval`
@@ -80,12 +81,15 @@ class DeploymentRows:
 
 def split_by_deployment(
     log: Sequence[Mapping[str, Any]], dataset: Sequence[Mapping[str, Any]], columns: Mapping[str, str], label: str,
-    sample: int, seed: int,
+    sample: int, seed: int, secret: str | None = None,
 ) -> dict[str, DeploymentRows]:  # fmt: skip
     """Group the log per deployment and sample up to `sample` distinct successful requests of each (seeded),
-    joined to the dataset rows with the same inputs (`columns`: flow input -> dataset column)."""
+    joined to the dataset rows with the same inputs (`columns`: flow input -> dataset column): by the logged
+    `inputs_key` when `secret` (the endpoint key) is given, as the inputs themselves may be redacted."""
     schema = datasets.Schema(tuple(columns.values()), label)
     by_id = {datasets.row_id(dict(row), schema): row for row in dataset}
+    by_key = {pii.join_key({name: row.get(column) for name, column in columns.items()}, secret): row
+              for row in dataset} if secret else {}  # fmt: skip
     groups: dict[str, DeploymentRows] = {}
     for row in log:
         group = groups.setdefault(row["deployment"], DeploymentRows(row["deployment"], row.get("variant") or "", [],
@@ -97,13 +101,15 @@ def split_by_deployment(
         for row in group.requests:
             inputs = row.get("inputs")
             if row["status"] == 200 and isinstance(inputs, dict):
-                distinct.setdefault(_key(inputs), row)
+                distinct.setdefault(row.get("inputs_key") or _key(inputs), row)
         chosen = list(distinct.values())
         chosen = sorted(rng.sample(chosen, sample), key=chosen.index) if len(chosen) > sample else chosen
         for row in chosen:
             inputs = row["inputs"]
             values = {column: inputs.get(name) for name, column in columns.items()}
-            match = by_id.get(datasets.row_id(values, schema)) if None not in values.values() else None
+            match = by_key.get(row.get("inputs_key") or "")
+            if match is None and None not in values.values():
+                match = by_id.get(datasets.row_id(values, schema))
             if match is not None:
                 group.joined.append((dict(match), row))
             else:
@@ -270,7 +276,14 @@ def _shadow_html(result: ProductionEvaluation) -> str:
 
 
 def evaluate(
-    root: Path, params: Mapping[str, Any], use_case: str, order: Sequence[str], log: Path, sample: int, seed: int
+    root: Path,
+    params: Mapping[str, Any],
+    use_case: str,
+    order: Sequence[str],
+    log: Path,
+    sample: int,
+    seed: int,
+    secret: str | None = None,
 ) -> ProductionEvaluation:
     """Read the log, run the evaluation flow over each deployment's joined sample, compare the deployments.
 
@@ -284,7 +297,7 @@ def evaluate(
     schema = datasets.Schema.from_config(config["data"])
     source = root / config["dataset"]
     dataset = datasets.assign_ids(datasets.load(source, schema, params["prepare"]["max_row_bytes"]), schema, source)
-    groups = split_by_deployment(read_log(log), dataset, columns, config["data"]["label"], sample, seed)
+    groups = split_by_deployment(read_log(log), dataset, columns, config["data"]["label"], sample, seed, secret)
     if not groups:
         raise ProductionLogError(f"{log}: no scoring requests reached a deployment yet")
     ranked = [name for name in order if name in groups] + sorted(set(groups) - set(order))

@@ -71,6 +71,9 @@ class Split:
             return self._rng.choices(names, [self.weights[name] for name in names])[0]
 
 
+CONTENT_FIELDS = ("inputs", "outputs", "error")  # what users and the flow wrote: the PII redactor's input
+
+
 class ProductionLog:
     """Appends one JSON line per request: a single write on an O_APPEND descriptor, so lines never interleave.
     Personal data is redacted first (`redactor`: the deployment's `observability.pii`), then secrets."""
@@ -82,7 +85,8 @@ class ProductionLog:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def append(self, record: Mapping[str, Any]) -> None:
-        line = redaction.redact(json.dumps(self.redactor.redact_value(record), ensure_ascii=False)) + "\n"
+        content = {k: self.redactor.redact_value(v) for k, v in record.items() if k in CONTENT_FIELDS}
+        line = redaction.redact(json.dumps({**record, **content}, ensure_ascii=False)) + "\n"
         data = line.encode("utf-8")
         with self._lock:
             written = os.write(self._fd, data)
@@ -131,11 +135,13 @@ def forward(url: str, body: bytes, key: str, timeout_s: float, request_id: str =
 
 
 def answered(record: Mapping[str, Any], name: str, variant: str, status: int, data: bytes, meta: Mapping[str, Any],
-             latency_s: float, raw: bytes, max_chars: int) -> dict[str, Any]:  # fmt: skip
-    """The production log line of a request a deployment answered (live or shadow)."""
-    body = _decoded(data)
+             latency_s: float, raw: bytes, max_chars: int, secret: str) -> dict[str, Any]:  # fmt: skip
+    """The production log line of a request a deployment answered (live or shadow); `inputs_key` joins it to the
+    dataset once its inputs are redacted (pii.join_key, keyed with `secret`)."""
+    body, inputs = _decoded(data), _decoded(raw)
     line = {**record, "deployment": name, "variant": variant, "status": status, "latency_s": round(latency_s, 4),
-            "inputs": bounded(_decoded(raw), max_chars), **{k: v for k, v in meta.items() if k != "llm"}}  # fmt: skip
+            "inputs": bounded(inputs, max_chars), "inputs_key": pii.join_key(inputs, secret),
+            **{k: v for k, v in meta.items() if k != "llm"}}  # fmt: skip
     if isinstance(meta.get("llm"), Mapping):
         line["llm"] = dict(meta["llm"])
     if status == 200:
@@ -160,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     backends: dict[str, dict[str, str]] = config["backends"]
     split = Split(config["weights"], set(backends), int(config.get("seed", 0)))
     log = ProductionLog(Path(config["log"]), pii.Redactor.from_config(config.get("pii"), "observability.pii"))
+    log.redactor.redact_text("Warm up, Jane Doe.")  # loads the PII detector (Presidio: seconds) before listening
     timeout_s = float(config.get("timeout_s", 330))
     max_chars = int(config["log_max_chars"])
     mirror = None
@@ -167,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def shadow_log(item: dict[str, Any]) -> None:
             log.append({**answered(item["record"], item["name"], item["variant"], item["status"], item["data"],
-                                   item["meta"], item["latency_s"], item["raw"], max_chars),
+                                   item["meta"], item["latency_s"], item["raw"], max_chars, key),
                         "shadow": True})  # fmt: skip
 
         def send(url: str, raw: bytes, request_id: str) -> tuple[int, bytes, dict]:
@@ -225,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             status, data, meta = forward(backends[name]["url"], raw, key, timeout_s, record["request_id"])
             self.reply_bytes(status, data, {web.DEPLOYMENT_HEADER: name})
             log.append(answered(record, name, backends[name]["variant"], status, data, meta,
-                                time.perf_counter() - started, raw, max_chars))  # fmt: skip
+                                time.perf_counter() - started, raw, max_chars, key))  # fmt: skip
             if mirror is not None:
                 mirror.mirror(record, raw)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import uuid
 from collections.abc import Mapping
@@ -64,8 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(root)
     flow_engine.configure(runtime_dir(root))
     observed = endpoint.Observability.from_config(read_json(args.observability) if args.observability else None)
+    observed.pii.redact_text("Warm up, Jane Doe.")  # loads the PII detector (Presidio: seconds) before listening
     labels = {"llmops.use_case": args.use_case, "llmops.deployment": args.deployment, "llmops.variant": args.variant}
-    tracing.setup(f"llmops-{args.use_case}-{args.deployment}", args.traces, redactor=observed.pii, attributes=labels)
+    telemetry = tracing.setup(f"llmops-{args.use_case}-{args.deployment}", args.traces, redactor=observed.pii,
+                              attributes=labels, content=observed.trace_content)  # fmt: skip
+    # `llmops undeploy` stops the process with SIGTERM: the spans still queued are exported first
+    signal.signal(signal.SIGTERM, lambda *_: (telemetry.shutdown(), sys.exit(0)))
     tracing.set_attributes(use_case=args.use_case, deployment=args.deployment, variant=args.variant)
     proxy = endpoint.serving_proxy(connections.resolve(params["llm"], connections.environment(root)), params["llm"])
     proxy.__enter__()  # serves until the process ends

@@ -30,14 +30,19 @@ class Observability:
 
     pii: pii.Redactor = pii.DEFAULT
     guardrails: guardrails.Guardrails = field(default_factory=guardrails.Guardrails)
+    trace_content: bool = False  # traces carry prompts and answers (redacted) or only timings, tokens and ids
 
     @classmethod
     def from_config(cls, block: Mapping[str, Any] | None, where: str = "observability") -> Observability:
         block = dict(block or {})
-        if unknown := set(block) - {"pii", "guardrails"}:
-            raise ValueError(f"{where}: unknown key {', '.join(sorted(unknown))} (pii, guardrails)")
+        if unknown := set(block) - {"pii", "guardrails", "traces"}:
+            raise ValueError(f"{where}: unknown key {', '.join(sorted(unknown))} (pii, guardrails, traces)")
+        traces = dict(block.get("traces") or {})
+        if set(traces) - {"content"} or not isinstance(traces.get("content", False), bool):
+            raise ValueError(f"{where}.traces: {{content: true|false}}, got {traces!r}")
         return cls(pii.Redactor.from_config(block.get("pii"), f"{where}.pii"),
-                   guardrails.Guardrails.from_config(block.get("guardrails"), f"{where}.guardrails"))  # fmt: skip
+                   guardrails.Guardrails.from_config(block.get("guardrails"), f"{where}.guardrails"),
+                   bool(traces.get("content", False)))  # fmt: skip
 
 
 def serving_proxy(connection: Connection, llm: Mapping[str, Any]) -> llm_proxy.LLMProxy:

@@ -14,7 +14,10 @@ Which kinds are redacted, and by which detector, is configurable per deployment
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import ipaddress
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -187,3 +190,11 @@ class Redactor:
 
 
 DEFAULT = Redactor()
+
+
+def join_key(inputs: Any, secret: str) -> str:
+    """A keyed hash (HMAC-SHA256 with the endpoint key) of a request's raw inputs, logged beside the redacted ones:
+    `llmops evaluate-production` still joins a request to its dataset row, and without the key the hash cannot be
+    tested against guessed personal data."""
+    canonical = json.dumps(inputs, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hmac.new(secret.encode(), canonical.encode(), hashlib.sha256).hexdigest()[:24]

@@ -19,6 +19,7 @@ LLM call spans follow the GenAI semantic conventions (`gen_ai.operation.name`, `
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import threading
@@ -53,18 +54,43 @@ def _redact_any(value: Any, redactor: pii.Redactor) -> Any:
     return value
 
 
-def redact_span(span: ReadableSpan, redactor: pii.Redactor) -> ReadableSpan:
-    """A copy of `span` with its name, attributes, events and status message redacted."""
-    attributes = {key: _redact_any(value, redactor) for key, value in (span.attributes or {}).items()}
+# Attributes we set from our own identifiers and settings, never from user content: secrets are still redacted
+# from them, personal data detection is not run on them (a request id or a model name is no one's phone number).
+OWN_ATTRIBUTES = frozenset({"llmops.row_id", "llmops.use_case", "llmops.variant", "llmops.deployment", "llmops.stage",
+                            "llmops.cache", "llmops.answered_by", "gen_ai.operation.name", "gen_ai.system",
+                            "gen_ai.request.model", "gen_ai.response.model", "server.address"})  # fmt: skip
+_NO_PII = pii.Redactor(enabled=False)
+
+
+# Text attributes that carry no user content (prompt flow's and ours): kept when a deployment's traces leave the
+# content out (`observability.traces.content: false`); every other text attribute (inputs, outputs, prompts,
+# completions) is then replaced by CONTENT_DROPPED.
+STRUCTURAL = OWN_ATTRIBUTES | {"function", "node_name", "span_type", "framework", "line_run_id", "llm.response.model",
+                               "span.type"}  # fmt: skip
+CONTENT_DROPPED = "<content not traced>"
+
+
+def redact_span(span: ReadableSpan, redactor: pii.Redactor, content: bool = True) -> ReadableSpan:
+    """A copy of `span` with its attributes, events and status message redacted (its name of secrets only); without
+    `content`, text attributes other than STRUCTURAL ones are dropped instead."""
+
+    def clean(key: str, value: Any) -> Any:
+        if key in OWN_ATTRIBUTES:
+            return _redact_any(value, _NO_PII)
+        if not content and key not in STRUCTURAL and isinstance(value, str | tuple | list):
+            return CONTENT_DROPPED
+        return _redact_any(value, redactor)
+
+    attributes = {key: clean(key, value) for key, value in (span.attributes or {}).items()}
     events = [
-        Event(event.name, {k: _redact_any(v, redactor) for k, v in (event.attributes or {}).items()}, event.timestamp)
+        Event(event.name, {k: clean(k, v) for k, v in (event.attributes or {}).items()}, event.timestamp)
         for event in span.events
     ]
     status = span.status
     if status.description:
         status = type(status)(status.status_code, _redact_any(status.description, redactor))
     return ReadableSpan(
-        name=_redact_any(span.name, redactor), context=span.context, parent=span.parent, resource=span.resource,
+        name=_redact_any(span.name, _NO_PII), context=span.context, parent=span.parent, resource=span.resource,
         attributes=attributes, events=events, links=span.links, kind=span.kind, status=status,
         start_time=span.start_time, end_time=span.end_time, instrumentation_scope=span.instrumentation_scope,
     )  # fmt: skip
@@ -73,11 +99,11 @@ def redact_span(span: ReadableSpan, redactor: pii.Redactor) -> ReadableSpan:
 class RedactingExporter(SpanExporter):
     """Passes redacted copies of the spans to `inner` (the only way spans leave the process)."""
 
-    def __init__(self, inner: SpanExporter, redactor: pii.Redactor) -> None:
-        self.inner, self.redactor = inner, redactor
+    def __init__(self, inner: SpanExporter, redactor: pii.Redactor, content: bool = True) -> None:
+        self.inner, self.redactor, self.content = inner, redactor, content
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return self.inner.export([redact_span(span, self.redactor) for span in spans])
+        return self.inner.export([redact_span(span, self.redactor, self.content) for span in spans])
 
     def shutdown(self) -> None:
         self.inner.shutdown()
@@ -182,11 +208,13 @@ def setup(
     env: Mapping[str, str] | None = None,
     redactor: pii.Redactor = pii.DEFAULT,
     attributes: Mapping[str, str] | None = None,
+    content: bool = True,
 ) -> Telemetry:
-    """Send this process's spans to the trace file and to the backends `env` names (default: os.environ).
+    """Send this process's spans to the trace file and to the backends `env` names (default: os.environ), redacted
+    by `redactor` (and without their text content unless `content`).
 
-    Nothing is installed (and `Telemetry.enabled` is False) when there is no file and no backend. The connection
-    string and OTLP headers are registered as secrets, so they are redacted wherever this process writes text.
+        Nothing is installed (and `Telemetry.enabled` is False) when there is no file and no backend. The connection
+        string and OTLP headers are registered as secrets, so they are redacted wherever this process writes text.
     """
     global _current
     env = os.environ if env is None else env
@@ -223,7 +251,7 @@ def setup(
     if attributes or service:
         provider._resource = provider.resource.merge(Resource.create({"service.name": service, **(attributes or {})}))
     telemetry._processors = [
-        BatchSpanProcessor(RedactingExporter(exporter, redactor), schedule_delay_millis=1000)
+        BatchSpanProcessor(RedactingExporter(exporter, redactor, content), schedule_delay_millis=1000)
         for _, exporter in exporters
     ]
     telemetry.exporters = [name for name, _ in exporters]
@@ -231,8 +259,10 @@ def setup(
         telemetry.meter_provider = MeterProvider(readers, resource=provider.resource)
     with _lock:
         _switch.processors = [*_switch.processors, *telemetry._processors]
-    # prompt flow's own spans (flow, nodes, LLM tool calls) are made only with its tracing switched on
+    # prompt flow's own spans (flow, nodes, LLM tool calls) are made only with its tracing switched on; the SDK's
+    # complaints about the None-valued attributes prompt flow sets (token details) are noise
     os.environ["PF_DISABLE_TRACING"] = "false"
+    logging.getLogger("opentelemetry.attributes").setLevel(logging.ERROR)
     _current = telemetry
     return telemetry
 
