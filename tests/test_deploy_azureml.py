@@ -226,3 +226,18 @@ def test_workspace_comes_from_the_named_environment_variables(setup: tuple) -> N
     }
     with pytest.raises(SpecError, match=r"targets\.azureml\.workspace_env: environment variable AZURE_ML_WORKSPACE"):
         azureml.workspace_of(spec, {**env, "AZURE_ML_WORKSPACE": ""}, "x")
+
+
+def test_a_shadow_is_created_without_traffic_and_mirrored(setup: tuple) -> None:
+    spec, flows = setup
+    options = {**spec.options, "mirror_percent": 20}
+    shadowed = dataclasses.replace(spec, shadow=Deployment("candidate", "v2", 0), options=options)
+    client = FakeMLClient()
+    record = azureml.apply(client, shadowed, flows, WORKSPACE, "conf/deploy/dev.yaml")
+    created = [arg.name for op, arg in client.calls if op == "online_deployments.begin_create_or_update"]
+    assert created == ["green", "blue", "candidate"]
+    assert client.endpoint.traffic == {"green": 10, "blue": 90}  # the shadow answers no user
+    assert client.endpoint.mirror_traffic == {"candidate": 20} and record["mirror_traffic"] == {"candidate": 20}
+    too_much = dataclasses.replace(shadowed, options={**spec.options, "mirror_percent": 80})
+    with pytest.raises(SpecError, match=r"targets.azureml.mirror_percent must be a whole percent from 1 to 50"):
+        azureml.apply(FakeMLClient(), too_much, flows, WORKSPACE, "conf/deploy/dev.yaml")

@@ -200,3 +200,18 @@ def test_each_image_context_carries_the_project_modules_its_flow_imports(tmp_pat
         )  # fmt: skip
         image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
         assert image == f"llmops/math-coding:{record['versions'][variant]}"
+
+
+def test_a_shadow_gets_its_objects_and_every_request_mirrored(spec: Any) -> None:
+    shadowed = dataclasses.replace(spec, shadow=Deployment("candidate", "v2", 0))
+    manifests = kubernetes.render(shadowed, VERSIONS, "conf/deploy/dev.yaml")
+    names = [(m["kind"], m["metadata"]["name"]) for m in manifests]
+    assert ("Deployment", "web-classification-dev-candidate") in names
+    assert ("Service", "web-classification-dev-candidate") in names
+    ingresses = [m for m in manifests if m["kind"] == "Ingress"]
+    target = "http://web-classification-dev-candidate.llmops.svc.cluster.local$request_uri"
+    assert [i["metadata"]["annotations"]["nginx.ingress.kubernetes.io/mirror-target"] for i in ingresses] == [
+        target
+    ] * 2
+    for manifest in manifests:
+        validate(manifest)

@@ -12,6 +12,7 @@ Order of operations (`apply`), so that no deployment ever loses traffic it shoul
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
@@ -104,6 +105,15 @@ def config_sha256(spec: DeploymentSpec, index: int) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
+def mirror_percent(spec: DeploymentSpec, where: str) -> int:
+    """The share of live traffic Azure ML mirrors to the shadow: `targets.azureml.mirror_percent` (Azure ML
+    mirrors at most 50%)."""
+    value = spec.options.get("mirror_percent", 50)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 50:
+        raise SpecError(f"{where}: targets.azureml.mirror_percent must be a whole percent from 1 to 50, got {value!r}")
+    return value
+
+
 def target_traffic(spec: DeploymentSpec, current: Mapping[str, int], where: str) -> dict[str, int]:
     """The endpoint's traffic after this deploy: the configured weights. Raises SpecError when a deployment that
     serves traffic now is not in the config (it would silently drop to 0)."""
@@ -123,10 +133,11 @@ def apply(
     Returns the record of what was done (models, deployments created or kept, traffic before and after)."""
     from azure.core.exceptions import ResourceNotFoundError
 
+    mirror = mirror_percent(spec, where) if spec.shadow is not None else None  # checked before any change
     models: dict[str, dict[str, Any]] = {}
     registered: dict[str, Any] = {}
     existing_models = list(client.models.list(name=model_name(spec)))
-    for variant in dict.fromkeys(d.variant for d in spec.deployments):  # the new deployment's variant first
+    for variant in dict.fromkeys(d.variant for d in spec.served):  # the new deployment's variant first
         flow = flows[variant]
         sha256 = bake.flow_sha256(flow)
         found = next((m for m in existing_models if (m.tags or {}).get(HASH_TAG) == sha256), None)
@@ -143,6 +154,7 @@ def apply(
     traffic = target_traffic(spec, previous, where)
     on_endpoint = {d.name: d for d in client.online_deployments.list(endpoint_name=spec.endpoint)}
     deployments = []
+    spec = dataclasses.replace(spec, deployments=spec.served)  # the shadow is created as a deployment without traffic
     for index, deployment in enumerate(spec.deployments):
         sha256 = models[deployment.variant][HASH_TAG]
         current = on_endpoint.get(deployment.name)
@@ -155,6 +167,8 @@ def apply(
             action = "updated" if current is not None else "created"
         deployments.append({"name": deployment.name, "variant": deployment.variant, "action": action})
     endpoint.traffic = traffic
+    if spec.shadow is not None and mirror is not None:  # Azure ML copies this share of live traffic, drops answers
+        endpoint.mirror_traffic = {spec.shadow.name: mirror}
     client.online_endpoints.begin_create_or_update(endpoint).result()
     return {
         "target": "azureml",
@@ -164,6 +178,7 @@ def apply(
         "deployments": deployments,
         "previous_traffic": previous,
         "traffic": traffic,
+        **({"mirror_traffic": dict(endpoint.mirror_traffic)} if spec.shadow is not None else {}),
     }
 
 

@@ -6,7 +6,9 @@ Objects: per deployment a Deployment, a Service and a HorizontalPodAutoscaler; a
 deployments' pods); weighted routing through ingress-nginx canary Ingresses: the main Ingress routes to the
 stable deployment (the first prior deployment with traffic), a canary Ingress on the same host sends
 `nginx.ingress.kubernetes.io/canary-weight` percent to the new one. ingress-nginx allows one canary per host, so
-at most two deployments may have traffic. Secrets are never rendered: containers read them from a Secret by
+at most two deployments may have traffic. A shadow deployment (`shadow:`) gets its Deployment, Service and HPA,
+and both Ingresses mirror every request to it (`nginx.ingress.kubernetes.io/mirror-target`: its answers are
+dropped). Secrets are never rendered: containers read them from a Secret by
 reference (`secretKeyRef`), created apart (`kubectl create secret generic <name> --from-literal=...`).
 """
 
@@ -54,7 +56,7 @@ def render(spec: DeploymentSpec, versions: Mapping[str, str], where: str) -> lis
     resources = options.get("resources") or {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
     host = str(options.get("host", "{endpoint}.example.com")).format(endpoint=spec.endpoint)
     manifests: list[dict[str, Any]] = []
-    for d in spec.deployments:
+    for d in spec.served:
         name = f"{spec.endpoint}-{d.name}"
         labels = {"deployment": d.name}
         image = str(options.get("image", "llmops/{use_case}:{version}")).format(
@@ -95,10 +97,15 @@ def render(spec: DeploymentSpec, versions: Mapping[str, str], where: str) -> lis
         "spec": {"selector": {"app": spec.endpoint}, "ports": [{"name": "http", "port": 80, "targetPort": PORT}]},
     })  # fmt: skip
     stable, canary = routing(spec, where)
-    manifests.append(_ingress(spec, spec.endpoint, host, stable, {}))
+    mirror = {}
+    if spec.shadow is not None:  # ingress-nginx copies each request to the shadow and drops its answer
+        namespace = str(spec.options.get("namespace", "default"))
+        target = f"http://{spec.endpoint}-{spec.shadow.name}.{namespace}.svc.cluster.local$request_uri"
+        mirror = {"nginx.ingress.kubernetes.io/mirror-target": target}
+    manifests.append(_ingress(spec, spec.endpoint, host, stable, mirror))
     if canary is not None:
         annotations = {"nginx.ingress.kubernetes.io/canary": "true",
-                       "nginx.ingress.kubernetes.io/canary-weight": str(canary.weight)}  # fmt: skip
+                       "nginx.ingress.kubernetes.io/canary-weight": str(canary.weight), **mirror}  # fmt: skip
         manifests.append(_ingress(spec, f"{spec.endpoint}-canary", host, canary, annotations))
     return manifests
 

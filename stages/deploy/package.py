@@ -46,7 +46,7 @@ def baked_flows(spec: DeploymentSpec, params: Mapping[str, Any], out: Path) -> d
     (the new deployment's variant first)."""
     use_case = params["use_cases"][spec.use_case]
     baked = {}
-    for variant in dict.fromkeys(d.variant for d in spec.deployments):
+    for variant in dict.fromkeys(d.variant for d in spec.served):
         selected = variants.deployed_node_variants(spec.use_case, use_case, variant)
         baked[variant] = bake_variant(spec.flow, use_case["variants"][variant], params["llm"], out / variant, selected)
     return baked

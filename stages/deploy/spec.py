@@ -47,6 +47,11 @@ class DeploymentSpec:
     def weights(self) -> dict[str, int]:
         return {d.name: d.weight for d in self.deployments}
 
+    @property
+    def served(self) -> tuple[Deployment, ...]:
+        """Every deployment that runs: the live ones, then the shadow (if any)."""
+        return (*self.deployments, *((self.shadow,) if self.shadow else ()))
+
 
 def load_spec(root: Path, use_case: str, env: str, target: str, params: Mapping[str, Any]) -> DeploymentSpec:
     """Read `conf/deploy/<env>.yaml` (top-level defaults, then `use_cases.<use_case>` overrides) for one target.

@@ -4,6 +4,7 @@ in Azure Container Registry (`az acr build`: no local Docker engine), create the
 put each deployment in a slot (the stable one in production), set the slots' images and app settings, and route
 traffic to the slots by weight (`az webapp traffic-routing set`; production takes the rest).
 
+A shadow deployment is refused: App Service has no traffic mirroring.
 Secrets never enter the script: a secret app setting is `NAME="$NAME"`, read from the deploying shell.
 """
 
@@ -18,7 +19,7 @@ from stages.core import bake
 from stages.core.io import write_text
 from stages.core.project import load_params
 from stages.deploy import package
-from stages.deploy.spec import DeploymentSpec
+from stages.deploy.spec import DeploymentSpec, SpecError
 
 PORT = 8080  # prompt flow's serving image listens here
 
@@ -105,6 +106,11 @@ def routing_command(spec: DeploymentSpec, weights: Mapping[str, int]) -> str:
 
 def build(spec: DeploymentSpec, params: Mapping[str, Any], out: Path) -> dict[str, Any]:
     """Bake each variant into out/flows, build its Docker context into out/images/<variant>, write out/deploy.sh."""
+    if spec.shadow is not None:
+        raise SpecError(
+            f"conf/deploy/{spec.env}.yaml: shadow: App Service cannot mirror traffic to a slot; run the shadow on "
+            "the local, kubernetes (ingress-nginx mirror-target) or azureml (mirror_traffic) target"
+        )
     flows = package.baked_flows(spec, params, out / "flows")
     secret_env = list(spec.options.get("secret_env", ["LLM_API_KEY"]))
     repository = spec.use_case.replace("_", "-")
