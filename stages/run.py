@@ -263,7 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     summaries: dict[str, dict[str, Any]] = {}
     written: list[Path] = []
     proxy = llm_proxy.from_params(
-        connection, params["llm"], params["llm_cache"], args.cache, row_of=flow_engine.row_of_request
+        connection,
+        params["llm"],
+        params["llm_cache"],
+        args.cache,
+        row_of=flow_engine.row_of_request,
+        env=connections.environment(root),
     )
     # The dataset's rows are not production traffic: their traces keep the text (secrets are still redacted).
     telemetry = tracing.setup(f"llmops-run-{args.use_case}", args.traces, redactor=pii.Redactor(enabled=False))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import Project
 
 from stages.observability import otlp_json
@@ -167,3 +168,107 @@ def _router_url(project: Project) -> str:
 
     port = json.loads((local.runtime(project.root, "dev", UC) / "pids" / "router.json").read_text())["port"]
     return f"http://127.0.0.1:{port}/score"
+
+
+@pytest.mark.slow
+def test_observability_demo_on_the_embedded_model(tmp_path: Path, fresh_template: Path) -> None:
+    """The issue's "Done when", on Gemma 3 270M (llama.cpp, one request at a time): a local deployment (blue/green
+    and a shadow) under a bounded load with personal data in some requests, traces exported to Phoenix, the
+    primary LLM killed mid-load (a graceful fixed answer takes over), the shadow's verdict, the dashboard, and no
+    personal data in any file. LLMOPS_SCREENSHOTS=<folder> also saves the dashboard and a trace waterfall there."""
+    import os
+    import signal
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    from browser import assert_clean, open_page
+    from conftest import copy_project
+    from otlp_backend import phoenix
+    from test_deploy_local import score
+
+    from stages.observability import waterfall
+
+    project = copy_project(fresh_template, tmp_path / "repo", {"LLMOPS_ENDPOINT_KEY": KEY})
+    project.timeout_s = 1800
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = project.root / "conf" / "config.yaml"
+    config.write_text(config.read_text().replace("port: 8765", f"port: {port}"))
+    graceful = "[{name:graceful,response:'Other'}]"  # a label the flow accepts, so answers stay valid
+    project.params(f"+llm.fallbacks={graceful}", "llm.retry.attempts=2", "llm.retry.base_s=0.2")
+    conf = project.root / "conf" / "deploy" / "dev.yaml"
+    conf.write_text(conf.read_text().replace("shadow: null", "shadow: {name: candidate, variant: v2}"))
+    rows = [json.loads(line) for line in (project.root / "use_cases" / UC / "data" / "pages.jsonl").open()]
+    bodies = [{"url": r["url"], "text": r["text"]} for r in rows[:32]]
+    bodies[::4] = [{"url": f"https://{CANARY['ip']}/contact", "text": PII_TEXT}] * len(bodies[::4])
+    figures: dict[str, object] = {}
+    with phoenix(tmp_path / "phoenix") as backend:
+        project.env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": backend.url,
+                        "OTEL_RESOURCE_ATTRIBUTES": "openinference.project.name=llmops-demo"}  # fmt: skip
+        try:
+            project.sh("llmops", "llm", "start")
+            project.sh("llmops", "deploy", "--use-case", UC)
+            url = _router_url(project)
+            killed_at = len(bodies) * 3 // 4
+
+            def send(item: tuple[int, dict]) -> tuple[int, str | None, object]:
+                index, body = item
+                if index == killed_at:  # the primary LLM dies mid-load
+                    os.kill(_pid_listening(port), signal.SIGKILL)
+                return score(url, body, KEY)
+
+            with ThreadPoolExecutor(2) as pool:
+                answers = list(pool.map(send, enumerate(bodies)))
+            figures["answered"] = f"{sum(s == 200 for s, _, _ in answers)}/{len(bodies)}"
+            assert [status for status, _, _ in answers] == [200] * len(bodies)  # no request lost
+            _wait_for_shadow(project, len(bodies), timeout_s=900)
+            project.sh("llmops", "undeploy", "--use-case", UC)  # the deployments flush their spans as they stop
+            spans = backend.wait_for("llmops-demo", len(bodies) * 3, timeout_s=120)
+        finally:
+            project.sh("llmops", "undeploy", "--use-case", UC, check=False)
+            project.sh("llmops", "llm", "stop", check=False)
+        evaluated = project.sh("llmops", "evaluate-production", "--use-case", UC, "--sample", "40")
+        project.sh("llmops", "monitor", "--use-case", UC)
+
+    requests = {s["attributes"].get("llmops.row_id") for s in spans if s["name"] == "row"}
+    logged = [
+        json.loads(line) for line in (project.root / ".llmops" / "deploy" / "dev" / UC / "production.jsonl").open()
+    ]
+    live = [r for r in logged if r.get("deployment") and not r.get("shadow")]
+    assert {r["request_id"] for r in live} <= requests  # every request's trace reached Phoenix
+    llm_spans = [s for s in spans if "gen_ai.request.model" in s["attributes"]]
+    assert llm_spans and all("gen_ai.usage.input_tokens" in s["attributes"] for s in llm_spans if
+                             s["attributes"].get("llmops.answered_by") != "graceful")  # fmt: skip
+    figures |= {
+        "phoenix spans": len(spans), "phoenix traces": len(requests), "LLM call spans": len(llm_spans),
+        "answered by the fallback": sum(1 for r in live if (r.get("llm") or {}).get("fallbacks")),
+        "shadow copies": sum(1 for r in logged if r.get("shadow")),
+    }  # fmt: skip
+    result = json.loads((project.root / "reports" / "production" / f"{UC}.dev.json").read_text())
+    shadow = result["shadow"]
+    assert shadow["reference_free"]["candidate"]["success"]["test"] == "McNemar exact"
+    figures["shadow verdict"] = [line for line in evaluated.stdout.splitlines() if line.startswith("shadow")]
+    leaks = []
+    for folder in (project.root, tmp_path / "phoenix"):
+        for path in folder.rglob("*"):
+            if path.is_file() and ".git" not in path.parts and ".dvc" not in path.parts:
+                data = path.read_bytes()
+                leaks += [f"{path}: {kind}" for kind, value in {**CANARY, "key": KEY}.items() if value.encode() in data]
+    assert leaks == []
+
+    dashboard = project.root / "reports" / "monitor" / f"{UC}.dev.html"
+    shots = Path(os.environ.get("LLMOPS_SCREENSHOTS") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    assert_clean(open_page(dashboard, screenshot=shots / "monitor-dashboard.png"))
+    traces = otlp_json.traces([s for p in (project.root / ".llmops" / "deploy" / "dev" / UC / "traces").glob("*.jsonl")
+                               for s in otlp_json.read(p)])  # fmt: skip
+    slowest = max(traces.values(), key=lambda t: waterfall.summary(t)["duration_s"])
+    page = tmp_path / "trace.html"
+    from stages.core import reporting
+
+    body = waterfall.render(slowest, f"request {waterfall.summary(slowest)['row_id']}")
+    page.write_text(f"<!doctype html><html><head><meta charset=utf-8><style>{reporting.PAGE_CSS}{waterfall.CSS}"
+                    f"</style></head><body><h1>A request's trace</h1>{body}</body></html>")  # fmt: skip
+    assert_clean(open_page(page, screenshot=shots / "trace-waterfall.png"))
+    print("demo figures:", json.dumps(figures, indent=1))

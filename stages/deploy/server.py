@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     # `llmops undeploy` stops the process with SIGTERM: the spans still queued are exported first
     signal.signal(signal.SIGTERM, lambda *_: (telemetry.shutdown(), sys.exit(0)))
     tracing.set_attributes(use_case=args.use_case, deployment=args.deployment, variant=args.variant)
-    proxy = endpoint.serving_proxy(connections.resolve(params["llm"], connections.environment(root)), params["llm"])
+    env = connections.environment(root)
+    proxy = endpoint.serving_proxy(connections.resolve(params["llm"], env), params["llm"], env)
     proxy.__enter__()  # serves until the process ends
     session, declared, required = build(root, params, args.use_case, args.variant, proxy)
     scoring = endpoint.Endpoint(session, declared, required, observed, proxy, labels=labels)
