@@ -16,6 +16,7 @@ from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.progress import Progress
 from stages.core.project import load_params, project_root, runtime_dir
 from stages.metrics import cost, headline, judge, operations
+from stages.observability import pii, tracing
 
 
 def map_inputs(mapping: dict[str, str], row: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", type=Path, required=True, help="aggregated metrics (JSON)")
     parser.add_argument("--operations", type=Path, required=True, help="the judge calls' LLM cache counts (JSON)")
     parser.add_argument("--cache", type=Path, required=True, help="the row-level LLM cache folder (judge calls)")
+    parser.add_argument("--traces", type=Path, help="OTLP JSON trace file: one trace per evaluated row")
     args = parser.parse_args(argv)
 
     root = project_root()
@@ -184,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     failed_by_variant: dict[str, list[flow_engine.RowResult]] = {}
     run_by_variant = {variant: read_jsonl(args.run / f"{variant}.jsonl") for variant in plan.names}
     k = max(repeats.in_records(rows) for rows in run_by_variant.values())
-    with proxy or contextlib.nullcontext():
+    telemetry = tracing.setup(f"llmops-evaluate-{args.use_case}", args.traces, redactor=pii.Redactor(enabled=False))
+    with proxy or contextlib.nullcontext(), telemetry:
         sessions = []
         for repeat in range(k if proxy else 1):  # a flow without judges asks no LLM: one session serves every repeat
             try:
@@ -208,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
         sessions *= k // len(sessions)
         for variant in plan.names:
+            tracing.set_attributes(use_case=args.use_case, variant=variant, stage="evaluate")
             rows_by_variant[variant], metrics_by_variant[variant], failed_by_variant[variant] = evaluate_variant(
                 sessions,
                 args.use_case,

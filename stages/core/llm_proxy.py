@@ -698,37 +698,47 @@ def from_params(
     row_of: Callable[[Mapping[str, str]], str | None] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> LLMProxy:
-    """The proxy a stage runs for `connection`: `llm.retry`, `llm.request_timeout_s`, the connection's request
-    adaptations (its layout, model, API version, `drop_null_params` and `default_max_tokens`), and the cache in
-    `cache_dir` when `llm_cache.enabled` (the folder is created either way: it is the stage's DVC output)."""
+    """The proxy a stage runs for `connection` (see `for_connection`), with the cache in `cache_dir` when
+    `llm_cache.enabled` (the folder is created either way: it is the stage's DVC output)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     store = CacheStore(cache_dir) if llm_cache["enabled"] else None
+    return for_connection(connection, llm, store, row_of, env)
+
+
+def for_connection(
+    connection: Connection,
+    llm: Mapping[str, Any],
+    store: CacheStore | None = None,
+    row_of: Callable[[Mapping[str, str]], str | None] | None = None,
+    env: Mapping[str, str] | None = None,
+    fallbacks: bool = True,
+) -> LLMProxy:
+    """The proxy in front of `connection`: `llm.retry`, the connection's timeout and request adaptations (its layout,
+    model, API version, `drop_null_params` and `default_max_tokens`), `store` (None: no cache), and with
+    `fallbacks` the connection's fallbacks (`llm.fallbacks`, their secrets from `env`, default os.environ)."""
     adapter = RequestAdapter(connection.type, connection.model, connection.api_version, connection.drop_null_params,
                              connection.default_max_tokens)  # fmt: skip
     proxy = LLMProxy(connection.base_url, store, RetryPolicy.from_params(llm.get("retry")),
                      connection.request_timeout_s, row_of, adapter=adapter)  # fmt: skip
     proxy.name = connection.name
-    proxy.fallbacks = fallbacks_for(llm, env)
+    if fallbacks:
+        proxy.fallbacks = fallbacks_for(llm, env)
     return proxy
 
 
 def fallbacks_for(
     llm: Mapping[str, Any], env: Mapping[str, str] | None = None
-) -> list[tuple[str, LLMProxy | failover.FixedResponse]]:
-    """The connection's fallbacks (`llm.fallbacks`), each connection behind its own uncached proxy."""
+) -> list[tuple[str, LLMProxy | failover.FixedResponse, Connection | None]]:
+    """The connection's fallbacks (`llm.fallbacks`): each connection behind its own uncached proxy, or a fixed
+    response."""
     import os
 
     result: list[tuple[str, LLMProxy | failover.FixedResponse, Connection | None]] = []
     for fallback in failover.parse(llm, os.environ if env is None else env):
         if isinstance(fallback, failover.FixedResponse):
             result.append((fallback.name, fallback, None))
-            continue
-        adapter = RequestAdapter(fallback.type, fallback.model, fallback.api_version, fallback.drop_null_params,
-                                 fallback.default_max_tokens)  # fmt: skip
-        proxy = LLMProxy(fallback.base_url, None, RetryPolicy.from_params(llm.get("retry")),
-                         fallback.request_timeout_s, adapter=adapter)  # fmt: skip
-        proxy.name = fallback.name
-        result.append((fallback.name, proxy, fallback))
+        else:
+            result.append((fallback.name, for_connection(fallback, llm, fallbacks=False), fallback))
     return result
 
 

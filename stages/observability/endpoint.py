@@ -47,13 +47,7 @@ class Observability:
 
 def serving_proxy(connection: Connection, llm: Mapping[str, Any], env: Mapping[str, str]) -> llm_proxy.LLMProxy:
     """The endpoint's way to its LLM: retries and fallbacks (`llm.fallbacks`), no cache, an LLM span per call."""
-    adapter = llm_proxy.RequestAdapter(connection.type, connection.model, connection.api_version,
-                                       connection.drop_null_params, connection.default_max_tokens)  # fmt: skip
-    proxy = llm_proxy.LLMProxy(connection.base_url, None, llm_proxy.RetryPolicy.from_params(llm.get("retry")),
-                               connection.request_timeout_s, flow_engine.row_of_request, adapter=adapter)  # fmt: skip
-    proxy.name = connection.name
-    proxy.fallbacks = llm_proxy.fallbacks_for(llm, env)
-    return proxy
+    return llm_proxy.for_connection(connection, llm, None, flow_engine.row_of_request, env)
 
 
 @dataclass
