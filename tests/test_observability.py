@@ -207,7 +207,7 @@ def test_observability_demo_on_the_embedded_model(tmp_path: Path, fresh_template
     bodies[::4] = [{"url": f"https://{CANARY['ip']}/contact", "text": PII_TEXT}] * len(bodies[::4])
     figures: dict[str, object] = {}
     with phoenix(tmp_path / "phoenix") as backend:
-        project.env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": backend.url,
+        project.env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": backend.url, "OTEL_METRICS_EXPORTER": "none",  # traces only
                         "OTEL_RESOURCE_ATTRIBUTES": "openinference.project.name=llmops-demo"}  # fmt: skip
         try:
             project.sh("llmops", "llm", "start")

@@ -73,9 +73,8 @@ class Endpoint:
         if not verdict.allowed:
             tracing.record_request(self.labels, time.perf_counter() - started, verdict.status)
             return verdict.status, {"error": verdict.reason, "guardrail": verdict.check}, {"guardrail": verdict.check}
-        before = self.proxy.totals() if self.proxy else llm_proxy.Usage()
         result = self.session.run(request_id, body)
-        usage = (self.proxy.totals() - before) if self.proxy else llm_proxy.Usage()
+        usage = self.proxy.row_usage(request_id) if self.proxy else llm_proxy.Usage()  # this request's calls only
         status = 200 if result.error is None else 500
         tracing.record_request(self.labels, time.perf_counter() - started, status)
         meta = {"llm": usage.as_row(), **({"flags": list(verdict.flags)} if verdict.flags else {})}

@@ -233,8 +233,9 @@ def setup(
 
         redaction.register(*(env.get(name) for name in ("OTEL_EXPORTER_OTLP_HEADERS",)))
         exporters.append((f"otlp {otlp}", OTLPSpanExporter(endpoint=_signal_url(env, "traces"))))
-        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=_signal_url(env, "metrics")),
-                                                     export_interval_millis=5000))  # fmt: skip
+        if env.get("OTEL_METRICS_EXPORTER", "otlp") != "none":  # e.g. Phoenix takes traces only
+            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=_signal_url(env, "metrics")),
+                                                         export_interval_millis=5000))  # fmt: skip
     if connection_string := env.get(AZURE_ENV):
         from azure.monitor.opentelemetry.exporter import AzureMonitorMetricExporter, AzureMonitorTraceExporter
 
@@ -339,8 +340,12 @@ def llm_span(row: str | None, path: str, request: Mapping[str, Any]) -> Iterator
     if not _current.enabled:
         yield LLMCall(trace.INVALID_SPAN)
         return
+    # The row's trace: under the current span when the call is made in the row's own context (a flow's client
+    # calling the proxy in-process, inside prompt flow's node span), else directly under the row's span.
     parent = _rows.get(row or "")
-    context = trace.set_span_in_context(parent) if parent is not None else None
+    current = trace.get_current_span().get_span_context()
+    in_row = parent is not None and current.is_valid and current.trace_id == parent.get_span_context().trace_id
+    context = trace.set_span_in_context(parent) if parent is not None and not in_row else None
     operation = (
         "chat" if path.endswith("/chat/completions") else "embeddings" if "embeddings" in path else "text_completion"
     )

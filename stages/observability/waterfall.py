@@ -14,7 +14,7 @@ __all__ = ["CSS", "Span", "render", "summary"]
 
 CSS = """
 .wf{font-size:.78rem;border:1px solid #e3e3e3;border-radius:6px;padding:.4rem .6rem;margin:.3rem 0 1rem}
-.wf .row{display:grid;grid-template-columns:minmax(220px,32%) 1fr 70px;align-items:center;gap:.5rem;
+.wf .row{display:grid;grid-template-columns:minmax(260px,38%) 1fr 80px;align-items:center;gap:.5rem;
   border-bottom:1px solid #f3f3f3;padding:.12rem 0}
 .wf .name{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 .wf .lane{position:relative;height:14px;background:#fafafa;border-radius:3px}
