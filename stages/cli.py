@@ -9,22 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from stages import deploy
-from stages.core import (
-    catalogue,
-    changes,
-    conf_schema,
-    connections,
-    datasets,
-    importer,
-    llm_server,
-    redaction,
-    remote,
-    reporting,
-)
+from stages.core import conf_schema, redaction, remote
 from stages.core.project import load_params, project_root, runtime_dir
+from stages.data import datasets
 from stages.deploy import local, production
 from stages.deploy.spec import SpecError
+from stages.llm import connections, llm_server
 from stages.metrics import headline
+from stages.results import changes
+from stages.results.formatting import format_usd, headline_text, total_cost
+from stages.results.rows import Columns
+from stages.usecases import catalogue, importer
 
 
 def compose_params(root: Path, overrides: list[str], output: Path) -> None:
@@ -98,7 +93,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         metrics = json.loads(metrics_file.read_text())
         run_file = use_case_dir / "run" / "summary.json"
         run = json.loads(run_file.read_text()) if run_file.is_file() else {}
-        headline = reporting.headline_text(metrics.get("headline") or {}, metrics.get("baseline"))
+        headline = headline_text(metrics.get("headline") or {}, metrics.get("baseline"))
         variant = metrics.get("variant", "?")
         errors = run.get("errors", 0) + metrics.get("eval_errors", 0)
         rows = (
@@ -108,7 +103,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         )
         counts = f"rows {rows}  errors {errors}  invalid {run.get('invalid_answers', 0)}"
         if "cost" in run or "cost" in metrics:
-            counts += f"  cost {reporting.format_usd(reporting.total_cost(run, metrics))}"
+            counts += f"  cost {format_usd(total_cost(run, metrics))}"
         print(f"{use_case_dir.name} ({variant}): {headline}  {counts}")
         print(f"  report:  {use_case_dir / 'report' / 'report.html'}")
         print(f"  metrics: {metrics_file.relative_to(root)}, {run_file.relative_to(root)}")
@@ -120,7 +115,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Experiments or commits side by side per use case, each compared with the first, with verdicts."""
-    from stages.core import compare
+    from stages.results import compare
 
     root = project_root()
     params = load_params(root)
@@ -146,7 +141,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             continue
         print(f"{use_case}:")
         for part in parts:
-            print(f"  {part.name}: {reporting.headline_text(part.headline, parts[0].name)}")
+            print(f"  {part.name}: {headline_text(part.headline, parts[0].name)}")
         print(f"  page: {page}")
     return 1 if failed == len(use_cases) else 0
 
@@ -155,7 +150,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """Rows needed to detect a drop, and the drop today's rows detect, per headline metric of the last evaluation."""
     import json
 
-    from stages.core import compare, plan
+    from stages.results import compare, plan
 
     root = project_root()
     params = load_params(root)
@@ -192,7 +187,7 @@ def cmd_size_subsets(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from stages.core import changes, compare, gate, sizing
+    from stages.results import changes, compare, gate, sizing
 
     root = project_root()
     env_file = root / "conf" / "env" / f"{args.env}.yaml"
@@ -265,8 +260,8 @@ def gate_results(root: Path, baseline: str, env: str | None, only: list[str] | N
     """(env, baseline revision, per use case gate.UseCaseResult): the workspace checked against `baseline`."""
     import yaml
 
-    from stages.core import compare, gate
     from stages.metrics import headline
+    from stages.results import compare, gate
 
     params = load_params(root)
     env = env or params["env"]["name"]
@@ -293,7 +288,7 @@ def gate_results(root: Path, baseline: str, env: str | None, only: list[str] | N
             except compare.CompareError as exc:
                 found[side], found[f"{side}_missing"] = None, str(exc)
         what = changes.changes(*locks, name) if locks else None
-        results.append(gate.assess(name, specs, reporting.Columns.from_config(config), thresholds[name], **found,
+        results.append(gate.assess(name, specs, Columns.from_config(config), thresholds[name], **found,
                                    changes=what))  # fmt: skip
     return env, rev, gate.adjust(results)
 
@@ -303,7 +298,7 @@ def _locks(root: Path, rev: str) -> tuple[dict[str, Any], dict[str, Any]] | None
     changed)."""
     import yaml
 
-    from stages.core import compare
+    from stages.results import compare
 
     try:
         texts = compare.read_at(root, "dvc.lock", rev), (root / "dvc.lock").read_text(encoding="utf-8")
@@ -315,8 +310,8 @@ def _locks(root: Path, rev: str) -> tuple[dict[str, Any], dict[str, Any]] | None
 
 def cmd_gate(args: argparse.Namespace) -> int:
     """Check the workspace's results against thresholds and the baseline revision; exit 1 on any failure."""
-    from stages.core import gate
     from stages.core.io import write_text
+    from stages.results import gate
 
     root = project_root()
     try:
@@ -336,8 +331,8 @@ def cmd_pr_comment(args: argparse.Namespace) -> int:
     """Compose the PR comment; with --post, create or edit it in place on the PR through `gh`."""
     import subprocess
 
-    from stages.core import gate, pr_comment
     from stages.core.io import write_text
+    from stages.results import gate, pr_comment
 
     root = project_root()
     try:
@@ -526,7 +521,7 @@ def cmd_evaluate_production(args: argparse.Namespace) -> int:
               "joined to the dataset")  # fmt: skip
         for part in ("evaluated", "reference_free"):
             if name in summary[part]:
-                print(f"  {part.replace('_', '-')}: {reporting.headline_text(summary[part][name], result.baseline)}")
+                print(f"  {part.replace('_', '-')}: {headline_text(summary[part][name], result.baseline)}")
     print(f"report: {out / f'{args.use_case}.{args.env}.html'}")
     return 0
 

@@ -11,13 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from stages import engine
-from stages.core import connections, datasets, llm_proxy, repeats, variants
+from stages.core import variants
 from stages.core.conf_schema import ConfError
 from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.progress import Progress
 from stages.core.project import count_setting, load_params, project_root, runtime_dir
+from stages.data import datasets
 from stages.engine.promptflow import azure as azure_execution
-from stages.metrics import cost, operations
+from stages.llm import connections, llm_proxy
+from stages.metrics import cost, operations, repeats
 
 
 def summarize(

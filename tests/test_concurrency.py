@@ -19,10 +19,10 @@ from conftest import REPO, StubLLM, post_json
 
 from stages import engine
 from stages import run as run_stage
-from stages.core import connections, llm_proxy
-from stages.core.connections import Connection
 from stages.engine.promptflow import flows as engine_flows
 from stages.engine.promptflow import hooks as engine_hooks
+from stages.llm import connections, llm_proxy
+from stages.llm.connections import Connection
 
 RETRY = llm_proxy.RetryPolicy(attempts=2, base_s=0.01, max_s=1)
 Inputs = Callable[[int], dict[str, Any]]
@@ -167,14 +167,14 @@ def test_the_same_request_from_rows_running_at_once_reaches_the_llm_once(stub_ll
 
 
 def test_evaluate_gives_the_same_rows_and_metrics_at_any_concurrency() -> None:
-    from stages import evaluate as evaluate_stage
+    from stages.results import evaluation
 
     use_case = yaml.safe_load((REPO / "params.yaml").read_text())["use_cases"]["general_qa"]
     prepared = [{"row_id": f"q{i}", "question": f"Q{i}?", "answer": f"A{i % 3}", "aliases": []} for i in range(12)]
     run_rows = [{"row_id": f"q{i}", "outputs": {"output": f"A{i % 2}"}, "error": None, "latency_s": 0.1}
                 for i in range(12)]  # fmt: skip
     session = engine.FlowSession(REPO / use_case["eval_flow"])
-    outcomes = [evaluate_stage.evaluate_variant([session], "general_qa", "v1", use_case, prepared, run_rows,
+    outcomes = [evaluation.evaluate_variant([session], "general_qa", "v1", use_case, prepared, run_rows,
                                                 concurrency=c) for c in (1, 4)]  # fmt: skip
     (rows_1, metrics_1, failed_1), (rows_4, metrics_4, failed_4) = outcomes
     assert [r["row_id"] for r in rows_4] == [f"q{i}" for i in range(12)]

@@ -14,8 +14,8 @@ from conftest import REPO, Project, StubLLM, post_json
 
 from stages import engine
 from stages import run as run_stage
-from stages.core import llm_proxy
-from stages.core.connections import Connection
+from stages.llm import llm_proxy
+from stages.llm.connections import Connection
 
 BODY = {"model": "m", "prompt": "Question: 2+2?\nAnswer:", "max_tokens": 3, "temperature": 0}
 FAST = llm_proxy.RetryPolicy(attempts=4, base_s=0.01, max_s=5)

@@ -15,8 +15,8 @@ import pytest
 from conftest import REPO, Project, Reproduced, StubLLM, post_json
 
 from stages import engine
-from stages.core import llm_proxy
-from stages.core.connections import Connection
+from stages.llm import llm_proxy
+from stages.llm.connections import Connection
 
 BODY = {"model": "m", "prompt": "Question: 2+2?\nAnswer:", "max_tokens": 3, "temperature": 0, "stop": ["\n"]}
 RETRY = llm_proxy.RetryPolicy(attempts=3, base_s=0.01, max_s=5)
@@ -105,7 +105,7 @@ def test_a_disabled_cache_asks_every_time_and_stores_nothing(stub_llm: StubLLM, 
 WRITER = """
 import sys, time
 from pathlib import Path
-from stages.core.llm_proxy import CacheStore
+from stages.llm.llm_proxy import CacheStore
 store, i = CacheStore(Path(sys.argv[1])), 0
 print("writing", flush=True)
 while True:

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from stages import engine
-from stages.core import connections, datasets, variants
+from stages.core import variants
 from stages.core.project import load_params, project_root, runtime_dir
+from stages.data import datasets
 from stages.deploy import web
+from stages.llm import connections
 
 
 def check_inputs(body: Any, accepted: Mapping[str, Any], required: set[str]) -> str | None:

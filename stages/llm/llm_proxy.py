@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from stages.core.connections import Connection
 from stages.core.io import write_text
+from stages.llm.connections import Connection
 
 RETRIABLE_STATUS = frozenset({408, 429, *range(500, 600)})
 TRANSIENT_5XX = frozenset({502, 503, 504})  # gateways and overload: retried whatever the answer says
