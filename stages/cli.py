@@ -38,6 +38,20 @@ def compose_params(root: Path, overrides: list[str], output: Path) -> None:
         os.replace(composed, output)
 
 
+def env_params(root: Path, env: str, error: type[Exception]) -> dict[str, Any]:
+    """The params conf/ composes for `env` (its `env` block: the env file's subset and gate, read once, through
+    Hydra); `error` names an env that does not exist."""
+    import tempfile
+
+    import yaml
+
+    if not (root / "conf" / "env" / f"{env}.yaml").is_file():
+        raise error(f"conf/env/{env}.yaml: no such env (conf/env/<env>.yaml)")
+    with tempfile.TemporaryDirectory(prefix=".env-params.") as scratch:
+        compose_params(root, [f"env={env}"], Path(scratch) / "params.yaml")
+        return yaml.safe_load((Path(scratch) / "params.yaml").read_text(encoding="utf-8"))
+
+
 def _server_settings(root: Path) -> llm_server.ServerSettings:
     return llm_server.ServerSettings.from_params(load_params(root)["server"])
 
@@ -183,25 +197,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_size_subsets(args: argparse.Namespace) -> int:
     """Print the Hydra overrides that give each use case the PR changed the rows its max_drop needs."""
     import subprocess
-    import tempfile
 
     import yaml
 
     from stages.results import changes, compare, gate, sizing
 
     root = project_root()
-    env_file = root / "conf" / "env" / f"{args.env}.yaml"
     where = f"conf/env/{args.env}.yaml: gate"
-    if not env_file.is_file():
-        print(f"size-subsets: conf/env/{args.env}.yaml: no such env (conf/env/<env>.yaml)", file=sys.stderr)
-        return 2
     try:
         # The params the PR's pipeline will run (`make pipeline` composes conf/ for the env), not the committed
-        # params.yaml, which a PR that edits conf/ without `llmops params` leaves behind; its `env` block is the
-        # env file's subset and gate, so that file is not read a second time.
-        with tempfile.TemporaryDirectory(prefix=".size-subsets.") as scratch:
-            compose_params(root, [f"env={args.env}"], Path(scratch) / "params.yaml")
-            params = yaml.safe_load((Path(scratch) / "params.yaml").read_text(encoding="utf-8"))
+        # params.yaml, which a PR that edits conf/ without `llmops params` leaves behind.
+        params = env_params(root, args.env, gate.GateConfigError)
         env = params["env"]
         use_cases = list(params["use_cases"])
         thresholds = gate.parse_thresholds(env.get("gate"), use_cases, where)
@@ -213,7 +219,7 @@ def cmd_size_subsets(args: argparse.Namespace) -> int:
         return 2
     small = (env.get("subset") or {}).get("rows")
     if caps is None or small is None:
-        print(f"size-subsets: {env_file.name} has no gate.sizing or no subset.rows: nothing to size", file=sys.stderr)
+        print(f"size-subsets: {args.env}.yaml has no gate.sizing or no subset.rows: nothing to size", file=sys.stderr)
         return 0
     diff = subprocess.run(["git", "diff", "--name-only", str(rev)], cwd=root, capture_output=True, text=True)
     untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=root, capture_output=True,
@@ -258,17 +264,15 @@ def datasets_rows(root: Path, config: dict[str, Any]) -> list[str]:
 
 def gate_results(root: Path, baseline: str, env: str | None, only: list[str] | None) -> tuple[str, str, list]:
     """(env, baseline revision, per use case gate.UseCaseResult): the workspace checked against `baseline`."""
-    import yaml
 
     from stages.metrics import headline
     from stages.results import compare, gate
 
     params = load_params(root)
-    env = env or params["env"]["name"]
-    env_file = root / "conf" / "env" / f"{env}.yaml"
-    if not env_file.is_file():
-        raise gate.GateConfigError(f"{env_file.relative_to(root)}: no such env (conf/env/<env>.yaml)")
-    block = (yaml.safe_load(env_file.read_text(encoding="utf-8")) or {}).get("gate")
+    if env and env != params["env"]["name"]:  # another env's thresholds: conf/ composed for it
+        params = env_params(root, env, gate.GateConfigError)
+    env = params["env"]["name"]
+    block = params["env"].get("gate")  # the composed params' (`-S env.gate...` overrides included)
     use_cases = list(params["use_cases"])
     thresholds = gate.parse_thresholds(block, use_cases, f"conf/env/{env}.yaml: gate")
     if unknown := sorted(set(only or []) - set(use_cases)):

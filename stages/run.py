@@ -19,7 +19,7 @@ from stages.core.project import count_setting, load_params, project_root, runtim
 from stages.data import datasets
 from stages.engine.promptflow import azure as azure_execution
 from stages.llm import connections, llm_proxy
-from stages.metrics import cost, operations, repeats
+from stages.metrics import cost, operations, repeats, stats
 
 
 def summarize(
@@ -47,8 +47,8 @@ def summarize(
         "invalid_answers": invalid,
         "latency_s": {
             "mean": round(statistics.fmean(latencies), 4) if latencies else 0.0,
-            "p50": round(latencies[len(latencies) // 2], 4) if latencies else 0.0,
-            "p95": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))], 4) if latencies else 0.0,
+            "p50": round(stats.percentile(latencies, 50) or 0.0, 4),
+            "p95": round(stats.percentile(latencies, 95) or 0.0, 4),
         },
         "wall_s": round(wall_s, 2),
         "rows_per_s": round(len(results) / wall_s, 2) if wall_s > 0 else 0.0,

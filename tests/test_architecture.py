@@ -27,3 +27,17 @@ def test_importing_the_stages_does_not_import_prompt_flow() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_the_gate_reads_an_envs_thresholds_from_the_params_conf_composes_for_it() -> None:
+    import pytest
+    import yaml
+
+    from stages import cli
+    from stages.results.gate import GateConfigError
+
+    composed = cli.env_params(REPO, "pr", GateConfigError)["env"]
+    assert composed["name"] == "pr"
+    assert composed["gate"] == yaml.safe_load((REPO / "conf" / "env" / "pr.yaml").read_text())["gate"]
+    with pytest.raises(GateConfigError, match=r"conf/env/nope\.yaml: no such env"):
+        cli.env_params(REPO, "nope", GateConfigError)

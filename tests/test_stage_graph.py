@@ -21,7 +21,9 @@ def module_path(module: str) -> Path:
 def docstring_only(path: Path) -> bool:
     """A package's `__init__.py` that only documents the package: nothing in it runs."""
     body = ast.parse(path.read_text()).body
-    return path.name == "__init__.py" and all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body)
+    return path.name == "__init__.py" and all(
+        isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body
+    )
 
 
 def facade_modules(path: Path, package: str) -> list[str]:

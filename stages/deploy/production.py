@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.data import datasets
-from stages.metrics import headline
+from stages.metrics import headline, stats
 from stages.results import reporting
 from stages.results.formatting import format_value, is_rate
 from stages.results.rows import VariantReport
@@ -72,11 +72,11 @@ class DeploymentRows:
         """Requests, errors, latency percentiles: the `run` part of a report."""
         latencies = sorted(float(r["latency_s"]) for r in self.requests if r["status"] == 200)
 
-        def pct(q: float) -> float:
-            return round(latencies[min(len(latencies) - 1, int(len(latencies) * q))], 4) if latencies else 0.0
+        def pct(percent: int) -> float:
+            return round(stats.percentile(latencies, percent) or 0.0, 4)
 
         errors = sum(1 for r in self.requests if r["status"] != 200)
-        return {"rows": len(self.requests), "errors": errors, "latency_s": {"p50": pct(0.5), "p95": pct(0.95)},
+        return {"rows": len(self.requests), "errors": errors, "latency_s": {"p50": pct(50), "p95": pct(95)},
                 "sampled": len(self.joined) + len(self.unjoined), "joined": len(self.joined)}  # fmt: skip
 
 

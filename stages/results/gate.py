@@ -21,8 +21,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
-
 from stages.metrics import equivalence, headline, power, stats
 from stages.results.compare import CompareError, Snapshot
 from stages.results.formatting import format_value
@@ -432,7 +430,8 @@ def usage(snapshot: Snapshot, row_ids: set[str]) -> Usage:
         if not row.get("error") and isinstance(row.get("llm"), Mapping)
         and row["llm"].get("requests", 0) > 0 and row["llm"].get("cache_hits", 0) == 0
     ]  # fmt: skip
-    p95 = float(np.percentile(answered, 95, method="higher")) if answered else None
+    p95 = stats.percentile(answered, 95)
+    p95 = float(p95) if p95 is not None else None
     return Usage(tokens, p95, len(answered))
 
 
