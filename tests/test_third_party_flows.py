@@ -404,8 +404,7 @@ def test_a_minus_one_zero_one_score_is_an_accuracy_with_failed_rows_counted_wron
 
 
 def test_the_report_shows_every_logged_metric_and_warns_of_a_placeholder_answer() -> None:
-    from stages import run as run_stage
-    from stages.results import reporting
+    from stages.results import bulk, reporting
     from stages.results.rows import Columns, VariantReport, flatten_rows, logged_metrics, side_by_side
 
     metrics = {"exact_match_rate": 0.25, "partial_match_rate": 0.5, "rows": 4, "run_errors": 0, "eval_errors": 0,
@@ -414,10 +413,10 @@ def test_the_report_shows_every_logged_metric_and_warns_of_a_placeholder_answer(
     assert logged_metrics(metrics) == {"exact_match_rate": 0.25, "partial_match_rate": 0.5, "accuracy": 0.2}
     results = [engine.RowResult(f"r{i}", {"text": "No available content"}, None, 0.1, warnings=("w",))
                for i in range(4)] + [engine.RowResult("r4", {"text": "ok"}, None, 0.1)]  # fmt: skip
-    same = run_stage.identical_outputs(results)
+    same = bulk.identical_outputs(results)
     assert same == {"rows": 4, "of": 5, "output": '{"text": "No available content"}'}
-    assert run_stage.identical_outputs(results[2:]) is None  # 2 of 3 rows: not enough to tell
-    summary = run_stage.summarize(results, 1.0, llm_proxy.Usage(), None)
+    assert bulk.identical_outputs(results[2:]) is None  # 2 of 3 rows: not enough to tell
+    summary = bulk.summarize(results, 1.0, llm_proxy.Usage(), None)
     assert summary["identical_outputs"] == same and summary["rows_with_warnings"] == 4
     columns = Columns(inputs=("url",), label="label", prediction="text", raw_answer="text", correct="ok")
     rows = [{"row_id": r.row_id, "url": "u", "label": "x", "outputs": r.outputs, "eval": {"ok": False},
