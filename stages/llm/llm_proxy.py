@@ -5,7 +5,7 @@ flows a connection whose base URL points at it: `http://127.0.0.1:<port>/r<k>` +
 k is the repeat index. Every flow kind and client (promptflow-tools, prompty, a flex flow's OpenAI client; the
 OpenAI and Azure OpenAI path layouts) then goes through it. The OpenAI clients of prompties and of DAG flows' LLM
 nodes skip the loopback HTTP when the proxy serves from their own process: they call `LLMProxy.handle` directly
-(see `in_process` and flow_engine), which answers exactly as over HTTP. For each request the proxy
+(see `in_process` and stages/engine/promptflow/hooks.py), which answers exactly as over HTTP. For each request the proxy
 - computes the key: sha256 of the canonical JSON of the request body, the path after `/r<k>` (with its query,
   e.g. Azure's api-version) and k; never of headers, so api keys never reach the cache;
 - answers a hit from `CacheStore` (one JSON file per entry, written atomically);
@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from stages.core.connections import Connection
 from stages.core.io import write_text
+from stages.llm.connections import Connection
 
 RETRIABLE_STATUS = frozenset({408, 429, *range(500, 600)})
 TRANSIENT_5XX = frozenset({502, 503, 504})  # gateways and overload: retried whatever the answer says
