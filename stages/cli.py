@@ -201,6 +201,7 @@ def cmd_size_subsets(args: argparse.Namespace) -> int:
     import yaml
 
     from stages.results import changes, compare, gate, sizing
+    from stages.results.thresholds import parse_thresholds
 
     root = project_root()
     where = f"conf/env/{args.env}.yaml: gate"
@@ -210,7 +211,7 @@ def cmd_size_subsets(args: argparse.Namespace) -> int:
         params = env_params(root, args.env, gate.GateConfigError)
         env = params["env"]
         use_cases = list(params["use_cases"])
-        thresholds = gate.parse_thresholds(env.get("gate"), use_cases, where)
+        thresholds = parse_thresholds(env.get("gate"), use_cases, where)
         caps = sizing.parse_caps((env.get("gate") or {}).get("sizing"), f"{where}.sizing")
         rev = compare.resolve(root, args.baseline)
         lock = yaml.safe_load(compare.read_at(root, "dvc.lock", rev)) or {}
@@ -267,6 +268,7 @@ def gate_results(root: Path, baseline: str, env: str | None, only: list[str] | N
 
     from stages.metrics import headline
     from stages.results import compare, gate
+    from stages.results.thresholds import parse_thresholds
 
     params = load_params(root)
     if env and env != params["env"]["name"]:  # another env's thresholds: conf/ composed for it
@@ -274,7 +276,7 @@ def gate_results(root: Path, baseline: str, env: str | None, only: list[str] | N
     env = params["env"]["name"]
     block = params["env"].get("gate")  # the composed params' (`-S env.gate...` overrides included)
     use_cases = list(params["use_cases"])
-    thresholds = gate.parse_thresholds(block, use_cases, f"conf/env/{env}.yaml: gate")
+    thresholds = parse_thresholds(block, use_cases, f"conf/env/{env}.yaml: gate")
     if unknown := sorted(set(only or []) - set(use_cases)):
         raise gate.GateConfigError(f"--use-case {unknown[0]}: not in params.yaml (known: {', '.join(use_cases)})")
     rev = compare.resolve(root, baseline)
@@ -315,7 +317,7 @@ def _locks(root: Path, rev: str) -> tuple[dict[str, Any], dict[str, Any]] | None
 def cmd_gate(args: argparse.Namespace) -> int:
     """Check the workspace's results against thresholds and the baseline revision; exit 1 on any failure."""
     from stages.core.io import write_text
-    from stages.results import gate
+    from stages.results import gate, gate_tables
 
     root = project_root()
     try:
@@ -324,10 +326,10 @@ def cmd_gate(args: argparse.Namespace) -> int:
         print(f"gate: {exc}", file=sys.stderr)
         return 2
     print(f"quality gate: env {env}, baseline {args.baseline} ({rev[:10]})")
-    print(gate.text_table(results))
-    print(gate.summary_line(results))
+    print(gate_tables.text_table(results))
+    print(gate_tables.summary_line(results))
     if args.md:
-        write_text(args.md, gate.markdown_table(results) + "\n")
+        write_text(args.md, gate_tables.markdown_table(results) + "\n")
     return 0 if all(r.passed for r in results) else 1
 
 
