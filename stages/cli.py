@@ -9,22 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from stages import deploy
-from stages.core import (
-    catalogue,
-    changes,
-    conf_schema,
-    connections,
-    datasets,
-    importer,
-    llm_server,
-    redaction,
-    remote,
-    reporting,
-)
+from stages.core import conf_schema, redaction, remote
 from stages.core.project import load_params, project_root, runtime_dir
+from stages.data import datasets
 from stages.deploy import local, production
 from stages.deploy.spec import SpecError
+from stages.llm import connections, llm_server
 from stages.metrics import headline
+from stages.results import changes
+from stages.results.formatting import format_usd, headline_text, total_cost
+from stages.results.rows import Columns
+from stages.usecases import catalogue, importer
 
 
 def compose_params(root: Path, overrides: list[str], output: Path) -> None:
@@ -41,6 +36,20 @@ def compose_params(root: Path, overrides: list[str], output: Path) -> None:
         compose_and_dump(composed, str(root / "conf"), None, "config", str(root / "conf" / "hydra_plugins"), overrides)
         conf_schema.check_params(yaml.safe_load(composed.read_text(encoding="utf-8")))
         os.replace(composed, output)
+
+
+def env_params(root: Path, env: str, error: type[Exception]) -> dict[str, Any]:
+    """The params conf/ composes for `env` (its `env` block: the env file's subset and gate, read once, through
+    Hydra); `error` names an env that does not exist."""
+    import tempfile
+
+    import yaml
+
+    if not (root / "conf" / "env" / f"{env}.yaml").is_file():
+        raise error(f"conf/env/{env}.yaml: no such env (conf/env/<env>.yaml)")
+    with tempfile.TemporaryDirectory(prefix=".env-params.") as scratch:
+        compose_params(root, [f"env={env}"], Path(scratch) / "params.yaml")
+        return yaml.safe_load((Path(scratch) / "params.yaml").read_text(encoding="utf-8"))
 
 
 def _server_settings(root: Path) -> llm_server.ServerSettings:
@@ -98,7 +107,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         metrics = json.loads(metrics_file.read_text())
         run_file = use_case_dir / "run" / "summary.json"
         run = json.loads(run_file.read_text()) if run_file.is_file() else {}
-        headline = reporting.headline_text(metrics.get("headline") or {}, metrics.get("baseline"))
+        headline = headline_text(metrics.get("headline") or {}, metrics.get("baseline"))
         variant = metrics.get("variant", "?")
         errors = run.get("errors", 0) + metrics.get("eval_errors", 0)
         rows = (
@@ -108,7 +117,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         )
         counts = f"rows {rows}  errors {errors}  invalid {run.get('invalid_answers', 0)}"
         if "cost" in run or "cost" in metrics:
-            counts += f"  cost {reporting.format_usd(reporting.total_cost(run, metrics))}"
+            counts += f"  cost {format_usd(total_cost(run, metrics))}"
         print(f"{use_case_dir.name} ({variant}): {headline}  {counts}")
         print(f"  report:  {use_case_dir / 'report' / 'report.html'}")
         print(f"  metrics: {metrics_file.relative_to(root)}, {run_file.relative_to(root)}")
@@ -120,7 +129,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Experiments or commits side by side per use case, each compared with the first, with verdicts."""
-    from stages.core import compare
+    from stages.results import compare
 
     root = project_root()
     params = load_params(root)
@@ -146,7 +155,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             continue
         print(f"{use_case}:")
         for part in parts:
-            print(f"  {part.name}: {reporting.headline_text(part.headline, parts[0].name)}")
+            print(f"  {part.name}: {headline_text(part.headline, parts[0].name)}")
         print(f"  page: {page}")
     return 1 if failed == len(use_cases) else 0
 
@@ -155,7 +164,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """Rows needed to detect a drop, and the drop today's rows detect, per headline metric of the last evaluation."""
     import json
 
-    from stages.core import compare, plan
+    from stages.results import compare, plan
 
     root = project_root()
     params = load_params(root)
@@ -188,28 +197,21 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_size_subsets(args: argparse.Namespace) -> int:
     """Print the Hydra overrides that give each use case the PR changed the rows its max_drop needs."""
     import subprocess
-    import tempfile
 
     import yaml
 
-    from stages.core import changes, compare, gate, sizing
+    from stages.results import changes, compare, gate, sizing
+    from stages.results.thresholds import parse_thresholds
 
     root = project_root()
-    env_file = root / "conf" / "env" / f"{args.env}.yaml"
     where = f"conf/env/{args.env}.yaml: gate"
-    if not env_file.is_file():
-        print(f"size-subsets: conf/env/{args.env}.yaml: no such env (conf/env/<env>.yaml)", file=sys.stderr)
-        return 2
     try:
         # The params the PR's pipeline will run (`make pipeline` composes conf/ for the env), not the committed
-        # params.yaml, which a PR that edits conf/ without `llmops params` leaves behind; its `env` block is the
-        # env file's subset and gate, so that file is not read a second time.
-        with tempfile.TemporaryDirectory(prefix=".size-subsets.") as scratch:
-            compose_params(root, [f"env={args.env}"], Path(scratch) / "params.yaml")
-            params = yaml.safe_load((Path(scratch) / "params.yaml").read_text(encoding="utf-8"))
+        # params.yaml, which a PR that edits conf/ without `llmops params` leaves behind.
+        params = env_params(root, args.env, gate.GateConfigError)
         env = params["env"]
         use_cases = list(params["use_cases"])
-        thresholds = gate.parse_thresholds(env.get("gate"), use_cases, where)
+        thresholds = parse_thresholds(env.get("gate"), use_cases, where)
         caps = sizing.parse_caps((env.get("gate") or {}).get("sizing"), f"{where}.sizing")
         rev = compare.resolve(root, args.baseline)
         lock = yaml.safe_load(compare.read_at(root, "dvc.lock", rev)) or {}
@@ -218,7 +220,7 @@ def cmd_size_subsets(args: argparse.Namespace) -> int:
         return 2
     small = (env.get("subset") or {}).get("rows")
     if caps is None or small is None:
-        print(f"size-subsets: {env_file.name} has no gate.sizing or no subset.rows: nothing to size", file=sys.stderr)
+        print(f"size-subsets: {args.env}.yaml has no gate.sizing or no subset.rows: nothing to size", file=sys.stderr)
         return 0
     diff = subprocess.run(["git", "diff", "--name-only", str(rev)], cwd=root, capture_output=True, text=True)
     untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=root, capture_output=True,
@@ -263,19 +265,18 @@ def datasets_rows(root: Path, config: dict[str, Any]) -> list[str]:
 
 def gate_results(root: Path, baseline: str, env: str | None, only: list[str] | None) -> tuple[str, str, list]:
     """(env, baseline revision, per use case gate.UseCaseResult): the workspace checked against `baseline`."""
-    import yaml
 
-    from stages.core import compare, gate
     from stages.metrics import headline
+    from stages.results import compare, gate
+    from stages.results.thresholds import parse_thresholds
 
     params = load_params(root)
-    env = env or params["env"]["name"]
-    env_file = root / "conf" / "env" / f"{env}.yaml"
-    if not env_file.is_file():
-        raise gate.GateConfigError(f"{env_file.relative_to(root)}: no such env (conf/env/<env>.yaml)")
-    block = (yaml.safe_load(env_file.read_text(encoding="utf-8")) or {}).get("gate")
+    if env and env != params["env"]["name"]:  # another env's thresholds: conf/ composed for it
+        params = env_params(root, env, gate.GateConfigError)
+    env = params["env"]["name"]
+    block = params["env"].get("gate")  # the composed params' (`-S env.gate...` overrides included)
     use_cases = list(params["use_cases"])
-    thresholds = gate.parse_thresholds(block, use_cases, f"conf/env/{env}.yaml: gate")
+    thresholds = parse_thresholds(block, use_cases, f"conf/env/{env}.yaml: gate")
     if unknown := sorted(set(only or []) - set(use_cases)):
         raise gate.GateConfigError(f"--use-case {unknown[0]}: not in params.yaml (known: {', '.join(use_cases)})")
     rev = compare.resolve(root, baseline)
@@ -293,7 +294,7 @@ def gate_results(root: Path, baseline: str, env: str | None, only: list[str] | N
             except compare.CompareError as exc:
                 found[side], found[f"{side}_missing"] = None, str(exc)
         what = changes.changes(*locks, name) if locks else None
-        results.append(gate.assess(name, specs, reporting.Columns.from_config(config), thresholds[name], **found,
+        results.append(gate.assess(name, specs, Columns.from_config(config), thresholds[name], **found,
                                    changes=what))  # fmt: skip
     return env, rev, gate.adjust(results)
 
@@ -303,7 +304,7 @@ def _locks(root: Path, rev: str) -> tuple[dict[str, Any], dict[str, Any]] | None
     changed)."""
     import yaml
 
-    from stages.core import compare
+    from stages.results import compare
 
     try:
         texts = compare.read_at(root, "dvc.lock", rev), (root / "dvc.lock").read_text(encoding="utf-8")
@@ -315,8 +316,8 @@ def _locks(root: Path, rev: str) -> tuple[dict[str, Any], dict[str, Any]] | None
 
 def cmd_gate(args: argparse.Namespace) -> int:
     """Check the workspace's results against thresholds and the baseline revision; exit 1 on any failure."""
-    from stages.core import gate
     from stages.core.io import write_text
+    from stages.results import gate, gate_tables
 
     root = project_root()
     try:
@@ -325,10 +326,10 @@ def cmd_gate(args: argparse.Namespace) -> int:
         print(f"gate: {exc}", file=sys.stderr)
         return 2
     print(f"quality gate: env {env}, baseline {args.baseline} ({rev[:10]})")
-    print(gate.text_table(results))
-    print(gate.summary_line(results))
+    print(gate_tables.text_table(results))
+    print(gate_tables.summary_line(results))
     if args.md:
-        write_text(args.md, gate.markdown_table(results) + "\n")
+        write_text(args.md, gate_tables.markdown_table(results) + "\n")
     return 0 if all(r.passed for r in results) else 1
 
 
@@ -336,8 +337,8 @@ def cmd_pr_comment(args: argparse.Namespace) -> int:
     """Compose the PR comment; with --post, create or edit it in place on the PR through `gh`."""
     import subprocess
 
-    from stages.core import gate, pr_comment
     from stages.core.io import write_text
+    from stages.results import gate, pr_comment
 
     root = project_root()
     try:
@@ -461,7 +462,8 @@ def _sample_request(root: Path, use_case: str) -> object:
 
 def cmd_smoke(args: argparse.Namespace) -> int:
     """Call the endpoint with the sample request: status 200, the flow's declared outputs, the deployment header."""
-    from stages.core import flow_engine, variants
+    from stages import engine
+    from stages.core import variants
     from stages.deploy import smoke
 
     root = project_root()
@@ -478,7 +480,7 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     prompt = variants.config(args.use_case, load_params(root)["use_cases"][args.use_case],
                              spec.deployments[0].variant).get("prompt")  # fmt: skip
     prompt = next(iter(prompt.values())) if isinstance(prompt, dict) else prompt
-    outputs = flow_engine.interface(spec.flow, prompt).outputs
+    outputs = engine.interface(spec.flow, prompt).outputs
     payload = _sample_request(root, args.use_case)
     failed = 0
     for _ in range(args.requests):
@@ -504,7 +506,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_evaluate_production(args: argparse.Namespace) -> int:
     """Evaluate each deployment on the sampled production log and compare them; writes an HTML report + JSON."""
-    from stages.core import flow_engine
+    from stages import engine
     from stages.core.io import write_json, write_text
 
     root = project_root()
@@ -516,7 +518,7 @@ def cmd_evaluate_production(args: argparse.Namespace) -> int:
     except SpecError:
         secret = None
     log = args.log or local.production_log(root, args.env, args.use_case)
-    flow_engine.configure(runtime_dir(root))
+    engine.configure(runtime_dir(root))
     result = production.evaluate(root, params, args.use_case, order, log, args.sample, args.seed, secret)
     out = args.out.resolve()
     facts = {"env": args.env, "log": str(log), "baseline": result.baseline, "sample": f"{args.sample} per deployment"}
@@ -530,11 +532,11 @@ def cmd_evaluate_production(args: argparse.Namespace) -> int:
               "joined to the dataset")  # fmt: skip
         for part in ("evaluated", "reference_free"):
             if name in summary[part]:
-                print(f"  {part.replace('_', '-')}: {reporting.headline_text(summary[part][name], result.baseline)}")
+                print(f"  {part.replace('_', '-')}: {headline_text(summary[part][name], result.baseline)}")
     for part, by_name in summary["shadow"].items():
         for name, metrics in by_name.items():
             if name != production.LIVE:
-                verdict = reporting.headline_text(metrics, production.LIVE)
+                verdict = headline_text(metrics, production.LIVE)
                 print(f"shadow {name} vs live ({part.replace('_', '-')}, same requests): {verdict}")
     print(f"report: {out / f'{args.use_case}.{args.env}.html'}")
     return 0
@@ -543,9 +545,9 @@ def cmd_evaluate_production(args: argparse.Namespace) -> int:
 def cmd_monitor(args: argparse.Namespace) -> int:
     """The endpoint's dashboard over time (production log, deployment traces, last production evaluation)."""
     from stages.core.io import read_json, write_text
-    from stages.deploy import production
+    from stages.deploy import monitor, production
     from stages.metrics import cost
-    from stages.observability import monitor, otlp_json
+    from stages.observability import otlp_json
 
     root = project_root()
     params = load_params(root)

@@ -14,10 +14,10 @@ import pytest
 import yaml
 from context_probe import probe
 
-from stages.core import bake
 from stages.core.project import load_params
 from stages.deploy import webapp
 from stages.deploy.spec import load_spec
+from stages.engine import bake
 
 ROOT = Path(__file__).resolve().parents[1]
 CANARY = "sk-canary-webapp-7d3e"
@@ -97,8 +97,8 @@ def test_rollback_routes_the_previous_split(built: tuple, tmp_path: Path) -> Non
 FLOWS = {
     "chat": (set(), True),
     "code_generation": ({"stages", "stages.core", "stages.core.sandbox"}, True),
-    "chat_with_pdf": ({"stages", "stages.core", "stages.core.embeddings", "stages.core.io", "stages.core.redaction",
-                       "stages.core.vector_index"}, False),
+    "chat_with_pdf": ({"stages", "stages.core", "stages.data.embeddings", "stages.core.io", "stages.core.redaction",
+                       "stages.data.vector_index"}, False),
     "math_coding": ({"stages", "stages.core", "stages.core.sandbox"}, False),
 }  # fmt: skip
 

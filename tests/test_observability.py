@@ -268,7 +268,7 @@ def test_observability_demo_on_the_embedded_model(tmp_path: Path, fresh_template
                                for s in otlp_json.read(p)])  # fmt: skip
     slowest = max(traces.values(), key=lambda t: waterfall.summary(t)["duration_s"])
     page = tmp_path / "trace.html"
-    from stages.core import reporting
+    from stages.results import reporting
 
     body = waterfall.render(slowest, f"request {waterfall.summary(slowest)['row_id']}")
     page.write_text(f"<!doctype html><html><head><meta charset=utf-8><style>{reporting.PAGE_CSS}{waterfall.CSS}"

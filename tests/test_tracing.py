@@ -14,7 +14,8 @@ from typing import ClassVar
 import pytest
 from conftest import StubLLM, post_json
 
-from stages.core import llm_proxy, redaction
+from stages.core import redaction
+from stages.llm import llm_proxy
 from stages.observability import otlp_json, pii, tracing, waterfall
 
 BODY = {"model": "m", "prompt": "Question: 2+2?\nAnswer:", "max_tokens": 3, "temperature": 0, "stop": ["\n"]}

@@ -82,7 +82,7 @@ class Evaluate(_Block):
     judges: dict[str, Judge] = {}
 
 
-class Report(_Block):  # the fields of stages.core.reporting.Columns that do not come from `data`
+class Report(_Block):  # the fields of stages.results.reporting.Columns that do not come from `data`
     prediction: str
     raw_answer: str
     correct: str

@@ -28,8 +28,8 @@ from urllib.parse import urlsplit
 
 from stages.core import redaction
 from stages.core.io import read_json
-from stages.deploy import shadow, web
-from stages.observability import endpoint, pii
+from stages.deploy import endpoint, shadow, web
+from stages.observability import pii
 
 
 class WeightError(ValueError):

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stages.core import connections
+from stages.llm import connections
 
 
 class FailoverConfigError(ValueError):

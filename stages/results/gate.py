@@ -8,11 +8,12 @@ is compared with the same 12 rows of main's full run:
   detectable effect (MDE, `stages.metrics.power`) beside it. FAIL: a significant drop not shown to be smaller than
   `max_drop`; pass: no such drop, and a drop of `max_drop` would have been detected (80% power); inconclusive:
   the rows cannot see a drop of `max_drop`, which fails, warns or passes by the `inconclusive` setting, for use
-  cases the revision changed (`stages.core.changes`) and for those it did not;
+  cases the revision changed (`stages.results.changes`) and for those it did not;
 - cost: the flow's tokens per row (prompt + completion, cached answers counted at their original usage);
 - p95 latency: over the rows the LLM answered, since an answer from the LLM cache takes no LLM time.
 
-Pure: snapshots and thresholds in, checks out; the markdown and terminal tables are rendered from them.
+Pure: snapshots and thresholds (stages/results/thresholds.py) in, checks out; stages/results/gate_tables.py renders
+the markdown and terminal tables from them.
 """
 
 from __future__ import annotations
@@ -21,124 +22,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
-
-from stages.core import reporting
-from stages.core.compare import CompareError, Snapshot
 from stages.metrics import equivalence, headline, power, stats
+from stages.results.compare import Snapshot
+from stages.results.formatting import format_value
+from stages.results.rows import BROKEN, FIXED, Columns, flatten_rows, flip
+from stages.results.thresholds import EQUIVALENT as EQUIVALENT  # re-exported: the gate's names, one place
+from stages.results.thresholds import ERRORS as ERRORS
+from stages.results.thresholds import NO_DROP, NONINFERIOR, GateConfigError, Thresholds
 
 PASS, FAIL, SKIP, INCONCLUSIVE = "pass", "FAIL", "skip", "inconclusive"
-POLICIES = ("fail", "warn", "pass")  # what an inconclusive quality check does
-NO_DROP, NONINFERIOR, EQUIVALENT = "no_drop", "noninferior", "equivalent"
-REQUIREMENTS = (NO_DROP, NONINFERIOR, EQUIVALENT)
-_DEFAULT_KEYS = ("floors", "max_drop", "max_cost_increase", "max_p95_latency_increase", "latency_min_rows",
-                 "inconclusive", "require")  # fmt: skip
-_TOP_KEYS = ("max_error_rate", "alpha", "defaults", "use_cases", "sizing")
-
-
-class GateConfigError(ValueError):
-    """A `gate` block that cannot be used; the message names the file and the key."""
-
-
-# What stops the gate from running at all (bad config, an unknown revision), as opposed to a failed check.
-ERRORS = (GateConfigError, CompareError, headline.MetricSpecError)
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """One use case's limits: `defaults` with the use case's overrides applied."""
-
-    max_error_rate: float
-    floors: Mapping[str, float] = field(default_factory=dict)
-    max_drop: float = 0.05
-    max_drop_by_metric: Mapping[str, float] = field(default_factory=dict)
-    max_cost_increase: float | None = None
-    max_p95_latency_increase: float | None = None
-    latency_min_rows: int = 5
-    alpha: float = 0.05  # the gate's family-wise error rate (quality checks, Holm-adjusted)
-    inconclusive_changed: str = "pass"  # POLICIES: for a use case the revision changed (or unknown)
-    inconclusive_unchanged: str = "pass"  # ... and for one it did not
-    require: str = NO_DROP  # REQUIREMENTS: what a quality check asks; max_drop is the margin of the other two
-
-    def inconclusive_policy(self, changed: bool) -> str:
-        return self.inconclusive_changed if changed else self.inconclusive_unchanged
-
-    def drop_limit(self, metric: str) -> float:
-        return self.max_drop_by_metric.get(metric, self.max_drop)
-
-
-def _number(value: Any, where: str, optional: bool = False) -> float | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise GateConfigError(f"{where}: expected a number >= 0{' or null' if optional else ''}, got {value!r}")
-    return float(value)
-
-
-def _numbers(value: Any, where: str) -> dict[str, float]:
-    if not isinstance(value, Mapping):
-        raise GateConfigError(f"{where}: expected {{metric: number}}, got {value!r}")
-    return {str(metric): float(_number(limit, f"{where}.{metric}") or 0.0) for metric, limit in value.items()}
-
-
-def _policy(value: Any, where: str) -> dict[str, str]:
-    if not isinstance(value, Mapping) or not set(value) <= {"changed", "unchanged"}:
-        raise GateConfigError(
-            f"{where}: expected {{changed: fail|warn|pass, unchanged: fail|warn|pass}}, got {value!r}"
-        )
-    out = {}
-    for side, policy in value.items():
-        if policy not in POLICIES:
-            raise GateConfigError(f"{where}.{side}: expected one of {', '.join(POLICIES)}, got {policy!r}")
-        out[f"inconclusive_{side}"] = policy
-    return out
-
-
-def _apply(base: dict[str, Any], block: Any, where: str) -> dict[str, Any]:
-    """`base` with the keys of `block` (one of `defaults` or a use case's) checked and applied."""
-    if not isinstance(block, Mapping):
-        raise GateConfigError(f"{where}: expected a mapping, got {block!r}")
-    out = dict(base)
-    for key, value in block.items():
-        at = f"{where}.{key}"
-        if key == "floors":
-            out["floors"] = {**out.get("floors", {}), **_numbers(value, at)}
-        elif key == "max_drop" and isinstance(value, Mapping):
-            out["max_drop_by_metric"] = {**out.get("max_drop_by_metric", {}), **_numbers(value, at)}
-        elif key in ("max_drop", "max_cost_increase", "max_p95_latency_increase"):
-            out[key] = _number(value, at, optional=key != "max_drop")
-        elif key == "latency_min_rows":
-            out[key] = int(_number(value, at) or 0)
-        elif key == "inconclusive":
-            out.update(_policy(value, at))
-        elif key == "require":
-            if value not in REQUIREMENTS:
-                raise GateConfigError(f"{at}: expected one of {', '.join(REQUIREMENTS)}, got {value!r}")
-            out[key] = value
-        else:
-            raise GateConfigError(f"{at}: unknown key (known: {', '.join(_DEFAULT_KEYS)})")
-    return out
-
-
-def parse_thresholds(block: Any, use_cases: Sequence[str], where: str) -> dict[str, Thresholds]:
-    """Every use case's thresholds from a `gate` block; `where` names it in errors (e.g. 'conf/env/pr.yaml: gate')."""
-    if not isinstance(block, Mapping):
-        raise GateConfigError(f"{where}: missing or not a mapping (max_error_rate, defaults, use_cases)")
-    if unknown := sorted(set(block) - set(_TOP_KEYS)):
-        raise GateConfigError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(_TOP_KEYS)})")
-    base: dict[str, Any] = {"max_error_rate": _number(block.get("max_error_rate"), f"{where}.max_error_rate")}
-    if "alpha" in block:
-        alpha = block["alpha"]
-        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
-            raise GateConfigError(f"{where}.alpha: expected a number between 0 and 1, got {alpha!r}")
-        base["alpha"] = float(alpha)
-    base = _apply(base, block.get("defaults") or {}, f"{where}.defaults")
-    overrides = block.get("use_cases") or {}
-    if not isinstance(overrides, Mapping):
-        raise GateConfigError(f"{where}.use_cases: expected {{use case: limits}}, got {overrides!r}")
-    if unknown := sorted(set(overrides) - set(use_cases)):
-        raise GateConfigError(f"{where}.use_cases.{unknown[0]}: no such use case (known: {', '.join(use_cases)})")
-    return {uc: Thresholds(**_apply(base, overrides.get(uc) or {}, f"{where}.use_cases.{uc}")) for uc in use_cases}
 
 
 @dataclass(frozen=True)
@@ -193,7 +85,7 @@ class Flip:
     """A row graded differently by the two revisions (stable row id; old and new prediction)."""
 
     row_id: str
-    kind: str  # reporting.FIXED or reporting.BROKEN
+    kind: str  # FIXED or BROKEN
     label: str
     old: str
     new: str
@@ -235,7 +127,7 @@ class UseCaseResult:
 
 
 def _fmt(value: float | None, rate: bool) -> str:
-    return reporting.format_value(value, rate)
+    return format_value(value, rate)
 
 
 def _pct(value: float | None) -> str:
@@ -431,7 +323,8 @@ def usage(snapshot: Snapshot, row_ids: set[str]) -> Usage:
         if not row.get("error") and isinstance(row.get("llm"), Mapping)
         and row["llm"].get("requests", 0) > 0 and row["llm"].get("cache_hits", 0) == 0
     ]  # fmt: skip
-    p95 = float(np.percentile(answered, 95, method="higher")) if answered else None
+    p95 = stats.percentile(answered, 95)
+    p95 = float(p95) if p95 is not None else None
     return Usage(tokens, p95, len(answered))
 
 
@@ -475,20 +368,20 @@ def cost_latency_checks(
     return checks, (base, cand)
 
 
-def flips(baseline: Snapshot, candidate: Snapshot, columns: reporting.Columns) -> list[Flip]:
+def flips(baseline: Snapshot, candidate: Snapshot, columns: Columns) -> list[Flip]:
     """Rows fixed or broken by the candidate, broken first, in the baseline's row order."""
-    old = {r["row_id"]: r for r in reporting.flatten_rows(baseline.rows, columns)}
+    old = {r["row_id"]: r for r in flatten_rows(baseline.rows, columns)}
     found = []
-    for new in reporting.flatten_rows(candidate.rows, columns):
+    for new in flatten_rows(candidate.rows, columns):
         before = old.get(new["row_id"])
         if before is None:
             continue
-        kind = reporting.flip(before, new)
-        if kind in (reporting.FIXED, reporting.BROKEN):
+        kind = flip(before, new)
+        if kind in (FIXED, BROKEN):
             found.append(
                 Flip(new["row_id"], kind, str(new["label"]), str(before["prediction"]), str(new["prediction"]))
             )
-    return sorted(found, key=lambda f: f.kind != reporting.BROKEN)
+    return sorted(found, key=lambda f: f.kind != BROKEN)
 
 
 def inert(candidate: Snapshot, diffs: Sequence[MetricDiff]) -> str | None:
@@ -508,7 +401,7 @@ def inert(candidate: Snapshot, diffs: Sequence[MetricDiff]) -> str | None:
 def assess(
     use_case: str,
     specs: Sequence[headline.MetricSpec],
-    columns: reporting.Columns,
+    columns: Columns,
     thresholds: Thresholds,
     candidate: Snapshot | None,
     baseline: Snapshot | None,
@@ -536,54 +429,3 @@ def assess(
     result = UseCaseResult(use_case, checks + more, diffs, flips(baseline, candidate, columns), pair,
                            thresholds=thresholds, changes=changed, inert=why)  # fmt: skip
     return adjust([result])[0]
-
-
-HEADER = ("use case", "check", "value", "baseline", "limit", "verdict", "note")
-
-
-def _cells(check: Check) -> tuple[str, ...]:
-    verdict = check.verdict
-    if verdict == INCONCLUSIVE:
-        verdict = "INCONCLUSIVE (fails)" if check.blocking else "inconclusive (warns)"
-    return (check.use_case, check.check, check.value, check.baseline, check.limit, verdict, check.note)
-
-
-def md_cell(text: str) -> str:
-    """Text safe inside a markdown table cell."""
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip()
-
-
-_VERDICT_MD = {PASS: "✅ pass", FAIL: "❌ **FAIL**", SKIP: "➖ skip", INCONCLUSIVE: "⚠️ inconclusive"}
-
-
-def markdown_table(results: Sequence[UseCaseResult], checks: Sequence[Check] | None = None) -> str:
-    """The checks of `results` (or only `checks`) as a markdown table."""
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    for check in [c for r in results for c in r.checks] if checks is None else checks:
-        cells = [md_cell(c) for c in _cells(check)]
-        cells[5] = verdict_md(check)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def verdict_md(check: Check) -> str:
-    if check.verdict == INCONCLUSIVE:
-        return "❓ **inconclusive, fails**" if check.blocking else "⚠️ inconclusive, warns"
-    return _VERDICT_MD[check.verdict]
-
-
-def text_table(results: Sequence[UseCaseResult]) -> str:
-    rows = [HEADER] + [_cells(check) for result in results for check in result.checks]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER) - 1)]
-    lines = (
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1] for row in rows
-    )
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def summary_line(results: Sequence[UseCaseResult]) -> str:
-    failed = [check for result in results for check in result.checks if check.fails]
-    if not failed:
-        return f"gate passed: {sum(len(r.checks) for r in results)} checks, none failed"
-    names = ", ".join(f"{c.use_case} {c.check}" for c in failed)
-    return f"gate FAILED: {len(failed)} of {sum(len(r.checks) for r in results)} checks ({names})"

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from stages.core import reporting
 from stages.metrics import cost
 from stages.observability import waterfall
+from stages.results import reporting
+from stages.results.formatting import format_usd, headline_text
 
 COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860")
 
@@ -146,7 +147,7 @@ def _fmt(value: Any, kind: str = "") -> str:
     if kind == "s":
         return f"{value:.3f} s"
     if kind == "usd":
-        return reporting.format_usd(value)
+        return format_usd(value)
     return f"{value:,}" if isinstance(value, int) else f"{value:.3g}"
 
 
@@ -172,12 +173,12 @@ def _verdicts(evaluation: Mapping[str, Any] | None) -> str:
     parts = []
     for part in ("reference_free", "evaluated"):
         for name, metrics in (evaluation.get(part) or {}).items():
-            text = reporting.headline_text(metrics, evaluation.get("baseline"))
+            text = headline_text(metrics, evaluation.get("baseline"))
             parts.append(f"<li><b>{html.escape(name)}</b> ({part.replace('_', '-')}): {html.escape(text)}</li>")
     for part, by_name in (evaluation.get("shadow") or {}).items():
         for name, metrics in by_name.items():
             if name != "live":
-                text = reporting.headline_text(metrics, "live")
+                text = headline_text(metrics, "live")
                 parts.append(f"<li class=better><b>shadow {html.escape(name)} vs live</b> ({part.replace('_', '-')},"
                              f" same requests): {html.escape(text)}</li>")  # fmt: skip
     return f"<ul>{''.join(parts)}</ul>"

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stages.core import flow_engine, llm_proxy
-from stages.core.connections import Connection
+from stages import engine
+from stages.llm import llm_proxy
+from stages.llm.connections import Connection
 from stages.observability import guardrails, pii, tracing
 
 REQUEST_ID_HEADER = "X-LLMOps-Request-Id"  # the router's request id: the trace and the log line share it
@@ -47,15 +48,15 @@ class Observability:
 
 def serving_proxy(connection: Connection, llm: Mapping[str, Any], env: Mapping[str, str]) -> llm_proxy.LLMProxy:
     """The endpoint's way to its LLM: retries and fallbacks (`llm.fallbacks`), no cache, an LLM span per call."""
-    return llm_proxy.for_connection(connection, llm, None, flow_engine.row_of_request, env)
+    return llm_proxy.for_connection(connection, llm, None, engine.row_of_request, env)
 
 
 @dataclass
 class Endpoint:
     """One deployment's request handling: guardrails, then the flow in a trace of its own."""
 
-    session: flow_engine.FlowSession
-    declared: flow_engine.FlowInterface
+    session: engine.FlowSession
+    declared: engine.FlowInterface
     required: set[str]
     observability: Observability
     proxy: llm_proxy.LLMProxy | None = None

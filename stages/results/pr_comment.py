@@ -13,14 +13,17 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from stages.core import gate, reporting
+from stages.results import gate
+from stages.results import gate_tables as render
+from stages.results.formatting import format_value
+from stages.results.rows import BROKEN
 
 MARKER = "<!-- llmops-pr-comment -->"
 MAX_CHARS = 60_000  # GitHub refuses comments over 65,536 characters
 
 
 def _value(value: float | None, rate: bool) -> str:
-    return reporting.format_value(value, rate)
+    return format_value(value, rate)
 
 
 def _amount(value: float | None, rate: bool) -> str:
@@ -62,9 +65,9 @@ def significance_table(results: Sequence[gate.UseCaseResult], baseline: str) -> 
             verdict = {"better": "**better**", "worse": "**worse**"}.get(said, said)
             adjusted = f"{q.p_adjusted:.3f} ({q.method})" if q is not None and q.p_adjusted is not None else "n/a"
             check = checks.get(f"quality {diff.metric}")
-            shown = gate.verdict_md(check) if check is not None else ""
+            shown = render.verdict_md(check) if check is not None else ""
             seen = _seen(q, rate and (q.max_drop < 1)) if q is not None else ""
-            reading = gate.md_cell(q.reading) if q is not None else ""
+            reading = render.md_cell(q.reading) if q is not None else ""
             lines.append(
                 f"| {result.use_case} | {diff.metric} | {_value(diff.baseline, rate)} | {_value(diff.candidate, rate)}"
                 f" | {delta} | {c.p_value:.3f} | {verdict} | {c.test} ({c.rows}) | {adjusted} | {seen} | {shown}"
@@ -76,9 +79,9 @@ def significance_table(results: Sequence[gate.UseCaseResult], baseline: str) -> 
 def _bullet(check: gate.Check) -> str:
     """One line of the comment's lead: the check, its value against its baseline and limit, and its note."""
     against = f" (baseline {check.baseline})" if check.baseline else ""
-    note = f"; {gate.md_cell(check.note)}" if check.note else ""
-    return (f"- {gate.verdict_md(check)} **{check.use_case}** {check.check}: {gate.md_cell(check.value)}{against}, "
-            f"limit {gate.md_cell(check.limit)}{note}")  # fmt: skip
+    note = f"; {render.md_cell(check.note)}" if check.note else ""
+    value, limit = render.md_cell(check.value), render.md_cell(check.limit)
+    return f"- {render.verdict_md(check)} **{check.use_case}** {check.check}: {value}{against}, limit {limit}{note}"
 
 
 def lead(results: Sequence[gate.UseCaseResult]) -> str:
@@ -94,7 +97,11 @@ def lead(results: Sequence[gate.UseCaseResult]) -> str:
     touched = [r for r in results if r.changed or r.inert]
     lines = [
         f"- **{r.use_case}**: "
-        + ("; ".join(gate.md_cell(item) for item in r.changes) if r.changes else "unknown (a dvc.lock was unreadable)")
+        + (
+            "; ".join(render.md_cell(item) for item in r.changes)
+            if r.changes
+            else "unknown (a dvc.lock was unreadable)"
+        )
         + (f" ({r.inert})" if r.inert else "")
         for r in touched
     ]
@@ -113,12 +120,12 @@ def gate_tables(results: Sequence[gate.UseCaseResult]) -> str:
         for check in result.checks:
             quiet = not result.changed and check.verdict in (gate.PASS, gate.SKIP)
             (folded if quiet else shown).append(check)
-    parts = [gate.markdown_table(results, shown)] if shown else []
+    parts = [render.markdown_table(results, shown)] if shown else []
     if folded:
         names = sorted({c.use_case for c in folded})
         parts.append(
             f"<details><summary>{len(folded)} passing checks of unchanged use cases ({', '.join(names)})</summary>"
-            f"\n\n{gate.markdown_table(results, folded)}\n\n</details>"
+            f"\n\n{render.markdown_table(results, folded)}\n\n</details>"
         )
     return "\n\n".join(parts)
 
@@ -154,7 +161,7 @@ def usage_table(results: Sequence[gate.UseCaseResult], baseline: str) -> str:
 
 def _short(text: str, limit: int = 80) -> str:
     text = " ".join(text.split())
-    return gate.md_cell(text if len(text) <= limit else text[: limit - 1] + "…")
+    return render.md_cell(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
 def flips_section(results: Sequence[gate.UseCaseResult], baseline: str, max_flips: int) -> str:
@@ -163,7 +170,7 @@ def flips_section(results: Sequence[gate.UseCaseResult], baseline: str, max_flip
     for result in results:
         if not result.flips:
             continue
-        broken = sum(1 for f in result.flips if f.kind == reporting.BROKEN)
+        broken = sum(1 for f in result.flips if f.kind == BROKEN)
         fixed = len(result.flips) - broken
         lines = [
             f"<details><summary><b>{result.use_case}</b>: {broken} broken, {fixed} fixed</summary>",
@@ -197,7 +204,7 @@ def compose(
         MARKER,
         f"## LLMOps: {head}",
         f"Env `{env}`, compared with `{baseline}` (`{baseline_rev[:10]}`) on the rows both evaluated (stable row ids). "
-        f"{gate.summary_line(results)}.",
+        f"{render.summary_line(results)}.",
         lead(results),
         "### Gate",
         gate_tables(results),
