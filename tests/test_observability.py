@@ -79,7 +79,7 @@ def test_local_endpoint_guardrails_pii_failover_shadow_and_dashboard(
         project.params(f"+llm.fallbacks={fallbacks}", "llm.retry.attempts=2", "llm.retry.base_s=0.05")
         conf = project.root / "conf" / "deploy" / "dev.yaml"
         text = conf.read_text().replace("shadow: null", "shadow: {name: candidate, variant: v2}")
-        conf.write_text(text.replace("max_input_chars: 8000", "max_input_chars: 3000"))
+        conf.write_text(text.replace("max_input_chars: 32000", "max_input_chars: 3000"))
         deployed = project.sh("llmops", "deploy", "--use-case", UC)
         try:
             assert "candidate (v2): started" in deployed.stdout

@@ -74,7 +74,7 @@ def load_filter(reference: str, where: str) -> ContentFilter:
 
 @dataclass(frozen=True)
 class Guardrails:
-    max_input_chars: int = 8000
+    max_input_chars: int = 32000
     prompt_injection: str = "block"
     content_filter: ContentFilter | None = None
 
@@ -83,7 +83,7 @@ class Guardrails:
         block = dict(block or {})
         if unknown := set(block) - {"max_input_chars", "prompt_injection", "content_filter"}:
             raise GuardrailConfigError(f"{where}: unknown key {', '.join(sorted(unknown))}")
-        size = block.get("max_input_chars", 8000)
+        size = block.get("max_input_chars", 32000)
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise GuardrailConfigError(f"{where}.max_input_chars: a whole number >= 1, got {size!r}")
         action = block.get("prompt_injection", "block")
