@@ -15,6 +15,8 @@ from stages.core.conf_schema import ConfError
 from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.progress import Progress
 from stages.core.project import load_params, project_root, runtime_dir
+from stages.engine import maf
+from stages.engine.maf import session as maf_session
 from stages.metrics import cost, headline, judge, operations
 
 
@@ -154,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     proxy, price = None, None
     try:
         # A flex evaluator taking `model_config` (a class's init, a function's parameter) gets the judge's LLM.
-        model_config = flow_engine.declares_model_config(root / use_case["eval_flow"])
+        eval_is_maf = maf.is_maf_flow(root / use_case["eval_flow"])
+        model_config = not eval_is_maf and flow_engine.declares_model_config(root / use_case["eval_flow"])
     except Exception as exc:  # the entry's module failed to load: its own error, not a traceback
         print(f"evaluate {args.use_case}: {use_case['eval_flow']}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -162,11 +165,16 @@ def main(argv: list[str] | None = None) -> int:
         plan = variants.plan_for(params, args.use_case)
         concurrency = connections.concurrency(params["judge"], "judge")  # the judge's, also for flows without one
         specs = headline.parse_specs(use_case.get("metrics"), f"use_cases.{args.use_case}.metrics")
-        if judges or model_config:
+        if judges or model_config or eval_is_maf:  # a MAF evaluation workflow may call an LLM itself
             connection = connections.resolve(params["judge"], connections.environment(root))
             connections.check_reachable(connection)
             proxy = llm_proxy.from_params(
-                connection, params["judge"], params["llm_cache"], args.cache, row_of=flow_engine.row_of_request
+                connection,
+                params["judge"],
+                params["llm_cache"],
+                args.cache,
+                row_of=flow_engine.row_of_request,
+                bridge_chat=eval_is_maf,
             )
             price = cost.price_for(params["prices"], connection.model)
             if price is None:
@@ -196,9 +204,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"evaluate {args.use_case}: judge: {exc}", file=sys.stderr)
                 return 1
             try:
-                sessions.append(flow_engine.FlowSession(
-                    root / use_case["eval_flow"], *bindings, row_timeout_s=params["bulk"]["row_timeout_s"]
-                ))  # fmt: skip
+                if eval_is_maf:  # a MAF evaluation workflow: the judge's connection, when there is one
+                    sessions.append(maf_session.open_session(
+                        root, root / use_case["eval_flow"], judged, {}, params["bulk"]["row_timeout_s"], concurrency
+                    ))  # fmt: skip
+                else:
+                    sessions.append(flow_engine.FlowSession(
+                        root / use_case["eval_flow"], *bindings, row_timeout_s=params["bulk"]["row_timeout_s"]
+                    ))  # fmt: skip
             except flow_engine.FlowError as exc:
                 print(f"evaluate {args.use_case}: {exc}", file=sys.stderr)
                 return 1

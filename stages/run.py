@@ -15,6 +15,8 @@ from stages.core.conf_schema import ConfError
 from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.progress import Progress
 from stages.core.project import count_setting, load_params, project_root, runtime_dir
+from stages.engine import maf
+from stages.engine.maf import session as maf_session
 from stages.metrics import cost, operations
 
 
@@ -95,7 +97,7 @@ def error_report(label: str, results: list[flow_engine.RowResult], max_error_rat
 def open_session(
     root: Path, name: str, use_case: dict[str, Any], variant: str, selected: str,
     connection: connections.Connection, row_timeout_s: float,
-) -> flow_engine.FlowSession:  # fmt: skip
+) -> flow_engine.FlowSession | maf_session.MafSession:  # fmt: skip
     """The use case's flow loaded for one variant: its LLM binding, node inputs and node variants. A FlowError
     names the variant, or the params key (and conf file) of a node variant the flow does not have."""
     block = variants.config(name, use_case, variant)
@@ -107,6 +109,19 @@ def open_session(
             f"variant {variant} of {name}: {exc}; add use_cases.{name}.variants.{variant}.prompt.{connection.api} "
             "in conf/"
         ) from exc
+    if maf.is_maf_flow(root / use_case["flow"]):
+        if node_variants or block.get("node_inputs"):
+            raise flow_engine.FlowError(
+                f"variant {variant} of {name}: node_variants and node_inputs need a DAG flow; a MAF workflow gets "
+                "the variant's prompt and params in create_workflow(**params)"
+            )
+        try:
+            return maf_session.open_session(
+                root, root / use_case["flow"], connection, maf_session.workflow_params(binding.prompt, binding.params),
+                row_timeout_s, connection.concurrency,
+            )  # fmt: skip
+        except flow_engine.FlowError as exc:
+            raise flow_engine.FlowError(f"variant {variant} of {name}: {exc}") from exc
     try:
         return flow_engine.FlowSession(
             root / use_case["flow"], binding, node_inputs=block.get("node_inputs"),
@@ -259,7 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     summaries: dict[str, dict[str, Any]] = {}
     written: list[Path] = []
     proxy = llm_proxy.from_params(
-        connection, params["llm"], params["llm_cache"], args.cache, row_of=flow_engine.row_of_request
+        connection,
+        params["llm"],
+        params["llm_cache"],
+        args.cache,
+        row_of=flow_engine.row_of_request,
+        bridge_chat=maf.is_maf_flow(root / use_case["flow"]),
     )
     with proxy:
         for variant in plan.names:

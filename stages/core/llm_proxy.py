@@ -18,6 +18,11 @@ nodes skip the loopback HTTP when the proxy serves from their own process: they 
   timeouts and dropped connections with exponential backoff and full jitter, honouring Retry-After (`RetryPolicy`),
   except a 5xx whose answer says the request itself is invalid (`rejects_request`): the same request would fail
   the same way, so it is answered at once, naming the request's null parameters;
+- serves the Responses API (MAF's OpenAIChatClient) by translating it to chat completions, and, for a
+  completion-only endpoint when the stage asks (`bridge_chat`), chat to completions (stages/core/chat_bridge.py),
+  before the key is computed; the answer is translated back, from the cache too;
+- counts a request as a row's when its URL carries the row (`/r<k>/_row/<row id>/...`, `row_tagged_url`: MAF
+  workers' clients) or its headers do (`row_of`: prompt flow's tracking header);
 - stores only 200 answers; an error is never cached;
 - counts hits, misses, errors, upstream requests, retries and `usage` tokens, in total and per row.
 When retries run out it answers 424 (Failed Dependency) with the last failure in the message, and
@@ -44,8 +49,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
+from stages.core import chat_bridge
 from stages.core.connections import Connection
 from stages.core.io import write_text
 
@@ -67,6 +73,7 @@ _DROPPED_HEADERS = frozenset(
      "transfer-encoding", "upgrade", "accept-encoding"}
 )  # fmt: skip
 _REPEAT_PREFIX = re.compile(r"^/r(\d+)(/.*)$")
+_ROW_TAG = re.compile(r"^/_row/([^/]*)(/.*)$")  # after /r<k>: the URL-quoted row id the request belongs to
 REPEAT_HEADER = "X-LLMOps-Repeat"  # sent upstream with every forwarded POST; never part of a key
 
 
@@ -135,6 +142,7 @@ class RequestAdapter:
     api_version: str | None = None
     drop_null_params: bool = False
     default_max_tokens: int | None = None
+    completion_only: bool = False  # chat requests are bridged to the completion API (stages/core/chat_bridge.py)
 
     def adapt(self, path: str, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """The path (with query) and body for the endpoint's layout and model; the same objects when nothing
@@ -199,6 +207,16 @@ def timeout_hint(request: Mapping[str, Any] | None, timeout_s: float) -> str:
         "machine, raise request_timeout_s (conf/llm/<name>.yaml, or `llmops params llm.request_timeout_s=240 "
         "judge.request_timeout_s=240`), or bound the answer (max_tokens, default_max_tokens)."
     )
+
+
+def row_tagged_url(url: str, row: str) -> str:
+    """`url` (a proxy URL: .../r<k>/...) with `row` (URL-quoted as it stands, or a placeholder) after `/r<k>`:
+    the proxy counts the requests sent there as that row's, as it does for prompt flow's tracking header."""
+    parts = urlsplit(url)
+    match = _REPEAT_PREFIX.match(parts.path) or re.match(r"^/r(\d+)()$", parts.path)
+    if not match:
+        raise ValueError(f"{url!r} is not an LLM proxy URL (no /r<repeat> prefix)")
+    return parts._replace(path=f"/r{match.group(1)}/_row/{row}{match.group(2)}").geturl()
 
 
 def cache_key(path: str, body: Any, repeat: int) -> str:
@@ -441,9 +459,12 @@ class LLMProxy:
             message = f"llm proxy: path {raw_path!r} does not start with /r<repeat>/ (use LLMProxy.base_url)"
             return _Answer(404, _error_body(message, "llm_proxy_bad_path"))
         repeat, path = int(match.group(1)), match.group(2)
+        tagged_row = None
+        if tagged := _ROW_TAG.match(path):  # a row tag in the URL (MAF workers' clients, see row_tagged_url)
+            tagged_row, path = unquote(tagged.group(1)), tagged.group(2)
         if method != "POST":  # e.g. GET /models: forwarded, never cached
             return self._forward(method, path, headers, body, None)
-        row = self._row_of(headers) if self._row_of else None
+        row = tagged_row if tagged_row is not None else self._row_of(headers) if self._row_of else None
         try:
             request = json.loads(body or b"null")
         except ValueError:
@@ -455,6 +476,26 @@ class LLMProxy:
             self._count(row, requests=1, errors=1)
             message = "llm proxy: streaming requests (stream: true) cannot be cached; set stream to false"
             return _Answer(400, _error_body(message, "llm_proxy_stream_refused"))
+        try:
+            route, bridged, backs = chat_bridge.translate(path.partition("?")[0], request, self.adapter.completion_only)
+        except chat_bridge.BridgeError as exc:
+            self._count(row, requests=1, errors=1)
+            return _Answer(400, _error_body(f"llm proxy: {exc}", "llm_proxy_bridge_refused"))
+        if backs:  # the endpoint gets another API's request: the query belonged to the client's route
+            path, request, body = route, bridged, json.dumps(bridged, ensure_ascii=False).encode("utf-8")
+        answer = self._answer(repeat, path, request, method, headers, body, row)
+        if not backs or answer.status != 200:
+            return answer
+        translated = json.loads(answer.body)
+        for back in backs:
+            translated = back(translated)
+        return dataclasses.replace(answer, body=json.dumps(translated, ensure_ascii=False).encode("utf-8"))
+
+    def _answer(
+        self, repeat: int, path: str, request: dict[str, Any], method: str, headers: Mapping[str, str], body: bytes,
+        row: str | None,
+    ) -> _Answer:  # fmt: skip
+        """The endpoint's answer to a request as the endpoint takes it: from the cache, or forwarded."""
         adapted_path, adapted = self.adapter.adapt(path, request)
         sent = self.adapter.without_nulls(adapted)
         if adapted_path is not path or sent is not request:
@@ -639,14 +680,17 @@ def from_params(
     llm_cache: Mapping[str, Any],
     cache_dir: Path,
     row_of: Callable[[Mapping[str, str]], str | None] | None = None,
+    bridge_chat: bool = False,
 ) -> LLMProxy:
     """The proxy a stage runs for `connection`: `llm.retry`, `llm.request_timeout_s`, the connection's request
     adaptations (its layout, model, API version, `drop_null_params` and `default_max_tokens`), and the cache in
-    `cache_dir` when `llm_cache.enabled` (the folder is created either way: it is the stage's DVC output)."""
+    `cache_dir` when `llm_cache.enabled` (the folder is created either way: it is the stage's DVC output).
+    `bridge_chat`: chat requests reach a completion-API connection's completion endpoint (chat_bridge.py); the
+    stages set it for MAF workflows, whose clients speak chat (or the Responses API) only."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     store = CacheStore(cache_dir) if llm_cache["enabled"] else None
     adapter = RequestAdapter(connection.type, connection.model, connection.api_version, connection.drop_null_params,
-                             connection.default_max_tokens)  # fmt: skip
+                             connection.default_max_tokens, bridge_chat and connection.api == "completion")  # fmt: skip
     return LLMProxy(connection.base_url, store, RetryPolicy.from_params(llm.get("retry")),
                     connection.request_timeout_s, row_of, adapter=adapter)  # fmt: skip
 

@@ -1,0 +1,1 @@
+"""Flow engines other than prompt flow."""
