@@ -21,6 +21,7 @@ from stages.core import (
     remote,
     reporting,
 )
+from stages.core.io import write_text
 from stages.core.project import load_params, project_root, runtime_dir
 from stages.deploy import local, production
 from stages.deploy.spec import SpecError
@@ -404,6 +405,44 @@ def cmd_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """`llmops migrate <use case>`: its prompt flow flow as a MAF workflow folder, and the use case `<name>_maf`."""
+    import yaml
+
+    from stages.engine.maf import migrate
+
+    root = project_root()
+    params = load_params(root)
+    use_case = (params.get("use_cases") or {}).get(args.use_case)
+    if use_case is None:
+        print(f"llmops migrate: no use case {args.use_case} in params.yaml (conf/config.yaml)", file=sys.stderr)
+        return 1
+    source = yaml.safe_load((root / "conf" / "use_cases" / f"{args.use_case}.yaml").read_text(encoding="utf-8"))
+    try:
+        migration, name, config = migrate.migrate_use_case(
+            root, args.use_case, source[args.use_case], str(params["llm"].get("api") or "completion")
+        )
+    except migrate.MigrationError as exc:
+        print(f"llmops migrate: {exc}", file=sys.stderr)
+        return 1
+    target = root / "conf" / "use_cases" / f"{name}.yaml"
+    header = f"# Written by `llmops migrate {args.use_case}`: the use case on its MAF workflow (same data and eval).\n"
+    write_text(target, header + yaml.safe_dump({name: config}, sort_keys=False, allow_unicode=True))
+    catalogue.register(root / "conf" / "config.yaml", name)
+    compose_params(root, [], root / "params.yaml")
+    folder = migration.target.relative_to(root)
+    print(
+        f"migrated {args.use_case} ({migration.kind}) -> {folder}/workflow.py; use case {name}: {target.relative_to(root)}"
+    )
+    print(f"  converted: {', '.join(migration.converted) or 'nothing'}")
+    for note in migration.notes:
+        print(f"  note: {note}")
+    for where, reason in migration.not_convertible:
+        print(f"  NOT CONVERTED {where}: {reason}")
+    print(f"next: `dvc repro report@{name}`, then `llmops compare` / the gate compare it with {args.use_case}")
+    return 0
+
+
 def cmd_import_experiment(args: argparse.Namespace) -> int:
     root = project_root()
     result = importer.import_experiment(
@@ -569,6 +608,10 @@ def main(argv: list[str] | None = None) -> int:
     new.add_argument("name", help="the use case's name (lower-case Python name)")
     new.add_argument("--kind", required=True, choices=sorted(catalogue.KINDS), help="the standard flow's type")
     new.set_defaults(handler=cmd_new)
+
+    mig = commands.add_parser("migrate", help="a use case's prompt flow flow as a MAF workflow (+ use case <name>_maf)")
+    mig.add_argument("use_case", help="the use case whose standard flow (DAG or prompty) to migrate")
+    mig.set_defaults(handler=cmd_migrate)
 
     imp = commands.add_parser("import-experiment", help="import a use case of the LLMOps-with-Prompt-flow template")
     imp.add_argument("path", type=Path, help="the folder holding experiment.yaml (+ experiment.<env>.yaml, flows/)")

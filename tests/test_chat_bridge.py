@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import StubLLM, post_json
 
 from stages.core import chat_bridge, llm_proxy
-from tests.conftest import StubLLM, post_json
 
 RESPONSES_REQUEST = {
     "model": "dep1",
@@ -25,8 +25,8 @@ RESPONSES_REQUEST = {
 def test_responses_request_becomes_chat_then_completion() -> None:
     route, request, backs = chat_bridge.translate("/v1/openai/v1/responses", RESPONSES_REQUEST, completion_only=True)
     assert route == "/v1/completions"
-    assert request == {"model": "dep1", "temperature": 0.0, "max_tokens": 5,
-                       "prompt": "system:\nBe brief.\n\nuser:\nSay hi\n\nassistant:\n", "stop": ["\nuser:"]}  # fmt: skip
+    prompt = "system:\nBe brief.\n\nuser:\nSay hi\n\nassistant:\n"
+    assert request == {"model": "dep1", "temperature": 0.0, "max_tokens": 5, "prompt": prompt, "stop": ["\nuser:"]}
     answer = {"id": "c1", "created": 7, "model": "m", "choices": [{"index": 0, "text": " Hi", "finish_reason": "stop"}],
               "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}}  # fmt: skip
     for back in backs:

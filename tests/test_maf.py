@@ -8,13 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import REPO, StubLLM
 
 from stages.core import llm_proxy
 from stages.core.connections import Connection
 from stages.core.flow_engine import AggregationError, FlowError, in_input_order
 from stages.engine.maf import environment, is_maf_flow
 from stages.engine.maf.session import MafSession
-from tests.conftest import REPO, StubLLM
 
 FIXTURES = REPO / "tests" / "fixtures" / "maf"
 

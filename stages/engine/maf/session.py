@@ -11,6 +11,7 @@ dies fails its rows in flight, and every row after, with its exit code and the l
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import queue
@@ -181,8 +182,9 @@ class MafSession:
                 continue
             in_flight.pop(message["id"])
             error = message.get("error")
-            yield RowResult(str(message["id"]), message.get("outputs") if error is None else None,
-                            redaction.redact(error) if error else None, float(message.get("latency_s") or 0.0))  # fmt: skip
+            outputs = message.get("outputs") if error is None else None
+            error = redaction.redact(error) if error else None
+            yield RowResult(str(message["id"]), outputs, error, float(message.get("latency_s") or 0.0))
 
     def aggregate(self, results: list[RowResult], inputs: list[Mapping[str, Any]]) -> dict[str, Any]:
         """workflow.py's `aggregate(inputs=..., outputs=...)` over the successful rows (in row order); no
@@ -224,10 +226,8 @@ class MafSession:
         self.close()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown
             self.close()
-        except Exception:
-            pass
 
 
 def workflow_params(prompt: str | None, params: Mapping[str, Any]) -> dict[str, Any]:
