@@ -409,7 +409,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     """`llmops migrate <use case>`: its prompt flow flow as a MAF workflow folder, and the use case `<name>_maf`."""
     import yaml
 
-    from stages.engine.maf import migrate
+    from stages.engine import migrate
 
     root = project_root()
     params = load_params(root)

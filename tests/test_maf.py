@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO, StubLLM
 
 from stages.core import llm_proxy
-from stages.core.connections import Connection
+from stages.core.connections import NO_KEY, Connection
 from stages.core.flow_engine import AggregationError, FlowError, in_input_order
 from stages.engine.maf import environment, is_maf_flow
 from stages.engine.maf.session import MafSession
@@ -27,7 +27,7 @@ def maf_python() -> Path:
 
 @pytest.fixture
 def proxy(stub_llm: StubLLM, tmp_path: Path):
-    connection = Connection("local", "openai", "completion", "gemma", stub_llm.base_url, "")
+    connection = Connection("local", "openai", "completion", "gemma", stub_llm.base_url, NO_KEY)
     with llm_proxy.from_params(connection, {}, {"enabled": True}, tmp_path / "cache", bridge_chat=True) as proxy:
         yield proxy, proxy.connection(connection)
 

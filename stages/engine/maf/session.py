@@ -31,7 +31,6 @@ from stages.engine.maf import WORKFLOW_FILE
 from stages.engine.maf.worker import ROW_PLACEHOLDER
 
 WORKER = Path(__file__).with_name("worker.py")
-PLACEHOLDER_KEY = "llmops-proxy"  # an api key for clients that insist on one (the proxy's endpoint may need none)
 _URL_VARIABLES = ("OPENAI_BASE_URL", "OPENAI_API_BASE", "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_BASE")
 
 
@@ -41,8 +40,6 @@ def worker_environment(connection: Connection | None) -> dict[str, str]:
     if connection is None:
         return {}
     values = llm_environment(connection)
-    for name in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY"):
-        values[name] = values[name] or PLACEHOLDER_KEY
     try:
         for name in _URL_VARIABLES:
             values[name] = row_tagged_url(values[name], ROW_PLACEHOLDER)

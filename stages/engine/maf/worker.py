@@ -42,6 +42,29 @@ from urllib.parse import quote
 ROW_PLACEHOLDER = "{row}"
 
 
+def share_tls_context() -> None:
+    """One default TLS context per process for the OpenAI clients' HTTP stack (httpx2): a workflow builds its
+    clients per row (create_workflow), and each new client loading the CA bundle cost ~95 ms of CPU, most of a
+    row's. The same fix as flow_engine._share_default_tls_context, for this process (which cannot import it)."""
+    try:
+        from httpx2._transports import default as transports
+    except ImportError:
+        return
+    create = transports.create_ssl_context
+    shared: dict[bool, Any] = {}
+    lock = threading.Lock()
+
+    def create_ssl_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
+        if verify is not True or cert is not None:
+            return create(verify=verify, cert=cert, trust_env=trust_env)
+        with lock:
+            if trust_env not in shared:
+                shared[trust_env] = create(verify=verify, cert=cert, trust_env=trust_env)
+            return shared[trust_env]
+
+    transports.create_ssl_context = create_ssl_context
+
+
 class WorkflowLoadError(Exception):
     pass
 
@@ -194,6 +217,7 @@ def main() -> int:
             protocol.write(text + "\n")
             protocol.flush()
 
+    share_tls_context()
     loop = asyncio.new_event_loop()
     lines: asyncio.Queue[str | None] = asyncio.Queue()
 

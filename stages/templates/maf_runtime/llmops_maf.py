@@ -2,10 +2,9 @@
 
 Standalone: it imports agent_framework, jinja2 and yaml (the MAF environment's pins), never promptflow. Each node
 of the prompt flow DAG is an Executor; the row's state ({"inputs", "nodes", "bypassed"}) travels along the edges
-the `${...}` references give (a node with several upstream nodes is a fan-in and merges their states). A node
-whose `activate` condition is false, or that references a bypassed node, is bypassed (its output None), as in
-prompt flow. LLM nodes render their Jinja2 template as prompt flow does (trim_blocks, keep_trailing_newline) and
-call the chat completions API through `OpenAIChatCompletionClient` built from OPENAI_BASE_URL / OPENAI_API_KEY /
+the `${...}` references give (a node with several upstream nodes is a fan-in and merges their states). Nodes
+are bypassed (output None) by their `activate` condition as in prompt flow (its rules: Node.step). LLM nodes
+render their Jinja2 template as prompt flow does (sandboxed, trim_blocks, keep_trailing_newline) and call the chat completions API through `OpenAIChatCompletionClient` built from OPENAI_BASE_URL / OPENAI_API_KEY /
 OPENAI_MODEL (the toolkit points them at its LLM proxy): a completion template is one user message (the proxy
 sends it to a completion-only model as the very same prompt), a chat template's `# system:` / `# user:` /
 `# assistant:` sections are messages.
@@ -70,8 +69,8 @@ def resolve(value: Any, state: dict[str, Any]) -> Any:
         current = state["nodes"].get(source)
         path = path[1:] if path and path[0] == "output" else path
     for key in path:
-        if current is None:
-            return None
+        if current is None:  # as prompt flow: a property of a bypassed node's (None) output is an error
+            raise LookupError(f"Invalid property {key!r} when accessing the node {source!r}")
         current = current[key] if isinstance(current, dict) else getattr(current, key)
     return current
 
@@ -152,14 +151,30 @@ class Node(Executor):
         await ctx.send_message(await self.step(merge(states)))
 
     async def step(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Prompt flow's rules: a node with `activate` is bypassed when the node its condition reads was bypassed
+        or the condition is not met; a node without is bypassed when every node it references was. An input that
+        references a bypassed node is left out when the function has a default for it, else None."""
+        bypassed = set(state["bypassed"])
         upstream = set().union(*(referenced_nodes(v) for v in self.inputs.values()))
         if self.activate is not None:
-            upstream |= referenced_nodes(self.activate[0])
-        inactive = self.activate is not None and resolve(self.activate[0], state) != self.activate[1]
-        if inactive or upstream & set(state["bypassed"]):
+            when, expected = self.activate
+            skip = bool(referenced_nodes(when) & bypassed) or resolve(when, state) != expected
+        else:
+            skip = bool(upstream) and upstream <= bypassed
+        if skip:
             return {**state, "nodes": {**state["nodes"], self.id: None}, "bypassed": [*state["bypassed"], self.id]}
-        output = await self.run_node({name: resolve(value, state) for name, value in self.inputs.items()})
+        values = {}
+        for name, value in self.inputs.items():
+            if referenced_nodes(value) & bypassed:
+                if not self.has_default(name):
+                    values[name] = None
+            else:
+                values[name] = resolve(value, state)
+        output = await self.run_node(values)
         return {**state, "nodes": {**state["nodes"], self.id: output}}
+
+    def has_default(self, name: str) -> bool:
+        return False
 
     async def run_node(self, inputs: dict[str, Any]) -> Any:
         raise NotImplementedError
@@ -181,7 +196,7 @@ class LLMNode(Node):
 
     async def run_node(self, inputs: dict[str, Any]) -> Any:
         response = await self.client.get_response(messages_of(self.prompt_text(inputs), self.api), options=self.params)
-        return response.text
+        return "\n".join(message.text for message in response.messages)  # as answered (ChatResponse.text strips)
 
 
 class PromptyNode(LLMNode):
@@ -223,6 +238,10 @@ class PythonNode(Node):
     def __init__(self, function: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.function = function
+
+    def has_default(self, name: str) -> bool:
+        parameter = inspect.signature(self.function).parameters.get(name)
+        return parameter is not None and parameter.default is not inspect.Parameter.empty
 
     async def run_node(self, inputs: dict[str, Any]) -> Any:
         if inspect.iscoroutinefunction(self.function):

@@ -2,7 +2,7 @@
 deterministically, with no LLM.
 
 The flow folder is copied beside the original (`<flow>_maf`): prompts and tool code verbatim, every other file
-too, plus `workflow.py` (written here), `llmops_maf.py` (the runtime it imports, runtime/llmops_maf.py) and
+too, plus `workflow.py` (written here), `llmops_maf.py` (the runtime it imports, stages/templates/maf_runtime/llmops_maf.py) and
 `MIGRATION.md` (what was converted and what was not). In workflow.py each DAG node is an Executor class:
 `llm` nodes render their template and call the connection's chat completions API with their params, `prompt`
 nodes render theirs, `python` nodes call the copied tool function; edges come from the `${...}` references (a
@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-RUNTIME = Path(__file__).with_name("runtime") / "llmops_maf.py"
+RUNTIME = Path(__file__).resolve().parents[1] / "templates" / "maf_runtime" / "llmops_maf.py"
 LLM_PARAMS = ("temperature", "max_tokens", "top_p", "stop", "presence_penalty", "frequency_penalty", "seed",
               "logit_bias", "user", "response_format")  # fmt: skip
 CONNECTION_PARAMS = ("model", "deployment_name")  # the run's connection decides, as in a prompt flow run
