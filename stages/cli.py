@@ -432,7 +432,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     compose_params(root, [], root / "params.yaml")
     folder = migration.target.relative_to(root)
     print(
-        f"migrated {args.use_case} ({migration.kind}) -> {folder}/workflow.py; use case {name}: {target.relative_to(root)}"
+        f"migrated {args.use_case} ({migration.kind}) -> {folder}/workflow.py; "
+        f"use case {name}: {target.relative_to(root)}"
     )
     print(f"  converted: {', '.join(migration.converted) or 'nothing'}")
     for note in migration.notes:

@@ -2,7 +2,8 @@
 deterministically, with no LLM.
 
 The flow folder is copied beside the original (`<flow>_maf`): prompts and tool code verbatim, every other file
-too, plus `workflow.py` (written here), `llmops_maf.py` (the runtime it imports, stages/templates/maf_runtime/llmops_maf.py) and
+too, plus `workflow.py` (written here), `llmops_maf.py` (the runtime it imports:
+stages/templates/maf_runtime/llmops_maf.py) and
 `MIGRATION.md` (what was converted and what was not). In workflow.py each DAG node is an Executor class:
 `llm` nodes render their template and call the connection's chat completions API with their params, `prompt`
 nodes render theirs, `python` nodes call the copied tool function; edges come from the `${...}` references (a
@@ -209,8 +210,12 @@ def migrate_dag(flow: Path, target: Path, llm_node: str | None, prompt: str | No
     for node in order:
         edges.append(_edge(per_row[node], node))
     edges.append(_edge(_upstream(list(outputs.values()), set(per_row)), "outputs"))
-    variant_line = (f"# The variant's LLM node: create_workflow(prompt=..., **params) sets its template and params.\n"
-                    f"PROMPT = {_literal(prompt)}\nPARAMS = {_literal(migration.variant_params)}\n") if variant_node else ""  # fmt: skip
+    variant_line = ""
+    if variant_node:
+        variant_line = (
+            "# The variant's LLM node: create_workflow(prompt=..., **params) sets its template and params.\n"
+            f"PROMPT = {_literal(prompt)}\nPARAMS = {_literal(migration.variant_params)}\n"
+        )
     source = _WORKFLOW.format(
         origin=_shown(dag_file, root), name=flow.name, variant_node=variant_node or "none",
         inputs=_literal(defaults), outputs=_literal(outputs), variant=variant_line,
@@ -402,7 +407,7 @@ def report(migration: Migration) -> str:
     return "\n".join(lines)
 
 
-_WORKFLOW = '''# ruff: noqa: E501 (generated: the flow's literals as they are)
+_WORKFLOW = '''# ruff: noqa: E501, RUF012 (generated: the flow's literals as they are; class-level node inputs)
 """MAF workflow written by `llmops migrate` from {origin}.
 
 Deterministic and without an LLM: one Executor per node, edges from the flow's ${{...}} references, the original

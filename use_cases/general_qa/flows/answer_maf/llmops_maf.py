@@ -4,7 +4,8 @@ Standalone: it imports agent_framework, jinja2 and yaml (the MAF environment's p
 of the prompt flow DAG is an Executor; the row's state ({"inputs", "nodes", "bypassed"}) travels along the edges
 the `${...}` references give (a node with several upstream nodes is a fan-in and merges their states). Nodes
 are bypassed (output None) by their `activate` condition as in prompt flow (its rules: Node.step). LLM nodes
-render their Jinja2 template as prompt flow does (sandboxed, trim_blocks, keep_trailing_newline) and call the chat completions API through `OpenAIChatCompletionClient` built from OPENAI_BASE_URL / OPENAI_API_KEY /
+render their Jinja2 template as prompt flow does (sandboxed, trim_blocks, keep_trailing_newline) and call the
+chat completions API through `OpenAIChatCompletionClient` built from OPENAI_BASE_URL / OPENAI_API_KEY /
 OPENAI_MODEL (the toolkit points them at its LLM proxy): a completion template is one user message (the proxy
 sends it to a completion-only model as the very same prompt), a chat template's `# system:` / `# user:` /
 `# assistant:` sections are messages.

@@ -1,4 +1,4 @@
-# ruff: noqa: E501 (generated: the flow's literals as they are)
+# ruff: noqa: E501, RUF012 (generated: the flow's literals as they are; class-level node inputs)
 """MAF workflow written by `llmops migrate` from use_cases/general_qa/flows/answer/answer.prompty.
 
 Deterministic and without an LLM: one Executor per node, edges from the flow's ${...} references, the original
