@@ -146,6 +146,7 @@ def test_migrated_flow_gives_prompt_flows_rows_and_metrics(stub_llm: StubLLM, sc
     assert maf_metrics == pf_metrics == {"llm_share": 0.6667, "rows": 3}  # over the rows that succeeded
     maf_requests = stub_llm.requests()[len(pf_requests) :]
     assert len(pf_requests) == len(maf_requests) == 2
-    for pf_request, maf_request in zip(pf_requests, maf_requests, strict=True):
+    by_prompt = sorted(maf_requests, key=lambda r: r["body"]["prompt"])
+    for pf_request, maf_request in zip(sorted(pf_requests, key=lambda r: r["body"]["prompt"]), by_prompt, strict=True):
         for key in ("prompt", "max_tokens", "temperature", "stop", "model"):
             assert maf_request["body"][key] == pf_request["body"][key], key

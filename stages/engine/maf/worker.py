@@ -222,10 +222,13 @@ def main() -> int:
     lines: asyncio.Queue[str | None] = asyncio.Queue()
 
     def read() -> None:
-        for line in sys.stdin:
-            if line.strip():
-                loop.call_soon_threadsafe(lines.put_nowait, line)
-        loop.call_soon_threadsafe(lines.put_nowait, None)
+        try:
+            for line in sys.stdin:
+                if line.strip():
+                    loop.call_soon_threadsafe(lines.put_nowait, line)
+            loop.call_soon_threadsafe(lines.put_nowait, None)
+        except RuntimeError:  # the loop ended first (an `end` message): nothing more to read
+            pass
 
     threading.Thread(target=read, name="stdin", daemon=True).start()
     try:
