@@ -222,6 +222,7 @@ class UseCaseResult:
     thresholds: Thresholds | None = None
     changes: tuple[str, ...] | None = None  # what the revision changed in the use case (None: unknown)
     inert: str | None = None  # why the changes had no effect on these rows (see `inert`)
+    parity: str | None = None  # the parity block (markdown, stages/core/parity.py) of a use case with `parity:`
 
     @property
     def changed(self) -> bool:
@@ -587,3 +588,17 @@ def summary_line(results: Sequence[UseCaseResult]) -> str:
         return f"gate passed: {sum(len(r.checks) for r in results)} checks, none failed"
     names = ", ".join(f"{c.use_case} {c.check}" for c in failed)
     return f"gate FAILED: {len(failed)} of {sum(len(r.checks) for r in results)} checks ({names})"
+
+
+def parity_check(use_case: str, result: Any) -> Check:
+    """The gate's line for a parity.Parity: PASS when equivalent, FAIL when not, INCONCLUSIVE (not blocking)."""
+    verdict = {equivalence.EQUIVALENT: PASS, equivalence.NOT_EQUIVALENT: FAIL}.get(result.verdict, INCONCLUSIVE)
+    worst = max(result.metrics, key=lambda m: abs(m.difference.estimate), default=None)
+    note = f"outputs identical on {result.outputs_agree:.0%} of {result.rows} rows"
+    if worst is not None:
+        d = worst.difference
+        note += f"; largest difference {worst.metric} {d.estimate:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
+        if result.verdict == equivalence.INCONCLUSIVE and worst.rows_needed:
+            note += f"; about {worst.rows_needed} rows would show equivalence"
+    return Check(use_case, f"parity vs {result.baseline}", result.verdict, result.baseline, f"+-{result.margin:g}",
+                 verdict, note)  # fmt: skip

@@ -449,6 +449,7 @@ def use_case_config(name: str, use_case: dict[str, Any], flow: str, migration: M
     config["flow"] = flow
     config["variant"] = "${variant.name}"
     config["node_variants"] = {}
+    config["parity"] = {"against": name, "margin": 0.02}  # `llmops parity` and the gate: behaves as the original?
     for block in (config.get("variants") or {}).values():
         block.pop("llm_node", None)  # create_workflow's prompt and params go to the workflow's variant node
         if block.get("node_inputs"):
