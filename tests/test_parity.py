@@ -9,7 +9,8 @@ import pytest
 from stages.core import gate, parity
 from stages.metrics import headline
 
-SPECS = headline.parse_specs({"accuracy": "correct", "f1": {"f1": {"tp": "tp", "predicted": "predicted", "gold": "gold"}}}, "test")
+F1 = {"f1": {"tp": "tp", "predicted": "predicted", "gold": "gold"}}
+SPECS = headline.parse_specs({"accuracy": "correct", "f1": F1}, "test")
 
 
 def rows(n: int, correct: list[bool], prefix: str = "r") -> tuple[list[dict], list[dict]]:
