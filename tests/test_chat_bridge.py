@@ -72,28 +72,22 @@ def test_what_cannot_be_translated_is_refused_by_name(request_: dict, named: str
         chat_bridge.translate("/v1/responses", request_, completion_only=True)
 
 
-def test_row_tagged_url() -> None:
-    assert llm_proxy.row_tagged_url("http://127.0.0.1:5/r1/v1", "a%20b") == "http://127.0.0.1:5/r1/_row/a%20b/v1"
-    assert llm_proxy.row_tagged_url("http://127.0.0.1:5/r0", "{row}") == "http://127.0.0.1:5/r0/_row/{row}"
-    with pytest.raises(ValueError, match="not an LLM proxy URL"):
-        llm_proxy.row_tagged_url("http://127.0.0.1:5/v1", "x")
-
-
 def test_proxy_serves_the_responses_api_on_a_completion_endpoint(stub_llm: StubLLM, tmp_path: Path) -> None:
     """A Responses request (Azure layout, as MAF's client sends it) reaches the stub's completion endpoint; the
-    answer comes back in the Responses shape, from the cache the second time, counted for the tagged row."""
+    answer comes back in the Responses shape, from the cache the second time, counted for the row its header names."""
     stub_llm.script({"Say hi": "Hello there"})
     adapter = llm_proxy.RequestAdapter("openai", "gemma", drop_null_params=True, completion_only=True)
     store = llm_proxy.CacheStore(tmp_path / "cache")
     with llm_proxy.LLMProxy(stub_llm.base_url, store, llm_proxy.RetryPolicy(), 10, adapter=adapter) as proxy:
-        url = llm_proxy.row_tagged_url(proxy.base_url(0), "row%201") + "/openai/v1/responses?api-version=preview"
-        answers = [post_json(url, RESPONSES_REQUEST, {"api-key": "k"}) for _ in range(2)]
+        url = proxy.base_url(0) + "/openai/v1/responses?api-version=preview"
+        headers = {"api-key": "k", llm_proxy.ROW_HEADER: "row%201"}
+        answers = [post_json(url, RESPONSES_REQUEST, headers) for _ in range(2)]
         usage = proxy.row_usage("row 1")
     for status, _, body in answers:
         assert status == 200, body
         assert body["output"][0]["content"][0]["text"] == "Hello there"
     (sent,) = stub_llm.requests()
-    assert sent["path"] == "/v1/completions"
+    assert sent["path"] == "/v1/completions" and llm_proxy.ROW_HEADER not in sent["headers"]
     assert sent["body"]["prompt"] == "system:\nBe brief.\n\nuser:\nSay hi\n\nassistant:\n"
     assert sent["body"]["model"] == "gemma" and sent["body"]["max_tokens"] == 5
     assert (usage.requests, usage.hits, usage.misses) == (2, 1, 1)

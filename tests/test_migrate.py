@@ -143,7 +143,7 @@ def test_migrated_flow_gives_prompt_flows_rows_and_metrics(stub_llm: StubLLM, sc
     # Both branches bypassed: pick is bypassed too, and an output that reads a property of it fails the row.
     assert "Invalid property 'answer' when accessing the node 'pick'" in pf_results[3].error
     assert "Invalid property 'answer' when accessing the node 'pick'" in maf_results[3].error
-    assert maf_metrics == pf_metrics == {"llm_share": 0.6667, "rows": 3}  # over the rows that succeeded
+    assert maf_metrics == pf_metrics == {"llm_share": 0.6667, "rows": 3, "fallbacks": 1}  # rows that succeeded
     maf_requests = stub_llm.requests()[len(pf_requests) :]
     assert len(pf_requests) == len(maf_requests) == 2
     by_prompt = sorted(maf_requests, key=lambda r: r["body"]["prompt"])

@@ -21,8 +21,8 @@ nodes skip the loopback HTTP when the proxy serves from their own process: they 
 - serves the Responses API (MAF's OpenAIChatClient) by translating it to chat completions, and, for a
   completion-only endpoint when the stage asks (`bridge_chat`), chat to completions (stages/core/chat_bridge.py),
   before the key is computed; the answer is translated back, from the cache too;
-- counts a request as a row's when its URL carries the row (`/r<k>/_row/<row id>/...`, `row_tagged_url`: MAF
-  workers' clients) or its headers do (`row_of`: prompt flow's tracking header);
+- counts a request as a row's when its `X-LLMOps-Row` header names it (MAF workers set it on every request of a
+  row) or `row_of` finds it in the headers (prompt flow's tracking header);
 - stores only 200 answers; an error is never cached;
 - counts hits, misses, errors, upstream requests, retries and `usage` tokens, in total and per row.
 When retries run out it answers 424 (Failed Dependency) with the last failure in the message, and
@@ -69,11 +69,11 @@ _OPERATIONS = ("/chat/completions", "/completions", "/embeddings")
 GIVE_UP_STATUS = 424  # not retried by prompt flow's LLM tools or the OpenAI client
 # Not forwarded: hop-by-hop headers, and Accept-Encoding so that answers come back uncompressed (they are parsed).
 _DROPPED_HEADERS = frozenset(
-    {"host", "content-length", "connection", "keep-alive", "proxy-connection", "te", "trailer",
+    {"host", "x-llmops-row", "content-length", "connection", "keep-alive", "proxy-connection", "te", "trailer",
      "transfer-encoding", "upgrade", "accept-encoding"}
 )  # fmt: skip
 _REPEAT_PREFIX = re.compile(r"^/r(\d+)(/.*)$")
-_ROW_TAG = re.compile(r"^/_row/([^/]*)(/.*)$")  # after /r<k>: the URL-quoted row id the request belongs to
+ROW_HEADER = "X-LLMOps-Row"  # the (URL-quoted) row id a MAF worker's request belongs to; never part of a key
 REPEAT_HEADER = "X-LLMOps-Repeat"  # sent upstream with every forwarded POST; never part of a key
 
 
@@ -209,14 +209,9 @@ def timeout_hint(request: Mapping[str, Any] | None, timeout_s: float) -> str:
     )
 
 
-def row_tagged_url(url: str, row: str) -> str:
-    """`url` (a proxy URL: .../r<k>/...) with `row` (URL-quoted as it stands, or a placeholder) after `/r<k>`:
-    the proxy counts the requests sent there as that row's, as it does for prompt flow's tracking header."""
-    parts = urlsplit(url)
-    match = _REPEAT_PREFIX.match(parts.path) or re.match(r"^/r(\d+)()$", parts.path)
-    if not match:
-        raise ValueError(f"{url!r} is not an LLM proxy URL (no /r<repeat> prefix)")
-    return parts._replace(path=f"/r{match.group(1)}/_row/{row}{match.group(2)}").geturl()
+def _row_header(headers: Mapping[str, str]) -> str | None:
+    value = next((v for k, v in headers.items() if k.lower() == ROW_HEADER.lower()), None)
+    return unquote(value) if value is not None else None
 
 
 def cache_key(path: str, body: Any, repeat: int) -> str:
@@ -459,12 +454,11 @@ class LLMProxy:
             message = f"llm proxy: path {raw_path!r} does not start with /r<repeat>/ (use LLMProxy.base_url)"
             return _Answer(404, _error_body(message, "llm_proxy_bad_path"))
         repeat, path = int(match.group(1)), match.group(2)
-        tagged_row = None
-        if tagged := _ROW_TAG.match(path):  # a row tag in the URL (MAF workers' clients, see row_tagged_url)
-            tagged_row, path = unquote(tagged.group(1)), tagged.group(2)
         if method != "POST":  # e.g. GET /models: forwarded, never cached
             return self._forward(method, path, headers, body, None)
-        row = tagged_row if tagged_row is not None else self._row_of(headers) if self._row_of else None
+        row = _row_header(headers)
+        if row is None and self._row_of:
+            row = self._row_of(headers)
         try:
             request = json.loads(body or b"null")
         except ValueError:

@@ -209,7 +209,11 @@ def migrate_dag(flow: Path, target: Path, llm_node: str | None, prompt: str | No
     edges = []
     for node in order:
         edges.append(_edge(per_row[node], node))
-    edges.append(_edge(_upstream(list(outputs.values()), set(per_row)), "outputs"))
+    kept = sorted({ref[0] for node in aggregations if not _aggregation_reason(node, names)
+                   for value in (node.get("inputs") or {}).values()
+                   if (ref := _reference(value)) and ref[0] in per_row})  # fmt: skip
+    waits = _upstream(list(outputs.values()), set(per_row))
+    edges.append(_edge([*waits, *(node for node in kept if node not in waits)], "outputs"))
     variant_line = ""
     if variant_node:
         variant_line = (
@@ -218,7 +222,7 @@ def migrate_dag(flow: Path, target: Path, llm_node: str | None, prompt: str | No
         )
     source = _WORKFLOW.format(
         origin=_shown(dag_file, root), name=flow.name, variant_node=variant_node or "none",
-        inputs=_literal(defaults), outputs=_literal(outputs), variant=variant_line,
+        inputs=_literal(defaults), outputs=_literal(outputs), variant=variant_line, kept=_literal(kept),
         classes="\n\n".join(classes), builds="".join(builds), edges="".join(edges),
         signature="prompt: str = PROMPT, **params: Any" if variant_node else "**params: Any",
         aggregate=_aggregate_source([n for n in aggregations if not _aggregation_reason(n, names)]),
@@ -338,24 +342,26 @@ def _aggregation_reason(node: dict[str, Any], names: set[str]) -> str | None:
         return f"{source} has no single @tool function to call"
     for key, value in (node.get("inputs") or {}).items():
         ref = _reference(value)
-        if ref and ref[0] != "inputs":
-            return (f"aggregation input {key} reads {value}: only the flow's inputs (`${{inputs.x}}`) are passed to "
-                    "aggregate() (a node's per-row output is not a workflow output)")  # fmt: skip
+        if ref and ref[0] != "inputs" and ref[0] not in names:
+            return f"aggregation input {key} reads {value}, which is not a per-row node of the flow"
     return None
 
 
 def _aggregate_source(aggregations: list[dict[str, Any]]) -> str:
     if not aggregations:
         return ""
-    lines = ["", "", "def aggregate(inputs: list[dict], outputs: list[dict]) -> dict:",
-             '    """The evaluation pattern: the aggregation nodes over the rows, the metrics they log."""',
+    lines = ["", "", "def aggregate(inputs: list[dict], outputs: list[dict], aggregation_inputs: list[dict]) -> dict:",
+             '    """The evaluation pattern: the aggregation nodes over the successful rows (their inputs, and the',
+             '    per-row node outputs they read), the metrics they log."""',
+             "    rows = [{'inputs': i, 'nodes': a, 'bypassed': []} for i, a in zip(inputs, aggregation_inputs)]",
              "    metrics: dict = {}"]  # fmt: skip
     for node in aggregations:
         path = node["source"]["path"]
         values = []
         for key, value in (node.get("inputs") or {}).items():
             ref = _reference(value)
-            values.append(f"{key!r}: [row[{ref[1]!r}] for row in inputs]" if ref else f"{key!r}: {_literal(value)}")
+            values.append(f"{key!r}: [rt.resolve({value!r}, row) for row in rows]" if ref
+                          else f"{key!r}: {_literal(value)}")  # fmt: skip
         lines.append(f"    # aggregation node `{node['name']}`")
         lines.append(f"    function = rt.load_function(HERE, {path!r}, {node['_function']!r})")
         lines.append(f"    metrics.update(rt.aggregate_with(function, {{{', '.join(values)}}}))")
@@ -385,7 +391,7 @@ def migrate_prompty(
         builds="        'prompty': PromptyNode(HERE, prompt, {**PARAMS, **params}, id='prompty'),\n",
         edges="    builder.add_edge(executors['inputs'], executors['prompty'])\n"
               "    builder.add_edge(executors['prompty'], executors['outputs'])\n",
-        signature="prompt: str = PROMPT, **params: Any", aggregate="",
+        signature="prompt: str = PROMPT, **params: Any", aggregate="", kept="[]",
     )  # fmt: skip
     _write_code(target / "workflow.py", source)
     (target / "MIGRATION.md").write_text(report(migration), encoding="utf-8")
@@ -435,7 +441,7 @@ def create_workflow({signature}):
     """A fresh workflow of the flow."""
     executors = {{
         "inputs": rt.Start(INPUTS, id="inputs"),
-{builds}        "outputs": rt.Outputs(OUTPUTS, id="outputs"),
+{builds}        "outputs": rt.Outputs(OUTPUTS, keep={kept}, id="outputs"),
     }}
     builder = WorkflowBuilder(name={name!r}, start_executor=executors["inputs"])
 {edges}    return builder.build()

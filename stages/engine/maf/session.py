@@ -3,9 +3,9 @@
 `MafSession` has the shape of flow_engine.FlowSession (`run_rows`, `run`, `aggregate`, `kind`, `node_variants`),
 so the run and evaluate stages treat both alike. One worker holds up to `concurrency` rows in flight (MAF is
 async: each row a fresh workflow from `create_workflow(**params)`). The workflow's clients reach the LLM through
-the stage's LLM proxy: the worker's environment points OPENAI_* and AZURE_OPENAI_* at it, with the row in the URL
-(llm_proxy.row_tagged_url), so caching, retries and per-row token counts apply as for prompt flow. A worker that
-dies fails its rows in flight, and every row after, with its exit code and the last lines it wrote.
+the stage's LLM proxy: the worker's environment points OPENAI_* and AZURE_OPENAI_* at it, and each request names
+its row in a header (worker.py), so caching, retries and per-row token counts apply as for prompt flow. A worker
+that dies fails its rows in flight, and every row after, with its exit code and the last lines it wrote.
 """
 
 from __future__ import annotations
@@ -26,27 +26,16 @@ from typing import Any
 from stages.core import redaction
 from stages.core.connections import Connection
 from stages.core.flow_engine import AggregationError, FlowError, RowResult, llm_environment
-from stages.core.llm_proxy import row_tagged_url
 from stages.engine.maf import WORKFLOW_FILE
-from stages.engine.maf.worker import ROW_PLACEHOLDER
 
 WORKER = Path(__file__).with_name("worker.py")
-_URL_VARIABLES = ("OPENAI_BASE_URL", "OPENAI_API_BASE", "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_BASE")
 
 
 def worker_environment(connection: Connection | None) -> dict[str, str]:
-    """The variables a workflow's clients read, pointed at `connection` (the proxy's, in a run) with the row in
-    the URLs (ROW_PLACEHOLDER, filled in by the worker for each row)."""
+    """The variables a workflow's clients read, pointed at `connection` (the proxy's, in a run)."""
     if connection is None:
         return {}
-    values = llm_environment(connection)
-    try:
-        for name in _URL_VARIABLES:
-            values[name] = row_tagged_url(values[name], ROW_PLACEHOLDER)
-    except ValueError:  # not a proxy URL (a deployment without the proxy): no per-row tags
-        pass
-    values["OPENAI_MODEL"] = values["OPENAI_CHAT_MODEL_ID"] = connection.model
-    return values
+    return {**llm_environment(connection), "OPENAI_MODEL": connection.model, "OPENAI_CHAT_MODEL_ID": connection.model}
 
 
 class MafSession:
@@ -181,7 +170,8 @@ class MafSession:
             error = message.get("error")
             outputs = message.get("outputs") if error is None else None
             error = redaction.redact(error) if error else None
-            yield RowResult(str(message["id"]), outputs, error, float(message.get("latency_s") or 0.0))
+            yield RowResult(str(message["id"]), outputs, error, float(message.get("latency_s") or 0.0),
+                            message.get("aggregation_inputs") or {})  # fmt: skip
 
     def aggregate(self, results: list[RowResult], inputs: list[Mapping[str, Any]]) -> dict[str, Any]:
         """workflow.py's `aggregate(inputs=..., outputs=...)` over the successful rows (in row order); no
@@ -189,7 +179,8 @@ class MafSession:
         ok = [(result, row) for result, row in zip(results, inputs, strict=True) if result.error is None]
         if not ok or not self.aggregates:
             return {}
-        message = {"op": "aggregate", "inputs": [dict(row) for _, row in ok], "outputs": [r.outputs for r, _ in ok]}
+        message = {"op": "aggregate", "inputs": [dict(row) for _, row in ok], "outputs": [r.outputs for r, _ in ok],
+                   "aggregation_inputs": [r.aggregation_inputs for r, _ in ok]}  # fmt: skip
         if not self._send(message):
             raise AggregationError(redaction.redact(self._died()))
         while (answer := self._messages.get()) is not None and answer.get("op") != "metrics":

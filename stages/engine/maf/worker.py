@@ -8,14 +8,17 @@ Protocol: JSON Lines, one object per line, each with an `op`.
 Stage -> worker (stdin):
   {"op": "init", "flow": "<folder>", "params": {...}, "env": {...}, "concurrency": N, "row_timeout_s": S|null}
       first line. `params` go to `create_workflow(**params)` (those it declares; all with **kwargs). `env` is set
-      in os.environ; a `{row}` in a value is replaced by the URL-quoted row id while that row's workflow is
-      created, so the clients a workflow builds from the environment (the LLM proxy's URL) tag their requests.
+      in os.environ (the LLM proxy's URL for the clients a workflow builds). Every HTTP request a row's task
+      makes (any client, built anywhere) carries the header X-LLMOps-Row: <URL-quoted row id>, so the proxy
+      counts it for that row.
   {"op": "row", "id": "<row id>", "inputs": {...}}       run one row (up to N at once, each a fresh workflow)
-  {"op": "aggregate", "inputs": [...], "outputs": [...]}  after the rows: `aggregate(...)` of workflow.py
+  {"op": "aggregate", "inputs": [...], "outputs": [...], "aggregation_inputs": [...]}
+      after the rows: `aggregate(...)` of workflow.py (the names it declares), over the successful rows
   {"op": "end"} (or end of input)                          finish the rows in flight, then exit 0
 Worker -> stage (stdout; the workflow's own prints go to stderr):
   {"op": "ready", "aggregates": bool}   or   {"op": "failed", "error": "..."} (then exit 1)
-  {"op": "result", "id": ..., "outputs": {...}|null, "error": "..."|null, "latency_s": float}
+  {"op": "result", "id": ..., "outputs": {...}|null, "error": "..."|null, "latency_s": float,
+   "aggregation_inputs": {...}}   (an output `__aggregation_inputs__` is moved here, not kept in outputs)
   {"op": "metrics", "metrics": {...}}   or   {"op": "metrics", "error": "..."}
 
 A row's input: the start executor's declared input type decides: a dataclass (or pydantic model) is built from the
@@ -26,6 +29,7 @@ the workflow yields (`ctx.yield_output`): a dict (several are merged), else `{"o
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import importlib.util
 import inspect
@@ -39,7 +43,25 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-ROW_PLACEHOLDER = "{row}"
+AGGREGATION_KEY = "__aggregation_inputs__"  # a row output set apart for aggregate() (migrated workflows)
+ROW_HEADER = "X-LLMOps-Row"  # stages.core.llm_proxy.ROW_HEADER (this process cannot import it)
+ROW: contextvars.ContextVar[str | None] = contextvars.ContextVar("llmops_row", default=None)
+
+
+def tag_requests() -> None:
+    """Every request of the OpenAI clients' HTTP stack (httpx2) names the row whose task sends it (ROW)."""
+    try:
+        import httpx2
+    except ImportError:
+        return
+    send = httpx2.AsyncClient.send
+
+    async def tagged_send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        if (row := ROW.get()) is not None:
+            request.headers[ROW_HEADER] = quote(row, safe="")
+        return await send(self, request, *args, **kwargs)
+
+    httpx2.AsyncClient.send = tagged_send
 
 
 def share_tls_context() -> None:
@@ -140,19 +162,18 @@ class Worker:
         self.timeout_s = init.get("row_timeout_s")
         self.slots = asyncio.Semaphore(int(init.get("concurrency") or 1))
         self.send = send
-        os.environ.update({k: v.replace(ROW_PLACEHOLDER, "") for k, v in self.env.items()})
+        os.environ.update(self.env)
         self.module = load_module(self.flow)
         self.factory_params = accepted(self.module.create_workflow, self.params)
         self.aggregate_fn = getattr(self.module, "aggregate", None)
         self.create(None)  # fails at load, not on every row, when create_workflow itself is broken
 
     def create(self, row_id: str | None) -> Any:
-        """A fresh workflow, built while the environment names this row (see ROW_PLACEHOLDER)."""
-        tag = quote(row_id, safe="") if row_id is not None else ""
-        os.environ.update({k: v.replace(ROW_PLACEHOLDER, tag) for k, v in self.env.items() if ROW_PLACEHOLDER in v})
+        """A fresh workflow (see the module's docstring)."""
         return self.module.create_workflow(**self.factory_params)
 
     async def row(self, row_id: str, inputs: dict[str, Any]) -> None:
+        ROW.set(row_id)  # this task's context: its requests name the row
         async with self.slots:
             started = time.perf_counter()
             try:
@@ -160,16 +181,19 @@ class Worker:
                 run = workflow.run(message_for(workflow, inputs))
                 result = await (asyncio.wait_for(run, self.timeout_s) if self.timeout_s else run)
                 outputs, error = jsonable(outputs_of(result)), None
+                aggregation = outputs.pop(AGGREGATION_KEY, {})
             except TimeoutError:
-                outputs, error = None, f"row timed out after {self.timeout_s:g} s"
+                outputs, error, aggregation = None, f"row timed out after {self.timeout_s:g} s", {}
             except Exception as exc:  # the row's error, the run goes on
-                outputs, error = None, f"{type(exc).__name__}: {exc}"
+                outputs, error, aggregation = None, f"{type(exc).__name__}: {exc}", {}
             self.send({"op": "result", "id": row_id, "outputs": outputs, "error": error,
-                       "latency_s": time.perf_counter() - started})  # fmt: skip
+                       "latency_s": time.perf_counter() - started, "aggregation_inputs": aggregation})  # fmt: skip
 
-    def aggregate(self, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> None:
+    def aggregate(self, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]],
+                  aggregation_inputs: list[dict[str, Any]]) -> None:  # fmt: skip
         try:
-            metrics = self.aggregate_fn(**accepted(self.aggregate_fn, {"inputs": inputs, "outputs": outputs}))
+            values = {"inputs": inputs, "outputs": outputs, "aggregation_inputs": aggregation_inputs}
+            metrics = self.aggregate_fn(**accepted(self.aggregate_fn, values))
             if not isinstance(metrics, dict):
                 raise TypeError(f"aggregate() returned {type(metrics).__name__}, expected a dict of metrics")
             self.send({"op": "metrics", "metrics": jsonable(metrics)})
@@ -198,7 +222,7 @@ async def serve(lines: asyncio.Queue[str | None], send: Any) -> int:
             task.add_done_callback(tasks.discard)
         elif message["op"] == "aggregate":
             await asyncio.gather(*tasks)
-            worker.aggregate(message["inputs"], message["outputs"])
+            worker.aggregate(message["inputs"], message["outputs"], message.get("aggregation_inputs") or [])
         elif message["op"] == "end":
             break
     await asyncio.gather(*tasks)
@@ -218,6 +242,7 @@ def main() -> int:
             protocol.flush()
 
     share_tls_context()
+    tag_requests()
     loop = asyncio.new_event_loop()
     lines: asyncio.Queue[str | None] = asyncio.Queue()
 
