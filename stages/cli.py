@@ -549,7 +549,8 @@ def _sample_request(root: Path, use_case: str) -> object:
 
 def cmd_smoke(args: argparse.Namespace) -> int:
     """Call the endpoint with the sample request: status 200, the flow's declared outputs, the deployment header."""
-    from stages.core import flow_engine, variants
+    from stages import engine
+    from stages.core import variants
     from stages.deploy import smoke
 
     root = project_root()
@@ -566,7 +567,7 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     prompt = variants.config(args.use_case, load_params(root)["use_cases"][args.use_case],
                              spec.deployments[0].variant).get("prompt")  # fmt: skip
     prompt = next(iter(prompt.values())) if isinstance(prompt, dict) else prompt
-    outputs = flow_engine.interface(spec.flow, prompt).outputs
+    outputs = engine.interface(spec.flow, prompt).outputs
     payload = _sample_request(root, args.use_case)
     failed = 0
     for _ in range(args.requests):
@@ -592,14 +593,14 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_evaluate_production(args: argparse.Namespace) -> int:
     """Evaluate each deployment on the sampled production log and compare them; writes an HTML report + JSON."""
-    from stages.core import flow_engine
+    from stages import engine
     from stages.core.io import write_json, write_text
 
     root = project_root()
     params = load_params(root)
     order = [d.name for d in deploy.spec_for(root, args.use_case, args.env, "local").deployments]
     log = args.log or local.production_log(root, args.env, args.use_case)
-    flow_engine.configure(runtime_dir(root))
+    engine.configure(runtime_dir(root))
     result = production.evaluate(root, params, args.use_case, order, log, args.sample, args.seed)
     out = args.out.resolve()
     facts = {"env": args.env, "log": str(log), "baseline": result.baseline, "sample": f"{args.sample} per deployment"}

@@ -10,13 +10,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from stages.core import connections, flow_engine, llm_proxy, repeats, variants
+from stages import engine
+from stages.core import connections, llm_proxy, repeats, variants
 from stages.core.conf_schema import ConfError
 from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.progress import Progress
 from stages.core.project import load_params, project_root, runtime_dir
-from stages.engine import maf
-from stages.engine.maf import session as maf_session
+from stages.engine.maf import is_maf_flow
 from stages.metrics import cost, headline, judge, operations
 
 
@@ -33,7 +33,7 @@ def map_inputs(mapping: dict[str, str], row: dict[str, Any], outputs: dict[str, 
 
 def joined_rows(
     prepared: list[dict[str, Any]], run_by_key: dict[tuple[str, int], dict[str, Any]],
-    eval_by_key: dict[tuple[str, int], flow_engine.RowResult], k: int = 1,
+    eval_by_key: dict[tuple[str, int], engine.RowResult], k: int = 1,
 ) -> Iterator[dict[str, Any]]:  # fmt: skip
     """Every prepared row (each of its k repeats) with its run outputs and its evaluation (None where the row never
     got that far)."""
@@ -72,23 +72,23 @@ def judge_block(node: str, block: Mapping[str, Any]) -> dict[str, Any]:
     if "rubric" not in block:
         return dict(block)
     if "prompt" in block:
-        raise flow_engine.FlowError(f"evaluate.judges.{node}: give a rubric or a prompt, not both")
+        raise engine.FlowError(f"evaluate.judges.{node}: give a rubric or a prompt, not both")
     try:
         return {**block, "prompt": judge.rubric_prompt(block["rubric"])}
     except judge.UnknownRubric as exc:
-        raise flow_engine.FlowError(f"evaluate.judges.{node}.rubric: {exc}") from None
+        raise engine.FlowError(f"evaluate.judges.{node}.rubric: {exc}") from None
 
 
-def judge_bindings(judges: dict[str, Any], connection: connections.Connection) -> list[flow_engine.LLMBinding]:
+def judge_bindings(judges: dict[str, Any], connection: connections.Connection) -> list[engine.LLMBinding]:
     """Bind each judge node of the evaluation flow (`evaluate.judges.<node>`) to the judge connection."""
-    return [flow_engine.binding_for(connection, judge_block(node, block), node=node) for node, block in judges.items()]
+    return [engine.binding_for(connection, judge_block(node, block), node=node) for node, block in judges.items()]
 
 
 def evaluate_variant(
-    sessions: Sequence[flow_engine.FlowSession], name: str, variant: str, use_case: dict[str, Any],
+    sessions: Sequence[engine.FlowSession], name: str, variant: str, use_case: dict[str, Any],
     prepared: list[dict[str, Any]], run_rows: list[dict[str, Any]], proxy: llm_proxy.LLMProxy | None = None,
     price: cost.Price | None = None, concurrency: int = 1,
-) -> tuple[list[dict[str, Any]], dict[str, Any], list[flow_engine.RowResult]]:  # fmt: skip
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[engine.RowResult]]:  # fmt: skip
     """One variant's joined rows, its flow-logged metrics with row counts (and the judge calls' LLM cache counts,
     tokens and cost, through `proxy`), and the rows the eval flow failed. Repeat r of a row is evaluated by
     `sessions[r]` (its judges ask through the proxy's `/r<r>` prefix); the flow's own metrics pool every repeat.
@@ -103,7 +103,7 @@ def evaluate_variant(
     ]
     progress = Progress(f"evaluate {name} {variant}", len(evaluable))
     before = proxy.totals() if proxy else None
-    completed: dict[str, flow_engine.RowResult] = {}
+    completed: dict[str, engine.RowResult] = {}
     for repeat, session in enumerate(sessions):
         flow_rows = [(repeats.tag(row["row_id"], repeat, k), inputs)
                      for (row, r), inputs in zip(evaluable, eval_inputs, strict=True) if r == repeat]  # fmt: skip
@@ -115,7 +115,7 @@ def evaluate_variant(
     eval_by_key = {(row["row_id"], repeat): result for (row, repeat), result in zip(evaluable, results, strict=True)}
     try:
         metrics = sessions[0].aggregate(results, eval_inputs) if evaluable else {}
-    except flow_engine.AggregationError as exc:  # the flow's own code: recorded and said, the rows still count
+    except engine.AggregationError as exc:  # the flow's own code: recorded and said, the rows still count
         metrics = {"aggregation_error": str(exc)}
         print(f"evaluate {name} {variant}: warning: {exc}; the metrics it logs are missing, the headline metrics are "
               "computed from the evaluated rows", file=sys.stderr)  # fmt: skip
@@ -150,14 +150,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evaluate {args.use_case}: {exc}", file=sys.stderr)
         return 1
     use_case = params["use_cases"][args.use_case]
-    flow_engine.configure(runtime_dir(root))
+    engine.configure(runtime_dir(root))
     judges = use_case["evaluate"].get("judges") or {}
     args.cache.mkdir(parents=True, exist_ok=True)  # the stage's output, even without judges
     proxy, price = None, None
     try:
         # A flex evaluator taking `model_config` (a class's init, a function's parameter) gets the judge's LLM.
-        eval_is_maf = maf.is_maf_flow(root / use_case["eval_flow"])
-        model_config = not eval_is_maf and flow_engine.declares_model_config(root / use_case["eval_flow"])
+        model_config = engine.declares_model_config(root / use_case["eval_flow"])
+        eval_is_maf = is_maf_flow(root / use_case["eval_flow"])  # a MAF evaluation workflow may call an LLM
     except Exception as exc:  # the entry's module failed to load: its own error, not a traceback
         print(f"evaluate {args.use_case}: {use_case['eval_flow']}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = variants.plan_for(params, args.use_case)
         concurrency = connections.concurrency(params["judge"], "judge")  # the judge's, also for flows without one
         specs = headline.parse_specs(use_case.get("metrics"), f"use_cases.{args.use_case}.metrics")
-        if judges or model_config or eval_is_maf:  # a MAF evaluation workflow may call an LLM itself
+        if judges or model_config or eval_is_maf:
             connection = connections.resolve(params["judge"], connections.environment(root))
             connections.check_reachable(connection)
             proxy = llm_proxy.from_params(
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                 params["judge"],
                 params["llm_cache"],
                 args.cache,
-                row_of=flow_engine.row_of_request,
+                row_of=engine.row_of_request,
                 bridge_chat=eval_is_maf,
             )
             price = cost.price_for(params["prices"], connection.model)
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows_by_variant: dict[str, list[dict[str, Any]]] = {}
     metrics_by_variant: dict[str, dict[str, Any]] = {}
-    failed_by_variant: dict[str, list[flow_engine.RowResult]] = {}
+    failed_by_variant: dict[str, list[engine.RowResult]] = {}
     run_by_variant = {variant: read_jsonl(args.run / f"{variant}.jsonl") for variant in plan.names}
     k = max(repeats.in_records(rows) for rows in run_by_variant.values())
     with proxy or contextlib.nullcontext():
@@ -198,21 +198,16 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 judged = proxy.connection(connection, repeat) if proxy else None
                 bindings = judge_bindings(judges, judged) if judged and judges else []
-                if judged and model_config:
-                    bindings = [flow_engine.LLMBinding(judged)]
-            except flow_engine.FlowError as exc:
+                if judged and (model_config or eval_is_maf):
+                    bindings = [engine.LLMBinding(judged)]
+            except engine.FlowError as exc:
                 print(f"evaluate {args.use_case}: judge: {exc}", file=sys.stderr)
                 return 1
             try:
-                if eval_is_maf:  # a MAF evaluation workflow: the judge's connection, when there is one
-                    sessions.append(maf_session.open_session(
-                        root, root / use_case["eval_flow"], judged, {}, params["bulk"]["row_timeout_s"], concurrency
-                    ))  # fmt: skip
-                else:
-                    sessions.append(flow_engine.FlowSession(
-                        root / use_case["eval_flow"], *bindings, row_timeout_s=params["bulk"]["row_timeout_s"]
-                    ))  # fmt: skip
-            except flow_engine.FlowError as exc:
+                sessions.append(engine.FlowSession(
+                    root / use_case["eval_flow"], *bindings, row_timeout_s=params["bulk"]["row_timeout_s"]
+                ))  # fmt: skip
+            except engine.FlowError as exc:
                 print(f"evaluate {args.use_case}: {exc}", file=sys.stderr)
                 return 1
             except Exception as exc:  # prompt flow could not load the flow (an init that raised, a bad entry)

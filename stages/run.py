@@ -10,18 +10,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stages.core import azure_execution, connections, datasets, flow_engine, llm_proxy, repeats, variants
+from stages import engine
+from stages.core import connections, datasets, llm_proxy, repeats, variants
 from stages.core.conf_schema import ConfError
 from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.progress import Progress
 from stages.core.project import count_setting, load_params, project_root, runtime_dir
-from stages.engine import maf
-from stages.engine.maf import session as maf_session
+from stages.engine.maf import is_maf_flow
+from stages.engine.promptflow import azure as azure_execution
 from stages.metrics import cost, operations
 
 
 def summarize(
-    results: list[flow_engine.RowResult], wall_s: float, usage: llm_proxy.Usage, price: cost.Price | None,
+    results: list[engine.RowResult], wall_s: float, usage: llm_proxy.Usage, price: cost.Price | None,
     k: int = 1,
 ) -> dict[str, Any]:  # fmt: skip
     """Run summary: row and error counts, answers the flow marked invalid, latency percentiles, tokens and cost,
@@ -58,7 +59,7 @@ def summarize(
 PLACEHOLDER_SHARE, PLACEHOLDER_MIN_ROWS = 0.5, 3
 
 
-def identical_outputs(results: list[flow_engine.RowResult]) -> dict[str, Any] | None:
+def identical_outputs(results: list[engine.RowResult]) -> dict[str, Any] | None:
     """When more than half of the answered rows, and at least 3, have one identical output, that output and its count:
     most likely a placeholder a node returns when it swallowed an error ("No available content"), which would score
     as a plain wrong answer. None otherwise."""
@@ -80,7 +81,7 @@ def worker_processes(bulk: dict[str, Any]) -> int:
     return count_setting(bulk, "processes", "bulk.processes (conf/config.yaml)")
 
 
-def error_report(label: str, results: list[flow_engine.RowResult], max_error_rate: float) -> str | None:
+def error_report(label: str, results: list[engine.RowResult], max_error_rate: float) -> str | None:
     """Why the run fails (too many failed rows, or all of them), naming the first errors; None when it passes."""
     failed = [r for r in results if r.error is not None]
     rate = len(failed) / len(results) if results else 0.0
@@ -97,49 +98,36 @@ def error_report(label: str, results: list[flow_engine.RowResult], max_error_rat
 def open_session(
     root: Path, name: str, use_case: dict[str, Any], variant: str, selected: str,
     connection: connections.Connection, row_timeout_s: float,
-) -> flow_engine.FlowSession | maf_session.MafSession:  # fmt: skip
+) -> engine.FlowSession:  # fmt: skip
     """The use case's flow loaded for one variant: its LLM binding, node inputs and node variants. A FlowError
     names the variant, or the params key (and conf file) of a node variant the flow does not have."""
     block = variants.config(name, use_case, variant)
     node_variants = variants.node_variants(name, use_case, variant, selected)
     try:
-        binding = flow_engine.binding_for(connection, block)
-    except flow_engine.FlowError as exc:
-        raise flow_engine.FlowError(
+        binding = engine.binding_for(connection, block)
+    except engine.FlowError as exc:
+        raise engine.FlowError(
             f"variant {variant} of {name}: {exc}; add use_cases.{name}.variants.{variant}.prompt.{connection.api} "
             "in conf/"
         ) from exc
-    if maf.is_maf_flow(root / use_case["flow"]):
-        if node_variants or block.get("node_inputs"):
-            raise flow_engine.FlowError(
-                f"variant {variant} of {name}: node_variants and node_inputs need a DAG flow; a MAF workflow gets "
-                "the variant's prompt and params in create_workflow(**params)"
-            )
-        try:
-            return maf_session.open_session(
-                root, root / use_case["flow"], connection, maf_session.workflow_params(binding.prompt, binding.params),
-                row_timeout_s, connection.concurrency,
-            )  # fmt: skip
-        except flow_engine.FlowError as exc:
-            raise flow_engine.FlowError(f"variant {variant} of {name}: {exc}") from exc
     try:
-        return flow_engine.FlowSession(
+        return engine.FlowSession(
             root / use_case["flow"], binding, node_inputs=block.get("node_inputs"),
             node_variants={node: variant_id for node, (variant_id, _) in node_variants.items()},
             row_timeout_s=row_timeout_s,
         )  # fmt: skip
-    except flow_engine.NodeVariantError as exc:
+    except engine.NodeVariantError as exc:
         key = node_variants[exc.node][1] if exc.node in node_variants else f"use_cases.{name}.variants.{variant}"
-        raise flow_engine.FlowError(f"{key} (conf/use_cases/{name}.yaml): {exc}") from exc
-    except flow_engine.FlowError as exc:
-        raise flow_engine.FlowError(f"variant {variant} of {name}: {exc}") from exc
+        raise engine.FlowError(f"{key} (conf/use_cases/{name}.yaml): {exc}") from exc
+    except engine.FlowError as exc:
+        raise engine.FlowError(f"variant {variant} of {name}: {exc}") from exc
 
 
 def run_variant(
     root: Path, name: str, use_case: dict[str, Any], variant: str, selected: str, proxy: llm_proxy.LLMProxy,
     connection: connections.Connection, rows: list[dict[str, Any]], row_timeout_s: float, k: int,
     price: cost.Price | None, processes: int = 1,
-) -> tuple[list[flow_engine.RowResult], list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+) -> tuple[list[engine.RowResult], list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
     """Run one variant of the use case's flow over the rows, `k` times each, through the LLM proxy (repeat r
     through its `/r<r>` prefix), over `processes` worker processes: the results, the output records (with each
     row's LLM usage, a row's repeats together, in row order) and the summary (with the DAG's node variants)."""
@@ -150,7 +138,7 @@ def run_variant(
     inputs = datasets.input_columns(use_case["data"]["inputs"])
     progress = Progress(f"run {name} {variant}", len(rows) * k)
     started, before = time.perf_counter(), proxy.totals()
-    done: list[tuple[tuple[int, int], flow_engine.RowResult, dict[str, Any]]] = []
+    done: list[tuple[tuple[int, int], engine.RowResult, dict[str, Any]]] = []
     for repeat, session in enumerate(sessions):
         tagged = {repeats.tag(row["row_id"], repeat, k): (index, row) for index, row in enumerate(rows)}
         flow_rows = (
@@ -191,7 +179,7 @@ def write_summary(
 
 
 def run_on_azure(root: Path, args: argparse.Namespace, params: dict[str, Any]) -> int:
-    """`execution: azure`: each variant's rows run as one bulk run on Azure ML (stages/core/azure_execution.py),
+    """`execution: azure`: each variant's rows run as one bulk run on Azure ML (stages/engine/promptflow/azure.py),
     with the outputs and summary of a local run. There is no local LLM, proxy or cache (the flow calls the LLM
     from Azure ML): cache counts, requests and tokens are 0, and row latencies 0.0 (the run's details have none)."""
     use_case = params["use_cases"][args.use_case]
@@ -217,10 +205,10 @@ def run_on_azure(root: Path, args: argparse.Namespace, params: dict[str, Any]) -
                 settings, args.rows, rows, runtime_dir(root) / "azure" / args.use_case,
                 variants.node_variants(args.use_case, use_case, variant, plan.selected),
             )  # fmt: skip
-        except (azure_execution.AzureExecutionError, flow_engine.FlowError, variants.VariantError) as exc:
+        except (azure_execution.AzureExecutionError, engine.FlowError, variants.VariantError) as exc:
             print(f"run: {exc}", file=sys.stderr)
             return 1
-        results = [flow_engine.RowResult(r["row_id"], r["outputs"], r["error"], r["latency_s"]) for r in records]
+        results = [engine.RowResult(r["row_id"], r["outputs"], r["error"], r["latency_s"]) for r in records]
         wall_s = time.perf_counter() - started
         summaries[variant] = {**summarize(results, wall_s, llm_proxy.Usage(), price), "execution": "azure"}
         path = args.out / f"{variant}.jsonl"
@@ -250,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run: {exc}", file=sys.stderr)
         return 1
     use_case = params["use_cases"][args.use_case]
-    flow_engine.configure(runtime_dir(root))
+    engine.configure(runtime_dir(root))
     if params.get("execution", {}).get("name", "local") == "azure":  # the rows run on Azure ML, not here
         return run_on_azure(root, args, params)
     try:
@@ -278,8 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         params["llm"],
         params["llm_cache"],
         args.cache,
-        row_of=flow_engine.row_of_request,
-        bridge_chat=maf.is_maf_flow(root / use_case["flow"]),
+        row_of=engine.row_of_request,
+        bridge_chat=is_maf_flow(root / use_case["flow"]),  # MAF's clients speak chat (or Responses) only
     )
     with proxy:
         for variant in plan.names:
@@ -295,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                     root, args.use_case, use_case, variant, plan.selected, proxy, connection, rows,
                     params["bulk"]["row_timeout_s"], k, price, processes,
                 )  # fmt: skip
-            except (flow_engine.FlowError, variants.VariantError) as exc:
+            except (engine.FlowError, variants.VariantError) as exc:
                 print(f"run: {exc}", file=sys.stderr)
                 return 1
             path = args.out / f"{variant}.jsonl"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.core.flow_engine import QUIET_ENV
+from stages.engine.promptflow.environment import QUIET_ENV
 
 # Before any test imports prompt flow: its tracing would otherwise ask Azure Monitor's control plane for settings.
 for _key, _value in QUIET_ENV.items():

@@ -15,8 +15,9 @@ import pytest
 import yaml
 from promptflow._sdk._errors import RunNotFoundError
 
-from stages.core import azure_execution, bake
 from stages.core.project import load_params
+from stages.engine import bake
+from stages.engine.promptflow import azure as azure_execution
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = yaml.safe_load((ROOT / "conf/execution/azure.yaml").read_text())

@@ -10,8 +10,8 @@ import yaml
 from conftest import REPO, StubLLM
 from test_flows import load
 
-from stages import evaluate
-from stages.core import connections, flow_engine
+from stages import engine, evaluate
+from stages.core import connections
 
 FLOWS = REPO / "use_cases" / "chat" / "flows"
 ITALY = {
@@ -30,15 +30,13 @@ def stub_connection(stub: StubLLM, api: str) -> connections.Connection:
 
 @pytest.fixture(autouse=True)
 def quiet_prompt_flow(tmp_path: Path) -> None:
-    flow_engine.configure(tmp_path / "runtime")
+    engine.configure(tmp_path / "runtime")
 
 
 def test_the_assistant_answers_with_the_prior_turns_in_a_completion_transcript(stub_llm: StubLLM) -> None:
     stub_llm.script({"User: What river flows through it?": "The Tiber flows through Rome.\n"})
-    binding = flow_engine.binding_for(
-        stub_connection(stub_llm, "completion"), {**ASSISTANT, "params": {"max_turns": 1}}
-    )
-    session = flow_engine.FlowSession(FLOWS / "assistant", binding)
+    binding = engine.binding_for(stub_connection(stub_llm, "completion"), {**ASSISTANT, "params": {"max_turns": 1}})
+    session = engine.FlowSession(FLOWS / "assistant", binding)
     result = session.run("r1", {"question": "What river flows through it?", "chat_history": [BREAD, ITALY]})
 
     assert result.error is None and result.outputs == {"answer": "The Tiber flows through Rome."}
@@ -56,9 +54,7 @@ def test_the_assistant_answers_with_the_prior_turns_in_a_completion_transcript(s
 
 def test_the_assistant_sends_role_messages_on_the_chat_api(stub_llm: StubLLM) -> None:
     stub_llm.script({"What river flows through it?": "The Tiber."})
-    session = flow_engine.FlowSession(
-        FLOWS / "assistant", flow_engine.binding_for(stub_connection(stub_llm, "chat"), ASSISTANT)
-    )
+    session = engine.FlowSession(FLOWS / "assistant", engine.binding_for(stub_connection(stub_llm, "chat"), ASSISTANT))
     assert session.run("r1", {"question": "What river flows through it?", "chat_history": [ITALY]}).outputs == {
         "answer": "The Tiber."
     }
@@ -80,9 +76,9 @@ def test_recent_turns_keeps_the_latest_and_checks_every_turn() -> None:
         recent_turns([BREAD, {"inputs": {"question": "Hi"}, "outputs": {"answer": 3}}], 4)
 
 
-def judge_bindings(connection: connections.Connection) -> list[flow_engine.LLMBinding]:
+def judge_bindings(connection: connections.Connection) -> list[engine.LLMBinding]:
     """The chat use case's judges as its config describes them (rubrics of the shared library)."""
-    return [flow_engine.binding_for(connection, evaluate.judge_block(node, block), node=node)
+    return [engine.binding_for(connection, evaluate.judge_block(node, block), node=node)
             for node, block in JUDGES.items()]  # fmt: skip
 
 
@@ -91,7 +87,7 @@ def test_evaluation_scores_similarity_and_records_an_unreadable_judge_answer_as_
         "Answer: Bananas are yellow.\nRelevance:": "very relevant", "\nRelevance:": " 4",
         "Answer: Bananas are yellow.\nCoherence:": "3", "\nCoherence:": "5", "\nFluency:": "Fluency: 2",
     })  # fmt: skip
-    session = flow_engine.FlowSession(FLOWS / "evaluate", *judge_bindings(stub_connection(stub_llm, "completion")))
+    session = engine.FlowSession(FLOWS / "evaluate", *judge_bindings(stub_connection(stub_llm, "completion")))
     question = {
         "question": "What river flows through it?",
         "chat_history": [ITALY],
@@ -131,7 +127,7 @@ def test_evaluation_scores_similarity_and_records_an_unreadable_judge_answer_as_
 
 def test_the_judges_send_their_chat_rubrics_on_the_chat_api(stub_llm: StubLLM) -> None:
     stub_llm.script({"Relevance:": "5", "Coherence:": "4", "Fluency:": "3"})
-    session = flow_engine.FlowSession(FLOWS / "evaluate", *judge_bindings(stub_connection(stub_llm, "chat")))
+    session = engine.FlowSession(FLOWS / "evaluate", *judge_bindings(stub_connection(stub_llm, "chat")))
     row = {"question": "And its river?", "chat_history": [ITALY], "reference": "The Tiber.", "answer": "The Tiber."}
     result = session.run("r0", row)
 

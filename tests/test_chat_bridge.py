@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import StubLLM, post_json
 
+from stages import engine
 from stages.core import chat_bridge, llm_proxy
 
 RESPONSES_REQUEST = {
@@ -78,16 +79,18 @@ def test_proxy_serves_the_responses_api_on_a_completion_endpoint(stub_llm: StubL
     stub_llm.script({"Say hi": "Hello there"})
     adapter = llm_proxy.RequestAdapter("openai", "gemma", drop_null_params=True, completion_only=True)
     store = llm_proxy.CacheStore(tmp_path / "cache")
-    with llm_proxy.LLMProxy(stub_llm.base_url, store, llm_proxy.RetryPolicy(), 10, adapter=adapter) as proxy:
+    proxy_ = llm_proxy.LLMProxy(stub_llm.base_url, store, llm_proxy.RetryPolicy(), 10, adapter=adapter,
+                                row_of=engine.row_of_request)  # fmt: skip
+    with proxy_ as proxy:
         url = proxy.base_url(0) + "/openai/v1/responses?api-version=preview"
-        headers = {"api-key": "k", llm_proxy.ROW_HEADER: "row%201"}
+        headers = {"api-key": "k", "X-LLMOps-Row": "row%201"}  # as the MAF worker names a request's row
         answers = [post_json(url, RESPONSES_REQUEST, headers) for _ in range(2)]
         usage = proxy.row_usage("row 1")
     for status, _, body in answers:
         assert status == 200, body
         assert body["output"][0]["content"][0]["text"] == "Hello there"
     (sent,) = stub_llm.requests()
-    assert sent["path"] == "/v1/completions" and llm_proxy.ROW_HEADER not in sent["headers"]
+    assert sent["path"] == "/v1/completions" and "x-llmops-row" not in {h.lower() for h in sent["headers"]}
     assert sent["body"]["prompt"] == "system:\nBe brief.\n\nuser:\nSay hi\n\nassistant:\n"
     assert sent["body"]["model"] == "gemma" and sent["body"]["max_tokens"] == 5
     assert (usage.requests, usage.hits, usage.misses) == (2, 1, 1)

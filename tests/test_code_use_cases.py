@@ -12,7 +12,8 @@ import pytest
 from conftest import CANNED_CODE, REPO, Reproduced, StubLLM
 from test_flows import load
 
-from stages.core import connections, flow_engine
+from stages import engine
+from stages.core import connections
 
 MATH = "use_cases/math_coding/flows"
 CODE = "use_cases/code_generation/flows"
@@ -96,10 +97,10 @@ def test_code_tests_run_one_by_one_in_the_sandbox() -> None:
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[None]:
+def configured(tmp_path: Path) -> Iterator[None]:
     """prompt flow configured under tmp_path; the environment is restored afterwards."""
     saved = dict(os.environ)
-    flow_engine.configure(tmp_path)
+    engine.configure(tmp_path)
     try:
         yield
     finally:
@@ -121,10 +122,10 @@ def canned_stub(stub_llm: StubLLM) -> StubLLM:
     return stub_llm
 
 
-def test_math_flow_runs_each_row_to_an_outcome(engine: None, canned_stub: StubLLM) -> None:
-    binding = flow_engine.LLMBinding(stub_connection(canned_stub), node="write_code", prompt="solve_v2.jinja2",
+def test_math_flow_runs_each_row_to_an_outcome(configured: None, canned_stub: StubLLM) -> None:
+    binding = engine.LLMBinding(stub_connection(canned_stub), node="write_code", prompt="solve_v2.jinja2",
                                      params={"temperature": 0, "max_tokens": 48})  # fmt: skip
-    session = flow_engine.FlowSession(REPO / MATH / "solve", binding)
+    session = engine.FlowSession(REPO / MATH / "solve", binding)
     right = session.run("a", {"question": "A baker makes 12 muffins per tray and bakes 7 trays. How many?"})
     refused = session.run("b", {"question": "How many seconds are there in 2.5 hours?"})
     garbage = session.run("c", {"question": "What is the answer to an unscripted question?"})
@@ -135,18 +136,18 @@ def test_math_flow_runs_each_row_to_an_outcome(engine: None, canned_stub: StubLL
     assert sent["prompt"].startswith("# Each math question") and sent["max_tokens"] == 48
 
 
-def test_function_entry_gets_the_llm_prompt_and_params(engine: None, canned_stub: StubLLM) -> None:
-    binding = flow_engine.LLMBinding(stub_connection(canned_stub), prompt="generate_v2.prompty",
+def test_function_entry_gets_the_llm_prompt_and_params(configured: None, canned_stub: StubLLM) -> None:
+    binding = engine.LLMBinding(stub_connection(canned_stub), prompt="generate_v2.prompty",
                                      params={"temperature": 0, "max_tokens": 77})  # fmt: skip
-    session = flow_engine.FlowSession(REPO / CODE / "generate", binding)
-    assert session.kind is flow_engine.FlowKind.FLEX
+    session = engine.FlowSession(REPO / CODE / "generate", binding)
+    assert session.kind is engine.FlowKind.FLEX
     result = session.run("r", {"task": "Return the sum of two numbers.", "signature": "def add(a, b):"})
     assert result.error is None and result.outputs["valid"] and result.outputs["code"].startswith("def add(a, b):")
     sent = canned_stub.requests()[-1]["body"]
     assert sent["prompt"].startswith('def larger(a, b):\n    """Return the larger')  # the variant's prompty
     assert sent["max_tokens"] == 77 and sent["model"] == "gemma-3-270m" and sent["stop"][0] == "\n\n\n"
     # The injected parameters are not flow inputs, and without a binding the entry says what is missing.
-    unbound = flow_engine.FlowSession(REPO / CODE / "generate").run("r", {"task": "t", "signature": "def f():"})
+    unbound = engine.FlowSession(REPO / CODE / "generate").run("r", {"task": "t", "signature": "def f():"})
     assert "no model_config" in unbound.error
 
 

@@ -17,9 +17,12 @@ import pytest
 import yaml
 from conftest import REPO, StubLLM, post_json
 
+from stages import engine
 from stages import run as run_stage
-from stages.core import connections, flow_engine, llm_proxy
+from stages.core import connections, llm_proxy
 from stages.core.connections import Connection
+from stages.engine.promptflow import flows as engine_flows
+from stages.engine.promptflow import hooks as engine_hooks
 
 RETRY = llm_proxy.RetryPolicy(attempts=2, base_s=0.01, max_s=1)
 Inputs = Callable[[int], dict[str, Any]]
@@ -42,11 +45,9 @@ def local(stub: StubLLM, concurrency: int = 1) -> Connection:
                       concurrency=concurrency)  # fmt: skip
 
 
-def session_for(kind: str, connection: Connection, row_timeout_s: float | None = None) -> flow_engine.FlowSession:
+def session_for(kind: str, connection: Connection, row_timeout_s: float | None = None) -> engine.FlowSession:
     folder, binding, _ = KINDS[kind]
-    return flow_engine.FlowSession(
-        REPO / folder, flow_engine.LLMBinding(connection, **binding), row_timeout_s=row_timeout_s
-    )
+    return engine.FlowSession(REPO / folder, engine.LLMBinding(connection, **binding), row_timeout_s=row_timeout_s)
 
 
 def rows_of(kind: str, count: int) -> list[tuple[str, dict[str, Any]]]:
@@ -58,7 +59,7 @@ def test_rows_overlap_up_to_the_concurrency_and_never_beyond(stub_llm: StubLLM, 
     stub_llm.faults(delay_s=1.0)
     streams = sys.stdout, sys.stderr
     store = llm_proxy.CacheStore(tmp_path / "cache")
-    with llm_proxy.LLMProxy(stub_llm.base_url, store, RETRY, timeout_s=10, row_of=flow_engine.row_of_request) as proxy:
+    with llm_proxy.LLMProxy(stub_llm.base_url, store, RETRY, timeout_s=10, row_of=engine.row_of_request) as proxy:
         session = session_for(kind, proxy.connection(local(stub_llm)))
         rows = rows_of(kind, 8)
         results, usage = [], {}
@@ -91,7 +92,7 @@ def test_the_run_stage_writes_outputs_in_input_order_whatever_order_rows_finish(
     use_case = yaml.safe_load((REPO / "params.yaml").read_text())["use_cases"]["general_qa"]
     rows = [{"row_id": f"q{i}", "question": f"What is number {i}?"} for i in range(6)]
     with llm_proxy.LLMProxy(stub_llm.base_url, llm_proxy.CacheStore(tmp_path / "cache"), RETRY, timeout_s=10,
-                            row_of=flow_engine.row_of_request) as proxy:  # fmt: skip
+                            row_of=engine.row_of_request) as proxy:  # fmt: skip
         connection = proxy.connection(local(stub_llm, concurrency=3))
         results, records, summary = run_stage.run_variant(
             REPO, "general_qa", use_case, "v1", "v1", proxy, connection, rows, row_timeout_s=30, k=1, price=None
@@ -114,15 +115,15 @@ def test_a_row_past_its_timeout_is_recorded_while_the_others_run_on(stub_llm: St
 
 
 def test_in_input_order_needs_each_row_once() -> None:
-    def result(row_id: str) -> flow_engine.RowResult:
-        return flow_engine.RowResult(row_id, {}, None, 0.1)
+    def result(row_id: str) -> engine.RowResult:
+        return engine.RowResult(row_id, {}, None, 0.1)
 
-    ordered = flow_engine.in_input_order([result("b"), result("c"), result("a")], ["a", "b", "c"])
+    ordered = engine.in_input_order([result("b"), result("c"), result("a")], ["a", "b", "c"])
     assert [r.row_id for r in ordered] == ["a", "b", "c"]
     with pytest.raises(ValueError, match="'a' appears twice"):
-        flow_engine.in_input_order([result("a"), result("a")], ["a", "b"])
+        engine.in_input_order([result("a"), result("a")], ["a", "b"])
     with pytest.raises(ValueError, match="got 1 results for 2 rows"):
-        flow_engine.in_input_order([result("a")], ["a", "b"])
+        engine.in_input_order([result("a")], ["a", "b"])
 
 
 @pytest.mark.parametrize("value", [0, -2, "4", True, 1.5])
@@ -172,7 +173,7 @@ def test_evaluate_gives_the_same_rows_and_metrics_at_any_concurrency() -> None:
     prepared = [{"row_id": f"q{i}", "question": f"Q{i}?", "answer": f"A{i % 3}", "aliases": []} for i in range(12)]
     run_rows = [{"row_id": f"q{i}", "outputs": {"output": f"A{i % 2}"}, "error": None, "latency_s": 0.1}
                 for i in range(12)]  # fmt: skip
-    session = flow_engine.FlowSession(REPO / use_case["eval_flow"])
+    session = engine.FlowSession(REPO / use_case["eval_flow"])
     outcomes = [evaluate_stage.evaluate_variant([session], "general_qa", "v1", use_case, prepared, run_rows,
                                                 concurrency=c) for c in (1, 4)]  # fmt: skip
     (rows_1, metrics_1, failed_1), (rows_4, metrics_4, failed_4) = outcomes
@@ -192,7 +193,7 @@ def test_rows_spread_over_worker_processes_share_the_concurrency(stub_llm: StubL
     stub_llm.faults(delay_s=1.0)
     rows = rows_of(kind, 8)
     with llm_proxy.LLMProxy(stub_llm.base_url, llm_proxy.CacheStore(tmp_path / "cache"), RETRY, timeout_s=10,
-                            row_of=flow_engine.row_of_request) as proxy:  # fmt: skip
+                            row_of=engine.row_of_request) as proxy:  # fmt: skip
         session = session_for(kind, proxy.connection(local(stub_llm)))
         alone = {r.row_id: r.outputs for r in session.run_rows(rows[:2], concurrency=1)}  # answers to compare with
         results, workers_seen, usage = [], 0, {}
@@ -259,10 +260,10 @@ def test_rows_of_a_prompty_share_one_llm_client_and_its_connections(stub_llm: St
     ports = [r["client_port"] for r in stub_llm.requests()]
     assert len(ports) == 4 and len(set(ports)) == 1  # one kept-alive connection, not one per request
     config = _flow.convert_model_configuration_to_connection
-    same = [_flow.get_open_ai_client_by_connection(config(flow_engine._model_config_object(local(stub_llm))))
+    same = [_flow.get_open_ai_client_by_connection(config(engine_flows.model_config_object(local(stub_llm))))
             for _ in range(2)]  # fmt: skip
     other_key = dataclasses.replace(local(stub_llm), api_key="sk-other-key")
-    other = _flow.get_open_ai_client_by_connection(config(flow_engine._model_config_object(other_key)))
+    other = _flow.get_open_ai_client_by_connection(config(engine_flows.model_config_object(other_key)))
     assert same[0] is same[1] and other is not same[0]
 
 
@@ -279,7 +280,7 @@ def test_llm_requests_to_a_proxy_in_the_same_process_skip_http(
 
     monkeypatch.setattr(llm_proxy.LLMProxy, "handle", recording)
     store = llm_proxy.CacheStore(tmp_path / "cache")
-    with llm_proxy.LLMProxy(stub_llm.base_url, store, RETRY, timeout_s=10, row_of=flow_engine.row_of_request) as proxy:
+    with llm_proxy.LLMProxy(stub_llm.base_url, store, RETRY, timeout_s=10, row_of=engine.row_of_request) as proxy:
         session = session_for(kind, proxy.connection(local(stub_llm)))
         first = {r.row_id: r.outputs for r in session.run_rows(rows_of(kind, 3), concurrency=3)}
         again = {r.row_id: r.outputs for r in session.run_rows(rows_of(kind, 3), concurrency=3)}
@@ -297,7 +298,7 @@ def test_a_prompt_template_compiled_once_renders_as_prompt_flow_renders_it() -> 
     from promptflow.core import _prompty_utils, _utils
     from promptflow.exceptions import UserErrorException
 
-    flow_engine._cache_prompt_templates()
+    engine_hooks._cache_prompt_templates()
     cached, original = _prompty_utils.render_jinja_template_content, _utils.render_jinja_template_content
     assert cached is not original
     template = "system:\n{% for s in shots %}Q: {{ s }}\n{% endfor %}\nuser:\n{{ question }}\n"

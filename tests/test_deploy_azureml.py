@@ -12,10 +12,10 @@ import pytest
 from azure.ai.ml.entities import ManagedOnlineDeployment, ManagedOnlineEndpoint, Model
 from azure.core.exceptions import ResourceNotFoundError
 
-from stages.core import bake
 from stages.core.project import load_params
 from stages.deploy import azureml
 from stages.deploy.spec import Deployment, SpecError, load_spec
+from stages.engine import bake
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE = {"subscription_id": "sub-1", "resource_group": "rg-1", "workspace_name": "ws-1"}

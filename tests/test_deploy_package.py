@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.core import bake, flow_engine, variants, vendor
+from stages import engine
+from stages.core import variants, vendor
 from stages.core.project import load_params
+from stages.engine import bake
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = load_params(ROOT)
@@ -63,7 +65,7 @@ def test_a_dag_is_baked_with_the_node_variants_it_runs_and_every_llm_node_on_the
     }
     assert nodes["answer"]["inputs"]["max_tokens"] == 24 and nodes["rewrite"]["inputs"]["max_tokens"] == 32
     assert nodes["retrieve"]["inputs"]["top_k"] == 1  # v2's node_inputs
-    with pytest.raises(flow_engine.NodeVariantError, match=r"node 'rewrite' has no variant 'variant_9'"):
+    with pytest.raises(engine.NodeVariantError, match=r"node 'rewrite' has no variant 'variant_9'"):
         bake.bake_variant(source, uc["variants"]["v2"], AZURE_LLM, tmp_path / "bad", {"rewrite": "variant_9"})
 
 

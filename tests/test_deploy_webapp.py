@@ -14,10 +14,10 @@ import pytest
 import yaml
 from context_probe import probe
 
-from stages.core import bake
 from stages.core.project import load_params
 from stages.deploy import webapp
 from stages.deploy.spec import load_spec
+from stages.engine import bake
 
 ROOT = Path(__file__).resolve().parents[1]
 CANARY = "sk-canary-webapp-7d3e"

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO, Project, StubLLM, post_json
 
+from stages import engine
 from stages import run as run_stage
-from stages.core import flow_engine, llm_proxy
+from stages.core import llm_proxy
 from stages.core.connections import Connection
 
 BODY = {"model": "m", "prompt": "Question: 2+2?\nAnswer:", "max_tokens": 3, "temperature": 0}
@@ -117,13 +118,13 @@ def test_a_row_that_still_fails_is_recorded_with_its_error_and_the_run_goes_on(
     with proxy_for(stub_llm, tmp_path, retry) as proxy:
         connection = proxy.connection(local(stub_llm.base_url))
         if kind == "dag":
-            binding = flow_engine.LLMBinding(connection, node="classify", prompt="classify_v1.jinja2")
-            session = flow_engine.FlowSession(REPO / "use_cases/web_classification/flows/classify", binding)
+            binding = engine.LLMBinding(connection, node="classify", prompt="classify_v1.jinja2")
+            session = engine.FlowSession(REPO / "use_cases/web_classification/flows/classify", binding)
             rows = [(f"r{i}", {"url": f"https://example.org/{i}", "text": text}) for i, text in
                     enumerate(["Lentil soup recipe", "The Eiffel tower at night", "Football results"])]  # fmt: skip
         else:
-            binding = flow_engine.LLMBinding(connection, prompt="answer.prompty")
-            session = flow_engine.FlowSession(REPO / "use_cases/general_qa/flows/answer", binding)
+            binding = engine.LLMBinding(connection, prompt="answer.prompty")
+            session = engine.FlowSession(REPO / "use_cases/general_qa/flows/answer", binding)
             rows = [(f"r{i}", {"question": q}) for i, q in
                     enumerate(["Capital of Italy?", "How tall is the Eiffel tower?", "Who wrote Hamlet?"])]  # fmt: skip
         results = list(session.run_rows(rows))
@@ -139,8 +140,8 @@ def test_a_row_that_still_fails_is_recorded_with_its_error_and_the_run_goes_on(
 def test_a_row_past_its_timeout_is_recorded_and_the_run_goes_on(stub_llm: StubLLM, tmp_path: Path) -> None:
     stub_llm.faults(delay_s=60, match="Hamlet")
     with proxy_for(stub_llm, tmp_path) as proxy:
-        binding = flow_engine.LLMBinding(proxy.connection(local(stub_llm.base_url)), prompt="answer.prompty")
-        session = flow_engine.FlowSession(REPO / "use_cases/general_qa/flows/answer", binding, row_timeout_s=1)
+        binding = engine.LLMBinding(proxy.connection(local(stub_llm.base_url)), prompt="answer.prompty")
+        session = engine.FlowSession(REPO / "use_cases/general_qa/flows/answer", binding, row_timeout_s=1)
         rows = [("a", {"question": "Capital of Italy?"}), ("b", {"question": "Who wrote Hamlet?"}),
                 ("c", {"question": "Largest ocean?"})]  # fmt: skip
         results = list(session.run_rows(rows))
@@ -150,8 +151,8 @@ def test_a_row_past_its_timeout_is_recorded_and_the_run_goes_on(stub_llm: StubLL
 
 
 def test_the_error_report_names_the_use_case_the_rate_and_the_first_errors() -> None:
-    def rows(failed: int, total: int) -> list[flow_engine.RowResult]:
-        return [flow_engine.RowResult(f"r{i}", None if i < failed else {}, "boom" if i < failed else None, 0.1)
+    def rows(failed: int, total: int) -> list[engine.RowResult]:
+        return [engine.RowResult(f"r{i}", None if i < failed else {}, "boom" if i < failed else None, 0.1)
                 for i in range(total)]  # fmt: skip
 
     assert run_stage.error_report("uc", rows(0, 10), 0.1) is None

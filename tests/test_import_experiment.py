@@ -201,7 +201,7 @@ def test_an_unknown_reference_names_the_key() -> None:
 
 
 def _facts(outputs: dict | None) -> flow_facts.FlowFacts:
-    return flow_facts.FlowFacts(Path("e"), flow_facts.flow_engine.FlowKind.DAG, Path("e/flow.dag.yaml"), {}, outputs)
+    return flow_facts.FlowFacts(Path("e"), flow_facts.engine.FlowKind.DAG, Path("e/flow.dag.yaml"), {}, outputs)
 
 
 @pytest.mark.parametrize(
@@ -309,7 +309,8 @@ def test_checks_choose_the_llm_node_and_list_inputs_and_say_so(root: Path) -> No
 
 
 def test_python_nodes_connection_inputs_get_the_run_connection() -> None:
-    from stages.core import connections, flow_engine
+    from stages import engine
+    from stages.core import connections
 
     connection = connections.Connection(name="local", type="openai", base_url="http://127.0.0.1:1/v1", api_key="k",
                                         model="m", api="completion")  # fmt: skip
@@ -317,9 +318,9 @@ def test_python_nodes_connection_inputs_get_the_run_connection() -> None:
         {"name": "setup_env", "type": "python", "inputs": {"connection": "aoai", "config": "${inputs.config}"}},
         {"name": "qna", "type": "python", "inputs": {"my_connection": "${setup_env.output}"}},  # a reference
     ]}  # fmt: skip
-    assert flow_engine.python_connections(dag, connection) == {"setup_env": {"connection": connection}}
+    assert engine.python_connections(dag, connection) == {"setup_env": {"connection": connection}}
     # no LLM node: the variant's binding (no node) binds nothing instead of failing the run
-    assert flow_engine.all_llm_bindings(Path("."), dag, [flow_engine.LLMBinding(connection=connection)]) == []
+    assert engine.all_llm_bindings(Path("."), dag, [engine.LLMBinding(connection=connection)]) == []
 
 
 def test_the_flows_node_variants_become_variants_as_the_template_runs_them() -> None:

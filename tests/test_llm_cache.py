@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, Project, Reproduced, StubLLM, post_json
 
-from stages.core import flow_engine, llm_proxy
+from stages import engine
+from stages.core import llm_proxy
 from stages.core.connections import Connection
 
 BODY = {"model": "m", "prompt": "Question: 2+2?\nAnswer:", "max_tokens": 3, "temperature": 0, "stop": ["\n"]}
@@ -179,10 +180,10 @@ def test_a_multi_node_flow_asks_again_only_for_the_node_whose_prompt_changed(stu
     with llm_proxy.LLMProxy(stub_llm.base_url, store, RETRY, timeout_s=5) as proxy:
         connection = proxy.connection(local(stub_llm.base_url))
         for classify_prompt in ("classify.jinja2", "classify_v2.jinja2", "classify_v2.jinja2"):
-            session = flow_engine.FlowSession(
+            session = engine.FlowSession(
                 flow,
-                flow_engine.LLMBinding(connection, node="summarize"),
-                flow_engine.LLMBinding(connection, node="classify", prompt=classify_prompt),
+                engine.LLMBinding(connection, node="summarize"),
+                engine.LLMBinding(connection, node="classify", prompt=classify_prompt),
             )
             assert all(result.error is None for result in session.run_rows(rows))
     prompts = [request["body"]["prompt"] for request in stub_llm.requests()]
@@ -206,11 +207,11 @@ def test_usage_is_attributed_to_rows_in_every_flow_kind(stub_llm: StubLLM, tmp_p
             [("f1", {"question": "Hi, who are you?", "chat_history": []}, "who are you"),
              ("f2", {"question": "Name a red fruit", "chat_history": []}, "red fruit")]),
     }  # fmt: skip
-    with llm_proxy.LLMProxy(stub_llm.base_url, store, RETRY, timeout_s=5, row_of=flow_engine.row_of_request) as proxy:
+    with llm_proxy.LLMProxy(stub_llm.base_url, store, RETRY, timeout_s=5, row_of=engine.row_of_request) as proxy:
         connection = proxy.connection(local(stub_llm.base_url))
         usage = {}
         for folder, (binding, rows) in cases.items():
-            session = flow_engine.FlowSession(REPO / folder, flow_engine.LLMBinding(connection, **binding))
+            session = engine.FlowSession(REPO / folder, engine.LLMBinding(connection, **binding))
             for row_id, inputs, _ in rows:
                 assert session.run(row_id, inputs).error is None
                 usage[row_id] = proxy.row_usage(row_id)
@@ -228,8 +229,8 @@ def test_azure_openai_paths_and_query_go_through_unchanged(stub_llm: StubLLM, tm
     store = llm_proxy.CacheStore(tmp_path / "cache")
     for _ in range(2):
         with llm_proxy.LLMProxy(azure.base_url, store, RETRY, timeout_s=5) as proxy:
-            binding = flow_engine.LLMBinding(proxy.connection(azure), prompt="answer_chat.prompty")
-            session = flow_engine.FlowSession(REPO / "use_cases/general_qa/flows/answer", binding)
+            binding = engine.LLMBinding(proxy.connection(azure), prompt="answer_chat.prompty")
+            session = engine.FlowSession(REPO / "use_cases/general_qa/flows/answer", binding)
             assert session.run("r", {"question": "Capital of Peru?"}).error is None
     [sent] = stub_llm.requests()  # the second session was answered from the cache
     assert sent["path"] == "/openai/deployments/my-deployment/chat/completions?api-version=2024-10-21"

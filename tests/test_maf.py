@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from conftest import REPO, StubLLM
 
+from stages import engine
 from stages.core import llm_proxy
 from stages.core.connections import NO_KEY, Connection
-from stages.core.flow_engine import AggregationError, FlowError, in_input_order
+from stages.engine import AggregationError, FlowError, FlowSession, LLMBinding, in_input_order
 from stages.engine.maf import environment, is_maf_flow
-from stages.engine.maf.session import MafSession
 
 FIXTURES = REPO / "tests" / "fixtures" / "maf"
 
@@ -26,24 +26,32 @@ def maf_python() -> Path:
 
 
 @pytest.fixture
-def proxy(stub_llm: StubLLM, tmp_path: Path):
+def proxy(stub_llm: StubLLM, tmp_path: Path, maf_python: Path):
     connection = Connection("local", "openai", "completion", "gemma", stub_llm.base_url, NO_KEY)
-    with llm_proxy.from_params(connection, {}, {"enabled": True}, tmp_path / "cache", bridge_chat=True) as proxy:
+    with llm_proxy.from_params(connection, {}, {"enabled": True}, tmp_path / "cache", row_of=engine.row_of_request,
+                               bridge_chat=True) as proxy:  # fmt: skip
         yield proxy, proxy.connection(connection)
+
+
+def session(flow: Path, connection: Connection | None = None, **params: object) -> FlowSession:
+    """The flow as the run stage opens it: the variant's prompt and params in the binding."""
+    prompt = params.pop("prompt", None)
+    bindings = [LLMBinding(connection, prompt=prompt, params=params)] if connection else []
+    return FlowSession(flow, *bindings, row_timeout_s=60)
 
 
 def rows(n: int) -> list[tuple[str, dict[str, str]]]:
     return [(f"row {i}", {"url": f"https://example.org/{i}", "text": f"page {i}"}) for i in range(n)]
 
 
-def test_a_sample_shaped_workflow_runs_its_rows_through_the_proxy(maf_python: Path, proxy, stub_llm: StubLLM) -> None:
+def test_a_sample_shaped_workflow_runs_its_rows_through_the_proxy(proxy, stub_llm: StubLLM) -> None:
     """Microsoft's shape (OpenAIChatClient from AZURE_OPENAI_*, the Responses API) runs unchanged: each request
     reaches the completion endpoint with the workflow's prompt, each row's usage is counted, rows run at once."""
     proxy_, connection = proxy
     stub_llm.script({"example.org/1\n": "App store page", "example.org/": "Movie"})
     stub_llm.faults(delay_s=0.3)
-    with MafSession(FIXTURES / "classify", maf_python, connection, concurrency=4) as session:
-        results = in_input_order(session.run_rows(rows(8), concurrency=4), [r for r, _ in rows(8)])
+    results = in_input_order(session(FIXTURES / "classify", connection).run_rows(rows(8), concurrency=4),
+                             [r for r, _ in rows(8)])  # fmt: skip
     assert [r.error for r in results] == [None] * 8
     assert results[1].outputs == {"category": "App", "raw": "App store page"}
     assert results[0].outputs == {"category": "Movie", "raw": "Movie"}
@@ -54,37 +62,36 @@ def test_a_sample_shaped_workflow_runs_its_rows_through_the_proxy(maf_python: Pa
     assert proxy_.row_usage("row 3").misses == 1
 
 
-def test_rows_fail_with_their_error_and_a_crashed_worker_fails_its_rows(maf_python: Path, proxy) -> None:
+def test_rows_fail_with_their_error_and_a_crashed_worker_fails_its_rows(proxy) -> None:
     _, connection = proxy
     data = [("ok", {"url": "u", "text": "t"}), ("bad", {"url": "u", "text": "raise"})]
-    with MafSession(FIXTURES / "classify", maf_python, connection) as session:
-        results = {r.row_id: r for r in session.run_rows(data)}
-        assert results["ok"].error is None
-        assert results["bad"].error == "ValueError: this row's executor failed"
-        crash = [("c1", {"url": "u", "text": "crash the worker"}), ("c2", {"url": "u", "text": "t"})]
-        crashed = {r.row_id: r for r in session.run_rows(crash)}
+    flow = session(FIXTURES / "classify", connection)
+    results = {r.row_id: r for r in flow.run_rows(data)}
+    assert results["ok"].error is None
+    assert results["bad"].error == "ValueError: this row's executor failed"
+    crash = [("c1", {"url": "u", "text": "crash the worker"}), ("c2", {"url": "u", "text": "t"})]
+    crashed = {r.row_id: r for r in flow.run_rows(crash)}
     assert set(crashed) == {"c1", "c2"}
     for result in crashed.values():
         assert result.outputs is None
         assert result.error is not None and result.error.startswith("the MAF worker exited with code 3")
 
 
-def test_aggregate_is_the_evaluation_pattern(maf_python: Path, proxy, stub_llm: StubLLM) -> None:
+def test_aggregate_is_the_evaluation_pattern(proxy, stub_llm: StubLLM) -> None:
     _, connection = proxy
     stub_llm.script({"page 0": "App"})
     data = rows(3)
-    with MafSession(FIXTURES / "classify", maf_python, connection) as session:
-        results = in_input_order(session.run_rows(data), [r for r, _ in data])
-        assert session.aggregate(results, [inputs for _, inputs in data]) == {"rows": 3, "apps": pytest.approx(1 / 3)}
+    flow = session(FIXTURES / "classify", connection)
+    results = in_input_order(flow.run_rows(data), [r for r, _ in data])
+    assert flow.aggregate(results, [inputs for _, inputs in data]) == {"rows": 3, "apps": pytest.approx(1 / 3)}
 
 
-def test_variant_params_reach_create_workflow(maf_python: Path, proxy, stub_llm: StubLLM) -> None:
+def test_variant_params_reach_create_workflow(proxy, stub_llm: StubLLM) -> None:
     """create_workflow(**params): the variant's prompt file and LLM params; a chat completion client on OPENAI_*."""
     _, connection = proxy
     stub_llm.script({"Answer tersely.": " Lisbon "})
-    params = {"prompt": "answer_terse.txt", "max_tokens": 3, "unused": "dropped"}
-    with MafSession(FIXTURES / "chat_params", maf_python, connection, params) as session:
-        (result,) = session.run_rows([("q", {"question": "Capital of Portugal?"})])
+    flow = session(FIXTURES / "chat_params", connection, prompt="answer_terse.txt", max_tokens=3, unused="dropped")
+    (result,) = flow.run_rows([("q", {"question": "Capital of Portugal?"})])
     assert result.error is None and result.outputs == {"output": "Lisbon"}
     (sent,) = stub_llm.requests()
     assert sent["body"]["prompt"] == "Answer tersely.\nQ: Capital of Portugal?\nA:"
@@ -97,13 +104,13 @@ def test_a_workflow_that_does_not_load_is_a_flow_error(maf_python: Path, tmp_pat
     (flow / "workflow.py").write_text("def build():\n    pass\n")
     assert is_maf_flow(flow)
     with pytest.raises(FlowError, match="defines no create_workflow"):
-        MafSession(flow, maf_python)
+        session(flow)
     (flow / "workflow.py").write_text("import no_such_module_here\ndef create_workflow():\n    pass\n")
     with pytest.raises(FlowError, match="No module named 'no_such_module_here'"):
-        MafSession(flow, maf_python)
+        session(flow)
 
 
-def test_a_failing_aggregate_raises_aggregation_error(maf_python: Path, proxy, tmp_path: Path) -> None:
+def test_a_failing_aggregate_raises_aggregation_error(proxy, tmp_path: Path) -> None:
     _, connection = proxy
     flow = tmp_path / "classify"
     shutil.copytree(FIXTURES / "classify", flow)
@@ -114,10 +121,10 @@ def test_a_failing_aggregate_raises_aggregation_error(maf_python: Path, proxy, t
     )
     (flow / "workflow.py").write_text(source)
     data = rows(1)
-    with MafSession(flow, maf_python, connection) as session:
-        results = list(session.run_rows(data))
-        with pytest.raises(AggregationError, match="KeyError: 'groundtruth'"):
-            session.aggregate(results, [inputs for _, inputs in data])
+    loaded = session(flow, connection)
+    results = list(loaded.run_rows(data))
+    with pytest.raises(AggregationError, match="KeyError: 'groundtruth'"):
+        loaded.aggregate(results, [inputs for _, inputs in data])
 
 
 def test_the_environment_is_rebuilt_when_the_pins_change(tmp_path: Path) -> None:

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from jinja2 import Environment, meta
 
-from stages import evaluate
-from stages.core import flow_engine
+from stages import engine, evaluate
 from stages.metrics import judge, retrieval, similarity
 
 
@@ -73,7 +72,7 @@ ROW = {
 
 @pytest.mark.parametrize("name", ["coherence", "fluency", "groundedness", "relevance"])
 def test_each_rubric_renders_for_both_apis_and_ends_on_the_score(name: str, tmp_path: Path) -> None:
-    flow_engine.configure(tmp_path / "runtime")
+    engine.configure(tmp_path / "runtime")
     from promptflow.tools.common import build_messages, render_jinja_template  # as the LLM node renders them
 
     files = {api: Path(path).read_text() for api, path in judge.rubric_prompt(name).items()}
@@ -96,7 +95,7 @@ def test_each_rubric_renders_for_both_apis_and_ends_on_the_score(name: str, tmp_
 
 
 def test_relevance_reads_a_missing_conversation_as_none(tmp_path: Path) -> None:
-    flow_engine.configure(tmp_path / "runtime")
+    engine.configure(tmp_path / "runtime")
     from promptflow.tools.common import render_jinja_template
 
     template = Path(judge.rubric_prompt("relevance")["completion"]).read_text()
@@ -109,9 +108,9 @@ def test_a_judge_block_names_a_rubric_or_its_own_prompt_not_both() -> None:
     assert block == {"rubric": "coherence", "params": {"max_tokens": 3}, "prompt": judge.rubric_prompt("coherence")}
     own = {"prompt": {"completion": "mine.jinja2", "chat": "mine.chat.jinja2"}}
     assert evaluate.judge_block("mine", own) == own
-    with pytest.raises(flow_engine.FlowError, match=r"evaluate\.judges\.tone\.rubric: no rubric 'tone'"):
+    with pytest.raises(engine.FlowError, match=r"evaluate\.judges\.tone\.rubric: no rubric 'tone'"):
         evaluate.judge_block("tone", {"rubric": "tone"})
-    with pytest.raises(flow_engine.FlowError, match=r"evaluate\.judges\.x: give a rubric or a prompt, not both"):
+    with pytest.raises(engine.FlowError, match=r"evaluate\.judges\.x: give a rubric or a prompt, not both"):
         evaluate.judge_block("x", {"rubric": "fluency", **own})
 
 

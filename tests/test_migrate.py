@@ -12,11 +12,11 @@ import pytest
 import yaml
 from conftest import REPO, StubLLM
 
-from stages.core import flow_engine, llm_proxy
+from stages import engine
+from stages.core import llm_proxy
 from stages.core.connections import NO_KEY, Connection
 from stages.engine import migrate
 from stages.engine.maf import environment, is_maf_flow
-from stages.engine.maf.session import MafSession
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 DAG_FLOWS = sorted(
@@ -126,16 +126,17 @@ def test_migrated_flow_gives_prompt_flows_rows_and_metrics(stub_llm: StubLLM, sc
     ]
     ids = [row_id for row_id, _ in rows]
     connection = Connection("local", "openai", "completion", "gemma", stub_llm.base_url, NO_KEY)
+    environment.ensure(REPO)
     with llm_proxy.from_params(connection, {}, {"enabled": False}, tmp_path / "cache", bridge_chat=True) as proxy:
         proxied = proxy.connection(connection)
-        binding = flow_engine.LLMBinding(proxied, node="answer", params={"max_tokens": 4})
-        pf = flow_engine.FlowSession(source, binding)
-        pf_results = flow_engine.in_input_order(pf.run_rows(rows), ids)
+        binding = engine.LLMBinding(proxied, node="answer", params={"max_tokens": 4})
+        pf = engine.FlowSession(source, binding)
+        pf_results = engine.in_input_order(pf.run_rows(rows), ids)
         pf_metrics = pf.aggregate(pf_results, [inputs for _, inputs in rows])
         pf_requests = stub_llm.requests()
-        with MafSession(scratch / "maf", environment.ensure(REPO), proxied, {"max_tokens": 4}) as maf:
-            maf_results = flow_engine.in_input_order(maf.run_rows(rows, concurrency=2), ids)
-            maf_metrics = maf.aggregate(maf_results, [inputs for _, inputs in rows])
+        maf = engine.FlowSession(scratch / "maf", engine.LLMBinding(proxied, params={"max_tokens": 4}))
+        maf_results = engine.in_input_order(maf.run_rows(rows, concurrency=2), ids)
+        maf_metrics = maf.aggregate(maf_results, [inputs for _, inputs in rows])
     assert [r.error for r in maf_results[:3]] == [r.error for r in pf_results[:3]] == [None] * 3
     assert [r.outputs for r in maf_results] == [r.outputs for r in pf_results]
     assert maf_results[0].outputs == {"answer": "Paris", "source": "llm", "shaped": "Q: capital of France?\nA:"}

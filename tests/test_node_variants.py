@@ -15,8 +15,8 @@ from conftest import REPO, Project, StubLLM
 from test_chat import stub_connection
 from test_chat_with_pdf import CHUNKING, tracked_passages
 
-from stages import run
-from stages.core import documents, embeddings, flow_engine, variants, vector_index
+from stages import engine, run
+from stages.core import documents, embeddings, variants, vector_index
 
 UC = "chat_with_pdf"
 FLOW = REPO / "use_cases" / UC / "flows" / "chat"
@@ -28,7 +28,7 @@ SAME_SEARCH = {"Keywords:": "frame warranty years", "Sentence:": "frame warranty
 
 @pytest.fixture(autouse=True)
 def quiet_prompt_flow(tmp_path: Path) -> None:
-    flow_engine.configure(tmp_path / "runtime")
+    engine.configure(tmp_path / "runtime")
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_the_override_applies_to_the_selected_variant_only() -> None:
 def test_an_unknown_node_or_variant_id_names_the_key_and_the_flow(
     stub_llm: StubLLM, selection: dict[str, str], message: str
 ) -> None:
-    with pytest.raises(flow_engine.FlowError, match=rf"^use_cases\.{UC}\.{message}"):
+    with pytest.raises(engine.FlowError, match=rf"^use_cases\.{UC}\.{message}"):
         run.open_session(
             REPO, UC, {**USE_CASE, "node_variants": selection}, "v1", "v1", stub_connection(stub_llm, "completion"), 60
         )
@@ -122,7 +122,7 @@ def test_an_unknown_node_or_variant_id_names_the_key_and_the_flow(
         **USE_CASE,
         "variants": {**USE_CASE["variants"], "v2": {**USE_CASE["variants"]["v2"], "node_variants": selection}},
     }
-    with pytest.raises(flow_engine.FlowError, match=rf"^use_cases\.{UC}\.variants\.v2\.{message}"):
+    with pytest.raises(engine.FlowError, match=rf"^use_cases\.{UC}\.variants\.v2\.{message}"):
         run.open_session(REPO, UC, own, "v2", "v1", stub_connection(stub_llm, "completion"), 60)
     assert stub_llm.requests() == []
 
@@ -130,7 +130,7 @@ def test_an_unknown_node_or_variant_id_names_the_key_and_the_flow(
 def test_a_prompt_for_a_node_with_variants_is_refused(stub_llm: StubLLM) -> None:
     block = {**USE_CASE["variants"]["v1"], "prompt": "answer_brief.jinja2"}
     use_case = {**USE_CASE, "variants": {"v1": block}}
-    with pytest.raises(flow_engine.FlowError, match=r"node 'answer' takes its prompt from its node_variants"):
+    with pytest.raises(engine.FlowError, match=r"node 'answer' takes its prompt from its node_variants"):
         run.open_session(REPO, UC, use_case, "v1", "v1", stub_connection(stub_llm, "completion"), 60)
 
 

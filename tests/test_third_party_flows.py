@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, Project, StubLLM, post_json
 
-from stages.core import flow_engine, llm_proxy
+from stages import engine
+from stages.core import llm_proxy
 from stages.core.connections import Connection
 
 FIXTURES = REPO / "tests" / "fixtures" / "third_party"
@@ -31,7 +32,7 @@ def stub_connection(stub: StubLLM, **options: object) -> Connection:
 def proxy_for(stub: StubLLM, tmp_path: Path, connection: Connection) -> llm_proxy.LLMProxy:
     return llm_proxy.from_params(connection, {"retry": {"attempts": 5, "base_s": 0.01, "max_s": 1}},
                                  {"enabled": True, "keep_days": 1}, tmp_path / "cache",
-                                 row_of=flow_engine.row_of_request)  # fmt: skip
+                                 row_of=engine.row_of_request)  # fmt: skip
 
 
 # --- null penalties: never retried when the endpoint says the request is invalid; dropped for `local`
@@ -84,11 +85,11 @@ def test_conf_local_drops_null_params() -> None:
 def test_a_third_party_llm_node_runs_on_an_endpoint_that_rejects_null_penalties(
     stub_llm: StubLLM, tmp_path: Path, drop: bool
 ) -> None:
-    flow_engine.configure(tmp_path / "runtime")
+    engine.configure(tmp_path / "runtime")
     stub_llm.faults(reject_null_params=True)
     with proxy_for(stub_llm, tmp_path, stub_connection(stub_llm, drop_null_params=drop)) as proxy:
-        binding = flow_engine.LLMBinding(proxy.connection(stub_connection(stub_llm)), node="NER_LLM")
-        session = flow_engine.FlowSession(FIXTURES / "entities", binding)
+        binding = engine.LLMBinding(proxy.connection(stub_connection(stub_llm)), node="NER_LLM")
+        session = engine.FlowSession(FIXTURES / "entities", binding)
         rows = [(f"r{i}", {"text": t, "entity_type": "job title"}) for i, t in enumerate(["A chef.", "A pilot."])]
         results = list(session.run_rows(rows))
     if drop:
@@ -170,10 +171,10 @@ def test_the_proxy_translates_between_the_openai_and_azure_layouts() -> None:
 
 @pytest.mark.parametrize("client", ["openai", "azure"])
 def test_a_flow_with_its_own_client_goes_through_the_proxy(stub_llm: StubLLM, tmp_path: Path, client: str) -> None:
-    flow_engine.configure(tmp_path / "runtime")
+    engine.configure(tmp_path / "runtime")
     with proxy_for(stub_llm, tmp_path, stub_connection(stub_llm)) as proxy:
-        binding = flow_engine.LLMBinding(proxy.connection(stub_connection(stub_llm)))
-        session = flow_engine.FlowSession(FIXTURES / "own_client", binding)
+        binding = engine.LLMBinding(proxy.connection(stub_connection(stub_llm)))
+        session = engine.FlowSession(FIXTURES / "own_client", binding)
         results = list(session.run_rows([("r1", {"text": "hello world", "client": client})]))
         usage = proxy.row_usage("r1")
     assert results[0].error is None and results[0].outputs["output"]
@@ -187,15 +188,15 @@ def test_a_flow_with_its_own_client_goes_through_the_proxy(stub_llm: StubLLM, tm
 
 
 def test_a_flex_class_evaluator_gets_the_model_config_type_it_asks_for(stub_llm: StubLLM, tmp_path: Path) -> None:
-    flow_engine.configure(tmp_path / "runtime")
+    engine.configure(tmp_path / "runtime")
     stub_llm.script({"Answer: Paris": "yes", "Answer: Rome": "no"})
-    assert flow_engine.declares_model_config(FIXTURES / "flex_grader")
-    assert not flow_engine.declares_model_config(FIXTURES / "own_client")
+    assert engine.declares_model_config(FIXTURES / "flex_grader")
+    assert not engine.declares_model_config(FIXTURES / "own_client")
     with proxy_for(stub_llm, tmp_path, stub_connection(stub_llm)) as proxy:
-        binding = flow_engine.LLMBinding(proxy.connection(stub_connection(stub_llm)))
-        session = flow_engine.FlowSession(FIXTURES / "flex_grader", binding)
+        binding = engine.LLMBinding(proxy.connection(stub_connection(stub_llm)))
+        session = engine.FlowSession(FIXTURES / "flex_grader", binding)
         inputs = [{"answer": "Paris", "expected": "Paris"}, {"answer": "Rome", "expected": "Paris"}]
-        results = flow_engine.in_input_order(session.run_rows([("a", inputs[0]), ("b", inputs[1])]), ["a", "b"])
+        results = engine.in_input_order(session.run_rows([("a", inputs[0]), ("b", inputs[1])]), ["a", "b"])
         metrics = session.aggregate(results, inputs)
     assert [r.error for r in results] == [None, None]
     assert [r.outputs["grade"] for r in results] == ["Correct", "Incorrect"]
@@ -207,31 +208,31 @@ def test_a_flex_class_evaluator_gets_the_model_config_type_it_asks_for(stub_llm:
 def test_model_config_kind_reads_the_annotation() -> None:
     from promptflow.core import AzureOpenAIModelConfiguration, OpenAIModelConfiguration
 
-    assert flow_engine.model_config_kind(AzureOpenAIModelConfiguration) == "azure_openai"
-    assert flow_engine.model_config_kind(OpenAIModelConfiguration | None) == "openai"
-    assert flow_engine.model_config_kind("AzureOpenAIModelConfiguration") == "azure_openai"
-    assert flow_engine.model_config_kind(AzureOpenAIModelConfiguration | OpenAIModelConfiguration) is None
-    assert flow_engine.model_config_kind(dict) is None
+    assert engine.model_config_kind(AzureOpenAIModelConfiguration) == "azure_openai"
+    assert engine.model_config_kind(OpenAIModelConfiguration | None) == "openai"
+    assert engine.model_config_kind("AzureOpenAIModelConfiguration") == "azure_openai"
+    assert engine.model_config_kind(AzureOpenAIModelConfiguration | OpenAIModelConfiguration) is None
+    assert engine.model_config_kind(dict) is None
 
 
 # --- requirements.txt
 
 
 def test_a_flow_whose_requirements_are_missing_is_refused_with_the_command_to_run() -> None:
-    with pytest.raises(flow_engine.RequirementsError) as refused:
-        flow_engine.check_requirements(FIXTURES / "needs_package")
+    with pytest.raises(engine.RequirementsError) as refused:
+        engine.check_requirements(FIXTURES / "needs_package")
     message = str(refused.value)
     assert "llmops-test-missing-package>=1.0 (llmops-test-missing-package is not installed)" in message
     assert "packaging<1 (packaging " in message and "promptflow" not in message.split("installed:")[1].split(";")[0]
     command = message.splitlines()[-1].strip()
     assert command.startswith(f"{Path(sys.executable).absolute().relative_to(REPO)} -m pip install -r ")
     assert command.endswith(" tests/fixtures/third_party/needs_package/requirements.txt")  # from the project root
-    flow_engine.check_requirements(FIXTURES / "entities")  # promptflow, promptflow-tools: installed
+    engine.check_requirements(FIXTURES / "entities")  # promptflow, promptflow-tools: installed
 
 
 def test_a_flow_session_refuses_unmet_requirements_before_loading(tmp_path: Path) -> None:
-    with pytest.raises(flow_engine.RequirementsError, match="pip install -r"):
-        flow_engine.FlowSession(FIXTURES / "needs_package")
+    with pytest.raises(engine.RequirementsError, match="pip install -r"):
+        engine.FlowSession(FIXTURES / "needs_package")
 
 
 def test_an_extra_whose_packages_are_missing_is_unmet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -245,7 +246,7 @@ def test_an_extra_whose_packages_are_missing_is_unmet(tmp_path: Path, monkeypatc
     monkeypatch.setattr(importlib.metadata, "requires", requires)
     monkeypatch.setattr(importlib.metadata, "version", real_version)
     (tmp_path / "requirements.txt").write_text("promptflow[azure]>=1.7.0\n")
-    unmet = flow_engine.unmet_requirements(tmp_path / "requirements.txt")
+    unmet = engine.unmet_requirements(tmp_path / "requirements.txt")
     assert unmet == ["promptflow[azure]>=1.7.0 (promptflow[azure] needs llmops-test-missing-azure; extra == "
                      '"azure": llmops-test-missing-azure is not installed)']  # fmt: skip
 
@@ -260,20 +261,20 @@ def test_the_old_promptflow_sdk_name_stands_for_promptflow_and_promptflow_tools(
     flow = tmp_path / "ner"
     shutil.copytree(FIXTURES / "entities", flow)
     (flow / "requirements.txt").write_text("promptflow\npromptflow-tools\npromptflow-sdk[builtins]\n")
-    [note] = flow_engine.check_requirements(flow)  # satisfied: nothing refused
+    [note] = engine.check_requirements(flow)  # satisfied: nothing refused
     assert note.endswith(
         "requirements.txt, line 3: promptflow-sdk[builtins]: prompt flow's package name before 1.0; its built-in "
         "tools are promptflow-tools today. The PyPI project promptflow-sdk now holds an unrelated empty package "
         f"(0.0.1): do not install it; satisfied by promptflow {importlib.metadata.version('promptflow')}, "
         f"promptflow-tools {importlib.metadata.version('promptflow-tools')}"
     )
-    flow_engine.check_requirements(flow)
+    engine.check_requirements(flow)
     assert capsys.readouterr().err.count("promptflow-sdk[builtins]: prompt flow's package name") == 1  # said once
 
     # Something else missing: the command names the packages, as `pip install -r` would fetch the empty package.
     (flow / "requirements.txt").write_text("promptflow-sdk[builtins]\nllmops-test-missing-package>=1.0\n")
-    with pytest.raises(flow_engine.RequirementsError) as refused:
-        flow_engine.check_requirements(flow)
+    with pytest.raises(engine.RequirementsError) as refused:
+        engine.check_requirements(flow)
     command = str(refused.value).splitlines()[-1].strip()
     assert command.endswith(" -m pip install 'llmops-test-missing-package>=1.0'") and "-r" not in command.split()
 
@@ -285,7 +286,7 @@ def test_the_old_promptflow_sdk_name_stands_for_promptflow_and_promptflow_tools(
         return real_version(name)
 
     monkeypatch.setattr(importlib.metadata, "version", version)
-    check = flow_engine.check_requirements_file(flow / "requirements.txt")
+    check = engine.check_requirements_file(flow / "requirements.txt")
     assert check.unmet[0] == (
         "promptflow-sdk[builtins] (stands for promptflow, promptflow-tools: promptflow-tools is not installed)"
     )
@@ -308,10 +309,10 @@ def test_a_baked_flow_installs_what_a_renamed_package_stands_for(tmp_path: Path)
 
 
 def test_what_a_row_prints_to_stderr_or_logs_as_a_warning_is_recorded_on_it(tmp_path: Path) -> None:
-    flow_engine.configure(tmp_path / "runtime")
-    session = flow_engine.FlowSession(FIXTURES / "warns_per_row")
+    engine.configure(tmp_path / "runtime")
+    session = engine.FlowSession(FIXTURES / "warns_per_row")
     rows = [("bad", {"url": "https://down.example/a"}), ("good", {"url": "https://ok.example/b"})]
-    results = flow_engine.in_input_order(session.run_rows(rows), ["bad", "good"])
+    results = engine.in_input_order(session.run_rows(rows), ["bad", "good"])
     assert [r.outputs["text"] for r in results] == ["No available content", "content of https://ok.example/b"]
     bad, good = results[0].warnings, results[1].warnings
     assert any("stderr> Get url failed with error: cannot reach https://down.example/a" in w for w in bad)
@@ -331,8 +332,9 @@ def refuse(self, address, *args):
     raise OSError("network blocked by the test")
 socket.socket.connect = refuse
 socket.create_connection = lambda address, *a, **k: refuse(None, address)
-from stages.core import flow_engine
-flow_engine.configure(Path(sys.argv[1]))
+from stages import engine
+from stages.engine.promptflow.environment import DownloadRefused
+engine.configure(Path(sys.argv[1]))
 import tiktoken
 from promptflow.core import Prompty
 encoding = tiktoken.get_encoding("cl100k_base")
@@ -342,7 +344,7 @@ estimate = prompty.estimate_token_count(question="What is the capital of France?
 try:
     tiktoken.get_encoding("p50k_base")
     refused = ""
-except flow_engine.DownloadRefused as exc:
+except DownloadRefused as exc:
     refused = str(exc)
 print(json.dumps({"tokens": len(encoding.encode("hello world")), "estimate": estimate, "refused": refused,
                   "attempts": attempts}))
@@ -409,8 +411,8 @@ def test_the_report_shows_every_logged_metric_and_warns_of_a_placeholder_answer(
                "accuracy": 0.2, "headline": {"accuracy": {"value": 0.25, "ci_low": 0.0, "ci_high": 0.75, "rows": 4}},
                "cache": {"hits": 1, "misses": 3, "errors": 0}}  # fmt: skip
     assert reporting.logged_metrics(metrics) == {"exact_match_rate": 0.25, "partial_match_rate": 0.5, "accuracy": 0.2}
-    results = [flow_engine.RowResult(f"r{i}", {"text": "No available content"}, None, 0.1, warnings=("w",))
-               for i in range(4)] + [flow_engine.RowResult("r4", {"text": "ok"}, None, 0.1)]  # fmt: skip
+    results = [engine.RowResult(f"r{i}", {"text": "No available content"}, None, 0.1, warnings=("w",))
+               for i in range(4)] + [engine.RowResult("r4", {"text": "ok"}, None, 0.1)]  # fmt: skip
     same = run_stage.identical_outputs(results)
     assert same == {"rows": 4, "of": 5, "output": '{"text": "No available content"}'}
     assert run_stage.identical_outputs(results[2:]) is None  # 2 of 3 rows: not enough to tell
@@ -448,12 +450,12 @@ def test_an_aggregation_that_fails_is_recorded_and_the_rows_still_count(
     from stages import evaluate as evaluate_stage
     from stages.core import reporting
 
-    flow_engine.configure(tmp_path / "runtime")
+    engine.configure(tmp_path / "runtime")
     flow = tmp_path / "checker"
     flow.mkdir()
     (flow / "checker.py").write_text(CHECKER)
     (flow / "flow.flex.yaml").write_text("entry: checker:Checker\n")
-    session = flow_engine.FlowSession(flow)
+    session = engine.FlowSession(flow)
     use_case = {"evaluate": {"mapping": {"answer": "outputs.output"}}}
     prepared = [{"row_id": "a"}, {"row_id": "b"}]
 

@@ -167,7 +167,7 @@ def _known(names: object) -> str:
 
 def _check_llm(facts: flow_facts.FlowFacts, spec: UseCaseSpec, where: dict[str, str]) -> tuple[str | None, list[str]]:
     """The LLM node the variants drive (chosen when not given) and what to tell the user about the flow's LLM."""
-    from stages.core.flow_engine import FlowKind
+    from stages.engine.kinds import FlowKind
 
     notes: list[str] = []
     file = facts.file
@@ -217,7 +217,7 @@ def _check_llm(facts: flow_facts.FlowFacts, spec: UseCaseSpec, where: dict[str, 
     return chosen, notes
 
 
-# What a flow's own LLM client reaches (flow_engine.llm_environment sets these while the flow runs).
+# What a flow's own LLM client reaches (engine.llm_environment sets these while the flow runs).
 OWN_CLIENT = (
     "the run points OPENAI_API_KEY / OPENAI_BASE_URL and AZURE_OPENAI_API_KEY / AZURE_OPENAI_ENDPOINT at the "
     "project's LLM (conf/llm) through the LLM proxy, so a client built from them is cached and counted; one built "
@@ -229,7 +229,7 @@ def check(root: Path, spec: UseCaseSpec, where: dict[str, str] | None = None) ->
     """Check a use case against its files: the flows exist and declare what the spec uses (LLM node, inputs,
     outputs), the dataset has the columns. Returns the spec with its choices filled in (LLM node, list inputs)
     and notes for the user (every choice made, and warnings). Errors name the file and the key (`where`)."""
-    from stages.core import flow_engine
+    from stages import engine
 
     check_name(spec.name)
     where = {**FLAGS, **(where or {})}
@@ -241,7 +241,7 @@ def check(root: Path, spec: UseCaseSpec, where: dict[str, str] | None = None) ->
         prompt = next(iter(spec.prompt.values())) if isinstance(spec.prompt, dict) else spec.prompt
         facts = flow_facts.read(root / spec.flow, prompt)
         eval_facts = flow_facts.read(root / spec.eval_flow)
-    except flow_engine.FlowError as exc:
+    except engine.FlowError as exc:
         raise CatalogueError(str(exc)) from None
     facts = dataclasses.replace(facts, file=_relative(root, facts.file))
     eval_facts = dataclasses.replace(eval_facts, file=_relative(root, eval_facts.file))

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from stages.core import flow_engine
+from stages import engine
 
 # Python annotations -> prompt flow's input/output type names
 _TYPES = {
@@ -37,7 +37,7 @@ _SDK = re.compile(
 @dataclass(frozen=True)
 class FlowFacts:
     path: Path
-    kind: flow_engine.FlowKind
+    kind: engine.FlowKind
     file: Path  # flow.dag.yaml, flow.flex.yaml or the .prompty file
     inputs: Mapping[str, tuple[str | None, bool]]  # name -> (type, required: no default)
     outputs: Mapping[str, str | None] | None  # name -> type (None: undeclared); None when not known at all
@@ -113,14 +113,14 @@ def _sdk_callers(folder: Path, files: list[tuple[str, Path]]) -> tuple[str, ...]
 
 def read(flow: Path, prompt: str | None = None) -> FlowFacts:
     """The facts of the flow folder (or .prompty file) `flow` (`prompt` picks a .prompty file in a folder of
-    several); raises flow_engine.FlowError when it is no flow."""
-    kind, file = flow_engine.detect(flow, prompt)
-    declared = flow_engine.interface(flow, prompt)
+    several); raises engine.FlowError when it is no flow."""
+    kind, file = engine.detect(flow, prompt)
+    declared = engine.interface(flow, prompt)
     folder = file.parent
-    if kind is flow_engine.FlowKind.PROMPTY:
+    if kind is engine.FlowKind.PROMPTY:
         return FlowFacts(flow, kind, file, declared.inputs, declared.outputs)
     spec: dict[str, Any] = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-    if kind is flow_engine.FlowKind.FLEX:
+    if kind is engine.FlowKind.FLEX:
         entry = str(spec.get("entry") or "")
         inputs, outputs, init = _flex_signature(folder, entry)
         init_names = set(spec.get("init") or {}) | set(init)
@@ -151,7 +151,7 @@ def read(flow: Path, prompt: str | None = None) -> FlowFacts:
         if resolved.get("type") == "python" and path:
             callers += _sdk_callers(folder, [(f"{node['name']} ({path})", folder / path)])
         for name, value in (resolved.get("inputs") or {}).items():
-            if flow_engine.is_connection_input(name, value):
+            if engine.is_connection_input(name, value):
                 connection_inputs.append(f"nodes.{node['name']}.inputs.{name}: {value}")
     return FlowFacts(
         flow,

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from stages.core import catalogue, datasets, flow_engine, flow_facts
+from stages import engine
+from stages.core import catalogue, datasets, flow_facts
 from stages.core import experiment as exp
 from stages.core.io import write_text
 from stages.core.project import load_params
@@ -164,7 +165,7 @@ def plan(pairing: Pairing, folder: Path, facts: flow_facts.FlowFacts, file_name:
     and without mapping reads the column of its name."""
     try:
         eval_facts = flow_facts.read(pairing.evaluator.path)
-    except flow_engine.FlowError as exc:
+    except engine.FlowError as exc:
         raise _NotMappable(
             f"{pairing.evaluator.where}: evaluator '{pairing.evaluator.name}': {exc}; the template cannot run it either"
         ) from None
@@ -476,7 +477,7 @@ def _variants(facts: flow_facts.FlowFacts) -> tuple[dict[str, Any], str]:
     one variant per other node variant. No node variants: v1 and v2, both the flow as it is."""
     import yaml
 
-    if facts.kind is not flow_engine.FlowKind.DAG:
+    if facts.kind is not engine.FlowKind.DAG:
         return {}, ""
     declared = (yaml.safe_load(facts.file.read_text(encoding="utf-8")) or {}).get("node_variants") or {}
     others = [
@@ -499,10 +500,10 @@ def _variants(facts: flow_facts.FlowFacts) -> tuple[dict[str, Any], str]:
 def _requirements(flow: Path, shown: str) -> tuple[list[str], list[str]]:
     """The steps the flow's requirements file needs before the run stage accepts it (the exact pip command for what
     is not installed) and the notes on renamed packages, as the run stage checks them."""
-    path = flow_engine.requirements_file(flow)
+    path = engine.requirements_file(flow)
     if path is None or not path.is_file():
         return [], []
-    check = flow_engine.check_requirements_file(path)
+    check = engine.check_requirements_file(path)
     file = f"{shown}/{path.relative_to(flow)}"
     steps = []
     if check.unmet:
@@ -566,7 +567,7 @@ def _use_case_spec(
     for env, env_plan in by_env.items():
         notes += [f"[{env}] {n}" if env else n for n in env_plan.notes if not env or n not in base_plan.notes]
     judges: tuple[str, ...] = eval_facts.llm_nodes
-    if eval_facts.kind is flow_engine.FlowKind.FLEX and eval_facts.model_config:
+    if eval_facts.kind is engine.FlowKind.FLEX and eval_facts.model_config:
         judges = ("model_config",)
     if judges:
         notes.append(
@@ -633,14 +634,14 @@ def import_experiment(
 
     try:
         facts = flow_facts.read(exp.flow_dir(folder, base.flow))
-    except flow_engine.FlowError as exc:
+    except engine.FlowError as exc:
         raise ExperimentImportError(f"{base_file}: flow: {exc}") from None
     if llm_node and llm_node not in facts.llm_nodes:  # before anything is copied, naming the template's file
         raise ExperimentImportError(
             f"--llm-node {llm_node}: {_short(str(facts.file), folder)} has no `type: llm` node {llm_node!r} "
             f"(its LLM nodes: {', '.join(facts.llm_nodes) or 'none'})"
         )
-    if facts.kind is flow_engine.FlowKind.PROMPTY:
+    if facts.kind is engine.FlowKind.PROMPTY:
         raise ExperimentImportError(
             f"{base_file}: flow: {facts.path} is a .prompty file; the template runs flow "
             "folders (flow.dag.yaml or flow.flex.yaml)"

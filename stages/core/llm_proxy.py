@@ -5,7 +5,7 @@ flows a connection whose base URL points at it: `http://127.0.0.1:<port>/r<k>` +
 k is the repeat index. Every flow kind and client (promptflow-tools, prompty, a flex flow's OpenAI client; the
 OpenAI and Azure OpenAI path layouts) then goes through it. The OpenAI clients of prompties and of DAG flows' LLM
 nodes skip the loopback HTTP when the proxy serves from their own process: they call `LLMProxy.handle` directly
-(see `in_process` and flow_engine), which answers exactly as over HTTP. For each request the proxy
+(see `in_process` and stages/engine/promptflow/hooks.py), which answers exactly as over HTTP. For each request the proxy
 - computes the key: sha256 of the canonical JSON of the request body, the path after `/r<k>` (with its query,
   e.g. Azure's api-version) and k; never of headers, so api keys never reach the cache;
 - answers a hit from `CacheStore` (one JSON file per entry, written atomically);
@@ -21,8 +21,8 @@ nodes skip the loopback HTTP when the proxy serves from their own process: they 
 - serves the Responses API (MAF's OpenAIChatClient) by translating it to chat completions, and, for a
   completion-only endpoint when the stage asks (`bridge_chat`), chat to completions (stages/core/chat_bridge.py),
   before the key is computed; the answer is translated back, from the cache too;
-- counts a request as a row's when its `X-LLMOps-Row` header names it (MAF workers set it on every request of a
-  row) or `row_of` finds it in the headers (prompt flow's tracking header);
+- counts a request as a row's when `row_of` finds the row in its headers (each engine's own: prompt flow's
+  tracking header, the MAF worker's X-LLMOps-Row, which is not sent upstream);
 - stores only 200 answers; an error is never cached;
 - counts hits, misses, errors, upstream requests, retries and `usage` tokens, in total and per row.
 When retries run out it answers 424 (Failed Dependency) with the last failure in the message, and
@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from stages.core import chat_bridge
 from stages.core.connections import Connection
@@ -73,7 +73,6 @@ _DROPPED_HEADERS = frozenset(
      "transfer-encoding", "upgrade", "accept-encoding"}
 )  # fmt: skip
 _REPEAT_PREFIX = re.compile(r"^/r(\d+)(/.*)$")
-ROW_HEADER = "X-LLMOps-Row"  # the (URL-quoted) row id a MAF worker's request belongs to; never part of a key
 REPEAT_HEADER = "X-LLMOps-Repeat"  # sent upstream with every forwarded POST; never part of a key
 
 
@@ -207,11 +206,6 @@ def timeout_hint(request: Mapping[str, Any] | None, timeout_s: float) -> str:
         "machine, raise request_timeout_s (conf/llm/<name>.yaml, or `llmops params llm.request_timeout_s=240 "
         "judge.request_timeout_s=240`), or bound the answer (max_tokens, default_max_tokens)."
     )
-
-
-def _row_header(headers: Mapping[str, str]) -> str | None:
-    value = next((v for k, v in headers.items() if k.lower() == ROW_HEADER.lower()), None)
-    return unquote(value) if value is not None else None
 
 
 def cache_key(path: str, body: Any, repeat: int) -> str:
@@ -456,9 +450,7 @@ class LLMProxy:
         repeat, path = int(match.group(1)), match.group(2)
         if method != "POST":  # e.g. GET /models: forwarded, never cached
             return self._forward(method, path, headers, body, None)
-        row = _row_header(headers)
-        if row is None and self._row_of:
-            row = self._row_of(headers)
+        row = self._row_of(headers) if self._row_of else None
         try:
             request = json.loads(body or b"null")
         except ValueError:

@@ -8,7 +8,7 @@ makes the process redact them wherever it writes text:
   every handler of the loggers that exist (a filter, which also sees the fields loggers add with `extra`, as
   prompt flow's `customer_content`);
 - `sys.stdout` and `sys.stderr`: prints, uncaught tracebacks, and prompt flow's stream handlers, which keep the
-  stream they found when prompt flow was imported (so install before importing it; flow_engine.configure does);
+  stream they found when prompt flow was imported (so install before importing it; engine.configure does);
 - the files written through stages.core.io.
 Worker processes and servers install it themselves (spawned processes inherit neither the streams nor the
 registered secrets).

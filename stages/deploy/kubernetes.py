@@ -19,11 +19,11 @@ from typing import Any
 
 import yaml
 
-from stages.core import bake
 from stages.core.io import write_text
 from stages.core.project import load_params
 from stages.deploy import package
 from stages.deploy.spec import Deployment, DeploymentSpec, SpecError
+from stages.engine import bake
 
 PORT = 8080  # prompt flow's serving image listens here
 

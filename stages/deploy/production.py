@@ -232,8 +232,9 @@ def evaluate(
 
     `order` is the configured deployments, new first: the baseline is the prior one (the second), or the only one.
     """
+    from stages import engine
     from stages import evaluate as evaluate_stage
-    from stages.core import connections, flow_engine
+    from stages.core import connections
 
     config = params["use_cases"][use_case]
     columns = datasets.input_columns(config["data"]["inputs"])
@@ -252,7 +253,7 @@ def evaluate(
     if judges:
         judge = connections.resolve(params["judge"], connections.environment(root))
         bindings = evaluate_stage.judge_bindings(judges, judge)
-    session = flow_engine.FlowSession(root / config["eval_flow"], *bindings,
+    session = engine.FlowSession(root / config["eval_flow"], *bindings,
                                       row_timeout_s=params["bulk"]["row_timeout_s"])  # fmt: skip
     specs = headline.parse_specs(config.get("metrics"), f"use_cases.{use_case}.metrics")
     flow_metrics: dict[str, dict[str, Any]] = {}
@@ -266,7 +267,7 @@ def evaluate(
         joined, metrics, _ = evaluate_stage.evaluate_variant([session], use_case, name, config, prepared, run_rows)
         rows_by_deployment[name], flow_metrics[name] = joined, metrics
     evaluated = compare(specs, rows_by_deployment, baseline) if rows_by_deployment else {}
-    declared = flow_engine.interface(root / config["flow"], _any_prompt(config)).outputs
+    declared = engine.interface(root / config["flow"], _any_prompt(config)).outputs
     free_specs = [headline.MetricSpec(name, "mean", (path,)) for name, path in REFERENCE_FREE.items()
                   if path == "ok" or path in declared]  # fmt: skip
     reference_free = compare(free_specs, {n: reference_free_rows(g, declared) for n, g in groups.items()}, baseline)

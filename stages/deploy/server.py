@@ -3,7 +3,7 @@
 `POST /score` takes the flow's inputs as a JSON object and answers its outputs (header `azureml-model-deployment`
 names the deployment); `GET /health` says which deployment, variant and config fingerprint this is. Both need
 `Authorization: Bearer <key>`, checked before the body is read; a body above `--max-body-bytes` is refused (413).
-The flow runs in this process through `flow_engine.FlowSession`, with the LLM connection of params.yaml built in
+The flow runs in this process through `engine.FlowSession`, with the LLM connection of params.yaml built in
 memory. Started by `llmops deploy` (stages/deploy/local.py), never by hand.
 """
 
@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stages.core import connections, datasets, flow_engine, variants
+from stages import engine
+from stages.core import connections, datasets, variants
 from stages.core.project import load_params, project_root, runtime_dir
 from stages.deploy import web
 
@@ -35,16 +36,16 @@ def check_inputs(body: Any, accepted: Mapping[str, Any], required: set[str]) -> 
 
 def build(
     root: Path, params: Mapping[str, Any], use_case: str, variant: str
-) -> tuple[flow_engine.FlowSession, flow_engine.FlowInterface, set[str]]:
+) -> tuple[engine.FlowSession, engine.FlowInterface, set[str]]:
     """The use case's flow bound to `variant` and to the LLM connection of params.yaml (secrets from the env),
     what it declares, and the inputs a request must give (the dataset's inputs and those without a default)."""
     config = params["use_cases"][use_case]
     block = variants.config(use_case, config, variant)
-    binding = flow_engine.binding_for(connections.resolve(params["llm"], connections.environment(root)), block)
-    declared = flow_engine.interface(root / config["flow"], binding.prompt)
+    binding = engine.binding_for(connections.resolve(params["llm"], connections.environment(root)), block)
+    declared = engine.interface(root / config["flow"], binding.prompt)
     required = {name for name, (_, needed) in declared.inputs.items() if needed}
     required |= set(datasets.input_columns(config["data"]["inputs"]))
-    session = flow_engine.FlowSession(
+    session = engine.FlowSession(
         root / config["flow"], binding, node_inputs=block.get("node_inputs"),
         node_variants=variants.deployed_node_variants(use_case, config, variant),
         row_timeout_s=params["bulk"]["row_timeout_s"],
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     key = web.key_from_env()
     root = project_root()
     params = load_params(root)
-    flow_engine.configure(runtime_dir(root))
+    engine.configure(runtime_dir(root))
     session, declared, required = build(root, params, args.use_case, args.variant)
     identity = {"deployment": args.deployment, "variant": args.variant, "fingerprint": args.fingerprint}
     named = {web.DEPLOYMENT_HEADER: args.deployment}

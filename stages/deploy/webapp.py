@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stages.core import bake
 from stages.core.io import write_text
 from stages.core.project import load_params
 from stages.deploy import package
 from stages.deploy.spec import DeploymentSpec
+from stages.engine import bake
 
 PORT = 8080  # prompt flow's serving image listens here
 

@@ -5,7 +5,7 @@ A judge is an LLM node of an evaluation flow whose prompt is a rubric of this li
 for the completion API, few-shot for base models; `rubrics/<name>.chat.jinja2` for the chat API). The evaluate
 stage binds the node to the judge connection (`judge` in params, set apart from the flow's `llm`) and picks the
 rubric file for that connection's API (`evaluate.judges.<node>.rubric`). The flow's verdict node
-(`judge_verdicts.py`) reads each answer; its aggregation node reports `judge_metrics`.
+(`stages/engine/promptflow/judge_verdicts.py`) reads each answer; its aggregation node reports `judge_metrics`.
 """
 
 from __future__ import annotations

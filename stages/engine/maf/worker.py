@@ -2,7 +2,7 @@
 
 Standalone on purpose: it imports only the standard library and agent_framework (it cannot import promptflow, nor
 the `stages` package, whose dependencies live in the project's environment). Started as
-`<maf venv>/bin/python worker.py` by stages/engine/maf/session.py.
+`<maf venv>/bin/python worker.py` by stages/engine/maf/adapter.py.
 
 Protocol: JSON Lines, one object per line, each with an `op`.
 Stage -> worker (stdin):
@@ -67,7 +67,7 @@ def tag_requests() -> None:
 def share_tls_context() -> None:
     """One default TLS context per process for the OpenAI clients' HTTP stack (httpx2): a workflow builds its
     clients per row (create_workflow), and each new client loading the CA bundle cost ~95 ms of CPU, most of a
-    row's. The same fix as flow_engine._share_default_tls_context, for this process (which cannot import it)."""
+    row's. The same fix as the prompt flow adapter's shared TLS context, for this process (which cannot import it)."""
     try:
         from httpx2._transports import default as transports
     except ImportError:

@@ -2,7 +2,7 @@
 
 - name: verdicts
   type: python
-  source: {type: code, path: ../../../../stages/metrics/judge_verdicts.py}
+  source: {type: code, path: ../../../../stages/engine/promptflow/judge_verdicts.py}
   inputs:                   # one input per judge node
     relevance: ${relevance.output}
     fluency: ${fluency.output}

@@ -1,7 +1,7 @@
 """Bulk runs on Azure ML (`execution: azure`), for datasets that outgrow one machine.
 
 The run is submitted through prompt flow's Azure support (`promptflow.azure.PFClient`, package promptflow-azure):
-the variant is baked into a copy of the flow (stages/deploy/package.py), the prepared rows are the run's data,
+the variant is baked into a copy of the flow (stages/engine/bake.py), the prepared rows are the run's data,
 and the run's per-line outputs come back as the run stage's records (row_id, outputs, error, latency_s). The run
 name is derived from the flow's and the data's hashes, so a resubmission of the same work finds the finished run
 instead of paying for it again. Prompt flow's Azure API is used only here, inside functions (it is retired in
@@ -18,7 +18,9 @@ from typing import Any
 
 import yaml
 
-from stages.core import bake, datasets, flow_engine
+from stages.core import datasets
+from stages.engine import bake
+from stages.engine.binding import NodeVariantError, model_input
 
 _WORKSPACE_KEYS = (
     ("subscription_id", "subscription_id_env"),
@@ -53,7 +55,7 @@ def azure_run(
         extra["resources"] = dict(settings.get("compute") or {"instance_type": "Standard_D2as_v5"})
     dag = flow / "flow.dag.yaml"
     nodes = (yaml.safe_load(dag.read_text(encoding="utf-8")) or {}).get("nodes", []) if dag.is_file() else []
-    model_field = flow_engine.model_input(str(llm.get("type", "")))
+    model_field = model_input(str(llm.get("type", "")))
     connections = {
         node["name"]: {"connection": str(settings["connection"]), model_field: str(llm["model"])}
         for node in nodes
@@ -147,7 +149,7 @@ def run_variant(
         flow = bake.bake_variant(
             Path(use_case["flow"]), block, llm, work / variant, {node: vid for node, (vid, _) in chosen.items()}
         )
-    except flow_engine.NodeVariantError as exc:
+    except NodeVariantError as exc:
         key = chosen[exc.node][1] if exc.node in chosen else f"use_cases.{use_case_name}.variants.{variant}"
         raise AzureExecutionError(f"{key}: {exc}") from exc
     inputs = datasets.input_columns(use_case["data"]["inputs"])

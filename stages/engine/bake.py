@@ -4,7 +4,8 @@ A served (or remotely run) flow cannot be told which variant to run (prompt flow
 it gets a copy of the flow folder in which the variant's prompt, params and node inputs are the flow's own values,
 and the LLM configuration refers to environment variables, never to values. The copy is self-contained (the
 project modules its code imports are vendored into it, stages/core/vendor.py) and deterministic: the same flow and
-variant give the same bytes, hence the same hash.
+variant give the same bytes, hence the same hash. What goes where is decided in stages/engine/binding.py, as for a
+local run; this module only writes it into the files.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from typing import Any
 
 import yaml
 
-from stages.core import flow_engine, vendor
+from stages.core import vendor
 from stages.core.connections import Connection
+from stages.engine import binding as wiring
+from stages.engine.binding import LLMBinding
+from stages.engine.kinds import FlowError, FlowKind, detect
 
 _SKIPPED_DIRS = {"__pycache__", ".promptflow"}
 # Not copied: the copy is not in git, and prompt flow's build and Azure ML's uploads leave out what a .gitignore
@@ -63,20 +67,17 @@ def bake_variant(
         name=str(llm.get("name", "llm")), type=str(llm.get("type", "openai")), api=str(llm.get("api", "chat")),
         model=str(llm.get("model", "")), base_url="", api_key="",
     )  # fmt: skip
-    binding = flow_engine.binding_for(connection, block)
-    kind, flow_file = flow_engine.detect(flow, binding.prompt)
+    binding = wiring.binding_for(connection, block)
+    kind, flow_file = detect(flow, binding.prompt)
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(flow, dest, ignore=shutil.ignore_patterns(*_SKIPPED_DIRS, *_SKIPPED_FILES))
     node_inputs = block.get("node_inputs") or {}
-    if (node_inputs or node_variants) and kind is not flow_engine.FlowKind.DAG:
-        raise flow_engine.FlowError(
-            f"{flow}: node_inputs and node_variants need a DAG flow, this is a {kind.value} flow"
-        )
+    wiring.check_kind(flow, kind, 1, bool(node_inputs or node_variants))
     served = dest
-    if kind is flow_engine.FlowKind.DAG:
+    if kind is FlowKind.DAG:
         _bake_dag(dest / flow_file.name, binding, node_inputs, node_variants or {})
-    elif kind is flow_engine.FlowKind.FLEX:
+    elif kind is FlowKind.FLEX:
         _bake_flex(dest / flow_file.name, binding, llm)
     else:
         for other in dest.glob("*.prompty"):  # a served prompty flow is one file: keep the variant's only
@@ -89,47 +90,34 @@ def bake_variant(
 
 
 def _bake_dag(
-    flow_yaml: Path, binding: flow_engine.LLMBinding, node_inputs: Mapping[str, Mapping[str, Any]],
+    flow_yaml: Path, binding: LLMBinding, node_inputs: Mapping[str, Mapping[str, Any]],
     node_variants: Mapping[str, str],
 ) -> None:  # fmt: skip
-    """The node variants resolved, and every LLM node bound as a local run binds it (flow_engine.all_llm_bindings):
-    the variant's prompt and params on its `llm_node`, the LLM's api and model on all of them."""
+    """The node variants resolved, and every LLM node bound as a local run binds it (binding.dag_bindings): the
+    variant's prompt and params on its `llm_node`, the LLM's api and model on all of them."""
     spec = yaml.safe_load(flow_yaml.read_text(encoding="utf-8"))
-    chosen = flow_engine.select_node_variants(flow_yaml, spec, node_variants)
+    _, bound = wiring.dag_bindings(flow_yaml, spec, [binding], node_variants)
     nodes = {node["name"]: node for node in spec.get("nodes", [])}
     for name in (binding.node, *node_inputs):
         if name not in nodes:
-            raise flow_engine.FlowError(f"{flow_yaml}: no node {name!r} (named by the variant)")
-    if binding.node in chosen and binding.prompt:
-        raise flow_engine.NodeVariantError(
-            f"{flow_yaml}: node {binding.node!r} takes its prompt from its node_variants; select one with "
-            "node_variants instead of giving a prompt",
-            str(binding.node),
-        )
-    for bound in flow_engine.all_llm_bindings(flow_yaml.parent, spec, [binding]):
-        node = nodes[str(bound.node)]
-        if bound.prompt:
-            node.setdefault("source", {})["path"] = bound.prompt
-        node["api"] = bound.connection.api
-        inputs = node.setdefault("inputs", {})
-        if bound.connection.model:
-            inputs[flow_engine.model_input(bound.connection.type)] = bound.connection.model
-        inputs.update(bound.params)
+            raise FlowError(f"{flow_yaml}: no node {name!r} (named by the variant)")
+    for each in bound:
+        node, settings = nodes[str(each.node)], wiring.node_settings(each)
+        if "source.path" in settings:
+            node.setdefault("source", {})["path"] = settings["source.path"]
+        node["api"] = settings["api"]
+        node.setdefault("inputs", {}).update(settings["inputs"])
     for name, values in node_inputs.items():
         nodes[name].setdefault("inputs", {}).update(values)
     flow_yaml.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
-def _bake_flex(flow_yaml: Path, binding: flow_engine.LLMBinding, llm: Mapping[str, Any]) -> None:
+def _bake_flex(flow_yaml: Path, binding: LLMBinding, llm: Mapping[str, Any]) -> None:
     """The variant's api, prompt and params, and the LLM's configuration (`${env:...}` references), as the `init`
     defaults of the class entry. A function entry takes them as keyword parameters, which prompt flow's serving
     cannot pass: it is wrapped in a class entry (WRAPPER, appended to its module) whose init does."""
     spec = yaml.safe_load(flow_yaml.read_text(encoding="utf-8"))
-    offered = {
-        **binding.params,
-        "api": binding.connection.api,
-        **({"prompt": binding.prompt} if binding.prompt else {}),
-    }
+    offered = wiring.flex_values(binding)
     init = spec.get("init") or {}
     if not init:
         init = _wrap_function_entry(flow_yaml, spec, set(offered))
@@ -153,11 +141,11 @@ def _wrap_function_entry(flow_yaml: Path, spec: dict[str, Any], offered: set[str
     source = module.read_text(encoding="utf-8")
     node = next((n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == function), None)
     if node is None:
-        raise flow_engine.FlowError(f"{flow_yaml}: entry {spec['entry']}: no function {function} in {module.name}")
+        raise FlowError(f"{flow_yaml}: entry {spec['entry']}: no function {function} in {module.name}")
     passed = [a.arg for a in node.args.kwonlyargs if a.arg == "model_config" or a.arg in offered]
     defaults = {a.arg: d for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults, strict=True)}
     if "model_config" not in passed:
-        raise flow_engine.FlowError(
+        raise FlowError(
             f"{module}: {function} takes no keyword-only `model_config`, so the toolkit cannot give it the LLM"
         )
     positional = [*node.args.posonlyargs, *node.args.args]
@@ -173,8 +161,8 @@ def _wrap_function_entry(flow_yaml: Path, spec: dict[str, Any], offered: set[str
     kwargs = ", ".join(f"{name!r}: {name}" for name in ["model_config", *init])
     module.write_text(
         f"{source.rstrip()}\n\n\n"
-        f"# Added by the toolkit (stages/core/bake.py): prompt flow's serving calls a function entry with the flow's\n"
-        f"# inputs only, so the variant's keyword parameters become this class entry's init (flow.flex.yaml).\n"
+        f"# Added by the toolkit (stages/engine/bake.py): prompt flow's serving calls a function entry with the\n"
+        f"# flow's inputs only, so the variant's keyword parameters become this class entry's init (flow.flex.yaml).\n"
         f"class {WRAPPER}:\n"
         f"    def __init__({', '.join(params)}) -> None:\n"
         f"        self._kwargs = {{{kwargs}}}\n\n"
@@ -191,28 +179,23 @@ def model_configuration(llm: Mapping[str, Any]) -> dict[str, str]:
     """The model configuration of prompty and flex flows for the LLM `llm`, its key and endpoint as `${env:...}`
     references (prompt flow resolves them where the flow runs)."""
     connection = llm_connection_yaml(llm)
-    if llm.get("type") == "azure_openai":
-        return {
-            "type": "azure_openai", "azure_endpoint": connection["api_base"], "api_key": connection["api_key"],
-            "azure_deployment": str(llm.get("model", "")), "api_version": connection["api_version"],
-        }  # fmt: skip
-    return {
-        "type": "openai", "api_key": connection["api_key"], "base_url": connection["base_url"],
-        "model": str(llm.get("model", "")),
-    }  # fmt: skip
+    endpoint = connection["api_base"] if llm.get("type") == "azure_openai" else connection["base_url"]
+    return wiring.model_configuration(str(llm.get("type")), str(llm.get("model", "")), endpoint,
+                                      connection["api_key"], connection.get("api_version", ""))  # fmt: skip
 
 
-def _bake_prompty(file: Path, binding: flow_engine.LLMBinding, llm: Mapping[str, Any]) -> None:
+def _bake_prompty(file: Path, binding: LLMBinding, llm: Mapping[str, Any]) -> None:
     """The variant's params into `model.parameters`; a `model.configuration` (which a served prompty needs) from
     the selected LLM when the file has none, its key and endpoint as `${env:...}` references."""
     text = file.read_text(encoding="utf-8")
     _, front, body = text.split("---", 2) if text.startswith("---") else ("", "", text)
     meta = yaml.safe_load(front) or {}
     model = meta.setdefault("model", {})
-    model["api"] = binding.connection.api
+    settings = wiring.prompty_model(binding, model_configuration(llm))
+    model["api"] = settings["api"]
     if not model.get("configuration"):
-        model["configuration"] = model_configuration(llm)
-    model["parameters"] = {**(model.get("parameters") or {}), **binding.params}
+        model["configuration"] = settings["configuration"]
+    model["parameters"] = {**(model.get("parameters") or {}), **settings["parameters"]}
     file.write_text(f"---\n{yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)}---{body}", encoding="utf-8")
 
 
@@ -221,7 +204,6 @@ def llm_connection_yaml(llm: Mapping[str, Any], name: str = "llm") -> dict[str, 
     `${env:...}` reference resolved in the container (never a value)."""
     key = f"${{env:{name.upper()}_API_KEY}}"
     if llm.get("type") == "azure_openai":
-        endpoint_env = llm.get("endpoint_env", "AZURE_OPENAI_ENDPOINT")
-        return {"name": name, "type": "azure_open_ai", "api_key": key, "api_base": f"${{env:{endpoint_env}}}",
-                "api_type": "azure", "api_version": str(llm.get("api_version", "2024-10-21"))}  # fmt: skip
-    return {"name": name, "type": "open_ai", "api_key": key, "base_url": str(llm.get("base_url", ""))}
+        endpoint = f"${{env:{llm.get('endpoint_env', 'AZURE_OPENAI_ENDPOINT')}}}"
+        return wiring.connection_fields("azure_openai", name, key, endpoint, str(llm.get("api_version", "2024-10-21")))
+    return wiring.connection_fields("openai", name, key, str(llm.get("base_url", "")), None)
