@@ -204,8 +204,7 @@ def migrate_dag(flow: Path, target: Path, llm_node: str | None, prompt: str | No
         else:
             migration.converted.append(str(node["name"]))
     outputs = {str(k): (v or {}).get("reference") for k, v in (dag.get("outputs") or {}).items()}
-    defaults = {str(k): (v or {}).get("default") for k, v in (dag.get("inputs") or {}).items()
-                if isinstance(v, dict) and "default" in v}  # fmt: skip
+    defaults, required = _inputs(dag.get("inputs") or {})
     edges = []
     for node in order:
         edges.append(_edge(per_row[node], node))
@@ -222,7 +221,8 @@ def migrate_dag(flow: Path, target: Path, llm_node: str | None, prompt: str | No
         )
     source = _WORKFLOW.format(
         origin=_shown(dag_file, root), name=flow.name, variant_node=variant_node or "none",
-        inputs=_literal(defaults), outputs=_literal(outputs), variant=variant_line, kept=_literal(kept),
+        inputs=_literal(defaults), required=_literal(required), outputs=_literal(outputs), variant=variant_line,
+        kept=_literal(kept),
         classes="\n\n".join(classes), builds="".join(builds), edges="".join(edges),
         signature="prompt: str = PROMPT, **params: Any" if variant_node else "**params: Any",
         aggregate=_aggregate_source([n for n in aggregations if not _aggregation_reason(n, names)]),
@@ -249,6 +249,13 @@ def _shown(path: Path, root: Path | None) -> str:
         return path.relative_to(root).as_posix() if root else path.as_posix()
     except ValueError:
         return path.as_posix()
+
+
+def _inputs(declared: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A flow's inputs with their defaults (None when it has none), and those without a default."""
+    defaults = {str(k): (v.get("default") if isinstance(v, dict) else None) for k, v in declared.items()}
+    required = [str(k) for k, v in declared.items() if not (isinstance(v, dict) and "default" in v)]
+    return defaults, required
 
 
 def _edge(upstream: list[str], node: str) -> str:
@@ -377,8 +384,7 @@ def migrate_prompty(
     file = flow / prompt if flow.is_dir() else flow
     front = yaml.safe_load(file.read_text(encoding="utf-8").split("---", 2)[1]) or {}
     _copy_folder(flow if flow.is_dir() else flow.parent, target)
-    defaults = {str(k): (v or {}).get("default") for k, v in (front.get("inputs") or {}).items()
-                if isinstance(v, dict) and "default" in v}  # fmt: skip
+    defaults, required = _inputs(front.get("inputs") or {})
     inputs = {str(k): f"${{inputs.{k}}}" for k in (front.get("inputs") or {})}
     cls = (f"class PromptyNode(rt.PromptyNode):\n    \"\"\"The prompty flow: the variant's .prompty file (its "
            "front matter's API and parameters, the variant's params win).\"\"\"\n\n"
@@ -386,6 +392,7 @@ def migrate_prompty(
     migration.converted.append("prompty")
     source = _WORKFLOW.format(
         origin=_shown(file, root), name=file.stem, variant_node="prompty", inputs=_literal(defaults),
+        required=_literal(required),
         outputs=_literal({"output": "${prompty.output}"}),
         variant=f"PROMPT = {_literal(file.name)}\nPARAMS = {_literal(params)}\n", classes=cls,
         builds="        'prompty': PromptyNode(HERE, prompt, {**PARAMS, **params}, id='prompty'),\n",
@@ -430,7 +437,8 @@ from agent_framework import WorkflowBuilder
 import llmops_maf as rt
 
 HERE = Path(__file__).resolve().parent
-INPUTS = {inputs}  # the flow's inputs with their defaults
+INPUTS = {inputs}  # the flow's inputs with their defaults (None: none)
+REQUIRED = {required}  # the inputs without a default
 OUTPUTS = {outputs}  # the flow's outputs and what they reference
 {variant}
 
@@ -440,7 +448,7 @@ OUTPUTS = {outputs}  # the flow's outputs and what they reference
 def create_workflow({signature}):
     """A fresh workflow of the flow."""
     executors = {{
-        "inputs": rt.Start(INPUTS, id="inputs"),
+        "inputs": rt.Start({{k: v for k, v in INPUTS.items() if k not in REQUIRED}}, id="inputs"),
 {builds}        "outputs": rt.Outputs(OUTPUTS, keep={kept}, id="outputs"),
     }}
     builder = WorkflowBuilder(name={name!r}, start_executor=executors["inputs"])

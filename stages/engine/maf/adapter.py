@@ -53,15 +53,16 @@ def workflow_params(bindings: Sequence[LLMBinding]) -> dict[str, Any]:
 
 
 def declared_interface(file: Path) -> FlowInterface:
-    """Inputs and outputs read from workflow.py's module-level INPUTS / OUTPUTS literals (what `llmops migrate`
-    writes; a hand-written workflow may declare them too), else nothing declared."""
+    """Inputs and outputs read from workflow.py's module-level INPUTS / REQUIRED / OUTPUTS literals (what `llmops
+    migrate` writes; a hand-written workflow may declare them too), else nothing declared."""
     found: dict[str, Any] = {}
     for node in ast.parse(file.read_text(encoding="utf-8"), filename=str(file)).body:
         target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None
-        if isinstance(target, ast.Name) and target.id in ("INPUTS", "OUTPUTS"):
+        if isinstance(target, ast.Name) and target.id in ("INPUTS", "REQUIRED", "OUTPUTS"):
             with contextlib.suppress(ValueError):
                 found[target.id] = ast.literal_eval(node.value)
-    inputs = {str(name): (None, False) for name in found.get("INPUTS") or {}}
+    required = set(found.get("REQUIRED") or [])
+    inputs = {str(name): (None, name in required) for name in found.get("INPUTS") or {}}
     return FlowInterface(inputs, {str(name): None for name in found.get("OUTPUTS") or {}})
 
 
