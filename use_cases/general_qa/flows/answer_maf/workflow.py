@@ -14,7 +14,8 @@ import llmops_maf as rt
 from agent_framework import WorkflowBuilder
 
 HERE = Path(__file__).resolve().parent
-INPUTS = {}  # the flow's inputs with their defaults
+INPUTS = {"question": None}  # the flow's inputs with their defaults (None: none)
+REQUIRED = ["question"]  # the inputs without a default
 OUTPUTS = {"output": "${prompty.output}"}  # the flow's outputs and what they reference
 PROMPT = "answer.prompty"
 PARAMS = {"temperature": 0, "max_tokens": 12}
@@ -29,9 +30,9 @@ class PromptyNode(rt.PromptyNode):
 def create_workflow(prompt: str = PROMPT, **params: Any):
     """A fresh workflow of the flow."""
     executors = {
-        "inputs": rt.Start(INPUTS, id="inputs"),
+        "inputs": rt.Start({k: v for k, v in INPUTS.items() if k not in REQUIRED}, id="inputs"),
         "prompty": PromptyNode(HERE, prompt, {**PARAMS, **params}, id="prompty"),
-        "outputs": rt.Outputs(OUTPUTS, id="outputs"),
+        "outputs": rt.Outputs(OUTPUTS, keep=[], id="outputs"),
     }
     builder = WorkflowBuilder(name="answer", start_executor=executors["inputs"])
     builder.add_edge(executors["inputs"], executors["prompty"])

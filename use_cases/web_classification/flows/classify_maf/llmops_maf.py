@@ -35,6 +35,7 @@ from agent_framework.openai import OpenAIChatCompletionClient
 _REFERENCE = re.compile(r"^\$\{([A-Za-z_][\w]*)(?:\.([\w.-]+))?\}$")
 _CHAT_ROLE = re.compile(r"^\s*#?\s*(system|user|assistant)\s*:\s*$", re.IGNORECASE | re.MULTILINE)
 _METRICS: dict[str, Any] = {}
+AGGREGATION_KEY = "__aggregation_inputs__"  # stages/engine/maf/worker.py moves it out of the row's outputs
 
 
 def _install_promptflow_shim() -> None:
@@ -85,9 +86,24 @@ _JINJA = jinja2.sandbox.SandboxedEnvironment(trim_blocks=True, keep_trailing_new
 _PROMPTY = re.compile(r"-{3,}\n(.*)-{3,}\n(.*)", re.DOTALL)  # prompt flow's own split of a .prompty file
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(template: str) -> Any:
+    return _JINJA.from_string(template)
+
+
 def render(template: str, inputs: dict[str, Any]) -> str:
     """A Jinja2 prompt rendered as prompt flow renders it (sandboxed, trim_blocks, keep_trailing_newline)."""
-    return _JINJA.from_string(template).render(**inputs)
+    return _compiled(template).render(**inputs)
+
+
+@functools.lru_cache(maxsize=256)
+def read_text(path: Path, mtime_ns: int) -> str:
+    """A prompt file's text, read once per version (create_workflow runs per row)."""
+    return path.read_text(encoding="utf-8")
+
+
+def prompt_file(path: Path) -> str:
+    return read_text(path, path.stat().st_mtime_ns)
 
 
 def messages_of(text: str, api: str) -> list[Message]:
@@ -98,6 +114,7 @@ def messages_of(text: str, api: str) -> list[Message]:
     return [Message(role.lower(), [content.strip()]) for role, content in zip(parts[1::2], parts[2::2], strict=True)]
 
 
+@functools.lru_cache(maxsize=256)
 def split_prompty(text: str) -> tuple[dict[str, Any], str]:
     """A .prompty file's front matter and template."""
     match = _PROMPTY.search(text)
@@ -107,11 +124,19 @@ def split_prompty(text: str) -> tuple[dict[str, Any], str]:
 
 
 def chat_client() -> OpenAIChatCompletionClient:
-    """The chat completions client of the run's connection (the toolkit sets these variables to its LLM proxy)."""
-    return OpenAIChatCompletionClient(
-        model=os.environ.get("OPENAI_MODEL", "default"), base_url=os.environ["OPENAI_BASE_URL"],
-        api_key=os.environ.get("OPENAI_API_KEY") or "none",
-    )  # fmt: skip
+    """The chat completions client of the run's connection (the toolkit sets these variables to its LLM proxy);
+    one per process and connection, shared by the rows (a client per row cost more CPU than the row's request)."""
+    try:
+        loop = id(asyncio.get_running_loop())  # a client's connections belong to one event loop
+    except RuntimeError:
+        loop = 0
+    return _client(os.environ.get("OPENAI_MODEL", "default"), os.environ["OPENAI_BASE_URL"],
+                   os.environ.get("OPENAI_API_KEY") or "none", loop)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=8)
+def _client(model: str, base_url: str, api_key: str, loop: int) -> OpenAIChatCompletionClient:
+    return OpenAIChatCompletionClient(model=model, base_url=base_url, api_key=api_key)
 
 
 def merge(states: list[dict[str, Any]]) -> dict[str, Any]:
@@ -188,7 +213,7 @@ class LLMNode(Node):
 
     def __init__(self, folder: Path, prompt: str, params: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.template = (folder / prompt).read_text(encoding="utf-8")
+        self.template = prompt_file(folder / prompt)
         self.params = {name: value for name, value in params.items() if value is not None}
         self.client = chat_client()
 
@@ -204,7 +229,7 @@ class PromptyNode(LLMNode):
     """A .prompty flow: its front matter's API and parameters (the variant's params win), its template."""
 
     def __init__(self, folder: Path, prompt: str, params: dict[str, Any], **kwargs: Any) -> None:
-        front, template = split_prompty((folder / prompt).read_text(encoding="utf-8"))
+        front, template = split_prompty(prompt_file(folder / prompt))
         model = front.get("model") or {}
         super().__init__(folder, prompt, {**(model.get("parameters") or {}), **params}, **kwargs)
         self.template, self.api = template, str(model.get("api") or "chat")
@@ -215,7 +240,7 @@ class PromptNode(Node):
 
     def __init__(self, folder: Path, source: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.template = (folder / source).read_text(encoding="utf-8")
+        self.template = prompt_file(folder / source)
 
     async def run_node(self, inputs: dict[str, Any]) -> Any:
         return render(self.template, inputs)
@@ -253,13 +278,16 @@ class PythonNode(Node):
 class Outputs(Executor):
     """The flow's outputs, from their references: the workflow's output."""
 
-    def __init__(self, outputs: dict[str, str], **kwargs: Any) -> None:
+    def __init__(self, outputs: dict[str, str], keep: list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.outputs = outputs
+        self.outputs, self.keep = outputs, list(keep or [])
 
     @handler
     async def one(self, state: dict, ctx: WorkflowContext[Never, dict]) -> None:
-        await ctx.yield_output({name: resolve(ref, state) for name, ref in self.outputs.items()})
+        outputs = {name: resolve(ref, state) for name, ref in self.outputs.items()}
+        if self.keep:  # the per-row node outputs the aggregation nodes read (the worker sets them apart)
+            outputs[AGGREGATION_KEY] = {node: state["nodes"].get(node) for node in self.keep}
+        await ctx.yield_output(outputs)
 
     @handler
     async def many(self, states: list[dict], ctx: WorkflowContext[Never, dict]) -> None:

@@ -17,7 +17,8 @@ HERE = Path(__file__).resolve().parent
 INPUTS = {
     "url": "https://www.trailcookbook.net/recipes/red-lentil-soup",
     "text": "Red lentil soup with cumin and lemon. Serves 4. Rinse the lentils, soften the onion in olive oil, add stock and simmer for 25 minutes.",
-}  # the flow's inputs with their defaults
+}  # the flow's inputs with their defaults (None: none)
+REQUIRED = []  # the inputs without a default
 OUTPUTS = {
     "category": "${normalize.output.category}",
     "valid": "${normalize.output.valid}",
@@ -44,10 +45,10 @@ class NormalizeNode(rt.PythonNode):
 def create_workflow(prompt: str = PROMPT, **params: Any):
     """A fresh workflow of the flow."""
     executors = {
-        "inputs": rt.Start(INPUTS, id="inputs"),
+        "inputs": rt.Start({k: v for k, v in INPUTS.items() if k not in REQUIRED}, id="inputs"),
         "classify": ClassifyNode(HERE, prompt, {**PARAMS, **params}, id="classify"),
         "normalize": NormalizeNode(rt.load_function(HERE, "normalize.py", "normalize"), id="normalize"),
-        "outputs": rt.Outputs(OUTPUTS, id="outputs"),
+        "outputs": rt.Outputs(OUTPUTS, keep=[], id="outputs"),
     }
     builder = WorkflowBuilder(name="classify", start_executor=executors["inputs"])
     builder.add_edge(executors["inputs"], executors["classify"])
