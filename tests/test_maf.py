@@ -139,3 +139,14 @@ def test_the_environment_is_rebuilt_when_the_pins_change(tmp_path: Path) -> None
     assert not environment.is_current(environment.venv_dir(tmp_path), pins)
     environment.ensure(tmp_path, pins, say=False)
     assert not marker.exists()  # rebuilt
+
+
+def test_make_setup_builds_the_environment_only_for_a_catalogue_with_maf(tmp_path: Path) -> None:
+    from stages.engine.maf import uses_maf
+
+    assert uses_maf(REPO)  # web_classification_maf, general_qa_maf
+    (tmp_path / "params.yaml").write_text("use_cases:\n  x: {flow: flows/x, eval_flow: flows/e}\n")
+    assert not uses_maf(tmp_path)
+    (tmp_path / "flows" / "e").mkdir(parents=True)
+    (tmp_path / "flows" / "e" / "workflow.py").write_text("def create_workflow():\n    pass\n")
+    assert uses_maf(tmp_path)  # a MAF evaluation flow counts too
