@@ -37,7 +37,7 @@ PR_NUMBER ?=
 USE_CASE ?= web_classification
 TARGET ?= local
 
-.PHONY: help setup model browser azurite data push pull llm stop run test test-fast coverage lint format params clean \
+.PHONY: help setup model browser azurite data push pull llm stop run test test-fast coverage lint format deps params clean \
 	clean-llm-cache vega plots maf pipeline gate pr-comment pr ci-main dataops deploy smoke rollback undeploy
 
 help: ## list the targets
@@ -121,6 +121,9 @@ lint: setup ## ruff check and format check
 
 format: setup ## ruff fix and format
 	@$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+deps: setup ## write each stage's code deps into dvc.yaml from the import graph (tests/test_stage_graph.py checks them)
+	cd tests && ../$(PY) test_stage_graph.py
 
 params: setup ## recompose params.yaml from conf/ (what `dvc exp run` does)
 	@$(VENV)/bin/llmops params

@@ -296,8 +296,8 @@ def free_port() -> int:
 
 def embedded(work: Path, count: int) -> dict[str, Any]:
     """(d): the run stage on the embedded model (concurrency 1) vs the sum of the model's own request times."""
-    from stages.core import llm_server
     from stages.core.project import runtime_dir
+    from stages.llm import llm_server
 
     port = free_port()
     settings = yaml.safe_load((REPO / "params.yaml").read_text())["server"]

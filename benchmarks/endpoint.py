@@ -21,9 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from stages import deploy
-from stages.core import connections, datasets
 from stages.core.project import load_params, project_root
+from stages.data import datasets
 from stages.deploy import smoke
+from stages.llm import connections
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -10,24 +10,19 @@ from pathlib import Path
 from typing import Any
 
 from stages import deploy
-from stages.core import (
-    catalogue,
-    changes,
-    conf_schema,
-    connections,
-    datasets,
-    importer,
-    llm_server,
-    redaction,
-    remote,
-    reporting,
-)
-from stages.core import parity as parity_module
+from stages.core import conf_schema, redaction, remote
 from stages.core.io import write_text
 from stages.core.project import load_params, project_root, runtime_dir
+from stages.data import datasets
 from stages.deploy import local, production
 from stages.deploy.spec import SpecError
+from stages.llm import connections, llm_server
 from stages.metrics import headline
+from stages.results import changes
+from stages.results import parity as parity_module
+from stages.results.formatting import format_usd, headline_text, total_cost
+from stages.results.rows import Columns
+from stages.usecases import catalogue, importer
 
 
 def compose_params(root: Path, overrides: list[str], output: Path) -> None:
@@ -44,6 +39,20 @@ def compose_params(root: Path, overrides: list[str], output: Path) -> None:
         compose_and_dump(composed, str(root / "conf"), None, "config", str(root / "conf" / "hydra_plugins"), overrides)
         conf_schema.check_params(yaml.safe_load(composed.read_text(encoding="utf-8")))
         os.replace(composed, output)
+
+
+def env_params(root: Path, env: str, error: type[Exception]) -> dict[str, Any]:
+    """The params conf/ composes for `env` (its `env` block: the env file's subset and gate, read once, through
+    Hydra); `error` names an env that does not exist."""
+    import tempfile
+
+    import yaml
+
+    if not (root / "conf" / "env" / f"{env}.yaml").is_file():
+        raise error(f"conf/env/{env}.yaml: no such env (conf/env/<env>.yaml)")
+    with tempfile.TemporaryDirectory(prefix=".env-params.") as scratch:
+        compose_params(root, [f"env={env}"], Path(scratch) / "params.yaml")
+        return yaml.safe_load((Path(scratch) / "params.yaml").read_text(encoding="utf-8"))
 
 
 def _server_settings(root: Path) -> llm_server.ServerSettings:
@@ -101,7 +110,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         metrics = json.loads(metrics_file.read_text())
         run_file = use_case_dir / "run" / "summary.json"
         run = json.loads(run_file.read_text()) if run_file.is_file() else {}
-        headline = reporting.headline_text(metrics.get("headline") or {}, metrics.get("baseline"))
+        headline = headline_text(metrics.get("headline") or {}, metrics.get("baseline"))
         variant = metrics.get("variant", "?")
         errors = run.get("errors", 0) + metrics.get("eval_errors", 0)
         rows = (
@@ -111,7 +120,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         )
         counts = f"rows {rows}  errors {errors}  invalid {run.get('invalid_answers', 0)}"
         if "cost" in run or "cost" in metrics:
-            counts += f"  cost {reporting.format_usd(reporting.total_cost(run, metrics))}"
+            counts += f"  cost {format_usd(total_cost(run, metrics))}"
         print(f"{use_case_dir.name} ({variant}): {headline}  {counts}")
         print(f"  report:  {use_case_dir / 'report' / 'report.html'}")
         print(f"  metrics: {metrics_file.relative_to(root)}, {run_file.relative_to(root)}")
@@ -123,7 +132,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Experiments or commits side by side per use case, each compared with the first, with verdicts."""
-    from stages.core import compare
+    from stages.results import compare
 
     root = project_root()
     params = load_params(root)
@@ -149,7 +158,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             continue
         print(f"{use_case}:")
         for part in parts:
-            print(f"  {part.name}: {reporting.headline_text(part.headline, parts[0].name)}")
+            print(f"  {part.name}: {headline_text(part.headline, parts[0].name)}")
         print(f"  page: {page}")
     return 1 if failed == len(use_cases) else 0
 
@@ -158,7 +167,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """Rows needed to detect a drop, and the drop today's rows detect, per headline metric of the last evaluation."""
     import json
 
-    from stages.core import compare, plan
+    from stages.results import compare, plan
 
     root = project_root()
     params = load_params(root)
@@ -191,25 +200,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_size_subsets(args: argparse.Namespace) -> int:
     """Print the Hydra overrides that give each use case the PR changed the rows its max_drop needs."""
     import subprocess
-    import tempfile
 
     import yaml
 
-    from stages.core import changes, compare, gate, sizing
+    from stages.results import changes, compare, gate, sizing
 
     root = project_root()
-    env_file = root / "conf" / "env" / f"{args.env}.yaml"
     where = f"conf/env/{args.env}.yaml: gate"
-    if not env_file.is_file():
-        print(f"size-subsets: conf/env/{args.env}.yaml: no such env (conf/env/<env>.yaml)", file=sys.stderr)
-        return 2
     try:
         # The params the PR's pipeline will run (`make pipeline` composes conf/ for the env), not the committed
-        # params.yaml, which a PR that edits conf/ without `llmops params` leaves behind; its `env` block is the
-        # env file's subset and gate, so that file is not read a second time.
-        with tempfile.TemporaryDirectory(prefix=".size-subsets.") as scratch:
-            compose_params(root, [f"env={args.env}"], Path(scratch) / "params.yaml")
-            params = yaml.safe_load((Path(scratch) / "params.yaml").read_text(encoding="utf-8"))
+        # params.yaml, which a PR that edits conf/ without `llmops params` leaves behind.
+        params = env_params(root, args.env, gate.GateConfigError)
         env = params["env"]
         use_cases = list(params["use_cases"])
         thresholds = gate.parse_thresholds(env.get("gate"), use_cases, where)
@@ -221,7 +222,7 @@ def cmd_size_subsets(args: argparse.Namespace) -> int:
         return 2
     small = (env.get("subset") or {}).get("rows")
     if caps is None or small is None:
-        print(f"size-subsets: {env_file.name} has no gate.sizing or no subset.rows: nothing to size", file=sys.stderr)
+        print(f"size-subsets: {args.env}.yaml has no gate.sizing or no subset.rows: nothing to size", file=sys.stderr)
         return 0
     diff = subprocess.run(["git", "diff", "--name-only", str(rev)], cwd=root, capture_output=True, text=True)
     untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=root, capture_output=True,
@@ -266,17 +267,15 @@ def datasets_rows(root: Path, config: dict[str, Any]) -> list[str]:
 
 def gate_results(root: Path, baseline: str, env: str | None, only: list[str] | None) -> tuple[str, str, list]:
     """(env, baseline revision, per use case gate.UseCaseResult): the workspace checked against `baseline`."""
-    import yaml
 
-    from stages.core import compare, gate
     from stages.metrics import headline
+    from stages.results import compare, gate
 
     params = load_params(root)
-    env = env or params["env"]["name"]
-    env_file = root / "conf" / "env" / f"{env}.yaml"
-    if not env_file.is_file():
-        raise gate.GateConfigError(f"{env_file.relative_to(root)}: no such env (conf/env/<env>.yaml)")
-    block = (yaml.safe_load(env_file.read_text(encoding="utf-8")) or {}).get("gate")
+    if env and env != params["env"]["name"]:  # another env's thresholds: conf/ composed for it
+        params = env_params(root, env, gate.GateConfigError)
+    env = params["env"]["name"]
+    block = params["env"].get("gate")  # the composed params' (`-S env.gate...` overrides included)
     use_cases = list(params["use_cases"])
     thresholds = gate.parse_thresholds(block, use_cases, f"conf/env/{env}.yaml: gate")
     if unknown := sorted(set(only or []) - set(use_cases)):
@@ -296,7 +295,7 @@ def gate_results(root: Path, baseline: str, env: str | None, only: list[str] | N
             except compare.CompareError as exc:
                 found[side], found[f"{side}_missing"] = None, str(exc)
         what = changes.changes(*locks, name) if locks else None
-        result = gate.assess(name, specs, reporting.Columns.from_config(config), thresholds[name], **found,
+        result = gate.assess(name, specs, Columns.from_config(config), thresholds[name], **found,
                              changes=what)  # fmt: skip
         if config.get("parity"):  # e.g. a migrated use case: equivalent to its prompt flow original?
             try:
@@ -311,8 +310,8 @@ def gate_results(root: Path, baseline: str, env: str | None, only: list[str] | N
 
 def parity_of(root: Path, params: dict[str, Any], name: str, rev: str | None = None) -> Any:
     """The parity of use case `name` against the one its `parity.against` names, at `rev` (None: workspace)."""
-    from stages.core import compare
     from stages.metrics import headline
+    from stages.results import compare
 
     config = params["use_cases"][name]
     against, margin, alpha = parity_module.settings(config, name)
@@ -329,7 +328,7 @@ def parity_of(root: Path, params: dict[str, Any], name: str, rev: str | None = N
 
 def cmd_parity(args: argparse.Namespace) -> int:
     """A use case against the one its `parity.against` names (same rows): agreement, differences, verdict."""
-    from stages.core import compare
+    from stages.results import compare
 
     root = project_root()
     params = load_params(root)
@@ -352,7 +351,7 @@ def _locks(root: Path, rev: str) -> tuple[dict[str, Any], dict[str, Any]] | None
     changed)."""
     import yaml
 
-    from stages.core import compare
+    from stages.results import compare
 
     try:
         texts = compare.read_at(root, "dvc.lock", rev), (root / "dvc.lock").read_text(encoding="utf-8")
@@ -364,8 +363,8 @@ def _locks(root: Path, rev: str) -> tuple[dict[str, Any], dict[str, Any]] | None
 
 def cmd_gate(args: argparse.Namespace) -> int:
     """Check the workspace's results against thresholds and the baseline revision; exit 1 on any failure."""
-    from stages.core import gate
     from stages.core.io import write_text
+    from stages.results import gate
 
     root = project_root()
     try:
@@ -385,8 +384,8 @@ def cmd_pr_comment(args: argparse.Namespace) -> int:
     """Compose the PR comment; with --post, create or edit it in place on the PR through `gh`."""
     import subprocess
 
-    from stages.core import gate, pr_comment
     from stages.core.io import write_text
+    from stages.results import gate, pr_comment
 
     root = project_root()
     try:
@@ -619,7 +618,7 @@ def cmd_evaluate_production(args: argparse.Namespace) -> int:
               "joined to the dataset")  # fmt: skip
         for part in ("evaluated", "reference_free"):
             if name in summary[part]:
-                print(f"  {part.replace('_', '-')}: {reporting.headline_text(summary[part][name], result.baseline)}")
+                print(f"  {part.replace('_', '-')}: {headline_text(summary[part][name], result.baseline)}")
     print(f"report: {out / f'{args.use_case}.{args.env}.html'}")
     return 0
 

@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from stages.core import datasets
 from stages.core.conf_schema import ConfError
 from stages.core.io import write_jsonl
 from stages.core.project import load_params, project_root
+from stages.data import datasets
 
 
 def main(argv: list[str] | None = None) -> int:

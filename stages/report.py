@@ -6,11 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from stages.core import plan, reporting
 from stages.core.conf_schema import ConfError
 from stages.core.io import read_json, read_jsonl, write_json, write_text
 from stages.core.project import load_params, project_root
 from stages.metrics import headline, operations, power
+from stages.results import plan, reporting
+from stages.results.rows import Columns, VariantReport, flatten_rows, side_by_side
 
 
 def power_curve(use_case: dict, eval_rows: Path, selected: str, baseline: str) -> reporting.PowerCurve | None:
@@ -51,20 +52,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     use_case = params["use_cases"][args.use_case]
     settings = params["report"]
-    columns = reporting.Columns.from_config(use_case)
+    columns = Columns.from_config(use_case)
     metrics, run = read_json(args.metrics), read_json(args.run_summary)
     run_operations = read_json(args.run_operations)
     selected, baseline = metrics["variant"], metrics["baseline"]
     names = [baseline] if selected == baseline else [baseline, selected]
 
-    def part(name: str) -> reporting.VariantReport:
+    def part(name: str) -> VariantReport:
         own_metrics = metrics if name == selected else metrics["variants"][name]
         own_run = run if name == selected else run["variants"][name]
-        records = reporting.flatten_rows(read_jsonl(args.eval_rows / f"{name}.jsonl"), columns)
-        return reporting.VariantReport(name, records, own_metrics, own_run, operations.of_variant(run_operations, name))
+        records = flatten_rows(read_jsonl(args.eval_rows / f"{name}.jsonl"), columns)
+        return VariantReport(name, records, own_metrics, own_run, operations.of_variant(run_operations, name))
 
     variants = [part(name) for name in names]
-    rows = reporting.side_by_side(variants, columns.inputs)
+    rows = side_by_side(variants, columns.inputs)
     write_text(args.csv, reporting.to_csv(rows))
     write_json(args.plot_metrics, reporting.headline_points(variants))
     write_json(args.plot_latency, reporting.latency_points(variants))

@@ -200,6 +200,13 @@ class Project:
 
         compose_params(self.root, list(overrides), self.root / "params.yaml")
 
+    def only(self, *use_cases: str, overrides: tuple[str, ...] = ()) -> None:
+        """Compose params.yaml with these use cases only: `dvc repro` then sees the smallest graph that shows a
+        property (their stages, and the documents' stages, which read chat_with_pdf's params). The stages of the
+        use cases kept stay up to date: each reads its own use case's params."""
+        kept = dict.fromkeys([*use_cases, "chat_with_pdf"])
+        self.params(f"use_cases=[{','.join(kept)}]", *overrides)
+
     def commit(self, message: str) -> None:
         self.sh("git", "add", "-A")
         self.sh("git", "commit", "-q", "-m", message)

@@ -10,8 +10,9 @@ import yaml
 from conftest import REPO, StubLLM
 from test_flows import load
 
-from stages import engine, evaluate
-from stages.core import connections
+from stages import engine
+from stages.llm import connections
+from stages.results import evaluation
 
 FLOWS = REPO / "use_cases" / "chat" / "flows"
 ITALY = {
@@ -78,7 +79,7 @@ def test_recent_turns_keeps_the_latest_and_checks_every_turn() -> None:
 
 def judge_bindings(connection: connections.Connection) -> list[engine.LLMBinding]:
     """The chat use case's judges as its config describes them (rubrics of the shared library)."""
-    return [engine.binding_for(connection, evaluate.judge_block(node, block), node=node)
+    return [engine.binding_for(connection, evaluation.judge_block(node, block), node=node)
             for node, block in JUDGES.items()]  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""The LLM proxy's API bridges (stages/core/chat_bridge.py): Responses -> chat -> completion and back, through a
+"""The LLM proxy's API bridges (stages/llm/chat_bridge.py): Responses -> chat -> completion and back, through a
 real proxy in front of the stub LLM, and the row tag in proxy URLs."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from conftest import StubLLM, post_json
 
 from stages import engine
-from stages.core import chat_bridge, llm_proxy
+from stages.llm import chat_bridge, llm_proxy
 
 RESPONSES_REQUEST = {
     "model": "dep1",

@@ -11,7 +11,7 @@ import yaml
 from conftest import REPO, Reproduced
 from test_flows import load
 
-from stages.core import documents, embeddings, vector_index
+from stages.data import documents, embeddings, vector_index
 from stages.metrics import retrieval
 
 UC = "chat_with_pdf"

@@ -13,7 +13,7 @@ from conftest import CANNED_CODE, REPO, Reproduced, StubLLM
 from test_flows import load
 
 from stages import engine
-from stages.core import connections
+from stages.llm import connections
 
 MATH = "use_cases/math_coding/flows"
 CODE = "use_cases/code_generation/flows"

@@ -9,7 +9,7 @@ import dvc.api
 import pytest
 from dvc_data.index.index import DataIndexDirError
 
-from stages.core import compare
+from stages.results import compare
 
 
 def test_outputs_neither_cached_nor_fetchable_name_the_path_the_revision_and_the_remedy(
@@ -37,7 +37,7 @@ def test_compare_adjusts_every_revision_x_metric_with_benjamini_hochberg() -> No
 
     from test_gate import COLUMNS, SPECS, snapshot
 
-    from stages.core import reporting
+    from stages.results.formatting import headline_text
 
     main = snapshot([True] * 12, label="main")
     broken = replace(snapshot([True] * 6 + [False] * 6), label="exp-1")
@@ -48,7 +48,7 @@ def test_compare_adjusts_every_revision_x_metric_with_benjamini_hochberg() -> No
     accuracy = parts[1].headline["accuracy"]
     assert (accuracy["p_value"], accuracy["p_adjusted"], accuracy["verdict"]) == (
         0.0312, 0.0625, "no significant difference")  # fmt: skip
-    text = reporting.headline_text(parts[1].headline, parts[0].name)
+    text = headline_text(parts[1].headline, parts[0].name)
     assert (
         "-50.0% vs main (v1) (no significant difference) p=0.0312, adjusted p=0.062, Benjamini-Hochberg over 2" in text
     )

@@ -18,11 +18,11 @@ import yaml
 from conftest import REPO, StubLLM, post_json
 
 from stages import engine
-from stages import run as run_stage
-from stages.core import connections, llm_proxy
-from stages.core.connections import Connection
 from stages.engine.promptflow import flows as engine_flows
 from stages.engine.promptflow import hooks as engine_hooks
+from stages.llm import connections, llm_proxy
+from stages.llm.connections import Connection
+from stages.results import bulk
 
 RETRY = llm_proxy.RetryPolicy(attempts=2, base_s=0.01, max_s=1)
 Inputs = Callable[[int], dict[str, Any]]
@@ -94,7 +94,7 @@ def test_the_run_stage_writes_outputs_in_input_order_whatever_order_rows_finish(
     with llm_proxy.LLMProxy(stub_llm.base_url, llm_proxy.CacheStore(tmp_path / "cache"), RETRY, timeout_s=10,
                             row_of=engine.row_of_request) as proxy:  # fmt: skip
         connection = proxy.connection(local(stub_llm, concurrency=3))
-        results, records, summary = run_stage.run_variant(
+        results, records, summary = bulk.run_variant(
             REPO, "general_qa", use_case, "v1", "v1", proxy, connection, rows, row_timeout_s=30, k=1, price=None
         )
     received = [r["body"]["prompt"].rsplit("number ", 1)[1][0] for r in stub_llm.requests()]
@@ -167,14 +167,14 @@ def test_the_same_request_from_rows_running_at_once_reaches_the_llm_once(stub_ll
 
 
 def test_evaluate_gives_the_same_rows_and_metrics_at_any_concurrency() -> None:
-    from stages import evaluate as evaluate_stage
+    from stages.results import evaluation
 
     use_case = yaml.safe_load((REPO / "params.yaml").read_text())["use_cases"]["general_qa"]
     prepared = [{"row_id": f"q{i}", "question": f"Q{i}?", "answer": f"A{i % 3}", "aliases": []} for i in range(12)]
     run_rows = [{"row_id": f"q{i}", "outputs": {"output": f"A{i % 2}"}, "error": None, "latency_s": 0.1}
                 for i in range(12)]  # fmt: skip
     session = engine.FlowSession(REPO / use_case["eval_flow"])
-    outcomes = [evaluate_stage.evaluate_variant([session], "general_qa", "v1", use_case, prepared, run_rows,
+    outcomes = [evaluation.evaluate_variant([session], "general_qa", "v1", use_case, prepared, run_rows,
                                                 concurrency=c) for c in (1, 4)]  # fmt: skip
     (rows_1, metrics_1, failed_1), (rows_4, metrics_4, failed_4) = outcomes
     assert [r["row_id"] for r in rows_4] == [f"q{i}" for i in range(12)]
@@ -237,7 +237,7 @@ def test_a_consumer_that_stops_early_ends_the_worker_processes(stub_llm: StubLLM
 @pytest.mark.parametrize("value", [0, -1, "2", True, 1.5])
 def test_a_bad_processes_setting_names_the_key_and_the_file(value: object) -> None:
     with pytest.raises(ValueError, match=r"bulk\.processes \(conf/config\.yaml\): expected a whole number >= 1"):
-        run_stage.worker_processes({"processes": value})
+        bulk.worker_processes({"processes": value})
 
 
 def test_the_proxy_keeps_its_connection_to_the_endpoint_alive(stub_llm: StubLLM, tmp_path: Path, monkeypatch) -> None:

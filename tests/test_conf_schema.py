@@ -16,7 +16,9 @@ from conftest import REPO
 from test_datasets import row, stage_project, write
 
 from stages import cli, evaluate, prepare, report, run
-from stages.core import catalogue, conf_schema, reporting, variants
+from stages.core import conf_schema, variants
+from stages.results.rows import Columns
+from stages.usecases import catalogue
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 WEB = "conf/use_cases/web_classification.yaml"
@@ -75,7 +77,7 @@ def test_nested_keys_wrong_types_and_the_global_prepare_block_are_named() -> Non
 
 
 def test_the_report_block_has_the_report_columns_the_data_block_does_not_give() -> None:
-    columns = {field.name for field in dataclasses.fields(reporting.Columns)} - {"inputs", "label"}
+    columns = {field.name for field in dataclasses.fields(Columns)} - {"inputs", "label"}
     assert set(conf_schema.Report.model_fields) == columns
 
 

@@ -11,7 +11,8 @@ import pytest
 import yaml
 from conftest import REPO, Project, Reproduced, StubLLM
 
-from stages.core import connections, redaction
+from stages.core import redaction
+from stages.llm import connections
 
 UC = "web_classification"
 

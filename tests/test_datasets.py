@@ -11,7 +11,7 @@ import yaml
 from conftest import REPO
 
 from stages import prepare
-from stages.core import datasets
+from stages.data import datasets
 
 SCHEMA = datasets.Schema(inputs=("url", "text"), label="category")
 LIMIT = 64 * 1024  # max_row_bytes

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import REPO, Project, StubLLM
 
-from stages.core import datasets
+from stages.data import datasets
 from stages.deploy import local, production, router, smoke, state
 from stages.deploy.spec import SpecError, load_spec
 from stages.metrics import stats

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from stages.core import experiment as exp
-from stages.core import flow_facts
-from stages.core.experiment import Dataset, Evaluator, MappedDataset
+from stages.usecases import experiment as exp
+from stages.usecases import flow_facts
+from stages.usecases.experiment import Dataset, Evaluator, MappedDataset
 
 BASE = REPO / "tests" / "fixtures" / "template_parser"
 

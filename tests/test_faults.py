@@ -13,9 +13,9 @@ import pytest
 from conftest import REPO, Project, StubLLM, post_json
 
 from stages import engine
-from stages import run as run_stage
-from stages.core import llm_proxy
-from stages.core.connections import Connection
+from stages.llm import llm_proxy
+from stages.llm.connections import Connection
+from stages.results import bulk
 
 BODY = {"model": "m", "prompt": "Question: 2+2?\nAnswer:", "max_tokens": 3, "temperature": 0}
 FAST = llm_proxy.RetryPolicy(attempts=4, base_s=0.01, max_s=5)
@@ -155,12 +155,12 @@ def test_the_error_report_names_the_use_case_the_rate_and_the_first_errors() -> 
         return [engine.RowResult(f"r{i}", None if i < failed else {}, "boom" if i < failed else None, 0.1)
                 for i in range(total)]  # fmt: skip
 
-    assert run_stage.error_report("uc", rows(0, 10), 0.1) is None
-    assert run_stage.error_report("uc", rows(1, 10), 0.1) is None  # 10% is not above 10%
-    report = run_stage.error_report("uc", rows(2, 10), 0.1)
+    assert bulk.error_report("uc", rows(0, 10), 0.1) is None
+    assert bulk.error_report("uc", rows(1, 10), 0.1) is None  # 10% is not above 10%
+    report = bulk.error_report("uc", rows(2, 10), 0.1)
     assert report and report.startswith("run uc: 2 of 10 rows failed (20.0%, above bulk.max_error_rate 10.0%)")
     assert report.endswith("First errors:\n  r0: boom\n  r1: boom")
-    assert run_stage.error_report("uc", rows(1, 1), 1.0)  # every row failed: always a failure
+    assert bulk.error_report("uc", rows(1, 1), 1.0)  # every row failed: always a failure
 
 
 def test_the_run_stage_fails_past_the_error_rate_with_a_summary_and_a_rerun_resumes(

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from stages.core import gate, pr_comment, reporting
-from stages.core.compare import Snapshot
 from stages.metrics import headline
+from stages.results import gate, pr_comment
+from stages.results.compare import Snapshot
+from stages.results.rows import Columns
 
 SPECS = headline.parse_specs({"accuracy": "correct"}, "use_cases.uc.metrics")
-COLUMNS = reporting.Columns(inputs=("url",), label="category", prediction="category", raw_answer="raw",
+COLUMNS = Columns(inputs=("url",), label="category", prediction="category", raw_answer="raw",
                             correct="correct")  # fmt: skip
 LABELS = ("Movie", "News", "Sports")
 LIMITS = {"max_error_rate": 0.1, "defaults": {"max_drop": 0.05, "max_cost_increase": 0.2,
@@ -309,7 +310,7 @@ def test_bad_power_settings_name_the_file_and_key(block: object, message: str) -
 
 
 def test_changes_are_read_off_the_use_cases_inputs_in_two_dvc_locks() -> None:
-    from stages.core import changes
+    from stages.results import changes
 
     def lock(prompt: str, model: str, prepared: str, code: str, subset: int) -> dict[str, object]:
         run = {

@@ -6,7 +6,7 @@ import json
 
 from conftest import Project, StubLLM
 
-from stages.core import pr_comment
+from stages.results import pr_comment
 
 UC = "web_classification"
 EDIT = "Answer with the first label that comes to mind.\n"  # the PR's prompt edit; the stub answers it "Movie"

@@ -13,8 +13,8 @@ import pytest
 from scipy import stats as scipy_stats
 from statsmodels.stats.multitest import multipletests
 
-from stages.core import gate
 from stages.metrics import equivalence, power, stats
+from stages.results import gate
 
 ALPHA, MAX_DROP, FLIP, PRS = 0.05, 0.05, 0.10, 4000
 NOISE = power.Paired(power.PASS_FAIL, 1, 0.0, FLIP)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from conftest import REPO, Project, StubLLM
 
-from stages.core import catalogue, flow_facts, importer
+from stages.usecases import catalogue, flow_facts, importer
 
 FIXTURE = REPO / "tests" / "fixtures" / "template_experiment"
 STANDARD_TEXTS = [json.loads(line)["ticket_text"] for line in (FIXTURE / "data/tickets.jsonl").read_text().splitlines()]
@@ -310,7 +310,7 @@ def test_checks_choose_the_llm_node_and_list_inputs_and_say_so(root: Path) -> No
 
 def test_python_nodes_connection_inputs_get_the_run_connection() -> None:
     from stages import engine
-    from stages.core import connections
+    from stages.llm import connections
 
     connection = connections.Connection(name="local", type="openai", base_url="http://127.0.0.1:1/v1", api_key="k",
                                         model="m", api="completion")  # fmt: skip

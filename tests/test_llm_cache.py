@@ -15,8 +15,8 @@ import pytest
 from conftest import REPO, Project, Reproduced, StubLLM, post_json
 
 from stages import engine
-from stages.core import llm_proxy
-from stages.core.connections import Connection
+from stages.llm import llm_proxy
+from stages.llm.connections import Connection
 
 BODY = {"model": "m", "prompt": "Question: 2+2?\nAnswer:", "max_tokens": 3, "temperature": 0, "stop": ["\n"]}
 RETRY = llm_proxy.RetryPolicy(attempts=3, base_s=0.01, max_s=5)
@@ -105,7 +105,7 @@ def test_a_disabled_cache_asks_every_time_and_stores_nothing(stub_llm: StubLLM, 
 WRITER = """
 import sys, time
 from pathlib import Path
-from stages.core.llm_proxy import CacheStore
+from stages.llm.llm_proxy import CacheStore
 store, i = CacheStore(Path(sys.argv[1])), 0
 print("writing", flush=True)
 while True:
@@ -277,7 +277,8 @@ def test_a_prompt_edit_asks_only_for_its_requests_and_reverting_it_is_free(
     prompt = project.root / "use_cases" / UC / "flows" / "classify" / "classify_v1.jinja2"
     original = prompt.read_text()
     prompt.write_text(original.replace("exactly one category", "one category"))
-    # The whole graph: the edit reruns this use case's run, evaluate and report, and nothing of any other.
+    # The graph of three use cases: the edit reruns this use case's run, evaluate and report, nothing of the others.
+    project.only(UC, "chat")
     assert set(project.repro()) == {f"run@{UC}", f"evaluate@{UC}", f"report@{UC}"}
     new = llm_requests(stub_llm)
     assert len(new) == UC_ROWS and all("one category" in p and "exactly one category" not in p for p in new)

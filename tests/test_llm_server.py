@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import StubLLM
 
-from stages.core import llm_server
+from stages.llm import llm_server
 
 
 def settings(port: int, alias: str = "gemma-3-270m") -> llm_server.ServerSettings:

@@ -11,10 +11,10 @@ import pytest
 from conftest import REPO, StubLLM
 
 from stages import engine
-from stages.core import llm_proxy
-from stages.core.connections import NO_KEY, Connection
 from stages.engine import AggregationError, FlowError, FlowSession, LLMBinding, in_input_order
 from stages.engine.maf import environment, is_maf_flow
+from stages.llm import llm_proxy
+from stages.llm.connections import NO_KEY, Connection
 
 FIXTURES = REPO / "tests" / "fixtures" / "maf"
 

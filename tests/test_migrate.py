@@ -13,10 +13,10 @@ import yaml
 from conftest import REPO, StubLLM
 
 from stages import engine
-from stages.core import llm_proxy
-from stages.core.connections import NO_KEY, Connection
 from stages.engine import migrate
 from stages.engine.maf import environment, is_maf_flow
+from stages.llm import llm_proxy
+from stages.llm.connections import NO_KEY, Connection
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 DAG_FLOWS = sorted(

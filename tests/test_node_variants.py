@@ -16,7 +16,8 @@ from test_chat import stub_connection
 from test_chat_with_pdf import CHUNKING, tracked_passages
 
 from stages import engine, run
-from stages.core import documents, embeddings, variants, vector_index
+from stages.core import variants
+from stages.data import documents, embeddings, vector_index
 
 UC = "chat_with_pdf"
 FLOW = REPO / "use_cases" / UC / "flows" / "chat"

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from conftest import REPO, Project, StubLLM
 
-from stages.core import datasets
 from stages.core.io import read_json, write_jsonl
+from stages.data import datasets
 from stages.metrics import operations
 
 FULL = {

@@ -1,4 +1,4 @@
-"""Parity of two flows of one use case (stages/core/parity.py) and its gate line."""
+"""Parity of two flows of one use case (stages/results/parity.py) and its gate line."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from stages.core import gate, parity
+from stages.results import gate, parity
 from stages.metrics import headline
 
 F1 = {"f1": {"tp": "tp", "predicted": "predicted", "gold": "gold"}}

@@ -136,7 +136,8 @@ def test_prompt_flow_stays_offline_and_quiet_under_the_project(reproduced_build:
 @pytest.mark.pipeline
 def test_only_what_changed_reruns(reproduced: Project) -> None:
     project = reproduced  # every stage is up to date (tests/conftest.py reproduced it once for the session)
-    assert project.repro() == []  # nothing changed
+    project.only(UC, QA)  # the smallest graph that shows it: two use cases (and the documents' stages)
+    assert project.repro() == []  # nothing changed, and narrowing the catalogue reruns nothing either
 
     # A prompt edit reruns that use case's run/evaluate/report, and nothing of any other use case (a prompty here;
     # a Jinja prompt of a DAG flow in tests/test_llm_cache.py, which also counts the LLM requests it makes).
@@ -160,13 +161,13 @@ def test_a_chunking_param_and_a_report_param_rerun_only_what_reads_them(reproduc
     # A chunking param rebuilds chunks and index; the index lives in the flow folder, so chat_with_pdf reruns.
     rag = project.root / "conf" / "use_cases" / f"{RAG}.yaml"
     rag.write_text(rag.read_text().replace("words: 80", "words: 60"))
-    project.params()
+    project.only(UC)  # web_classification beside chat_with_pdf: the smallest graph that shows both params
     assert set(project.repro()) == {"docs_chunk", "docs_index"} | stages(RAG, only=("run", "evaluate", "report"))
 
     config = project.root / "conf" / "config.yaml"
     config.write_text(config.read_text().replace("chart_dpi: 110", "chart_dpi: 90"))
-    project.params()
-    assert set(project.repro()) == stages(UC, NER, QA, CHAT, RAG, MATH, CODE, only=("report",))
+    project.only(UC)
+    assert set(project.repro()) == stages(UC, RAG, only=("report",))  # every report of the graph, nothing else
 
 
 def test_env_pr_runs_a_small_deterministic_subset(project: Project) -> None:

@@ -12,8 +12,8 @@ from scipy import stats as scipy_stats
 from test_gate import snapshot
 
 from stages import cli
-from stages.core import plan
 from stages.metrics import headline, power
+from stages.results import plan
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = headline.parse_specs({"accuracy": "correct"}, "use_cases.uc.metrics")

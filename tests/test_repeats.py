@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from conftest import Project, StubLLM
 
-from stages.core import repeats, reporting
-from stages.metrics import cost, headline, stats
+from stages.metrics import cost, headline, repeats, stats
+from stages.results import reporting
+from stages.results.formatting import headline_text, total_cost
+from stages.results.rows import VariantReport, side_by_side
 from stages.stub_llm import pick_answer
 
 ACCURACY = headline.parse_specs({"accuracy": "correct"}, "m")[0]
@@ -103,23 +105,23 @@ def test_cost_against_hand_values() -> None:
 def test_report_and_summary_line_show_spread_tokens_and_cost() -> None:
     spread = {"k": 3, "mean": 0.5833, "std": 0.1443, "min": 0.5, "max": 0.75, "stable": 0.5}
     result = {"accuracy": {"value": 0.5, "ci_low": 0.2, "ci_high": 0.8, "rows": 4, "repeats": spread}}
-    assert reporting.headline_text(result) == "accuracy 50.0% [20.0%, 80.0%] ±14.4% over 3 repeats, 50% stable"
+    assert headline_text(result) == "accuracy 50.0% [20.0%, 80.0%] ±14.4% over 3 repeats, 50% stable"
     run = {"rows": 4, "latency_s": {"p50": 0.2, "p95": 0.3}, "tokens": {"prompt": 1200, "completion": 30},
            "cost": {"usd": 0.0012, "usd_cached": 0.0}}  # fmt: skip
     judged = {"rows": 12, "repeats": 3, "headline": result, "tokens": {"prompt": 500, "completion": 5},
               "cost": {"usd": 0.0003, "usd_cached": 0.0}}  # fmt: skip
-    assert reporting.total_cost(run, judged) == pytest.approx(0.0015)
-    assert reporting.total_cost(run, {**judged, "cost": {"usd": None, "usd_cached": None}}) is None
+    assert total_cost(run, judged) == pytest.approx(0.0015)
+    assert total_cost(run, {**judged, "cost": {"usd": None, "usd_cached": None}}) is None
     records = [{"row_id": r["row_id"], "repeat": r["repeat"], "label": "x", "prediction": "x", "correct": True,
                 "raw_answer": "x", "latency_s": 0.1, "error": ""} for r in repeated(BASELINE)]  # fmt: skip
-    part = reporting.VariantReport("v1", records, judged, run)
-    rows = reporting.side_by_side([part], ())
+    part = VariantReport("v1", records, judged, run)
+    rows = side_by_side([part], ())
     assert [(row["row_id"], row["repeat"]) for row in rows[:3]] == [("r0", 0), ("r0", 1), ("r0", 2)]
     page = reporting.render_html("uc", {}, [part], rows, 60, 50)
     assert "<h2>Run-to-run variation</h2>" in page and "evaluated: 4 rows x 3 repeats" in page
     assert "<td>v1</td><td>accuracy</td><td>3</td><td>58.3%</td><td>14.4%</td><td>50.0%</td><td>75.0%</td>" in page
     assert "<td>0.20 s</td><td>0.30 s</td>" in page and "<td>1,200 / 30</td><td>500 / 5</td><td>$0.0015</td>" in page
-    unpriced = reporting.VariantReport("v1", records, judged, {**run, "cost": {"usd": None, "usd_cached": None}})
+    unpriced = VariantReport("v1", records, judged, {**run, "cost": {"usd": None, "usd_cached": None}})
     page = reporting.render_html("uc", {}, [unpriced], rows, 60, 50)
     assert "n/a (a model has no price in conf/prices.yaml)" in page
 

@@ -14,7 +14,9 @@ from browser import assert_clean, open_page
 from conftest import REPO
 
 from stages import report
-from stages.core import reporting
+from stages.results import reporting
+from stages.results.formatting import headline_text, judges
+from stages.results.rows import Columns, VariantReport, flatten_rows, side_by_side
 
 ROWS = [
     {"row_id": f"r{i}", "url": f"https://e.com/{i}", "category": label,
@@ -22,9 +24,7 @@ ROWS = [
      "eval": {"correct": label == guess}, "latency_s": 0.1 * i, "run_error": None, "eval_error": None}
     for i, (label, guess) in enumerate([("News", "News"), ("News", "Movie"), ("Movie", "Movie"), ("App", "Other")])
 ]  # fmt: skip
-COLUMNS = reporting.Columns(
-    inputs=("url",), label="category", prediction="category", raw_answer="raw", correct="correct"
-)
+COLUMNS = Columns(inputs=("url",), label="category", prediction="category", raw_answer="raw", correct="correct")
 METRICS = {
     "accuracy": 0.5,
     "macro_precision": 0.5,
@@ -38,7 +38,7 @@ RUN = {"errors": 0, "invalid_answers": 1, "latency_s": {"p50": 0.2, "p95": 0.3}}
 
 
 def test_csv_has_every_row_with_inputs_and_results() -> None:
-    records = reporting.flatten_rows(ROWS, COLUMNS)
+    records = flatten_rows(ROWS, COLUMNS)
     table = list(csv.DictReader(io.StringIO(reporting.to_csv(records))))
     assert [r["row_id"] for r in table] == ["r0", "r1", "r2", "r3"]
     assert table[3] == {
@@ -54,7 +54,7 @@ def test_csv_has_every_row_with_inputs_and_results() -> None:
 
 
 def test_confusion_counts_unknown_predictions_as_their_own_column() -> None:
-    labels, predicted, counts = reporting.confusion(reporting.flatten_rows(ROWS, COLUMNS))
+    labels, predicted, counts = reporting.confusion(flatten_rows(ROWS, COLUMNS))
     assert labels == ["App", "Movie", "News"] and predicted == ["App", "Movie", "News", "Other"]
     assert counts[("News", "Movie")] == 1 and counts[("App", "Other")] == 1
 
@@ -66,13 +66,13 @@ V2_ROWS = [
 ]  # r0 broken, r1 fixed, r2 same, r3 fixed
 
 
-def variant(name: str, rows: list[dict], headline: dict) -> reporting.VariantReport:
-    return reporting.VariantReport(name, reporting.flatten_rows(rows, COLUMNS), {**METRICS, "headline": headline}, RUN)
+def variant(name: str, rows: list[dict], headline: dict) -> VariantReport:
+    return VariantReport(name, flatten_rows(rows, COLUMNS), {**METRICS, "headline": headline}, RUN)
 
 
 def test_rows_side_by_side_mark_each_flip() -> None:
     variants = [variant("v1", ROWS, HEADLINE), variant("v2", V2_ROWS, HEADLINE)]
-    rows = reporting.side_by_side(variants, COLUMNS.inputs)
+    rows = side_by_side(variants, COLUMNS.inputs)
     assert [row["flip"] for row in rows] == ["broken", "fixed", "same", "fixed"]
     assert rows[1]["v1.prediction"] == "Movie" and rows[1]["v2.prediction"] == "News"
     assert list(rows[0])[:3] == ["row_id", "url", "label"]
@@ -84,7 +84,7 @@ def test_html_report_renders_offline_in_chromium(tmp_path: Path) -> None:
     comparison = {"delta": 0.25, "p_value": 0.62, "verdict": "no significant difference", "test": "McNemar exact"}
     v2_headline = {"accuracy": {"value": 0.75, "ci_low": 0.25, "ci_high": 1.0, "rows": 4, **comparison}}
     variants = [variant("v1", ROWS, HEADLINE), variant("v2", V2_ROWS, v2_headline)]
-    rows = reporting.side_by_side(variants, COLUMNS.inputs)
+    rows = side_by_side(variants, COLUMNS.inputs)
     page = tmp_path / "report.html"
     page.write_text(reporting.render_html("uc: evaluation report", {"variant": "v2"}, variants, rows, 80, 50, True))
     html = page.read_text()
@@ -108,11 +108,11 @@ def test_html_report_renders_offline_in_chromium(tmp_path: Path) -> None:
 
 def test_a_single_variant_report_lists_mistakes_first() -> None:
     variants = [variant("v1", ROWS, HEADLINE)]
-    rows = reporting.side_by_side(variants, COLUMNS.inputs)
+    rows = side_by_side(variants, COLUMNS.inputs)
     assert "flip" not in rows[0]
     html = reporting.render_html("uc", {}, variants, rows, 80, 50)
     assert html.count('<tr class="bad" data-flip="">') == 2 and '<div class="filters">' not in html
-    assert reporting.headline_text(HEADLINE) == "accuracy 50.0% [0.0%, 100.0%]"
+    assert headline_text(HEADLINE) == "accuracy 50.0% [0.0%, 100.0%]"
 
 
 def test_dvc_plots_data_headline_metrics_with_cis_and_latency_per_variant() -> None:
@@ -140,22 +140,22 @@ def test_judge_scores_and_details_for_a_generative_use_case() -> None:
     result = {"relevance": {"value": 3.25, "ci_low": 2.9, "ci_high": 3.6, "rows": 4, "delta": 0.5, "p_value": 0.01,
                             "verdict": "better", "test": "paired bootstrap"},
               "similarity": {"value": 0.61, "ci_low": 0.5, "ci_high": 0.7, "rows": 5}}  # fmt: skip
-    assert reporting.headline_text(result, "v1") == (
+    assert headline_text(result, "v1") == (
         "relevance 3.25 [2.90, 3.60] +0.50 vs v1 (better)  similarity 61.0% [50.0%, 70.0%]"
     )
     metrics = {"similarity": 0.61, "relevance": relevance, "fluency": fluency, "rows": 5, "eval_errors": 0,
                "headline": result}  # fmt: skip
-    assert reporting.judges(metrics) == {"relevance": relevance, "fluency": fluency}
-    columns = reporting.Columns(inputs=("question",), label="answer", prediction="answer", raw_answer="answer",
+    assert judges(metrics) == {"relevance": relevance, "fluency": fluency}
+    columns = Columns(inputs=("question",), label="answer", prediction="answer", raw_answer="answer",
                                 correct="similar", details=("similarity", "relevance", "relevance_error"))  # fmt: skip
     row = {"row_id": "r0", "question": "Q?", "answer": "A.", "outputs": {"answer": "B."},
            "eval": {"similar": False, "similarity": 0.2, "relevance": None, "relevance_error": "judge answer 'x'"},
            "latency_s": 0.1}  # fmt: skip
-    record = reporting.flatten_rows([row], columns)[0]
+    record = flatten_rows([row], columns)[0]
     assert list(record) == ["row_id", "question", "label", "prediction", "correct", "similarity", "relevance",
                             "relevance_error", "raw_answer", "latency_s", "error"]  # fmt: skip
-    part = reporting.VariantReport("v2", [record], metrics, RUN)
-    html = reporting.render_html("chat", {}, [part], reporting.side_by_side([part], columns.inputs), 80, 50)
+    part = VariantReport("v2", [record], metrics, RUN)
+    html = reporting.render_html("chat", {}, [part], side_by_side([part], columns.inputs), 80, 50)
     assert '<div class="k">relevance</div><div class="v">3.25 / 5</div>' in html
     assert '<div class="k">similarity (headline)</div><div class="v">61.0%</div>' in html  # the flow logs one too
     assert '<div class="k">relevance errors</div><div class="v">1</div><div class="n">4 scored, 1 unparseable' in html
@@ -182,20 +182,20 @@ def test_the_report_stage_names_an_unknown_report_key(
 def test_the_llm_requests_card_shows_cache_hits_and_tokens() -> None:
     run = {**RUN, "tokens": {"prompt": 40, "completion": 4}}
     operations = {"cache": {"hits": 3, "misses": 1, "errors": 0}, "wall_s": 2.5}  # run/operations.json
-    records = reporting.flatten_rows(ROWS, COLUMNS)
-    cached = reporting.VariantReport("v1", records, {**METRICS, "headline": HEADLINE}, run, operations)
-    html = reporting.render_html("uc", {}, [cached], reporting.side_by_side([cached], COLUMNS.inputs), 60, 50)
+    records = flatten_rows(ROWS, COLUMNS)
+    cached = VariantReport("v1", records, {**METRICS, "headline": HEADLINE}, run, operations)
+    html = reporting.render_html("uc", {}, [cached], side_by_side([cached], COLUMNS.inputs), 60, 50)
     assert '<div class="k">LLM requests</div><div class="v">4</div><div class="n">3 from the cache · 44 tokens' in html
     assert "<td>2.5 s</td>" in html  # the wall time in the usage table
     plain = [variant("v1", ROWS, HEADLINE)]
-    assert "LLM requests" not in reporting.render_html("uc", {}, plain, reporting.side_by_side(plain, ()), 60, 50)
+    assert "LLM requests" not in reporting.render_html("uc", {}, plain, side_by_side(plain, ()), 60, 50)
 
 
 def test_each_variant_names_the_node_variants_it_ran() -> None:
     run = {**RUN, "node_variants": {"rewrite": "variant_1", "answer": "variant_0"}}
-    records = reporting.flatten_rows(ROWS, COLUMNS)
-    part = reporting.VariantReport("v1", records, {**METRICS, "headline": HEADLINE}, run)
-    html = reporting.render_html("uc", {}, [part], reporting.side_by_side([part], COLUMNS.inputs), 60, 50)
+    records = flatten_rows(ROWS, COLUMNS)
+    part = VariantReport("v1", records, {**METRICS, "headline": HEADLINE}, run)
+    html = reporting.render_html("uc", {}, [part], side_by_side([part], COLUMNS.inputs), 60, 50)
     assert '<div class="k">node rewrite</div><div class="v">variant_1</div>' in html
     assert '<div class="k">node answer</div><div class="v">variant_0</div>' in html
 
@@ -212,7 +212,7 @@ def test_the_report_draws_the_headline_metrics_power_curve(tmp_path: Path) -> No
     assert alone is not None and alone.note == "one variant: a drop concentrated on the rows it breaks"
     assert report.power_curve({"metrics": {}}, tmp_path, "v1", "v1") is None
     variants = [variant("v1", ROWS, HEADLINE)]
-    rows = reporting.side_by_side(variants, COLUMNS.inputs)
+    rows = side_by_side(variants, COLUMNS.inputs)
     html = reporting.render_html("uc", {}, variants, rows, 60, 50, power=curve)
     assert html.count("<svg") == reporting.render_html("uc", {}, variants, rows, 60, 50).count("<svg") + 1
     assert "Power: accuracy on 4 rows (" in html and "probability of detection" in html

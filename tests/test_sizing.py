@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from stages.core import changes, sizing
-from stages.core.gate import GateConfigError
+from stages.results import changes, sizing
+from stages.results.gate import GateConfigError
 
 CAPS = sizing.Caps(max_rows=200, max_llm_requests=1000)
 

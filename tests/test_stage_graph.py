@@ -1,4 +1,5 @@
-"""dvc.yaml declares, for every stage, each project module the stage's code imports."""
+"""dvc.yaml declares, for every stage, the project code the stage runs: each module it imports (transitively), as
+the file or as its package's folder, and nothing it does not use. A package folder stands for every module in it."""
 
 from __future__ import annotations
 
@@ -11,22 +12,47 @@ import yaml
 from conftest import REPO
 
 
+def module_path(module: str) -> Path:
+    """The file of a project module: `stages/x/y.py`, or a package's `stages/x/y/__init__.py`."""
+    base = REPO / module.replace(".", "/")
+    return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+
+
+def docstring_only(path: Path) -> bool:
+    """A package's `__init__.py` that only documents the package: nothing in it runs."""
+    body = ast.parse(path.read_text()).body
+    return path.name == "__init__.py" and all(
+        isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body
+    )
+
+
+def facade_modules(path: Path, package: str) -> list[str]:
+    """The modules a package's `__init__` loads on first use of a name (a PEP 562 facade: `_PUBLIC`'s keys)."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "_PUBLIC" for t in node.targets):
+            return [f"{package}.{key.value}" for key in node.value.keys]  # type: ignore[attr-defined]
+    return []
+
+
 def imported_modules(module: str, seen: set[str] | None = None, path: Path | None = None) -> set[str]:
     """The project modules `module` (or the script at `path`) imports, transitively, as file paths."""
     seen = set() if seen is None else seen
-    path = path or REPO / (module.replace(".", "/") + ".py")
+    path = path or module_path(module)
     if not path.is_file() or str(path) in seen:
         return seen
-    if path.is_relative_to(REPO / "stages"):
+    if path.is_relative_to(REPO / "stages") and not docstring_only(path):
         seen.add(str(path))
+    names = facade_modules(path, module) if path.name == "__init__.py" else []
     for node in ast.walk(ast.parse(path.read_text())):
-        names = []
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("stages"):
-            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            names += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
         elif isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names if alias.name.startswith("stages")]
-        for name in names:
-            imported_modules(name, seen)
+            names += [alias.name for alias in node.names if alias.name.startswith("stages")]
+    for name in names:
+        parts = name.split(".")
+        for depth in range(2, len(parts)):  # importing a module runs its packages' __init__ first
+            imported_modules(".".join(parts[:depth]), seen)
+        imported_modules(name, seen)
     return seen
 
 
@@ -77,3 +103,38 @@ def test_stage_declares_the_code_it_runs(name: str) -> None:
     missing = {path for path in needed if not covered(path, declared)}
     extra = {dep for dep in declared if not any(covered(path, {dep}) for path in needed)}
     assert not missing and not extra, f"{name}: missing {sorted(missing)}, extra {sorted(extra)}"
+
+
+def stage_code(name: str) -> list[str]:
+    """The code deps `name` must declare: the engine as its package, every other module by file."""
+    stage = STAGES[name].get("do", STAGES[name])
+    module = re.search(r"python -m (stages[\w.]+)", stage["cmd"]).group(1)
+    needed = imported_modules(module) | (flow_code(FLOW_KEY[name]) if name in FLOW_KEY else set())
+    deps = set()
+    for path in (str(Path(p).relative_to(REPO)) for p in needed):
+        package = next((p for p in PACKAGE_DEPS if path.startswith(p + "/")), None)
+        deps.add(package or path)
+    own = module.replace(".", "/") + ".py"
+    return sorted(deps, key=lambda dep: (dep != own, dep))
+
+
+PACKAGE_DEPS = ("stages/engine", "stages/metrics/rubrics")  # listed as folders: one unit each
+
+
+def write_deps(dvc_yaml: Path) -> None:
+    """Rewrite each stage's `stages/...` deps in dvc.yaml to `stage_code` (other deps and comments kept)."""
+    lines, out, stage, inserted = dvc_yaml.read_text().split("\n"), [], None, False
+    for line in lines:
+        if (match := re.match(r"^  (\w+):\s*$", line)) and match.group(1) in STAGES:
+            stage, inserted = match.group(1), False
+        if stage and (dep := re.match(r"^(\s+)- stages/\S+", line)):
+            if not inserted:
+                out += [f"{dep.group(1)}- {path}" for path in stage_code(stage)]
+                inserted = True
+            continue
+        out.append(line)
+    dvc_yaml.write_text("\n".join(out))
+
+
+if __name__ == "__main__":  # python tests/test_stage_graph.py: write the deps this test expects into dvc.yaml
+    write_deps(REPO / "dvc.yaml")

@@ -16,8 +16,8 @@ import pytest
 from conftest import REPO, Project, StubLLM, post_json
 
 from stages import engine
-from stages.core import llm_proxy
-from stages.core.connections import Connection
+from stages.llm import llm_proxy
+from stages.llm.connections import Connection
 
 FIXTURES = REPO / "tests" / "fixtures" / "third_party"
 FAST = llm_proxy.RetryPolicy(attempts=5, base_s=0.01, max_s=1)
@@ -138,7 +138,7 @@ def test_a_request_that_times_out_says_what_to_raise(stub_llm: StubLLM) -> None:
 
 
 def test_default_max_tokens_is_a_whole_number_or_null() -> None:
-    from stages.core import connections
+    from stages.llm import connections
 
     llm = {"name": "local", "type": "openai", "api": "completion", "model": "m", "base_url": "http://127.0.0.1:1/v1",
            "api_key_env": "K", "api_key_required": False}  # fmt: skip
@@ -294,7 +294,7 @@ def test_the_old_promptflow_sdk_name_stands_for_promptflow_and_promptflow_tools(
 
 
 def test_a_baked_flow_installs_what_a_renamed_package_stands_for(tmp_path: Path) -> None:
-    from stages.core import vendor
+    from stages.engine import vendor
 
     flow = tmp_path / "ner"
     shutil.copytree(FIXTURES / "entities", flow)
@@ -404,25 +404,25 @@ def test_a_minus_one_zero_one_score_is_an_accuracy_with_failed_rows_counted_wron
 
 
 def test_the_report_shows_every_logged_metric_and_warns_of_a_placeholder_answer() -> None:
-    from stages import run as run_stage
-    from stages.core import reporting
+    from stages.results import bulk, reporting
+    from stages.results.rows import Columns, VariantReport, flatten_rows, logged_metrics, side_by_side
 
     metrics = {"exact_match_rate": 0.25, "partial_match_rate": 0.5, "rows": 4, "run_errors": 0, "eval_errors": 0,
                "accuracy": 0.2, "headline": {"accuracy": {"value": 0.25, "ci_low": 0.0, "ci_high": 0.75, "rows": 4}},
                "cache": {"hits": 1, "misses": 3, "errors": 0}}  # fmt: skip
-    assert reporting.logged_metrics(metrics) == {"exact_match_rate": 0.25, "partial_match_rate": 0.5, "accuracy": 0.2}
+    assert logged_metrics(metrics) == {"exact_match_rate": 0.25, "partial_match_rate": 0.5, "accuracy": 0.2}
     results = [engine.RowResult(f"r{i}", {"text": "No available content"}, None, 0.1, warnings=("w",))
                for i in range(4)] + [engine.RowResult("r4", {"text": "ok"}, None, 0.1)]  # fmt: skip
-    same = run_stage.identical_outputs(results)
+    same = bulk.identical_outputs(results)
     assert same == {"rows": 4, "of": 5, "output": '{"text": "No available content"}'}
-    assert run_stage.identical_outputs(results[2:]) is None  # 2 of 3 rows: not enough to tell
-    summary = run_stage.summarize(results, 1.0, llm_proxy.Usage(), None)
+    assert bulk.identical_outputs(results[2:]) is None  # 2 of 3 rows: not enough to tell
+    summary = bulk.summarize(results, 1.0, llm_proxy.Usage(), None)
     assert summary["identical_outputs"] == same and summary["rows_with_warnings"] == 4
-    columns = reporting.Columns(inputs=("url",), label="label", prediction="text", raw_answer="text", correct="ok")
+    columns = Columns(inputs=("url",), label="label", prediction="text", raw_answer="text", correct="ok")
     rows = [{"row_id": r.row_id, "url": "u", "label": "x", "outputs": r.outputs, "eval": {"ok": False},
              **({"warnings": list(r.warnings)} if r.warnings else {})} for r in results]  # fmt: skip
-    part = reporting.VariantReport("v1", reporting.flatten_rows(rows, columns), metrics, summary)
-    page = reporting.render_html("ner", {}, [part], reporting.side_by_side([part], columns.inputs), 80, 50)
+    part = VariantReport("v1", flatten_rows(rows, columns), metrics, summary)
+    page = reporting.render_html("ner", {}, [part], side_by_side([part], columns.inputs), 80, 50)
     assert "<td>exact_match_rate</td><td>0.25</td>" in page and "<td>partial_match_rate</td><td>0.5</td>" in page
     assert "accuracy (logged by the flow)" in page and '<div class="k">accuracy (headline)</div>' in page
     assert "4 of 5 answered rows have the same output {&quot;text&quot;: &quot;No available content&quot;}" in page
@@ -447,8 +447,8 @@ def test_an_aggregation_that_fails_is_recorded_and_the_rows_still_count(
     """As the template's class_flows and function_flows evaluators: their `__aggregate__` divides by the number of
     rows and reads keys a row may lack. Every row failed: nothing to aggregate. An aggregation that raises: its
     error is in metrics.json and the report, and the evaluate stage goes on."""
-    from stages import evaluate as evaluate_stage
-    from stages.core import reporting
+    from stages.results import evaluation, reporting
+    from stages.results.rows import logged_metrics
 
     engine.configure(tmp_path / "runtime")
     flow = tmp_path / "checker"
@@ -465,17 +465,17 @@ def test_an_aggregation_that_fails_is_recorded_and_the_rows_still_count(
             for r, a in zip("ab", answers, strict=True)
         ]
 
-    _, metrics, failed = evaluate_stage.evaluate_variant(
+    _, metrics, failed = evaluation.evaluate_variant(
         [session], "uc", "v1", use_case, prepared, run_rows("boom", "boom")
     )
     assert len(failed) == 2 and "aggregation_error" not in metrics and metrics["eval_errors"] == 2
-    rows, metrics, failed = evaluate_stage.evaluate_variant(
+    rows, metrics, failed = evaluation.evaluate_variant(
         [session], "uc", "v1", use_case, prepared, run_rows("x", "boom")
     )
     assert metrics["aggregation_error"] == "aggregation failed: __aggregate__ raised KeyError: 'correctness'"
     assert (metrics["rows"], metrics["eval_errors"]) == (1, 1) and rows[0]["eval"] == {"score": 1}
     assert "evaluate uc v1: warning: aggregation failed: __aggregate__ raised KeyError" in capsys.readouterr().err
-    assert reporting.logged_metrics(metrics) == {}
+    assert logged_metrics(metrics) == {}
     banner = reporting.warnings_banner({}, metrics)
     assert "aggregation failed (aggregation failed: __aggregate__ raised KeyError: &#x27;correctness&#x27;)" in banner
 
@@ -536,7 +536,7 @@ def test_third_party_flows_run_by_config_alone(project: Project, stub_llm: StubL
 
 
 def test_drop_null_params_must_be_true_or_false() -> None:
-    from stages.core import connections
+    from stages.llm import connections
 
     llm = {"name": "local", "type": "openai", "api": "completion", "model": "m", "base_url": "http://127.0.0.1:1/v1",
            "api_key_env": "K", "api_key_required": False}  # fmt: skip

@@ -1,1 +1,2 @@
-"""The library behind the stage entry points: pure functions plus the few modules that touch the world."""
+"""The foundation every package stands on: atomic I/O, secret redaction, the project (root, runtime dir, composed
+params and their schema), variants, the sandbox for LLM-written code, remotes, progress."""

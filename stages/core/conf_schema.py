@@ -82,7 +82,7 @@ class Evaluate(_Block):
     judges: dict[str, Judge] = {}
 
 
-class Report(_Block):  # the fields of stages.core.reporting.Columns that do not come from `data`
+class Report(_Block):  # the fields of stages.results.reporting.Columns that do not come from `data`
     prediction: str
     raw_answer: str
     correct: str
@@ -99,7 +99,7 @@ class Documents(_Block):
     chunking: Chunking
 
 
-class ParityBlock(_Block):  # stages/core/parity.py: this use case must behave as `against` on the same rows
+class ParityBlock(_Block):  # stages/results/parity.py: this use case must behave as `against` on the same rows
     against: str
     margin: float = Field(default=0.02, gt=0)
     alpha: float = Field(default=0.05, gt=0, lt=1)

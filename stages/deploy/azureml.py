@@ -18,11 +18,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stages.core.connections import environment
 from stages.core.project import load_params
 from stages.deploy import package
 from stages.deploy.spec import DeploymentSpec, SpecError
 from stages.engine import bake
+from stages.llm.connections import environment
 
 HASH_TAG = "flow_sha256"
 CONFIG_TAG = "config_sha256"  # a deployment's instance, image and env vars: a change updates the deployment

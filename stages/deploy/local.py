@@ -21,13 +21,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stages.core import connections, redaction, variants
+from stages.core import redaction, variants
 from stages.core.io import open_log, read_json, write_json
-from stages.core.llm_server import runs, terminate
 from stages.core.project import RUNTIME_DIR_NAME, load_params
 from stages.deploy import web
 from stages.deploy.spec import Deployment, DeploymentSpec, SpecError
 from stages.engine import bake
+from stages.llm import connections
+from stages.llm.llm_server import runs, terminate
 
 ROUTER = "router"
 START_TIMEOUT_S = 120.0  # a deployment imports prompt flow and loads its flow before it listens

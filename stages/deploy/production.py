@@ -21,8 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stages.core import datasets, reporting
-from stages.metrics import headline
+from stages.data import datasets
+from stages.metrics import headline, stats
+from stages.results import reporting
+from stages.results.formatting import format_value, is_rate
+from stages.results.rows import VariantReport
 
 Results = dict[str, dict[str, headline.MetricResult]]  # deployment -> metric -> result
 REFERENCE_FREE = {"success": "ok", "valid_answers": "valid"}  # headline name -> per-row value in `eval`
@@ -69,11 +72,11 @@ class DeploymentRows:
         """Requests, errors, latency percentiles: the `run` part of a report."""
         latencies = sorted(float(r["latency_s"]) for r in self.requests if r["status"] == 200)
 
-        def pct(q: float) -> float:
-            return round(latencies[min(len(latencies) - 1, int(len(latencies) * q))], 4) if latencies else 0.0
+        def pct(percent: int) -> float:
+            return round(stats.percentile(latencies, percent) or 0.0, 4)
 
         errors = sum(1 for r in self.requests if r["status"] != 200)
-        return {"rows": len(self.requests), "errors": errors, "latency_s": {"p50": pct(0.5), "p95": pct(0.95)},
+        return {"rows": len(self.requests), "errors": errors, "latency_s": {"p50": pct(50), "p95": pct(95)},
                 "sampled": len(self.joined) + len(self.unjoined), "joined": len(self.joined)}  # fmt: skip
 
 
@@ -173,9 +176,9 @@ def _metric_table(results: Results, baseline: str) -> str:
         cells, verdicts = [], []
         for name in names:
             r = results[name][metric].as_dict()
-            rate = reporting.is_rate([r])
-            value = reporting.format_value(r["value"], rate)
-            low, high = reporting.format_value(r["ci_low"], rate), reporting.format_value(r["ci_high"], rate)
+            rate = is_rate([r])
+            value = format_value(r["value"], rate)
+            low, high = format_value(r["ci_low"], rate), format_value(r["ci_high"], rate)
             cells.append(f"<td>{value} [{low}, {high}] <span class=n>n={r['rows']}</span></td>")
             if r.get("verdict"):
                 cls = {"better": "better", "worse": "worse"}.get(r["verdict"], "n")
@@ -201,9 +204,9 @@ def render(title: str, facts: Mapping[str, str], result: ProductionEvaluation, d
     """The offline report page: traffic per deployment, metrics with CIs and verdicts, and the headline chart."""
     groups, baseline, evaluated = result.groups, result.baseline, result.evaluated
 
-    def parts(results: Results) -> list[reporting.VariantReport]:
+    def parts(results: Results) -> list[VariantReport]:
         ordered = [baseline, *(n for n in results if n != baseline)]
-        return [reporting.VariantReport(n, [], {"headline": {m: r.as_dict() for m, r in results[n].items()}}, {})
+        return [VariantReport(n, [], {"headline": {m: r.as_dict() for m, r in results[n].items()}}, {})
                 for n in ordered if n in results]  # fmt: skip
 
     charts = [reporting.headline_chart(parts(evaluated), dpi)] if any(evaluated.values()) else []
@@ -233,8 +236,8 @@ def evaluate(
     `order` is the configured deployments, new first: the baseline is the prior one (the second), or the only one.
     """
     from stages import engine
-    from stages import evaluate as evaluate_stage
-    from stages.core import connections
+    from stages.llm import connections
+    from stages.results import evaluation
 
     config = params["use_cases"][use_case]
     columns = datasets.input_columns(config["data"]["inputs"])
@@ -252,7 +255,7 @@ def evaluate(
     bindings = []
     if judges:
         judge = connections.resolve(params["judge"], connections.environment(root))
-        bindings = evaluate_stage.judge_bindings(judges, judge)
+        bindings = evaluation.judge_bindings(judges, judge)
     session = engine.FlowSession(root / config["eval_flow"], *bindings,
                                       row_timeout_s=params["bulk"]["row_timeout_s"])  # fmt: skip
     specs = headline.parse_specs(config.get("metrics"), f"use_cases.{use_case}.metrics")
@@ -264,7 +267,7 @@ def evaluate(
         prepared = [row for row, _ in group.joined]
         run_rows = [{"row_id": row["row_id"], "outputs": logged["outputs"], "error": None,
                      "latency_s": logged["latency_s"]} for row, logged in group.joined]  # fmt: skip
-        joined, metrics, _ = evaluate_stage.evaluate_variant([session], use_case, name, config, prepared, run_rows)
+        joined, metrics, _ = evaluation.evaluate_variant([session], use_case, name, config, prepared, run_rows)
         rows_by_deployment[name], flow_metrics[name] = joined, metrics
     evaluated = compare(specs, rows_by_deployment, baseline) if rows_by_deployment else {}
     declared = engine.interface(root / config["flow"], _any_prompt(config)).outputs

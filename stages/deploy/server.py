@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from stages import engine
-from stages.core import connections, datasets, llm_proxy, variants
+from stages.core import variants
 from stages.core.project import load_params, project_root, runtime_dir
+from stages.data import datasets
 from stages.deploy import web
 from stages.engine.maf import is_maf_flow
+from stages.llm import connections, llm_proxy
 
 
 def check_inputs(body: Any, accepted: Mapping[str, Any], required: set[str]) -> str | None:

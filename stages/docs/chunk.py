@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from stages.core import documents
 from stages.core.conf_schema import ConfError
 from stages.core.io import read_jsonl, write_jsonl
 from stages.core.project import load_params, project_root
+from stages.data import documents
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from stages.core import documents
 from stages.core.io import write_jsonl
+from stages.data import documents
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from stages.core import embeddings, vector_index
 from stages.core.io import read_jsonl
+from stages.data import embeddings, vector_index
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@
 Modules (the rest of the toolkit uses the names below, as `engine.FlowSession` etc.; loaded on first use, so
 `from stages import engine` costs nothing and imports no engine library):
 
-- `kinds`: `FlowKind`, `detect` (which engine runs a folder), `interface` (its declared inputs and outputs).
+- `kinds`: `FlowKind`, `FlowInterface` (a flow's declared inputs and outputs), `FlowError`.
 - `binding`: the ONE owner of "a variant and an LLM meet a flow": `LLMBinding` and, per flow kind, what the binding
   sets where. Rendered in memory by an engine adapter (local runs) and on disk by `bake` (served flows, Azure ML).
 - `bake`: a flow folder with one variant written in (deterministic bytes; `${env:...}` instead of secrets).
@@ -11,7 +11,8 @@ Modules (the rest of the toolkit uses the names below, as `engine.FlowSession` e
 - `runtime`: the row runtime (concurrency in threads or worker processes, row timeouts, input order, per-row errors
   and warnings). Knows nothing of any engine.
 - `session`: `FlowSession`, a flow loaded once by its engine and run through the runtime.
-- `protocol`: the interface an engine implements; `registry`: the engines, asked in order.
+- `protocol`: the interface an engine implements; `registry`: the engines, asked in order: `detect` (which
+  engine runs a folder, and its kind), `interface` (what it declares).
 - `promptflow/`: the prompt flow adapter, the ONLY code that imports `promptflow` (its private hooks and patches in
   `promptflow/hooks.py`; its Azure ML runs, Docker builds and the judges' verdict tool beside them).
 
@@ -41,7 +42,7 @@ import importlib
 from typing import Any
 
 _PUBLIC = {
-    "kinds": ("FlowError", "FlowInterface", "FlowKind", "declares_model_config", "detect", "interface"),
+    "kinds": ("FlowError", "FlowInterface", "FlowKind"),
     "binding": (
         "LLMBinding",
         "NodeVariantError",
@@ -64,7 +65,7 @@ _PUBLIC = {
     ),
     "runtime": ("RowResult", "in_input_order"),
     "session": ("AggregationError", "FlowSession", "configure"),
-    "registry": ("row_of_request",),
+    "registry": ("declares_model_config", "detect", "interface", "row_of_request"),
 }
 _WHERE = {name: module for module, names in _PUBLIC.items() for name in names}
 

@@ -3,7 +3,7 @@
 A served (or remotely run) flow cannot be told which variant to run (prompt flow knows nothing of our variants), so
 it gets a copy of the flow folder in which the variant's prompt, params and node inputs are the flow's own values,
 and the LLM configuration refers to environment variables, never to values. The copy is self-contained (the
-project modules its code imports are vendored into it, stages/core/vendor.py) and deterministic: the same flow and
+project modules its code imports are vendored into it, stages/engine/vendor.py) and deterministic: the same flow and
 variant give the same bytes, hence the same hash. What goes where is decided in stages/engine/binding.py, as for a
 local run; this module only writes it into the files.
 """
@@ -19,11 +19,12 @@ from typing import Any
 
 import yaml
 
-from stages.core import vendor
-from stages.core.connections import Connection
 from stages.engine import binding as wiring
+from stages.engine import vendor
 from stages.engine.binding import LLMBinding
-from stages.engine.kinds import FlowError, FlowKind, detect
+from stages.engine.kinds import FlowError, FlowKind
+from stages.engine.registry import detect
+from stages.llm.connections import Connection
 
 _SKIPPED_DIRS = {"__pycache__", ".promptflow"}
 # Not copied: the copy is not in git, and prompt flow's build and Azure ML's uploads leave out what a .gitignore

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stages.core.connections import Connection
 from stages.engine.kinds import FlowError, FlowKind
+from stages.llm.connections import Connection
 
 DEFAULT_AZURE_API_VERSION = "2024-10-21"  # for an Azure OpenAI client built on an OpenAI connection (see below)
 NodeInputs = Mapping[str, Mapping[str, Any]]  # node name -> {input name: value}

@@ -37,8 +37,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from stages.core import repeats
-from stages.metrics import stats
+from stages.metrics import repeats, stats
 
 Kind = Literal["mean", "ratio", "f1"]
 _FIELDS: dict[str, tuple[str, ...]] = {"ratio": ("numerator", "denominator"), "f1": ("tp", "predicted", "gold")}

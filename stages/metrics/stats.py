@@ -222,3 +222,13 @@ def unpaired_bootstrap(
         deltas = np.array([statistic(cand[c]) - statistic(base[b]) for b, c in zip(base_rows, cand_rows, strict=True)])
     rows = int(base.shape[0] + cand.shape[0])
     return _bootstrap_comparison("unpaired bootstrap", effect, deltas, bool(np.all(deltas == 0)), alpha, rows)
+
+
+def percentile(values: Sequence[float], percent: int) -> float | None:
+    """The `percent`-th percentile, the toolkit's one definition (p50 and p95 of latencies everywhere): the smallest
+    value with at least `percent`% of the values at or below it, `numpy.percentile(..., method="higher")` (exact
+    integer index arithmetic, no interpolation). None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[-(-(len(ordered) - 1) * percent // 100)]

@@ -24,15 +24,15 @@ from typing import Any
 from urllib.parse import unquote
 
 from stages.core import redaction
-from stages.core.connections import Connection
 from stages.engine.binding import LLMBinding, llm_environment
 from stages.engine.kinds import FlowError, FlowInterface, FlowKind
 from stages.engine.maf import WORKFLOW_FILE, environment, is_maf_flow
 from stages.engine.protocol import LineResult, LoadOptions
 from stages.engine.runtime import RowFailed
+from stages.llm.connections import Connection
 
 WORKER = Path(__file__).with_name("worker.py")
-ROW_HEADER = "x-llmops-row"  # worker.ROW_HEADER, lower-cased (stages.core.llm_proxy drops it upstream)
+ROW_HEADER = "x-llmops-row"  # worker.ROW_HEADER, lower-cased (stages.llm.llm_proxy drops it upstream)
 _OUTPUTS, _NODES = "__outputs__", "__nodes__"  # what a row gives the workflow's aggregate()
 
 

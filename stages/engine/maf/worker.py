@@ -44,7 +44,7 @@ from typing import Any
 from urllib.parse import quote
 
 AGGREGATION_KEY = "__aggregation_inputs__"  # a row output set apart for aggregate() (migrated workflows)
-ROW_HEADER = "X-LLMOps-Row"  # stages.core.llm_proxy.ROW_HEADER (this process cannot import it)
+ROW_HEADER = "X-LLMOps-Row"  # stages.llm.llm_proxy drops it upstream (this process cannot import it)
 ROW: contextvars.ContextVar[str | None] = contextvars.ContextVar("llmops_row", default=None)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from stages.core import datasets
+from stages.data import datasets
 from stages.engine import bake
 from stages.engine.binding import NodeVariantError, model_input
 

@@ -11,12 +11,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from stages.core.connections import Connection
 from stages.engine import binding as wiring
 from stages.engine.binding import LLMBinding, NodeInputs
 from stages.engine.kinds import FlowError, load_entry
 from stages.engine.promptflow.hooks import raise_unless_completed, tag_row
 from stages.engine.runtime import RowFailed, note
+from stages.llm.connections import Connection
 
 _LOG_TIME = re.compile(r"^\[\d{4}-\d\d-\d\dT[^\]]*\]\s?")  # prompt flow's time stamp on each captured line
 _FLEX_LINE = "__line__"  # a flex row's output, as its __aggregate__ receives it

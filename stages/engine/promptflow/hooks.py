@@ -193,7 +193,7 @@ def _http_module() -> Any:
 def _proxy_transport() -> type:
     """The class of an HTTP transport that answers requests to an LLM proxy of this process by calling it, others
     over HTTP: the same answers, without the CPU of two HTTP stacks and a thread hand-off per request."""
-    from stages.core import llm_proxy
+    from stages.llm import llm_proxy
 
     httpx = _http_module()
 

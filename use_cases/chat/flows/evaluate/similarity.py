@@ -1,6 +1,6 @@
 from promptflow.core import tool
 
-from stages.metrics.similarity import answer_similarity
+from stages.data.similarity import answer_similarity
 
 
 @tool

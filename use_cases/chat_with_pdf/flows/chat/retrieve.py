@@ -3,7 +3,7 @@ from pathlib import Path
 
 from promptflow.core import tool
 
-from stages.core import embeddings, vector_index
+from stages.data import embeddings, vector_index
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,6 +1,7 @@
 from promptflow.core import tool
 
-from stages.metrics import retrieval, similarity
+from stages.data import similarity
+from stages.metrics import retrieval
 
 
 @tool

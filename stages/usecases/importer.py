@@ -1,7 +1,7 @@
 """Import an experiment folder of the reference template (experiment.yaml + experiment.<env>.yaml overlays, its
 flows and local datasets) as use cases of this project: all or nothing.
 
-The files are read by the template's own rules (stages.core.experiment). Each dataset of each evaluator becomes
+The files are read by the template's own rules (stages.usecases.experiment). Each dataset of each evaluator becomes
 a use case: the standard flow runs on the standard dataset that evaluator dataset evaluates (itself, or the one
 it `reference`s) with that dataset's mappings, and the evaluation flow reads the evaluator dataset's columns,
 joined to the standard rows by line as prompt flow joins an evaluation run's data to its base run. What prompt
@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from stages import engine
-from stages.core import catalogue, datasets, flow_facts
-from stages.core import experiment as exp
 from stages.core.io import write_text
 from stages.core.project import load_params
+from stages.data import datasets
+from stages.usecases import catalogue, flow_facts
+from stages.usecases import experiment as exp
 
 _REFERENCE = re.compile(r"^\$\{([^}]*)\}$")
 _NUMBERS = ("int", "double", "float", "number")

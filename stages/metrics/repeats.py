@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from stages.core.project import count_setting
-
 
 class RepeatsError(ValueError):
     """A repeats setting, or a record, that cannot be used; the message names the key or the record."""
@@ -20,7 +18,10 @@ class RepeatsError(ValueError):
 
 def count(bulk: Mapping[str, Any]) -> int:
     """`bulk.repeats` (default 1), checked: a whole number >= 1."""
-    return count_setting(bulk, "repeats", "bulk.repeats (conf/config.yaml)", RepeatsError)
+    value = bulk.get("repeats", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RepeatsError(f"bulk.repeats (conf/config.yaml): expected a whole number >= 1, got {value!r}")
+    return value
 
 
 def tag(row_id: str, repeat: int, repeats: int) -> str:

@@ -1,7 +1,7 @@
 """PR subsets sized to decide: a use case a PR changed runs as many rows as its `max_drop` needs.
 
 `llmops size-subsets --baseline main --env pr` plans each changed use case from the baseline's evaluation
-(`stages.core.plan`), caps the rows (`gate.sizing` in `conf/env/<env>.yaml`: rows, and LLM requests at the
+(`stages.results.plan`), caps the rows (`gate.sizing` in `conf/env/<env>.yaml`: rows, and LLM requests at the
 baseline's requests per row), and prints the Hydra overrides (`+env.subset.by_use_case.<uc>=<rows>`) that
 `make pr` passes to the pipeline. Unchanged use cases keep the small subset. The subset is a seeded ranking of
 row ids, so the small subset's rows stay among the larger one's: the LLM cache answers the baseline's requests.
@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stages.core import plan
-from stages.core.gate import GateConfigError, Thresholds
 from stages.metrics import headline
+from stages.results import plan
+from stages.results.gate import GateConfigError, Thresholds
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,16 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from stages.core import gate, reporting
+from stages.results import gate
+from stages.results.formatting import format_value
+from stages.results.rows import BROKEN
 
 MARKER = "<!-- llmops-pr-comment -->"
 MAX_CHARS = 60_000  # GitHub refuses comments over 65,536 characters
 
 
 def _value(value: float | None, rate: bool) -> str:
-    return reporting.format_value(value, rate)
+    return format_value(value, rate)
 
 
 def _amount(value: float | None, rate: bool) -> str:
@@ -163,7 +165,7 @@ def flips_section(results: Sequence[gate.UseCaseResult], baseline: str, max_flip
     for result in results:
         if not result.flips:
             continue
-        broken = sum(1 for f in result.flips if f.kind == reporting.BROKEN)
+        broken = sum(1 for f in result.flips if f.kind == BROKEN)
         fixed = len(result.flips) - broken
         lines = [
             f"<details><summary><b>{result.use_case}</b>: {broken} broken, {fixed} fixed</summary>",

@@ -19,7 +19,7 @@ nodes skip the loopback HTTP when the proxy serves from their own process: they 
   except a 5xx whose answer says the request itself is invalid (`rejects_request`): the same request would fail
   the same way, so it is answered at once, naming the request's null parameters;
 - serves the Responses API (MAF's OpenAIChatClient) by translating it to chat completions, and, for a
-  completion-only endpoint when the stage asks (`bridge_chat`), chat to completions (stages/core/chat_bridge.py),
+  completion-only endpoint when the stage asks (`bridge_chat`), chat to completions (stages/llm/chat_bridge.py),
   before the key is computed; the answer is translated back, from the cache too;
 - counts a request as a row's when `row_of` finds the row in its headers (each engine's own: prompt flow's
   tracking header, the MAF worker's X-LLMOps-Row, which is not sent upstream);
@@ -51,9 +51,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from stages.core import chat_bridge
-from stages.core.connections import Connection
 from stages.core.io import write_text
+from stages.llm import chat_bridge
+from stages.llm.connections import Connection
 
 RETRIABLE_STATUS = frozenset({408, 429, *range(500, 600)})
 TRANSIENT_5XX = frozenset({502, 503, 504})  # gateways and overload: retried whatever the answer says
@@ -141,7 +141,7 @@ class RequestAdapter:
     api_version: str | None = None
     drop_null_params: bool = False
     default_max_tokens: int | None = None
-    completion_only: bool = False  # chat requests are bridged to the completion API (stages/core/chat_bridge.py)
+    completion_only: bool = False  # chat requests are bridged to the completion API (stages/llm/chat_bridge.py)
 
     def adapt(self, path: str, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """The path (with query) and body for the endpoint's layout and model; the same objects when nothing

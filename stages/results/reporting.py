@@ -13,87 +13,32 @@ import csv
 import html
 import io
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from stages.core import datasets
+from stages.results.formatting import (
+    adjusted,
+    format_usd,
+    format_value,
+    is_rate,
+    judges,
+    total_cost,
+)
+from stages.results.rows import (
+    BROKEN,
+    CHANGED,
+    ERROR,
+    FIXED,
+    SAME,
+    VariantReport,
+    logged_metrics,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 PALETTE = {"precision": "#4C72B0", "recall": "#DD8452", "ok": "#55A868", "bad": "#C44E52", "grid": "#E5E5E5"}
 VARIANT_COLOURS = ("#8C8C8C", "#4C72B0", "#DD8452", "#55A868", "#8172B3", "#937860")  # baseline grey first
-RESULT_COLUMNS = ("label", "prediction", "correct", "raw_answer", "latency_s", "error")
-
-
-@dataclass(frozen=True)
-class Columns:
-    """Where a use case's rows keep what the report shows."""
-
-    inputs: tuple[str, ...]  # dataset columns the flow reads
-    label: str  # dataset column with the ground truth
-    prediction: str  # run output compared with the label
-    raw_answer: str  # run output with the model's raw text
-    correct: str  # evaluation output: per-row correctness
-    confusion: bool = False  # a classification use case: draw label x prediction counts
-    details: tuple[str, ...] = ()  # more evaluation outputs shown per row (e.g. similarity, relevance)
-
-    @classmethod
-    def from_config(cls, use_case: dict[str, Any]) -> Columns:
-        """A use case's columns from its config in params.yaml (`data` and `report`)."""
-        report = {key: tuple(value) if isinstance(value, list) else value for key, value in use_case["report"].items()}
-        inputs = tuple(datasets.input_columns(use_case["data"]["inputs"]).values())
-        return cls(inputs=inputs, label=use_case["data"]["label"], **report)
-
-
-def flatten_rows(rows: list[dict[str, Any]], columns: Columns) -> list[dict[str, Any]]:
-    """One record per row with the columns of the CSV report: id, the flow's inputs, then the results."""
-    records = []
-    warned = any(row.get("warnings") or row.get("eval_warnings") for row in rows)  # the column only when needed
-    for row in rows:
-        outputs = row.get("outputs") or {}
-        evaluation = row.get("eval") or {}
-        records.append(
-            {
-                "row_id": row["row_id"],
-                **({"repeat": row["repeat"]} if "repeat" in row else {}),
-                **{field: row[field] for field in columns.inputs},
-                "label": row[columns.label],
-                "prediction": outputs.get(columns.prediction, ""),
-                "correct": evaluation.get(columns.correct),
-                **{name: evaluation.get(name) for name in columns.details},
-                "raw_answer": outputs.get(columns.raw_answer, ""),
-                "latency_s": row.get("latency_s"),
-                "error": row.get("run_error") or row.get("eval_error") or "",
-                **({"warnings": " | ".join([*(row.get("warnings") or []), *(row.get("eval_warnings") or [])])}
-                   if warned else {}),
-            }
-        )  # fmt: skip
-    return records
-
-
-# Keys of an evaluation's metrics.json that the toolkit writes; every other number is one the evaluation flow logged.
-TOOLKIT_METRICS = frozenset(
-    {"rows", "run_errors", "eval_errors", "repeats", "headline", "variant", "baseline", "variants", "cache",
-     "llm_requests", "tokens", "cost", "aggregation_error"}
-)  # fmt: skip
-
-
-def logged_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """Every number the evaluation flow logged (its aggregation's metrics), nested ones by dotted name."""
-    found: dict[str, float] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), item)
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            found[prefix] = value
-
-    for key, value in metrics.items():
-        if key not in TOOLKIT_METRICS:
-            walk(str(key), value)
-    return found
 
 
 def to_csv(records: list[dict[str, Any]]) -> str:
@@ -176,99 +121,6 @@ def confusion_chart(records: list[dict[str, Any]], dpi: int) -> str:
     return _svg(figure, dpi)
 
 
-@dataclass(frozen=True)
-class VariantReport:
-    """One variant's part of a report: its rows (flattened), its evaluation metrics, its run summary and the run's
-    operational figures (LLM cache counts, wall time: run/operations.json; empty when not at hand)."""
-
-    name: str
-    records: list[dict[str, Any]]
-    metrics: dict[str, Any]
-    run: dict[str, Any]
-    operations: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def headline(self) -> dict[str, dict[str, Any]]:
-        return self.metrics.get("headline") or {}
-
-
-FIXED, BROKEN, CHANGED, SAME, ERROR = "fixed", "broken", "changed", "same", "error"
-
-
-def flip(baseline: dict[str, Any], candidate: dict[str, Any]) -> str:
-    """How a row moved from the baseline to the candidate: fixed, broken, changed (another answer, same grade),
-    same, or error (either variant failed on it)."""
-    if baseline["error"] or candidate["error"]:
-        return ERROR
-    if bool(baseline["correct"]) != bool(candidate["correct"]):
-        return FIXED if candidate["correct"] else BROKEN
-    return CHANGED if baseline["prediction"] != candidate["prediction"] else SAME
-
-
-def side_by_side(variants: list[VariantReport], inputs: tuple[str, ...]) -> list[dict[str, Any]]:
-    """One record per row (per row repeat, with repeats): id, inputs, label, then each variant's results
-    (`<variant>.<column>`), and the flip from the first variant (the baseline) to the last, when there are two or
-    more (repeat r of the baseline against repeat r of the candidate)."""
-
-    def key(record: dict[str, Any]) -> tuple[str, int]:
-        return record["row_id"], record.get("repeat", 0)
-
-    by_key = [{key(record): record for record in variant.records} for variant in variants]
-    shared = {"row_id", "repeat", "label", *inputs}
-    merged = []
-    for record in variants[0].records:
-        row = {"row_id": record["row_id"], **({"repeat": record["repeat"]} if "repeat" in record else {}),
-               **{name: record[name] for name in inputs}, "label": record["label"]}  # fmt: skip
-        for variant, rows in zip(variants, by_key, strict=True):
-            own = rows.get(key(record), {})
-            row |= {f"{variant.name}.{column}": value for column, value in own.items() if column not in shared}
-        if len(variants) > 1 and key(record) in by_key[-1]:
-            row["flip"] = flip(record, by_key[-1][key(record)])
-        merged.append(row)
-    return merged
-
-
-def is_rate(results: list[dict[str, Any]]) -> bool:
-    """Rates (accuracy, F1, similarity) live in [0, 1]; anything beyond is a score on its own scale (a judge's 1-5)."""
-    return all((r.get("ci_high") or 0) <= 1 and (r.get("value") or 0) >= 0 for r in results)
-
-
-def format_value(value: float | None, rate: bool) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.1%}" if rate else f"{value:.2f}"
-
-
-def _adjustment(result: dict[str, Any]) -> str:
-    """'adjusted p=0.12, Benjamini-Hochberg over 6' when the comparison's p-value was adjusted, else ''."""
-    if result.get("p_adjusted") is None:
-        return ""
-    return f"adjusted p={result['p_adjusted']:.2g}, {result.get('adjustment', '')}"
-
-
-def _adjusted(result: dict[str, Any]) -> str:
-    return f" ({text})" if (text := _adjustment(result)) else ""
-
-
-def headline_text(headline: dict[str, dict[str, Any]], baseline: str | None = None) -> str:
-    """'accuracy 56.9% [45.2%, 68.1%]  relevance 3.40 [3.1, 3.7] +0.20 vs v1 (better)' for terminals and logs; with
-    repeats each metric adds its spread: '±2.1% over 3 repeats, 80% stable'."""
-    parts = []
-    for name, result in headline.items():
-        rate = is_rate([result])
-        low, high = format_value(result.get("ci_low"), rate), format_value(result.get("ci_high"), rate)
-        text = f"{name} {format_value(result.get('value'), rate)} [{low}, {high}]"
-        if spread := result.get("repeats"):
-            text += f" ±{format_value(spread['std'], rate)} over {spread['k']} repeats, {spread['stable']:.0%} stable"
-        if result.get("verdict"):
-            delta = f"{result['delta']:+.1%}" if rate else f"{result['delta']:+.2f}"
-            text += f" {delta} vs {baseline} ({result['verdict']})"
-            if result.get("p_adjusted") is not None:
-                text += f" p={result['p_value']:.3g}, {_adjustment(result)}"
-        parts.append(text)
-    return "  ".join(parts)
-
-
 def headline_chart(variants: list[VariantReport], dpi: int) -> str:
     """One panel per headline metric: a bar per variant with its 95% CI as a whisker, the value written beside it."""
     names = list(variants[-1].headline)
@@ -286,7 +138,7 @@ def headline_chart(variants: list[VariantReport], dpi: int) -> str:
         for y, (value, result) in enumerate(zip(values, results[::-1], strict=True)):
             note = format_value(result.get("value"), rate)
             if result.get("verdict"):
-                note += f"  {result['delta']:+.3f}, p={result['p_value']:.2g}{_adjusted(result)}: {result['verdict']}"
+                note += f"  {result['delta']:+.3f}, p={result['p_value']:.2g}{adjusted(result)}: {result['verdict']}"
             axis.text((result.get("ci_high") or value) + (0.01 if rate else 0.04), y, note, va="center", fontsize=8)
         axis.set_xlim(0, 1.45) if rate else axis.set_xlim(1 if min(values, default=0) >= 1 else 0, 7.2)
         if rate:
@@ -411,13 +263,6 @@ def _cell(value: Any, limit: int = 90) -> str:
     return html.escape(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
-def judges(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """LLM-as-judge results, `<judge>: {mean, scored, errors}` (mean on the judge's 1-5 scale)."""
-    return {
-        key: value for key, value in metrics.items() if isinstance(value, dict) and {"scored", "errors"} <= set(value)
-    }
-
-
 def _headline_cards(variant: VariantReport, baseline: str) -> list[str]:
     cards = []
     judged = judges(variant.metrics)
@@ -431,7 +276,7 @@ def _headline_cards(variant: VariantReport, baseline: str) -> list[str]:
         note_class = "n"
         if result.get("verdict"):
             delta = f"{result['delta']:+.1%}" if rate else f"{result['delta']:+.2f}"
-            note += f" · vs {baseline}: {delta}, p={result['p_value']:.2g}{_adjusted(result)}, {result['verdict']}"
+            note += f" · vs {baseline}: {delta}, p={result['p_value']:.2g}{adjusted(result)}, {result['verdict']}"
             note_class = {"better": "better", "worse": "worse"}.get(result["verdict"], "n")
         title = name.replace("_", " ") + (" (headline)" if name in logged else "")  # the flow logged its own
         cards.append(_card(title, value, note, note_class))
@@ -512,20 +357,6 @@ def _count_cards(variant: VariantReport) -> list[str]:
         note = "flow + judges, conf/prices.yaml" if usd is not None else "a model has no price in conf/prices.yaml"
         cards.append(_card("cost", format_usd(usd), note))
     return cards
-
-
-def total_cost(run: dict[str, Any], metrics: dict[str, Any]) -> float | None:
-    """USD of a variant's flow calls and its judge calls; None when either has no price (see conf/prices.yaml)."""
-    parts = [block["cost"].get("usd") for block in (run, metrics) if isinstance(block.get("cost"), dict)]
-    if not parts or None in parts:
-        return None
-    return float(sum(parts))
-
-
-def format_usd(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    return f"${value:.4f}" if value < 1 else f"${value:,.2f}"
 
 
 def _wall(operations: dict[str, Any]) -> str:

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stages.core import reporting
 from stages.core.io import write_text
 from stages.metrics import headline
+from stages.results import reporting
+from stages.results.rows import Columns, VariantReport, flatten_rows, side_by_side
 
 WORKSPACE = "workspace"
 
@@ -93,8 +94,8 @@ def snapshot(root: Path, use_case: str, name: str, rev: str | None, run_rows: bo
 
 
 def compare(
-    snapshots: Sequence[Snapshot], specs: Sequence[headline.MetricSpec], columns: reporting.Columns
-) -> tuple[list[reporting.VariantReport], list[dict[str, Any]]]:
+    snapshots: Sequence[Snapshot], specs: Sequence[headline.MetricSpec], columns: Columns
+) -> tuple[list[VariantReport], list[dict[str, Any]]]:
     """The report parts for `snapshots` (the first is the baseline) and their rows side by side."""
     labels = [f"{s.label} ({s.variant})" for s in snapshots]
     if len(set(labels)) != len(labels):
@@ -104,18 +105,18 @@ def compare(
     parts = []
     for label, snap in zip(labels, snapshots, strict=True):
         metrics = {**snap.metrics, "headline": {name: r.as_dict() for name, r in results[label].items()}}
-        parts.append(reporting.VariantReport(label, reporting.flatten_rows(snap.rows, columns), metrics, snap.run))
+        parts.append(VariantReport(label, flatten_rows(snap.rows, columns), metrics, snap.run))
     # side_by_side compares the first part with the last; with more, the page shows every part's answers.
-    return parts, reporting.side_by_side(parts, columns.inputs)
+    return parts, side_by_side(parts, columns.inputs)
 
 
 def compare_use_case(
     root: Path, use_case: str, config: dict[str, Any], refs: Sequence[tuple[str, str | None]], out: Path, dpi: int
-) -> tuple[Path, list[reporting.VariantReport]]:
+) -> tuple[Path, list[VariantReport]]:
     """Write `<out>/<use_case>.html` and `.csv` comparing the revisions `refs` ((name, rev) pairs)."""
     specs = headline.parse_specs(config.get("metrics"), f"use_cases.{use_case}.metrics")
     parts, rows = compare(
-        [snapshot(root, use_case, name, rev) for name, rev in refs], specs, reporting.Columns.from_config(config)
+        [snapshot(root, use_case, name, rev) for name, rev in refs], specs, Columns.from_config(config)
     )
     page = out / f"{use_case}.html"
     title = f"{use_case}: {' vs '.join(name for name, _ in refs)}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stages.core import embeddings
+from stages.data import embeddings
 
 
 def answer_similarity(prediction: str, reference: str) -> float:

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from stages import engine
+from stages.engine.requirements import renamed_packages
 
 PACKAGE = "stages"
 # Always pinned: the serving image installs requirements.txt, then an unpinned `promptflow` (a no-op once pinned).
@@ -147,7 +147,7 @@ def vendor(flow: Path, package_dir: Path) -> list[Path]:
     path = flow / "requirements.txt"
     own = []
     for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
-        today = engine.renamed_packages(line) if line.strip() and not line.lstrip().startswith("#") else None
+        today = renamed_packages(line) if line.strip() and not line.lstrip().startswith("#") else None
         if today is None:
             own.append(line)
         else:  # pip would install what PyPI holds under the old name today, not prompt flow

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from stages.core import flow_facts
 from stages.core.io import write_text
+from stages.usecases import flow_facts
 
 _DEFAULTS_LINE = re.compile(r"^(\s*-\s*use_cases:\s*\[)([^\]]*)(\].*)$", re.MULTILINE)
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")

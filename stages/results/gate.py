@@ -8,7 +8,7 @@ is compared with the same 12 rows of main's full run:
   detectable effect (MDE, `stages.metrics.power`) beside it. FAIL: a significant drop not shown to be smaller than
   `max_drop`; pass: no such drop, and a drop of `max_drop` would have been detected (80% power); inconclusive:
   the rows cannot see a drop of `max_drop`, which fails, warns or passes by the `inconclusive` setting, for use
-  cases the revision changed (`stages.core.changes`) and for those it did not;
+  cases the revision changed (`stages.results.changes`) and for those it did not;
 - cost: the flow's tokens per row (prompt + completion, cached answers counted at their original usage);
 - p95 latency: over the rows the LLM answered, since an answer from the LLM cache takes no LLM time.
 
@@ -21,11 +21,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
-
-from stages.core import reporting
-from stages.core.compare import CompareError, Snapshot
 from stages.metrics import equivalence, headline, power, stats
+from stages.results.compare import CompareError, Snapshot
+from stages.results.formatting import format_value
+from stages.results.rows import BROKEN, FIXED, Columns, flatten_rows, flip
 
 PASS, FAIL, SKIP, INCONCLUSIVE = "pass", "FAIL", "skip", "inconclusive"
 POLICIES = ("fail", "warn", "pass")  # what an inconclusive quality check does
@@ -193,7 +192,7 @@ class Flip:
     """A row graded differently by the two revisions (stable row id; old and new prediction)."""
 
     row_id: str
-    kind: str  # reporting.FIXED or reporting.BROKEN
+    kind: str  # FIXED or BROKEN
     label: str
     old: str
     new: str
@@ -222,7 +221,7 @@ class UseCaseResult:
     thresholds: Thresholds | None = None
     changes: tuple[str, ...] | None = None  # what the revision changed in the use case (None: unknown)
     inert: str | None = None  # why the changes had no effect on these rows (see `inert`)
-    parity: str | None = None  # the parity block (markdown, stages/core/parity.py) of a use case with `parity:`
+    parity: str | None = None  # the parity block (markdown, stages/results/parity.py) of a use case with `parity:`
 
     @property
     def changed(self) -> bool:
@@ -236,7 +235,7 @@ class UseCaseResult:
 
 
 def _fmt(value: float | None, rate: bool) -> str:
-    return reporting.format_value(value, rate)
+    return format_value(value, rate)
 
 
 def _pct(value: float | None) -> str:
@@ -432,7 +431,8 @@ def usage(snapshot: Snapshot, row_ids: set[str]) -> Usage:
         if not row.get("error") and isinstance(row.get("llm"), Mapping)
         and row["llm"].get("requests", 0) > 0 and row["llm"].get("cache_hits", 0) == 0
     ]  # fmt: skip
-    p95 = float(np.percentile(answered, 95, method="higher")) if answered else None
+    p95 = stats.percentile(answered, 95)
+    p95 = float(p95) if p95 is not None else None
     return Usage(tokens, p95, len(answered))
 
 
@@ -476,20 +476,20 @@ def cost_latency_checks(
     return checks, (base, cand)
 
 
-def flips(baseline: Snapshot, candidate: Snapshot, columns: reporting.Columns) -> list[Flip]:
+def flips(baseline: Snapshot, candidate: Snapshot, columns: Columns) -> list[Flip]:
     """Rows fixed or broken by the candidate, broken first, in the baseline's row order."""
-    old = {r["row_id"]: r for r in reporting.flatten_rows(baseline.rows, columns)}
+    old = {r["row_id"]: r for r in flatten_rows(baseline.rows, columns)}
     found = []
-    for new in reporting.flatten_rows(candidate.rows, columns):
+    for new in flatten_rows(candidate.rows, columns):
         before = old.get(new["row_id"])
         if before is None:
             continue
-        kind = reporting.flip(before, new)
-        if kind in (reporting.FIXED, reporting.BROKEN):
+        kind = flip(before, new)
+        if kind in (FIXED, BROKEN):
             found.append(
                 Flip(new["row_id"], kind, str(new["label"]), str(before["prediction"]), str(new["prediction"]))
             )
-    return sorted(found, key=lambda f: f.kind != reporting.BROKEN)
+    return sorted(found, key=lambda f: f.kind != BROKEN)
 
 
 def inert(candidate: Snapshot, diffs: Sequence[MetricDiff]) -> str | None:
@@ -509,7 +509,7 @@ def inert(candidate: Snapshot, diffs: Sequence[MetricDiff]) -> str | None:
 def assess(
     use_case: str,
     specs: Sequence[headline.MetricSpec],
-    columns: reporting.Columns,
+    columns: Columns,
     thresholds: Thresholds,
     candidate: Snapshot | None,
     baseline: Snapshot | None,
