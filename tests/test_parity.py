@@ -79,3 +79,16 @@ def test_settings_need_a_parity_block() -> None:
     assert parity.settings({"parity": {"against": "web", "margin": 0.03}}, "x") == ("web", 0.03, 0.05)
     with pytest.raises(parity.ParityError, match="no parity block"):
         parity.settings({}, "x")
+
+
+def test_a_migration_pr_comment_shows_the_parity() -> None:
+    """The gate adds the parity line to the use case's checks and the PR comment shows the parity table."""
+    from stages.results import pr_comment
+
+    rng = random.Random(2)
+    answers = [rng.random() < 0.7 for _ in range(400)]
+    found = result(answers, answers)
+    outcome = gate.UseCaseResult("web_maf", [gate.parity_check("web_maf", found)], parity=parity.markdown(found))
+    body = pr_comment.compose([outcome], baseline="main", baseline_rev="0" * 40, env="pr", metrics_diff_md="")
+    assert "### Parity" in body and "**Parity: maf vs pf: EQUIVALENT**" in body
+    assert "parity vs pf" in body and "| accuracy | " in body
