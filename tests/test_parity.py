@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from stages.results import gate, parity
 from stages.metrics import headline
+from stages.results import gate, parity
 
 F1 = {"f1": {"tp": "tp", "predicted": "predicted", "gold": "gold"}}
 SPECS = headline.parse_specs({"accuracy": "correct", "f1": F1}, "test")
