@@ -79,7 +79,7 @@ def test_repro_produces_outputs_metrics_and_report(reproduced_build: Reproduced,
     assert any("accuracy" in json.dumps(entry) for entry in shown.values())
     plots = json.loads(project.sh("dvc", "plots", "show", "--json").stdout)
     assert "errors" not in plots  # every use case's plot data loads into its template (tests/test_plots.py draws them)
-    use_cases = (UC, NER, QA, CHAT, RAG, MATH, CODE)
+    use_cases = (UC, NER, QA, CHAT, RAG, MATH, CODE, UC_MAF, QA_MAF)
     names = {f"data/{use_case}/report/plots/{name}.json" for use_case in use_cases for name in ("metrics", "latency")}
     assert set(plots["data"]) == names
     assert all(plot[0]["content"]["data"]["values"] for plot in plots["data"].values())
