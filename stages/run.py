@@ -13,6 +13,7 @@ from stages.core import variants
 from stages.core.conf_schema import ConfError
 from stages.core.io import read_jsonl, write_jsonl
 from stages.core.project import load_params, project_root, runtime_dir
+from stages.engine.maf import is_maf_flow
 from stages.llm import connections, llm_proxy
 from stages.metrics import cost
 from stages.results import bulk
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     summaries: dict[str, dict[str, Any]] = {}
     written: list[Path] = []
     proxy = llm_proxy.from_params(run.connection, params["llm"], params["llm_cache"], args.cache,
-                                  row_of=engine.row_of_request)  # fmt: skip
+                                  row_of=engine.row_of_request,
+                                  bridge_chat=is_maf_flow(root / use_case["flow"]))  # fmt: skip  # MAF speaks chat
     with proxy:
         for variant in run.plan.names:
             print(bulk.start_line(args.use_case, len(rows), variant, run, bool(proxy.store)), file=sys.stderr)

@@ -106,6 +106,16 @@ def parser() -> argparse.ArgumentParser:
     new.add_argument("--kind", required=True, choices=sorted(catalogue.KINDS), help="the standard flow's type")
     new.set_defaults(handler=usecases.cmd_new)
 
+    par = commands.add_parser("parity", help="a use case against its `parity.against` (e.g. MAF vs prompt flow)")
+    par.add_argument("use_case", help="the candidate use case (its conf has parity: {against: ...})")
+    par.add_argument("--rev", default="workspace", help="git revision or experiment (default: the workspace)")
+    par.add_argument("--out", type=Path, default=Path("reports/parity"), help="folder for <use case>.md/.json")
+    par.set_defaults(handler=results.cmd_parity)
+
+    mig = commands.add_parser("migrate", help="a use case's prompt flow flow as a MAF workflow (+ use case <name>_maf)")
+    mig.add_argument("use_case", help="the use case whose standard flow (DAG or prompty) to migrate")
+    mig.set_defaults(handler=usecases.cmd_migrate)
+
     imp = commands.add_parser("import-experiment", help="import a use case of the LLMOps-with-Prompt-flow template")
     imp.add_argument("path", type=Path, help="the folder holding experiment.yaml (+ experiment.<env>.yaml, flows/)")
     imp.add_argument("--name", help="the use case's name (default: experiment.yaml's name)")

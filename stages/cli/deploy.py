@@ -36,6 +36,11 @@ def _sample_request(root: Path, use_case: str) -> object:
     import json
 
     path = root / "use_cases" / use_case / "sample-request.json"
+    if not path.is_file():  # a use case sharing another's folder (e.g. <uc>_maf, `llmops migrate`): its folder's
+        flow = load_params(root)["use_cases"].get(use_case, {}).get("flow", "")
+        parts = Path(flow).parts
+        if len(parts) > 2 and parts[0] == "use_cases":
+            path = root / "use_cases" / parts[1] / "sample-request.json"
     if not path.is_file():
         raise SpecError(f"{path.relative_to(root)}: missing (the request `llmops smoke` sends)")
     try:

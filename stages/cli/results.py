@@ -13,6 +13,7 @@ from stages.core import conf_schema
 from stages.core.project import load_params, project_root
 from stages.metrics import headline
 from stages.results import changes
+from stages.results import parity as parity_module
 from stages.results.formatting import format_usd, headline_text, total_cost
 from stages.results.rows import Columns
 
@@ -215,9 +216,57 @@ def gate_results(root: Path, baseline: str, env: str | None, only: list[str] | N
             except compare.CompareError as exc:
                 found[side], found[f"{side}_missing"] = None, str(exc)
         what = changes.changes(*locks, name) if locks else None
-        results.append(gate.assess(name, specs, Columns.from_config(config), thresholds[name], **found,
-                                   changes=what))  # fmt: skip
+        result = gate.assess(name, specs, Columns.from_config(config), thresholds[name], **found,
+                             changes=what)  # fmt: skip
+        if config.get("parity"):  # e.g. a migrated use case: equivalent to its prompt flow original?
+            try:
+                found_parity = parity_of(root, params, name)
+                result.checks.append(gate.parity_check(name, found_parity))
+                result.parity = parity_module.markdown(found_parity)
+            except (parity_module.ParityError, compare.CompareError) as exc:
+                result.checks.append(gate.Check(name, "parity", "none", "", "", gate.FAIL, str(exc)))
+        results.append(result)
     return env, rev, gate.adjust(results)
+
+
+def parity_of(root: Path, params: dict[str, Any], name: str, rev: str | None = None) -> Any:
+    """The parity of use case `name` against the one its `parity.against` names, at `rev` (None: workspace)."""
+    from stages.results import compare
+
+    config = params["use_cases"][name]
+    against, margin, alpha = parity_module.settings(config, name)
+    if against not in params["use_cases"]:
+        raise parity_module.ParityError(f"use_cases.{name}.parity.against: no use case {against} in params.yaml")
+    label = rev or compare.WORKSPACE
+    candidate = compare.snapshot(root, name, label, rev, run_rows=True)
+    baseline = compare.snapshot(root, against, label, rev, run_rows=True)
+    specs = headline.parse_specs(config.get("metrics"), f"use_cases.{name}.metrics")
+    return parity_module.parity(specs, (against, name), (baseline.rows, candidate.rows),
+                                (baseline.run_rows, candidate.run_rows), config["report"]["prediction"], margin,
+                                alpha)  # fmt: skip
+
+
+def cmd_parity(args: argparse.Namespace) -> int:
+    """A use case against the one its `parity.against` names (same rows): agreement, differences, verdict."""
+    import json
+
+    from stages.core.io import write_text
+    from stages.results import compare
+
+    root = project_root()
+    params = load_params(root)
+    try:
+        rev = compare.resolve(root, args.rev)
+        found = parity_of(root, params, args.use_case, rev)
+    except (parity_module.ParityError, compare.CompareError, KeyError) as exc:
+        print(f"parity: {exc}", file=sys.stderr)
+        return 1
+    text = parity_module.markdown(found)
+    print(text)
+    if args.out:
+        write_text(args.out / f"{args.use_case}.md", text)
+        write_text(args.out / f"{args.use_case}.json", json.dumps(found.as_dict(), indent=2) + "\n")
+    return 0 if found.verdict != "not equivalent" else 1
 
 
 def _locks(root: Path, rev: str) -> tuple[dict[str, Any], dict[str, Any]] | None:

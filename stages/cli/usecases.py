@@ -1,11 +1,13 @@
-"""`llmops` commands that make use cases: add-use-case, new, import-experiment."""
+"""`llmops` commands that make use cases: add-use-case, new, import-experiment, migrate."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from stages.cli.compose import compose_params
-from stages.core.project import project_root
+from stages.core.io import write_text
+from stages.core.project import load_params, project_root
 from stages.usecases import catalogue, importer
 
 
@@ -67,4 +69,43 @@ def cmd_import_experiment(args: argparse.Namespace) -> int:
     for item in dict.fromkeys(result.next_steps):
         print(f"  to do  {item}")
     print("next: `dvc repro` (stages prepare/run/evaluate/report@<use case>)")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """`llmops migrate <use case>`: its prompt flow flow as a MAF workflow folder, and the use case `<name>_maf`."""
+    import yaml
+
+    from stages.engine import migrate
+
+    root = project_root()
+    params = load_params(root)
+    use_case = (params.get("use_cases") or {}).get(args.use_case)
+    if use_case is None:
+        print(f"llmops migrate: no use case {args.use_case} in params.yaml (conf/config.yaml)", file=sys.stderr)
+        return 1
+    source = yaml.safe_load((root / "conf" / "use_cases" / f"{args.use_case}.yaml").read_text(encoding="utf-8"))
+    try:
+        migration, name, config = migrate.migrate_use_case(
+            root, args.use_case, source[args.use_case], str(params["llm"].get("api") or "completion")
+        )
+    except migrate.MigrationError as exc:
+        print(f"llmops migrate: {exc}", file=sys.stderr)
+        return 1
+    target = root / "conf" / "use_cases" / f"{name}.yaml"
+    header = f"# Written by `llmops migrate {args.use_case}`: the use case on its MAF workflow (same data and eval).\n"
+    write_text(target, header + yaml.safe_dump({name: config}, sort_keys=False, allow_unicode=True))
+    catalogue.register(root / "conf" / "config.yaml", name)
+    compose_params(root, [], root / "params.yaml")
+    folder = migration.target.relative_to(root)
+    print(
+        f"migrated {args.use_case} ({migration.kind}) -> {folder}/workflow.py; "
+        f"use case {name}: {target.relative_to(root)}"
+    )
+    print(f"  converted: {', '.join(migration.converted) or 'nothing'}")
+    for note in migration.notes:
+        print(f"  note: {note}")
+    for where, reason in migration.not_convertible:
+        print(f"  NOT CONVERTED {where}: {reason}")
+    print(f"next: `dvc repro report@{name}`, then `llmops compare` / the gate compare it with {args.use_case}")
     return 0

@@ -4,7 +4,8 @@
 names the deployment); `GET /health` says which deployment, variant and config fingerprint this is. Both need
 `Authorization: Bearer <key>`, checked before the body is read; a body above `--max-body-bytes` is refused (413).
 The flow runs in this process through `engine.FlowSession`, with the LLM connection of params.yaml built in
-memory. Started by `llmops deploy` (stages/deploy/local.py), never by hand.
+memory (a MAF workflow through an LLM proxy without cache, whose bridge serves its clients' APIs on any
+connection). Started by `llmops deploy` (stages/deploy/local.py), never by hand.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from stages.core import variants
 from stages.core.project import load_params, project_root, runtime_dir
 from stages.data import datasets
 from stages.deploy import web
-from stages.llm import connections
+from stages.engine.maf import is_maf_flow
+from stages.llm import connections, llm_proxy
 
 
 def check_inputs(body: Any, accepted: Mapping[str, Any], required: set[str]) -> str | None:
@@ -43,7 +45,14 @@ def build(
     what it declares, and the inputs a request must give (the dataset's inputs and those without a default)."""
     config = params["use_cases"][use_case]
     block = variants.config(use_case, config, variant)
-    binding = engine.binding_for(connections.resolve(params["llm"], connections.environment(root)), block)
+    connection = connections.resolve(params["llm"], connections.environment(root))
+    proxy = None
+    if is_maf_flow(root / config["flow"]):  # MAF's clients speak chat / Responses: the proxy's bridge (no cache)
+        cache = runtime_dir(root) / "serve" / use_case / "no-cache"
+        proxy = llm_proxy.from_params(connection, params["llm"], {"enabled": False}, cache,
+                                      row_of=engine.row_of_request, bridge_chat=True).__enter__()  # fmt: skip
+        connection = proxy.connection(connection)
+    binding = engine.binding_for(connection, block)
     declared = engine.interface(root / config["flow"], binding.prompt)
     required = {name for name, (_, needed) in declared.inputs.items() if needed}
     required |= set(datasets.input_columns(config["data"]["inputs"]))
@@ -52,6 +61,7 @@ def build(
         node_variants=variants.deployed_node_variants(use_case, config, variant),
         row_timeout_s=params["bulk"]["row_timeout_s"],
     )  # fmt: skip
+    session.llm_proxy = proxy  # type: ignore[attr-defined]  # serves as long as the session (the process)
     return session, declared, required
 
 
