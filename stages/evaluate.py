@@ -14,6 +14,7 @@ from stages.core import variants
 from stages.core.conf_schema import ConfError
 from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.project import load_params, project_root, runtime_dir
+from stages.engine.maf import is_maf_flow
 from stages.llm import connections, llm_proxy
 from stages.metrics import cost, headline, operations, repeats
 from stages.observability import pii, tracing
@@ -51,13 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     args.cache.mkdir(parents=True, exist_ok=True)  # the stage's output, even without judges
     try:  # a flex evaluator taking `model_config` (a class's init, a function's parameter) gets the judge's LLM
         model_config = engine.declares_model_config(root / use_case["eval_flow"])
+        eval_is_maf = is_maf_flow(root / use_case["eval_flow"])  # a MAF evaluation workflow gets the judge's LLM too
+        model_config = model_config or eval_is_maf
     except Exception as exc:  # the entry's module failed to load: its own error, not a traceback
         return _fail(label, f"{use_case['eval_flow']}: {type(exc).__name__}: {exc}")
     try:
         plan = variants.plan_for(params, args.use_case)
         concurrency = connections.concurrency(params["judge"], "judge")  # the judge's, also for flows without one
         specs = headline.parse_specs(use_case.get("metrics"), f"use_cases.{args.use_case}.metrics")
-        judge = evaluation.judging(params, use_case, root, args.cache, label, bool(judges or model_config))
+        judge = evaluation.judging(params, use_case, root, args.cache, label, bool(judges or model_config),
+                                   bridge_chat=eval_is_maf)  # fmt: skip
     except (variants.VariantError, headline.MetricSpecError, cost.PriceError) as exc:
         return _fail(label, str(exc))
     except connections.ConnectionConfigError as exc:

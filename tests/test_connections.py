@@ -98,7 +98,7 @@ def test_llm_switch_reaches_every_use_case(reproduced: Project, stub_llm: StubLL
     project.env.update(env)
     project.params(f"llm={llm}")
     every = tuple(yaml.safe_load((project.root / "params.yaml").read_text())["use_cases"])
-    assert len(every) == 7
+    assert len(every) == 9  # seven use cases and two MAF migrations of them
     # OpenAI: every use case (each has its own chat-API prompt). Azure OpenAI binds per flow kind, so one use case
     # of each kind: DAG, prompty, flex class (with the judges) and flex function.
     use_cases = every if llm == "openai" else ("web_classification", "general_qa", "chat", "code_generation")

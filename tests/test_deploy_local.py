@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, Project
+from conftest import REPO, Project, StubLLM
 
 from stages.data import datasets
 from stages.deploy import local, production, router, smoke, state
@@ -265,3 +265,31 @@ def test_local_deployment_on_the_embedded_model(tmp_path: Path, fresh_template: 
     finally:
         project.sh("llmops", "undeploy", "--use-case", UC, check=False)
         project.sh("llmops", "llm", "stop", check=False)
+
+
+def test_a_maf_use_case_is_served_behind_the_same_router(project: Project, stub_llm: StubLLM) -> None:
+    """web_classification_maf (the MAF workflow `llmops migrate` wrote): two deployments (v2, v1) behind the
+    router, smoke test, the split, rollback; its chat requests reach the stub's completion endpoint through the
+    server's bridging proxy."""
+    uc = "web_classification_maf"
+    project.env["LLMOPS_ENDPOINT_KEY"] = KEY
+    conf = project.root / "conf" / "deploy" / "dev.yaml"
+    conf.write_text(conf.read_text().replace("weight: 10}", "weight: 50}").replace("weight: 90}", "weight: 50}"))
+    deployed = project.sh("llmops", "deploy", "--use-case", uc, "--target", "local", "--env", "dev")
+    try:
+        assert "green (v2): started" in deployed.stdout and "blue (v1): started" in deployed.stdout
+        smoked = project.sh("llmops", "smoke", "--use-case", uc, "--requests", "2")
+        assert smoked.stdout.count(f"smoke {uc}: ok") == 2
+        current = json.loads(state.path(project.root, "dev", uc).read_text())["targets"]["local"]["current"]
+        url = current["record"]["url"]
+        answers = [score(url, {"url": f"https://example.org/{i}", "text": f"page {i}"}) for i in range(40)]
+        assert all(status == 200 and set(body) == {"category", "valid", "raw"} for status, _, body in answers)
+        assert {name for _, name, _ in answers} == {"green", "blue"}
+        assert "missing input text" in score(url, {"url": "u"})[2]["error"]
+        sent = [r for r in stub_llm.requests() if "example.org/" in json.dumps(r["body"])]
+        assert sent and {r["path"] for r in sent} == {"/v1/completions"}  # chat bridged to the completion API
+        conf.write_text(conf.read_text().replace("weight: 50}", "weight: 0}", 1).replace("weight: 50}", "weight: 100}"))
+        project.sh("llmops", "deploy", "--use-case", uc)
+        assert "green 50%, blue 50%" in project.sh("llmops", "rollback", "--use-case", uc).stdout
+    finally:
+        project.sh("llmops", "undeploy", "--use-case", uc)

@@ -131,8 +131,9 @@ def test_a_baked_flow_carries_the_project_modules_its_code_imports_and_pinned_re
     assert "index" in (source / ".gitignore").read_text()
     flow = bake.bake_variant(source, uc["variants"]["v1"], PARAMS["llm"], tmp_path / "pdf")
     vendored = sorted(p.relative_to(flow).as_posix() for p in (flow / "stages").rglob("*.py"))
-    assert vendored == ["stages/__init__.py", "stages/core/__init__.py", "stages/data/embeddings.py",
-                        "stages/core/io.py", "stages/core/redaction.py", "stages/data/vector_index.py"]  # fmt: skip
+    assert vendored == ["stages/__init__.py", "stages/core/__init__.py", "stages/core/io.py",
+                        "stages/core/redaction.py", "stages/data/__init__.py", "stages/data/embeddings.py",
+                        "stages/data/vector_index.py"]  # fmt: skip
     for path in vendored:
         assert (flow / path).read_bytes() == (ROOT / path).read_bytes()
     assert (flow / "index/vectors.npy").read_bytes() == b"stand-in for the index"  # carried, though gitignored

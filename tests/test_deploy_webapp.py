@@ -97,8 +97,8 @@ def test_rollback_routes_the_previous_split(built: tuple, tmp_path: Path) -> Non
 FLOWS = {
     "chat": (set(), True),
     "code_generation": ({"stages", "stages.core", "stages.core.sandbox"}, True),
-    "chat_with_pdf": ({"stages", "stages.core", "stages.data.embeddings", "stages.core.io", "stages.core.redaction",
-                       "stages.data.vector_index"}, False),
+    "chat_with_pdf": ({"stages", "stages.core", "stages.core.io", "stages.core.redaction", "stages.data",
+                       "stages.data.embeddings", "stages.data.vector_index"}, False),
     "math_coding": ({"stages", "stages.core", "stages.core.sandbox"}, False),
 }  # fmt: skip
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from conftest import REPO, Project, StubLLM
 
-from stages.usecases import catalogue, flow_facts, importer
+from stages.usecases import catalogue, flow_facts, import_plan, import_spec, importer
 
 FIXTURE = REPO / "tests" / "fixtures" / "template_experiment"
 STANDARD_TEXTS = [json.loads(line)["ticket_text"] for line in (FIXTURE / "data/tickets.jsonl").read_text().splitlines()]
@@ -192,12 +192,12 @@ def test_an_experiment_without_evaluators_says_how_to_add_one(tmp_path: Path) ->
     ],
 )
 def test_mapping_values(value: object, expected: tuple) -> None:
-    assert importer.parse_reference(value, "k") == expected
+    assert import_plan.parse_reference(value, "k") == expected
 
 
 def test_an_unknown_reference_names_the_key() -> None:
     with pytest.raises(importer.ExperimentImportError, match=r"^evaluators\[0\]\.datasets\[0\]\.mappings\.x: "):
-        importer.parse_reference("${flow.x}", "evaluators[0].datasets[0].mappings.x")
+        import_plan.parse_reference("${flow.x}", "evaluators[0].datasets[0].mappings.x")
 
 
 def _facts(outputs: dict | None) -> flow_facts.FlowFacts:
@@ -215,7 +215,7 @@ def _facts(outputs: dict | None) -> flow_facts.FlowFacts:
     ],
 )
 def test_correct_is_chosen_from_the_declared_types(outputs: dict | None, correct: str | None, metrics: dict) -> None:
-    chosen, chosen_metrics, why = importer.choose_correct(_facts(outputs), "e/flow.dag.yaml")
+    chosen, chosen_metrics, why = import_plan.choose_correct(_facts(outputs), "e/flow.dag.yaml")
     assert (chosen, chosen_metrics) == (correct, metrics)
     assert "e/flow.dag.yaml" in why
 
@@ -325,7 +325,7 @@ def test_python_nodes_connection_inputs_get_the_run_connection() -> None:
 
 def test_the_flows_node_variants_become_variants_as_the_template_runs_them() -> None:
     facts = flow_facts.read(REPO / "tests/fixtures/template_parser/flows/answer")
-    plan, note = importer._variants(facts)
+    plan, note = import_spec.variants_of(facts)
     assert plan == {"variants": ("v1", "v2"), "variant_node_variants": {"v2": {"draft": "long"}}}
     assert note == "variants: v1 the flow's default node variants, v2: draft=long (the template's node variants)"
     spec = catalogue.UseCaseSpec(name="x", dataset="d", flow="f", eval_flow="e", inputs=("q",), label="a",
@@ -362,10 +362,10 @@ def test_the_import_says_what_a_flows_requirements_need_as_the_run_stage_checks_
     flow = tmp_path / "flows" / "standard"
     shutil.copytree(FIXTURE / "flows" / "experiment", flow)
     (flow / "requirements.txt").write_text("promptflow\npromptflow-sdk[builtins]\n")
-    steps, notes = importer._requirements(flow, "use_cases/ner/flows/standard")
+    steps, notes = import_spec.requirements(flow, "use_cases/ner/flows/standard")
     assert steps == [] and len(notes) == 1  # the template's named_entity_recognition: nothing to install
     assert notes[0].startswith("use_cases/ner/flows/standard/requirements.txt, line 2: promptflow-sdk[builtins]: ")
     (flow / "requirements.txt").write_text("bs4-llmops-test-missing\npromptflow-sdk[builtins]\n")
-    [step], _ = importer._requirements(flow, "use_cases/web/flows/standard")
+    [step], _ = import_spec.requirements(flow, "use_cases/web/flows/standard")
     assert step.startswith("use_cases/web/flows/standard/requirements.txt: not installed here: bs4-llmops-test-missing")
     assert step.endswith(" -m pip install bs4-llmops-test-missing")  # the packages, not -r: never promptflow-sdk

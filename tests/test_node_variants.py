@@ -15,9 +15,10 @@ from conftest import REPO, Project, StubLLM
 from test_chat import stub_connection
 from test_chat_with_pdf import CHUNKING, tracked_passages
 
-from stages import engine, run
+from stages import engine
 from stages.core import variants
 from stages.data import documents, embeddings, vector_index
+from stages.results import bulk
 
 UC = "chat_with_pdf"
 FLOW = REPO / "use_cases" / UC / "flows" / "chat"
@@ -47,7 +48,7 @@ def rag_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def prompts(root: Path, stub: StubLLM, api: str, selection: dict[str, str]) -> tuple[str, str]:
     """The (rewrite, answer) prompts one row sends with these node variants selected."""
     connection = stub_connection(stub, api)
-    session = run.open_session(root, UC, {**USE_CASE, "node_variants": selection}, "v1", "v1", connection, 60)
+    session = bulk.open_session(root, UC, {**USE_CASE, "node_variants": selection}, "v1", "v1", connection, 60)
     before = len(stub.requests())
     result = session.run("r1", {"question": QUESTION})
     assert result.error is None, result.error
@@ -115,7 +116,7 @@ def test_an_unknown_node_or_variant_id_names_the_key_and_the_flow(
     stub_llm: StubLLM, selection: dict[str, str], message: str
 ) -> None:
     with pytest.raises(engine.FlowError, match=rf"^use_cases\.{UC}\.{message}"):
-        run.open_session(
+        bulk.open_session(
             REPO, UC, {**USE_CASE, "node_variants": selection}, "v1", "v1", stub_connection(stub_llm, "completion"), 60
         )
     # the same from a variant's own node_variants names that variant's key
@@ -124,7 +125,7 @@ def test_an_unknown_node_or_variant_id_names_the_key_and_the_flow(
         "variants": {**USE_CASE["variants"], "v2": {**USE_CASE["variants"]["v2"], "node_variants": selection}},
     }
     with pytest.raises(engine.FlowError, match=rf"^use_cases\.{UC}\.variants\.v2\.{message}"):
-        run.open_session(REPO, UC, own, "v2", "v1", stub_connection(stub_llm, "completion"), 60)
+        bulk.open_session(REPO, UC, own, "v2", "v1", stub_connection(stub_llm, "completion"), 60)
     assert stub_llm.requests() == []
 
 
@@ -132,7 +133,7 @@ def test_a_prompt_for_a_node_with_variants_is_refused(stub_llm: StubLLM) -> None
     block = {**USE_CASE["variants"]["v1"], "prompt": "answer_brief.jinja2"}
     use_case = {**USE_CASE, "variants": {"v1": block}}
     with pytest.raises(engine.FlowError, match=r"node 'answer' takes its prompt from its node_variants"):
-        run.open_session(REPO, UC, use_case, "v1", "v1", stub_connection(stub_llm, "completion"), 60)
+        bulk.open_session(REPO, UC, use_case, "v1", "v1", stub_connection(stub_llm, "completion"), 60)
 
 
 @pytest.mark.pipeline

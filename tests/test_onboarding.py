@@ -55,7 +55,7 @@ def test_add_use_case_refuses_missing_files_and_bad_names(project: Project) -> N
     assert not (project.root / "conf/use_cases/x.yaml").exists()
 
 
-KINDS = ("dag", "prompty", "class", "function")
+KINDS = ("dag", "prompty", "class", "function", "maf")
 
 
 @pytest.mark.pipeline

@@ -99,6 +99,12 @@ class Documents(_Block):
     chunking: Chunking
 
 
+class ParityBlock(_Block):  # stages/results/parity.py: this use case must behave as `against` on the same rows
+    against: str
+    margin: float = Field(default=0.02, gt=0)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+
+
 class UseCase(_Block):
     dataset: str
     datasets: dict[str, str] | None = None  # a dataset per env; `dataset` picks one (`${.datasets[${env.name}]}`)
@@ -114,6 +120,7 @@ class UseCase(_Block):
     evaluate: Evaluate
     report: Report
     documents: Documents | None = None
+    parity: ParityBlock | None = None
 
 
 class Prepare(_Block):

@@ -46,9 +46,12 @@ class Observability:
                    bool(traces.get("content", False)))  # fmt: skip
 
 
-def serving_proxy(connection: Connection, llm: Mapping[str, Any], env: Mapping[str, str]) -> llm_proxy.LLMProxy:
-    """The endpoint's way to its LLM: retries and fallbacks (`llm.fallbacks`), no cache, an LLM span per call."""
-    return llm_proxy.for_connection(connection, llm, None, engine.row_of_request, env)
+def serving_proxy(
+    connection: Connection, llm: Mapping[str, Any], env: Mapping[str, str], bridge_chat: bool = False
+) -> llm_proxy.LLMProxy:
+    """The endpoint's way to its LLM: retries and fallbacks (`llm.fallbacks`), no cache, an LLM span per call
+    (`bridge_chat`: a MAF flow's chat requests to a completion-API connection, stages/llm/chat_bridge.py)."""
+    return llm_proxy.for_connection(connection, llm, None, engine.row_of_request, env, bridge_chat=bridge_chat)
 
 
 @dataclass

@@ -9,8 +9,9 @@ from typing import Any
 
 from stages.core import variants
 from stages.core.project import runtime_dir
-from stages.deploy.spec import Deployment, DeploymentSpec
+from stages.deploy.spec import Deployment, DeploymentSpec, SpecError
 from stages.engine.bake import bake_variant
+from stages.engine.maf import is_maf_flow
 from stages.engine.promptflow.docker import build_docker_context
 
 
@@ -36,6 +37,11 @@ def baked_flows(spec: DeploymentSpec, params: Mapping[str, Any], out: Path) -> d
     """Each deployed variant's flow, baked into out/<variant> with the node variants a pipeline run of it selects
     (the new deployment's variant first)."""
     use_case = params["use_cases"][spec.use_case]
+    if is_maf_flow(spec.flow):
+        raise SpecError(
+            f"target {spec.target}: {spec.use_case} is a MAF workflow; the cloud targets package prompt flow flows "
+            "(deploy it with --target local; Azure ML packaging of MAF is not supported yet)"
+        )
     baked = {}
     for variant in dict.fromkeys(d.variant for d in spec.served):
         selected = variants.deployed_node_variants(spec.use_case, use_case, variant)

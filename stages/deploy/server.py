@@ -4,7 +4,8 @@
 names the deployment); `GET /health` says which deployment, variant and config fingerprint this is. Both need
 `Authorization: Bearer <key>`, checked before the body is read; a body above `--max-body-bytes` is refused (413).
 The flow runs in this process through `engine.FlowSession`, with the LLM connection of params.yaml built in
-memory. Started by `llmops deploy` (stages/deploy/local.py), never by hand.
+memory (a MAF workflow through an LLM proxy without cache, whose bridge serves its clients' APIs on any
+connection). Started by `llmops deploy` (stages/deploy/local.py), never by hand.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from stages.core.io import read_json
 from stages.core.project import load_params, project_root, runtime_dir
 from stages.data import datasets
 from stages.deploy import endpoint, web
+from stages.engine.maf import is_maf_flow
 from stages.llm import connections, llm_proxy
 from stages.observability import tracing
 
@@ -37,7 +39,14 @@ def build(
     config = params["use_cases"][use_case]
     block = variants.config(use_case, config, variant)
     connection = connections.resolve(params["llm"], connections.environment(root))
-    binding = engine.binding_for(proxy.connection(connection) if proxy else connection, block)
+    if proxy is not None:  # the endpoint's proxy (fallbacks, LLM spans; the chat bridge for a MAF flow)
+        connection = proxy.connection(connection)
+    elif is_maf_flow(root / config["flow"]):  # MAF's clients speak chat / Responses: the proxy's bridge (no cache)
+        cache = runtime_dir(root) / "serve" / use_case / "no-cache"
+        proxy = llm_proxy.from_params(connection, params["llm"], {"enabled": False}, cache,
+                                      row_of=engine.row_of_request, bridge_chat=True).__enter__()  # fmt: skip
+        connection = proxy.connection(connection)
+    binding = engine.binding_for(connection, block)
     declared = engine.interface(root / config["flow"], binding.prompt)
     required = {name for name, (_, needed) in declared.inputs.items() if needed}
     required |= set(datasets.input_columns(config["data"]["inputs"]))
@@ -46,6 +55,7 @@ def build(
         node_variants=variants.deployed_node_variants(use_case, config, variant),
         row_timeout_s=params["bulk"]["row_timeout_s"],
     )  # fmt: skip
+    session.llm_proxy = proxy  # type: ignore[attr-defined]  # serves as long as the session (the process)
     return session, declared, required
 
 
@@ -76,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (telemetry.shutdown(), sys.exit(0)))
     tracing.set_attributes(use_case=args.use_case, deployment=args.deployment, variant=args.variant)
     env = connections.environment(root)
-    proxy = endpoint.serving_proxy(connections.resolve(params["llm"], env), params["llm"], env)
+    bridge = is_maf_flow(root / params["use_cases"][args.use_case]["flow"])  # MAF's clients speak chat
+    proxy = endpoint.serving_proxy(connections.resolve(params["llm"], env), params["llm"], env, bridge)
     proxy.__enter__()  # serves until the process ends
     session, declared, required = build(root, params, args.use_case, args.variant, proxy)
     scoring = endpoint.Endpoint(session, declared, required, observed, proxy, labels=labels)

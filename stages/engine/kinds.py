@@ -20,6 +20,7 @@ class FlowKind(Enum):
     DAG = "dag"  # flow.dag.yaml
     FLEX = "flex"  # flow.flex.yaml: a function or class entry
     PROMPTY = "prompty"  # a single .prompty file
+    MAF = "maf"  # workflow.py exporting create_workflow(): Microsoft Agent Framework (stages/engine/maf/)
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from stages.engine.kinds import FlowError, FlowInterface, FlowKind, load_entry
+from stages.engine.maf.adapter import MafEngine
 from stages.engine.promptflow.adapter import PromptFlowEngine
 from stages.engine.protocol import Engine
 
-ENGINES: list[Engine] = [PromptFlowEngine()]
+ENGINES: list[Engine] = [MafEngine(), PromptFlowEngine()]
 
 
 def engine_for(flow: Path, prompt: str | None = None) -> tuple[Engine, FlowKind, Path]:

@@ -11,6 +11,7 @@ from typing import Any
 from stages.core import redaction
 from stages.engine import registry, requirements, runtime
 from stages.engine.binding import LLMBinding, NodeInputs, check_kind
+from stages.engine.kinds import FlowKind
 from stages.engine.protocol import LoadOptions
 from stages.engine.runtime import RowFailed, RowResult
 
@@ -50,7 +51,8 @@ class FlowSession:
         self._engine, self.kind, flow_file = registry.engine_for(flow, binding.prompt if binding else None)
         redaction.register(*(secret for b in bindings for secret in b.connection.secrets))
         redaction.install(streams=False)
-        requirements.check_requirements(flow)
+        if self.kind is not FlowKind.MAF:  # a MAF workflow runs in its own pinned environment, not this one
+            requirements.check_requirements(flow)
         self._environment = self._engine.environment(bindings)
         runtime.install_notes_handler()
         check_kind(flow, self.kind, len(bindings), bool(node_inputs or node_variants))

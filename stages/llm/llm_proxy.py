@@ -18,6 +18,11 @@ nodes skip the loopback HTTP when the proxy serves from their own process: they 
   timeouts and dropped connections with exponential backoff and full jitter, honouring Retry-After (`RetryPolicy`),
   except a 5xx whose answer says the request itself is invalid (`rejects_request`): the same request would fail
   the same way, so it is answered at once, naming the request's null parameters;
+- serves the Responses API (MAF's OpenAIChatClient) by translating it to chat completions, and, for a
+  completion-only endpoint when the stage asks (`bridge_chat`), chat to completions (stages/llm/chat_bridge.py),
+  before the key is computed; the answer is translated back, from the cache too;
+- counts a request as a row's when `row_of` finds the row in its headers (each engine's own: prompt flow's
+  tracking header, the MAF worker's X-LLMOps-Row, which is not sent upstream);
 - stores only 200 answers; an error is never cached;
 - counts hits, misses, errors, upstream requests, retries and `usage` tokens, in total and per row.
 When retries run out it answers 424 (Failed Dependency) with the last failure in the message, and
@@ -45,7 +50,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from stages.llm import failover
+from stages.llm import chat_bridge, failover
 from stages.llm.cache import CacheStore, Usage, cache_key
 from stages.llm.connections import Connection
 from stages.llm.upstream import (
@@ -63,7 +68,7 @@ from stages.observability import tracing
 GIVE_UP_STATUS = 424  # not retried by prompt flow's LLM tools or the OpenAI client
 # Not forwarded: hop-by-hop headers, and Accept-Encoding so that answers come back uncompressed (they are parsed).
 _DROPPED_HEADERS = frozenset(
-    {"host", "content-length", "connection", "keep-alive", "proxy-connection", "te", "trailer",
+    {"host", "x-llmops-row", "content-length", "connection", "keep-alive", "proxy-connection", "te", "trailer",
      "transfer-encoding", "upgrade", "accept-encoding"}
 )  # fmt: skip
 _REPEAT_PREFIX = re.compile(r"^/r(\d+)(/.*)$")
@@ -258,6 +263,26 @@ class LLMProxy:
             self._count(row, requests=1, errors=1)
             message = "llm proxy: streaming requests (stream: true) cannot be cached; set stream to false"
             return _Answer(400, _error_body(message, "llm_proxy_stream_refused"))
+        try:
+            route, bridged, backs = chat_bridge.translate(path.partition("?")[0], request, self.adapter.completion_only)
+        except chat_bridge.BridgeError as exc:
+            self._count(row, requests=1, errors=1)
+            return _Answer(400, _error_body(f"llm proxy: {exc}", "llm_proxy_bridge_refused"))
+        if backs:  # the endpoint gets another API's request: the query belonged to the client's route
+            path, request, body = route, bridged, json.dumps(bridged, ensure_ascii=False).encode("utf-8")
+        answer = self._answer(repeat, path, request, method, headers, body, row)
+        if not backs or answer.status != 200:
+            return answer
+        translated = json.loads(answer.body)
+        for back in backs:
+            translated = back(translated)
+        return dataclasses.replace(answer, body=json.dumps(translated, ensure_ascii=False).encode("utf-8"))
+
+    def _answer(
+        self, repeat: int, path: str, request: dict[str, Any], method: str, headers: Mapping[str, str], body: bytes,
+        row: str | None,
+    ) -> _Answer:  # fmt: skip
+        """The endpoint's answer to a request as the endpoint takes it: from the cache, or forwarded."""
         adapted_path, adapted = self.adapter.adapt(path, request)
         sent = self.adapter.without_nulls(adapted)
         if adapted_path is not path or sent is not request:
@@ -443,12 +468,15 @@ def from_params(
     cache_dir: Path,
     row_of: Callable[[Mapping[str, str]], str | None] | None = None,
     env: Mapping[str, str] | None = None,
+    bridge_chat: bool = False,
 ) -> LLMProxy:
     """The proxy a stage runs for `connection` (see `for_connection`), with the cache in `cache_dir` when
-    `llm_cache.enabled` (the folder is created either way: it is the stage's DVC output)."""
+    `llm_cache.enabled` (the folder is created either way: it is the stage's DVC output).
+    `bridge_chat`: chat requests reach a completion-API connection's completion endpoint (chat_bridge.py); the
+    stages set it for MAF workflows, whose clients speak chat (or the Responses API) only."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     store = CacheStore(cache_dir) if llm_cache["enabled"] else None
-    return for_connection(connection, llm, store, row_of, env)
+    return for_connection(connection, llm, store, row_of, env, bridge_chat=bridge_chat)
 
 
 def for_connection(
@@ -458,12 +486,13 @@ def for_connection(
     row_of: Callable[[Mapping[str, str]], str | None] | None = None,
     env: Mapping[str, str] | None = None,
     fallbacks: bool = True,
+    bridge_chat: bool = False,
 ) -> LLMProxy:
     """The proxy in front of `connection`: `llm.retry`, the connection's timeout and request adaptations (its layout,
     model, API version, `drop_null_params` and `default_max_tokens`), `store` (None: no cache), and with
     `fallbacks` the connection's fallbacks (`llm.fallbacks`, their secrets from `env`, default os.environ)."""
     adapter = RequestAdapter(connection.type, connection.model, connection.api_version, connection.drop_null_params,
-                             connection.default_max_tokens)  # fmt: skip
+                             connection.default_max_tokens, bridge_chat and connection.api == "completion")  # fmt: skip
     proxy = LLMProxy(connection.base_url, store, RetryPolicy.from_params(llm.get("retry")),
                      connection.request_timeout_s, row_of, adapter=adapter)  # fmt: skip
     proxy.name = connection.name

@@ -91,6 +91,7 @@ class RequestAdapter:
     api_version: str | None = None
     drop_null_params: bool = False
     default_max_tokens: int | None = None
+    completion_only: bool = False  # chat requests are bridged to the completion API (stages/llm/chat_bridge.py)
 
     def adapt(self, path: str, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """The path (with query) and body for the endpoint's layout and model; the same objects when nothing

@@ -17,6 +17,7 @@ from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.progress import Progress
 from stages.core.project import count_setting, runtime_dir
 from stages.data import datasets
+from stages.engine.maf import is_maf_flow
 from stages.engine.promptflow import azure as azure_execution
 from stages.llm import connections, llm_proxy
 from stages.metrics import cost, operations, repeats, stats
@@ -185,6 +186,10 @@ def run_on_azure(root: Path, args: Any, params: dict[str, Any]) -> int:
     from Azure ML): cache counts, requests and tokens are 0, and row latencies 0.0 (the run's details have none)."""
     use_case = params["use_cases"][args.use_case]
     settings = params["execution"]
+    if is_maf_flow(root / use_case["flow"]):
+        print(f"run: {args.use_case} is a MAF workflow: execution: azure submits prompt flow bulk runs; run it with "
+              "execution: local (a MAF parallel job on Azure ML is not supported yet)", file=sys.stderr)  # fmt: skip
+        return 1
     try:
         plan = variants.plan_for(params, args.use_case)
         if (k := repeats.count(params["bulk"])) != 1:

@@ -143,14 +143,16 @@ class Judging:
 
 
 def judging(params: Mapping[str, Any], use_case: Mapping[str, Any], root: Path, cache: Path, label: str,
-            needed: bool) -> Judging:  # fmt: skip
+            needed: bool, bridge_chat: bool = False) -> Judging:  # fmt: skip
     """The judge LLM through an LLM proxy caching in `cache`, when the flow has judges or takes `model_config`
-    (`needed`). Raises connections.ConnectionConfigError, cost.PriceError."""
+    (`needed`); `bridge_chat` for a MAF evaluation workflow (its clients speak chat or the Responses API). Raises
+    connections.ConnectionConfigError, cost.PriceError."""
     if not needed:
         return Judging()
     connection = connections.resolve(params["judge"], connections.environment(root))
     connections.check_reachable(connection)
-    proxy = llm_proxy.from_params(connection, params["judge"], params["llm_cache"], cache, row_of=engine.row_of_request)
+    proxy = llm_proxy.from_params(connection, params["judge"], params["llm_cache"], cache, row_of=engine.row_of_request,
+                                  bridge_chat=bridge_chat)  # fmt: skip
     price = cost.price_for(params["prices"], connection.model)
     if price is None:
         print(cost.unpriced_warning(f"{label}: judge", connection.model), file=sys.stderr)

@@ -114,6 +114,7 @@ class UseCaseResult:
     thresholds: Thresholds | None = None
     changes: tuple[str, ...] | None = None  # what the revision changed in the use case (None: unknown)
     inert: str | None = None  # why the changes had no effect on these rows (see `inert`)
+    parity: str | None = None  # the parity block (markdown, stages/results/parity.py) of a use case with `parity:`
 
     @property
     def changed(self) -> bool:
@@ -429,3 +430,17 @@ def assess(
     result = UseCaseResult(use_case, checks + more, diffs, flips(baseline, candidate, columns), pair,
                            thresholds=thresholds, changes=changed, inert=why)  # fmt: skip
     return adjust([result])[0]
+
+
+def parity_check(use_case: str, result: Any) -> Check:
+    """The gate's line for a parity.Parity: PASS when equivalent, FAIL when not, INCONCLUSIVE (not blocking)."""
+    verdict = {equivalence.EQUIVALENT: PASS, equivalence.NOT_EQUIVALENT: FAIL}.get(result.verdict, INCONCLUSIVE)
+    worst = max(result.metrics, key=lambda m: abs(m.difference.estimate), default=None)
+    note = f"outputs identical on {result.outputs_agree:.0%} of {result.rows} rows"
+    if worst is not None:
+        d = worst.difference
+        note += f"; largest difference {worst.metric} {d.estimate:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
+        if result.verdict == equivalence.INCONCLUSIVE and worst.rows_needed:
+            note += f"; about {worst.rows_needed} rows would show equivalence"
+    return Check(use_case, f"parity vs {result.baseline}", result.verdict, result.baseline, f"+-{result.margin:g}",
+                 verdict, note)  # fmt: skip

@@ -213,6 +213,8 @@ def compose(
         parts.append("No baseline for " + "; ".join(f"{r.use_case} ({r.baseline_missing})" for r in missing) + ".")
     if table := significance_table(results, baseline):
         parts += ["### Significance (paired, per headline metric; MDE: the drop seen 4 times in 5)", table]
+    if blocks := [r.parity for r in results if r.parity]:
+        parts += ["### Parity (two flows of one use case on the same rows, e.g. MAF vs prompt flow)", *blocks]
     if table := usage_table(results, baseline):
         parts += ["### Cost and latency", table]
     parts += ["### Flipped rows", flips_section(results, baseline, max_flips) or f"No row flipped against {baseline}."]

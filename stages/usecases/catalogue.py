@@ -351,6 +351,8 @@ KINDS = {
     "prompty": (None, {"completion": "answer.prompty", "chat": "answer_chat.prompty"}, "output"),
     "class": (None, {"completion": "answer.prompty", "chat": "answer_chat.prompty"}, "answer"),  # init `prompt`
     "function": (None, {"completion": "answer.prompty", "chat": "answer_chat.prompty"}, "answer"),  # kw `prompt`
+    # a MAF workflow (workflow.py): create_workflow(prompt=..., **params) gets the variant's prompt and params
+    "maf": (None, {"completion": "answer.jinja2", "chat": "answer.chat.jinja2"}, "answer"),
 }
 
 
@@ -391,4 +393,6 @@ def scaffold(root: Path, name: str, kind: str) -> Path:
         prompt=prompt,
         params={"temperature": 0, "max_tokens": 12},
     )
+    if kind == "maf":  # flow_facts reads prompt flow flows only; the scaffold's inputs and output are known
+        return write(root, spec)
     return add(root, spec)[0]

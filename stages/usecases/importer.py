@@ -15,359 +15,30 @@ Everything is built in a folder beside use_cases/ and moved into place, configs 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from stages import engine
 from stages.core.io import write_text
 from stages.core.project import load_params
-from stages.data import datasets
 from stages.usecases import catalogue, flow_facts
 from stages.usecases import experiment as exp
-
-_REFERENCE = re.compile(r"^\$\{([^}]*)\}$")
-_NUMBERS = ("int", "double", "float", "number")
-
-
-class ExperimentImportError(ValueError):
-    """The experiment folder cannot be imported; the message names the file and the key."""
-
-
-@dataclass
-class ImportResult:
-    folder: str = ""  # use_cases/<name>, relative to the project root
-    use_cases: list[tuple[str, Path]] = field(default_factory=list)  # name, config file
-    copied: list[str] = field(default_factory=list)
-    choices: dict[str, list[str]] = field(default_factory=dict)  # per use case: every choice made, and warnings
-    not_mapped: list[str] = field(default_factory=list)
-    next_steps: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # said, nothing to do (e.g. a renamed requirement satisfied)
-
-
-@dataclass(frozen=True)
-class Pairing:
-    """One dataset of one evaluator, with the standard dataset whose run it evaluates."""
-
-    evaluator: exp.Evaluator
-    index: int  # of the dataset in the evaluator's list
-    eval_data: exp.MappedDataset
-    standard: exp.MappedDataset
-    where: str  # e.g. "experiment.yaml: evaluators[0].datasets[1]"
-    standard_where: str = ""  # e.g. "experiment.yaml: datasets[0]"
-
-
-@dataclass
-class Plan:
-    """What one use case runs in one env: the rows written, the flow's inputs, the evaluation's mapping."""
-
-    rows: list[dict[str, Any]]
-    file_name: str
-    sources: str  # the source files the rows come from, for messages
-    inputs: dict[str, str]  # flow input -> column
-    mapping: dict[str, str]  # eval flow input -> data.<column> | outputs.<name>
-    label: str
-    eval_flow: Path
-    notes: list[str] = field(default_factory=list)
-
-
-class _NotMappable(Exception):
-    """A pairing this project cannot run (an Azure ML data asset, an evaluator that is no flow)."""
-
-
-def _rows(count: int) -> str:
-    return f"{count} row{'s' * (count != 1)}"
-
-
-def slug(text: str) -> str:
-    return re.sub(r"_+", "_", re.sub(r"[^a-z0-9_]", "_", text.lower())).strip("_")
-
-
-def _short(text: str, folder: Path) -> str:
-    """`text` with the experiment folder's path left out of the file names it mentions."""
-    return text.replace(f"{folder}/", "")
-
-
-def parse_reference(value: Any, where: str) -> tuple[str, Any]:
-    """A mapping value: `${data.c}` -> (data, c), `${run.outputs.x}` or `${target.x}` -> (outputs, x),
-    `${run.inputs.x}` -> (inputs, x); anything that is not `${...}` is a literal (literal, value)."""
-    if not isinstance(value, str) or not value.strip().startswith("${"):
-        return "literal", value
-    match = _REFERENCE.match(value.strip())
-    body = match.group(1).strip() if match else ""
-    for prefix, scope in (
-        ("data.", "data"),
-        ("run.outputs.", "outputs"),
-        ("target.outputs.", "outputs"),
-        ("target.", "outputs"),
-        ("run.inputs.", "inputs"),
-    ):
-        if body.startswith(prefix) and body[len(prefix) :]:
-            return scope, body[len(prefix) :]
-    raise ExperimentImportError(
-        f"{where}: {value!r} is none of ${{data.<column>}}, ${{run.outputs.<output>}}, ${{run.inputs.<input>}}, "
-        "${target.<output>} or a literal value"
-    )
-
-
-def _read_rows(path: Path, where: str, max_row_bytes: int) -> list[dict[str, Any]]:
-    """The JSON objects of a template dataset, read as the prepare stage reads rows (a BOM accepted, a bad byte or
-    a row over `prepare.max_row_bytes` named with its line)."""
-    if not path.is_file():
-        raise ExperimentImportError(f"{where}: dataset source {path} not found")
-    try:
-        rows = [row for _, row in datasets.json_objects(path, max_row_bytes)]
-    except datasets.DatasetError as exc:
-        raise ExperimentImportError(str(exc)) from None
-    if not rows:
-        raise ExperimentImportError(f"{where}: {path} has no rows")
-    return rows
-
-
-def pairings(experiment: exp.Experiment, file: str) -> tuple[list[Pairing], list[str]]:
-    """Every (evaluator, dataset) of the experiment with its standard dataset, and what cannot be paired."""
-    found, notes = [], []
-    for e, evaluator in enumerate(experiment.evaluators):
-        for d, mapped in enumerate(evaluator.datasets):
-            where = f"{file}: evaluators[{e}].datasets[{d}]"
-            standard_name = mapped.dataset.reference or mapped.dataset.name
-            standard = experiment.dataset(standard_name)
-            if standard is None:
-                notes.append(
-                    f"{where} ('{mapped.dataset.name}'): evaluates '{standard_name}', which is not among "
-                    "this file's datasets: the template evaluates nothing with it"
-                )
-                continue
-            std_where = f"{file}: datasets[{experiment.datasets.index(standard)}]"
-            found.append(Pairing(evaluator, d, mapped, standard, where, std_where))
-    return found, notes
-
-
-def _rows_of(dataset: exp.Dataset, folder: Path, where: str, max_row_bytes: int) -> tuple[list[dict[str, Any]], Path]:
-    if dataset.is_remote:
-        raise _NotMappable(
-            f"{where}: dataset '{dataset.name}' is an Azure ML data asset ({dataset.source}): download it into "
-            f"{folder}/data/, point `source` at the file and import again"
-        )
-    path = dataset.local_source(folder)
-    assert path is not None
-    return _read_rows(path, f"{where} ('{dataset.name}')", max_row_bytes), path
-
-
-def plan(pairing: Pairing, folder: Path, facts: flow_facts.FlowFacts, file_name: str, max_row_bytes: int) -> Plan:
-    """The rows and mappings of one pairing: the standard rows with the evaluator dataset's columns joined by line
-    (and literal values as constant columns), the flow's inputs and the evaluation's mapping as this project
-    names them. Follows prompt flow: a mapping to no input of the flow is ignored, an input without default
-    and without mapping reads the column of its name."""
-    try:
-        eval_facts = flow_facts.read(pairing.evaluator.path)
-    except engine.FlowError as exc:
-        raise _NotMappable(
-            f"{pairing.evaluator.where}: evaluator '{pairing.evaluator.name}': {exc}; the template cannot run it either"
-        ) from None
-    standard_where = pairing.standard.dataset.name
-    std_rows, std_path = _rows_of(pairing.standard.dataset, folder, f"dataset '{standard_where}'", max_row_bytes)
-    notes: list[str] = []
-    columns = set().union(*std_rows)
-    inputs: dict[str, str] = {}
-    constants: dict[str, Any] = {}
-    std_key = f"{pairing.standard_where or pairing.standard.dataset.name}.mappings"
-    for flow_input, value in pairing.standard.mappings.items():
-        key = f"{std_key}.{flow_input}"
-        if facts.inputs and flow_input not in facts.inputs:
-            notes.append(
-                f"NOT MAPPED {key}: {facts.file} has no input {flow_input!r} (inputs: "
-                f"{', '.join(facts.inputs)}); prompt flow ignores it, and so does the import"
-            )
-            continue
-        scope, ref = parse_reference(value, key)
-        if scope == "data":
-            if ref not in columns:
-                raise ExperimentImportError(
-                    f"{key}: column {ref!r} is not in {std_path} (columns: {', '.join(sorted(columns))})"
-                )
-            inputs[flow_input] = ref
-        elif scope == "literal":
-            inputs[flow_input] = f"const_{flow_input}"
-            constants[f"const_{flow_input}"] = value
-            notes.append(f"{key}: the literal {value!r} becomes the column const_{flow_input} of every row")
-        else:
-            raise ExperimentImportError(f"{key}: {value!r}: a standard dataset's mapping reads data columns only")
-    for flow_input, (_, required) in facts.inputs.items():
-        if required and flow_input not in inputs:
-            if flow_input not in columns:
-                raise ExperimentImportError(
-                    f"{std_key}: {facts.file} input {flow_input!r} has no default, no "
-                    f"mapping and no column of its name in {std_path}"
-                )
-            inputs[flow_input] = flow_input
-            notes.append(
-                f"{std_key}: flow input {flow_input} (no default, not mapped) reads the column "
-                f"{flow_input}, as prompt flow does"
-            )
-    for flow_input, (_, required) in facts.inputs.items():
-        if not required and flow_input not in inputs:
-            notes.append(f"flow input {flow_input} is not mapped: every row runs on its default")
-    if facts.inputs and not inputs:  # prompt flow would run every row on the same defaults: nothing to compare
-        shared = [name for name in facts.inputs if name in columns]  # every input the rows have a column for
-        hint = f" (the rows have columns for {', '.join(f'{n}: ${{data.{n}}}' for n in shared)})" if shared else ""
-        raise ExperimentImportError(
-            f"{std_key}: maps no input of {_short(str(facts.file), folder)} (inputs: {', '.join(facts.inputs)}), "
-            f"and each has a default, so every row would run on the defaults, as prompt flow runs it: map the "
-            f"inputs the rows vary{hint}"
-        )
-
-    same = not pairing.eval_data.dataset.is_eval
-    if same:
-        eval_rows, eval_path = std_rows, std_path
-    else:
-        eval_rows, eval_path = _rows_of(pairing.eval_data.dataset, folder, pairing.where, max_row_bytes)
-    count = min(len(std_rows), len(eval_rows))
-    if len(std_rows) != len(eval_rows):
-        notes.append(
-            f"{pairing.where}: {eval_path.name} has {len(eval_rows)} rows, {std_path.name} "
-            f"{len(std_rows)}: joined by line, the first {count} rows are used"
-        )
-    rows = [{**row, **constants} for row in std_rows[:count]]
-    eval_columns = set().union(*eval_rows[:count])
-
-    def column_for(column: str, key: str) -> str:
-        """The name, in the written rows, of the evaluator dataset's `column`."""
-        if column not in eval_columns:
-            raise ExperimentImportError(
-                f"{key}: column {column!r} is not in {eval_path} (columns: {', '.join(sorted(eval_columns))})"
-            )
-        if same:
-            return column
-        values = [row.get(column) for row in eval_rows[:count]]
-        if column in columns and any(rows[i].get(column) != values[i] for i in range(count)):
-            target = f"eval_{column}"
-            notes.append(
-                f"{key}: {eval_path.name}'s column {column} differs from {std_path.name}'s: it is the column {target}"
-            )
-        else:
-            target = column
-        for i, value in enumerate(values):
-            rows[i][target] = value
-        return target
-
-    mapping: dict[str, str] = {}
-    skipped_data: list[tuple[str, str]] = []
-    for name, value in pairing.eval_data.mappings.items():
-        key = f"{pairing.where}.mappings.{name}"
-        scope, ref = parse_reference(value, key)
-        if eval_facts.inputs and name not in eval_facts.inputs:
-            notes.append(
-                f"NOT MAPPED {key}: {eval_facts.file} has no input {name!r} (inputs: "
-                f"{', '.join(eval_facts.inputs)}); prompt flow ignores it, and so does the import"
-            )
-            if scope == "data":
-                skipped_data.append((ref, key))
-            continue
-        if scope == "data":
-            mapping[name] = f"data.{column_for(ref, key)}"
-        elif scope == "outputs":
-            if facts.outputs is not None and ref not in facts.outputs:
-                raise ExperimentImportError(
-                    f"{key}: {value!r}: {facts.file} has no output {ref!r} (outputs: {', '.join(facts.outputs)})"
-                )
-            mapping[name] = f"outputs.{ref}"
-        elif scope == "inputs":
-            if ref not in inputs:
-                raise ExperimentImportError(f"{key}: {value!r}: the flow input {ref!r} is not mapped")
-            mapping[name] = f"data.{inputs[ref]}"
-        else:
-            for row in rows:
-                row[f"const_{name}"] = value
-            mapping[name] = f"data.const_{name}"
-            notes.append(f"{key}: the literal {value!r} becomes the column const_{name} of every row")
-    for name, (_, required) in eval_facts.inputs.items():
-        if required and name not in mapping:
-            key = f"{pairing.where}.mappings"
-            if name not in eval_columns:
-                raise ExperimentImportError(
-                    f"{key}: {eval_facts.file} input {name!r} has no default, no mapping "
-                    f"and no column of its name in {eval_path}"
-                )
-            mapping[name] = f"data.{column_for(name, key)}"
-            notes.append(
-                f"{key}: evaluation input {name} (no default, not mapped) reads the column {name}, as prompt flow does"
-            )
-    for name, (_, required) in eval_facts.inputs.items():
-        if not required and name not in mapping:
-            notes.append(f"evaluation input {name} is not mapped: every row is evaluated on its default")
-
-    flow_columns = set(inputs.values())
-    truth = [s.removeprefix("data.") for s in mapping.values() if s.startswith("data.")]
-    truth = [c for c in truth if c not in flow_columns and not c.startswith("const_")]
-    if truth:
-        label = truth[0]
-    elif skipped_data:
-        column, key = skipped_data[0]
-        label = column_for(column, key)
-        notes.append(f"label: {label} (the column {key} maps, though the evaluation flow does not take it)")
-    elif constants := [s.removeprefix("data.") for s in mapping.values() if s.startswith("data.const_")]:
-        label = constants[0]
-        notes.append(f"label: {label} (a literal value: the evaluator maps no data column besides the flow's inputs)")
-    else:
-        raise ExperimentImportError(
-            f"{pairing.where}.mappings: no ${{data.<column>}} besides the flow's inputs: "
-            "this project needs a ground-truth column (data.label)"
-        )
-    sources = std_path.name if same else f"{std_path.name} + {eval_path.name}"
-    return Plan(rows, file_name, sources, inputs, mapping, label, pairing.evaluator.path, notes)
-
-
-def choose_correct(eval_facts: flow_facts.FlowFacts, where: str) -> tuple[str | None, dict[str, str], str]:
-    """The evaluation output that is a row's correctness, the headline metrics, and why: from declared types
-    (`where` names the flow file in messages)."""
-    outputs = dict(eval_facts.outputs or {})
-    if not outputs:
-        return (
-            None,
-            {},
-            (
-                f"{where} declares no outputs: no per-row correctness, no headline metric; set "
-                "report.correct and metrics in the config"
-            ),
-        )
-    typed = list(outputs.items())
-    for wanted, describe in ((("bool",), "bool"), (_NUMBERS, "number")):
-        for name, kind in typed:
-            if kind in wanted:
-                metric = "accuracy" if describe == "bool" else name
-                return (
-                    name,
-                    {metric: name},
-                    (f"correct: {name} ({where} declares it {kind}); headline metric {metric}: the mean of {name}"),
-                )
-    name, kind = typed[0]
-    if kind == "string":
-        return (
-            name,
-            {name: name},
-            (
-                f"correct: {name} ({where} declares only {', '.join(f'{n}: {k}' for n, k in typed)}); headline metric "
-                f"{name}: the mean of {name} read by the documented mapping of stock grades "
-                "(stages/metrics/headline.py: Correct/Incorrect, pass/fail, yes/no as 1/0, numbers as numbers; any "
-                "other text counts as no value); otherwise set metrics in the config"
-            ),
-        )
-    return (
-        name,
-        {"accuracy": name},
-        (
-            f"correct: {name} ({where} declares it {kind or 'untyped'}); headline metric accuracy: the mean of "
-            f"{name} read by the documented mapping (stages/metrics/headline.py): an object by its first number (the "
-            f"stock entity match's match_cnt: exact_match), a grade string as 1/0; to read another number, set "
-            f"metrics: {{<name>: {name}.<key>}} (dotted paths) in the config"
-        ),
-    )
+from stages.usecases.import_plan import (
+    ExperimentImportError,
+    ImportResult,
+    NotMappable,
+    Pairing,
+    Plan,
+    pairings,
+    plan,
+    short,
+    slug,
+)
+from stages.usecases.import_spec import project_envs, relative_in, requirements, use_case_spec, validate, variants_of
 
 
 def _use_case_names(base: str, experiment_name: str, pairs: list[Pairing]) -> list[str]:
@@ -429,7 +100,7 @@ def _env_plans(
     """The plan of a base pairing in the base ("") and in each overlay's env."""
     chosen = {"": (pairing, "")}
     for env, overlay in overlays.items():
-        env_file = _short(overlay.files[-1], folder)
+        env_file = short(overlay.files[-1], folder)
         chosen[env] = _env_pairing(pairing, pairings(overlay, env_file)[0], overlay, env_file)
     by_env: dict[str, Plan] = {}
     for env, (env_pair, why) in chosen.items():
@@ -473,140 +144,6 @@ def _same_label(by_env: dict[str, Plan], folder: Path) -> None:
         env_plan.label = label
 
 
-def _variants(facts: flow_facts.FlowFacts) -> tuple[dict[str, Any], str]:
-    """The use case's variants from the flow's own node variants, as the template runs them: v1 the defaults, then
-    one variant per other node variant. No node variants: v1 and v2, both the flow as it is."""
-    import yaml
-
-    if facts.kind is not engine.FlowKind.DAG:
-        return {}, ""
-    declared = (yaml.safe_load(facts.file.read_text(encoding="utf-8")) or {}).get("node_variants") or {}
-    others = [
-        (node, variant)
-        for node, spec in declared.items()
-        for variant in (spec.get("variants") or {})
-        if variant != spec.get("default_variant_id")
-    ]
-    if not others:
-        return {}, ""
-    names = tuple(f"v{i}" for i in range(1, len(others) + 2))
-    selections = {name: {node: variant} for name, (node, variant) in zip(names[1:], others, strict=True)}
-    shown = ", ".join(f"{name}: {node}={variant}" for name, sel in selections.items() for node, variant in sel.items())
-    return (
-        {"variants": names, "variant_node_variants": selections},
-        f"variants: v1 the flow's default node variants, {shown} (the template's node variants)",
-    )
-
-
-def _requirements(flow: Path, shown: str) -> tuple[list[str], list[str]]:
-    """The steps the flow's requirements file needs before the run stage accepts it (the exact pip command for what
-    is not installed) and the notes on renamed packages, as the run stage checks them."""
-    path = engine.requirements_file(flow)
-    if path is None or not path.is_file():
-        return [], []
-    check = engine.check_requirements_file(path)
-    file = f"{shown}/{path.relative_to(flow)}"
-    steps = []
-    if check.unmet:
-        steps.append(
-            f"{file}: not installed here: {'; '.join(check.unmet)}. The run stage refuses the flow until you run: "
-            f"{check.pip_command(file)}"
-        )
-    return steps, [f"{file}, {note}" for note in check.notes]
-
-
-def _project_envs(root: Path) -> list[str]:
-    return sorted(p.stem for p in (root / "conf" / "env").glob("*.yaml"))
-
-
-def _relative_in(path: Path, folder: Path, where: str) -> Path:
-    try:
-        return path.resolve().relative_to(folder.resolve())
-    except ValueError:
-        raise ExperimentImportError(f"{where}: {path} is outside the experiment folder {folder}") from None
-
-
-def _validate(root: Path, spec: catalogue.UseCaseSpec, max_row_bytes: int) -> None:
-    """The imported dataset of `spec` passes the prepare stage's checks (required strings, lists, label, unique
-    inputs, the row size bound `prepare.max_row_bytes`), at import time; errors name it as the project does."""
-    path = root / spec.dataset
-    inputs = datasets.input_columns(spec.inputs if isinstance(spec.inputs, dict) else list(spec.inputs))
-    try:
-        schema = datasets.Schema(tuple(inputs.values()), spec.label, spec.lists)
-        datasets.assign_ids(datasets.load(path, schema, max_row_bytes), schema, path)
-    except datasets.DatasetError as exc:
-        message = str(exc).replace(str(path), spec.dataset)
-        raise ExperimentImportError(f"{message} (the prepare stage's checks, at import)") from None
-
-
-def _use_case_spec(
-    use_case: str,
-    pairing: Pairing,
-    by_env: dict[str, Plan],
-    files: dict[str, str],
-    flows: Mapping[Path, Path],
-    facts: flow_facts.FlowFacts,
-    overlays: Mapping[str, exp.Experiment],
-    folder: Path,
-    llm_node: str | None,
-    relative: str,
-) -> tuple[catalogue.UseCaseSpec, list[str]]:
-    """The config of one use case (its files under `relative`, use_cases/<name>) and the notes on every choice."""
-    base_plan = by_env[""]
-    eval_facts = flow_facts.read(base_plan.eval_flow)
-    correct, metrics, why = choose_correct(eval_facts, _short(str(eval_facts.file), folder))
-    outputs = [s.removeprefix("outputs.") for s in base_plan.mapping.values() if s.startswith("outputs.")]
-    prediction = outputs[0] if outputs else next(iter(facts.outputs or {"output": None}))
-    notes = [
-        f"{pairing.where}: runs the standard flow on '{pairing.standard.dataset.name}', evaluated by "
-        f"'{pairing.evaluator.name}' ({_short(str(base_plan.eval_flow), folder)}) on "
-        f"'{pairing.eval_data.dataset.name}': data/{files['']} ({_rows(len(base_plan.rows))}, {base_plan.sources})",
-        why,
-    ]
-    if not outputs:
-        notes.append(f"prediction: {prediction} (the evaluator maps no run output; the flow's first output)")
-    for env, env_plan in by_env.items():
-        notes += [f"[{env}] {n}" if env else n for n in env_plan.notes if not env or n not in base_plan.notes]
-    judges: tuple[str, ...] = eval_facts.llm_nodes
-    if eval_facts.kind is engine.FlowKind.FLEX and eval_facts.model_config:
-        judges = ("model_config",)
-    if judges:
-        notes.append(
-            f"evaluate.judges: {', '.join(judges)}: the evaluation flow's LLM is the judge LLM "
-            "(conf/config.yaml llm@judge)"
-        )
-    per_env: dict[str, dict[str, object]] = {}
-    for env, env_plan in by_env.items():
-        changes: dict[str, object] = {}
-        if env and env_plan.eval_flow != base_plan.eval_flow:
-            changes["eval_flow"] = f"{relative}/{flows[env_plan.eval_flow]}"
-        if env and env_plan.inputs != base_plan.inputs:
-            changes["inputs"] = dict(env_plan.inputs)
-        if env and env_plan.mapping != base_plan.mapping:
-            changes["mapping"] = dict(env_plan.mapping)
-        if changes:
-            per_env[env] = changes
-            shown = ", ".join(f"{key} {value}" for key, value in changes.items())
-            notes.append(f"[{env}] {_short(overlays[env].files[-1], folder)}: {shown} in env {env}")
-    spec = catalogue.UseCaseSpec(
-        name=use_case,
-        dataset=f"{relative}/data/{files['']}",
-        flow=f"{relative}/{flows[facts.path]}",
-        eval_flow=f"{relative}/{flows[base_plan.eval_flow]}",
-        inputs=dict(base_plan.inputs),
-        label=base_plan.label,
-        mapping=dict(base_plan.mapping),
-        prediction=prediction,
-        correct=correct or "correct",
-        metrics=metrics,
-        llm_node=llm_node,
-        judges=judges,
-        datasets_by_env={env: f"{relative}/data/{f}" for env, f in files.items() if env and f != files[""]} or None,
-        by_env=per_env or None,
-    )
-    return spec, notes
-
-
 def import_experiment(
     root: Path,
     folder: Path,
@@ -639,7 +176,7 @@ def import_experiment(
         raise ExperimentImportError(f"{base_file}: flow: {exc}") from None
     if llm_node and llm_node not in facts.llm_nodes:  # before anything is copied, naming the template's file
         raise ExperimentImportError(
-            f"--llm-node {llm_node}: {_short(str(facts.file), folder)} has no `type: llm` node {llm_node!r} "
+            f"--llm-node {llm_node}: {short(str(facts.file), folder)} has no `type: llm` node {llm_node!r} "
             f"(its LLM nodes: {', '.join(facts.llm_nodes) or 'none'})"
         )
     if facts.kind is engine.FlowKind.PROMPTY:
@@ -672,7 +209,7 @@ def import_experiment(
     for pairing in base_pairs:
         try:
             plans.append(_env_plans(pairing, overlays, folder, facts, max_row_bytes))
-        except _NotMappable as exc:
+        except NotMappable as exc:
             result.not_mapped.append(str(exc))
             continue
         runnable.append(pairing)
@@ -699,14 +236,14 @@ def import_experiment(
         file_names[candidate] = content
         return candidate
 
-    flows = {facts.path: _relative_in(facts.path, folder, f"{base_file}: flow")}
-    variant_plan, variant_note = _variants(facts)
+    flows = {facts.path: relative_in(facts.path, folder, f"{base_file}: flow")}
+    variant_plan, variant_note = variants_of(facts)
     specs: list[catalogue.UseCaseSpec] = []
     for use_case, pairing, by_env in zip(names, runnable, plans, strict=True):
         files = {env: file_for(env_plan) for env, env_plan in by_env.items()}
         for env_plan in by_env.values():
-            flows.setdefault(env_plan.eval_flow, _relative_in(env_plan.eval_flow, folder, pairing.evaluator.where))
-        spec, notes = _use_case_spec(
+            flows.setdefault(env_plan.eval_flow, relative_in(env_plan.eval_flow, folder, pairing.evaluator.where))
+        spec, notes = use_case_spec(
             use_case, pairing, by_env, files, flows, facts, overlays, folder, llm_node, result.folder
         )
         specs.append(
@@ -715,7 +252,7 @@ def import_experiment(
             )
         )
         result.choices[use_case] = ([variant_note] if variant_note else []) + notes
-    for env in sorted(set(overlays) - set(_project_envs(root))):
+    for env in sorted(set(overlays) - set(project_envs(root))):
         result.next_steps.append(
             f"experiment.{env}.yaml: this project has no conf/env/{env}.yaml: copy "
             f"conf/env/dev.yaml to it to run that env (`llmops params env={env}`)"
@@ -730,12 +267,12 @@ def import_experiment(
     if base.runtime is not None or any(o.runtime for o in overlays.values()):
         result.not_mapped.append(f"{base_file}: runtime (an Azure ML runtime; the flows run where the run stage runs)")
     for flow, relative in flows.items():
-        steps, notes = _requirements(flow, f"{result.folder}/{relative}")
+        steps, notes = requirements(flow, f"{result.folder}/{relative}")
         result.next_steps += steps
         result.notes += notes
     # notes name the template's files relative to its folder, as the user sees them there
-    result.not_mapped = [_short(n, folder) for n in result.not_mapped]
-    result.choices = {uc: [_short(n, folder) for n in notes] for uc, notes in result.choices.items()}
+    result.not_mapped = [short(n, folder) for n in result.not_mapped]
+    result.choices = {uc: [short(n, folder) for n in notes] for uc, notes in result.choices.items()}
     return _commit(root, folder, target, flows, file_names, specs, result, compose, max_row_bytes)
 
 
@@ -772,7 +309,7 @@ def _commit(
             except catalogue.CatalogueError as exc:
                 raise ExperimentImportError(str(exc)) from None
             result.choices[spec.name] += check_notes
-            _validate(root, spec, max_row_bytes)
+            validate(root, spec, max_row_bytes)
             checked.append(spec)
         for spec in checked:
             written.append(catalogue.write(root, spec))

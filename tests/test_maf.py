@@ -1,0 +1,163 @@
+"""MAF workflows as a flow kind: the environment (uv, pinned), the worker protocol, the session the stages use,
+against the stub LLM through a real LLM proxy. The workflows are in the exact shape of Microsoft's migrated
+samples (tests/fixtures/maf)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import REPO, StubLLM
+
+from stages import engine
+from stages.engine import AggregationError, FlowError, FlowSession, LLMBinding, in_input_order
+from stages.engine.maf import environment, is_maf_flow
+from stages.llm import llm_proxy
+from stages.llm.connections import NO_KEY, Connection
+
+FIXTURES = REPO / "tests" / "fixtures" / "maf"
+
+
+@pytest.fixture(scope="session")
+def maf_python() -> Path:
+    """The project's MAF environment (built once, as `make setup` does; reused while the pins are the same)."""
+    return environment.ensure(REPO)
+
+
+@pytest.fixture
+def proxy(stub_llm: StubLLM, tmp_path: Path, maf_python: Path):
+    connection = Connection("local", "openai", "completion", "gemma", stub_llm.base_url, NO_KEY)
+    with llm_proxy.from_params(connection, {}, {"enabled": True}, tmp_path / "cache", row_of=engine.row_of_request,
+                               bridge_chat=True) as proxy:  # fmt: skip
+        yield proxy, proxy.connection(connection)
+
+
+def session(flow: Path, connection: Connection | None = None, **params: object) -> FlowSession:
+    """The flow as the run stage opens it: the variant's prompt and params in the binding."""
+    prompt = params.pop("prompt", None)
+    bindings = [LLMBinding(connection, prompt=prompt, params=params)] if connection else []
+    return FlowSession(flow, *bindings, row_timeout_s=60)
+
+
+def rows(n: int) -> list[tuple[str, dict[str, str]]]:
+    return [(f"row {i}", {"url": f"https://example.org/{i}", "text": f"page {i}"}) for i in range(n)]
+
+
+def test_a_sample_shaped_workflow_runs_its_rows_through_the_proxy(proxy, stub_llm: StubLLM) -> None:
+    """Microsoft's shape (OpenAIChatClient from AZURE_OPENAI_*, the Responses API) runs unchanged: each request
+    reaches the completion endpoint with the workflow's prompt, each row's usage is counted, rows run at once."""
+    proxy_, connection = proxy
+    stub_llm.script({"example.org/1\n": "App store page", "example.org/": "Movie"})
+    stub_llm.faults(delay_s=0.3)
+    results = in_input_order(session(FIXTURES / "classify", connection).run_rows(rows(8), concurrency=4),
+                             [r for r, _ in rows(8)])  # fmt: skip
+    assert [r.error for r in results] == [None] * 8
+    assert results[1].outputs == {"category": "App", "raw": "App store page"}
+    assert results[0].outputs == {"category": "Movie", "raw": "Movie"}
+    sent = stub_llm.requests()
+    assert len(sent) == 8 and {s["path"] for s in sent} == {"/v1/completions"}
+    assert sent[0]["body"]["prompt"].startswith("URL: https://example.org/") and sent[0]["body"]["model"] == "gemma"
+    assert max(s["in_flight"] for s in sent) > 1  # one async worker held several rows in flight
+    assert proxy_.row_usage("row 3").misses == 1
+
+
+def test_rows_fail_with_their_error_and_a_crashed_worker_fails_its_rows(proxy) -> None:
+    _, connection = proxy
+    data = [("ok", {"url": "u", "text": "t"}), ("bad", {"url": "u", "text": "raise"})]
+    flow = session(FIXTURES / "classify", connection)
+    results = {r.row_id: r for r in flow.run_rows(data)}
+    assert results["ok"].error is None
+    assert results["bad"].error == "ValueError: this row's executor failed"
+    crash = [("c1", {"url": "u", "text": "crash the worker"}), ("c2", {"url": "u", "text": "t"})]
+    crashed = {r.row_id: r for r in flow.run_rows(crash)}
+    assert set(crashed) == {"c1", "c2"}
+    for result in crashed.values():
+        assert result.outputs is None
+        assert result.error is not None and result.error.startswith("the MAF worker exited with code 3")
+
+
+def test_aggregate_is_the_evaluation_pattern(proxy, stub_llm: StubLLM) -> None:
+    _, connection = proxy
+    stub_llm.script({"page 0": "App"})
+    data = rows(3)
+    flow = session(FIXTURES / "classify", connection)
+    results = in_input_order(flow.run_rows(data), [r for r, _ in data])
+    assert flow.aggregate(results, [inputs for _, inputs in data]) == {"rows": 3, "apps": pytest.approx(1 / 3)}
+
+
+def test_variant_params_reach_create_workflow(proxy, stub_llm: StubLLM) -> None:
+    """create_workflow(**params): the variant's prompt file and LLM params; a chat completion client on OPENAI_*."""
+    _, connection = proxy
+    stub_llm.script({"Answer tersely.": " Lisbon "})
+    flow = session(FIXTURES / "chat_params", connection, prompt="answer_terse.txt", max_tokens=3, unused="dropped")
+    (result,) = flow.run_rows([("q", {"question": "Capital of Portugal?"})])
+    assert result.error is None and result.outputs == {"output": "Lisbon"}
+    (sent,) = stub_llm.requests()
+    assert sent["body"]["prompt"] == "Answer tersely.\nQ: Capital of Portugal?\nA:"
+    assert sent["body"]["max_tokens"] == 3 and sent["body"]["stop"] == ["\n"]
+
+
+def test_a_workflow_that_does_not_load_is_a_flow_error(maf_python: Path, tmp_path: Path) -> None:
+    flow = tmp_path / "broken"
+    flow.mkdir()
+    (flow / "workflow.py").write_text("def build():\n    pass\n")
+    assert is_maf_flow(flow)
+    with pytest.raises(FlowError, match="defines no create_workflow"):
+        session(flow)
+    (flow / "workflow.py").write_text("import no_such_module_here\ndef create_workflow():\n    pass\n")
+    with pytest.raises(FlowError, match="No module named 'no_such_module_here'"):
+        session(flow)
+
+
+def test_a_failing_aggregate_raises_aggregation_error(proxy, tmp_path: Path) -> None:
+    _, connection = proxy
+    flow = tmp_path / "classify"
+    shutil.copytree(FIXTURES / "classify", flow)
+    source = (
+        (flow / "workflow.py")
+        .read_text()
+        .replace('return {"rows"', 'raise KeyError("groundtruth")\n    return {"rows"')
+    )
+    (flow / "workflow.py").write_text(source)
+    data = rows(1)
+    loaded = session(flow, connection)
+    results = list(loaded.run_rows(data))
+    with pytest.raises(AggregationError, match="KeyError: 'groundtruth'"):
+        loaded.aggregate(results, [inputs for _, inputs in data])
+
+
+def test_the_environment_is_rebuilt_when_the_pins_change(tmp_path: Path) -> None:
+    pins = tmp_path / "requirements.txt"
+    pins.write_text("# nothing pinned\n")
+    python = environment.ensure(tmp_path, pins, say=False)
+    assert python.is_file() and environment.is_current(environment.venv_dir(tmp_path), pins)
+    marker = environment.venv_dir(tmp_path) / "marker"
+    marker.touch()
+    assert environment.ensure(tmp_path, pins, say=False) == python and marker.exists()  # reused
+    pins.write_text("# nothing pinned, changed\n")
+    assert not environment.is_current(environment.venv_dir(tmp_path), pins)
+    environment.ensure(tmp_path, pins, say=False)
+    assert not marker.exists()  # rebuilt
+
+
+def test_make_setup_builds_the_environment_only_for_a_catalogue_with_maf(tmp_path: Path) -> None:
+    from stages.engine.maf import uses_maf
+
+    assert uses_maf(REPO)  # web_classification_maf, general_qa_maf
+    (tmp_path / "params.yaml").write_text("use_cases:\n  x: {flow: flows/x, eval_flow: flows/e}\n")
+    assert not uses_maf(tmp_path)
+    (tmp_path / "flows" / "e").mkdir(parents=True)
+    (tmp_path / "flows" / "e" / "workflow.py").write_text("def create_workflow():\n    pass\n")
+    assert uses_maf(tmp_path)  # a MAF evaluation flow counts too
+
+
+def test_the_cloud_paths_refuse_a_maf_use_case_by_name(tmp_path: Path) -> None:
+    """Azure ML bulk runs and the cloud deploy targets run prompt flow flows: a MAF use case is refused, with what
+    to do instead, before anything reaches Azure."""
+    from stages.deploy import package
+    from stages.deploy.spec import SpecError
+
+    spec = type("Spec", (), {"flow": FIXTURES / "classify", "target": "azureml", "use_case": "x_maf"})()
+    with pytest.raises(SpecError, match="x_maf is a MAF workflow; the cloud targets package prompt flow flows"):
+        package.baked_flows(spec, {"use_cases": {"x_maf": {}}}, tmp_path)
