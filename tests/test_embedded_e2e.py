@@ -11,6 +11,7 @@ from browser import assert_clean, open_page
 from conftest import copy_project
 
 UC = "web_classification"
+MIGRATED = {"web_classification": "web_classification_maf", "general_qa": "general_qa_maf"}  # migrate
 CODE_UCS = ("math_coding", "code_generation")
 
 
@@ -31,7 +32,7 @@ def test_pipeline_on_the_embedded_model(tmp_path: Path, fresh_template: Path) ->
         started = project.sh("llmops", "llm", "start")
         assert f"started at http://127.0.0.1:{port}/v1" in started.stdout
         ran = project.repro()
-        use_cases = {UC, "general_qa", "named_entity_recognition", "chat", "chat_with_pdf", *CODE_UCS}
+        use_cases = {UC, "general_qa", "named_entity_recognition", "chat", "chat_with_pdf", *CODE_UCS, *MIGRATED}
         assert {name.split("@")[1] for name in ran if "@" in name} == use_cases
         assert len(ran) == 4 * len(use_cases) + 3  # + chat_with_pdf's DataOps: docs_extract, docs_chunk, docs_index
         assert project.repro() == []
@@ -56,6 +57,10 @@ def test_pipeline_on_the_embedded_model(tmp_path: Path, fresh_template: Path) ->
     ner = json.loads((project.root / "data" / "named_entity_recognition" / "eval" / "metrics.json").read_text())
     # Entity extraction is hard for a 270M base model (exact F1 0.45 on all 48 rows), but far from nothing.
     assert ner["rows"] == 12 and ner["partial_f1"] >= 0.2
+    for original, migrated in MIGRATED.items():  # `llmops migrate`'s MAF workflows answer as prompt flow did
+        ours = json.loads((project.root / "data" / migrated / "eval" / "metrics.json").read_text())["headline"]
+        theirs = json.loads((project.root / "data" / original / "eval" / "metrics.json").read_text())["headline"]
+        assert {k: v["value"] for k, v in ours.items()} == {k: v["value"] for k, v in theirs.items()}, migrated
     for use_case in CODE_UCS:  # generated code runs in the sandbox: failures are row outcomes, never run errors
         summary = json.loads((project.root / "data" / use_case / "run" / "summary.json").read_text())
         scores = json.loads((project.root / "data" / use_case / "eval" / "metrics.json").read_text())
