@@ -4,7 +4,7 @@
     python benchmarks/bulk.py --embedded   # also (d): overhead over the embedded model's own request times
 
 (a) The run stage (`python -m stages.run`, LLM proxy and cache included) runs `--rows` rows at `--concurrency`
-    against the stub LLM (stages/stub_llm.py, a thread per connection) answering after a fixed `--latency-s`;
+    against the stub LLM (tests/stub_llm.py, a thread per connection) answering after a fixed `--latency-s`;
     the limit is concurrency / latency rows/s. (a2) is the same run over `--processes` worker processes
     (`bulk.processes`): the proxy stays in the stage's process, the flow's CPU work moves to the workers.
 (b) Prompt flow's batch run, `PFClient().run(flow=..., data=..., column_mapping=...)` at its default settings, on
@@ -231,7 +231,7 @@ def promptflow_batch(project: Path, rows: list[dict[str, Any]]) -> dict[str, Any
 @contextlib.contextmanager
 def stub(latency_s: float) -> Iterator[str]:
     """The stub LLM answering every request after `latency_s`; yields its base URL."""
-    command = [sys.executable, "-m", "stages.stub_llm", "--port", "0", "--delay-s", str(latency_s)]
+    command = [sys.executable, str(REPO / "tests" / "stub_llm.py"), "--port", "0", "--delay-s", str(latency_s)]
     process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
                                stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:

@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     curve = power_curve(use_case, args.eval_rows, selected, baseline)
     shown = selected if selected == baseline else f"{selected} (baseline {baseline})"
     context = {"variant": shown, "llm": f"{params['llm']['name']} ({params['llm']['model']})"}
+    appendix = ""
+    if args.traces is not None:  # each row's trace, opened from the page (stages/observability/waterfall.py)
+        appendix = waterfall.report_section(otlp_json.read(args.traces), selected, settings["max_rows_in_html"])
     page = reporting.render_html(
         title=f"{args.use_case}: evaluation report",
         context=context,
@@ -83,10 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         max_rows=settings["max_rows_in_html"],
         confusion=columns.confusion,
         power=curve,
+        appendix=appendix,
     )
-    if args.traces is not None:  # each row's trace, opened from the page (stages/observability/waterfall.py)
-        section = waterfall.report_section(otlp_json.read(args.traces), selected, settings["max_rows_in_html"])
-        page = page.replace("</body></html>", f"{section}</body></html>")
     write_text(args.html, page)
     print(f"report {args.use_case}: {args.html.resolve()}")
     return 0

@@ -25,6 +25,7 @@ for _key, _value in QUIET_ENV.items():
     os.environ.setdefault(_key, _value)
 
 REPO = Path(__file__).resolve().parents[1]
+STUB_LLM = Path(__file__).with_name("stub_llm.py")  # the stub LLM server, run as a script
 VENV_BIN = Path(sys.executable).parent
 # What a fresh clone has: everything git tracks (the tests copy these, never the developer's state).
 PROJECT_FILES = ("stages", "use_cases", "conf", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/examples-store",
@@ -63,7 +64,7 @@ class StubLLM:
         staged.replace(self.rules)
 
     def faults(self, **faults: object) -> None:
-        """From now on, inject these faults (fields of stages.stub_llm.Faults); no arguments: none."""
+        """From now on, inject these faults (fields of stub_llm.Faults); no arguments: none."""
         import json
 
         staged = self.faults_file.with_suffix(".tmp")
@@ -121,7 +122,7 @@ def stop_process(process: subprocess.Popen) -> None:
 def _stub(folder: Path) -> Iterator[StubLLM]:
     folder.mkdir(parents=True, exist_ok=True)
     record, rules, faults = folder / "requests.jsonl", folder / "rules.json", folder / "faults.json"
-    command = [sys.executable, "-m", "stages.stub_llm", "--port", "0", "--record", str(record), "--rules", str(rules),
+    command = [sys.executable, str(STUB_LLM), "--port", "0", "--record", str(record), "--rules", str(rules),
                "--faults", str(faults)]  # fmt: skip
     process, port = start_process(command, re.compile(r"listening on http://127\.0\.0\.1:(\d+)/v1"))
     try:
@@ -330,7 +331,7 @@ CANNED_CODE = {
 
 
 def reproduced_rules(root: Path) -> dict[str, str]:
-    """The answers the session's project is reproduced with, beside the stub's defaults (stages/stub_llm.py); each
+    """The answers the session's project is reproduced with, beside the stub's defaults (tests/stub_llm.py); each
     rule reaches one use case's prompts only, so the tests of each use case read their outcome off the one run:
     - chat's judges: relevance 3 (but an unreadable verdict for the stub's "banana" answers), coherence 4, fluency
       5 for "banana" and 2 otherwise;

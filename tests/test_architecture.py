@@ -41,3 +41,17 @@ def test_the_gate_reads_an_envs_thresholds_from_the_params_conf_composes_for_it(
     assert composed["gate"] == yaml.safe_load((REPO / "conf" / "env" / "pr.yaml").read_text())["gate"]
     with pytest.raises(GateConfigError, match=r"conf/env/nope\.yaml: no such env"):
         cli.env_params(REPO, "nope", GateConfigError)
+
+
+def test_the_product_package_holds_and_imports_no_test_code() -> None:
+    import ast
+
+    imported = set()
+    for path in (REPO / "stages").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                imported |= {(path.name, alias.name.split(".")[0]) for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add((path.name, node.module.split(".")[0]))
+    assert not {(name, module) for name, module in imported if module in {"stub_llm", "tests", "conftest"}}
+    assert not list((REPO / "stages").rglob("stub_llm.py"))  # the stub LLM is test code: tests/stub_llm.py

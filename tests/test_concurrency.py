@@ -20,7 +20,7 @@ from conftest import REPO, StubLLM, post_json
 from stages import engine
 from stages.engine.promptflow import flows as engine_flows
 from stages.engine.promptflow import hooks as engine_hooks
-from stages.llm import connections, llm_proxy
+from stages.llm import connections, endpoint, llm_proxy
 from stages.llm.connections import Connection
 from stages.results import bulk
 
@@ -246,7 +246,7 @@ def test_the_proxy_keeps_its_connection_to_the_endpoint_alive(stub_llm: StubLLM,
         url = f"{proxy.base_url()}/completions"
         for i in range(4):
             assert post_json(url, {**body, "prompt": f"Q: {i}?\nA:"})[0] == 200
-        monkeypatch.setattr(llm_proxy, "_KEEP_IDLE_S", 0.0)  # an idle connection is no longer reused
+        monkeypatch.setattr(endpoint, "KEEP_IDLE_S", 0.0)  # an idle connection is no longer reused
         assert post_json(url, {**body, "prompt": "Q: last?\nA:"})[0] == 200
     ports = [r["client_port"] for r in stub_llm.requests()]
     assert len(ports) == 5 and len(set(ports[:4])) == 1 and ports[4] != ports[0]

@@ -18,7 +18,7 @@ from test_datasets import row, stage_project, write
 from stages import cli, evaluate, prepare, report, run
 from stages.core import conf_schema, variants
 from stages.results.rows import Columns
-from stages.usecases import catalogue
+from stages.usecases import catalogue, scaffold
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 WEB = "conf/use_cases/web_classification.yaml"
@@ -73,6 +73,22 @@ def test_nested_keys_wrong_types_and_the_global_prepare_block_are_named() -> Non
         "conf/use_cases/chat.yaml: report.colour: unknown key (known: confusion, correct, details, prediction, "
         "raw_answer)",
         "conf/use_cases/chat.yaml: variants.v2.prompt: expected a prompt file or {completion: file, chat: file}, got 3",
+    ]
+
+
+def test_the_stages_settings_blocks_are_checked_with_their_key_paths() -> None:
+    def break_settings(p: dict[str, Any]) -> None:
+        p["bulk"]["repeats"] = 0
+        p["bulk"]["row_timout_s"] = p["bulk"].pop("row_timeout_s")
+        p["llm_cache"]["enabled"] = "yes"
+        p["report"]["max_rows_in_html"] = -1
+
+    assert problems(params_with(break_settings)) == [
+        "conf/config.yaml: bulk.row_timout_s: unknown key (did you mean 'row_timeout_s'?)",
+        "conf/config.yaml: bulk.row_timeout_s: missing (a required key)",
+        "conf/config.yaml: bulk.repeats: Input should be greater than or equal to 1",
+        "conf/config.yaml: llm_cache.enabled: Input should be a valid boolean",
+        "conf/config.yaml: report.max_rows_in_html: Input should be greater than or equal to 0",
     ]
 
 
@@ -183,10 +199,10 @@ def test_every_stage_refuses_params_a_dvc_exp_run_composed_from_a_conf_typo(
 
 
 @pytest.mark.parametrize("by_env", [None, {"dev": "d.jsonl", "pr": "p.jsonl", "prod": "d.jsonl"}])
-@pytest.mark.parametrize("kind", sorted(catalogue.KINDS))
+@pytest.mark.parametrize("kind", sorted(scaffold.KINDS))
 def test_the_configs_the_catalogue_writes_fit_the_schema(kind: str, by_env: dict[str, str] | None) -> None:
     """`llmops new`, `add-use-case` and `import-experiment` all write through catalogue.render_config."""
-    llm_node, prompt, output = catalogue.KINDS[kind]
+    llm_node, prompt, output = scaffold.KINDS[kind]
     spec = catalogue.UseCaseSpec(
         name="faq", dataset="d.jsonl", flow="f", eval_flow="e", inputs=("question",), label="answer",
         mapping={"expected": "data.answer", "predicted": f"outputs.{output}"}, prediction=output, correct="correct",

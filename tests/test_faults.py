@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO, Project, StubLLM, post_json
 
 from stages import engine
-from stages.llm import llm_proxy
+from stages.llm import llm_proxy, upstream
 from stages.llm.connections import Connection
 from stages.results import bulk
 
@@ -43,10 +43,10 @@ def test_429_with_retry_after_is_retried_after_the_wait_it_asks_for(stub_llm: St
 
 
 def test_retry_after_is_read_as_seconds_or_an_http_date() -> None:
-    assert llm_proxy.retry_after_s("1.5") == 1.5 and llm_proxy.retry_after_s(None) is None
+    assert upstream.retry_after_s("1.5") == 1.5 and upstream.retry_after_s(None) is None
     in_a_minute = email.utils.formatdate(time.time() + 60, usegmt=True)
-    assert 55 < llm_proxy.retry_after_s(in_a_minute) <= 60
-    assert llm_proxy.retry_after_s("soon") is None
+    assert 55 < upstream.retry_after_s(in_a_minute) <= 60
+    assert upstream.retry_after_s("soon") is None
 
 
 def test_5xx_is_retried_with_exponential_backoff_and_full_jitter(stub_llm: StubLLM, tmp_path: Path) -> None:

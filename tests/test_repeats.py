@@ -11,12 +11,12 @@ import statistics
 import numpy as np
 import pytest
 from conftest import Project, StubLLM
+from stub_llm import pick_answer
 
 from stages.metrics import cost, headline, repeats, stats
 from stages.results import reporting
 from stages.results.formatting import headline_text, total_cost
 from stages.results.rows import VariantReport, side_by_side
-from stages.stub_llm import pick_answer
 
 ACCURACY = headline.parse_specs({"accuracy": "correct"}, "m")[0]
 PRECISION = headline.parse_specs({"precision": {"ratio": {"numerator": "tp", "denominator": "p"}}}, "m")[0]

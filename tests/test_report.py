@@ -14,7 +14,7 @@ from browser import assert_clean, open_page
 from conftest import REPO
 
 from stages import report
-from stages.results import reporting
+from stages.results import charts, reporting
 from stages.results.formatting import headline_text, judges
 from stages.results.rows import Columns, VariantReport, flatten_rows, side_by_side
 
@@ -54,7 +54,7 @@ def test_csv_has_every_row_with_inputs_and_results() -> None:
 
 
 def test_confusion_counts_unknown_predictions_as_their_own_column() -> None:
-    labels, predicted, counts = reporting.confusion(flatten_rows(ROWS, COLUMNS))
+    labels, predicted, counts = charts.confusion(flatten_rows(ROWS, COLUMNS))
     assert labels == ["App", "Movie", "News"] and predicted == ["App", "Movie", "News", "Other"]
     assert counts[("News", "Movie")] == 1 and counts[("App", "Other")] == 1
 
@@ -160,7 +160,7 @@ def test_judge_scores_and_details_for_a_generative_use_case() -> None:
     assert '<div class="k">similarity (headline)</div><div class="v">61.0%</div>' in html  # the flow logs one too
     assert '<div class="k">relevance errors</div><div class="v">1</div><div class="n">4 scored, 1 unparseable' in html
     assert '<div class="k">fluency errors</div><div class="v">5</div><div class="n">0 scored, 5 unparseable' in html
-    assert "<td>judge answer &#x27;x&#x27;</td>" in html
+    assert "<td>judge answer &#39;x&#39;</td>" in html  # escaped by Jinja2's autoescape (MarkupSafe)
 
 
 def test_the_report_stage_names_an_unknown_report_key(

@@ -42,6 +42,8 @@ def imported_modules(module: str, seen: set[str] | None = None, path: Path | Non
         return seen
     if path.is_relative_to(REPO / "stages") and not docstring_only(path):
         seen.add(str(path))
+        if data := PACKAGE_DATA.get(str(path.relative_to(REPO))):  # the files it reads at run time
+            seen |= {str(file) for file in (REPO / data).iterdir() if file.is_file()}
     names = facade_modules(path, module) if path.name == "__init__.py" else []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("stages"):
@@ -56,6 +58,8 @@ def imported_modules(module: str, seen: set[str] | None = None, path: Path | Non
     return seen
 
 
+# Modules that read package data: a stage that imports one depends on the data too (the pages' templates).
+PACKAGE_DATA = {"stages/results/pages.py": "stages/results/templates"}
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 USE_CASES = yaml.safe_load((REPO / "params.yaml").read_text())["use_cases"]
 # Stages that execute flows also run the flows' python code, which may import the metrics library.
@@ -118,7 +122,7 @@ def stage_code(name: str) -> list[str]:
     return sorted(deps, key=lambda dep: (dep != own, dep))
 
 
-PACKAGE_DEPS = ("stages/engine", "stages/metrics/rubrics")  # listed as folders: one unit each
+PACKAGE_DEPS = ("stages/engine", "stages/metrics/rubrics", "stages/results/templates")  # folders: one unit each
 
 
 def write_deps(dvc_yaml: Path) -> None:

@@ -7,7 +7,7 @@ import re
 import sys
 import urllib.request
 
-from conftest import StubLLM, post_json, start_process, stop_process
+from conftest import STUB_LLM, StubLLM, post_json, start_process, stop_process
 
 
 def complete(stub: StubLLM, prompt: str) -> str:
@@ -27,7 +27,7 @@ def test_scripted_answers_win_over_hashed_ones_and_apply_at_once(stub_llm: StubL
 
 
 def test_fault_options_on_the_command_line() -> None:
-    command = [sys.executable, "-m", "stages.stub_llm", "--port", "0", "--fail-first", "1", "--status", "429",
+    command = [sys.executable, str(STUB_LLM), "--port", "0", "--fail-first", "1", "--status", "429",
                "--retry-after", "2", "--match", "boom"]  # fmt: skip
     process, port = start_process(command, re.compile(r"listening on http://127\.0\.0\.1:(\d+)/v1"))
     try:

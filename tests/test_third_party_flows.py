@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO, Project, StubLLM, post_json
 
 from stages import engine
-from stages.llm import llm_proxy
+from stages.llm import llm_proxy, upstream
 from stages.llm.connections import Connection
 
 FIXTURES = REPO / "tests" / "fixtures" / "third_party"
@@ -46,7 +46,7 @@ def proxy_for(stub: StubLLM, tmp_path: Path, connection: Connection) -> llm_prox
 )  # fmt: skip
 def test_a_5xx_saying_the_request_is_invalid_is_deterministic(status: int, message: str, deterministic: bool) -> None:
     body = json.dumps({"error": {"message": message, "type": "internal_server_error"}}).encode()
-    assert llm_proxy.rejects_request(status, body) is deterministic
+    assert upstream.rejects_request(status, body) is deterministic
 
 
 def test_a_rejected_null_penalty_is_answered_at_once_naming_the_parameters(stub_llm: StubLLM, tmp_path: Path) -> None:
@@ -476,8 +476,8 @@ def test_an_aggregation_that_fails_is_recorded_and_the_rows_still_count(
     assert (metrics["rows"], metrics["eval_errors"]) == (1, 1) and rows[0]["eval"] == {"score": 1}
     assert "evaluate uc v1: warning: aggregation failed: __aggregate__ raised KeyError" in capsys.readouterr().err
     assert logged_metrics(metrics) == {}
-    banner = reporting.warnings_banner({}, metrics)
-    assert "aggregation failed (aggregation failed: __aggregate__ raised KeyError: &#x27;correctness&#x27;)" in banner
+    banner = reporting.warnings({}, metrics)
+    assert "aggregation failed (aggregation failed: __aggregate__ raised KeyError: 'correctness')" in banner[0]
 
 
 # --- by config alone, through the stages

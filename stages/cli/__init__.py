@@ -18,7 +18,7 @@ from stages.deploy import local, production
 from stages.deploy.spec import SpecError
 from stages.llm import connections, llm_server
 from stages.metrics import headline
-from stages.usecases import catalogue, importer
+from stages.usecases import catalogue, importer, scaffold
 
 
 def _server_settings(root: Path) -> llm_server.ServerSettings:
@@ -103,7 +103,7 @@ def parser() -> argparse.ArgumentParser:
 
     new = commands.add_parser("new", help="scaffold a runnable use case (flow, eval flow, sample data, config)")
     new.add_argument("name", help="the use case's name (lower-case Python name)")
-    new.add_argument("--kind", required=True, choices=sorted(catalogue.KINDS), help="the standard flow's type")
+    new.add_argument("--kind", required=True, choices=sorted(scaffold.KINDS), help="the standard flow's type")
     new.set_defaults(handler=usecases.cmd_new)
 
     par = commands.add_parser("parity", help="a use case against its `parity.against` (e.g. MAF vs prompt flow)")

@@ -116,10 +116,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_size_subsets(args: argparse.Namespace) -> int:
-    """Print the Hydra overrides that give each use case the PR changed the rows its max_drop needs."""
+def _touched(root: Path, rev: str) -> set[str]:
+    """The files changed since `rev`, and the untracked ones."""
     import subprocess
 
+    diff = subprocess.run(["git", "diff", "--name-only", str(rev)], cwd=root, capture_output=True, text=True)
+    untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=root, capture_output=True,
+                               text=True)  # fmt: skip
+    return set(diff.stdout.split()) | set(untracked.stdout.split())
+
+
+def cmd_size_subsets(args: argparse.Namespace) -> int:
+    """Print the Hydra overrides that give each use case the PR changed the rows its max_drop needs."""
     import yaml
 
     from stages.results import changes, compare, gate, sizing
@@ -144,10 +152,7 @@ def cmd_size_subsets(args: argparse.Namespace) -> int:
     if caps is None or small is None:
         print(f"size-subsets: {args.env}.yaml has no gate.sizing or no subset.rows: nothing to size", file=sys.stderr)
         return 0
-    diff = subprocess.run(["git", "diff", "--name-only", str(rev)], cwd=root, capture_output=True, text=True)
-    untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=root, capture_output=True,
-                               text=True)  # fmt: skip
-    touched = set(diff.stdout.split()) | set(untracked.stdout.split())
+    touched = _touched(root, rev)
     specs_count = sum(len(params["use_cases"][uc].get("metrics") or {}) for uc in use_cases)
     found = []
     for name in use_cases:

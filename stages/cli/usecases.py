@@ -8,7 +8,7 @@ import sys
 from stages.cli.compose import compose_params
 from stages.core.io import write_text
 from stages.core.project import load_params, project_root
-from stages.usecases import catalogue, importer
+from stages.usecases import catalogue, importer, scaffold
 
 
 def cmd_add_use_case(args: argparse.Namespace) -> int:
@@ -40,7 +40,7 @@ def cmd_add_use_case(args: argparse.Namespace) -> int:
 
 def cmd_new(args: argparse.Namespace) -> int:
     root = project_root()
-    config = catalogue.scaffold(root, args.name, args.kind)
+    config = scaffold.scaffold(root, args.name, args.kind)
     compose_params(root, [], root / "params.yaml")
     print(f"scaffolded use case {args.name} ({args.kind}): use_cases/{args.name}/, {config.relative_to(root)}")
     print("next: `dvc repro`, then replace the sample flow, data and evaluation with your own")

@@ -127,6 +127,27 @@ class Prepare(_Block):
     max_row_bytes: int = Field(ge=1)
 
 
+class Bulk(_Block):  # the run stage (every key) and the evaluate stage (row_timeout_s)
+    row_timeout_s: float = Field(gt=0)
+    max_error_rate: float = Field(ge=0, le=1)
+    repeats: int = Field(default=1, ge=1)
+    processes: int = Field(default=1, ge=1)
+
+
+class LlmCache(_Block):
+    enabled: bool
+    keep_days: float = Field(ge=0)
+
+
+class ReportSettings(_Block):  # the report stage's page
+    chart_dpi: int = Field(ge=1)
+    max_rows_in_html: int = Field(ge=0)
+
+
+# conf/config.yaml's blocks the stages read, checked when present (a test's minimal params may leave one out).
+SETTINGS: dict[str, type[_Block]] = {"prepare": Prepare, "bulk": Bulk, "llm_cache": LlmCache, "report": ReportSettings}
+
+
 def _model_at(model: Any, loc: tuple[Any, ...]) -> Any:
     """The model class (or None) that the value at `loc` below `model` is checked against."""
     current = model
@@ -170,9 +191,13 @@ def problems(model: type[BaseModel], block: Any, prefix: str = "") -> list[str]:
 
 
 def check_params(params: Mapping[str, Any]) -> None:
-    """Check the composed params' use cases (and `prepare`) against the schema, and that a variant a use case
+    """Check the composed params' use cases and the stages' settings (`prepare`, `bulk`, `llm_cache`, `report`)
+    against the schema, and that a variant a use case
     names itself is one it defines: a ConfError listing every problem, a line each, with its conf file and key."""
     found = [f"conf/config.yaml: {line}" for line in problems(Prepare, params.get("prepare"), "prepare")]
+    for key, model in SETTINGS.items():
+        if key != "prepare" and key in params:
+            found += [f"conf/config.yaml: {line}" for line in problems(model, params[key], key)]
     for name, block in (params.get("use_cases") or {}).items():
         lines = [f"conf/use_cases/{name}.yaml: {line}" for line in problems(UseCase, block)]
         if not lines:

@@ -20,7 +20,8 @@ import numpy as np
 
 from stages.metrics import cost
 from stages.observability import waterfall
-from stages.results import reporting
+from stages.results import charts as svg_charts
+from stages.results import pages
 from stages.results.formatting import format_usd, headline_text
 
 COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860")
@@ -136,7 +137,7 @@ def charts(all_series: Mapping[str, Series], log: Sequence[Mapping[str, Any]], d
     grid.flat[0].legend(fontsize=8, frameon=False)
     figure.autofmt_xdate()
     figure.tight_layout()
-    return reporting._svg(figure, dpi)
+    return svg_charts.svg(figure, dpi)
 
 
 def _fmt(value: Any, kind: str = "") -> str:
@@ -198,18 +199,18 @@ def render(
     tokens = sum(sum(int(v) for k, v in (r.get("llm") or {}).items() if k.endswith("_tokens"))
                  for s in live for r in s.requests)  # fmt: skip
     cards = [
-        reporting._card("requests (live)", f"{total:,}"),
-        reporting._card("error rate", _fmt(errors / total if total else None, "rate"), f"{errors} 5xx"),
-        reporting._card("refused (4xx)", f"{refused:,}", "guardrails, schema, size"),
-        reporting._card("latency p50", _fmt(float(np.percentile(lat, 50)) if lat else None, "s")),
-        reporting._card("latency p95", _fmt(float(np.percentile(lat, 95)) if lat else None, "s")),
-        reporting._card("tokens", f"{tokens:,}"),
+        pages.card("requests (live)", f"{total:,}"),
+        pages.card("error rate", _fmt(errors / total if total else None, "rate"), f"{errors} 5xx"),
+        pages.card("refused (4xx)", f"{refused:,}", "guardrails, schema, size"),
+        pages.card("latency p50", _fmt(float(np.percentile(lat, 50)) if lat else None, "s")),
+        pages.card("latency p95", _fmt(float(np.percentile(lat, 95)) if lat else None, "s")),
+        pages.card("tokens", f"{tokens:,}"),
     ]
     fact_html = " · ".join(f"{html.escape(k)}: <b>{html.escape(v)}</b>" for k, v in facts.items())
     chart = charts(all_series, log, dpi) if log else "<p class=n>No requests yet.</p>"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{reporting.PAGE_CSS}{waterfall.CSS}</style></head><body>
+<style>{pages.PAGE_CSS}{waterfall.CSS}</style></head><body>
 <h1>{html.escape(title)}</h1><div class="facts">{fact_html}</div>
 <div class="cards">{"".join(cards)}</div>
 <h2>Over time, A/B and shadow side by side</h2><div class="charts">{chart}</div>

@@ -13,7 +13,6 @@ both answered when most rows are shared, Fisher's exact test or an unpaired boot
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import random
 from collections.abc import Mapping, Sequence
@@ -24,8 +23,9 @@ from typing import Any
 from stages.data import datasets
 from stages.metrics import headline, stats
 from stages.observability import pii
-from stages.results import reporting
+from stages.results import charts, pages
 from stages.results.formatting import format_value, is_rate
+from stages.results.pages import Table
 from stages.results.rows import VariantReport
 
 Results = dict[str, dict[str, headline.MetricResult]]  # deployment -> metric -> result
@@ -178,37 +178,34 @@ class ProductionEvaluation:
         }
 
 
-def _metric_table(results: Results, baseline: str) -> str:
+def _metric_table(results: Results, baseline: str) -> dict[str, Any]:
+    """Each metric per deployment (value, CI, rows) and its verdicts against `baseline`, for the page."""
     names = list(results)
-    metrics = list(next(iter(results.values()), {}))
-    head = "<tr><th>metric</th>" + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "<th>verdict</th></tr>"
-    body = []
-    for metric in metrics:
+    rows = []
+    for metric in next(iter(results.values()), {}):
         cells, verdicts = [], []
         for name in names:
             r = results[name][metric].as_dict()
             rate = is_rate([r])
-            value = format_value(r["value"], rate)
-            low, high = format_value(r["ci_low"], rate), format_value(r["ci_high"], rate)
-            cells.append(f"<td>{value} [{low}, {high}] <span class=n>n={r['rows']}</span></td>")
+            cells.append({"value": format_value(r["value"], rate), "low": format_value(r["ci_low"], rate),
+                          "high": format_value(r["ci_high"], rate), "rows": r["rows"]})  # fmt: skip
             if r.get("verdict"):
-                cls = {"better": "better", "worse": "worse"}.get(r["verdict"], "n")
                 verdict = f"{r['delta']:+.3f}, p={r['p_value']:.2g}, {r['verdict']} ({r['test']})"
-                verdicts.append(f"<span class={cls}>{html.escape(name)} vs {html.escape(baseline)}: {verdict}</span>")
-        body.append(f"<tr><td>{html.escape(metric)}</td>{''.join(cells)}<td>{'<br>'.join(verdicts)}</td></tr>")
-    return f"<table>{head}{''.join(body)}</table>"
+                verdicts.append({"cls": {"better": "better", "worse": "worse"}.get(r["verdict"], "n"),
+                                 "text": f"{name} vs {baseline}: {verdict}"})  # fmt: skip
+        rows.append({"metric": metric, "cells": cells, "verdicts": verdicts})
+    return {"names": names, "rows": rows}
 
 
-def _traffic_table(groups: Mapping[str, DeploymentRows]) -> str:
-    head = ("<tr><th>deployment</th><th>variant</th><th>requests</th><th>errors</th><th>latency p50</th>"
-            "<th>latency p95</th><th>sampled</th><th>joined to the dataset</th></tr>")  # fmt: skip
+def _traffic_table(groups: Mapping[str, DeploymentRows]) -> Table:
+    head = ["deployment", "variant", "requests", "errors", "latency p50", "latency p95", "sampled",
+            "joined to the dataset"]  # fmt: skip
     rows = []
     for group in groups.values():
         t = group.traffic()
-        rows.append(f"<tr><td>{html.escape(group.name)}</td><td>{html.escape(group.variant)}</td><td>{t['rows']}</td>"
-                    f"<td>{t['errors']}</td><td>{t['latency_s']['p50']:.3f} s</td><td>{t['latency_s']['p95']:.3f} s"
-                    f"</td><td>{t['sampled']}</td><td>{t['joined']}</td></tr>")  # fmt: skip
-    return f"<table>{head}{''.join(rows)}</table>"
+        rows.append([group.name, group.variant, t["rows"], t["errors"], f"{t['latency_s']['p50']:.3f} s",
+                     f"{t['latency_s']['p95']:.3f} s", t["sampled"], t["joined"]])  # fmt: skip
+    return Table(head, rows)
 
 
 def render(title: str, facts: Mapping[str, str], result: ProductionEvaluation, dpi: int) -> str:
@@ -220,24 +217,13 @@ def render(title: str, facts: Mapping[str, str], result: ProductionEvaluation, d
         return [VariantReport(n, [], {"headline": {m: r.as_dict() for m, r in results[n].items()}}, {})
                 for n in ordered if n in results]  # fmt: skip
 
-    charts = [reporting.headline_chart(parts(evaluated), dpi)] if any(evaluated.values()) else []
-    fact_html = " · ".join(f"{html.escape(k)}: <b>{html.escape(v)}</b>" for k, v in facts.items())
-    evaluated_html = (
-        _metric_table(evaluated, baseline)
-        if any(evaluated.values())
-        else "<p class=n>No sampled request matched a dataset row: no ground truth to evaluate with.</p>"
-    )
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{reporting.PAGE_CSS}</style></head><body>
-<h1>{html.escape(title)}</h1><div class="facts">{fact_html}</div>
-<h2>Traffic</h2>{_traffic_table(groups)}
-<h2>Evaluation on the requests joined to the dataset</h2>{evaluated_html}
-<div class="charts">{"".join(charts)}</div>
-<h2>Reference-free, every request</h2>{_metric_table(result.reference_free, baseline)}
-{_shadow_html(result)}
-</body></html>
-"""
+    drawn = [charts.headline_chart(parts(evaluated), dpi)] if any(evaluated.values()) else []
+    shadow = [(part.replace("_", "-"), _metric_table(results, LIVE)) for part, results in result.shadow.items()]
+    return pages.render(
+        "production.html.jinja2", title=title, facts=facts, traffic=_traffic_table(groups),
+        evaluated=_metric_table(evaluated, baseline) if any(evaluated.values()) else None,
+        charts=pages.trusted(drawn), reference_free=_metric_table(result.reference_free, baseline), shadow=shadow,
+    )  # fmt: skip
 
 
 LIVE = "live"
@@ -265,17 +251,6 @@ def shadow_verdict(
         compared = {LIVE: list(live.values()), **{name: list(rows[name]) for name in shadows if name in rows}}
         out[part] = compare(part_specs, compared, LIVE)
     return out
-
-
-def _shadow_html(result: ProductionEvaluation) -> str:
-    if not result.shadow:
-        return ""
-    parts = "".join(f"<h3>{html.escape(part.replace('_', '-'))}</h3>{_metric_table(results, LIVE)}"
-                    for part, results in result.shadow.items())  # fmt: skip
-    return (
-        "<h2>Shadow verdict: the candidate against live, on the same requests</h2><p class=n>The shadow's "
-        f"answers were never returned to users; paired by request (and by dataset row).</p>{parts}"
-    )
 
 
 def evaluate(

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -151,58 +152,79 @@ def answered(record: Mapping[str, Any], name: str, variant: str, status: int, da
     return line
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    shape = "JSON: {backends: {name: {url, variant}}, weights, log, seed, timeout_s, fingerprint, max_body_bytes, "
-    shape += "log_max_chars}"
-    parser.add_argument("--config", type=Path, required=True, help=shape)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--ready-file", type=Path, required=True, help="written with {pid, port} once listening")
-    args = parser.parse_args(argv)
+@dataclass
+class Router:
+    """What the router serves with: its backends and split, the production log, the shadow (if any), the key."""
 
-    key = web.key_from_env()
-    config = read_json(args.config)
-    backends: dict[str, dict[str, str]] = config["backends"]
-    split = Split(config["weights"], set(backends), int(config.get("seed", 0)))
-    log = ProductionLog(Path(config["log"]), pii.Redactor.from_config(config.get("pii"), "observability.pii"))
-    log.redactor.redact_text("Warm up, Jane Doe.")  # loads the PII detector (Presidio: seconds) before listening
-    timeout_s = float(config.get("timeout_s", 330))
-    max_chars = int(config["log_max_chars"])
-    mirror = None
-    if shadow_config := config.get("shadow"):
+    config: dict[str, Any]
+    key: str
+    split: Split
+    log: ProductionLog
+    timeout_s: float
+    max_chars: int
+    mirror: shadow.Shadow | None = None
 
-        def shadow_log(item: dict[str, Any]) -> None:
-            log.append({**answered(item["record"], item["name"], item["variant"], item["status"], item["data"],
-                                   item["meta"], item["latency_s"], item["raw"], max_chars, key),
-                        "shadow": True})  # fmt: skip
+    @property
+    def backends(self) -> dict[str, dict[str, str]]:
+        return self.config["backends"]
 
-        def send(url: str, raw: bytes, request_id: str) -> tuple[int, bytes, dict]:
-            return forward(url, raw, key, timeout_s, request_id)
+    @classmethod
+    def from_config(cls, config: dict[str, Any], key: str | None) -> Router:
+        split = Split(config["weights"], set(config["backends"]), int(config.get("seed", 0)))
+        log = ProductionLog(Path(config["log"]), pii.Redactor.from_config(config.get("pii"), "observability.pii"))
+        log.redactor.redact_text("Warm up, Jane Doe.")  # loads the PII detector (Presidio: seconds) before listening
+        router = cls(config, key, split, log, float(config.get("timeout_s", 330)), int(config["log_max_chars"]))
+        if shadow_config := config.get("shadow"):
+            router.mirror = shadow.Shadow(shadow_config["name"], shadow_config["url"], shadow_config["variant"],
+                                          router.send, router.shadow_log).start()  # fmt: skip
+        return router
 
-        mirror = shadow.Shadow(shadow_config["name"], shadow_config["url"], shadow_config["variant"], send,
-                               shadow_log).start()  # fmt: skip
+    def send(self, url: str, raw: bytes, request_id: str) -> tuple[int, bytes, dict]:
+        return forward(url, raw, self.key, self.timeout_s, request_id)
 
+    def shadow_log(self, item: dict[str, Any]) -> None:
+        self.log.append({**answered(item["record"], item["name"], item["variant"], item["status"], item["data"],
+                                    item["meta"], item["latency_s"], item["raw"], self.max_chars, self.key),
+                         "shadow": True})  # fmt: skip
+
+    def health(self) -> dict[str, Any]:
+        mirror = self.mirror
+        shadowed = {"name": mirror.name, "mirrored": mirror.mirrored, "dropped": mirror.dropped} if mirror else None
+        return {"weights": self.split.weights, "backends": self.backends, "shadow": shadowed,
+                "fingerprint": self.config.get("fingerprint")}  # fmt: skip
+
+    def score(self, raw: bytes, record: dict[str, Any]) -> tuple[str, int, bytes, dict]:
+        """Send a request to the backend the split picks: its name, and the status, body and meta it answered."""
+        name = self.split.pick()
+        return name, *self.send(self.backends[name]["url"], raw, record["request_id"])
+
+    def answered(self, record: dict[str, Any], name: str, answer: tuple[int, bytes, dict], raw: bytes,
+                 started: float) -> None:  # fmt: skip
+        """Log an answered request (and mirror it to the shadow)."""
+        status, data, meta = answer
+        self.log.append(answered(record, name, self.backends[name]["variant"], status, data, meta,
+                                 time.perf_counter() - started, raw, self.max_chars, self.key))  # fmt: skip
+        if self.mirror is not None:
+            self.mirror.mirror(record, raw)
+
+
+def _handler(router: Router) -> type[web.JSONHandler]:
     class Handler(web.JSONHandler):
-        api_key = key
-        max_body_bytes = int(config["max_body_bytes"])
+        api_key = router.key
+        max_body_bytes = int(router.config["max_body_bytes"])
 
         def do_GET(self) -> None:
             if self.path != "/health":
                 self.reply(404, {"error": f"no route {self.path}; POST /score, GET /health, PUT /-/weights"})
             elif self.authorized():
-                shadowed = (
-                    {"name": mirror.name, "mirrored": mirror.mirrored, "dropped": mirror.dropped} if mirror else None
-                )
-                self.reply(200, {"weights": split.weights, "backends": backends, "shadow": shadowed,
-                                 "fingerprint": config.get("fingerprint")})  # fmt: skip
+                self.reply(200, router.health())
 
         def do_PUT(self) -> None:
             if self.path != "/-/weights":
                 self.reply(404, {"error": f"no route {self.path}; PUT /-/weights"})
             elif self.authorized():
                 try:
-                    self.reply(200, {"weights": split.set(json.loads(self.body() or b"null").get("weights"))})
+                    self.reply(200, {"weights": router.split.set(json.loads(self.body() or b"null").get("weights"))})
                 except web.BodyError as exc:
                     self.reply(exc.status, {"error": str(exc)})
                 except (ValueError, AttributeError, WeightError) as exc:
@@ -215,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                                       "deployment": None, "variant": None, "inputs": None}  # fmt: skip
 
             def refused(status: int, error: str) -> None:  # answered (or not) already; logged without a body
-                log.append({**record, "status": status, "latency_s": round(time.perf_counter() - started, 4),
-                            "error": error})  # fmt: skip
+                router.log.append({**record, "status": status, "latency_s": round(time.perf_counter() - started, 4),
+                                   "error": error})  # fmt: skip
 
             if self.path != "/score":
                 self.reply(404, {"error": f"no route {self.path}; POST /score"})
@@ -228,17 +250,27 @@ def main(argv: list[str] | None = None) -> int:
             except web.BodyError as exc:
                 self.reply(exc.status, {"error": str(exc)})
                 return refused(exc.status, str(exc))
-            name = split.pick()
-            status, data, meta = forward(backends[name]["url"], raw, key, timeout_s, record["request_id"])
+            name, status, data, meta = router.score(raw, record)
             self.reply_bytes(status, data, {web.DEPLOYMENT_HEADER: name})
-            log.append(answered(record, name, backends[name]["variant"], status, data, meta,
-                                time.perf_counter() - started, raw, max_chars, key))  # fmt: skip
-            if mirror is not None:
-                mirror.mirror(record, raw)
+            router.answered(record, name, (status, data, meta), raw, started)
 
-    server = web.Server((args.host, args.port), Handler)
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    shape = "JSON: {backends: {name: {url, variant}}, weights, log, seed, timeout_s, fingerprint, max_body_bytes, "
+    shape += "log_max_chars}"
+    parser.add_argument("--config", type=Path, required=True, help=shape)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--ready-file", type=Path, required=True, help="written with {pid, port} once listening")
+    args = parser.parse_args(argv)
+    key = web.key_from_env()
+    router = Router.from_config(read_json(args.config), key)
+    server = web.Server((args.host, args.port), _handler(router))
     web.announce(server, args.ready_file)
-    print(f"router on http://{args.host}:{server.server_address[1]}: {split.weights}", flush=True)
+    print(f"router on http://{args.host}:{server.server_address[1]}: {router.split.weights}", flush=True)
     server.serve_forever()
     return 0
 

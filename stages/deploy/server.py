@@ -59,7 +59,7 @@ def build(
     return session, declared, required
 
 
-def main(argv: list[str] | None = None) -> int:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--use-case", required=True)
     parser.add_argument("--deployment", required=True)
@@ -71,26 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-file", type=Path, required=True, help="written with {pid, port} once listening")
     parser.add_argument("--observability", type=Path, help="JSON: the deployment's observability block")
     parser.add_argument("--traces", type=Path, help="OTLP JSON trace file of this deployment's requests")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    key = web.key_from_env()
-    root = project_root()
-    params = load_params(root)
-    engine.configure(runtime_dir(root))
-    observed = endpoint.Observability.from_config(read_json(args.observability) if args.observability else None)
-    observed.pii.redact_text("Warm up, Jane Doe.")  # loads the PII detector (Presidio: seconds) before listening
-    labels = {"llmops.use_case": args.use_case, "llmops.deployment": args.deployment, "llmops.variant": args.variant}
-    telemetry = tracing.setup(f"llmops-{args.use_case}-{args.deployment}", args.traces, redactor=observed.pii,
-                              attributes=labels, content=observed.trace_content)  # fmt: skip
-    # `llmops undeploy` stops the process with SIGTERM: the spans still queued are exported first
-    signal.signal(signal.SIGTERM, lambda *_: (telemetry.shutdown(), sys.exit(0)))
-    tracing.set_attributes(use_case=args.use_case, deployment=args.deployment, variant=args.variant)
-    env = connections.environment(root)
-    bridge = is_maf_flow(root / params["use_cases"][args.use_case]["flow"])  # MAF's clients speak chat
-    proxy = endpoint.serving_proxy(connections.resolve(params["llm"], env), params["llm"], env, bridge)
-    proxy.__enter__()  # serves until the process ends
-    session, declared, required = build(root, params, args.use_case, args.variant, proxy)
-    scoring = endpoint.Endpoint(session, declared, required, observed, proxy, labels=labels)
+
+def _handler(args: argparse.Namespace, key: str, scoring: endpoint.Endpoint) -> type[web.JSONHandler]:
     identity = {"deployment": args.deployment, "variant": args.variant, "fingerprint": args.fingerprint}
     named = {web.DEPLOYMENT_HEADER: args.deployment}
 
@@ -122,7 +106,30 @@ def main(argv: list[str] | None = None) -> int:
             status, answer, meta = scoring.score(request_id, inputs)
             self.reply(status, answer, {**named, endpoint.META_HEADER: json.dumps(meta)})
 
-    server = web.Server((args.host, args.port), Handler)
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    key = web.key_from_env()
+    root = project_root()
+    params = load_params(root)
+    engine.configure(runtime_dir(root))
+    observed = endpoint.Observability.from_config(read_json(args.observability) if args.observability else None)
+    observed.pii.redact_text("Warm up, Jane Doe.")  # loads the PII detector (Presidio: seconds) before listening
+    labels = {"llmops.use_case": args.use_case, "llmops.deployment": args.deployment, "llmops.variant": args.variant}
+    telemetry = tracing.setup(f"llmops-{args.use_case}-{args.deployment}", args.traces, redactor=observed.pii,
+                              attributes=labels, content=observed.trace_content)  # fmt: skip
+    # `llmops undeploy` stops the process with SIGTERM: the spans still queued are exported first
+    signal.signal(signal.SIGTERM, lambda *_: (telemetry.shutdown(), sys.exit(0)))
+    tracing.set_attributes(use_case=args.use_case, deployment=args.deployment, variant=args.variant)
+    env = connections.environment(root)
+    bridge = is_maf_flow(root / params["use_cases"][args.use_case]["flow"])  # MAF's clients speak chat
+    proxy = endpoint.serving_proxy(connections.resolve(params["llm"], env), params["llm"], env, bridge)
+    proxy.__enter__()  # serves until the process ends
+    session, declared, required = build(root, params, args.use_case, args.variant, proxy)
+    scoring = endpoint.Endpoint(session, declared, required, observed, proxy, labels=labels)
+    server = web.Server((args.host, args.port), _handler(args, key, scoring))
     web.announce(server, args.ready_file)
     print(f"deployment {args.deployment} ({args.variant}) on http://{args.host}:{server.server_address[1]}", flush=True)
     server.serve_forever()

@@ -17,9 +17,7 @@ dropped silently.
 
 from __future__ import annotations
 
-import ast
 import json
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,86 +25,26 @@ from typing import Any
 
 import yaml
 
+from stages.engine.migrate_nodes import (
+    Migration,
+    aggregate_source,
+    aggregation_reason,
+    convert_node,
+    edge,
+    import_problems,
+    literal,
+    reference,
+    tool_function,
+    topological,
+    unconverted,
+    upstream,
+)
+from stages.engine.migrate_nodes import (
+    MigrationError as MigrationError,
+)
+
 RUNTIME = Path(__file__).resolve().parents[1] / "templates" / "maf_runtime" / "llmops_maf.py"
-LLM_PARAMS = ("temperature", "max_tokens", "top_p", "stop", "presence_penalty", "frequency_penalty", "seed",
-              "logit_bias", "user", "response_format")  # fmt: skip
-CONNECTION_PARAMS = ("model", "deployment_name")  # the run's connection decides, as in a prompt flow run
-UNSUPPORTED_PARAMS = {"echo": False, "suffix": None, "best_of": 1, "logprobs": None, "n": 1, "stream": False}
-_REFERENCE = re.compile(r"^\$\{([A-Za-z_][\w]*)(?:\.([\w.-]+))?\}$")
 _SKIPPED = {"flow.dag.yaml", ".promptflow", "__pycache__", ".runs"}
-_SHIMMED = {"tool", "log_metric"}
-
-
-class MigrationError(ValueError):
-    """The flow cannot be migrated at all (no DAG or prompty flow, a cycle); the message names the file."""
-
-
-@dataclass
-class Migration:
-    flow: Path
-    target: Path
-    kind: str  # dag | prompty
-    converted: list[str] = field(default_factory=list)  # node names
-    not_convertible: list[tuple[str, str]] = field(default_factory=list)  # (node or file, reason)
-    notes: list[str] = field(default_factory=list)  # converted, with a change worth knowing
-    variant_params: dict[str, Any] = field(default_factory=dict)  # create_workflow's default params
-
-
-def _reference(value: Any) -> tuple[str, str] | None:
-    match = _REFERENCE.match(value) if isinstance(value, str) else None
-    return (match.group(1), match.group(2) or "") if match else None
-
-
-def _upstream(values: list[Any], nodes: set[str]) -> list[str]:
-    found = []
-    for value in values:
-        ref = _reference(value)
-        if ref and ref[0] in nodes and ref[0] not in found:
-            found.append(ref[0])
-    return found
-
-
-def _class_name(node: str) -> str:
-    return "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", node) if part) + "Node"
-
-
-def _tool_function(file: Path) -> str | None:
-    """The tool function of a python node's file: the one decorated with `tool`, else its only public function."""
-    tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
-    functions = [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
-
-    def is_tool(decorator: ast.expr) -> bool:
-        target = decorator.func if isinstance(decorator, ast.Call) else decorator
-        return (target.id if isinstance(target, ast.Name) else getattr(target, "attr", "")) == "tool"
-
-    decorated = [f.name for f in functions if any(is_tool(d) for d in f.decorator_list)]
-    if len(decorated) == 1:
-        return decorated[0]
-    public = [f.name for f in functions if not f.name.startswith("_")]
-    return public[0] if len(public) == 1 and not decorated else None
-
-
-def _import_problems(file: Path) -> list[str]:
-    """What a copied python file imports that the MAF environment lacks (prompt flow beyond the shim, `stages`)."""
-    tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
-    problems = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            top = node.module.split(".")[0]
-            names = {alias.name for alias in node.names}
-            if top == "promptflow" and (node.module not in ("promptflow", "promptflow.core") or names - _SHIMMED):
-                imported = ", ".join(sorted(names))
-                problems.append(f"line {node.lineno}: from {node.module} import {imported} (the MAF environment has "
-                                "no prompt flow; only tool and log_metric are shimmed)")  # fmt: skip
-            elif top == "stages":
-                problems.append(f"line {node.lineno}: imports the project package `{node.module}`, which the MAF "
-                                "environment does not have")  # fmt: skip
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                top = alias.name.split(".")[0]
-                if top in ("promptflow", "stages"):
-                    problems.append(f"line {node.lineno}: import {alias.name} (not in the MAF environment)")
-    return problems
 
 
 def _copy_folder(flow: Path, target: Path) -> None:
@@ -116,29 +54,67 @@ def _copy_folder(flow: Path, target: Path) -> None:
     shutil.copy2(RUNTIME, target / RUNTIME.name)
 
 
-def _literal(value: Any) -> str:
-    """A Python literal for a YAML value (json round-trip keeps it plain; booleans and None spelled for Python)."""
-    return repr(json.loads(json.dumps(value)))
+@dataclass
+class _Nodes:
+    """A DAG's per-row nodes as workflow source: Executor classes, their build lines, each node's upstream nodes;
+    and its aggregation nodes (the evaluation pattern), converted apart."""
+
+    classes: list[str] = field(default_factory=list)
+    builds: list[str] = field(default_factory=list)
+    per_row: dict[str, list[str]] = field(default_factory=dict)
+    aggregations: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _topological(per_row: dict[str, list[str]], where: Path) -> list[str]:
-    order: list[str] = []
-    state: dict[str, int] = {}
+def _default_variants_only(dag: dict[str, Any], migration: Migration) -> None:
+    """Note each node with prompt flow node variants: only its default variant is converted."""
+    for node in dag.get("nodes") or []:
+        if dag.get("node_variants") and node.get("use_variants"):
+            default = dag["node_variants"][node["name"]].get("default_variant_id")
+            migration.not_convertible.append((str(node["name"]), f"node variants: only the default variant "
+                                              f"{default!r} is converted (select others with the variant's prompt "
+                                              "and params)"))  # fmt: skip
 
-    def visit(node: str, path: list[str]) -> None:
-        if state.get(node) == 2:
-            return
-        if state.get(node) == 1:
-            raise MigrationError(f"{where}: the nodes reference each other in a cycle: {' -> '.join([*path, node])}")
-        state[node] = 1
-        for dependency in per_row[node]:
-            visit(dependency, [*path, node])
-        state[node] = 2
-        order.append(node)
 
-    for node in per_row:  # the DAG's own order where the references allow it
-        visit(node, [])
-    return order
+def _convert_nodes(dag: dict[str, Any], target: Path, migration: Migration, variant_node: str | None) -> _Nodes:
+    """Every node of the DAG (its default variant where it has variants) as an Executor, or an aggregation."""
+    nodes, names, out = list(dag.get("nodes") or []), {str(n.get("name")) for n in dag.get("nodes") or []}, _Nodes()
+    for node in nodes:
+        name, kind = str(node.get("name")), node.get("type")
+        if node.get("use_variants"):
+            variant = dag["node_variants"][name]
+            node = {**node, **variant["variants"][variant["default_variant_id"]]["node"], "name": name}
+            kind = node.get("type")
+        if node.get("aggregation"):
+            out.aggregations.append(node)
+            continue
+        inputs = dict(node.get("inputs") or {})
+        activate = node.get("activate") or {}
+        out.per_row[name] = upstream([*inputs.values(), activate.get("when")], names)
+        cls, build, reason = convert_node(name, kind, node, inputs, target, migration, name == variant_node)
+        if reason:
+            migration.not_convertible.append((name, reason))
+            cls, build = unconverted(name, reason)
+        else:
+            migration.converted.append(name)
+        if activate:
+            cls += f"    activate = ({literal(activate.get('when'))}, {literal(activate.get('is'))})\n"
+        out.classes.append(cls)
+        out.builds.append(build)
+    return out
+
+
+def _convertible_aggregations(nodes: _Nodes, names: set[str], target: Path, migration: Migration) -> list[dict]:
+    """The aggregation nodes that convert (their tool function found); the others are noted."""
+    kept = []
+    for node in nodes.aggregations:
+        path = (node.get("source") or {}).get("path") or ""
+        node["_function"] = tool_function(target / path) if path.endswith(".py") and (target / path).is_file() else None
+        if reason := aggregation_reason(node, names):
+            migration.not_convertible.append((str(node["name"]), reason))
+        else:
+            migration.converted.append(str(node["name"]))
+            kept.append(node)
+    return kept
 
 
 def migrate_dag(flow: Path, target: Path, llm_node: str | None, prompt: str | None,
@@ -148,84 +124,36 @@ def migrate_dag(flow: Path, target: Path, llm_node: str | None, prompt: str | No
     dag_file = flow / "flow.dag.yaml"
     dag = yaml.safe_load(dag_file.read_text(encoding="utf-8")) or {}
     migration = Migration(flow, target, "dag", variant_params=dict(params))
-    nodes = list(dag.get("nodes") or [])
-    names = {str(n.get("name")) for n in nodes}
-    llm_nodes = [str(n["name"]) for n in nodes if n.get("type") == "llm"]
+    names = {str(n.get("name")) for n in dag.get("nodes") or []}
+    llm_nodes = [str(n["name"]) for n in dag.get("nodes") or [] if n.get("type") == "llm"]
     variant_node = llm_node or (llm_nodes[0] if len(llm_nodes) == 1 else None)
-    if dag.get("node_variants"):
-        for node in nodes:
-            if node.get("use_variants"):
-                default = dag["node_variants"][node["name"]].get("default_variant_id")
-                migration.not_convertible.append((str(node["name"]), f"node variants: only the default variant "
-                                                  f"{default!r} is converted (select others with the variant's prompt "
-                                                  "and params)"))  # fmt: skip
+    _default_variants_only(dag, migration)
     _copy_folder(flow, target)
     for file in sorted(target.rglob("*.py")):
-        if file.name in ("workflow.py", RUNTIME.name):
-            continue
-        for problem in _import_problems(file):
-            migration.not_convertible.append((str(file.relative_to(target)), problem))
-
-    classes: list[str] = []
-    builds: list[str] = []
-    per_row: dict[str, list[str]] = {}
-    aggregations: list[dict[str, Any]] = []
-    for node in nodes:
-        name, kind = str(node.get("name")), node.get("type")
-        if node.get("use_variants"):
-            variant = dag["node_variants"][name]
-            node = {**node, **variant["variants"][variant["default_variant_id"]]["node"], "name": name}
-            kind = node.get("type")
-        if node.get("aggregation"):
-            aggregations.append(node)
-            continue
-        inputs = dict(node.get("inputs") or {})
-        activate = node.get("activate") or {}
-        per_row[name] = _upstream([*inputs.values(), activate.get("when")], names)
-        cls, build, reason = _convert_node(name, kind, node, inputs, target, migration, name == variant_node)
-        if reason:
-            migration.not_convertible.append((name, reason))
-            cls, build = _unconverted(name, reason)
-        else:
-            migration.converted.append(name)
-        if activate:
-            cls += f"    activate = ({_literal(activate.get('when'))}, {_literal(activate.get('is'))})\n"
-        classes.append(cls)
-        builds.append(build)
-    order = _topological(per_row, dag_file)
-    for node in aggregations:
-        path = (node.get("source") or {}).get("path") or ""
-        node["_function"] = (
-            _tool_function(target / path) if path.endswith(".py") and (target / path).is_file() else None
-        )
-        aggregations_reason = _aggregation_reason(node, names)
-        if aggregations_reason:
-            migration.not_convertible.append((str(node["name"]), aggregations_reason))
-        else:
-            migration.converted.append(str(node["name"]))
+        if file.name not in ("workflow.py", RUNTIME.name):
+            migration.not_convertible += [(str(file.relative_to(target)), p) for p in import_problems(file)]
+    nodes = _convert_nodes(dag, target, migration, variant_node)
+    order = topological(nodes.per_row, dag_file)
+    aggregations = _convertible_aggregations(nodes, names, target, migration)
     outputs = {str(k): (v or {}).get("reference") for k, v in (dag.get("outputs") or {}).items()}
     defaults, required = _inputs(dag.get("inputs") or {})
-    edges = []
-    for node in order:
-        edges.append(_edge(per_row[node], node))
-    kept = sorted({ref[0] for node in aggregations if not _aggregation_reason(node, names)
-                   for value in (node.get("inputs") or {}).values()
-                   if (ref := _reference(value)) and ref[0] in per_row})  # fmt: skip
-    waits = _upstream(list(outputs.values()), set(per_row))
-    edges.append(_edge([*waits, *(node for node in kept if node not in waits)], "outputs"))
+    edges = [edge(nodes.per_row[node], node) for node in order]
+    kept = sorted({ref[0] for node in aggregations for value in (node.get("inputs") or {}).values()
+                   if (ref := reference(value)) and ref[0] in nodes.per_row})  # fmt: skip
+    waits = upstream(list(outputs.values()), set(nodes.per_row))
+    edges.append(edge([*waits, *(node for node in kept if node not in waits)], "outputs"))
     variant_line = ""
     if variant_node:
         variant_line = (
             "# The variant's LLM node: create_workflow(prompt=..., **params) sets its template and params.\n"
-            f"PROMPT = {_literal(prompt)}\nPARAMS = {_literal(migration.variant_params)}\n"
+            f"PROMPT = {literal(prompt)}\nPARAMS = {literal(migration.variant_params)}\n"
         )
     source = _WORKFLOW.format(
         origin=_shown(dag_file, root), name=flow.name, variant_node=variant_node or "none",
-        inputs=_literal(defaults), required=_literal(required), outputs=_literal(outputs), variant=variant_line,
-        kept=_literal(kept),
-        classes="\n\n".join(classes), builds="".join(builds), edges="".join(edges),
+        inputs=literal(defaults), required=literal(required), outputs=literal(outputs), variant=variant_line,
+        kept=literal(kept), classes="\n\n".join(nodes.classes), builds="".join(nodes.builds), edges="".join(edges),
         signature="prompt: str = PROMPT, **params: Any" if variant_node else "**params: Any",
-        aggregate=_aggregate_source([n for n in aggregations if not _aggregation_reason(n, names)]),
+        aggregate=aggregate_source(aggregations),
     )  # fmt: skip
     _write_code(target / "workflow.py", source)
     (target / "MIGRATION.md").write_text(report(migration), encoding="utf-8")
@@ -258,124 +186,6 @@ def _inputs(declared: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return defaults, required
 
 
-def _edge(upstream: list[str], node: str) -> str:
-    if not upstream:
-        return f"    builder.add_edge(executors['inputs'], executors[{node!r}])\n"
-    if len(upstream) == 1:
-        return f"    builder.add_edge(executors[{upstream[0]!r}], executors[{node!r}])\n"
-    sources = ", ".join(f"executors[{u!r}]" for u in upstream)
-    return f"    builder.add_fan_in_edges([{sources}], executors[{node!r}])\n"
-
-
-def _split_llm_inputs(name: str, inputs: dict[str, Any], migration: Migration) -> tuple[dict, dict, str | None]:
-    template_inputs, llm_params = {}, {}
-    for key, value in inputs.items():
-        if key in LLM_PARAMS:
-            llm_params[key] = value
-        elif key in CONNECTION_PARAMS:
-            migration.notes.append(f"{name}: {key} {value!r} is not kept: the run's connection decides the model, "
-                                   "as in a prompt flow run through the toolkit")  # fmt: skip
-        elif key in UNSUPPORTED_PARAMS:
-            if value != UNSUPPORTED_PARAMS[key]:
-                return {}, {}, f"LLM parameter {key}={value!r} has no chat completions equivalent"
-        else:
-            template_inputs[key] = value
-    for key, value in llm_params.items():
-        if _reference(value):
-            return {}, {}, f"LLM parameter {key} comes from {value}: only literal parameters are converted"
-    return template_inputs, llm_params, None
-
-
-def _convert_node(
-    name: str, kind: Any, node: dict[str, Any], inputs: dict[str, Any], target: Path, migration: Migration,
-    is_variant_node: bool,
-) -> tuple[str, str, str | None]:  # fmt: skip
-    """(class source, build line, None) for a node, or ("", "", reason) when it cannot be converted."""
-    source = node.get("source") or {}
-    path = source.get("path")
-    if source.get("type", "code") != "code" or not path:
-        return (
-            "",
-            "",
-            f"a {kind} node from {source.get('type')} {source.get('tool') or path!r}: only code nodes convert",
-        )
-    if not (target / path).is_file():
-        return "", "", f"its source {path} is not in the flow folder"
-    cls = _class_name(name)
-    if kind == "llm":
-        template_inputs, llm_params, reason = _split_llm_inputs(name, inputs, migration)
-        if reason:
-            return "", "", reason
-        api = str(node.get("api") or "chat")
-        text = (f"class {cls}(rt.LLMNode):\n    \"\"\"LLM node `{name}` ({api} API, template {path}).\"\"\"\n\n"
-                f"    api = {api!r}\n    inputs = {_literal(template_inputs)}\n")  # fmt: skip
-        if is_variant_node:
-            migration.variant_params = {**llm_params, **migration.variant_params}
-            build = f"        {name!r}: {cls}(HERE, prompt, {{**PARAMS, **params}}, id={name!r}),\n"
-        else:
-            build = f"        {name!r}: {cls}(HERE, {path!r}, {_literal(llm_params)}, id={name!r}),\n"
-        return text, build, None
-    if kind == "prompt":
-        text = (f"class {cls}(rt.PromptNode):\n    \"\"\"Prompt node `{name}` (template {path}).\"\"\"\n\n"
-                f"    inputs = {_literal(inputs)}\n")  # fmt: skip
-        return text, f"        {name!r}: {cls}(HERE, {path!r}, id={name!r}),\n", None
-    if kind == "python":
-        if not path.endswith(".py"):
-            return "", "", f"python node source {path} is not a .py file"
-        function = _tool_function(target / path)
-        if function is None:
-            return "", "", f"{path} has no single @tool function to call"
-        text = (f"class {cls}(rt.PythonNode):\n    \"\"\"Python node `{name}`: {function}() of {path}.\"\"\"\n\n"
-                f"    inputs = {_literal(inputs)}\n")  # fmt: skip
-        build = f"        {name!r}: {cls}(rt.load_function(HERE, {path!r}, {function!r}), id={name!r}),\n"
-        return text, build, None
-    return "", "", f"node type {kind!r} has no MAF conversion"
-
-
-def _unconverted(name: str, reason: str) -> tuple[str, str]:
-    cls = _class_name(name)
-    message = f"node {name} was not converted by llmops migrate: {reason}"
-    text = (f"class {cls}(rt.Node):\n    \"\"\"NOT CONVERTED: node `{name}` ({reason}).\"\"\"\n\n"
-            f"    async def run_node(self, inputs):\n"
-            f"        raise NotImplementedError({message!r})\n")  # fmt: skip
-    return text, f"        {name!r}: {cls}(id={name!r}),\n"
-
-
-def _aggregation_reason(node: dict[str, Any], names: set[str]) -> str | None:
-    source = (node.get("source") or {}).get("path") or ""
-    if node.get("type") != "python" or not source.endswith(".py"):
-        return "an aggregation node that is not a python node"
-    if not node.get("_function"):
-        return f"{source} has no single @tool function to call"
-    for key, value in (node.get("inputs") or {}).items():
-        ref = _reference(value)
-        if ref and ref[0] != "inputs" and ref[0] not in names:
-            return f"aggregation input {key} reads {value}, which is not a per-row node of the flow"
-    return None
-
-
-def _aggregate_source(aggregations: list[dict[str, Any]]) -> str:
-    if not aggregations:
-        return ""
-    lines = ["", "", "def aggregate(inputs: list[dict], outputs: list[dict], aggregation_inputs: list[dict]) -> dict:",
-             '    """The evaluation pattern: the aggregation nodes over the successful rows (their inputs, and the',
-             '    per-row node outputs they read), the metrics they log."""',
-             "    rows = [{'inputs': i, 'nodes': a, 'bypassed': []} for i, a in zip(inputs, aggregation_inputs)]",
-             "    metrics: dict = {}"]  # fmt: skip
-    for node in aggregations:
-        path = node["source"]["path"]
-        values = []
-        for key, value in (node.get("inputs") or {}).items():
-            ref = _reference(value)
-            values.append(f"{key!r}: [rt.resolve({value!r}, row) for row in rows]" if ref
-                          else f"{key!r}: {_literal(value)}")  # fmt: skip
-        lines.append(f"    # aggregation node `{node['name']}`")
-        lines.append(f"    function = rt.load_function(HERE, {path!r}, {node['_function']!r})")
-        lines.append(f"    metrics.update(rt.aggregate_with(function, {{{', '.join(values)}}}))")
-    lines.append("    return metrics")
-    return "\n".join(lines) + "\n"
-
-
 def migrate_prompty(
     flow: Path, target: Path, prompt: str, params: dict[str, Any], root: Path | None = None
 ) -> Migration:
@@ -388,13 +198,13 @@ def migrate_prompty(
     inputs = {str(k): f"${{inputs.{k}}}" for k in (front.get("inputs") or {})}
     cls = (f"class PromptyNode(rt.PromptyNode):\n    \"\"\"The prompty flow: the variant's .prompty file (its "
            "front matter's API and parameters, the variant's params win).\"\"\"\n\n"
-           f"    inputs = {_literal(inputs)}\n")  # fmt: skip
+           f"    inputs = {literal(inputs)}\n")  # fmt: skip
     migration.converted.append("prompty")
     source = _WORKFLOW.format(
-        origin=_shown(file, root), name=file.stem, variant_node="prompty", inputs=_literal(defaults),
-        required=_literal(required),
-        outputs=_literal({"output": "${prompty.output}"}),
-        variant=f"PROMPT = {_literal(file.name)}\nPARAMS = {_literal(params)}\n", classes=cls,
+        origin=_shown(file, root), name=file.stem, variant_node="prompty", inputs=literal(defaults),
+        required=literal(required),
+        outputs=literal({"output": "${prompty.output}"}),
+        variant=f"PROMPT = {literal(file.name)}\nPARAMS = {literal(params)}\n", classes=cls,
         builds="        'prompty': PromptyNode(HERE, prompt, {**PARAMS, **params}, id='prompty'),\n",
         edges="    builder.add_edge(executors['inputs'], executors['prompty'])\n"
               "    builder.add_edge(executors['prompty'], executors['outputs'])\n",

@@ -192,6 +192,61 @@ def row_streams() -> Iterator[None]:
         sys.stdout, sys.stderr = streams
 
 
+class _Threads:
+    """The threads of `run_in_threads` and their queues: rows go in numbered, in input order; results come out as
+    rows finish. A row given up on (timed out) is abandoned: the thread that finishes it drops it and ends."""
+
+    def __init__(
+        self, run_line: Callable[[str, Mapping[str, Any]], RowResult], rows: Iterable[tuple[str, Mapping[str, Any]]],
+        concurrency: int,
+    ) -> None:  # fmt: skip
+        self.run_line, self.concurrency = run_line, concurrency
+        self.context = contextvars.copy_context()
+        self.todo: queue.SimpleQueue[tuple[int, str, Mapping[str, Any]] | None] = queue.SimpleQueue()
+        self.finished: queue.SimpleQueue[tuple[int, RowResult]] = queue.SimpleQueue()
+        self.started: dict[int, float] = {}  # row number -> when a thread took it
+        self.abandoned: set[int] = set()  # rows given up on; the thread that finishes one ends
+        self.stopping = threading.Event()
+        self.threads = 0
+        self.pending = iter(rows)
+        self.in_flight: dict[int, str] = {}  # row number -> row id, queued or running, oldest first
+        self.numbers = itertools.count()
+
+    def work(self) -> None:
+        while (task := self.todo.get()) is not None and not self.stopping.is_set():
+            number, row_id, inputs = task
+            self.started[number] = time.perf_counter()
+            result = self.context.copy().run(self.run_line, row_id, inputs)
+            if number in self.abandoned:
+                return
+            self.finished.put((number, result))
+
+    def add_thread(self) -> None:
+        self.threads += 1
+        threading.Thread(target=self.work, name=f"rows-{self.threads}", daemon=True).start()
+
+    def fill(self) -> None:
+        """Queue rows until `concurrency` more than the threads run are waiting."""
+        for row_id, inputs in itertools.islice(self.pending, 2 * self.concurrency - len(self.in_flight)):
+            number = next(self.numbers)
+            self.in_flight[number] = row_id
+            self.todo.put((number, row_id, inputs))
+
+    def give_up(self, number: int, timeout_s: float) -> RowResult:
+        """Row `number` timed out: abandoned, a new thread in its thread's place, its result a timeout."""
+        elapsed = time.perf_counter() - self.started.pop(number)
+        self.abandoned.add(number)
+        self.add_thread()
+        row_id = self.in_flight.pop(number)
+        self.fill()
+        return RowResult(row_id, None, f"row timed out after {timeout_s:g} s", elapsed)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for _ in range(self.threads):
+            self.todo.put(None)
+
+
 def run_in_threads(
     run_line: Callable[[str, Mapping[str, Any]], RowResult],
     rows: Iterable[tuple[str, Mapping[str, Any]]],
@@ -207,69 +262,29 @@ def run_in_threads(
     Threads and queues, not a pool with a future per row: the bookkeeping of futures cost more CPU than the row
     itself asks of the engine, and one process's CPU is what limits a bulk run against a fast LLM.
     """
-    context = contextvars.copy_context()
-    todo: queue.SimpleQueue[tuple[int, str, Mapping[str, Any]] | None] = queue.SimpleQueue()
-    finished: queue.SimpleQueue[tuple[int, RowResult]] = queue.SimpleQueue()
-    started: dict[int, float] = {}  # row number -> when a thread took it
-    abandoned: set[int] = set()  # rows given up on; the thread that finishes one ends
-    stopping = threading.Event()
-
-    def work() -> None:
-        while (task := todo.get()) is not None and not stopping.is_set():
-            number, row_id, inputs = task
-            started[number] = time.perf_counter()
-            result = context.copy().run(run_line, row_id, inputs)
-            if number in abandoned:
-                return
-            finished.put((number, result))
-
-    threads = 0
-
-    def add_thread() -> None:
-        nonlocal threads
-        threads += 1
-        threading.Thread(target=work, name=f"rows-{threads}", daemon=True).start()
-
-    pending = iter(rows)
-    in_flight: dict[int, str] = {}  # row number -> row id, queued or running, oldest first
-    numbers = itertools.count()
-
-    def fill() -> None:
-        for row_id, inputs in itertools.islice(pending, 2 * concurrency - len(in_flight)):
-            number = next(numbers)
-            in_flight[number] = row_id
-            todo.put((number, row_id, inputs))
-
+    pool = _Threads(run_line, rows, concurrency)
     try:
-        fill()
-        for _ in range(min(concurrency, len(in_flight))):
-            add_thread()
-        while in_flight:
-            oldest = next(iter(in_flight))  # rows start in order, so the oldest row is the first to time out
+        pool.fill()
+        for _ in range(min(concurrency, len(pool.in_flight))):
+            pool.add_thread()
+        while pool.in_flight:
+            oldest = next(iter(pool.in_flight))  # rows start in order, so the oldest row is the first to time out
             wait_s = None
             if timeout_s is not None:  # a row not taken yet is about to be (every older row has finished)
-                wait_s = max(0.0, started.get(oldest, time.perf_counter()) + timeout_s - time.perf_counter())
+                wait_s = max(0.0, pool.started.get(oldest, time.perf_counter()) + timeout_s - time.perf_counter())
             try:
-                number, result = finished.get(timeout=wait_s)
+                number, result = pool.finished.get(timeout=wait_s)
             except queue.Empty:
-                if oldest not in started:
-                    continue
-                elapsed = time.perf_counter() - started.pop(oldest)
-                abandoned.add(oldest)
-                add_thread()
-                row_id = in_flight.pop(oldest)
-                fill()
-                yield RowResult(row_id, None, f"row timed out after {timeout_s:g} s", elapsed)
+                if oldest in pool.started:
+                    yield pool.give_up(oldest, timeout_s)  # type: ignore[arg-type]
                 continue
-            started.pop(number, None)
-            if in_flight.pop(number, None) is None:
+            pool.started.pop(number, None)
+            if pool.in_flight.pop(number, None) is None:
                 continue  # finished just after it was given up on
-            fill()
+            pool.fill()
             yield result
     finally:  # done, failed, or the consumer stopped early: the threads take no more rows
-        stopping.set()
-        for _ in range(threads):
-            todo.put(None)
+        pool.stop()
 
 
 _WORKER_DONE = "done"

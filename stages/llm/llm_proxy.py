@@ -37,54 +37,29 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
-import http.client
 import json
-import random
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from stages.llm import chat_bridge, failover
 from stages.llm.cache import CacheStore, Usage, cache_key
 from stages.llm.connections import Connection
+from stages.llm.endpoint import GIVE_UP_STATUS as GIVE_UP_STATUS  # re-exported: what a give-up answers
+from stages.llm.endpoint import Answer, Endpoint, error_body
 from stages.llm.upstream import (
-    RETRIABLE_STATUS,
     RequestAdapter,
     RetryPolicy,
     error_message,
-    null_params_hint,
-    rejects_request,
-    retry_after_s,
-    timeout_hint,
 )
 from stages.observability import tracing
 
-GIVE_UP_STATUS = 424  # not retried by prompt flow's LLM tools or the OpenAI client
-# Not forwarded: hop-by-hop headers, and Accept-Encoding so that answers come back uncompressed (they are parsed).
-_DROPPED_HEADERS = frozenset(
-    {"host", "x-llmops-row", "content-length", "connection", "keep-alive", "proxy-connection", "te", "trailer",
-     "transfer-encoding", "upgrade", "accept-encoding"}
-)  # fmt: skip
 _REPEAT_PREFIX = re.compile(r"^/r(\d+)(/.*)$")
 REPEAT_HEADER = "X-LLMOps-Repeat"  # sent upstream with every forwarded POST; never part of a key
-
-
-@dataclass(frozen=True)
-class _Answer:
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    give_up: bool = False  # retries ran out: tell clients not to retry
-
-
-def _error_body(message: str, kind: str) -> bytes:
-    return json.dumps({"error": {"message": message, "type": kind, "code": kind}}).encode()
 
 
 def _usage_of(answer: Any) -> tuple[int, int]:
@@ -124,13 +99,8 @@ class LLMProxy:
         seed: int | None = None,
         adapter: RequestAdapter = RequestAdapter(),  # noqa: B008 (a frozen dataclass: immutable)
     ) -> None:
-        parts = urlsplit(upstream.rstrip("/"))
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"LLM endpoint {upstream!r} is not an http(s) URL")
-        self._scheme, self._host, self._port = parts.scheme, parts.hostname, parts.port
-        self._base_path = parts.path
-        self.store, self.retry, self.timeout_s = store, retry, timeout_s
-        self._row_of, self._sleep, self._rng = row_of, sleep, random.Random(seed)
+        self.endpoint = Endpoint(upstream, retry, timeout_s, sleep, seed)
+        self.store, self.retry, self.timeout_s, self._row_of = store, retry, timeout_s, row_of
         self.adapter = adapter
         self._lock = threading.Lock()
         self.total = Usage()
@@ -139,8 +109,6 @@ class LLMProxy:
         self._key_locks: dict[str, tuple[threading.Lock, int]] = {}  # requests in flight: a lock and its users
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self._idle: list[tuple[float, http.client.HTTPConnection]] = []  # keep-alive connections to the endpoint
-        self._idle_lock = threading.Lock()
         self.name = "primary"  # the connection's name, recorded as `llmops.answered_by`
         # tried in order when the endpoint gave up: (name, its proxy and connection, or a fixed response)
         self.fallbacks: list[tuple[str, LLMProxy | failover.FixedResponse, Connection | None]] = []
@@ -161,10 +129,7 @@ class LLMProxy:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-        with self._idle_lock:
-            idle, self._idle = self._idle, []
-        for _, connection in idle:
-            connection.close()
+        self.endpoint.close()
 
     @property
     def port(self) -> int:
@@ -172,7 +137,7 @@ class LLMProxy:
         return self._server.server_address[1]
 
     def base_url(self, repeat: int = 0) -> str:
-        return f"http://127.0.0.1:{self.port}/r{repeat}{self._base_path}"
+        return f"http://127.0.0.1:{self.port}/r{repeat}{self.endpoint.base_path}"
 
     def connection(self, connection: Connection, repeat: int = 0) -> Connection:
         """`connection` routed through this proxy (same key, model and API; the key travels in headers only)."""
@@ -196,7 +161,7 @@ class LLMProxy:
             if row is not None:
                 self._rows.setdefault(row, Usage()).add(**deltas)
 
-    def handle(self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes) -> _Answer:
+    def handle(self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes) -> Answer:
         """Answer one request from the flows (called by the HTTP handler, one thread per client connection), in an
         LLM call span; when the endpoint gave up, the fallbacks answer in turn (stages/llm/failover.py)."""
         if method != "POST":
@@ -228,13 +193,13 @@ class LLMProxy:
 
     def _fail_over(
         self, raw_path: str, headers: Mapping[str, str], body: bytes, request: Any, row: str | None
-    ) -> tuple[_Answer, str]:
+    ) -> tuple[Answer, str]:
         """The first fallback's answer that is not a give-up, and its name (the last give-up if all give up)."""
-        answer = _Answer(GIVE_UP_STATUS, b"{}", give_up=True)
+        answer = Answer(GIVE_UP_STATUS, b"{}", give_up=True)
         for name, fallback, connection in self.fallbacks:
             if isinstance(fallback, failover.FixedResponse) or connection is None:
                 path = _REPEAT_PREFIX.sub(r"\2", raw_path)
-                answer = _Answer(200, fallback.body(path, request if isinstance(request, dict) else {}))
+                answer = Answer(200, fallback.body(path, request if isinstance(request, dict) else {}))
             else:
                 answer = fallback._handle("POST", raw_path, failover.headers_for(connection, headers), body)
             if not answer.give_up:
@@ -243,11 +208,11 @@ class LLMProxy:
                 return answer, name
         return answer, "none"
 
-    def _handle(self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes) -> _Answer:
+    def _handle(self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes) -> Answer:
         match = _REPEAT_PREFIX.match(raw_path)
         if not match:
             message = f"llm proxy: path {raw_path!r} does not start with /r<repeat>/ (use LLMProxy.base_url)"
-            return _Answer(404, _error_body(message, "llm_proxy_bad_path"))
+            return Answer(404, error_body(message, "llm_proxy_bad_path"))
         repeat, path = int(match.group(1)), match.group(2)
         if method != "POST":  # e.g. GET /models: forwarded, never cached
             return self._forward(method, path, headers, body, None)
@@ -258,16 +223,16 @@ class LLMProxy:
             request = None
         if not isinstance(request, dict):
             self._count(row, requests=1, errors=1)
-            return _Answer(400, _error_body("llm proxy: the request body is not a JSON object", "llm_proxy_bad_body"))
+            return Answer(400, error_body("llm proxy: the request body is not a JSON object", "llm_proxy_bad_body"))
         if request.get("stream"):
             self._count(row, requests=1, errors=1)
             message = "llm proxy: streaming requests (stream: true) cannot be cached; set stream to false"
-            return _Answer(400, _error_body(message, "llm_proxy_stream_refused"))
+            return Answer(400, error_body(message, "llm_proxy_stream_refused"))
         try:
             route, bridged, backs = chat_bridge.translate(path.partition("?")[0], request, self.adapter.completion_only)
         except chat_bridge.BridgeError as exc:
             self._count(row, requests=1, errors=1)
-            return _Answer(400, _error_body(f"llm proxy: {exc}", "llm_proxy_bridge_refused"))
+            return Answer(400, error_body(f"llm proxy: {exc}", "llm_proxy_bridge_refused"))
         if backs:  # the endpoint gets another API's request: the query belonged to the client's route
             path, request, body = route, bridged, json.dumps(bridged, ensure_ascii=False).encode("utf-8")
         answer = self._answer(repeat, path, request, method, headers, body, row)
@@ -281,7 +246,7 @@ class LLMProxy:
     def _answer(
         self, repeat: int, path: str, request: dict[str, Any], method: str, headers: Mapping[str, str], body: bytes,
         row: str | None,
-    ) -> _Answer:  # fmt: skip
+    ) -> Answer:  # fmt: skip
         """The endpoint's answer to a request as the endpoint takes it: from the cache, or forwarded."""
         adapted_path, adapted = self.adapter.adapt(path, request)
         sent = self.adapter.without_nulls(adapted)
@@ -301,7 +266,7 @@ class LLMProxy:
                             cached_prompt_tokens=prompt, cached_completion_tokens=completion)  # fmt: skip
                 with self._lock:
                     self.used_keys.add(key)
-                return _Answer(200, data)
+                return Answer(200, data)
             return self._miss(key, path, repeat, request, method, headers, body, row)
 
     @contextlib.contextmanager
@@ -324,10 +289,12 @@ class LLMProxy:
     def _miss(
         self, key: str, path: str, repeat: int, request: dict[str, Any], method: str, headers: Mapping[str, str],
         body: bytes, row: str | None,
-    ) -> _Answer:  # fmt: skip
+    ) -> Answer:  # fmt: skip
         """Forward a request the cache did not answer; store a 200 answer."""
         self._count(row, requests=1, misses=1)
-        answer = self._forward(method, path, {**headers, REPEAT_HEADER: str(repeat)}, body, row, request)
+        answer = self.endpoint.forward(
+            method, path, {**headers, REPEAT_HEADER: str(repeat)}, body, functools.partial(self._count, row), request
+        )
         if answer.status != 200:
             self._count(row, errors=1)
             return answer
@@ -342,88 +309,6 @@ class LLMProxy:
             with self._lock:
                 self.used_keys.add(key)
         return answer
-
-    def _forward(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes, row: str | None,
-        request: Mapping[str, Any] | None = None,
-    ) -> _Answer:  # fmt: skip
-        """Send to the endpoint, retrying what is retriable; the last failure becomes a 424 answer, and so does at
-        once a 5xx that says the request is invalid (`rejects_request`), naming the request's null parameters."""
-        forwarded = {name: value for name, value in headers.items() if name.lower() not in _DROPPED_HEADERS}
-        failure = ""
-        timed_out = False
-        for attempt in range(self.retry.attempts):
-            retry_after = None
-            self._count(row, upstream=1)
-            try:
-                status, content_type, data, retry_after_header = self._send_once(method, path, forwarded, body)
-            except (OSError, http.client.HTTPException) as exc:  # refused, timed out, dropped connection
-                failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                timed_out = isinstance(exc, TimeoutError)
-            else:
-                timed_out = False
-                if status not in RETRIABLE_STATUS:
-                    return _Answer(status, data, content_type)
-                if rejects_request(status, data):
-                    message = (
-                        f"llm proxy: {method} {self._endpoint()}{path} was rejected (HTTP {status}: "
-                        f"{error_message(data)[:300]}); not retried: the answer says the request is invalid, and the "
-                        f"same request fails the same way.{null_params_hint(request)}"
-                    )
-                    return _Answer(GIVE_UP_STATUS, _error_body(message, "llm_proxy_request_rejected"), give_up=True)
-                failure = f"HTTP {status}: {data[:300].decode('utf-8', 'replace')}"
-                retry_after = retry_after_s(retry_after_header)
-            if attempt + 1 == self.retry.attempts:
-                break
-            if retry_after is not None and retry_after > self.retry.max_s:
-                failure += f" (Retry-After {retry_after:g} s is above retry.max_s {self.retry.max_s:g} s)"
-                break
-            self._count(row, retries=1)
-            self._sleep(retry_after if retry_after is not None else self.retry.backoff_s(attempt, self._rng))
-        message = f"llm proxy: {method} {self._endpoint()}{path} failed after {attempt + 1} attempt(s): {failure}"
-        if timed_out:
-            message += timeout_hint(request, self.timeout_s)
-        return _Answer(GIVE_UP_STATUS, _error_body(message, "llm_proxy_upstream_failed"), give_up=True)
-
-    def _endpoint(self) -> str:
-        return f"{self._scheme}://{self._host}{':' + str(self._port) if self._port else ''}"
-
-    def _connection(self) -> http.client.HTTPConnection:
-        """A kept-alive connection to the endpoint idle for less than _KEEP_IDLE_S, else a new one."""
-        now = time.monotonic()
-        with self._idle_lock:
-            while self._idle:
-                since, connection = self._idle.pop()
-                if now - since < _KEEP_IDLE_S:
-                    return connection
-                connection.close()
-        kind = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-        return kind(self._host, self._port, timeout=self.timeout_s)
-
-    def _send_once(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes
-    ) -> tuple[int, str, bytes, str | None]:
-        connection = self._connection()
-        try:
-            connection.request(method, path, body=body if method == "POST" else None, headers=dict(headers))
-            response = connection.getresponse()
-            data = response.read()
-        except BaseException:
-            connection.close()
-            raise
-        if response.will_close:
-            connection.close()
-        else:
-            with self._idle_lock:
-                self._idle.append((time.monotonic(), connection))
-        content_type = response.getheader("Content-Type") or "application/json"
-        return response.status, content_type, data, response.getheader("Retry-After")
-
-
-# Connections to the endpoint are reused (no TCP or TLS handshake per request) while idle for less than this:
-# below the keep-alive timeout of common servers (uvicorn, which serves llama.cpp, closes after 5 s), so a reused
-# connection is rarely one the server has just closed; when it is, the attempt fails and is retried as any other.
-_KEEP_IDLE_S = 2.0
 
 
 class _Server(ThreadingHTTPServer):

@@ -6,7 +6,7 @@ production evaluation (stages/deploy/production.py)."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,3 +202,71 @@ def summary_lines(label: str, metrics_by_variant: dict[str, dict[str, Any]], res
         lines.append(f"{label} {variant}: {', '.join(f'{k}={v}' for k, v in flat.items())}")
         lines += [f"  {metric}: {headline.describe(result)}" for metric, result in results.get(variant, {}).items()]
     return lines
+
+
+class SetupError(ValueError):
+    """The evaluation cannot start (its flow does not load, a bad variant, metric, price or judge); the message
+    names what."""
+
+
+@dataclass
+class Setup:
+    """What an evaluation stage runs with: the variants, the judge LLM and how many rows it takes at once, the
+    headline metrics, the flow's judges and whether the flow takes the judge's `model_config`."""
+
+    plan: Any  # stages.core.variants.Plan
+    judge: Judging
+    concurrency: int
+    specs: list[headline.MetricSpec]
+    judges: Mapping[str, Any]
+    model_config: bool
+
+
+def setup(params: Mapping[str, Any], name: str, root: Path, cache: Path, label: str) -> Setup:
+    """The evaluation of use case `name` ready to run, its judge LLM's proxy caching in `cache` (created either
+    way: the stage's output). Raises SetupError."""
+    from stages.core import variants
+    from stages.engine.maf import is_maf_flow
+
+    use_case = params["use_cases"][name]
+    judges = use_case["evaluate"].get("judges") or {}
+    cache.mkdir(parents=True, exist_ok=True)
+    try:  # a flex evaluator taking `model_config` (a class's init, a function's parameter) gets the judge's LLM
+        model_config = engine.declares_model_config(root / use_case["eval_flow"])
+        eval_is_maf = is_maf_flow(root / use_case["eval_flow"])  # a MAF evaluation workflow gets the judge's LLM too
+        model_config = model_config or eval_is_maf
+    except Exception as exc:  # the entry's module failed to load: its own error, not a traceback
+        raise SetupError(f"{use_case['eval_flow']}: {type(exc).__name__}: {exc}") from None
+    try:
+        plan = variants.plan_for(params, name)
+        concurrency = connections.concurrency(params["judge"], "judge")  # the judge's, also for flows without one
+        specs = headline.parse_specs(use_case.get("metrics"), f"use_cases.{name}.metrics")
+        judge = judging(params, use_case, root, cache, label, bool(judges or model_config), bridge_chat=eval_is_maf)
+    except (variants.VariantError, headline.MetricSpecError, cost.PriceError) as exc:
+        raise SetupError(str(exc)) from None
+    except connections.ConnectionConfigError as exc:
+        raise SetupError(f"judge: {exc}") from None
+    return Setup(plan, judge, concurrency, specs, judges, model_config)
+
+
+def evaluate_variants(
+    sessions: Sequence[engine.FlowSession], name: str, use_case: dict[str, Any], ready: Setup,
+    prepared: list[dict[str, Any]], run_by_variant: Mapping[str, list[dict[str, Any]]],
+    written: Callable[[str, list[dict[str, Any]]], None],
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]], list[tuple[str, engine.RowResult]]]:  # fmt: skip
+    """Every variant of the plan evaluated (`evaluate_variant`), its rows handed to `written` as soon as they are
+    done; the rows and metrics by variant, and the failed rows with their variant."""
+    from stages.observability import tracing
+
+    rows_by_variant: dict[str, list[dict[str, Any]]] = {}
+    metrics_by_variant: dict[str, dict[str, Any]] = {}
+    failed: list[tuple[str, engine.RowResult]] = []
+    for variant in ready.plan.names:
+        tracing.set_attributes(use_case=name, variant=variant, stage="evaluate")
+        rows_by_variant[variant], metrics_by_variant[variant], bad = evaluate_variant(
+            sessions, name, variant, use_case, prepared, run_by_variant[variant], ready.judge.proxy,
+            ready.judge.price, ready.concurrency,
+        )  # fmt: skip
+        failed += [(variant, result) for result in bad]
+        written(variant, rows_by_variant[variant])
+    return rows_by_variant, metrics_by_variant, failed

@@ -225,56 +225,44 @@ OWN_CLIENT = (
 )
 
 
-def check(root: Path, spec: UseCaseSpec, where: dict[str, str] | None = None) -> tuple[UseCaseSpec, list[str]]:
-    """Check a use case against its files: the flows exist and declare what the spec uses (LLM node, inputs,
-    outputs), the dataset has the columns. Returns the spec with its choices filled in (LLM node, list inputs)
-    and notes for the user (every choice made, and warnings). Errors name the file and the key (`where`)."""
-    from stages import engine
-
-    check_name(spec.name)
-    where = {**FLAGS, **(where or {})}
-    datasets = {"": spec.dataset, **(spec.datasets_by_env or {})}.values()
-    for label, relative in [*(("dataset", d) for d in datasets), ("flow", spec.flow), ("eval_flow", spec.eval_flow)]:
-        if not (root / relative).exists() and not (root / f"{relative}.dvc").exists():
-            raise CatalogueError(f"{label}: {relative} does not exist")
-    try:
-        prompt = next(iter(spec.prompt.values())) if isinstance(spec.prompt, dict) else spec.prompt
-        facts = flow_facts.read(root / spec.flow, prompt)
-        eval_facts = flow_facts.read(root / spec.eval_flow)
-    except engine.FlowError as exc:
-        raise CatalogueError(str(exc)) from None
-    facts = dataclasses.replace(facts, file=_relative(root, facts.file))
-    eval_facts = dataclasses.replace(eval_facts, file=_relative(root, eval_facts.file))
-    llm_node, notes = _check_llm(facts, spec, where)
-
-    inputs = spec.inputs if isinstance(spec.inputs, dict) else {column: column for column in spec.inputs}
+def _check_inputs(spec: UseCaseSpec, facts: flow_facts.FlowFacts, where: dict[str, str], notes: list[str]) -> list:
+    """The spec's inputs against the flow's; returns the list columns, with those of `type: list` inputs added."""
+    inputs = _inputs(spec)
     lists = list(spec.lists)
-    if facts.inputs:
-        for flow_input in inputs:
-            if flow_input not in facts.inputs:
-                raise CatalogueError(
-                    f"{where['inputs']}: {flow_input!r} is not an input of {facts.file} "
-                    f"(inputs: {_known(facts.inputs)})"
+    if not facts.inputs:
+        return lists
+    for flow_input in inputs:
+        if flow_input not in facts.inputs:
+            raise CatalogueError(
+                f"{where['inputs']}: {flow_input!r} is not an input of {facts.file} (inputs: {_known(facts.inputs)})"
+            )
+    for flow_input, (kind, required) in facts.inputs.items():
+        if required and flow_input not in inputs:
+            raise CatalogueError(
+                f"{where['inputs']}: {facts.file} input {flow_input!r} has no default and is not given"
+            )
+        every_env = [inputs, *(v.get("inputs", inputs) for v in (spec.by_env or {}).values())]
+        for column in dict.fromkeys(m[flow_input] for m in every_env if flow_input in m):  # type: ignore[index]
+            if kind == "list" and column not in lists:
+                lists.append(column)
+                notes.append(
+                    f"data.lists: {column} (input {flow_input} of {facts.file} is `type: list`: a JSON list per row)"
                 )
-        for flow_input, (kind, required) in facts.inputs.items():
-            if required and flow_input not in inputs:
-                raise CatalogueError(
-                    f"{where['inputs']}: {facts.file} input {flow_input!r} has no default and is not given"
-                )
-            every_env = [inputs, *(v.get("inputs", inputs) for v in (spec.by_env or {}).values())]
-            for column in dict.fromkeys(m[flow_input] for m in every_env if flow_input in m):  # type: ignore[index]
-                if kind == "list" and column not in lists:
-                    lists.append(column)
-                    notes.append(
-                        f"data.lists: {column} (input {flow_input} of {facts.file} is `type: list`: "
-                        "a JSON list per row)"
-                    )
+    return lists
+
+
+def _inputs(spec: UseCaseSpec) -> dict[str, str]:
+    return spec.inputs if isinstance(spec.inputs, dict) else {column: column for column in spec.inputs}
+
+
+def _check_columns(root: Path, spec: UseCaseSpec, where: dict[str, str], notes: list[str]) -> None:
+    """Each env's dataset has the columns the inputs, the label and the evaluation mapping read."""
     for env, relative in {"": spec.dataset, **(spec.datasets_by_env or {})}.items():
         columns = _columns(root / relative)
         if columns is None:
             notes.append(f"warning: {relative}: not read (not pulled?), its columns were not checked")
             continue
-        env_inputs = (spec.by_env or {}).get(env, {}).get("inputs", inputs)
+        env_inputs = (spec.by_env or {}).get(env, {}).get("inputs", _inputs(spec))
         env_mapping = (spec.by_env or {}).get(env, {}).get("mapping", spec.mapping)
         wanted = [(where["inputs"], c) for c in env_inputs.values()] + [(where["label"], spec.label)]  # type: ignore[union-attr]
         wanted += [
@@ -285,6 +273,13 @@ def check(root: Path, spec: UseCaseSpec, where: dict[str, str] | None = None) ->
         for key, column in wanted:
             if column not in columns:
                 raise CatalogueError(f"{key}: column {column!r} is not in {relative} (columns: {_known(columns)})")
+
+
+def _check_evaluation(
+    spec: UseCaseSpec, facts: flow_facts.FlowFacts, eval_facts: flow_facts.FlowFacts, where: dict[str, str]
+) -> None:
+    """The evaluation mapping reads data columns or the flow's outputs, gives every required input of the
+    evaluation flow, and the evaluation flow has the `correct` output."""
     for name, source in spec.mapping.items():
         if eval_facts.inputs and name not in eval_facts.inputs:
             raise CatalogueError(
@@ -308,6 +303,37 @@ def check(root: Path, spec: UseCaseSpec, where: dict[str, str] | None = None) ->
             f"{where['correct']} {spec.correct}: {eval_facts.file} has no output {spec.correct!r} "
             f"(outputs: {_known(eval_facts.outputs)})"
         )
+
+
+def _flow_facts(root: Path, spec: UseCaseSpec) -> tuple[flow_facts.FlowFacts, flow_facts.FlowFacts]:
+    """The facts of the spec's flow (with its prompt) and evaluation flow, after checking its files exist."""
+    from stages import engine
+
+    datasets = {"": spec.dataset, **(spec.datasets_by_env or {})}.values()
+    for label, relative in [*(("dataset", d) for d in datasets), ("flow", spec.flow), ("eval_flow", spec.eval_flow)]:
+        if not (root / relative).exists() and not (root / f"{relative}.dvc").exists():
+            raise CatalogueError(f"{label}: {relative} does not exist")
+    try:
+        prompt = next(iter(spec.prompt.values())) if isinstance(spec.prompt, dict) else spec.prompt
+        facts = flow_facts.read(root / spec.flow, prompt)
+        eval_facts = flow_facts.read(root / spec.eval_flow)
+    except engine.FlowError as exc:
+        raise CatalogueError(str(exc)) from None
+    return (dataclasses.replace(facts, file=_relative(root, facts.file)),
+            dataclasses.replace(eval_facts, file=_relative(root, eval_facts.file)))  # fmt: skip
+
+
+def check(root: Path, spec: UseCaseSpec, where: dict[str, str] | None = None) -> tuple[UseCaseSpec, list[str]]:
+    """Check a use case against its files: the flows exist and declare what the spec uses (LLM node, inputs,
+    outputs), the dataset has the columns. Returns the spec with its choices filled in (LLM node, list inputs)
+    and notes for the user (every choice made, and warnings). Errors name the file and the key (`where`)."""
+    check_name(spec.name)
+    where = {**FLAGS, **(where or {})}
+    facts, eval_facts = _flow_facts(root, spec)
+    llm_node, notes = _check_llm(facts, spec, where)
+    lists = _check_inputs(spec, facts, where, notes)
+    _check_columns(root, spec, where, notes)
+    _check_evaluation(spec, facts, eval_facts, where)
     prediction = spec.prediction
     if not prediction:
         prediction = next(iter(facts.outputs or {"output": None}))
@@ -342,57 +368,3 @@ def write(root: Path, spec: UseCaseSpec, overwrite: bool = False) -> Path:
         target.unlink(missing_ok=True)
         raise
     return target
-
-
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
-KINDS = {
-    # kind: (LLM node, prompt files per API, the flow output that is the answer)
-    "dag": ("answer", {"completion": "answer.jinja2", "chat": "answer.chat.jinja2"}, "answer"),
-    "prompty": (None, {"completion": "answer.prompty", "chat": "answer_chat.prompty"}, "output"),
-    "class": (None, {"completion": "answer.prompty", "chat": "answer_chat.prompty"}, "answer"),  # init `prompt`
-    "function": (None, {"completion": "answer.prompty", "chat": "answer_chat.prompty"}, "answer"),  # kw `prompt`
-    # a MAF workflow (workflow.py): create_workflow(prompt=..., **params) gets the variant's prompt and params
-    "maf": (None, {"completion": "answer.jinja2", "chat": "answer.chat.jinja2"}, "answer"),
-}
-
-
-def scaffold(root: Path, name: str, kind: str) -> Path:
-    """A runnable use case: standard flow of `kind`, evaluation flow, sample dataset (DVC-tracked), config."""
-    import shutil
-
-    if kind not in KINDS:
-        raise CatalogueError(f"--kind {kind}: not available yet (choose from {', '.join(KINDS)})")
-    check_name(name)
-    folder = root / "use_cases" / name
-    if folder.exists():
-        raise CatalogueError(f"{folder} exists already")
-    llm_node, prompt, output = KINDS[kind]
-    shutil.copytree(TEMPLATES / kind / "standard", folder / "flows" / "standard")
-    shutil.copytree(TEMPLATES / "common" / "evaluate", folder / "flows" / "evaluate")
-    (folder / "data").mkdir()
-    shutil.copy2(TEMPLATES / "common" / "dataset.jsonl", folder / "data" / "dataset.jsonl")
-    write_text(
-        folder / "README.md",
-        f"# {name}\n\nScaffolded by `llmops new {name} --kind {kind}`: a question-answering {kind} flow "
-        "(`flows/standard`), an exact-match evaluation flow (`flows/evaluate`) and six sample rows "
-        "(`data/dataset.jsonl`, DVC-tracked). Replace them with your own; the config is "
-        f"`conf/use_cases/{name}.yaml`.\n",
-    )
-    dvc_add(root, f"use_cases/{name}/data/dataset.jsonl")
-    spec = UseCaseSpec(
-        name=name,
-        dataset=f"use_cases/{name}/data/dataset.jsonl",
-        flow=f"use_cases/{name}/flows/standard",
-        eval_flow=f"use_cases/{name}/flows/evaluate",
-        inputs=("question",),
-        label="answer",
-        mapping={"expected": "data.answer", "predicted": f"outputs.{output}"},
-        prediction=output,
-        correct="correct",
-        llm_node=llm_node,
-        prompt=prompt,
-        params={"temperature": 0, "max_tokens": 12},
-    )
-    if kind == "maf":  # flow_facts reads prompt flow flows only; the scaffold's inputs and output are known
-        return write(root, spec)
-    return add(root, spec)[0]

@@ -142,20 +142,12 @@ def _rows_of(dataset: exp.Dataset, folder: Path, where: str, max_row_bytes: int)
     return _read_rows(path, f"{where} ('{dataset.name}')", max_row_bytes), path
 
 
-def plan(pairing: Pairing, folder: Path, facts: flow_facts.FlowFacts, file_name: str, max_row_bytes: int) -> Plan:
-    """The rows and mappings of one pairing: the standard rows with the evaluator dataset's columns joined by line
-    (and literal values as constant columns), the flow's inputs and the evaluation's mapping as this project
-    names them. Follows prompt flow: a mapping to no input of the flow is ignored, an input without default
-    and without mapping reads the column of its name."""
-    try:
-        eval_facts = flow_facts.read(pairing.evaluator.path)
-    except engine.FlowError as exc:
-        raise NotMappable(
-            f"{pairing.evaluator.where}: evaluator '{pairing.evaluator.name}': {exc}; the template cannot run it either"
-        ) from None
-    standard_where = pairing.standard.dataset.name
-    std_rows, std_path = _rows_of(pairing.standard.dataset, folder, f"dataset '{standard_where}'", max_row_bytes)
-    notes: list[str] = []
+def _flow_inputs(
+    pairing: Pairing, facts: flow_facts.FlowFacts, std_rows: list[dict[str, Any]], std_path: Path, folder: Path,
+    notes: list[str],
+) -> tuple[dict[str, str], dict[str, Any]]:  # fmt: skip
+    """The flow's inputs as columns of the standard rows (flow input -> column), and the constant columns that
+    literal mappings add, by prompt flow's rules (`notes` gets what was decided)."""
     columns = set().union(*std_rows)
     inputs: dict[str, str] = {}
     constants: dict[str, Any] = {}
@@ -204,41 +196,56 @@ def plan(pairing: Pairing, folder: Path, facts: flow_facts.FlowFacts, file_name:
             f"and each has a default, so every row would run on the defaults, as prompt flow runs it: map the "
             f"inputs the rows vary{hint}"
         )
+    return inputs, constants
 
-    same = not pairing.eval_data.dataset.is_eval
-    if same:
-        eval_rows, eval_path = std_rows, std_path
-    else:
-        eval_rows, eval_path = _rows_of(pairing.eval_data.dataset, folder, pairing.where, max_row_bytes)
-    count = min(len(std_rows), len(eval_rows))
-    if len(std_rows) != len(eval_rows):
-        notes.append(
-            f"{pairing.where}: {eval_path.name} has {len(eval_rows)} rows, {std_path.name} "
-            f"{len(std_rows)}: joined by line, the first {count} rows are used"
-        )
-    rows = [{**row, **constants} for row in std_rows[:count]]
-    eval_columns = set().union(*eval_rows[:count])
 
-    def column_for(column: str, key: str) -> str:
+@dataclass
+class _Joined:
+    """The written rows (the standard rows joined by line with the evaluator dataset's rows), and the columns of
+    the evaluator dataset added to them as the evaluation mapping reads them."""
+
+    rows: list[dict[str, Any]]
+    std_columns: set[str]
+    std_path: Path
+    eval_rows: list[dict[str, Any]]
+    eval_path: Path
+    same: bool  # the evaluator reads the standard dataset itself
+    notes: list[str]
+
+    @property
+    def eval_columns(self) -> set[str]:
+        return set().union(*self.eval_rows[: len(self.rows)])
+
+    def column_for(self, column: str, key: str) -> str:
         """The name, in the written rows, of the evaluator dataset's `column`."""
-        if column not in eval_columns:
+        count = len(self.rows)
+        if column not in self.eval_columns:
             raise ExperimentImportError(
-                f"{key}: column {column!r} is not in {eval_path} (columns: {', '.join(sorted(eval_columns))})"
+                f"{key}: column {column!r} is not in {self.eval_path} (columns: {', '.join(sorted(self.eval_columns))})"
             )
-        if same:
+        if self.same:
             return column
-        values = [row.get(column) for row in eval_rows[:count]]
-        if column in columns and any(rows[i].get(column) != values[i] for i in range(count)):
+        values = [row.get(column) for row in self.eval_rows[:count]]
+        if column in self.std_columns and any(self.rows[i].get(column) != values[i] for i in range(count)):
             target = f"eval_{column}"
-            notes.append(
-                f"{key}: {eval_path.name}'s column {column} differs from {std_path.name}'s: it is the column {target}"
+            self.notes.append(
+                f"{key}: {self.eval_path.name}'s column {column} differs from {self.std_path.name}'s: it is the "
+                f"column {target}"
             )
         else:
             target = column
         for i, value in enumerate(values):
-            rows[i][target] = value
+            self.rows[i][target] = value
         return target
 
+
+def _eval_mapping(
+    pairing: Pairing, facts: flow_facts.FlowFacts, eval_facts: flow_facts.FlowFacts, inputs: dict[str, str],
+    joined: _Joined,
+) -> tuple[dict[str, str], list[tuple[str, str]]]:  # fmt: skip
+    """The evaluation flow's inputs as data.<column> or outputs.<name>, by prompt flow's rules; and the data
+    columns mapped to inputs the evaluation flow lacks (a label candidate)."""
+    notes = joined.notes
     mapping: dict[str, str] = {}
     skipped_data: list[tuple[str, str]] = []
     for name, value in pairing.eval_data.mappings.items():
@@ -253,7 +260,7 @@ def plan(pairing: Pairing, folder: Path, facts: flow_facts.FlowFacts, file_name:
                 skipped_data.append((ref, key))
             continue
         if scope == "data":
-            mapping[name] = f"data.{column_for(ref, key)}"
+            mapping[name] = f"data.{joined.column_for(ref, key)}"
         elif scope == "outputs":
             if facts.outputs is not None and ref not in facts.outputs:
                 raise ExperimentImportError(
@@ -265,43 +272,84 @@ def plan(pairing: Pairing, folder: Path, facts: flow_facts.FlowFacts, file_name:
                 raise ExperimentImportError(f"{key}: {value!r}: the flow input {ref!r} is not mapped")
             mapping[name] = f"data.{inputs[ref]}"
         else:
-            for row in rows:
+            for row in joined.rows:
                 row[f"const_{name}"] = value
             mapping[name] = f"data.const_{name}"
             notes.append(f"{key}: the literal {value!r} becomes the column const_{name} of every row")
     for name, (_, required) in eval_facts.inputs.items():
         if required and name not in mapping:
             key = f"{pairing.where}.mappings"
-            if name not in eval_columns:
+            if name not in joined.eval_columns:
                 raise ExperimentImportError(
                     f"{key}: {eval_facts.file} input {name!r} has no default, no mapping "
-                    f"and no column of its name in {eval_path}"
+                    f"and no column of its name in {joined.eval_path}"
                 )
-            mapping[name] = f"data.{column_for(name, key)}"
+            mapping[name] = f"data.{joined.column_for(name, key)}"
             notes.append(
                 f"{key}: evaluation input {name} (no default, not mapped) reads the column {name}, as prompt flow does"
             )
     for name, (_, required) in eval_facts.inputs.items():
         if not required and name not in mapping:
             notes.append(f"evaluation input {name} is not mapped: every row is evaluated on its default")
+    return mapping, skipped_data
 
+
+def _label(
+    pairing: Pairing, inputs: dict[str, str], mapping: dict[str, str], skipped_data: list[tuple[str, str]],
+    joined: _Joined,
+) -> str:  # fmt: skip
+    """The ground-truth column: a data column the evaluation maps besides the flow's inputs."""
     flow_columns = set(inputs.values())
     truth = [s.removeprefix("data.") for s in mapping.values() if s.startswith("data.")]
     truth = [c for c in truth if c not in flow_columns and not c.startswith("const_")]
     if truth:
-        label = truth[0]
-    elif skipped_data:
+        return truth[0]
+    if skipped_data:
         column, key = skipped_data[0]
-        label = column_for(column, key)
-        notes.append(f"label: {label} (the column {key} maps, though the evaluation flow does not take it)")
-    elif constants := [s.removeprefix("data.") for s in mapping.values() if s.startswith("data.const_")]:
-        label = constants[0]
-        notes.append(f"label: {label} (a literal value: the evaluator maps no data column besides the flow's inputs)")
-    else:
-        raise ExperimentImportError(
-            f"{pairing.where}.mappings: no ${{data.<column>}} besides the flow's inputs: "
-            "this project needs a ground-truth column (data.label)"
+        label = joined.column_for(column, key)
+        joined.notes.append(f"label: {label} (the column {key} maps, though the evaluation flow does not take it)")
+        return label
+    if constants := [s.removeprefix("data.") for s in mapping.values() if s.startswith("data.const_")]:
+        joined.notes.append(
+            f"label: {constants[0]} (a literal value: the evaluator maps no data column besides the flow's inputs)"
         )
+        return constants[0]
+    raise ExperimentImportError(
+        f"{pairing.where}.mappings: no ${{data.<column>}} besides the flow's inputs: "
+        "this project needs a ground-truth column (data.label)"
+    )
+
+
+def plan(pairing: Pairing, folder: Path, facts: flow_facts.FlowFacts, file_name: str, max_row_bytes: int) -> Plan:
+    """The rows and mappings of one pairing: the standard rows with the evaluator dataset's columns joined by line
+    (and literal values as constant columns), the flow's inputs and the evaluation's mapping as this project
+    names them. Follows prompt flow: a mapping to no input of the flow is ignored, an input without default
+    and without mapping reads the column of its name."""
+    try:
+        eval_facts = flow_facts.read(pairing.evaluator.path)
+    except engine.FlowError as exc:
+        raise NotMappable(
+            f"{pairing.evaluator.where}: evaluator '{pairing.evaluator.name}': {exc}; the template cannot run it either"
+        ) from None
+    standard_where = pairing.standard.dataset.name
+    std_rows, std_path = _rows_of(pairing.standard.dataset, folder, f"dataset '{standard_where}'", max_row_bytes)
+    notes: list[str] = []
+    inputs, constants = _flow_inputs(pairing, facts, std_rows, std_path, folder, notes)
+    same = not pairing.eval_data.dataset.is_eval
+    if same:
+        eval_rows, eval_path = std_rows, std_path
+    else:
+        eval_rows, eval_path = _rows_of(pairing.eval_data.dataset, folder, pairing.where, max_row_bytes)
+    count = min(len(std_rows), len(eval_rows))
+    if len(std_rows) != len(eval_rows):
+        notes.append(
+            f"{pairing.where}: {eval_path.name} has {len(eval_rows)} rows, {std_path.name} "
+            f"{len(std_rows)}: joined by line, the first {count} rows are used"
+        )
+    rows = [{**row, **constants} for row in std_rows[:count]]
+    joined = _Joined(rows, set().union(*std_rows), std_path, eval_rows, eval_path, same, notes)
+    mapping, skipped_data = _eval_mapping(pairing, facts, eval_facts, inputs, joined)
+    label = _label(pairing, inputs, mapping, skipped_data, joined)
     sources = std_path.name if same else f"{std_path.name} + {eval_path.name}"
     return Plan(rows, file_name, sources, inputs, mapping, label, pairing.evaluator.path, notes)
 

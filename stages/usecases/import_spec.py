@@ -80,6 +80,28 @@ def validate(root: Path, spec: catalogue.UseCaseSpec, max_row_bytes: int) -> Non
         raise ExperimentImportError(f"{message} (the prepare stage's checks, at import)") from None
 
 
+def _per_env(
+    by_env: dict[str, Plan], flows: Mapping[Path, Path], overlays: Mapping[str, exp.Experiment], folder: Path,
+    relative: str, notes: list[str],
+) -> dict[str, dict[str, object]]:  # fmt: skip
+    """What each env changes from the base plan (evaluation flow, inputs, mapping), each change noted."""
+    base_plan = by_env[""]
+    per_env: dict[str, dict[str, object]] = {}
+    for env, env_plan in by_env.items():
+        changes: dict[str, object] = {}
+        if env and env_plan.eval_flow != base_plan.eval_flow:
+            changes["eval_flow"] = f"{relative}/{flows[env_plan.eval_flow]}"
+        if env and env_plan.inputs != base_plan.inputs:
+            changes["inputs"] = dict(env_plan.inputs)
+        if env and env_plan.mapping != base_plan.mapping:
+            changes["mapping"] = dict(env_plan.mapping)
+        if changes:
+            per_env[env] = changes
+            shown = ", ".join(f"{key} {value}" for key, value in changes.items())
+            notes.append(f"[{env}] {short(overlays[env].files[-1], folder)}: {shown} in env {env}")
+    return per_env
+
+
 def use_case_spec(
     use_case: str,
     pairing: Pairing,
@@ -116,19 +138,7 @@ def use_case_spec(
             f"evaluate.judges: {', '.join(judges)}: the evaluation flow's LLM is the judge LLM "
             "(conf/config.yaml llm@judge)"
         )
-    per_env: dict[str, dict[str, object]] = {}
-    for env, env_plan in by_env.items():
-        changes: dict[str, object] = {}
-        if env and env_plan.eval_flow != base_plan.eval_flow:
-            changes["eval_flow"] = f"{relative}/{flows[env_plan.eval_flow]}"
-        if env and env_plan.inputs != base_plan.inputs:
-            changes["inputs"] = dict(env_plan.inputs)
-        if env and env_plan.mapping != base_plan.mapping:
-            changes["mapping"] = dict(env_plan.mapping)
-        if changes:
-            per_env[env] = changes
-            shown = ", ".join(f"{key} {value}" for key, value in changes.items())
-            notes.append(f"[{env}] {short(overlays[env].files[-1], folder)}: {shown} in env {env}")
+    per_env = _per_env(by_env, flows, overlays, folder, relative, notes)
     spec = catalogue.UseCaseSpec(
         name=use_case,
         dataset=f"{relative}/data/{files['']}",

@@ -144,6 +144,95 @@ def _same_label(by_env: dict[str, Plan], folder: Path) -> None:
         env_plan.label = label
 
 
+def _template_flow(base: exp.Experiment, folder: Path, base_file: str, llm_node: str | None) -> flow_facts.FlowFacts:
+    """The facts of the experiment's flow, checked before anything is copied (naming the template's file)."""
+    try:
+        facts = flow_facts.read(exp.flow_dir(folder, base.flow))
+    except engine.FlowError as exc:
+        raise ExperimentImportError(f"{base_file}: flow: {exc}") from None
+    if llm_node and llm_node not in facts.llm_nodes:
+        raise ExperimentImportError(
+            f"--llm-node {llm_node}: {short(str(facts.file), folder)} has no `type: llm` node {llm_node!r} "
+            f"(its LLM nodes: {', '.join(facts.llm_nodes) or 'none'})"
+        )
+    if facts.kind is engine.FlowKind.PROMPTY:
+        raise ExperimentImportError(
+            f"{base_file}: flow: {facts.path} is a .prompty file; the template runs flow "
+            "folders (flow.dag.yaml or flow.flex.yaml)"
+        )
+    return facts
+
+
+def _evaluated_pairings(base: exp.Experiment, base_file: str, result: ImportResult) -> list[Pairing]:
+    """The experiment's (evaluator, dataset) pairings; `result.not_mapped` gets the datasets nothing evaluates."""
+    base_pairs, unpaired = pairings(base, base_file)
+    result.not_mapped += unpaired
+    if not base.evaluators:
+        raise ExperimentImportError(
+            f"{base_file}: evaluators: none, and a use case of this project is evaluated. Add one to "
+            f"experiment.yaml (evaluators: [{{name: ..., flow: flows/<evaluation flow>, datasets: [{{name: "
+            f"{base.datasets[0].dataset.name}, mappings: {{<eval input>: '${{data.<column>}}', <eval input>: "
+            "'${run.outputs.<output>}'}}]}]) and import again, or import the flow with `llmops add-use-case "
+            "--eval-flow ...`"
+        )
+    evaluated = {p.standard.dataset.name for p in base_pairs}
+    for mapped in base.datasets:
+        if mapped.dataset.name not in evaluated:
+            result.not_mapped.append(
+                f"{base_file}: dataset '{mapped.dataset.name}' is evaluated by no evaluator "
+                "(the template runs it without evaluation): add an evaluator dataset that "
+                "references it, or import it with `llmops add-use-case`"
+            )
+    return base_pairs
+
+
+class _DataFiles(dict[str, str]):
+    """Each env's rows under data/: file name -> content, one file per distinct content."""
+
+    def file_for(self, env_plan: Plan) -> str:
+        content = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in env_plan.rows)
+        stem, candidate, n = env_plan.file_name.removesuffix(".jsonl"), env_plan.file_name, 1
+        while candidate in self and self[candidate] != content:
+            n += 1
+            candidate = f"{stem}_{n}.jsonl"
+        self[candidate] = content
+        return candidate
+
+
+def _project_notes(
+    root: Path, base: exp.Experiment, base_file: str, overlays: Mapping[str, exp.Experiment],
+    flows: Mapping[Path, Path], result: ImportResult,
+) -> None:  # fmt: skip
+    """What the import does not bring over (connections, runtime) and the steps left (envs, requirements)."""
+    for env in sorted(set(overlays) - set(project_envs(root))):
+        result.next_steps.append(
+            f"experiment.{env}.yaml: this project has no conf/env/{env}.yaml: copy "
+            f"conf/env/dev.yaml to it to run that env (`llmops params env={env}`)"
+        )
+    for connection in base.connections:
+        result.not_mapped.append(
+            f"{base_file}: connection '{connection.get('name')}' ({connection.get('connection_type')}): the flows "
+            "run on this project's LLM (conf/llm, -S llm=...; for Azure OpenAI set AZURE_OPENAI_ENDPOINT / "
+            "AZURE_OPENAI_API_KEY in .env); its settings and secrets are not copied"
+        )
+    if base.runtime is not None or any(o.runtime for o in overlays.values()):
+        result.not_mapped.append(f"{base_file}: runtime (an Azure ML runtime; the flows run where the run stage runs)")
+    for flow, relative in flows.items():
+        steps, notes = requirements(flow, f"{result.folder}/{relative}")
+        result.next_steps += steps
+        result.notes += notes
+
+
+def _new_names(root: Path, name: str, base: str, runnable: list[Pairing]) -> list[str]:
+    """The imported use cases' names, checked: valid, and no config of that name yet."""
+    names = _use_case_names(name, base, runnable)
+    for use_case in names:
+        catalogue.check_name(use_case)
+        if (root / "conf" / "use_cases" / f"{use_case}.yaml").exists():
+            raise ExperimentImportError(f"conf/use_cases/{use_case}.yaml exists already (choose another --name)")
+    return names
+
+
 def import_experiment(
     root: Path,
     folder: Path,
@@ -169,44 +258,11 @@ def import_experiment(
     target = root / "use_cases" / name
     if target.exists():
         raise ExperimentImportError(f"{target} exists already (choose another --name)")
-
-    try:
-        facts = flow_facts.read(exp.flow_dir(folder, base.flow))
-    except engine.FlowError as exc:
-        raise ExperimentImportError(f"{base_file}: flow: {exc}") from None
-    if llm_node and llm_node not in facts.llm_nodes:  # before anything is copied, naming the template's file
-        raise ExperimentImportError(
-            f"--llm-node {llm_node}: {short(str(facts.file), folder)} has no `type: llm` node {llm_node!r} "
-            f"(its LLM nodes: {', '.join(facts.llm_nodes) or 'none'})"
-        )
-    if facts.kind is engine.FlowKind.PROMPTY:
-        raise ExperimentImportError(
-            f"{base_file}: flow: {facts.path} is a .prompty file; the template runs flow "
-            "folders (flow.dag.yaml or flow.flex.yaml)"
-        )
-    base_pairs, unpaired = pairings(base, base_file)
-    result.not_mapped += unpaired
-    if not base.evaluators:
-        raise ExperimentImportError(
-            f"{base_file}: evaluators: none, and a use case of this project is evaluated. Add one to "
-            f"experiment.yaml (evaluators: [{{name: ..., flow: flows/<evaluation flow>, datasets: [{{name: "
-            f"{base.datasets[0].dataset.name}, mappings: {{<eval input>: '${{data.<column>}}', <eval input>: "
-            "'${run.outputs.<output>}'}}]}]) and import again, or import the flow with `llmops add-use-case "
-            "--eval-flow ...`"
-        )
-    evaluated = {p.standard.dataset.name for p in base_pairs}
-    for mapped in base.datasets:
-        if mapped.dataset.name not in evaluated:
-            result.not_mapped.append(
-                f"{base_file}: dataset '{mapped.dataset.name}' is evaluated by no evaluator "
-                "(the template runs it without evaluation): add an evaluator dataset that "
-                "references it, or import it with `llmops add-use-case`"
-            )
-
+    facts = _template_flow(base, folder, base_file, llm_node)
     runnable: list[Pairing] = []
     plans: list[dict[str, Plan]] = []
     max_row_bytes = load_params(root)["prepare"]["max_row_bytes"]
-    for pairing in base_pairs:
+    for pairing in _evaluated_pairings(base, base_file, result):
         try:
             plans.append(_env_plans(pairing, overlays, folder, facts, max_row_bytes))
         except NotMappable as exc:
@@ -217,63 +273,26 @@ def import_experiment(
         raise ExperimentImportError(
             f"{base_file}: no evaluator dataset can be imported:\n  " + "\n  ".join(result.not_mapped)
         )
-
-    names = _use_case_names(name, slug(base.name), runnable)
-    for use_case in names:
-        catalogue.check_name(use_case)
-        if (root / "conf" / "use_cases" / f"{use_case}.yaml").exists():
-            raise ExperimentImportError(f"conf/use_cases/{use_case}.yaml exists already (choose another --name)")
-
-    # Files: each env's rows under data/ (one file per distinct content), flows at their path in the folder.
-    file_names: dict[str, str] = {}  # file name -> content
-
-    def file_for(env_plan: Plan) -> str:
-        content = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in env_plan.rows)
-        stem, candidate, n = env_plan.file_name.removesuffix(".jsonl"), env_plan.file_name, 1
-        while candidate in file_names and file_names[candidate] != content:
-            n += 1
-            candidate = f"{stem}_{n}.jsonl"
-        file_names[candidate] = content
-        return candidate
-
+    names = _new_names(root, name, slug(base.name), runnable)
+    files = _DataFiles()  # flows at their path in the folder
     flows = {facts.path: relative_in(facts.path, folder, f"{base_file}: flow")}
     variant_plan, variant_note = variants_of(facts)
     specs: list[catalogue.UseCaseSpec] = []
+    origin = f"imported by `llmops import-experiment` from {folder.name}/{filename}"
     for use_case, pairing, by_env in zip(names, runnable, plans, strict=True):
-        files = {env: file_for(env_plan) for env, env_plan in by_env.items()}
+        env_files = {env: files.file_for(env_plan) for env, env_plan in by_env.items()}
         for env_plan in by_env.values():
             flows.setdefault(env_plan.eval_flow, relative_in(env_plan.eval_flow, folder, pairing.evaluator.where))
         spec, notes = use_case_spec(
-            use_case, pairing, by_env, files, flows, facts, overlays, folder, llm_node, result.folder
+            use_case, pairing, by_env, env_files, flows, facts, overlays, folder, llm_node, result.folder
         )
-        specs.append(
-            replace(
-                spec, origin=f"imported by `llmops import-experiment` from {folder.name}/{filename}", **variant_plan
-            )
-        )
+        specs.append(replace(spec, origin=origin, **variant_plan))
         result.choices[use_case] = ([variant_note] if variant_note else []) + notes
-    for env in sorted(set(overlays) - set(project_envs(root))):
-        result.next_steps.append(
-            f"experiment.{env}.yaml: this project has no conf/env/{env}.yaml: copy "
-            f"conf/env/dev.yaml to it to run that env (`llmops params env={env}`)"
-        )
-
-    for connection in base.connections:
-        result.not_mapped.append(
-            f"{base_file}: connection '{connection.get('name')}' ({connection.get('connection_type')}): the flows "
-            "run on this project's LLM (conf/llm, -S llm=...; for Azure OpenAI set AZURE_OPENAI_ENDPOINT / "
-            "AZURE_OPENAI_API_KEY in .env); its settings and secrets are not copied"
-        )
-    if base.runtime is not None or any(o.runtime for o in overlays.values()):
-        result.not_mapped.append(f"{base_file}: runtime (an Azure ML runtime; the flows run where the run stage runs)")
-    for flow, relative in flows.items():
-        steps, notes = requirements(flow, f"{result.folder}/{relative}")
-        result.next_steps += steps
-        result.notes += notes
+    _project_notes(root, base, base_file, overlays, flows, result)
     # notes name the template's files relative to its folder, as the user sees them there
     result.not_mapped = [short(n, folder) for n in result.not_mapped]
     result.choices = {uc: [short(n, folder) for n in notes] for uc, notes in result.choices.items()}
-    return _commit(root, folder, target, flows, file_names, specs, result, compose, max_row_bytes)
+    return _commit(root, folder, target, flows, files, specs, result, compose, max_row_bytes)
 
 
 def _commit(

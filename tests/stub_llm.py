@@ -10,7 +10,7 @@ answers, e.g. a runnable program or a judge score.
 Every request is appended to `--record` (JSON Lines) when given, headers included, with the time it was received
 and how many requests were being answered at that moment (itself included), so tests can assert what was sent
 and how many requests overlapped. It answers requests concurrently (a thread per connection).
-Run: `python -m stages.stub_llm --port 0` prints `listening on http://127.0.0.1:PORT/v1`.
+Run: `python tests/stub_llm.py --port 0` prints `listening on http://127.0.0.1:PORT/v1`.
 
 Faults, for the retry and timeout tests (see `Faults`): `--fail-first N --status 429 --retry-after 1` answers
 the first N requests with an error, `--fail-rate P` always fails a fixed share P of the prompts, `--drop` makes
