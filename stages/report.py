@@ -11,11 +11,11 @@ from stages.core.io import read_json, read_jsonl, write_json, write_text
 from stages.core.project import load_params, project_root
 from stages.metrics import headline, operations, power
 from stages.observability import otlp_json, waterfall
-from stages.results import plan, reporting
+from stages.results import charts, plan, reporting
 from stages.results.rows import Columns, VariantReport, flatten_rows, side_by_side
 
 
-def power_curve(use_case: dict, eval_rows: Path, selected: str, baseline: str) -> reporting.PowerCurve | None:
+def power_curve(use_case: dict, eval_rows: Path, selected: str, baseline: str) -> charts.PowerCurve | None:
     """The first headline metric's power curve: the selected variant paired with the baseline variant (the
     optimistic, concentrated-drop noise when they are the same); None without headline metrics or values."""
     specs = headline.parse_specs(use_case.get("metrics"), "use_cases.<uc>.metrics")
@@ -29,7 +29,7 @@ def power_curve(use_case: dict, eval_rows: Path, selected: str, baseline: str) -
     drops = [noise.scale * i / 50 for i in range(51)]
     flipped = f"{noise.spread:.0%} of rows flipped" if noise.kind == power.PASS_FAIL else f"sd {noise.spread:.2f}"
     note = f"{flipped} against {baseline}" if paired else "one variant: a drop concentrated on the rows it breaks"
-    return reporting.PowerCurve(specs[0].name, noise.rows, drops, power.power_curve(noise, drops),
+    return charts.PowerCurve(specs[0].name, noise.rows, drops, power.power_curve(noise, drops),
                                 power.mde(noise), noise.scale == 1.0, note)  # fmt: skip
 
 
@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     variants = [part(name) for name in names]
     rows = side_by_side(variants, columns.inputs)
     write_text(args.csv, reporting.to_csv(rows))
-    write_json(args.plot_metrics, reporting.headline_points(variants))
-    write_json(args.plot_latency, reporting.latency_points(variants))
+    write_json(args.plot_metrics, charts.headline_points(variants))
+    write_json(args.plot_latency, charts.latency_points(variants))
     curve = power_curve(use_case, args.eval_rows, selected, baseline)
     shown = selected if selected == baseline else f"{selected} (baseline {baseline})"
     context = {"variant": shown, "llm": f"{params['llm']['name']} ({params['llm']['model']})"}

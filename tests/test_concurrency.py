@@ -234,12 +234,6 @@ def test_a_consumer_that_stops_early_ends_the_worker_processes(stub_llm: StubLLM
     assert _row_workers() == []
 
 
-@pytest.mark.parametrize("value", [0, -1, "2", True, 1.5])
-def test_a_bad_processes_setting_names_the_key_and_the_file(value: object) -> None:
-    with pytest.raises(ValueError, match=r"bulk\.processes \(conf/config\.yaml\): expected a whole number >= 1"):
-        bulk.worker_processes({"processes": value})
-
-
 def test_the_proxy_keeps_its_connection_to_the_endpoint_alive(stub_llm: StubLLM, tmp_path: Path, monkeypatch) -> None:
     body = {"model": "m", "prompt": "Q: {}?\nA:", "max_tokens": 3, "temperature": 0}
     with llm_proxy.LLMProxy(stub_llm.base_url, None, RETRY, timeout_s=10) as proxy:

@@ -92,6 +92,13 @@ def test_the_stages_settings_blocks_are_checked_with_their_key_paths() -> None:
     ]
 
 
+@pytest.mark.parametrize("key", ["repeats", "processes"])
+@pytest.mark.parametrize("value", [0, -1, "2", True, 1.5])
+def test_a_bad_count_of_repeats_or_processes_names_the_key_and_the_file(key: str, value: object) -> None:
+    [found] = problems(params_with(lambda p: p["bulk"].__setitem__(key, value)))
+    assert found.startswith(f"conf/config.yaml: bulk.{key}: Input should be")
+
+
 def test_the_report_block_has_the_report_columns_the_data_block_does_not_give() -> None:
     columns = {field.name for field in dataclasses.fields(Columns)} - {"inputs", "label"}
     assert set(conf_schema.Report.model_fields) == columns

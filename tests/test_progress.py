@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from stages.core.progress import Progress, bar, duration
+from stages.core.progress import Progress, duration
 
 
 class Clock:
@@ -53,12 +53,13 @@ def test_on_a_terminal_a_bar_is_redrawn_in_place(monkeypatch: pytest.MonkeyPatch
     for _ in range(4):
         clock.now += 1
         progress.advance(cache_hits=1)
-    frames = stream.getvalue().split("\r")[1:]
-    assert len(frames) == 4 and stream.getvalue().endswith("\n")  # a newline only once the loop ends
+    drawn, cleared = stream.getvalue().split("\n")  # tqdm's frames; the last stays, and tqdm clears the next line
+    frames = drawn.split("\r")[1:]
+    assert len(frames) == 4 and not cleared.strip()
     assert frames[1] == (
-        "run uc v1 [############............]  50% 2/4 rows  1.0 rows/s  ETA 2s  cache hits 2  errors 0  "
-        "elapsed 2s\x1b[K"
+        "run uc v1 [############............]  50% 2/4 rows  1.0 rows/s  ETA 2s  cache hits 2  errors 0  elapsed 2s"
     )
+    assert frames[3].startswith("run uc v1 [########################] 100% 4/4 rows")
 
 
 def test_ci_gets_lines_even_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,8 +68,20 @@ def test_ci_gets_lines_even_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> No
     assert not progress.bar and progress.every_s == 5.0
 
 
-def test_durations_and_bars() -> None:
+def test_durations() -> None:
     assert [duration(s) for s in (0, 59.4, 61, 3599, 3725, float("inf"))] == ["0s", "59s", "1m01s", "59m59s",
                                                                              "1h02m", "?"]  # fmt: skip
-    assert bar(0, 10, 10) == ".........." and bar(5, 10, 10) == "#####....." and bar(10, 10, 10) == "#" * 10
-    assert bar(0, 0, 4) == "####"  # nothing to do is done
+
+
+def test_a_loop_that_stopped_early_leaves_no_escape_codes_in_the_next_ones_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    clock, stream = Clock(), io.StringIO()
+    Progress("run uc v1", 10, stream=stream, clock=clock).advance()  # never finished (the loop raised)
+    after = Progress("run uc v2", 2, stream=stream, clock=clock)
+    for _ in range(2):
+        clock.now += 1
+        after.advance()
+    assert stream.getvalue().splitlines()[-1].startswith("[run uc v2] 2/2 rows  1.0 rows/s")
+    assert "\x1b" not in stream.getvalue() and "\r" not in stream.getvalue()

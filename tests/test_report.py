@@ -123,14 +123,14 @@ def test_dvc_plots_data_headline_metrics_with_cis_and_latency_per_variant() -> N
     v1 = variant("v1", ROWS, {**HEADLINE, "relevance": {**judged["relevance"], "value": 3.0}})
     v2_rows = [*V2_ROWS, {**V2_ROWS[0], "row_id": "r9", "latency_s": None}]
     variants = [v1, variant("v2", v2_rows, v2_headline)]
-    assert reporting.headline_points(variants) == [  # baseline first; a metric without a value has no bar
+    assert charts.headline_points(variants) == [  # baseline first; a metric without a value has no bar
         {"metric": "accuracy", "variant": "v1", "value": 0.5, "ci_low": 0.0, "ci_high": 1.0, "kind": "rate"},
         {"metric": "accuracy", "variant": "v2", "value": 0.75, "ci_low": 0.25, "ci_high": 1.0, "kind": "rate"},
         {"metric": "relevance", "variant": "v1", "value": 3.0, "ci_low": 2.5, "ci_high": 4.0, "kind": "score"},
         {"metric": "relevance", "variant": "v2", "value": 3.25, "ci_low": 2.5, "ci_high": 4.0, "kind": "score"},
     ]
     curve = [(25.0, 0.0), (50.0, 0.1), (75.0, 0.2), (100.0, 0.3)]  # fastest first; no latency, no point
-    assert reporting.latency_points(variants) == [
+    assert charts.latency_points(variants) == [
         {"variant": name, "rows_pct": pct, "latency_s": latency} for name in ("v1", "v2") for pct, latency in curve
     ]
 

@@ -425,7 +425,8 @@ def test_the_report_shows_every_logged_metric_and_warns_of_a_placeholder_answer(
     page = reporting.render_html("ner", {}, [part], side_by_side([part], columns.inputs), 80, 50)
     assert "<td>exact_match_rate</td><td>0.25</td>" in page and "<td>partial_match_rate</td><td>0.5</td>" in page
     assert "accuracy (logged by the flow)" in page and '<div class="k">accuracy (headline)</div>' in page
-    assert "4 of 5 answered rows have the same output {&quot;text&quot;: &quot;No available content&quot;}" in page
+    # quotes escaped by Jinja2 (MarkupSafe) as &#34;
+    assert "4 of 5 answered rows have the same output {&#34;text&#34;: &#34;No available content&#34;}" in page
     assert "<th>v1.warnings</th>" in page and "4 rows printed or logged warnings" in page
 
 

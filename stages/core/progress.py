@@ -1,7 +1,8 @@
-"""Progress of long loops: rows done/total, rows/s, ETA, LLM cache hits and errors.
+"""Progress of long loops, drawn by tqdm: rows done/total, rows/s, ETA, LLM cache hits and errors.
 
-On a terminal, a bar redrawn in place (a few times a second); in CI logs (`CI` set) or when the stream is not a
-terminal, one plain line every few seconds, and always a last line when the loop ends.
+On a terminal, tqdm's bar redrawn in place (a few times a second); in CI logs (`CI` set) or when the stream is not a
+terminal, one plain line every few seconds (tqdm's redraws, each written as a line), and always a last line when
+the loop ends.
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
-BAR_WIDTH = 24
+from tqdm import tqdm
+
+LINE = "{n}/{total} rows  {average:.1f} rows/s  ETA {eta}  cache hits {hits}  errors {errors}  elapsed {took}"
+BAR = "{desc} [{bar:24}] {percentage:3.0f}% " + LINE  # on a terminal: a bar of 24 characters
+LOG = "[{desc}] " + LINE  # in CI logs
 
 
 def interactive(stream: TextIO) -> bool:
@@ -33,9 +38,41 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
-    filled = width if total <= 0 else min(width, done * width // total)
-    return "#" * filled + "." * (width - filled)
+class _Lines:
+    """The stream tqdm writes to in logs: each redraw of its line (a carriage return, the line, padding) becomes
+    a line of its own; what it writes to clear the line is dropped."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        if line := text.strip("\r\n ").rstrip():
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+class _Meter(tqdm):  # type: ignore[type-arg]
+    """tqdm with the toolkit's figures in its line: the average rate, ETA and elapsed time as 3m05s, cache hits and
+    errors; its clock is `clock` (a test's clock ticks by hand)."""
+
+    monitor_interval = 0  # no monitor thread: every redraw comes from an update
+
+    def __init__(self, clock: Callable[[], float], **options: Any) -> None:
+        self.hits = self.errors = 0
+        super().__init__(**options)
+        self._time = clock  # tqdm's own clock
+        self.start_t = self.last_print_t = clock()
+
+    @property
+    def format_dict(self) -> dict[str, Any]:
+        figures = super().format_dict
+        elapsed = figures["elapsed"]
+        rate = self.n / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - self.n) / rate if rate > 0 else math.inf
+        return {**figures, "average": rate, "eta": duration(eta), "took": duration(elapsed), "hits": self.hits,
+                "errors": self.errors}  # fmt: skip
 
 
 class Progress:
@@ -48,36 +85,41 @@ class Progress:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`every_s`: how often to print (default 0.2 s redrawing a bar on a terminal, 5 s as lines in logs)."""
-        self.label, self.total, self.clock = label, total, clock
+        self.label, self.total = label, total
         self.stream = stream or sys.stderr
         self.bar = interactive(self.stream)
         self.every_s = every_s if every_s is not None else (0.2 if self.bar else 5.0)
-        self.done = self.errors = self.cache_hits = 0
-        self.started = self._last = clock()
+        self._meter = _Meter(
+            clock, total=total, desc=label, file=self.stream if self.bar else _Lines(self.stream),
+            bar_format=BAR if self.bar else LOG, ascii=".#", mininterval=self.every_s, miniters=1, smoothing=0,
+            delay=1e-9, leave=False, position=0,  # nothing drawn before the first row; `advance` keeps the last
+        )  # fmt: skip
+
+    @property
+    def done(self) -> int:
+        return int(self._meter.n)
+
+    @property
+    def errors(self) -> int:
+        return self._meter.errors
+
+    @property
+    def cache_hits(self) -> int:
+        return self._meter.hits
 
     def advance(self, error: bool = False, cache_hits: int = 0) -> None:
-        self.done += 1
-        self.errors += error
-        self.cache_hits += cache_hits
-        now = self.clock()
-        finished = self.done >= self.total
-        if now - self._last >= self.every_s or finished:
-            self._last = now
+        meter = self._meter
+        meter.errors += error
+        meter.hits += cache_hits
+        finished = meter.n + 1 >= self.total
+        if finished:
+            meter.mininterval = 0  # the last row is always drawn
+        meter.update(1)
+        if finished:
             if self.bar:
-                self.stream.write(f"\r{self.line(now)}\x1b[K" + ("\n" if finished else ""))
-            else:
-                self.stream.write(self.line(now) + "\n")
-            self.stream.flush()
+                self.stream.write("\n")  # the last bar stays on screen
+            meter.close()
 
-    def line(self, now: float | None = None) -> str:
-        elapsed = (self.clock() if now is None else now) - self.started
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate > 0 else math.inf
-        percent = f"{self.done / self.total:4.0%}" if self.total else "100%"
-        counts = (
-            f"{self.done}/{self.total} rows  {rate:.1f} rows/s  ETA {duration(eta)}  "
-            f"cache hits {self.cache_hits}  errors {self.errors}  elapsed {duration(elapsed)}"
-        )
-        if self.bar:
-            return f"{self.label} [{bar(self.done, self.total)}] {percent} {counts}"
-        return f"[{self.label}] {counts}"
+    def line(self) -> str:
+        """The line as it is drawn now."""
+        return str(self._meter).rstrip()

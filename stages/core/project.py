@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +35,3 @@ def load_params(root: Path) -> dict[str, Any]:
         params = yaml.safe_load(handle)
     conf_schema.check_params(params)
     return params
-
-
-def count_setting(block: Mapping[str, Any], key: str, where: str, error: type[Exception] = ValueError) -> int:
-    """`block[key]` (default 1), checked: a whole number >= 1, else `error` naming `where` (params key and file)."""
-    value = block.get(key, 1)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise error(f"{where}: expected a whole number >= 1, got {value!r}")
-    return value

@@ -17,11 +17,9 @@ class RepeatsError(ValueError):
 
 
 def count(bulk: Mapping[str, Any]) -> int:
-    """`bulk.repeats` (default 1), checked: a whole number >= 1."""
-    value = bulk.get("repeats", 1)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise RepeatsError(f"bulk.repeats (conf/config.yaml): expected a whole number >= 1, got {value!r}")
-    return value
+    """`bulk.repeats` (default 1); the config schema checked it when the params were loaded
+    (stages/core/conf_schema.py: a whole number >= 1)."""
+    return int(bulk.get("repeats", 1))
 
 
 def tag(row_id: str, repeat: int, repeats: int) -> str:

@@ -15,7 +15,7 @@ from stages import engine
 from stages.core import variants
 from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.progress import Progress
-from stages.core.project import count_setting, runtime_dir
+from stages.core.project import runtime_dir
 from stages.data import datasets
 from stages.engine.maf import is_maf_flow
 from stages.engine.promptflow import azure as azure_execution
@@ -79,8 +79,8 @@ def identical_outputs(results: list[engine.RowResult]) -> dict[str, Any] | None:
 
 
 def worker_processes(bulk: dict[str, Any]) -> int:
-    """`bulk.processes` (default 1), checked: a whole number >= 1."""
-    return count_setting(bulk, "processes", "bulk.processes (conf/config.yaml)")
+    """`bulk.processes` (default 1); the config schema checked it when the params were loaded (a whole number >= 1)."""
+    return int(bulk.get("processes", 1))
 
 
 def error_report(label: str, results: list[engine.RowResult], max_error_rate: float) -> str | None:

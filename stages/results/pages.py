@@ -15,7 +15,8 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-PAGE_CSS = resources.files("stages.results").joinpath("templates", "page.css").read_text(encoding="utf-8")
+# The pages' style sheet, for pages that still assemble their HTML piecewise (the monitor dashboard).
+PAGE_CSS = "\n" + resources.files("stages.results").joinpath("templates", "page.css").read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)

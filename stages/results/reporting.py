@@ -16,12 +16,12 @@ from collections import Counter
 from typing import Any
 
 from stages.results import charts, pages
-from stages.results.charts import PowerCurve, headline_points, latency_points
+from stages.results.charts import PowerCurve
 from stages.results.formatting import adjusted, format_usd, format_value, is_rate, judges, total_cost
 from stages.results.pages import PAGE_CSS, Card, Table
 from stages.results.rows import BROKEN, CHANGED, ERROR, FIXED, SAME, VariantReport, logged_metrics
 
-__all__ = ["PAGE_CSS", "PowerCurve", "headline_points", "latency_points", "render_html", "to_csv", "warnings"]
+__all__ = ["PAGE_CSS", "render_html", "to_csv", "warnings"]  # PAGE_CSS: re-exported for pages built piecewise
 
 
 def to_csv(records: list[dict[str, Any]]) -> str:

@@ -261,8 +261,9 @@ def import_experiment(
     facts = _template_flow(base, folder, base_file, llm_node)
     runnable: list[Pairing] = []
     plans: list[dict[str, Plan]] = []
+    base_pairs = _evaluated_pairings(base, base_file, result)
     max_row_bytes = load_params(root)["prepare"]["max_row_bytes"]
-    for pairing in _evaluated_pairings(base, base_file, result):
+    for pairing in base_pairs:
         try:
             plans.append(_env_plans(pairing, overlays, folder, facts, max_row_bytes))
         except NotMappable as exc:

@@ -1,4 +1,3 @@
-// Shows only the rows whose data-flip is in the pressed button's data-show list ("" shows every row).
 document.querySelectorAll('.filters button').forEach(function (button) {
   button.addEventListener('click', function () {
     var show = button.dataset.show ? button.dataset.show.split(' ') : null;
