@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stages.metrics import headline, power
+from stages.results.charts import PowerCurve
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,26 @@ def summary(
     found = power.table_summary(spec.kind, values, values)
     assert found is not None
     return found, False
+
+
+def power_curve(
+    spec: headline.MetricSpec,
+    rows: Sequence[Mapping[str, Any]],
+    other: Sequence[Mapping[str, Any]] | None,
+    other_name: str,
+) -> PowerCurve | None:
+    """`spec`'s power curve for the report: the probability of detecting each drop, `rows` paired with `other`
+    (the baseline variant `other_name`'s rows; the optimistic, concentrated-drop noise without them); None
+    without values."""
+    found = summary(spec, rows, other)
+    if found is None:
+        return None
+    noise, paired = found
+    drops = [noise.scale * i / 50 for i in range(51)]
+    flipped = f"{noise.spread:.0%} of rows flipped" if noise.kind == power.PASS_FAIL else f"sd {noise.spread:.2f}"
+    note = f"{flipped} against {other_name}" if paired else "one variant: a drop concentrated on the rows it breaks"
+    return PowerCurve(spec.name, noise.rows, drops, power.power_curve(noise, drops), power.mde(noise),
+                      noise.scale == 1.0, note)  # fmt: skip
 
 
 def plan(

@@ -13,15 +13,28 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
+from stages.metrics import operations
 from stages.results import charts, pages
 from stages.results.charts import PowerCurve
 from stages.results.formatting import adjusted, format_usd, format_value, is_rate, judges, total_cost
 from stages.results.pages import PAGE_CSS, Card, Table
-from stages.results.rows import BROKEN, CHANGED, ERROR, FIXED, SAME, VariantReport, logged_metrics
+from stages.results.rows import (
+    BROKEN,
+    CHANGED,
+    ERROR,
+    FIXED,
+    SAME,
+    Columns,
+    VariantReport,
+    flatten_rows,
+    logged_metrics,
+)
 
-__all__ = ["PAGE_CSS", "render_html", "to_csv", "warnings"]  # PAGE_CSS: re-exported for pages built piecewise
+# PAGE_CSS: re-exported for the pages built piecewise
+__all__ = ["PAGE_CSS", "render_html", "to_csv", "variant_reports", "warnings"]
 
 
 def to_csv(records: list[dict[str, Any]]) -> str:
@@ -30,6 +43,23 @@ def to_csv(records: list[dict[str, Any]]) -> str:
     writer.writeheader()
     writer.writerows(records)
     return buffer.getvalue()
+
+
+def variant_reports(
+    metrics: dict[str, Any], run: dict[str, Any], run_operations: dict[str, Any],
+    eval_rows: Callable[[str], list[dict[str, Any]]], columns: Columns,
+) -> list[VariantReport]:  # fmt: skip
+    """What the report covers, baseline first, the selected variant last (one entry if the same): each variant's
+    evaluated rows (`eval_rows(variant)`), metrics, run summary and operations."""
+    selected, baseline = metrics["variant"], metrics["baseline"]
+
+    def part(name: str) -> VariantReport:
+        own_metrics = metrics if name == selected else metrics["variants"][name]
+        own_run = run if name == selected else run["variants"][name]
+        records = flatten_rows(eval_rows(name), columns)
+        return VariantReport(name, records, own_metrics, own_run, operations.of_variant(run_operations, name))
+
+    return [part(name) for name in ([baseline] if selected == baseline else [baseline, selected])]
 
 
 def _cell(value: Any, limit: int = 90) -> str:
