@@ -239,39 +239,6 @@ def test_production_rows_join_the_dataset_by_inputs() -> None:
     assert groups["b"].joined == [] and groups["b"].traffic()["errors"] == 1
 
 
-@pytest.mark.slow
-def test_local_deployment_on_the_embedded_model(tmp_path: Path, fresh_template: Path) -> None:
-    """deploy + smoke + traffic + evaluate-production with Gemma on llama.cpp (one request at a time there)."""
-    import socket
-
-    from conftest import copy_project
-
-    project = copy_project(fresh_template, tmp_path / "repo", {"LLMOPS_ENDPOINT_KEY": KEY})
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = project.root / "conf" / "config.yaml"
-    config.write_text(config.read_text().replace("port: 8765", f"port: {port}"))
-    project.params()
-    project.commit("the embedded LLM on a free port")
-    try:
-        project.sh("llmops", "llm", "start")
-        project.sh("llmops", "deploy", "--use-case", UC)
-        assert "smoke web_classification: ok" in project.sh("llmops", "smoke", "--use-case", UC).stdout
-        url = json.loads(state.path(project.root, "dev", UC).read_text())["targets"]["local"]["current"]["record"]
-        rows = [json.loads(line) for line in (project.root / "use_cases" / UC / "data" / "pages.jsonl").open()]
-        with ThreadPoolExecutor(2) as pool:
-            answers = list(pool.map(lambda r: score(url["url"], {"url": r["url"], "text": r["text"]}), rows[:40]))
-        assert all(status == 200 and name in ("green", "blue") for status, name, _ in answers)
-        project.sh("llmops", "evaluate-production", "--use-case", UC)
-        result = json.loads((project.root / "reports" / "production" / f"{UC}.dev.json").read_text())
-        joined = sum(d["joined"] for d in result["deployments"].values())
-        assert joined == 40 and result["evaluated"]["blue"]["accuracy"]["value"] >= 0.2
-    finally:
-        project.sh("llmops", "undeploy", "--use-case", UC, check=False)
-        project.sh("llmops", "llm", "stop", check=False)
-
-
 def test_a_maf_use_case_is_served_behind_the_same_router(project: Project, stub_llm: StubLLM) -> None:
     """web_classification_maf (the MAF workflow `llmops migrate` wrote): two deployments (v2, v1) behind the
     router, smoke test, the split, rollback; its chat requests reach the stub's completion endpoint through the
