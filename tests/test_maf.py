@@ -62,6 +62,18 @@ def test_a_sample_shaped_workflow_runs_its_rows_through_the_proxy(proxy, stub_ll
     assert proxy_.row_usage("row 3").misses == 1
 
 
+def test_in_a_stage_the_worker_sends_its_llm_requests_over_the_protocol(proxy, stub_llm: StubLLM) -> None:
+    """The stage's proxy answers the worker's requests through worker.py's `http` messages, not loopback HTTP:
+    with nothing listening on the proxy's port any more, the rows are still answered, each counted for its row."""
+    proxy_, connection = proxy
+    proxy_._server.shutdown()
+    proxy_._server.server_close()  # the port refuses connections now
+    stub_llm.script({"example.org/": "News"})
+    results = list(session(FIXTURES / "classify", connection).run_rows(rows(3), concurrency=3))
+    assert [r.error for r in results] == [None] * 3 and {r.outputs["category"] for r in results} == {"News"}
+    assert len(stub_llm.requests()) == 3 and proxy_.row_usage("row 2").misses == 1
+
+
 def test_rows_fail_with_their_error_and_a_crashed_worker_fails_its_rows(proxy) -> None:
     _, connection = proxy
     data = [("ok", {"url": "u", "text": "t"}), ("bad", {"url": "u", "text": "raise"})]
