@@ -229,6 +229,22 @@ def jsonable(value: Any) -> Any:
                                   else str(v)))  # fmt: skip
 
 
+async def execute(create: Any, inputs: dict[str, Any], timeout_s: float | None = None) -> tuple[Any, Any, Any]:
+    """One row on a fresh workflow from `create()`: (outputs, None, aggregation inputs), or (None, its error, {})
+    when it failed or ran past `timeout_s`. The worker, and the Azure ML entry and scoring scripts
+    (stages/templates/maf_azure/), run rows with it."""
+    try:
+        workflow = create()
+        run = workflow.run(message_for(workflow, inputs))
+        result = await (asyncio.wait_for(run, timeout_s) if timeout_s else run)
+        outputs = jsonable(outputs_of(result))
+        return outputs, None, outputs.pop(AGGREGATION_KEY, {})
+    except TimeoutError:
+        return None, f"row timed out after {timeout_s:g} s", {}
+    except Exception as exc:  # the row's error, the run goes on
+        return None, f"{type(exc).__name__}: {exc}", {}
+
+
 class Worker:
     def __init__(self, init: dict[str, Any], send: Any) -> None:
         self.flow = Path(init["flow"]).resolve()
@@ -244,9 +260,9 @@ class Worker:
         self.module = load_module(self.flow)
         self.factory_params = accepted(self.module.create_workflow, self.params)
         self.aggregate_fn = getattr(self.module, "aggregate", None)
-        self.create(None)  # fails at load, not on every row, when create_workflow itself is broken
+        self.create()  # fails at load, not on every row, when create_workflow itself is broken
 
-    def create(self, row_id: str | None) -> Any:
+    def create(self) -> Any:
         """A fresh workflow (see the module's docstring)."""
         return self.module.create_workflow(**self.factory_params)
 
@@ -254,16 +270,7 @@ class Worker:
         ROW.set(row_id)  # this task's context: its requests name the row
         async with self.slots:
             started = time.perf_counter()
-            try:
-                workflow = self.create(row_id)
-                run = workflow.run(message_for(workflow, inputs))
-                result = await (asyncio.wait_for(run, self.timeout_s) if self.timeout_s else run)
-                outputs, error = jsonable(outputs_of(result)), None
-                aggregation = outputs.pop(AGGREGATION_KEY, {})
-            except TimeoutError:
-                outputs, error, aggregation = None, f"row timed out after {self.timeout_s:g} s", {}
-            except Exception as exc:  # the row's error, the run goes on
-                outputs, error, aggregation = None, f"{type(exc).__name__}: {exc}", {}
+            outputs, error, aggregation = await execute(self.create, inputs, self.timeout_s)
             self.send({"op": "result", "id": row_id, "outputs": outputs, "error": error,
                        "latency_s": time.perf_counter() - started, "aggregation_inputs": aggregation})  # fmt: skip
 
