@@ -162,14 +162,3 @@ def test_make_setup_builds_the_environment_only_for_a_catalogue_with_maf(tmp_pat
     (tmp_path / "flows" / "e").mkdir(parents=True)
     (tmp_path / "flows" / "e" / "workflow.py").write_text("def create_workflow():\n    pass\n")
     assert uses_maf(tmp_path)  # a MAF evaluation flow counts too
-
-
-def test_the_cloud_paths_refuse_a_maf_use_case_by_name(tmp_path: Path) -> None:
-    """Azure ML bulk runs and the cloud deploy targets run prompt flow flows: a MAF use case is refused, with what
-    to do instead, before anything reaches Azure."""
-    from stages.deploy import package
-    from stages.deploy.spec import SpecError
-
-    spec = type("Spec", (), {"flow": FIXTURES / "classify", "target": "azureml", "use_case": "x_maf"})()
-    with pytest.raises(SpecError, match="x_maf is a MAF workflow; the cloud targets package prompt flow flows"):
-        package.baked_flows(spec, {"use_cases": {"x_maf": {}}}, tmp_path)

@@ -81,7 +81,8 @@ def maf_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, 
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     rows = [{"row_id": f"r{i}", "url": f"https://x/{i}", "text": f"t{i}", "category": "News"} for i in range(3)]
     (root / "prepared.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    for name, value in {"AZURE_SUBSCRIPTION_ID": "sub", "AZURE_RESOURCE_GROUP": "rg", "AZURE_ML_WORKSPACE": "ws"}.items():
+    workspace = {"AZURE_SUBSCRIPTION_ID": "sub", "AZURE_RESOURCE_GROUP": "rg", "AZURE_ML_WORKSPACE": "ws"}
+    for name, value in workspace.items():
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(root)
     return root, root / "prepared.jsonl"
@@ -105,7 +106,7 @@ def test_execution_azure_runs_a_maf_use_case_as_a_parallel_job(
 
     monkeypatch.setattr("azure.ai.ml.MLClient", ml_client)
     args = ["--use-case", USE_CASE, "--rows", str(rows), "--out", str(root / "out"), "--summary",
-            str(root / "summary.json"), "--operations", str(root / "operations.json"), "--cache", str(root / "c")]  # fmt: skip
+            str(root / "summary.json"), "--operations", str(root / "ops.json"), "--cache", str(root / "c")]  # fmt: skip
     assert run.main(args) == 0
 
     (client,) = clients
@@ -127,8 +128,11 @@ def test_execution_azure_runs_a_maf_use_case_as_a_parallel_job(
     assert (step.mini_batch_size, step.max_concurrency_per_instance, step.error_threshold) == (10, 2, -1)
     assert step.resources.instance_type == "Standard_D2as_v5" and step.resources.instance_count == 1
     assert step.environment_variables == {
-        "OPENAI_MODEL": "gpt-4o-mini", "AZURE_OPENAI_DEPLOYMENT": "gpt-4o-mini", "OPENAI_API_VERSION": "2024-10-21",
-        "AZURE_OPENAI_API_VERSION": "2024-10-21", "OPENAI_BASE_URL": "https://aoai.example.com",
+        "OPENAI_MODEL": "gpt-4o-mini",
+        "AZURE_OPENAI_DEPLOYMENT": "gpt-4o-mini",
+        "OPENAI_API_VERSION": "2024-10-21",
+        "AZURE_OPENAI_API_VERSION": "2024-10-21",
+        "OPENAI_BASE_URL": "https://aoai.example.com",
         "AZURE_OPENAI_ENDPOINT": "https://aoai.example.com",
     }  # fmt: skip  (no key: secrets are never written)
     task = step.task
@@ -158,8 +162,9 @@ def test_execution_azure_runs_a_maf_use_case_as_a_parallel_job(
 
 
 def test_the_packaged_entry_script_runs_rows_in_the_maf_environment(tmp_path: Path, stub_llm: StubLLM) -> None:
-    """The PRS entry (init / run(mini_batch, context) / shutdown) of a package, run as Azure ML would run it, in the
-    MAF environment against the stub LLM: one JSON line per row, its line number from the context."""
+    """The PRS entry (init / run(mini_batch, context) / shutdown) and score.py (init / run(raw_data)) of a package,
+    run as Azure ML would run them, in the MAF environment against the stub LLM: one JSON line per row, its line
+    number from the context; the workflow's outputs per request."""
     python = environment.ensure(REPO)
     code = maf_azure.package(REPO / "tests/fixtures/maf/chat_params", {"prompt": "answer_terse.txt", "max_tokens": 3},
                              {"question": "q"}, tmp_path / "pkg", maf_azure.PRS_PACKAGES)  # fmt: skip
@@ -170,16 +175,21 @@ def test_the_packaged_entry_script_runs_rows_in_the_maf_environment(tmp_path: Pa
         import prs_entry
         prs_entry.init()
         batch = [{"row_id": "a", "q": "Capital of Portugal?"}, {"row_id": "b", "q": "Capital of Spain?"}]
-        print(json.dumps(prs_entry.run(batch, types.SimpleNamespace(global_row_index_lower_bound=20))))
+        lines = prs_entry.run(batch, types.SimpleNamespace(global_row_index_lower_bound=20))
         prs_entry.shutdown()
+        import score
+        score.init()
+        print(json.dumps({"prs": lines, "score": score.run(json.dumps({"question": "Capital of Portugal?"}))}))
     """)  # fmt: skip
     env = {"PATH": "/usr/bin:/bin", "OPENAI_BASE_URL": stub_llm.base_url, "OPENAI_API_KEY": "none",
            "OPENAI_MODEL": "stub"}  # fmt: skip
     done = subprocess.run([str(python), "-c", driver, str(code)], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    lines = [json.loads(line) for line in json.loads(done.stdout.strip().splitlines()[-1])]
+    answered = json.loads(done.stdout.strip().splitlines()[-1])
+    lines = [json.loads(line) for line in answered["prs"]]
     assert [(line["line_number"], line["output"]["row_id"], line["output"]["error"]) for line in lines] == [
         (20, "a", None), (21, "b", None)
     ]  # fmt: skip
     assert lines[0]["output"]["outputs"] == {"output": "Lisbon"}
+    assert answered["score"] == {"output": "Lisbon"}  # score.py: a request is the flow's inputs
     assert maf_azure.records(tmp_path / "none", [{"row_id": "a"}])[0]["error"].startswith("line 0 failed")

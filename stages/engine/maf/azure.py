@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from stages.data import datasets
 from stages.engine import bake
 from stages.engine.binding import DEFAULT_AZURE_API_VERSION
 from stages.engine.maf import environment
@@ -70,19 +71,56 @@ def conda_spec(extra: tuple[str, ...], requirements: Path = environment.REQUIREM
             "dependencies": ["python=3.11", "pip", {"pip": [*pins, *extra]}]}  # fmt: skip
 
 
-def package(flow: Path, params: Mapping[str, Any], inputs: Mapping[str, str], out: Path,
-            extra: tuple[str, ...], row_timeout_s: float | None = None) -> Path:  # fmt: skip
+def package(flow: Path, params: Mapping[str, Any], inputs: Mapping[str, str], out: Path, extra: tuple[str, ...],
+            row_timeout_s: float | None = None, env: Mapping[str, str] | None = None) -> Path:  # fmt: skip
     """A self-contained folder an Azure ML job or deployment runs (see the module's docstring); rebuilt from
-    scratch, so its content hash (bake.flow_sha256) changes exactly when what it runs changes."""
+    scratch, so its content hash (bake.flow_sha256) changes exactly when what it runs changes. `env` (never a
+    secret) is set where the job or deployment did not set it."""
     shutil.rmtree(out, ignore_errors=True)
     ignore = shutil.ignore_patterns("__pycache__", ".promptflow", "*.pyc")
     shutil.copytree(flow, out / "flow", ignore=ignore)
     for source in (WORKER, TEMPLATES / ENTRY_SCRIPT, TEMPLATES / SCORING_SCRIPT):
         shutil.copy2(source, out / source.name)
-    settings = {"params": dict(params), "inputs": dict(inputs), "row_timeout_s": row_timeout_s}
+    settings = {"params": dict(params), "inputs": dict(inputs), "row_timeout_s": row_timeout_s, "env": dict(env or {})}
     (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     (out / "conda.yml").write_text(yaml.safe_dump(conda_spec(extra), sort_keys=False), encoding="utf-8")
     return out
+
+
+def is_package(path: Path) -> bool:
+    """Whether `path` is a MAF package (`package`), not a baked prompt flow flow."""
+    return (path / SETTINGS_FILE).is_file() and (path / "flow" / "workflow.py").is_file()
+
+
+def packages(use_case_name: str, use_case: Mapping[str, Any], variants: list[str], llm: Mapping[str, Any],
+             out: Path) -> dict[str, Path]:  # fmt: skip
+    """Each variant's online endpoint package (score.py), the inputs of a request being the flow's inputs."""
+    inputs = {name: name for name in datasets.input_columns(use_case["data"]["inputs"])}
+    out_packages = {}
+    for variant in variants:
+        where = f"use_cases.{use_case_name}.variants.{variant}"
+        params = variant_params(use_case["variants"][variant], str(llm.get("api", "chat")), where)
+        out_packages[variant] = package(Path(use_case["flow"]), params, inputs, out / variant, SERVING_PACKAGES,
+                                        env=cloud_environment(llm))  # fmt: skip
+    return out_packages
+
+
+def deployment_entity(name: str, endpoint: str, code: Path, instance: tuple[str, int], env: Mapping[str, str],
+                      tags: Mapping[str, str]) -> Any:  # fmt: skip
+    """The ManagedOnlineDeployment of a MAF package (maf-online-endpoint's shape): score.py and the package as its
+    code configuration, its environment from the package's conda.yml; no model (the workflow is in the code)."""
+    from azure.ai.ml.entities import CodeConfiguration, Environment, ManagedOnlineDeployment
+
+    return ManagedOnlineDeployment(
+        name=name,
+        endpoint_name=endpoint,
+        code_configuration=CodeConfiguration(code=str(code), scoring_script=SCORING_SCRIPT),
+        environment=Environment(image=IMAGE, conda_file=str(code / "conda.yml")),
+        instance_type=instance[0],
+        instance_count=instance[1],
+        environment_variables=dict(env),
+        tags=dict(tags),
+    )
 
 
 def job_name(use_case: str, variant: str, code: Path, data: Path) -> str:
@@ -130,7 +168,7 @@ def parallel_job(name: str, use_case: str, variant: str, code: Path, data: Path,
     )  # fmt: skip
 
     @pipeline(name=name, display_name=f"{use_case} {variant} (MAF bulk run)")
-    def bulk_run(rows):  # noqa: ANN001, ANN202 (the dsl reads annotations as types: none here)
+    def bulk_run(rows):  # no annotation: the dsl reads annotations as input types
         node = step(data=rows)
         return {"flow_outputs": node.outputs.flow_outputs}
 
@@ -205,7 +243,9 @@ def run_variant(client: Any, use_case_name: str, use_case: Mapping[str, Any], va
     in row order."""
     where = f"use_cases.{use_case_name}.variants.{variant}"
     params = variant_params(use_case["variants"][variant], str(llm.get("api", "chat")), where)
-    code = package(Path(use_case["flow"]), params, inputs, work / variant, PRS_PACKAGES, row_timeout_s)
+    code = package(
+        Path(use_case["flow"]), params, inputs, work / variant, PRS_PACKAGES, row_timeout_s, cloud_environment(llm)
+    )
     name = job_name(use_case_name, variant, code, rows_file)
     submit(client, parallel_job(name, use_case_name, variant, code, rows_file, settings, llm), "llmops-maf")
     download = work / f"{variant}-outputs"

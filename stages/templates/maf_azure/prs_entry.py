@@ -8,6 +8,7 @@ run). llmops_run.json holds the variant's `create_workflow(**params)` and the fl
 
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ _STATE: dict = {}
 
 def init() -> None:
     settings = json.loads((HERE / "llmops_run.json").read_text(encoding="utf-8"))
+    for key, value in settings.get("env", {}).items():  # the LLM's endpoint and model (never a key)
+        os.environ.setdefault(key, value)
     module = worker.load_module(HERE / "flow")
     params = worker.accepted(module.create_workflow, settings["params"])
     _STATE.update(create=lambda: module.create_workflow(**params), inputs=settings["inputs"],
