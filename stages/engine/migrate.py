@@ -1,16 +1,14 @@
 """`llmops migrate <use_case>`: a prompt flow flow (DAG, or a folder of .prompty files) as a MAF workflow folder,
 deterministically, with no LLM.
 
-The flow folder is copied beside the original (`<flow>_maf`): prompts and tool code verbatim, every other file
-too, plus `workflow.py` (written here), `llmops_maf.py` (the runtime it imports:
-stages/templates/maf_runtime/llmops_maf.py) and
-`MIGRATION.md` (what was converted and what was not). In workflow.py each DAG node is an Executor class:
-`llm` nodes render their template and call the connection's chat completions API with their params, `prompt`
-nodes render theirs, `python` nodes call the copied tool function; edges come from the `${...}` references (a
-node with several upstream nodes is a fan-in); `activate` conditions bypass nodes as prompt flow does;
-`aggregation: true` nodes become `aggregate(inputs, outputs)`, the evaluation pattern. The variant's LLM node
-(`llm_node`, or the only LLM node) takes `create_workflow(prompt=..., **params)`. A prompty flow is one LLM node
-that reads the variant's .prompty file. A node or setting that cannot be converted is listed (node, reason) in
+The flow folder is copied beside the original (`<flow>_maf`): prompts and tool code verbatim, every other file too,
+plus `workflow.py` (written here) and `MIGRATION.md` (what was converted and what was not). In workflow.py each DAG
+node is an Executor class: `llm` nodes render their template and call the connection's chat completions API with
+their params, `prompt` nodes render theirs, `python` nodes call the copied tool function; edges come from the
+`${...}` references (a node with several upstream nodes is a fan-in); `activate` conditions bypass nodes as prompt
+flow does; `aggregation: true` nodes become `aggregate(inputs, outputs)`, the evaluation pattern. The variant's LLM
+node (`llm_node`, or the only LLM node) takes `create_workflow(prompt=..., **params)`. A prompty flow is one LLM
+node that reads the variant's .prompty file. A node or setting that cannot be converted is listed (node, reason) in
 the result and MIGRATION.md, and the node becomes an Executor that fails its rows with that reason: nothing is
 dropped silently.
 """
@@ -27,7 +25,7 @@ from typing import Any
 
 import yaml
 
-RUNTIME = Path(__file__).resolve().parents[1] / "templates" / "maf_runtime" / "llmops_maf.py"
+RUNTIME = Path(__file__).resolve().parent / "maf" / "llmops_maf.py"  # on the MAF worker's path, never copied
 LLM_PARAMS = ("temperature", "max_tokens", "top_p", "stop", "presence_penalty", "frequency_penalty", "seed",
               "logit_bias", "user", "response_format")  # fmt: skip
 CONNECTION_PARAMS = ("model", "deployment_name")  # the run's connection decides, as in a prompt flow run
@@ -113,7 +111,6 @@ def _copy_folder(flow: Path, target: Path) -> None:
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(flow, target, ignore=shutil.ignore_patterns(*_SKIPPED))
-    shutil.copy2(RUNTIME, target / RUNTIME.name)
 
 
 def _literal(value: Any) -> str:
@@ -408,7 +405,8 @@ def migrate_prompty(
 def report(migration: Migration) -> str:
     lines = [f"# Migration of the flow {migration.flow.name} to MAF", "",
              "Written by `llmops migrate` (deterministic, no LLM): `workflow.py` exports `create_workflow(**params)`; "
-             "`llmops_maf.py` is its runtime. Prompts and tool code are the original files, copied verbatim.", "",
+             "it imports the runtime `llmops_maf` (stages/engine/maf/llmops_maf.py, on the MAF worker's path). Prompts "
+             "and tool code are the original files, copied verbatim.", "",
              f"Converted ({len(migration.converted)}): {', '.join(migration.converted) or 'nothing'}", ""]  # fmt: skip
     if migration.notes:
         lines += ["Notes:", *(f"- {note}" for note in migration.notes), ""]

@@ -3,11 +3,12 @@ Microsoft's `maf-prs-job` sample), and the azureml deploy target serves a MAF us
 `maf-online-endpoint` sample: score.py + an environment).
 
 Both ship one package per variant (`package`): the flow folder (`flow/`), worker.py (whose `execute` runs a row
-exactly as a local run does), the PRS entry script and score.py (stages/templates/maf_azure/), `llmops_run.json`
-(the variant's `create_workflow(**params)` and the flow inputs' dataset columns) and `conda.yml` (the pinned MAF
-requirements, requirements.txt, plus what the Azure ML runtime needs). No LLM proxy runs on Azure ML: the workflow
-reads the endpoint and model from the job's or deployment's environment variables (`cloud_environment`); keys are
-never written: give the compute's identity access, or add a variable of your own in the config.
+exactly as a local run does) and llmops_maf.py (the runtime migrated workflows import), the PRS entry script and
+score.py (stages/templates/maf_azure/), `llmops_run.json` (the variant's `create_workflow(**params)` and the flow
+inputs' dataset columns) and `conda.yml` (the pinned MAF requirements, requirements.txt, plus what the Azure ML
+runtime needs). No LLM proxy runs on Azure ML: the workflow reads the endpoint and model from the job's or
+deployment's environment variables (`cloud_environment`); keys are never written: give the compute's identity
+access, or add a variable of your own in the config.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from stages.engine.maf import environment
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "maf_azure"
 WORKER = Path(__file__).with_name("worker.py")
+RUNTIME = Path(__file__).with_name("llmops_maf.py")  # what migrated workflows import (on the worker's path locally)
 IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"  # the samples' base image
 ENTRY_SCRIPT, SCORING_SCRIPT, SETTINGS_FILE = "prs_entry.py", "score.py", "llmops_run.json"
 # What the Azure ML runtimes need beside the workflow (from Microsoft's maf-prs-job / maf-online-endpoint samples).
@@ -79,7 +81,7 @@ def package(flow: Path, params: Mapping[str, Any], inputs: Mapping[str, str], ou
     shutil.rmtree(out, ignore_errors=True)
     ignore = shutil.ignore_patterns("__pycache__", ".promptflow", "*.pyc")
     shutil.copytree(flow, out / "flow", ignore=ignore)
-    for source in (WORKER, TEMPLATES / ENTRY_SCRIPT, TEMPLATES / SCORING_SCRIPT):
+    for source in (WORKER, RUNTIME, TEMPLATES / ENTRY_SCRIPT, TEMPLATES / SCORING_SCRIPT):
         shutil.copy2(source, out / source.name)
     settings = {"params": dict(params), "inputs": dict(inputs), "row_timeout_s": row_timeout_s, "env": dict(env or {})}
     (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
