@@ -4,7 +4,9 @@ samples (tests/fixtures/maf)."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -162,3 +164,47 @@ def test_make_setup_builds_the_environment_only_for_a_catalogue_with_maf(tmp_pat
     (tmp_path / "flows" / "e").mkdir(parents=True)
     (tmp_path / "flows" / "e" / "workflow.py").write_text("def create_workflow():\n    pass\n")
     assert uses_maf(tmp_path)  # a MAF evaluation flow counts too
+
+
+def test_a_flow_folders_requirements_go_into_the_maf_environment(tmp_path: Path, monkeypatch) -> None:
+    """A MAF folder's own requirements.txt is installed into the MAF environment (the pins as constraints), once
+    per file content; one uv cannot install is refused with the file and the exact command."""
+    monkeypatch.setenv("UV_OFFLINE", "1")  # from uv's cache only: no network in tests
+    pins = tmp_path / "pins.txt"
+    pins.write_text("PyYAML==6.0.4\n")
+    python = environment.ensure(tmp_path, pins, say=False)
+    flow = tmp_path / "flow"
+    flow.mkdir()
+    (flow / "requirements.txt").write_text("pyyaml\n")
+    environment.install_flow_requirements(tmp_path, flow, pins)
+    check = subprocess.run([str(python), "-c", "import yaml; print(yaml.__version__)"], capture_output=True, text=True)
+    assert check.stdout.strip() == "6.0.4"  # the pinned version, from the constraints
+    stamp = environment.venv_dir(tmp_path) / environment.FLOW_STAMP
+    assert len(stamp.read_text().split()) == 1
+    environment.install_flow_requirements(tmp_path, flow, pins)  # the same file again: nothing to do
+    assert len(stamp.read_text().split()) == 1
+    (flow / "requirements.txt").write_text("no-such-package-for-llmops-tests==0.0.1\n")
+    with pytest.raises(environment.EnvironmentError_) as refused:
+        environment.install_flow_requirements(tmp_path, flow, pins)
+    assert str(flow / "requirements.txt") in str(refused.value)
+    assert f"uv pip install --quiet --python {python} -r {flow / 'requirements.txt'} -c {pins}" in str(refused.value)
+
+
+def test_add_use_case_accepts_a_maf_folder() -> None:
+    """`llmops add-use-case` checks a MAF folder like the other kinds: its declared inputs (workflow.py's INPUTS)
+    against the spec, the evaluation mapping against its outputs."""
+    from stages.usecases import catalogue
+
+    spec = catalogue.UseCaseSpec(
+        name="classify_maf", dataset="use_cases/web_classification/data/pages.jsonl",
+        flow="use_cases/web_classification/flows/classify_maf", eval_flow="use_cases/web_classification/flows/evaluate",
+        inputs=("url", "text"), label="category",
+        mapping={"groundtruth": "data.category", "prediction": "outputs.category"},
+        prediction="category", correct="correct", llm_node=None,
+    )  # fmt: skip
+    checked, _ = catalogue.check(REPO, spec)
+    assert checked.flow == spec.flow
+    with pytest.raises(catalogue.CatalogueError, match=r"'html' is not an input of .*classify_maf/workflow\.py"):
+        catalogue.check(REPO, dataclasses.replace(spec, inputs=("url", "html")))
+    with pytest.raises(catalogue.CatalogueError, match="has no output 'label'"):
+        catalogue.check(REPO, dataclasses.replace(spec, mapping={"prediction": "outputs.label"}))

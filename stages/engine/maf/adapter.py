@@ -316,6 +316,7 @@ class MafEngine:
             root = project_root()
         try:
             python = environment.ensure(self._root or root)
+            environment.install_flow_requirements(self._root or root, flow)  # the folder's own requirements.txt
         except environment.EnvironmentError_ as exc:
             raise FlowError(f"{flow}: {exc}") from None
         connection = bindings[0].connection if bindings else None
