@@ -156,3 +156,27 @@ def test_migrated_flow_gives_prompt_flows_rows_and_metrics(stub_llm: StubLLM, sc
     for pf_request, maf_request in zip(sorted(pf_requests, key=lambda r: r["body"]["prompt"]), by_prompt, strict=True):
         for key in ("prompt", "max_tokens", "temperature", "stop", "model"):
             assert maf_request["body"][key] == pf_request["body"][key], key
+
+
+def test_the_project_modules_a_flow_imports_are_vendored_when_the_maf_environment_can_run_them(
+    stub_llm: StubLLM, scratch: Path, tmp_path: Path
+) -> None:
+    """math_coding/solve imports stages.core.sandbox (standard library only): copied into the migrated folder, the
+    flow converts completely and its rows run in the MAF environment. general_qa/evaluate's stages.metrics.text
+    needs packages the MAF environment does not have: listed with them, nothing copied."""
+    migration = migrate.migrate_dag(REPO / "use_cases/math_coding/flows/solve", scratch / "solve", "write_code",
+                                    "solve_v1.jinja2", {"max_tokens": 96}, REPO)  # fmt: skip
+    assert migration.not_convertible == []
+    assert (scratch / "solve/stages/core/sandbox.py").read_bytes() == (REPO / "stages/core/sandbox.py").read_bytes()
+    stub_llm.script({"sheep": "```python\nprint(4 * 35 - 26)\n```"})
+    connection = Connection("local", "openai", "completion", "gemma", stub_llm.base_url, NO_KEY)
+    environment.ensure(REPO)
+    with llm_proxy.from_params(connection, {}, {"enabled": False}, tmp_path / "cache", bridge_chat=True) as proxy:
+        session = engine.FlowSession(scratch / "solve", engine.LLMBinding(proxy.connection(connection)))
+        (result,) = session.run_rows([("r1", {"question": "4 fields with 35 sheep each, 26 sold: sheep left?"})])
+    assert result.error is None and (result.outputs["answer"], result.outputs["valid"]) == (114, True), result
+    evaluate = migrate.migrate_dag(REPO / "use_cases/general_qa/flows/evaluate", scratch / "eval", None, None, {},
+                                   REPO)  # fmt: skip
+    assert ("stages", "stages/metrics/text.py (the flow's code imports it) needs rouge_score, sacrebleu, which the "
+            "MAF environment does not have") in evaluate.not_convertible  # fmt: skip
+    assert not (scratch / "eval" / "stages").exists()

@@ -19,6 +19,7 @@ import ast
 import json
 import re
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,51 @@ def _tool_function(file: Path) -> str | None:
     return public[0] if len(public) == 1 and not decorated else None
 
 
-def _import_problems(file: Path) -> list[str]:
-    """What a copied python file imports that the MAF environment lacks (prompt flow beyond the shim, `stages`)."""
+def _vendored(root: Path, module: str) -> bool:
+    """Whether `module` (stages.x.y) was copied into the migrated folder `root` (see `_vendor`)."""
+    base = root.joinpath(*module.split("."))
+    return (base / "__init__.py").is_file() or base.with_suffix(".py").is_file()
+
+
+def _maf_imports() -> set[str]:
+    """The top-level import names the MAF environment provides (its pins, stages/engine/maf/requirements.txt)."""
+    from stages.engine.maf import environment
+
+    names = {"yaml" if line.lower().startswith("pyyaml") else line.split("==")[0].strip().lower().replace("-", "_")
+             for line in environment.REQUIREMENTS.read_text(encoding="utf-8").splitlines()
+             if line.strip() and not line.startswith("#")}  # fmt: skip
+    return names | {"agent_framework", "promptflow"}  # agent-framework-core's namespace; prompt flow: the shim
+
+
+def _vendor(target: Path) -> list[str]:
+    """Copy into the migrated folder the project modules its Python imports (`stages/...`, as stages/engine/
+    vendor.py does for the cloud targets) when they need only the standard library and the MAF environment's
+    packages; returns the problems of those that need more (their files are not copied)."""
+    from stages.engine import vendor
+
+    package_dir = Path(__file__).resolve().parents[1]
+    scripts = sorted(p for p in target.rglob("*.py") if p.relative_to(target).parts[0] != "stages")
+    modules = vendor.project_modules(scripts, package_dir)
+    available = _maf_imports()
+    problems = []
+    for module in modules:
+        tops = {name.split(".")[0] for name in vendor.imported_names(module)}
+        if missing := sorted(t for t in tops if t not in sys.stdlib_module_names and t not in {"stages", *available}):
+            relative = module.relative_to(package_dir.parent).as_posix()
+            problems.append(f"{relative} (the flow's code imports it) needs {', '.join(missing)}, which the MAF "
+                            "environment does not have")  # fmt: skip
+    if problems:
+        return problems
+    for module in modules:
+        copy = target / module.relative_to(package_dir.parent)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(module, copy)
+    return []
+
+
+def _import_problems(file: Path, root: Path) -> list[str]:
+    """What a copied python file imports that the MAF environment lacks (prompt flow beyond the shim, `stages`
+    modules that were not vendored into the migrated folder `root`)."""
     tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
     problems = []
     for node in ast.walk(tree):
@@ -96,7 +140,7 @@ def _import_problems(file: Path) -> list[str]:
                 imported = ", ".join(sorted(names))
                 problems.append(f"line {node.lineno}: from {node.module} import {imported} (the MAF environment has "
                                 "no prompt flow; only tool and log_metric are shimmed)")  # fmt: skip
-            elif top == "stages":
+            elif top == "stages" and not _vendored(root, node.module):
                 problems.append(f"line {node.lineno}: imports the project package `{node.module}`, which the MAF "
                                 "environment does not have")  # fmt: skip
         elif isinstance(node, ast.Import):
@@ -157,10 +201,12 @@ def migrate_dag(flow: Path, target: Path, llm_node: str | None, prompt: str | No
                                                   f"{default!r} is converted (select others with the variant's prompt "
                                                   "and params)"))  # fmt: skip
     _copy_folder(flow, target)
+    for problem in _vendor(target):
+        migration.not_convertible.append(("stages", problem))
     for file in sorted(target.rglob("*.py")):
-        if file.name in ("workflow.py", RUNTIME.name):
+        if file.name in ("workflow.py", RUNTIME.name) or file.relative_to(target).parts[0] == "stages":
             continue
-        for problem in _import_problems(file):
+        for problem in _import_problems(file, target):
             migration.not_convertible.append((str(file.relative_to(target)), problem))
 
     classes: list[str] = []
