@@ -180,3 +180,25 @@ def test_the_project_modules_a_flow_imports_are_vendored_when_the_maf_environmen
     assert ("stages", "stages/metrics/text.py (the flow's code imports it) needs rouge_score, sacrebleu, which the "
             "MAF environment does not have") in evaluate.not_convertible  # fmt: skip
     assert not (scratch / "eval" / "stages").exists()
+
+
+def test_migrate_eval_also_converts_the_evaluation_flow(scratch: Path) -> None:
+    """`llmops migrate --eval`: the DAG evaluation flow becomes <eval>_maf (its aggregation: `aggregate`), the new
+    use case evaluates with it, and its rows and metrics are prompt flow's."""
+    name = "web_classification"
+    config = yaml.safe_load((REPO / "conf" / "use_cases" / f"{name}.yaml").read_text())[name]
+    shutil.copytree(REPO / "use_cases" / name, scratch / "use_cases" / name, ignore=shutil.ignore_patterns("*_maf"))
+    migration, _, new_config = migrate.migrate_use_case(scratch, name, config, "completion", evaluation=True)
+    evaluation = migration.evaluation
+    assert evaluation is not None and evaluation.not_convertible == []
+    assert evaluation.converted == ["grade", "aggregate"]
+    assert new_config["eval_flow"] == "use_cases/web_classification/flows/evaluate_maf"
+    rows = [(f"r{i}", {"groundtruth": truth, "prediction": guess})
+            for i, (truth, guess) in enumerate([("News", "News"), ("App", "Movie"), ("Recipe", "recipe")])]  # fmt: skip
+    environment.ensure(REPO)
+    results = {}
+    for kind, flow in (("pf", REPO / config["eval_flow"]), ("maf", evaluation.target)):
+        session = engine.FlowSession(flow)
+        ran = engine.in_input_order(session.run_rows(rows), [r for r, _ in rows])
+        results[kind] = ([r.outputs for r in ran], session.aggregate(ran, [inputs for _, inputs in rows]))
+    assert results["maf"] == results["pf"] and results["pf"][1]

@@ -49,6 +49,7 @@ class Migration:
     not_convertible: list[tuple[str, str]] = field(default_factory=list)  # (node or file, reason)
     notes: list[str] = field(default_factory=list)  # converted, with a change worth knowing
     variant_params: dict[str, Any] = field(default_factory=dict)  # create_workflow's default params
+    evaluation: Migration | None = None  # the evaluation flow's (`llmops migrate --eval`)
 
 
 def _reference(value: Any) -> tuple[str, str] | None:
@@ -517,8 +518,10 @@ def use_case_config(name: str, use_case: dict[str, Any], flow: str, migration: M
     return config
 
 
-def migrate_use_case(root: Path, name: str, use_case: dict[str, Any], api: str) -> tuple[Migration, str, dict]:
-    """Migrate a use case's standard flow; returns the migration, the new use case's name and its config."""
+def migrate_use_case(root: Path, name: str, use_case: dict[str, Any], api: str,
+                     evaluation: bool = False) -> tuple[Migration, str, dict]:  # fmt: skip
+    """Migrate a use case's standard flow (and with `evaluation`, its DAG evaluation flow too: the new use case then
+    evaluates with it); returns the standard flow's migration, the new use case's name and its config."""
     flow = root / use_case["flow"]
     baseline = (use_case.get("variants") or {}).get(use_case.get("baseline") or "v1") or {}
     prompt = baseline.get("prompt")
@@ -538,4 +541,17 @@ def migrate_use_case(root: Path, name: str, use_case: dict[str, Any], api: str) 
     new_name = f"{name}_maf"
     config = use_case_config(name, use_case, target.relative_to(root).as_posix(), migration)
     (target / "MIGRATION.md").write_text(report(migration), encoding="utf-8")
+    if evaluation:
+        migration.evaluation = migrate_evaluation(root, root / use_case["eval_flow"])
+        config["eval_flow"] = migration.evaluation.target.relative_to(root).as_posix()
     return migration, new_name, config
+
+
+def migrate_evaluation(root: Path, flow: Path) -> Migration:
+    """A DAG evaluation flow as a MAF workflow folder `<flow>_maf` (its aggregation nodes: `aggregate`, the
+    evaluation pattern); what cannot be converted is listed, as for a standard flow."""
+    if not (flow / "flow.dag.yaml").is_file():
+        raise MigrationError(f"{flow}: the evaluation flow is not a DAG flow (only DAG evaluation flows migrate)")
+    migration = migrate_dag(flow, flow.parent / f"{flow.name}_maf", None, None, {}, root)
+    (migration.target / "MIGRATION.md").write_text(report(migration), encoding="utf-8")
+    return migration
