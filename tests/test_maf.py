@@ -5,6 +5,7 @@ samples (tests/fixtures/maf)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -208,3 +209,27 @@ def test_add_use_case_accepts_a_maf_folder() -> None:
         catalogue.check(REPO, dataclasses.replace(spec, inputs=("url", "html")))
     with pytest.raises(catalogue.CatalogueError, match="has no output 'label'"):
         catalogue.check(REPO, dataclasses.replace(spec, mapping={"prediction": "outputs.label"}))
+
+
+def test_a_worker_whose_stage_ends_while_its_rows_wait_for_the_llm_exits(maf_python: Path) -> None:
+    """The stage killed while rows wait for answers over the pipe (kill-and-rerun): the worker's input ends, the
+    waiting requests fail, the rows end and the worker exits (never an orphan waiting forever)."""
+    from stages.engine.maf import adapter
+
+    worker = subprocess.Popen([str(maf_python), str(adapter.WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    assert worker.stdin is not None and worker.stdout is not None
+    env = {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "none", "OPENAI_MODEL": "m"}
+    init = {"op": "init", "flow": str(FIXTURES / "chat_params"), "params": {}, "env": env, "concurrency": 4,
+            "row_timeout_s": None, "proxy": "127.0.0.1:9"}  # fmt: skip
+    worker.stdin.write(json.dumps(init) + "\n" + json.dumps({"op": "row", "id": "r", "inputs": {"q": "x"}}) + "\n")
+    worker.stdin.flush()
+    assert json.loads(worker.stdout.readline())["op"] == "ready"
+    assert json.loads(worker.stdout.readline())["op"] == "http"  # the row's request, waiting for the stage
+    worker.stdin.close()  # the stage is gone
+    try:
+        assert worker.wait(timeout=60) == 0
+    finally:
+        worker.kill()  # a worker that hangs is not left behind
+    result = json.loads(worker.stdout.readline())
+    assert result["op"] == "result" and "no LLM answer can come back" in result["error"]

@@ -121,8 +121,19 @@ class StagePipe:
         self.send = send
         self.ids = itertools.count()
         self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.closed: str | None = None
+
+    def close(self, reason: str) -> None:
+        """No more answers will come (the stage ended its input): every request waiting, and every later one, fails
+        with `reason`, so the rows end instead of waiting forever."""
+        self.closed = reason
+        for answer in self.pending.values():
+            if not answer.done():
+                answer.set_exception(ConnectionError(reason))
 
     async def request(self, method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+        if self.closed is not None:
+            raise ConnectionError(self.closed)
         number = next(self.ids)
         answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.pending[number] = answer
@@ -312,6 +323,7 @@ async def serve(lines: asyncio.Queue[str | None], send: Any) -> int:
             worker.aggregate(message["inputs"], message["outputs"], message.get("aggregation_inputs") or [])
         elif message["op"] == "end":
             break
+    worker.pipe.close("the stage ended the worker's input: no LLM answer can come back")
     await asyncio.gather(*tasks)
     return 0
 
