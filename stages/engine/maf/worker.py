@@ -256,6 +256,17 @@ async def execute(create: Any, inputs: dict[str, Any], timeout_s: float | None =
         return None, f"{type(exc).__name__}: {exc}", {}
 
 
+def load_package(folder: Path) -> tuple[Any, dict[str, Any]]:
+    """An Azure ML package (stages/engine/maf/azure.py) as its PRS entry and score.py load it: the workflow factory
+    bound to the variant's params, and llmops_run.json (its `env` set where the job or deployment did not)."""
+    settings = json.loads((folder / "llmops_run.json").read_text(encoding="utf-8"))
+    for key, value in settings.get("env", {}).items():  # the LLM's endpoint and model (never a key)
+        os.environ.setdefault(key, value)
+    module = load_module(folder / "flow")
+    params = accepted(module.create_workflow, settings["params"])
+    return lambda: module.create_workflow(**params), settings
+
+
 class Worker:
     def __init__(self, init: dict[str, Any], send: Any) -> None:
         self.flow = Path(init["flow"]).resolve()

@@ -8,7 +8,6 @@ run). llmops_run.json holds the variant's `create_workflow(**params)` and the fl
 
 import asyncio
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,13 +21,9 @@ _STATE: dict = {}
 
 
 def init() -> None:
-    settings = json.loads((HERE / "llmops_run.json").read_text(encoding="utf-8"))
-    for key, value in settings.get("env", {}).items():  # the LLM's endpoint and model (never a key)
-        os.environ.setdefault(key, value)
-    module = worker.load_module(HERE / "flow")
-    params = worker.accepted(module.create_workflow, settings["params"])
-    _STATE.update(create=lambda: module.create_workflow(**params), inputs=settings["inputs"],
-                  timeout_s=settings.get("row_timeout_s"), loop=asyncio.new_event_loop())  # fmt: skip
+    create, settings = worker.load_package(HERE)
+    _STATE.update(create=create, inputs=settings["inputs"], timeout_s=settings.get("row_timeout_s"),
+                  loop=asyncio.new_event_loop())  # fmt: skip
 
 
 async def _row(row: dict, line: int) -> dict:

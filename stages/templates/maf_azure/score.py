@@ -6,7 +6,6 @@ workflow's outputs, each request on a fresh workflow (worker.py's `execute`, the
 
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -19,13 +18,9 @@ _STATE: dict = {}
 
 
 def init() -> None:
-    settings = json.loads((HERE / "llmops_run.json").read_text(encoding="utf-8"))
-    for key, value in settings.get("env", {}).items():  # the LLM's endpoint and model (never a key)
-        os.environ.setdefault(key, value)
-    module = worker.load_module(HERE / "flow")
-    params = worker.accepted(module.create_workflow, settings["params"])
-    _STATE.update(create=lambda: module.create_workflow(**params), inputs=list(settings["inputs"]),
-                  timeout_s=settings.get("row_timeout_s"), loop=asyncio.new_event_loop())  # fmt: skip
+    create, settings = worker.load_package(HERE)
+    _STATE.update(create=create, inputs=list(settings["inputs"]), timeout_s=settings.get("row_timeout_s"),
+                  loop=asyncio.new_event_loop())  # fmt: skip
 
 
 def run(raw_data):
