@@ -437,3 +437,29 @@ if __name__ == "__main__" and sys.argv[1:2] == ["reproduce"]:
         _built_once(Path(sys.argv[2]), "reproduced", _reproduce)
     finally:
         (Path(sys.argv[2]) / "built-reproduced.exited").touch()  # its pid may be reused from now on
+
+
+# LLMOPS_TEST_CPU=<file>: each test's CPU seconds (this worker's and its waited-for children's: stage processes, DVC,
+# servers it stopped), appended as JSON lines. Unlike wall time, CPU time barely moves on a busy machine: the way to
+# see what a test costs while other work runs (make test prints the 25 slowest by wall time).
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    target = os.environ.get("LLMOPS_TEST_CPU")
+    if not target:
+        yield
+        return
+    import json
+    import resource
+    import time
+
+    def cpu() -> tuple[float, float]:
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+    (own0, children0), wall0 = cpu(), time.monotonic()
+    yield
+    (own1, children1), wall1 = cpu(), time.monotonic()
+    record = {"test": item.nodeid, "own_s": round(own1 - own0, 2), "children_s": round(children1 - children0, 2),
+              "wall_s": round(wall1 - wall0, 2), "worker": os.environ.get("PYTEST_XDIST_WORKER", "")}  # fmt: skip
+    with open(target, "a") as out:
+        out.write(json.dumps(record) + "\n")

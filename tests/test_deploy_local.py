@@ -49,6 +49,9 @@ def set_weights(project: Project, green: int, blue: int) -> None:
     conf.write_text(text)
 
 
+LOAD, SAMPLE = 400, 30  # requests sent; requests sampled per deployment (green gets ~40, some of them repeats)
+
+
 def test_deploy_smoke_split_log_rollback_and_production_evaluation(project: Project) -> None:
     project.env["LLMOPS_ENDPOINT_KEY"] = KEY
     deployed = project.sh("llmops", "deploy", "--use-case", UC, "--target", "local", "--env", "dev")
@@ -69,21 +72,23 @@ def test_deploy_smoke_split_log_rollback_and_production_evaluation(project: Proj
         assert score(url, {"url": "u"})[0] == 400  # a missing input names the field
         assert "missing input text" in score(url, {"url": "u"})[2]["error"]
 
-        # 2,000 requests, 8 at a time, inputs cycling over the dataset (so production rows join the ground truth).
+        # 400 requests, 8 at a time, inputs cycling over the dataset (so production rows join the ground truth).
         rows = [json.loads(line) for line in (project.root / "use_cases" / UC / "data" / "pages.jsonl").open()]
-        bodies = [{"url": rows[i % len(rows)]["url"], "text": rows[i % len(rows)]["text"]} for i in range(2000)]
+        bodies = [{"url": rows[i % len(rows)]["url"], "text": rows[i % len(rows)]["text"]} for i in range(LOAD)]
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda body: score(url, body), bodies))
         assert all(status == 200 for status, _, _ in answers)
         served = Counter(name for _, name, _ in answers)
-        assert set(served) == {"green", "blue"}  # every response names its deployment
-        share = served["green"] / len(answers) * 100
-        assert abs(share - 10) <= 3, f"green got {share:.1f}% of 2,000 requests, configured 10%"
+        # Every response names its deployment, and each request took the router's next seeded pick (after the two
+        # smoke requests and the two bad ones), whatever order the 8 threads arrived in: the exact counts are known.
+        # That the picks follow the weights is test_router_split_is_checked_and_follows_the_weights (10,000 picks).
+        split = router.Split({"green": 10, "blue": 90}, {"green", "blue"}, seed=0)
+        assert served == Counter([split.pick() for _ in range(4 + LOAD)][4:])
 
         log_file = project.root / record["record"]["log"]
         logged = [json.loads(line) for line in log_file.read_text().splitlines()]
         scored = [row for row in logged if row["status"] == 200]
-        assert len(logged) == 2 + 1 + 2 + 2000  # smoke, unauthorized, two bad requests, the load
+        assert len(logged) == 2 + 1 + 2 + LOAD  # smoke, unauthorized, two bad requests, the load
         assert Counter(row["deployment"] for row in scored[2:]) == served
         assert {row["status"] for row in logged} == {200, 400, 401}
         assert all({"ts", "deployment", "variant", "status", "latency_s", "inputs"} <= set(row) for row in logged)
@@ -99,7 +104,7 @@ def test_deploy_smoke_split_log_rollback_and_production_evaluation(project: Proj
         assert current["current"]["weights"] == {"green": 10, "blue": 90}
         assert current["previous"]["weights"] == {"green": 50, "blue": 50}
 
-        evaluated = project.sh("llmops", "evaluate-production", "--use-case", UC, "--sample", "60")
+        evaluated = project.sh("llmops", "evaluate-production", "--use-case", UC, "--sample", str(SAMPLE))
         report = project.root / "reports" / "production" / f"{UC}.dev.html"
         result = json.loads(report.with_suffix(".json").read_text())
         assert result["baseline"] == "blue"
@@ -108,7 +113,7 @@ def test_deploy_smoke_split_log_rollback_and_production_evaluation(project: Proj
         )
         for name in ("green", "blue"):  # every load request is a dataset row (the smoke request is not): joined
             sampled, joined = result["deployments"][name]["sampled"], result["deployments"][name]["joined"]
-            assert sampled == 60 and sampled - 1 <= joined <= sampled
+            assert sampled == SAMPLE and sampled - 1 <= joined <= sampled
             assert result["evaluated"][name]["accuracy"]["rows"] == result["deployments"][name]["joined"]
         verdict = result["evaluated"]["green"]["accuracy"]
         assert verdict["verdict"] in ("better", "worse", "no significant difference") and "p_value" in verdict
@@ -232,39 +237,6 @@ def test_production_rows_join_the_dataset_by_inputs() -> None:
     assert [row["row_id"] for row, _ in groups["a"].joined] == [dataset[0]["row_id"]]  # duplicates counted once
     assert [row["inputs"]["url"] for row in groups["a"].unjoined] == ["u2"]
     assert groups["b"].joined == [] and groups["b"].traffic()["errors"] == 1
-
-
-@pytest.mark.slow
-def test_local_deployment_on_the_embedded_model(tmp_path: Path, fresh_template: Path) -> None:
-    """deploy + smoke + traffic + evaluate-production with Gemma on llama.cpp (one request at a time there)."""
-    import socket
-
-    from conftest import copy_project
-
-    project = copy_project(fresh_template, tmp_path / "repo", {"LLMOPS_ENDPOINT_KEY": KEY})
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = project.root / "conf" / "config.yaml"
-    config.write_text(config.read_text().replace("port: 8765", f"port: {port}"))
-    project.params()
-    project.commit("the embedded LLM on a free port")
-    try:
-        project.sh("llmops", "llm", "start")
-        project.sh("llmops", "deploy", "--use-case", UC)
-        assert "smoke web_classification: ok" in project.sh("llmops", "smoke", "--use-case", UC).stdout
-        url = json.loads(state.path(project.root, "dev", UC).read_text())["targets"]["local"]["current"]["record"]
-        rows = [json.loads(line) for line in (project.root / "use_cases" / UC / "data" / "pages.jsonl").open()]
-        with ThreadPoolExecutor(2) as pool:
-            answers = list(pool.map(lambda r: score(url["url"], {"url": r["url"], "text": r["text"]}), rows[:40]))
-        assert all(status == 200 and name in ("green", "blue") for status, name, _ in answers)
-        project.sh("llmops", "evaluate-production", "--use-case", UC)
-        result = json.loads((project.root / "reports" / "production" / f"{UC}.dev.json").read_text())
-        joined = sum(d["joined"] for d in result["deployments"].values())
-        assert joined == 40 and result["evaluated"]["blue"]["accuracy"]["value"] >= 0.2
-    finally:
-        project.sh("llmops", "undeploy", "--use-case", UC, check=False)
-        project.sh("llmops", "llm", "stop", check=False)
 
 
 def test_a_maf_use_case_is_served_behind_the_same_router(project: Project, stub_llm: StubLLM) -> None:

@@ -213,6 +213,7 @@ def test_observability_demo_on_the_embedded_model(tmp_path: Path, fresh_template
         try:
             project.sh("llmops", "llm", "start")
             project.sh("llmops", "deploy", "--use-case", UC)
+            assert "smoke web_classification: ok" in project.sh("llmops", "smoke", "--use-case", UC).stdout
             url = _router_url(project)
             killed_at = len(bodies) * 3 // 4
 
@@ -250,6 +251,12 @@ def test_observability_demo_on_the_embedded_model(tmp_path: Path, fresh_template
         "shadow copies": sum(1 for r in logged if r.get("shadow")),
     }  # fmt: skip
     result = json.loads((project.root / "reports" / "production" / f"{UC}.dev.json").read_text())
+    # evaluate-production on the embedded model (formerly test_local_deployment_on_the_embedded_model): every
+    # request of a dataset row joins its ground truth (the personal-data requests, one distinct text, do not), and
+    # the live deployment's accuracy holds up on them, the fallback's fixed answers after the kill included.
+    live_result, live_accuracy = result["deployments"]["blue"], result["evaluated"]["blue"]["accuracy"]
+    assert live_result["joined"] == len(bodies) - len(bodies[::4]) == live_accuracy["rows"]
+    assert live_accuracy["value"] >= 0.2, live_accuracy
     shadow = result["shadow"]
     assert shadow["reference_free"]["candidate"]["success"]["test"] == "McNemar exact"
     figures["shadow verdict"] = [line for line in evaluated.stdout.splitlines() if line.startswith("shadow")]
