@@ -2,6 +2,7 @@
 migrated from, in one run, against the same stub LLM.
 
     python benchmarks/maf.py       # (a) prompt flow engine, (b) MAF engine: throughput vs the limit; (c) peak RSS
+                                   # (a) and (b) run --repeats times each, interleaved; the median run is kept
 
 The flow is general_qa's few-shot prompty (benchmarks/bulk.py's bench project) and its MAF migration
 (`llmops migrate`, stages/engine/migrate.py). Both run through `python -m stages.run` (LLM proxy, cache, per-row
@@ -57,6 +58,11 @@ def run(project: Path, use_case: str, rows: list[dict[str, Any]], label: str, pr
         bulk.USE_CASE = saved
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median rows/s (of an odd number of runs; the lower middle one of an even number)."""
+    return sorted(runs, key=lambda r: r["rows_per_s"])[(len(runs) - 1) // 2]
+
+
 def markdown(results: dict[str, Any]) -> str:
     pf, maf, memory = results["promptflow_engine"], results["maf_engine"], results["memory"]
     spread = results["maf_processes"]
@@ -68,6 +74,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['latency_s']:g} s: the limit is {limit:g} rows/s. Machine: {results['machine']['cores']} cores, "
         f"load {results['machine']['load_average_before']} before, "
         f"{results['machine'].get('load_average_after')} after.",
+        "",
+        f"Each engine ran {len(results['rows_per_s_each_run']['pf'])} times, interleaved with the other; the table "
+        "shows each one's median run (rows/s of every run: prompt flow "
+        f"{results['rows_per_s_each_run']['pf']}, MAF {results['rows_per_s_each_run']['maf']}).",
         "",
         "| engine | rows/s (run) | % of limit | rows/s end to end | CPU ms/row | peak RSS MB |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -95,6 +105,7 @@ def main() -> int:
     parser.add_argument("--latency-s", type=float, default=0.1)
     parser.add_argument("--memory-rows", type=int, default=10_000)
     parser.add_argument("--processes", type=int, default=2, help="(b2): bulk.processes for the MAF run")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each engine, interleaved (the median is kept)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
@@ -106,13 +117,17 @@ def main() -> int:
         with bulk.stub(args.latency_s) as base_url:
             project = bulk.make_project(work / "stub", base_url, "stub-model", args.concurrency)
             add_maf_use_case(project)
-            print(f"(a) prompt flow engine: {args.rows} rows at concurrency {args.concurrency}", flush=True)
-            results["promptflow_engine"] = run(project, bulk.USE_CASE, bulk.questions(args.rows), "pf")
-            print(f"    {results['promptflow_engine']}", flush=True)
-            print(f"(b) MAF engine: {args.rows} rows at concurrency {args.concurrency}", flush=True)
-            results["maf_engine"] = maf = run(project, "bench_maf", bulk.questions(args.rows), "maf")
+            runs: dict[str, list[dict[str, Any]]] = {"pf": [], "maf": []}
+            for repeat in range(args.repeats):  # interleaved: a change in the machine's load hits both engines
+                for label, use_case in (("pf", bulk.USE_CASE), ("maf", "bench_maf")):
+                    print(f"({label}, run {repeat + 1}/{args.repeats}) {args.rows} rows at concurrency "
+                          f"{args.concurrency}", flush=True)  # fmt: skip
+                    runs[label].append(run(project, use_case, bulk.questions(args.rows), f"{label}-{repeat}"))
+                    print(f"    {runs[label][-1]}", flush=True)
+            results["promptflow_engine"] = median_run(runs["pf"])
+            results["maf_engine"] = maf = median_run(runs["maf"])
+            results["rows_per_s_each_run"] = {label: [r["rows_per_s"] for r in done] for label, done in runs.items()}
             results["maf_ratio_to_limit"] = round(maf["rows_per_s"] / results["limit_rows_per_s"], 3)
-            print(f"    {maf}", flush=True)
             print(f"(b2) MAF engine over {args.processes} stage worker processes (bulk.processes)", flush=True)
             results["maf_processes"] = spread = run(project, "bench_maf", bulk.questions(args.rows), "maf2",
                                                     args.processes)  # fmt: skip

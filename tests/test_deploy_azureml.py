@@ -4,11 +4,13 @@ and that no deployment is left at 0 traffic unless the config says so."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import yaml
 from azure.ai.ml.entities import ManagedOnlineDeployment, ManagedOnlineEndpoint, Model
 from azure.core.exceptions import ResourceNotFoundError
 
@@ -241,3 +243,40 @@ def test_a_shadow_is_created_without_traffic_and_mirrored(setup: tuple) -> None:
     too_much = dataclasses.replace(shadowed, options={**spec.options, "mirror_percent": 80})
     with pytest.raises(SpecError, match=r"targets.azureml.mirror_percent must be a whole percent from 1 to 50"):
         azureml.apply(FakeMLClient(), too_much, flows, WORKSPACE, "conf/deploy/dev.yaml")
+
+
+def test_a_maf_use_case_deploys_as_score_py_with_the_pinned_environment(tmp_path: Path) -> None:
+    """A MAF use case: each variant's package (maf-online-endpoint's shape: score.py, conda.yml from the MAF pins)
+    is its deployment's code configuration; no model is registered; the rest of the order is the same."""
+    from stages.deploy import package
+
+    params = load_params(ROOT)
+    spec = load_spec(ROOT, "web_classification_maf", "dev", "azureml", params)
+    flows = package.baked_flows(spec, params, tmp_path / "flows")
+    client = FakeMLClient()
+    record = azureml.apply(client, spec, flows, WORKSPACE, "conf/deploy/dev.yaml")
+
+    assert client.operations() == [
+        "online_endpoints.get",
+        "online_endpoints.begin_create_or_update",
+        "online_deployments.list",
+        "online_deployments.begin_create_or_update",  # green (v2)
+        "online_deployments.begin_create_or_update",  # blue (v1)
+        "online_endpoints.begin_create_or_update",
+    ]
+    green, blue = (arg for op, arg in client.calls if op == "online_deployments.begin_create_or_update")
+    assert green.model is None and Path(green.code_configuration.code) == flows["v2"] == tmp_path / "flows/v2"
+    assert green.code_configuration.scoring_script == "score.py"
+    conda = yaml.safe_load((flows["v2"] / "conda.yml").read_text())
+    assert green.environment.conda_file == conda and "agent-framework-core==1.23.0" in conda["dependencies"][2]["pip"]
+    assert green.environment_variables == {
+        "LLMOPS_USE_CASE": "web_classification_maf", "LLMOPS_DEPLOYMENT": "green", "LLMOPS_VARIANT": "v2",
+    }  # fmt: skip
+    assert green.tags["flow_sha256"] == bake.flow_sha256(flows["v2"]) != blue.tags["flow_sha256"]
+    assert record["models"]["v2"]["registered"] is False and record["traffic"] == {"green": 10, "blue": 90}
+    settings = json.loads((flows["v2"] / "llmops_run.json").read_text())
+    assert settings["params"] == {"prompt": "classify_v2.jinja2", "temperature": 0, "max_tokens": 4}
+    assert settings["inputs"] == {"url": "url", "text": "text"} and "OPENAI_API_KEY" not in settings["env"]
+    assert "azureml-inference-server-http>=1.3.0" in conda["dependencies"][2]["pip"]
+    with pytest.raises(SpecError, match="target kubernetes: web_classification_maf is a MAF workflow"):
+        package.baked_flows(dataclasses.replace(spec, target="kubernetes"), params, tmp_path / "k8s")

@@ -4,7 +4,10 @@ samples (tests/fixtures/maf)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -60,6 +63,18 @@ def test_a_sample_shaped_workflow_runs_its_rows_through_the_proxy(proxy, stub_ll
     assert sent[0]["body"]["prompt"].startswith("URL: https://example.org/") and sent[0]["body"]["model"] == "gemma"
     assert max(s["in_flight"] for s in sent) > 1  # one async worker held several rows in flight
     assert proxy_.row_usage("row 3").misses == 1
+
+
+def test_in_a_stage_the_worker_sends_its_llm_requests_over_the_protocol(proxy, stub_llm: StubLLM) -> None:
+    """The stage's proxy answers the worker's requests through worker.py's `http` messages, not loopback HTTP:
+    with nothing listening on the proxy's port any more, the rows are still answered, each counted for its row."""
+    proxy_, connection = proxy
+    proxy_._server.shutdown()
+    proxy_._server.server_close()  # the port refuses connections now
+    stub_llm.script({"example.org/": "News"})
+    results = list(session(FIXTURES / "classify", connection).run_rows(rows(3), concurrency=3))
+    assert [r.error for r in results] == [None] * 3 and {r.outputs["category"] for r in results} == {"News"}
+    assert len(stub_llm.requests()) == 3 and proxy_.row_usage("row 2").misses == 1
 
 
 def test_rows_fail_with_their_error_and_a_crashed_worker_fails_its_rows(proxy) -> None:
@@ -152,12 +167,69 @@ def test_make_setup_builds_the_environment_only_for_a_catalogue_with_maf(tmp_pat
     assert uses_maf(tmp_path)  # a MAF evaluation flow counts too
 
 
-def test_the_cloud_paths_refuse_a_maf_use_case_by_name(tmp_path: Path) -> None:
-    """Azure ML bulk runs and the cloud deploy targets run prompt flow flows: a MAF use case is refused, with what
-    to do instead, before anything reaches Azure."""
-    from stages.deploy import package
-    from stages.deploy.spec import SpecError
+def test_a_flow_folders_requirements_go_into_the_maf_environment(tmp_path: Path, monkeypatch) -> None:
+    """A MAF folder's own requirements.txt is installed into the MAF environment (the pins as constraints), once
+    per file content; one uv cannot install is refused with the file and the exact command."""
+    monkeypatch.setenv("UV_OFFLINE", "1")  # from uv's cache only: no network in tests
+    pins = tmp_path / "pins.txt"
+    pins.write_text("PyYAML==6.0.4\n")
+    python = environment.ensure(tmp_path, pins, say=False)
+    flow = tmp_path / "flow"
+    flow.mkdir()
+    (flow / "requirements.txt").write_text("pyyaml\n")
+    environment.install_flow_requirements(tmp_path, flow, pins)
+    check = subprocess.run([str(python), "-c", "import yaml; print(yaml.__version__)"], capture_output=True, text=True)
+    assert check.stdout.strip() == "6.0.4"  # the pinned version, from the constraints
+    stamp = environment.venv_dir(tmp_path) / environment.FLOW_STAMP
+    assert len(stamp.read_text().split()) == 1
+    environment.install_flow_requirements(tmp_path, flow, pins)  # the same file again: nothing to do
+    assert len(stamp.read_text().split()) == 1
+    (flow / "requirements.txt").write_text("no-such-package-for-llmops-tests==0.0.1\n")
+    with pytest.raises(environment.EnvironmentError_) as refused:
+        environment.install_flow_requirements(tmp_path, flow, pins)
+    assert str(flow / "requirements.txt") in str(refused.value)
+    assert f"uv pip install --quiet --python {python} -r {flow / 'requirements.txt'} -c {pins}" in str(refused.value)
 
-    spec = type("Spec", (), {"flow": FIXTURES / "classify", "target": "azureml", "use_case": "x_maf"})()
-    with pytest.raises(SpecError, match="x_maf is a MAF workflow; the cloud targets package prompt flow flows"):
-        package.baked_flows(spec, {"use_cases": {"x_maf": {}}}, tmp_path)
+
+def test_add_use_case_accepts_a_maf_folder() -> None:
+    """`llmops add-use-case` checks a MAF folder like the other kinds: its declared inputs (workflow.py's INPUTS)
+    against the spec, the evaluation mapping against its outputs."""
+    from stages.usecases import catalogue
+
+    spec = catalogue.UseCaseSpec(
+        name="classify_maf", dataset="use_cases/web_classification/data/pages.jsonl",
+        flow="use_cases/web_classification/flows/classify_maf", eval_flow="use_cases/web_classification/flows/evaluate",
+        inputs=("url", "text"), label="category",
+        mapping={"groundtruth": "data.category", "prediction": "outputs.category"},
+        prediction="category", correct="correct", llm_node=None,
+    )  # fmt: skip
+    checked, _ = catalogue.check(REPO, spec)
+    assert checked.flow == spec.flow
+    with pytest.raises(catalogue.CatalogueError, match=r"'html' is not an input of .*classify_maf/workflow\.py"):
+        catalogue.check(REPO, dataclasses.replace(spec, inputs=("url", "html")))
+    with pytest.raises(catalogue.CatalogueError, match="has no output 'label'"):
+        catalogue.check(REPO, dataclasses.replace(spec, mapping={"prediction": "outputs.label"}))
+
+
+def test_a_worker_whose_stage_ends_while_its_rows_wait_for_the_llm_exits(maf_python: Path) -> None:
+    """The stage killed while rows wait for answers over the pipe (kill-and-rerun): the worker's input ends, the
+    waiting requests fail, the rows end and the worker exits (never an orphan waiting forever)."""
+    from stages.engine.maf import adapter
+
+    worker = subprocess.Popen([str(maf_python), str(adapter.WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    assert worker.stdin is not None and worker.stdout is not None
+    env = {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "none", "OPENAI_MODEL": "m"}
+    init = {"op": "init", "flow": str(FIXTURES / "chat_params"), "params": {}, "env": env, "concurrency": 4,
+            "row_timeout_s": None, "proxy": "127.0.0.1:9"}  # fmt: skip
+    worker.stdin.write(json.dumps(init) + "\n" + json.dumps({"op": "row", "id": "r", "inputs": {"q": "x"}}) + "\n")
+    worker.stdin.flush()
+    assert json.loads(worker.stdout.readline())["op"] == "ready"
+    assert json.loads(worker.stdout.readline())["op"] == "http"  # the row's request, waiting for the stage
+    worker.stdin.close()  # the stage is gone
+    try:
+        assert worker.wait(timeout=60) == 0
+    finally:
+        worker.kill()  # a worker that hangs is not left behind
+    result = json.loads(worker.stdout.readline())
+    assert result["op"] == "result" and "no LLM answer can come back" in result["error"]

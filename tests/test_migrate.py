@@ -75,8 +75,13 @@ def test_the_catalogue_maf_use_cases_are_what_migrate_writes(name: str) -> None:
         migration, new_name, new_config = migrate.migrate_use_case(copy, name, config, "completion")
         written = migration.target
         assert new_name == f"{name}_maf"
-        for file in sorted(p for p in written.rglob("*") if p.is_file()):
-            assert (shipped / file.relative_to(written)).read_bytes() == file.read_bytes(), file.name
+        files = sorted(p.relative_to(written) for p in written.rglob("*") if p.is_file())
+        assert files == sorted(
+            p.relative_to(shipped) for p in shipped.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+        )  # fmt: skip  (only the user's code: no runtime copy)
+        assert "llmops_maf.py" not in {p.name for p in files}
+        for file in files:
+            assert (shipped / file).read_bytes() == (written / file).read_bytes(), file.name
         shipped_config = yaml.safe_load((REPO / "conf" / "use_cases" / f"{name}_maf.yaml").read_text())[new_name]
         assert shipped_config == new_config
         assert new_config["eval_flow"] == config["eval_flow"] and new_config["dataset"] == config["dataset"]
@@ -151,3 +156,49 @@ def test_migrated_flow_gives_prompt_flows_rows_and_metrics(stub_llm: StubLLM, sc
     for pf_request, maf_request in zip(sorted(pf_requests, key=lambda r: r["body"]["prompt"]), by_prompt, strict=True):
         for key in ("prompt", "max_tokens", "temperature", "stop", "model"):
             assert maf_request["body"][key] == pf_request["body"][key], key
+
+
+def test_the_project_modules_a_flow_imports_are_vendored_when_the_maf_environment_can_run_them(
+    stub_llm: StubLLM, scratch: Path, tmp_path: Path
+) -> None:
+    """math_coding/solve imports stages.core.sandbox (standard library only): copied into the migrated folder, the
+    flow converts completely and its rows run in the MAF environment. general_qa/evaluate's stages.metrics.text
+    needs packages the MAF environment does not have: listed with them, nothing copied."""
+    migration = migrate.migrate_dag(REPO / "use_cases/math_coding/flows/solve", scratch / "solve", "write_code",
+                                    "solve_v1.jinja2", {"max_tokens": 96}, REPO)  # fmt: skip
+    assert migration.not_convertible == []
+    assert (scratch / "solve/stages/core/sandbox.py").read_bytes() == (REPO / "stages/core/sandbox.py").read_bytes()
+    stub_llm.script({"sheep": "```python\nprint(4 * 35 - 26)\n```"})
+    connection = Connection("local", "openai", "completion", "gemma", stub_llm.base_url, NO_KEY)
+    environment.ensure(REPO)
+    with llm_proxy.from_params(connection, {}, {"enabled": False}, tmp_path / "cache", bridge_chat=True) as proxy:
+        session = engine.FlowSession(scratch / "solve", engine.LLMBinding(proxy.connection(connection)))
+        (result,) = session.run_rows([("r1", {"question": "4 fields with 35 sheep each, 26 sold: sheep left?"})])
+    assert result.error is None and (result.outputs["answer"], result.outputs["valid"]) == (114, True), result
+    evaluate = migrate.migrate_dag(REPO / "use_cases/general_qa/flows/evaluate", scratch / "eval", None, None, {},
+                                   REPO)  # fmt: skip
+    assert ("stages", "stages/metrics/text.py (the flow's code imports it) needs rouge_score, sacrebleu, which the "
+            "MAF environment does not have") in evaluate.not_convertible  # fmt: skip
+    assert not (scratch / "eval" / "stages").exists()
+
+
+def test_migrate_eval_also_converts_the_evaluation_flow(scratch: Path) -> None:
+    """`llmops migrate --eval`: the DAG evaluation flow becomes <eval>_maf (its aggregation: `aggregate`), the new
+    use case evaluates with it, and its rows and metrics are prompt flow's."""
+    name = "web_classification"
+    config = yaml.safe_load((REPO / "conf" / "use_cases" / f"{name}.yaml").read_text())[name]
+    shutil.copytree(REPO / "use_cases" / name, scratch / "use_cases" / name, ignore=shutil.ignore_patterns("*_maf"))
+    migration, _, new_config = migrate.migrate_use_case(scratch, name, config, "completion", evaluation=True)
+    evaluation = migration.evaluation
+    assert evaluation is not None and evaluation.not_convertible == []
+    assert evaluation.converted == ["grade", "aggregate"]
+    assert new_config["eval_flow"] == "use_cases/web_classification/flows/evaluate_maf"
+    rows = [(f"r{i}", {"groundtruth": truth, "prediction": guess})
+            for i, (truth, guess) in enumerate([("News", "News"), ("App", "Movie"), ("Recipe", "recipe")])]  # fmt: skip
+    environment.ensure(REPO)
+    results = {}
+    for kind, flow in (("pf", REPO / config["eval_flow"]), ("maf", evaluation.target)):
+        session = engine.FlowSession(flow)
+        ran = engine.in_input_order(session.run_rows(rows), [r for r, _ in rows])
+        results[kind] = ([r.outputs for r in ran], session.aggregate(ran, [inputs for _, inputs in rows]))
+    assert results["maf"] == results["pf"] and results["pf"][1]

@@ -114,6 +114,11 @@ def parser() -> argparse.ArgumentParser:
 
     mig = commands.add_parser("migrate", help="a use case's prompt flow flow as a MAF workflow (+ use case <name>_maf)")
     mig.add_argument("use_case", help="the use case whose standard flow (DAG or prompty) to migrate")
+    mig.add_argument(
+        "--eval",
+        action="store_true",
+        help="also its DAG evaluation flow (<eval flow>_maf); the new use case evaluates with it",
+    )
     mig.set_defaults(handler=usecases.cmd_migrate)
 
     imp = commands.add_parser("import-experiment", help="import a use case of the LLMOps-with-Prompt-flow template")

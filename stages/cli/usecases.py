@@ -87,13 +87,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     source = yaml.safe_load((root / "conf" / "use_cases" / f"{args.use_case}.yaml").read_text(encoding="utf-8"))
     try:
         migration, name, config = migrate.migrate_use_case(
-            root, args.use_case, source[args.use_case], str(params["llm"].get("api") or "completion")
+            root, args.use_case, source[args.use_case], str(params["llm"].get("api") or "completion"), args.eval
         )
     except migrate.MigrationError as exc:
         print(f"llmops migrate: {exc}", file=sys.stderr)
         return 1
     target = root / "conf" / "use_cases" / f"{name}.yaml"
-    header = f"# Written by `llmops migrate {args.use_case}`: the use case on its MAF workflow (same data and eval).\n"
+    evaluated = "same data, its migrated evaluation flow" if args.eval else "same data and eval"
+    header = f"# Written by `llmops migrate {args.use_case}`: the use case on its MAF workflow ({evaluated}).\n"
     write_text(target, header + yaml.safe_dump({name: config}, sort_keys=False, allow_unicode=True))
     catalogue.register(root / "conf" / "config.yaml", name)
     compose_params(root, [], root / "params.yaml")
@@ -107,5 +108,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         print(f"  note: {note}")
     for where, reason in migration.not_convertible:
         print(f"  NOT CONVERTED {where}: {reason}")
+    if (evaluation := migration.evaluation) is not None:
+        print(f"evaluation flow -> {evaluation.target.relative_to(root)}/workflow.py (the use case evaluates with it)")
+        print(f"  converted: {', '.join(evaluation.converted) or 'nothing'}")
+        for where, reason in evaluation.not_convertible:
+            print(f"  NOT CONVERTED {where}: {reason}")
     print(f"next: `dvc repro report@{name}`, then `llmops compare` / the gate compare it with {args.use_case}")
     return 0

@@ -2,7 +2,7 @@
 
 Order of operations (`apply`), so that no deployment ever loses traffic it should keep:
 1. each variant's baked flow is registered as a Model tagged with its content hash, unless a version with that
-   hash exists;
+   hash exists (a MAF workflow's package is its deployment's code instead: stages/engine/maf/azure.py);
 2. the endpoint is created when missing (key auth), with no traffic;
 3. each deployment that is missing, or serves another flow hash, is created or updated; a new deployment has no
    traffic (the endpoint's traffic is not touched);
@@ -23,6 +23,7 @@ from stages.core.project import load_params
 from stages.deploy import package
 from stages.deploy.spec import DeploymentSpec, SpecError
 from stages.engine import bake
+from stages.engine.maf import azure as maf_azure
 from stages.llm.connections import environment
 
 HASH_TAG = "flow_sha256"
@@ -136,10 +137,16 @@ def apply(
     mirror = mirror_percent(spec, where) if spec.shadow is not None else None  # checked before any change
     models: dict[str, dict[str, Any]] = {}
     registered: dict[str, Any] = {}
-    existing_models = list(client.models.list(name=model_name(spec)))
-    for variant in dict.fromkeys(d.variant for d in spec.served):  # the new deployment's variant first
+    served = list(dict.fromkeys(d.variant for d in spec.served))  # the new deployment's variant first
+    maf = all(maf_azure.is_package(flows[variant]) for variant in served)
+    existing_models = [] if maf else list(client.models.list(name=model_name(spec)))
+    for variant in served:
         flow = flows[variant]
         sha256 = bake.flow_sha256(flow)
+        if maf_azure.is_package(flow):  # a MAF package is the deployment's code, not a registered model
+            registered[variant] = None
+            models[variant] = {"name": None, "version": None, HASH_TAG: sha256, "registered": False}
+            continue
         found = next((m for m in existing_models if (m.tags or {}).get(HASH_TAG) == sha256), None)
         model = found or client.models.create_or_update(model_entity(spec, variant, flow, sha256))
         registered[variant] = model
@@ -161,7 +168,15 @@ def apply(
         wanted = {HASH_TAG: sha256, CONFIG_TAG: config_sha256(spec, index)}
         same = current is not None and all((current.tags or {}).get(k) == v for k, v in wanted.items())
         action = "kept" if same else "created"
-        if action == "created":
+        if action == "created" and registered[deployment.variant] is None:
+            entity = maf_azure.deployment_entity(
+                deployment.name, spec.endpoint, flows[deployment.variant], (spec.instance_type, spec.instance_count),
+                package.deployment_env(spec, deployment),
+                {HASH_TAG: sha256, CONFIG_TAG: wanted[CONFIG_TAG], "variant": deployment.variant},
+            )  # fmt: skip
+            client.online_deployments.begin_create_or_update(entity).result()
+            action = "updated" if current is not None else "created"
+        elif action == "created":
             entity = deployment_entity(spec, index, registered[deployment.variant], sha256, workspace)
             client.online_deployments.begin_create_or_update(entity).result()
             action = "updated" if current is not None else "created"

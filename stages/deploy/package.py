@@ -11,6 +11,7 @@ from stages.core import variants
 from stages.core.project import runtime_dir
 from stages.deploy.spec import Deployment, DeploymentSpec, SpecError
 from stages.engine.bake import bake_variant
+from stages.engine.maf import azure as maf_azure
 from stages.engine.maf import is_maf_flow
 from stages.engine.promptflow.docker import build_docker_context
 
@@ -35,13 +36,19 @@ def stable_deployment(spec: DeploymentSpec) -> Deployment:
 
 def baked_flows(spec: DeploymentSpec, params: Mapping[str, Any], out: Path) -> dict[str, Path]:
     """Each deployed variant's flow, baked into out/<variant> with the node variants a pipeline run of it selects
-    (the new deployment's variant first)."""
+    (the new deployment's variant first); a MAF workflow's, packaged for an Azure ML online endpoint."""
     use_case = params["use_cases"][spec.use_case]
-    if is_maf_flow(spec.flow):
-        raise SpecError(
-            f"target {spec.target}: {spec.use_case} is a MAF workflow; the cloud targets package prompt flow flows "
-            "(deploy it with --target local; Azure ML packaging of MAF is not supported yet)"
-        )
+    if is_maf_flow(spec.flow):  # a MAF workflow: an online endpoint package (stages/engine/maf/azure.py)
+        if spec.target != "azureml":
+            raise SpecError(
+                f"target {spec.target}: {spec.use_case} is a MAF workflow; this target packages prompt flow flows "
+                "(deploy it with --target local or --target azureml)"
+            )
+        served = list(dict.fromkeys(d.variant for d in spec.served))
+        try:
+            return maf_azure.packages(spec.use_case, {**use_case, "flow": str(spec.flow)}, served, params["llm"], out)
+        except maf_azure.MafAzureError as exc:
+            raise SpecError(f"target {spec.target}: {exc}") from None
     baked = {}
     for variant in dict.fromkeys(d.variant for d in spec.served):
         selected = variants.deployed_node_variants(spec.use_case, use_case, variant)

@@ -2,9 +2,8 @@
 deterministically, with no LLM.
 
 The flow folder is copied beside the original (`<flow>_maf`): prompts and tool code verbatim, every other file
-too, plus `workflow.py` (written here), `llmops_maf.py` (the runtime it imports:
-stages/templates/maf_runtime/llmops_maf.py) and
-`MIGRATION.md` (what was converted and what was not). In workflow.py each DAG node is an Executor class:
+too, plus `workflow.py` (written here) and `MIGRATION.md` (what was converted and what was not); the runtime it
+imports, stages/engine/maf/llmops_maf.py, is on the MAF worker's path. In workflow.py each DAG node is an Executor class:
 `llm` nodes render their template and call the connection's chat completions API with their params, `prompt`
 nodes render theirs, `python` nodes call the copied tool function; edges come from the `${...}` references (a
 node with several upstream nodes is a fan-in); `activate` conditions bypass nodes as prompt flow does;
@@ -19,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from stages.engine.migrate_nodes import (
     MigrationError as MigrationError,
 )
 
-RUNTIME = Path(__file__).resolve().parents[1] / "templates" / "maf_runtime" / "llmops_maf.py"
+RUNTIME = Path(__file__).resolve().parent / "maf" / "llmops_maf.py"  # on the MAF worker's path, never copied
 _SKIPPED = {"flow.dag.yaml", ".promptflow", "__pycache__", ".runs"}
 
 
@@ -51,7 +51,42 @@ def _copy_folder(flow: Path, target: Path) -> None:
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(flow, target, ignore=shutil.ignore_patterns(*_SKIPPED))
-    shutil.copy2(RUNTIME, target / RUNTIME.name)
+
+
+def _maf_imports() -> set[str]:
+    """The top-level import names the MAF environment provides (its pins, stages/engine/maf/requirements.txt)."""
+    from stages.engine.maf import environment
+
+    names = {"yaml" if line.lower().startswith("pyyaml") else line.split("==")[0].strip().lower().replace("-", "_")
+             for line in environment.REQUIREMENTS.read_text(encoding="utf-8").splitlines()
+             if line.strip() and not line.startswith("#")}  # fmt: skip
+    return names | {"agent_framework", "promptflow"}  # agent-framework-core's namespace; prompt flow: the shim
+
+
+def _vendor(target: Path) -> list[str]:
+    """Copy into the migrated folder the project modules its Python imports (`stages/...`, as stages/engine/
+    vendor.py does for the cloud targets) when they need only the standard library and the MAF environment's
+    packages; returns the problems of those that need more (their files are not copied)."""
+    from stages.engine import vendor
+
+    package_dir = Path(__file__).resolve().parents[1]
+    scripts = sorted(p for p in target.rglob("*.py") if p.relative_to(target).parts[0] != "stages")
+    modules = vendor.project_modules(scripts, package_dir)
+    available = _maf_imports()
+    problems = []
+    for module in modules:
+        tops = {name.split(".")[0] for name in vendor.imported_names(module)}
+        if missing := sorted(t for t in tops if t not in sys.stdlib_module_names and t not in {"stages", *available}):
+            relative = module.relative_to(package_dir.parent).as_posix()
+            problems.append(f"{relative} (the flow's code imports it) needs {', '.join(missing)}, which the MAF "
+                            "environment does not have")  # fmt: skip
+    if problems:
+        return problems
+    for module in modules:
+        copy = target / module.relative_to(package_dir.parent)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(module, copy)
+    return []
 
 
 @dataclass
@@ -129,9 +164,10 @@ def migrate_dag(flow: Path, target: Path, llm_node: str | None, prompt: str | No
     variant_node = llm_node or (llm_nodes[0] if len(llm_nodes) == 1 else None)
     _default_variants_only(dag, migration)
     _copy_folder(flow, target)
+    migration.not_convertible += [("stages", problem) for problem in _vendor(target)]
     for file in sorted(target.rglob("*.py")):
-        if file.name not in ("workflow.py", RUNTIME.name):
-            migration.not_convertible += [(str(file.relative_to(target)), p) for p in import_problems(file)]
+        if file.name not in ("workflow.py", RUNTIME.name) and file.relative_to(target).parts[0] != "stages":
+            migration.not_convertible += [(str(file.relative_to(target)), p) for p in import_problems(file, target)]
     nodes = _convert_nodes(dag, target, migration, variant_node)
     order = topological(nodes.per_row, dag_file)
     aggregations = _convertible_aggregations(nodes, names, target, migration)
@@ -218,7 +254,8 @@ def migrate_prompty(
 def report(migration: Migration) -> str:
     lines = [f"# Migration of the flow {migration.flow.name} to MAF", "",
              "Written by `llmops migrate` (deterministic, no LLM): `workflow.py` exports `create_workflow(**params)`; "
-             "`llmops_maf.py` is its runtime. Prompts and tool code are the original files, copied verbatim.", "",
+             "it imports the runtime `llmops_maf` (stages/engine/maf/llmops_maf.py, on the MAF worker's path). Prompts "
+             "and tool code are the original files, copied verbatim.", "",
              f"Converted ({len(migration.converted)}): {', '.join(migration.converted) or 'nothing'}", ""]  # fmt: skip
     if migration.notes:
         lines += ["Notes:", *(f"- {note}" for note in migration.notes), ""]
@@ -283,8 +320,10 @@ def use_case_config(name: str, use_case: dict[str, Any], flow: str, migration: M
     return config
 
 
-def migrate_use_case(root: Path, name: str, use_case: dict[str, Any], api: str) -> tuple[Migration, str, dict]:
-    """Migrate a use case's standard flow; returns the migration, the new use case's name and its config."""
+def migrate_use_case(root: Path, name: str, use_case: dict[str, Any], api: str,
+                     evaluation: bool = False) -> tuple[Migration, str, dict]:  # fmt: skip
+    """Migrate a use case's standard flow (and with `evaluation`, its DAG evaluation flow too: the new use case then
+    evaluates with it); returns the standard flow's migration, the new use case's name and its config."""
     flow = root / use_case["flow"]
     baseline = (use_case.get("variants") or {}).get(use_case.get("baseline") or "v1") or {}
     prompt = baseline.get("prompt")
@@ -304,4 +343,17 @@ def migrate_use_case(root: Path, name: str, use_case: dict[str, Any], api: str) 
     new_name = f"{name}_maf"
     config = use_case_config(name, use_case, target.relative_to(root).as_posix(), migration)
     (target / "MIGRATION.md").write_text(report(migration), encoding="utf-8")
+    if evaluation:
+        migration.evaluation = migrate_evaluation(root, root / use_case["eval_flow"])
+        config["eval_flow"] = migration.evaluation.target.relative_to(root).as_posix()
     return migration, new_name, config
+
+
+def migrate_evaluation(root: Path, flow: Path) -> Migration:
+    """A DAG evaluation flow as a MAF workflow folder `<flow>_maf` (its aggregation nodes: `aggregate`, the
+    evaluation pattern); what cannot be converted is listed, as for a standard flow."""
+    if not (flow / "flow.dag.yaml").is_file():
+        raise MigrationError(f"{flow}: the evaluation flow is not a DAG flow (only DAG evaluation flows migrate)")
+    migration = migrate_dag(flow, flow.parent / f"{flow.name}_maf", None, None, {}, root)
+    (migration.target / "MIGRATION.md").write_text(report(migration), encoding="utf-8")
+    return migration

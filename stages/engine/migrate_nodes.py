@@ -43,6 +43,7 @@ class Migration:
     not_convertible: list[tuple[str, str]] = field(default_factory=list)  # (node or file, reason)
     notes: list[str] = field(default_factory=list)  # converted, with a change worth knowing
     variant_params: dict[str, Any] = field(default_factory=dict)  # create_workflow's default params
+    evaluation: Migration | None = None  # the evaluation flow's (`llmops migrate --eval`)
 
 
 def reference(value: Any) -> tuple[str, str] | None:
@@ -79,8 +80,15 @@ def tool_function(file: Path) -> str | None:
     return public[0] if len(public) == 1 and not decorated else None
 
 
-def import_problems(file: Path) -> list[str]:
-    """What a copied python file imports that the MAF environment lacks (prompt flow beyond the shim, `stages`)."""
+def vendored(root: Path, module: str) -> bool:
+    """Whether `module` (stages.x.y) was copied into the migrated folder `root` (see migrate._vendor)."""
+    base = root.joinpath(*module.split("."))
+    return (base / "__init__.py").is_file() or base.with_suffix(".py").is_file()
+
+
+def import_problems(file: Path, root: Path) -> list[str]:
+    """What a copied python file imports that the MAF environment lacks (prompt flow beyond the shim, `stages`
+    modules that were not vendored into the migrated folder `root`)."""
     tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
     problems = []
     for node in ast.walk(tree):
@@ -91,7 +99,7 @@ def import_problems(file: Path) -> list[str]:
                 imported = ", ".join(sorted(names))
                 problems.append(f"line {node.lineno}: from {node.module} import {imported} (the MAF environment has "
                                 "no prompt flow; only tool and log_metric are shimmed)")  # fmt: skip
-            elif top == "stages":
+            elif top == "stages" and not vendored(root, node.module):
                 problems.append(f"line {node.lineno}: imports the project package `{node.module}`, which the MAF "
                                 "environment does not have")  # fmt: skip
         elif isinstance(node, ast.Import):

@@ -17,6 +17,7 @@ from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.progress import Progress
 from stages.core.project import runtime_dir
 from stages.data import datasets
+from stages.engine.maf import azure as maf_azure
 from stages.engine.maf import is_maf_flow
 from stages.engine.promptflow import azure as azure_execution
 from stages.llm import connections, llm_proxy
@@ -181,21 +182,21 @@ def write_summary(
 
 
 def run_on_azure(root: Path, args: Any, params: dict[str, Any]) -> int:
-    """`execution: azure`: each variant's rows run as one bulk run on Azure ML (stages/engine/promptflow/azure.py),
-    with the outputs and summary of a local run. There is no local LLM, proxy or cache (the flow calls the LLM
-    from Azure ML): cache counts, requests and tokens are 0, and row latencies 0.0 (the run's details have none)."""
+    """`execution: azure`: each variant's rows run as one bulk run on Azure ML (stages/engine/promptflow/azure.py; a
+    MAF workflow as a parallel job, stages/engine/maf/azure.py), with the outputs and summary of a local run. There
+    is no local LLM, proxy or cache (the flow calls the LLM from Azure ML): cache counts, requests and tokens are 0,
+    and row latencies 0.0 for prompt flow (the run's details have none)."""
     use_case = params["use_cases"][args.use_case]
     settings = params["execution"]
-    if is_maf_flow(root / use_case["flow"]):
-        print(f"run: {args.use_case} is a MAF workflow: execution: azure submits prompt flow bulk runs; run it with "
-              "execution: local (a MAF parallel job on Azure ML is not supported yet)", file=sys.stderr)  # fmt: skip
-        return 1
+    maf = is_maf_flow(root / use_case["flow"])  # a MAF workflow runs as an Azure ML parallel job
     try:
         plan = variants.plan_for(params, args.use_case)
         if (k := repeats.count(params["bulk"])) != 1:
             raise repeats.RepeatsError(f"bulk.repeats: {k} needs execution: local (an Azure ML run is one pass)")
         price = cost.price_for(params["prices"], str(params["llm"].get("model", "")))
-        client = azure_execution.pf_client(settings, connections.environment(root))
+        env = connections.environment(root)
+        client = (maf_azure.ml_client(azure_execution.workspace(settings, env)) if maf
+                  else azure_execution.pf_client(settings, env))  # fmt: skip
     except (variants.VariantError, repeats.RepeatsError, cost.PriceError, azure_execution.AzureExecutionError) as exc:
         print(f"run: {exc}", file=sys.stderr)
         return 1
@@ -205,13 +206,21 @@ def run_on_azure(root: Path, args: Any, params: dict[str, Any]) -> int:
     for variant in plan.names:
         print(f"run {args.use_case}: {len(rows)} rows, variant {variant}, on Azure ML", file=sys.stderr)
         started = time.perf_counter()
+        located = {**use_case, "flow": str(root / use_case["flow"])}
+        work = runtime_dir(root) / "azure" / args.use_case
         try:
-            records = azure_execution.run_variant(
-                client, args.use_case, {**use_case, "flow": str(root / use_case["flow"])}, variant, params["llm"],
-                settings, args.rows, rows, runtime_dir(root) / "azure" / args.use_case,
-                variants.node_variants(args.use_case, use_case, variant, plan.selected),
-            )  # fmt: skip
-        except (azure_execution.AzureExecutionError, engine.FlowError, variants.VariantError) as exc:
+            if maf:
+                records = maf_azure.run_variant(
+                    client, args.use_case, located, variant, params["llm"], settings, args.rows, rows, work,
+                    datasets.input_columns(use_case["data"]["inputs"]), params["bulk"].get("row_timeout_s"),
+                )  # fmt: skip
+            else:
+                records = azure_execution.run_variant(
+                    client, args.use_case, located, variant, params["llm"], settings, args.rows, rows, work,
+                    variants.node_variants(args.use_case, use_case, variant, plan.selected),
+                )  # fmt: skip
+        except (azure_execution.AzureExecutionError, maf_azure.MafAzureError, engine.FlowError,
+                variants.VariantError) as exc:  # fmt: skip
             print(f"run: {exc}", file=sys.stderr)
             return 1
         results = [engine.RowResult(r["row_id"], r["outputs"], r["error"], r["latency_s"]) for r in records]

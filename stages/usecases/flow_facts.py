@@ -119,6 +119,8 @@ def read(flow: Path, prompt: str | None = None) -> FlowFacts:
     folder = file.parent
     if kind is engine.FlowKind.PROMPTY:
         return FlowFacts(flow, kind, file, declared.inputs, declared.outputs)
+    if kind is engine.FlowKind.MAF:  # workflow.py: what its INPUTS / OUTPUTS literals declare (none: not checked)
+        return FlowFacts(flow, kind, file, declared.inputs, declared.outputs or None)
     spec: dict[str, Any] = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
     if kind is engine.FlowKind.FLEX:
         entry = str(spec.get("entry") or "")

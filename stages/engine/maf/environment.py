@@ -23,6 +23,7 @@ from pathlib import Path
 
 REQUIREMENTS = Path(__file__).with_name("requirements.txt")
 STAMP = ".llmops-pins-sha256"
+FLOW_STAMP = ".llmops-flow-requirements-sha256"  # the flow requirements files installed since the build, one a line
 
 
 class EnvironmentError_(RuntimeError):
@@ -100,6 +101,41 @@ def ensure(root: Path, requirements: Path = REQUIREMENTS, say: bool = True) -> P
         if say:
             print(f"maf: MAF environment ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return python_of(venv)
+
+
+def install_flow_requirements(root: Path, flow: Path, requirements: Path = REQUIREMENTS) -> None:
+    """A MAF flow folder's own requirements.txt, installed into the MAF environment with the pins as constraints
+    (a pinned package never moves; a requirement that conflicts with a pin is refused), once per file content
+    (rebuilding the environment for new pins installs them again). Raises EnvironmentError_ naming the file and
+    the exact command when uv cannot install it (offline, a conflict)."""
+    file = flow / "requirements.txt"
+    if not file.is_file():
+        return
+    venv = venv_dir(root)
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    record = venv / FLOW_STAMP
+
+    def installed() -> bool:
+        return record.is_file() and digest in record.read_text().split()
+
+    if installed():
+        return
+    with _locked(venv.parent / "build.lock"):
+        if installed():
+            return
+        command = [_uv(), "pip", "install", "--quiet", "--python", str(python_of(venv)), "-r", str(file),
+                   "-c", str(requirements)]  # fmt: skip
+        environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        done = subprocess.run(command, env={**environment, "VIRTUAL_ENV": str(venv)}, capture_output=True, text=True)
+        if done.returncode != 0:
+            shown = " ".join(["uv", *command[1:]])
+            raise EnvironmentError_(
+                f"{file}: its requirements could not be installed into the MAF environment "
+                f"({done.stderr.strip()[-600:]}); install them yourself, then run again:\n  {shown}\n(or add them, "
+                f"pinned, to {requirements.relative_to(requirements.parents[3])} for every MAF use case)"
+            )
+        with record.open("a", encoding="utf-8") as handle:
+            handle.write(digest + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,8 @@ the `stages` package, whose dependencies live in the project's environment). Sta
 
 Protocol: JSON Lines, one object per line, each with an `op`.
 Stage -> worker (stdin):
-  {"op": "init", "flow": "<folder>", "params": {...}, "env": {...}, "concurrency": N, "row_timeout_s": S|null}
+  {"op": "init", "flow": "<folder>", "params": {...}, "env": {...}, "concurrency": N, "row_timeout_s": S|null,
+   "proxy": "127.0.0.1:PORT"|null}
       first line. `params` go to `create_workflow(**params)` (those it declares; all with **kwargs). `env` is set
       in os.environ (the LLM proxy's URL for the clients a workflow builds). Every HTTP request a row's task
       makes (any client, built anywhere) carries the header X-LLMOps-Row: <URL-quoted row id>, so the proxy
@@ -14,12 +15,20 @@ Stage -> worker (stdin):
   {"op": "row", "id": "<row id>", "inputs": {...}}       run one row (up to N at once, each a fresh workflow)
   {"op": "aggregate", "inputs": [...], "outputs": [...], "aggregation_inputs": [...]}
       after the rows: `aggregate(...)` of workflow.py (the names it declares), over the successful rows
+  {"op": "http", "id": N, "status": 200, "content_type": "...", "give_up": bool, "body": "..."|null,
+   "body_b64": "..."|null}                                 the stage's LLM proxy answered request N (below)
   {"op": "end"} (or end of input)                          finish the rows in flight, then exit 0
 Worker -> stage (stdout; the workflow's own prints go to stderr):
   {"op": "ready", "aggregates": bool}   or   {"op": "failed", "error": "..."} (then exit 1)
   {"op": "result", "id": ..., "outputs": {...}|null, "error": "..."|null, "latency_s": float,
    "aggregation_inputs": {...}}   (an output `__aggregation_inputs__` is moved here, not kept in outputs)
   {"op": "metrics", "metrics": {...}}   or   {"op": "metrics", "error": "..."}
+  {"op": "http", "id": N, "method": "POST", "path": "/r0/v1/...", "headers": {...}, "body": "..."|null,
+   "body_b64": "..."|null}
+      an HTTP request to the stage's LLM proxy, when init named it (`"proxy": "127.0.0.1:PORT"`): every request
+      of the OpenAI clients' HTTP stack to that address goes over this pipe instead of loopback HTTP, and the
+      stage answers it with its proxy's own handler (the same answer; no HTTP server, sockets or thread per
+      connection on either side). A body is UTF-8 text in `body`, else base64 in `body_b64`.
 
 A row's input: the start executor's declared input type decides: a dataclass (or pydantic model) is built from the
 row's inputs by field name; `dict` gets the inputs; a single input is passed as its value. A row's outputs: what
@@ -29,10 +38,12 @@ the workflow yields (`ctx.yield_output`): a dict (several are merged), else `{"o
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextvars
 import dataclasses
 import importlib.util
 import inspect
+import itertools
 import json
 import os
 import sys
@@ -85,6 +96,81 @@ def share_tls_context() -> None:
             return shared[trust_env]
 
     transports.create_ssl_context = create_ssl_context
+
+
+def encode_body(body: bytes | None) -> dict[str, str | None]:
+    """A body in a protocol message: UTF-8 text as it is, other bytes in base64."""
+    if not body:
+        return {"body": None, "body_b64": None}
+    try:
+        return {"body": body.decode("utf-8"), "body_b64": None}
+    except UnicodeDecodeError:
+        return {"body": None, "body_b64": base64.b64encode(body).decode("ascii")}
+
+
+def decode_body(message: dict[str, Any]) -> bytes:
+    if message.get("body_b64"):
+        return base64.b64decode(message["body_b64"])
+    return str(message.get("body") or "").encode("utf-8")
+
+
+class StagePipe:
+    """HTTP requests to the stage's LLM proxy, sent over the protocol (`http` messages) and answered by the stage."""
+
+    def __init__(self, send: Any) -> None:
+        self.send = send
+        self.ids = itertools.count()
+        self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.closed: str | None = None
+
+    def close(self, reason: str) -> None:
+        """No more answers will come (the stage ended its input): every request waiting, and every later one, fails
+        with `reason`, so the rows end instead of waiting forever."""
+        self.closed = reason
+        for answer in self.pending.values():
+            if not answer.done():
+                answer.set_exception(ConnectionError(reason))
+
+    async def request(self, method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+        if self.closed is not None:
+            raise ConnectionError(self.closed)
+        number = next(self.ids)
+        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.pending[number] = answer
+        try:
+            self.send({"op": "http", "id": number, "method": method, "path": path, "headers": headers,
+                       **encode_body(body)})  # fmt: skip
+            return await answer
+        finally:
+            self.pending.pop(number, None)
+
+    def answered(self, message: dict[str, Any]) -> None:
+        answer = self.pending.get(message.get("id"))  # type: ignore[arg-type]
+        if answer is not None and not answer.done():  # not a request given up on (its row timed out)
+            answer.set_result(message)
+
+
+def route_to_stage(origin: str, pipe: StagePipe) -> None:
+    """Requests of the OpenAI clients' HTTP stack (httpx2) to `origin` (the stage's LLM proxy, host:port) go over
+    `pipe`; the client's own steps (headers, auth, retries, the row header above) are unchanged."""
+    try:
+        import httpx2
+    except ImportError:
+        return
+    handle = httpx2.AsyncHTTPTransport.handle_async_request
+
+    async def handle_async_request(self: Any, request: Any) -> Any:
+        if f"{request.url.host}:{request.url.port}" != origin:
+            return await handle(self, request)
+        body = await request.aread()
+        answer = await pipe.request(request.method, request.url.raw_path.decode("ascii"),
+                                    dict(request.headers.items()), body)  # fmt: skip
+        headers = {"content-type": answer.get("content_type") or "application/json"}
+        if answer.get("give_up"):
+            headers["x-should-retry"] = "false"
+        return httpx2.Response(int(answer["status"]), headers=headers, content=decode_body(answer), request=request)
+
+    httpx2.AsyncHTTPTransport.handle_async_request = handle_async_request
 
 
 class WorkflowLoadError(Exception):
@@ -154,6 +240,33 @@ def jsonable(value: Any) -> Any:
                                   else str(v)))  # fmt: skip
 
 
+async def execute(create: Any, inputs: dict[str, Any], timeout_s: float | None = None) -> tuple[Any, Any, Any]:
+    """One row on a fresh workflow from `create()`: (outputs, None, aggregation inputs), or (None, its error, {})
+    when it failed or ran past `timeout_s`. The worker, and the Azure ML entry and scoring scripts
+    (stages/templates/maf_azure/), run rows with it."""
+    try:
+        workflow = create()
+        run = workflow.run(message_for(workflow, inputs))
+        result = await (asyncio.wait_for(run, timeout_s) if timeout_s else run)
+        outputs = jsonable(outputs_of(result))
+        return outputs, None, outputs.pop(AGGREGATION_KEY, {})
+    except TimeoutError:
+        return None, f"row timed out after {timeout_s:g} s", {}
+    except Exception as exc:  # the row's error, the run goes on
+        return None, f"{type(exc).__name__}: {exc}", {}
+
+
+def load_package(folder: Path) -> tuple[Any, dict[str, Any]]:
+    """An Azure ML package (stages/engine/maf/azure.py) as its PRS entry and score.py load it: the workflow factory
+    bound to the variant's params, and llmops_run.json (its `env` set where the job or deployment did not)."""
+    settings = json.loads((folder / "llmops_run.json").read_text(encoding="utf-8"))
+    for key, value in settings.get("env", {}).items():  # the LLM's endpoint and model (never a key)
+        os.environ.setdefault(key, value)
+    module = load_module(folder / "flow")
+    params = accepted(module.create_workflow, settings["params"])
+    return lambda: module.create_workflow(**params), settings
+
+
 class Worker:
     def __init__(self, init: dict[str, Any], send: Any) -> None:
         self.flow = Path(init["flow"]).resolve()
@@ -163,12 +276,15 @@ class Worker:
         self.slots = asyncio.Semaphore(int(init.get("concurrency") or 1))
         self.send = send
         os.environ.update(self.env)
+        self.pipe = StagePipe(send)
+        if init.get("proxy"):
+            route_to_stage(str(init["proxy"]), self.pipe)
         self.module = load_module(self.flow)
         self.factory_params = accepted(self.module.create_workflow, self.params)
         self.aggregate_fn = getattr(self.module, "aggregate", None)
-        self.create(None)  # fails at load, not on every row, when create_workflow itself is broken
+        self.create()  # fails at load, not on every row, when create_workflow itself is broken
 
-    def create(self, row_id: str | None) -> Any:
+    def create(self) -> Any:
         """A fresh workflow (see the module's docstring)."""
         return self.module.create_workflow(**self.factory_params)
 
@@ -176,16 +292,7 @@ class Worker:
         ROW.set(row_id)  # this task's context: its requests name the row
         async with self.slots:
             started = time.perf_counter()
-            try:
-                workflow = self.create(row_id)
-                run = workflow.run(message_for(workflow, inputs))
-                result = await (asyncio.wait_for(run, self.timeout_s) if self.timeout_s else run)
-                outputs, error = jsonable(outputs_of(result)), None
-                aggregation = outputs.pop(AGGREGATION_KEY, {})
-            except TimeoutError:
-                outputs, error, aggregation = None, f"row timed out after {self.timeout_s:g} s", {}
-            except Exception as exc:  # the row's error, the run goes on
-                outputs, error, aggregation = None, f"{type(exc).__name__}: {exc}", {}
+            outputs, error, aggregation = await execute(self.create, inputs, self.timeout_s)
             self.send({"op": "result", "id": row_id, "outputs": outputs, "error": error,
                        "latency_s": time.perf_counter() - started, "aggregation_inputs": aggregation})  # fmt: skip
 
@@ -220,11 +327,14 @@ async def serve(lines: asyncio.Queue[str | None], send: Any) -> int:
             task = asyncio.create_task(worker.row(str(message["id"]), message["inputs"]))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+        elif message["op"] == "http":
+            worker.pipe.answered(message)
         elif message["op"] == "aggregate":
             await asyncio.gather(*tasks)
             worker.aggregate(message["inputs"], message["outputs"], message.get("aggregation_inputs") or [])
         elif message["op"] == "end":
             break
+    worker.pipe.close("the stage ended the worker's input: no LLM answer can come back")
     await asyncio.gather(*tasks)
     return 0
 

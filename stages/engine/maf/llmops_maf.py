@@ -1,4 +1,6 @@
-"""The runtime of MAF workflows written by `llmops migrate` (copied beside each migrated workflow.py).
+"""The runtime of MAF workflows written by `llmops migrate` (`import llmops_maf as rt`): it lives beside worker.py,
+so it is on the path of every MAF worker (and is copied into the Azure ML packages, stages/engine/maf/azure.py);
+a migrated folder holds only the user's code.
 
 Standalone: it imports agent_framework, jinja2 and yaml (the MAF environment's pins), never promptflow. Each node
 of the prompt flow DAG is an Executor; the row's state ({"inputs", "nodes", "bypassed"}) travels along the edges
