@@ -32,7 +32,9 @@ SCRATCH = REPO / ".llmops" / "test-migrate"  # inside the project: ruff formats 
 
 @pytest.fixture
 def scratch(tmp_path: Path) -> Path:
-    folder = SCRATCH / tmp_path.name
+    # One folder per xdist worker's test (tmp_path names repeat across workers), at the depth the flows' relative
+    # paths to the project (../../../../stages/...) expect.
+    folder = SCRATCH / f"{tmp_path.parent.name}-{tmp_path.name}"
     folder.mkdir(parents=True, exist_ok=True)
     yield folder
     shutil.rmtree(folder, ignore_errors=True)

@@ -1,17 +1,16 @@
 """`llmops migrate <use_case>`: a prompt flow flow (DAG, or a folder of .prompty files) as a MAF workflow folder,
 deterministically, with no LLM.
 
-The flow folder is copied beside the original (`<flow>_maf`): prompts and tool code verbatim, every other file
-too, plus `workflow.py` (written here) and `MIGRATION.md` (what was converted and what was not); the runtime it
-imports, stages/engine/maf/llmops_maf.py, is on the MAF worker's path. In workflow.py each DAG node is an Executor class:
-`llm` nodes render their template and call the connection's chat completions API with their params, `prompt`
-nodes render theirs, `python` nodes call the copied tool function; edges come from the `${...}` references (a
-node with several upstream nodes is a fan-in); `activate` conditions bypass nodes as prompt flow does;
-`aggregation: true` nodes become `aggregate(inputs, outputs)`, the evaluation pattern. The variant's LLM node
-(`llm_node`, or the only LLM node) takes `create_workflow(prompt=..., **params)`. A prompty flow is one LLM node
-that reads the variant's .prompty file. A node or setting that cannot be converted is listed (node, reason) in
-the result and MIGRATION.md, and the node becomes an Executor that fails its rows with that reason: nothing is
-dropped silently.
+The flow folder is copied beside the original (`<flow>_maf`): prompts and tool code verbatim, every other file too,
+plus `workflow.py` (written here) and `MIGRATION.md` (what was converted and what was not); the runtime it imports,
+stages/engine/maf/llmops_maf.py, is on the MAF worker's path. In workflow.py each DAG node is an Executor class:
+`llm` nodes render their template and call the connection's chat completions API with their params, `prompt` nodes
+render theirs, `python` nodes call the copied tool function; edges come from the `${...}` references (a node with
+several upstream nodes is a fan-in); `activate` conditions bypass nodes as prompt flow does; `aggregation: true`
+nodes become `aggregate(inputs, outputs)`, the evaluation pattern. The variant's LLM node (`llm_node`, or the only
+LLM node) takes `create_workflow(prompt=..., **params)`. A prompty flow is one LLM node that reads the variant's
+.prompty file. A node or setting that cannot be converted is listed (node, reason) in the result and MIGRATION.md,
+and the node becomes an Executor that fails its rows with that reason: nothing is dropped silently.
 """
 
 from __future__ import annotations
