@@ -398,6 +398,10 @@ REPRODUCED_FIXTURES = {"reproduced", "reproduced_build"}
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The embedded model's tests take minutes each: they start first, so that no worker ends on one alone. xdist
+    # deals the first tests in consecutive chunks, so one worker runs them one after the other (never two llama.cpp
+    # servers at once) while the others take the fast tests. Stable sort: file order otherwise.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     needs = [item for item in items if REPRODUCED_FIXTURES & set(getattr(item, "fixturenames", ()))]
     if not needs or config.option.collectonly:
         return
