@@ -5,6 +5,7 @@ an empty `evaluators:`, a `staging` overlay with its own dataset and mappings), 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -169,15 +170,47 @@ def test_an_experiment_name_that_is_no_use_case_name_stops_before_copying(projec
     assert project.sh("git", "status", "--porcelain").stdout == ""
 
 
-def test_an_experiment_without_evaluators_says_how_to_add_one(tmp_path: Path) -> None:
+def test_an_experiment_without_evaluators_runs_with_the_operational_evaluation_and_says_how_to_add_one(
+    project: Project, stub_llm: StubLLM, tmp_path: Path
+) -> None:
+    """Missing `evaluators` is allowed (the template's parser allows it): the use case is evaluated by the built-in
+    operational evaluation (no ground truth: is there an answer?), in every env, and the output says how to add an
+    evaluator."""
+    stub_llm.rules.write_text(json.dumps({"Classify the support ticket summary": "Billing"}))
     folder = _copy(tmp_path)
     text = (folder / "experiment.yaml").read_text()
     (folder / "experiment.yaml").write_text(text[: text.index("evaluators:")])
-    with pytest.raises(importer.ExperimentImportError) as caught:
-        importer.import_experiment(tmp_path / "project", folder)
-    message = str(caught.value)
-    assert message.startswith("experiment.yaml: evaluators: none")
-    assert "datasets: [{name: tickets_train, mappings:" in message and "llmops add-use-case" in message
+    (folder / "experiment.staging.yaml").unlink()
+    out = project.sh("llmops", "import-experiment", str(folder), "--llm-node", "classify_intent").stdout
+    assert "as use case support_intent;" in out
+    assert ("experiment.yaml: datasets[0]: runs the standard flow on 'tickets_train', evaluated by no evaluator "
+            "(stages/templates/operational): data/tickets_train.jsonl (6 rows, tickets.jsonl)") in out  # fmt: skip
+    assert "headline metric answered: the share of rows answered" in out
+    assert "label: priority (shown as the expected value in the report" in out  # the column no flow input reads
+    todo = next(line for line in out.splitlines() if "evaluators: none" in line)
+    assert "to do  experiment.yaml: evaluators: none, so support_intent is evaluated operationally only" in todo
+    assert ("copy your evaluation flow to use_cases/support_intent/flows/<evaluation flow>, then in "
+            "conf/use_cases/support_intent.yaml set eval_flow: use_cases/support_intent/flows/<evaluation flow>, "
+            "evaluate.mapping:") in todo  # fmt: skip
+    assert "`dvc repro report@support_intent`" in todo and "Or add `evaluators:` to experiment.yaml" in todo
+    config = yaml.safe_load((project.root / "conf/use_cases/support_intent.yaml").read_text())["support_intent"]
+    assert config["eval_flow"] == "stages/templates/operational"  # used where it is, not copied
+    assert not (project.root / "use_cases/support_intent/flows/operational").exists()
+    assert config["evaluate"]["mapping"] == {"prediction": "outputs.intent"}
+    assert config["metrics"] == {"answered": "answered"} and config["report"]["correct"] == "answered"
+    assert config["data"]["label"] == "priority"
+
+    project.params("env=pr")  # the pr overlay (an empty `evaluators:`, its own dataset): evaluated the same way
+    ran = set(project.repro("report@support_intent"))
+    assert ran == {f"{stage}@support_intent" for stage in ("prepare", "run", "evaluate", "report")}
+    metrics = json.loads((project.root / "data/support_intent/eval/metrics.json").read_text())
+    assert metrics["headline"]["answered"]["value"] == 1.0
+    assert metrics["answered_rate"] == 1.0 and metrics["rows"] == 6  # logged by its aggregation
+    spec = importlib.util.spec_from_file_location("answered", project.root / "stages/templates/operational/answered.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    answers = ("x", " ", None, [], {}, ["a"], 0)  # a blank text, None and an empty list or object are no answer
+    assert [module.answered(a) for a in answers] == [True, False, False, False, False, True, True]
 
 
 @pytest.mark.parametrize(

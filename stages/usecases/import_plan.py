@@ -16,6 +16,9 @@ from stages.usecases import flow_facts
 
 _REFERENCE = re.compile(r"^\$\{([^}]*)\}$")
 _NUMBERS = ("int", "double", "float", "number")
+# The evaluation of an experiment that names no evaluators: shipped with the toolkit, used where it is (not copied).
+OPERATIONAL_EVAL = Path(__file__).resolve().parents[1] / "templates" / "operational"
+OPERATIONAL_EVAL_AT = "stages/templates/operational"  # the same folder, as the use case's config names it
 
 
 class ExperimentImportError(ValueError):
@@ -129,6 +132,24 @@ def pairings(experiment: exp.Experiment, file: str) -> tuple[list[Pairing], list
             std_where = f"{file}: datasets[{experiment.datasets.index(standard)}]"
             found.append(Pairing(evaluator, d, mapped, standard, where, std_where))
     return found, notes
+
+
+def operational_evaluator(experiment: exp.Experiment, facts: flow_facts.FlowFacts, file: str) -> exp.Evaluator:
+    """The evaluator of an experiment that names none: the built-in operational evaluation (is there an answer?) of
+    the flow's first output, on every standard dataset."""
+    output = next(iter(facts.outputs or {"output": None}))
+    mappings = {"prediction": f"${{run.outputs.{output}}}"}
+    datasets = tuple(exp.MappedDataset(d.dataset, mappings) for d in experiment.datasets)
+    return exp.Evaluator("operational", datasets, OPERATIONAL_EVAL, f"{file}: evaluators (none)")
+
+
+def _operational_label(rows: list[dict[str, Any]], flow_columns: set[str]) -> str:
+    """The column shown as a row's expected value when nothing is evaluated against one: the first column no flow
+    input reads that every row fills, else the first input's column."""
+    for column in rows[0]:
+        if column not in flow_columns and all(row.get(column) not in (None, "", []) for row in rows):
+            return column
+    return next(column for column in rows[0] if column in flow_columns)
 
 
 def _rows_of(dataset: exp.Dataset, folder: Path, where: str, max_row_bytes: int) -> tuple[list[dict[str, Any]], Path]:
@@ -297,6 +318,12 @@ def plan(pairing: Pairing, folder: Path, facts: flow_facts.FlowFacts, file_name:
     elif constants := [s.removeprefix("data.") for s in mapping.values() if s.startswith("data.const_")]:
         label = constants[0]
         notes.append(f"label: {label} (a literal value: the evaluator maps no data column besides the flow's inputs)")
+    elif pairing.evaluator.path == OPERATIONAL_EVAL:
+        label = _operational_label(rows, flow_columns)
+        notes.append(
+            f"label: {label} (shown as the expected value in the report; the operational evaluation reads no ground "
+            "truth)"
+        )
     else:
         raise ExperimentImportError(
             f"{pairing.where}.mappings: no ${{data.<column>}} besides the flow's inputs: "

@@ -11,7 +11,16 @@ from stages import engine
 from stages.data import datasets
 from stages.usecases import catalogue, flow_facts
 from stages.usecases import experiment as exp
-from stages.usecases.import_plan import ExperimentImportError, Pairing, Plan, choose_correct, rows_text, short
+from stages.usecases.import_plan import (
+    OPERATIONAL_EVAL,
+    OPERATIONAL_EVAL_AT,
+    ExperimentImportError,
+    Pairing,
+    Plan,
+    choose_correct,
+    rows_text,
+    short,
+)
 
 
 def variants_of(facts: flow_facts.FlowFacts) -> tuple[dict[str, Any], str]:
@@ -85,23 +94,36 @@ def use_case_spec(
     pairing: Pairing,
     by_env: dict[str, Plan],
     files: dict[str, str],
-    flows: Mapping[Path, Path],
+    located: Mapping[Path, str],
     facts: flow_facts.FlowFacts,
     overlays: Mapping[str, exp.Experiment],
     folder: Path,
     llm_node: str | None,
     relative: str,
 ) -> tuple[catalogue.UseCaseSpec, list[str]]:
-    """The config of one use case (its files under `relative`, use_cases/<name>) and the notes on every choice."""
+    """The config of one use case (its data under `relative`, use_cases/<name>) and the notes on every choice;
+    `located` is where each flow is in the project (under `relative`, or the built-in operational evaluation)."""
     base_plan = by_env[""]
     eval_facts = flow_facts.read(base_plan.eval_flow)
     correct, metrics, why = choose_correct(eval_facts, short(str(eval_facts.file), folder))
+    operational = base_plan.eval_flow == OPERATIONAL_EVAL
+    if operational:
+        metrics = {"answered": "answered"}
+        why = (
+            f"{pairing.evaluator.where}: evaluated by the built-in operational evaluation ({OPERATIONAL_EVAL_AT}): "
+            "correct: answered (a non-empty answer); headline metric answered: the share of rows answered"
+        )
+    evaluated_by = (
+        f"'{pairing.evaluator.name}' ({short(str(base_plan.eval_flow), folder)}) on '{pairing.eval_data.dataset.name}'"
+        if not operational
+        else f"no evaluator ({OPERATIONAL_EVAL_AT})"
+    )
     outputs = [s.removeprefix("outputs.") for s in base_plan.mapping.values() if s.startswith("outputs.")]
     prediction = outputs[0] if outputs else next(iter(facts.outputs or {"output": None}))
+    where = pairing.standard_where if operational else pairing.where
     notes = [
-        f"{pairing.where}: runs the standard flow on '{pairing.standard.dataset.name}', evaluated by "
-        f"'{pairing.evaluator.name}' ({short(str(base_plan.eval_flow), folder)}) on "
-        f"'{pairing.eval_data.dataset.name}': data/{files['']} ({rows_text(len(base_plan.rows))}, {base_plan.sources})",
+        f"{where}: runs the standard flow on '{pairing.standard.dataset.name}', evaluated by {evaluated_by}: "
+        f"data/{files['']} ({rows_text(len(base_plan.rows))}, {base_plan.sources})",
         why,
     ]
     if not outputs:
@@ -116,11 +138,19 @@ def use_case_spec(
             f"evaluate.judges: {', '.join(judges)}: the evaluation flow's LLM is the judge LLM "
             "(conf/config.yaml llm@judge)"
         )
+    json_answers = bool(judges and eval_facts.json_parsers)
+    if json_answers:
+        notes.append(
+            f"evaluate.json_answers: true ({', '.join(eval_facts.json_parsers)} of "
+            f"{short(str(base_plan.eval_flow), folder)} parse(s) an answer with json.loads): the judge's requests ask "
+            "for a JSON object (response_format on the chat API; a JSON grammar on llama.cpp's completion API, "
+            "conf/llm/local.yaml json_grammar), so a model that does not follow the prompt's format still answers JSON"
+        )
     per_env: dict[str, dict[str, object]] = {}
     for env, env_plan in by_env.items():
         changes: dict[str, object] = {}
         if env and env_plan.eval_flow != base_plan.eval_flow:
-            changes["eval_flow"] = f"{relative}/{flows[env_plan.eval_flow]}"
+            changes["eval_flow"] = located[env_plan.eval_flow]
         if env and env_plan.inputs != base_plan.inputs:
             changes["inputs"] = dict(env_plan.inputs)
         if env and env_plan.mapping != base_plan.mapping:
@@ -132,8 +162,8 @@ def use_case_spec(
     spec = catalogue.UseCaseSpec(
         name=use_case,
         dataset=f"{relative}/data/{files['']}",
-        flow=f"{relative}/{flows[facts.path]}",
-        eval_flow=f"{relative}/{flows[base_plan.eval_flow]}",
+        flow=located[facts.path],
+        eval_flow=located[base_plan.eval_flow],
         inputs=dict(base_plan.inputs),
         label=base_plan.label,
         mapping=dict(base_plan.mapping),
@@ -142,6 +172,7 @@ def use_case_spec(
         metrics=metrics,
         llm_node=llm_node,
         judges=judges,
+        json_answers=json_answers,
         datasets_by_env={env: f"{relative}/data/{f}" for env, f in files.items() if env and f != files[""]} or None,
         by_env=per_env or None,
     )

@@ -28,11 +28,14 @@ from stages.core.project import load_params
 from stages.usecases import catalogue, flow_facts
 from stages.usecases import experiment as exp
 from stages.usecases.import_plan import (
+    OPERATIONAL_EVAL,
+    OPERATIONAL_EVAL_AT,
     ExperimentImportError,
     ImportResult,
     NotMappable,
     Pairing,
     Plan,
+    operational_evaluator,
     pairings,
     plan,
     short,
@@ -184,16 +187,14 @@ def import_experiment(
             f"{base_file}: flow: {facts.path} is a .prompty file; the template runs flow "
             "folders (flow.dag.yaml or flow.flex.yaml)"
         )
+    operational = not base.evaluators  # the built-in operational evaluation; the output says how to add one
+    if operational:
+        base.evaluators = [operational_evaluator(base, facts, base_file)]
+        for overlay in overlays.values():
+            if not overlay.evaluators:
+                overlay.evaluators = [operational_evaluator(overlay, facts, short(overlay.files[-1], folder))]
     base_pairs, unpaired = pairings(base, base_file)
     result.not_mapped += unpaired
-    if not base.evaluators:
-        raise ExperimentImportError(
-            f"{base_file}: evaluators: none, and a use case of this project is evaluated. Add one to "
-            f"experiment.yaml (evaluators: [{{name: ..., flow: flows/<evaluation flow>, datasets: [{{name: "
-            f"{base.datasets[0].dataset.name}, mappings: {{<eval input>: '${{data.<column>}}', <eval input>: "
-            "'${run.outputs.<output>}'}}]}]) and import again, or import the flow with `llmops add-use-case "
-            "--eval-flow ...`"
-        )
     evaluated = {p.standard.dataset.name for p in base_pairs}
     for mapped in base.datasets:
         if mapped.dataset.name not in evaluated:
@@ -219,6 +220,8 @@ def import_experiment(
         )
 
     names = _use_case_names(name, slug(base.name), runnable)
+    if operational:
+        result.next_steps.append(_add_an_evaluator(base_file, names, result.folder))
     for use_case in names:
         catalogue.check_name(use_case)
         if (root / "conf" / "use_cases" / f"{use_case}.yaml").exists():
@@ -242,9 +245,12 @@ def import_experiment(
     for use_case, pairing, by_env in zip(names, runnable, plans, strict=True):
         files = {env: file_for(env_plan) for env, env_plan in by_env.items()}
         for env_plan in by_env.values():
-            flows.setdefault(env_plan.eval_flow, relative_in(env_plan.eval_flow, folder, pairing.evaluator.where))
+            if env_plan.eval_flow != OPERATIONAL_EVAL:  # the built-in evaluation is used where it is
+                flows.setdefault(env_plan.eval_flow, relative_in(env_plan.eval_flow, folder, pairing.evaluator.where))
+        located = {flow: f"{result.folder}/{relative}" for flow, relative in flows.items()}
+        located[OPERATIONAL_EVAL] = OPERATIONAL_EVAL_AT
         spec, notes = use_case_spec(
-            use_case, pairing, by_env, files, flows, facts, overlays, folder, llm_node, result.folder
+            use_case, pairing, by_env, files, located, facts, overlays, folder, llm_node, result.folder
         )
         specs.append(
             replace(
@@ -274,6 +280,24 @@ def import_experiment(
     result.not_mapped = [short(n, folder) for n in result.not_mapped]
     result.choices = {uc: [short(n, folder) for n in notes] for uc, notes in result.choices.items()}
     return _commit(root, folder, target, flows, file_names, specs, result, compose, max_row_bytes)
+
+
+def _add_an_evaluator(base_file: str, names: list[str], folder: str) -> str:
+    """What to do to evaluate use cases imported without an evaluator, exactly."""
+    uc = names[0]
+    return (
+        f"{base_file}: evaluators: none, so {', '.join(names)} {'is' if len(names) == 1 else 'are'} evaluated "
+        f"operationally only ({OPERATIONAL_EVAL_AT}: answered, the share of rows with a non-empty answer; the run's "
+        "latency, tokens, cost and errors as for every use case). To add an evaluator: copy your evaluation flow to "
+        f"{folder}/flows/<evaluation flow>, then in conf/use_cases/{uc}.yaml set eval_flow: "
+        f"{folder}/flows/<evaluation flow>, evaluate.mapping: {{<evaluation input>: data.<column> or "
+        "outputs.<flow output>, ...}, data.label: <the ground-truth column>, report.correct: <the evaluation "
+        "output that marks a row correct> and metrics: {accuracy: <that output>}; then `llmops params` and "
+        f"`dvc repro report@{uc}`. Or add `evaluators:` to {base_file} (evaluators: [{{name: <name>, flow: "
+        "flows/<evaluation flow>, datasets: [{name: <dataset>, mappings: {<evaluation input>: '${data.<column>}', "
+        f"<evaluation input>: '${{run.outputs.<output>}}'}}}}]}}]), remove {folder}/, "
+        f"conf/use_cases/{uc}.yaml and {uc} in conf/config.yaml's use_cases list, and import again"
+    )
 
 
 def _commit(
