@@ -159,6 +159,35 @@ def test_an_experiment_that_maps_no_flow_input_stops_before_copying(project: Pro
     _clean(project)
 
 
+def test_an_experiment_that_maps_no_flow_input_reads_the_columns_named_as_inputs(
+    project: Project, tmp_path: Path
+) -> None:
+    """The template's chat_with_pdf maps `math_question`, no input of its flow, whose inputs all have defaults:
+    prompt flow runs every row on the defaults. The rows have columns named as the inputs: those are read, and said."""
+    folder = _copy(tmp_path)
+    for env in ("staging", "pr"):
+        (folder / f"experiment.{env}.yaml").unlink()
+    flow = folder / "flows/experiment/flow.dag.yaml"
+    text = flow.read_text().replace("  message:\n    type: string\n", "  ticket_text:\n    type: string\n"
+                                    "    default: hello\n", 1)  # fmt: skip
+    flow.write_text(text.replace("${inputs.message}", "${inputs.ticket_text}"))
+    experiment = folder / "experiment.yaml"
+    mapped = '    message: "${data.ticket_text}"\n    history: "${data.chat_history}"\n'
+    experiment.write_text(experiment.read_text().replace(mapped, '    math_question: "${data.ticket_text}"\n', 1))
+    out = project.sh("llmops", "import-experiment", str(folder)).stdout
+    assert (
+        "NOT MAPPED experiment.yaml: datasets[0].mappings.math_question: flows/experiment/flow.dag.yaml has no input"
+        in (out)
+    )
+    assert ("warning: experiment.yaml: datasets[0].mappings: maps no input of flows/experiment/flow.dag.yaml (inputs: "
+            "ticket_text, history); prompt flow would run every row on the flow's defaults. The inputs the rows have a "
+            "column of the same name for read it, unlike prompt flow (ticket_text: '${data.ticket_text}')"
+            ) in out  # fmt: skip
+    assert "flow input history is not mapped: every row runs on its default" in out
+    config = yaml.safe_load((project.root / "conf/use_cases/support_intent.yaml").read_text())["support_intent"]
+    assert config["data"]["inputs"] == ["ticket_text"]
+
+
 def test_an_experiment_name_that_is_no_use_case_name_stops_before_copying(project: Project, tmp_path: Path) -> None:
     folder = _copy(tmp_path)
     text = (folder / "experiment.yaml").read_text()

@@ -214,18 +214,25 @@ def plan(pairing: Pairing, folder: Path, facts: flow_facts.FlowFacts, file_name:
                 f"{std_key}: flow input {flow_input} (no default, not mapped) reads the column "
                 f"{flow_input}, as prompt flow does"
             )
+    if facts.inputs and not inputs:  # prompt flow would run every row on the same defaults: nothing to compare
+        by_name = {name: name for name, (kind, _) in facts.inputs.items() if name in columns and kind != "object"}
+        if not by_name:
+            raise ExperimentImportError(
+                f"{std_key}: maps no input of {short(str(facts.file), folder)} (inputs: {', '.join(facts.inputs)}), "
+                "and each has a default, so every row would run on the defaults, as prompt flow runs it, and the rows "
+                "have no column named as an input: map the inputs the rows vary"
+            )
+        inputs.update(by_name)
+        shown = ", ".join(f"{name}: '${{data.{name}}}'" for name in by_name)
+        notes.append(
+            f"warning: {std_key}: maps no input of {short(str(facts.file), folder)} (inputs: "
+            f"{', '.join(facts.inputs)}); prompt flow would run every row on the flow's defaults. The inputs the rows "
+            f"have a column of the same name for read it, unlike prompt flow ({shown}); write these mappings in "
+            f"{pairing.standard_where.partition(':')[0] or 'experiment.yaml'} to say so"
+        )
     for flow_input, (_, required) in facts.inputs.items():
         if not required and flow_input not in inputs:
             notes.append(f"flow input {flow_input} is not mapped: every row runs on its default")
-    if facts.inputs and not inputs:  # prompt flow would run every row on the same defaults: nothing to compare
-        shared = [name for name in facts.inputs if name in columns]  # every input the rows have a column for
-        hint = f" (the rows have columns for {', '.join(f'{n}: ${{data.{n}}}' for n in shared)})" if shared else ""
-        raise ExperimentImportError(
-            f"{std_key}: maps no input of {short(str(facts.file), folder)} (inputs: {', '.join(facts.inputs)}), "
-            f"and each has a default, so every row would run on the defaults, as prompt flow runs it: map the "
-            f"inputs the rows vary{hint}"
-        )
-
     same = not pairing.eval_data.dataset.is_eval
     if same:
         eval_rows, eval_path = std_rows, std_path
