@@ -159,12 +159,36 @@ def test_a_judge_whose_answer_is_parsed_as_json_is_asked_for_a_json_object(stub_
     assert sent["path"] == "/v1/chat/completions" and sent["body"]["response_format"] == {"type": "json_object"}
 
 
+def test_a_flows_own_embedding_requests_are_answered_offline(stub_llm: StubLLM, tmp_path: Path) -> None:
+    """The template's chat_with_pdf embeds with its own OpenAI client (text-embedding-ada-002, into a 1536-wide faiss
+    index); llama.cpp serving Gemma has no /embeddings. With `local_embeddings` the proxy answers them with the
+    offline all-MiniLM-L6-v2, zero-padded to the model's 1536 dimensions (distances kept), cached like any answer."""
+    import numpy as np
+    from openai import OpenAI
+
+    from stages.data import embeddings
+
+    with proxy_for(stub_llm, tmp_path, stub_connection(stub_llm, local_embeddings=True)) as proxy:
+        proxy.embeddings = embeddings.openai_answer
+        client = OpenAI(base_url=proxy.base_url(), api_key="sk-test-key", max_retries=0)  # base64, the SDK's default
+        texts = ["BERT is a language model.", "Batteries last longer when kept cool."]
+        first = client.embeddings.create(model="text-embedding-ada-002", input=texts)
+        again = client.embeddings.create(model="text-embedding-ada-002", input=texts)
+        status, _, refused = post_json(f"{proxy.base_url()}/embeddings", {"model": "m", "input": [[1, 2]]})
+    vectors = np.array([item.embedding for item in first.data], dtype=np.float32)
+    assert vectors.shape == (2, 1536) and not vectors[:, 384:].any()
+    assert np.allclose(vectors[:, :384], embeddings.encode(texts), atol=1e-6)
+    assert [item.embedding for item in again.data] == [item.embedding for item in first.data]
+    assert proxy.total.hits == 1 and stub_llm.requests() == []  # the endpoint never asked
+    assert status == 400 and "token ids are not read" in json.dumps(refused)
+
+
 def test_conf_local_bounds_answers_and_takes_a_json_grammar() -> None:
     import yaml
 
     for config in (yaml.safe_load((REPO / "conf/llm/local.yaml").read_text()), yaml.safe_load(
             (REPO / "params.yaml").read_text())["judge"]):  # fmt: skip
-        assert (config["default_max_tokens"], config["json_grammar"]) == (256, True)
+        assert (config["default_max_tokens"], config["json_grammar"], config["local_embeddings"]) == (256, True, True)
 
 
 def test_a_request_that_times_out_says_what_to_raise(stub_llm: StubLLM) -> None:

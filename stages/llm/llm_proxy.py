@@ -144,6 +144,9 @@ class LLMProxy:
         self.name = "primary"  # the connection's name, recorded as `llmops.answered_by`
         # tried in order when the endpoint gave up: (name, its proxy and connection, or a fixed response)
         self.fallbacks: list[tuple[str, LLMProxy | failover.FixedResponse, Connection | None]] = []
+        # answers /embeddings requests here instead of the endpoint (a connection's `local_embeddings`); cached and
+        # counted as any answer; raises ValueError for a request it cannot answer
+        self.embeddings: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def __enter__(self) -> LLMProxy:
         server = _Server(("127.0.0.1", 0), _handler(self))
@@ -327,7 +330,13 @@ class LLMProxy:
     ) -> _Answer:  # fmt: skip
         """Forward a request the cache did not answer; store a 200 answer."""
         self._count(row, requests=1, misses=1)
-        answer = self._forward(method, path, {**headers, REPEAT_HEADER: str(repeat)}, body, row, request)
+        if self.embeddings is not None and path.partition("?")[0].endswith("/embeddings"):
+            try:
+                answer = _Answer(200, json.dumps(self.embeddings(request)).encode())
+            except ValueError as exc:
+                answer = _Answer(400, _error_body(f"llm proxy: {exc}", "llm_proxy_embeddings_refused"))
+        else:
+            answer = self._forward(method, path, {**headers, REPEAT_HEADER: str(repeat)}, body, row, request)
         if answer.status != 200:
             self._count(row, errors=1)
             return answer
