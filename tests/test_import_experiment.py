@@ -370,7 +370,7 @@ def test_checks_choose_the_llm_node_and_list_inputs_and_say_so(root: Path) -> No
     )  # as flows/standard/basic's hello.py: its requests are cached and counted
 
 
-def test_python_nodes_connection_inputs_get_the_run_connection() -> None:
+def test_python_nodes_connection_inputs_get_the_run_connection(tmp_path: Path) -> None:
     from stages import engine
     from stages.llm import connections
 
@@ -381,6 +381,19 @@ def test_python_nodes_connection_inputs_get_the_run_connection() -> None:
         {"name": "qna", "type": "python", "inputs": {"my_connection": "${setup_env.output}"}},  # a reference
     ]}  # fmt: skip
     assert engine.python_connections(dag, connection) == {"setup_env": {"connection": connection}}
+    # the template's chat_with_pdf setup_env takes Union[AzureOpenAIConnection, OpenAIConnection] and builds an Azure
+    # client from an Azure connection (an OpenAI one gets OpenAI(api_version=...), a TypeError): it gets Azure's
+    folder = tmp_path / "flow"
+    folder.mkdir()
+    dag["nodes"][0]["source"] = {"type": "code", "path": "setup_env.py"}
+    tool = "@tool\ndef setup_env(connection: {}, config: dict):\n    pass\n"
+    (folder / "setup_env.py").write_text(tool.format("Union[AzureOpenAIConnection, OpenAIConnection]"))
+    [[bound]] = [inputs.values() for inputs in engine.python_connections(dag, connection, folder).values()]
+    assert (bound.type, bound.api_version, bound.base_url, bound.api_key) == ("azure_openai", "2024-10-21",
+                                                                              connection.base_url, "k")  # fmt: skip
+    for annotation in ("OpenAIConnection", "Union[OpenAIConnection, AzureOpenAIConnection]", "CustomConnection"):
+        (folder / "setup_env.py").write_text(tool.format(annotation))
+        assert engine.python_connections(dag, connection, folder) == {"setup_env": {"connection": connection}}
     # no LLM node: the variant's binding (no node) binds nothing instead of failing the run
     assert engine.all_llm_bindings(Path("."), dag, [engine.LLMBinding(connection=connection)]) == []
 
