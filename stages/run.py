@@ -13,6 +13,7 @@ from stages.core import variants
 from stages.core.conf_schema import ConfError
 from stages.core.io import read_jsonl, write_jsonl, write_text
 from stages.core.project import load_params, project_root, runtime_dir
+from stages.data import embeddings
 from stages.engine.maf import is_maf_flow
 from stages.llm import connections, llm_proxy
 from stages.metrics import cost
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     proxy = llm_proxy.from_params(run.connection, params["llm"], params["llm_cache"], args.cache,
                                   row_of=engine.row_of_request, env=connections.environment(root),
                                   bridge_chat=is_maf_flow(root / use_case["flow"]))  # fmt: skip  # MAF speaks chat
+    if run.connection.local_embeddings:  # a flow's own embedding requests (RAG), answered offline
+        proxy.embeddings = embeddings.openai_answer
     # The dataset's rows are not production traffic: their traces keep the text (secrets are still redacted).
     telemetry = tracing.setup(f"llmops-run-{args.use_case}", args.traces, redactor=pii.Redactor(enabled=False))
     with proxy, telemetry:

@@ -5,6 +5,7 @@ an empty `evaluators:`, a `staging` overlay with its own dataset and mappings), 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -158,6 +159,35 @@ def test_an_experiment_that_maps_no_flow_input_stops_before_copying(project: Pro
     _clean(project)
 
 
+def test_an_experiment_that_maps_no_flow_input_reads_the_columns_named_as_inputs(
+    project: Project, tmp_path: Path
+) -> None:
+    """The template's chat_with_pdf maps `math_question`, no input of its flow, whose inputs all have defaults:
+    prompt flow runs every row on the defaults. The rows have columns named as the inputs: those are read, and said."""
+    folder = _copy(tmp_path)
+    for env in ("staging", "pr"):
+        (folder / f"experiment.{env}.yaml").unlink()
+    flow = folder / "flows/experiment/flow.dag.yaml"
+    text = flow.read_text().replace("  message:\n    type: string\n", "  ticket_text:\n    type: string\n"
+                                    "    default: hello\n", 1)  # fmt: skip
+    flow.write_text(text.replace("${inputs.message}", "${inputs.ticket_text}"))
+    experiment = folder / "experiment.yaml"
+    mapped = '    message: "${data.ticket_text}"\n    history: "${data.chat_history}"\n'
+    experiment.write_text(experiment.read_text().replace(mapped, '    math_question: "${data.ticket_text}"\n', 1))
+    out = project.sh("llmops", "import-experiment", str(folder)).stdout
+    assert (
+        "NOT MAPPED experiment.yaml: datasets[0].mappings.math_question: flows/experiment/flow.dag.yaml has no input"
+        in (out)
+    )
+    assert ("warning: experiment.yaml: datasets[0].mappings: maps no input of flows/experiment/flow.dag.yaml (inputs: "
+            "ticket_text, history); prompt flow would run every row on the flow's defaults. The inputs the rows have a "
+            "column of the same name for read it, unlike prompt flow (ticket_text: '${data.ticket_text}')"
+            ) in out  # fmt: skip
+    assert "flow input history is not mapped: every row runs on its default" in out
+    config = yaml.safe_load((project.root / "conf/use_cases/support_intent.yaml").read_text())["support_intent"]
+    assert config["data"]["inputs"] == ["ticket_text"]
+
+
 def test_an_experiment_name_that_is_no_use_case_name_stops_before_copying(project: Project, tmp_path: Path) -> None:
     folder = _copy(tmp_path)
     text = (folder / "experiment.yaml").read_text()
@@ -169,15 +199,47 @@ def test_an_experiment_name_that_is_no_use_case_name_stops_before_copying(projec
     assert project.sh("git", "status", "--porcelain").stdout == ""
 
 
-def test_an_experiment_without_evaluators_says_how_to_add_one(tmp_path: Path) -> None:
+def test_an_experiment_without_evaluators_runs_with_the_operational_evaluation_and_says_how_to_add_one(
+    project: Project, stub_llm: StubLLM, tmp_path: Path
+) -> None:
+    """Missing `evaluators` is allowed (the template's parser allows it): the use case is evaluated by the built-in
+    operational evaluation (no ground truth: is there an answer?), in every env, and the output says how to add an
+    evaluator."""
+    stub_llm.rules.write_text(json.dumps({"Classify the support ticket summary": "Billing"}))
     folder = _copy(tmp_path)
     text = (folder / "experiment.yaml").read_text()
     (folder / "experiment.yaml").write_text(text[: text.index("evaluators:")])
-    with pytest.raises(importer.ExperimentImportError) as caught:
-        importer.import_experiment(tmp_path / "project", folder)
-    message = str(caught.value)
-    assert message.startswith("experiment.yaml: evaluators: none")
-    assert "datasets: [{name: tickets_train, mappings:" in message and "llmops add-use-case" in message
+    (folder / "experiment.staging.yaml").unlink()
+    out = project.sh("llmops", "import-experiment", str(folder), "--llm-node", "classify_intent").stdout
+    assert "as use case support_intent;" in out
+    assert ("experiment.yaml: datasets[0]: runs the standard flow on 'tickets_train', evaluated by no evaluator "
+            "(stages/templates/operational): data/tickets_train.jsonl (6 rows, tickets.jsonl)") in out  # fmt: skip
+    assert "headline metric answered: the share of rows answered" in out
+    assert "label: priority (shown as the expected value in the report" in out  # the column no flow input reads
+    todo = next(line for line in out.splitlines() if "evaluators: none" in line)
+    assert "to do  experiment.yaml: evaluators: none, so support_intent is evaluated operationally only" in todo
+    assert ("copy your evaluation flow to use_cases/support_intent/flows/<evaluation flow>, then in "
+            "conf/use_cases/support_intent.yaml set eval_flow: use_cases/support_intent/flows/<evaluation flow>, "
+            "evaluate.mapping:") in todo  # fmt: skip
+    assert "`dvc repro report@support_intent`" in todo and "Or add `evaluators:` to experiment.yaml" in todo
+    config = yaml.safe_load((project.root / "conf/use_cases/support_intent.yaml").read_text())["support_intent"]
+    assert config["eval_flow"] == "stages/templates/operational"  # used where it is, not copied
+    assert not (project.root / "use_cases/support_intent/flows/operational").exists()
+    assert config["evaluate"]["mapping"] == {"prediction": "outputs.intent"}
+    assert config["metrics"] == {"answered": "answered"} and config["report"]["correct"] == "answered"
+    assert config["data"]["label"] == "priority"
+
+    project.params("env=pr")  # the pr overlay (an empty `evaluators:`, its own dataset): evaluated the same way
+    ran = set(project.repro("report@support_intent"))
+    assert ran == {f"{stage}@support_intent" for stage in ("prepare", "run", "evaluate", "report")}
+    metrics = json.loads((project.root / "data/support_intent/eval/metrics.json").read_text())
+    assert metrics["headline"]["answered"]["value"] == 1.0
+    assert metrics["answered_rate"] == 1.0 and metrics["rows"] == 6  # logged by its aggregation
+    spec = importlib.util.spec_from_file_location("answered", project.root / "stages/templates/operational/answered.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    answers = ("x", " ", None, [], {}, ["a"], 0)  # a blank text, None and an empty list or object are no answer
+    assert [module.answered(a) for a in answers] == [True, False, False, False, False, True, True]
 
 
 @pytest.mark.parametrize(
@@ -308,7 +370,7 @@ def test_checks_choose_the_llm_node_and_list_inputs_and_say_so(root: Path) -> No
     )  # as flows/standard/basic's hello.py: its requests are cached and counted
 
 
-def test_python_nodes_connection_inputs_get_the_run_connection() -> None:
+def test_python_nodes_connection_inputs_get_the_run_connection(tmp_path: Path) -> None:
     from stages import engine
     from stages.llm import connections
 
@@ -319,6 +381,19 @@ def test_python_nodes_connection_inputs_get_the_run_connection() -> None:
         {"name": "qna", "type": "python", "inputs": {"my_connection": "${setup_env.output}"}},  # a reference
     ]}  # fmt: skip
     assert engine.python_connections(dag, connection) == {"setup_env": {"connection": connection}}
+    # the template's chat_with_pdf setup_env takes Union[AzureOpenAIConnection, OpenAIConnection] and builds an Azure
+    # client from an Azure connection (an OpenAI one gets OpenAI(api_version=...), a TypeError): it gets Azure's
+    folder = tmp_path / "flow"
+    folder.mkdir()
+    dag["nodes"][0]["source"] = {"type": "code", "path": "setup_env.py"}
+    tool = "@tool\ndef setup_env(connection: {}, config: dict):\n    pass\n"
+    (folder / "setup_env.py").write_text(tool.format("Union[AzureOpenAIConnection, OpenAIConnection]"))
+    [[bound]] = [inputs.values() for inputs in engine.python_connections(dag, connection, folder).values()]
+    assert (bound.type, bound.api_version, bound.base_url, bound.api_key) == ("azure_openai", "2024-10-21",
+                                                                              connection.base_url, "k")  # fmt: skip
+    for annotation in ("OpenAIConnection", "Union[OpenAIConnection, AzureOpenAIConnection]", "CustomConnection"):
+        (folder / "setup_env.py").write_text(tool.format(annotation))
+        assert engine.python_connections(dag, connection, folder) == {"setup_env": {"connection": connection}}
     # no LLM node: the variant's binding (no node) binds nothing instead of failing the run
     assert engine.all_llm_bindings(Path("."), dag, [engine.LLMBinding(connection=connection)]) == []
 

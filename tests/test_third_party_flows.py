@@ -18,6 +18,7 @@ from conftest import REPO, Project, StubLLM, post_json
 from stages import engine
 from stages.llm import llm_proxy, upstream
 from stages.llm.connections import Connection
+from stages.usecases import flow_facts
 
 FIXTURES = REPO / "tests" / "fixtures" / "third_party"
 FAST = llm_proxy.RetryPolicy(attempts=5, base_s=0.01, max_s=1)
@@ -121,6 +122,73 @@ def test_a_request_without_max_tokens_gets_the_connections_default(stub_llm: Stu
     [entry] = (tmp_path / "cache").rglob("*.json")  # the bound is part of the key: it changes the answer
     assert entry.stem == llm_proxy.cache_key("/v1/chat/completions", {**chat, "model": "gemma-3-270m",
                                                                         "max_tokens": 64}, 0)  # fmt: skip
+
+
+def test_a_judge_whose_answer_is_parsed_as_json_is_asked_for_a_json_object(stub_llm: StubLLM, tmp_path: Path) -> None:
+    """The template's class_flows and function_flows evaluators `json.loads` their judge's answer, and the base model
+    behind llama.cpp does not keep to the prompt's format (every row failed). With `evaluate.json_answers` (the import
+    sets it when the evaluation flow's code calls json.loads) the judge's requests ask for a JSON object:
+    response_format on the chat API, llama.cpp's JSON grammar on its completion API (`json_grammar`)."""
+    adapter = llm_proxy.RequestAdapter("openai", "gemma", json_answers=True, json_grammar=True)
+    chat = {"messages": [{"role": "user", "content": "Score it. Answer JSON."}]}
+    assert adapter.adapt("/v1/chat/completions", chat)[1]["response_format"] == {"type": "json_object"}
+    assert adapter.adapt("/v1/completions", {"prompt": "a"})[1]["grammar"] == upstream.JSON_GRAMMAR
+    schema = {"type": "json_schema", "json_schema": {"name": "s", "schema": {"type": "object"}}}
+    assert adapter.adapt("/v1/chat/completions", {**chat, "response_format": schema})[1]["response_format"] == schema
+    assert "grammar" not in adapter.adapt("/v1/embeddings", {"input": "a"})[1]
+    no_grammars = llm_proxy.RequestAdapter("openai", "gemma", json_answers=True)  # a hosted completion endpoint
+    assert "grammar" not in no_grammars.adapt("/v1/completions", {"prompt": "a"})[1]
+    not_asked = llm_proxy.RequestAdapter("openai", "gemma", json_grammar=True)
+    assert not_asked.adapt("/v1/completions", {"prompt": "a"})[1] == {"prompt": "a", "model": "gemma"}
+    assert flow_facts.read(FIXTURES / "json_grader").json_parsers == ("judge.py",)
+    assert flow_facts.read(FIXTURES / "flex_grader").json_parsers == ()
+
+    engine.configure(tmp_path / "runtime")
+    stub_llm.script({"statement: concise": '{"score": 4}'})
+    connection = stub_connection(stub_llm, json_grammar=True)
+    proxy = llm_proxy.from_params(connection, {"retry": {"attempts": 2, "base_s": 0.01, "max_s": 1}},
+                                  {"enabled": True, "keep_days": 1}, tmp_path / "cache",
+                                  row_of=engine.row_of_request, json_answers=True)  # fmt: skip
+    with proxy:
+        session = engine.FlowSession(FIXTURES / "json_grader", engine.LLMBinding(proxy.connection(connection)))
+        inputs = [{"answer": "Paris.", "statement": "concise"}]
+        results = engine.in_input_order(session.run_rows([("a", inputs[0])]), ["a"])
+        metrics = session.aggregate(results, inputs)
+    assert results[0].error is None and results[0].outputs == {"score": 4} and metrics == {"average_score": 4.0}
+    [sent] = stub_llm.requests()
+    assert sent["path"] == "/v1/chat/completions" and sent["body"]["response_format"] == {"type": "json_object"}
+
+
+def test_a_flows_own_embedding_requests_are_answered_offline(stub_llm: StubLLM, tmp_path: Path) -> None:
+    """The template's chat_with_pdf embeds with its own OpenAI client (text-embedding-ada-002, into a 1536-wide faiss
+    index); llama.cpp serving Gemma has no /embeddings. With `local_embeddings` the proxy answers them with the
+    offline all-MiniLM-L6-v2, zero-padded to the model's 1536 dimensions (distances kept), cached like any answer."""
+    import numpy as np
+    from openai import OpenAI
+
+    from stages.data import embeddings
+
+    with proxy_for(stub_llm, tmp_path, stub_connection(stub_llm, local_embeddings=True)) as proxy:
+        proxy.embeddings = embeddings.openai_answer
+        client = OpenAI(base_url=proxy.base_url(), api_key="sk-test-key", max_retries=0)  # base64, the SDK's default
+        texts = ["BERT is a language model.", "Batteries last longer when kept cool."]
+        first = client.embeddings.create(model="text-embedding-ada-002", input=texts)
+        again = client.embeddings.create(model="text-embedding-ada-002", input=texts)
+        status, _, refused = post_json(f"{proxy.base_url()}/embeddings", {"model": "m", "input": [[1, 2]]})
+    vectors = np.array([item.embedding for item in first.data], dtype=np.float32)
+    assert vectors.shape == (2, 1536) and not vectors[:, 384:].any()
+    assert np.allclose(vectors[:, :384], embeddings.encode(texts), atol=1e-6)
+    assert [item.embedding for item in again.data] == [item.embedding for item in first.data]
+    assert proxy.total.hits == 1 and stub_llm.requests() == []  # the endpoint never asked
+    assert status == 400 and "token ids are not read" in json.dumps(refused)
+
+
+def test_conf_local_bounds_answers_and_takes_a_json_grammar() -> None:
+    import yaml
+
+    for config in (yaml.safe_load((REPO / "conf/llm/local.yaml").read_text()), yaml.safe_load(
+            (REPO / "params.yaml").read_text())["judge"]):  # fmt: skip
+        assert (config["default_max_tokens"], config["json_grammar"], config["local_embeddings"]) == (256, True, True)
 
 
 def test_a_request_that_times_out_says_what_to_raise(stub_llm: StubLLM) -> None:

@@ -80,6 +80,7 @@ class Evaluate(_Block):
     mapping: dict[str, str]
     mapping_by_env: dict[str, dict[str, str]] | None = None  # per env ("default" too); `mapping` selects one
     judges: dict[str, Judge] = {}
+    json_answers: bool = False  # the judge's requests ask for a JSON answer (the evaluation flow parses it)
 
 
 class Report(_Block):  # the fields of stages.results.reporting.Columns that do not come from `data`

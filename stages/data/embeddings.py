@@ -157,3 +157,43 @@ def pairwise_similarity(left: Sequence[str], right: Sequence[str]) -> list[float
     vectors = encode([*left, *right])
     n = len(left)
     return [float(vectors[i] @ vectors[n + i]) for i in range(n)]
+
+
+# The dimensions of OpenAI's embedding models: an answer in their name is zero-padded to these, so code that sizes its
+# index for the model (the reference template's chat_with_pdf: faiss.IndexFlatL2(1536)) works. Zero padding keeps
+# every distance and cosine similarity.
+OPENAI_DIMENSIONS = {"text-embedding-ada-002": 1536, "text-embedding-3-small": 1536, "text-embedding-3-large": 3072}
+
+
+class EmbeddingRequestError(ValueError):
+    """An /embeddings request this model cannot answer; the message says why."""
+
+
+def openai_answer(request: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI `/embeddings` answer to `request`, computed here with all-MiniLM-L6-v2: `input` a text or a list of
+    texts, `dimensions` (else the requested model's, else 384) at least 384, `encoding_format` float or base64."""
+    import base64
+
+    import numpy as np
+
+    texts = request.get("input")
+    texts = [texts] if isinstance(texts, str) else texts
+    if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
+        raise EmbeddingRequestError("embeddings: `input` must be a text or a list of texts (token ids are not read)")
+    model = str(request.get("model") or MODEL_NAME)
+    size = request.get("dimensions") or OPENAI_DIMENSIONS.get(model, DIMENSIONS)
+    if not isinstance(size, int) or size < DIMENSIONS:
+        raise EmbeddingRequestError(f"embeddings: dimensions {size!r}: {MODEL_NAME} gives {DIMENSIONS}, padded, never cut")
+    vectors = np.zeros((len(texts), size), dtype=np.float32)
+    vectors[:, :DIMENSIONS] = encode(texts)
+    base64_format = request.get("encoding_format") == "base64"
+    data = [
+        {
+            "object": "embedding",
+            "index": i,
+            "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if base64_format else v.tolist(),
+        }
+        for i, v in enumerate(vectors)
+    ]
+    tokens = sum(len(text.split()) for text in texts)  # words: the answer's usage is an estimate
+    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}

@@ -86,18 +86,58 @@ def is_connection_input(name: str, value: Any) -> bool:
     return (name == "connection" or name.endswith("_connection")) and isinstance(value, str) and "${" not in value
 
 
-def python_connections(dag: Mapping[str, Any], connection: Connection | None) -> dict[str, dict[str, Connection]]:
+def python_connections(
+    dag: Mapping[str, Any], connection: Connection | None, folder: Path | None = None
+) -> dict[str, dict[str, Connection]]:
     """The python nodes' connection inputs, each bound to the run's connection: the project's LLM stands in for
-    every connection a flow names (a tool such as the template's setup_env then reads its key from it)."""
+    every connection a flow names (a tool such as the template's setup_env then reads its key from it). A tool
+    parameter annotated with Azure OpenAI's connection type first (the template's setup_env:
+    `Union[AzureOpenAIConnection, OpenAIConnection]`) gets the run's connection as an Azure OpenAI one, whose
+    client the LLM proxy translates, as for a model configuration (`model_configuration`)."""
     if connection is None:
         return {}
     bound: dict[str, dict[str, Connection]] = {}
     for node in dag.get("nodes", []):
         if node.get("type") == "python":
+            source = (node.get("source") or {}).get("path")
             for name, value in (node.get("inputs") or {}).items():
                 if is_connection_input(name, value):
-                    bound.setdefault(node["name"], {})[name] = connection
+                    kind = connection_kind(_tool_annotation(folder / source, name)) if folder and source else None
+                    bound.setdefault(node["name"], {})[name] = _as_kind(connection, kind)
     return bound
+
+
+def connection_kind(annotation: str | None) -> str | None:
+    """`azure_openai` or `openai`: the first of prompt flow's two connection types an annotation names, else None."""
+    text = annotation or ""
+    spots = {"azure_openai": text.find("AzureOpenAIConnection"), "openai": text.replace("Azure", "_____").find(
+        "OpenAIConnection")}  # fmt: skip
+    named = sorted((spot, kind) for kind, spot in spots.items() if spot >= 0)
+    return named[0][1] if named else None
+
+
+def _tool_annotation(path: Path, parameter: str) -> str | None:
+    """The source text of `parameter`'s annotation in the tool file `path` (its first function taking it)."""
+    import ast
+
+    try:
+        module = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in ast.walk(module):
+        if isinstance(node, ast.FunctionDef):
+            for arg in node.args.args + node.args.kwonlyargs:
+                if arg.arg == parameter and arg.annotation is not None:
+                    return ast.unparse(arg.annotation)
+    return None
+
+
+def _as_kind(connection: Connection, kind: str | None) -> Connection:
+    if kind != "azure_openai" or connection.type == "azure_openai":
+        return connection
+    return dataclasses.replace(
+        connection, type="azure_openai", api_version=connection.api_version or DEFAULT_AZURE_API_VERSION
+    )
 
 
 def select_node_variants(flow_file: Path, dag: dict[str, Any], selection: Mapping[str, str]) -> dict[str, str]:

@@ -60,6 +60,11 @@ class Connection:
     # The LLM proxy adds max_tokens to a completion or chat request that has none: a base model served by llama.cpp
     # otherwise generates until its context is full (minutes per request on a CPU). None: requests as they are.
     default_max_tokens: int | None = None
+    # The endpoint takes a llama.cpp GBNF `grammar` on its completion API: a request that must answer JSON gets one.
+    json_grammar: bool = False
+    # The endpoint serves no /embeddings (llama.cpp serving a chat model): the LLM proxy answers them itself with the
+    # project's offline embedding model (stages/data/embeddings.py, set by the run stage).
+    local_embeddings: bool = False
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -120,6 +125,8 @@ def resolve(llm: Mapping[str, Any], env: Mapping[str, str]) -> Connection:
         concurrency=concurrency(llm),
         drop_null_params=flag(llm, "drop_null_params"),
         default_max_tokens=_default_max_tokens(llm),
+        json_grammar=flag(llm, "json_grammar"),
+        local_embeddings=flag(llm, "local_embeddings"),
     )
     redaction.register(*connection.secrets)
     return connection

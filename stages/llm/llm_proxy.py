@@ -112,6 +112,9 @@ class LLMProxy:
         self.name = "primary"  # the connection's name, recorded as `llmops.answered_by`
         # tried in order when the endpoint gave up: (name, its proxy and connection, or a fixed response)
         self.fallbacks: list[tuple[str, LLMProxy | failover.FixedResponse, Connection | None]] = []
+        # answers /embeddings requests here instead of the endpoint (a connection's `local_embeddings`); cached and
+        # counted as any answer; raises ValueError for a request it cannot answer
+        self.embeddings: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def __enter__(self) -> LLMProxy:
         server = _Server(("127.0.0.1", 0), _handler(self))
@@ -292,9 +295,14 @@ class LLMProxy:
     ) -> Answer:  # fmt: skip
         """Forward a request the cache did not answer; store a 200 answer."""
         self._count(row, requests=1, misses=1)
-        answer = self.endpoint.forward(
-            method, path, {**headers, REPEAT_HEADER: str(repeat)}, body, functools.partial(self._count, row), request
-        )
+        if self.embeddings is not None and path.partition("?")[0].endswith("/embeddings"):
+            try:
+                answer = Answer(200, json.dumps(self.embeddings(request)).encode())
+            except ValueError as exc:
+                answer = Answer(400, error_body(f"llm proxy: {exc}", "llm_proxy_embeddings_refused"))
+        else:
+            count = functools.partial(self._count, row)
+            answer = self.endpoint.forward(method, path, {**headers, REPEAT_HEADER: str(repeat)}, body, count, request)
         if answer.status != 200:
             self._count(row, errors=1)
             return answer
@@ -354,14 +362,16 @@ def from_params(
     row_of: Callable[[Mapping[str, str]], str | None] | None = None,
     env: Mapping[str, str] | None = None,
     bridge_chat: bool = False,
+    json_answers: bool = False,
 ) -> LLMProxy:
     """The proxy a stage runs for `connection` (see `for_connection`), with the cache in `cache_dir` when
     `llm_cache.enabled` (the folder is created either way: it is the stage's DVC output).
     `bridge_chat`: chat requests reach a completion-API connection's completion endpoint (chat_bridge.py); the
-    stages set it for MAF workflows, whose clients speak chat (or the Responses API) only."""
+    stages set it for MAF workflows, whose clients speak chat (or the Responses API) only. `json_answers`: requests
+    ask for a JSON object (the evaluate stage, for `evaluate.json_answers`)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     store = CacheStore(cache_dir) if llm_cache["enabled"] else None
-    return for_connection(connection, llm, store, row_of, env, bridge_chat=bridge_chat)
+    return for_connection(connection, llm, store, row_of, env, bridge_chat=bridge_chat, json_answers=json_answers)
 
 
 def for_connection(
@@ -372,12 +382,15 @@ def for_connection(
     env: Mapping[str, str] | None = None,
     fallbacks: bool = True,
     bridge_chat: bool = False,
+    json_answers: bool = False,
 ) -> LLMProxy:
     """The proxy in front of `connection`: `llm.retry`, the connection's timeout and request adaptations (its layout,
-    model, API version, `drop_null_params` and `default_max_tokens`), `store` (None: no cache), and with
-    `fallbacks` the connection's fallbacks (`llm.fallbacks`, their secrets from `env`, default os.environ)."""
+    model, API version, `drop_null_params`, `default_max_tokens`, `json_grammar`; `json_answers`), `store` (None: no
+    cache), and with `fallbacks` the connection's fallbacks (`llm.fallbacks`, their secrets from `env`, default
+    os.environ)."""
     adapter = RequestAdapter(connection.type, connection.model, connection.api_version, connection.drop_null_params,
-                             connection.default_max_tokens, bridge_chat and connection.api == "completion")  # fmt: skip
+                             connection.default_max_tokens, bridge_chat and connection.api == "completion",
+                             json_answers, connection.json_grammar)  # fmt: skip
     proxy = LLMProxy(connection.base_url, store, RetryPolicy.from_params(llm.get("retry")),
                      connection.request_timeout_s, row_of, adapter=adapter)  # fmt: skip
     proxy.name = connection.name

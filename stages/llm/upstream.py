@@ -24,6 +24,15 @@ _INVALID_REQUEST = re.compile(
 )
 _AZURE_ROUTE = re.compile(r"^(?P<base>.*?)/openai/deployments/(?P<deployment>[^/]+)(?P<operation>/[^?]*)(?:\?.*)?$")
 _OPERATIONS = ("/chat/completions", "/completions", "/embeddings")
+# One JSON object, in llama.cpp's GBNF: llama.cpp's own grammars/json.gbnf (MIT), as llama-cpp-python ships it.
+JSON_GRAMMAR = r"""root   ::= object
+value  ::= object | array | string | number | ("true" | "false" | "null") ws
+object ::= "{" ws ( string ":" ws value ("," ws string ":" ws value)* )? "}" ws
+array  ::= "[" ws ( value ("," ws value)* )? "]" ws
+string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" (["\\bfnrt] | "u" [0-9a-fA-F]{4}) )* "\"" ws
+number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9] [1-9]{0,15})? ws
+ws ::= | " " | "\n" [ \t]{0,20}
+"""
 
 
 @dataclass(frozen=True)
@@ -83,7 +92,9 @@ class RequestAdapter:
     to `model` (the connection's: a flow's hard-coded model name does not bypass the run's LLM). With
     `drop_null_params`, top-level null parameters are removed (in the OpenAI API null means "not given"). With
     `default_max_tokens`, a completion or chat request that sets no max_tokens (nor max_completion_tokens) gets
-    that many, before the cache key is computed (the bound changes the answer).
+    that many, before the cache key is computed (the bound changes the answer). With `json_answers` (an evaluation
+    flow that parses its judge's answer as JSON), a chat request without a response_format asks for a JSON object,
+    and so does a completion request without a grammar on an endpoint that takes one (`json_grammar`: llama.cpp).
     """
 
     layout: str | None = None  # None: forward paths as they are
@@ -92,6 +103,8 @@ class RequestAdapter:
     drop_null_params: bool = False
     default_max_tokens: int | None = None
     completion_only: bool = False  # chat requests are bridged to the completion API (stages/llm/chat_bridge.py)
+    json_answers: bool = False
+    json_grammar: bool = False
 
     def adapt(self, path: str, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """The path (with query) and body for the endpoint's layout and model; the same objects when nothing
@@ -112,6 +125,10 @@ class RequestAdapter:
         unbounded = request.get("max_tokens") is None and request.get("max_completion_tokens") is None
         if self.default_max_tokens and unbounded and route.endswith("/completions"):
             request = {**request, "max_tokens": self.default_max_tokens}
+        if self.json_answers and route.endswith("/chat/completions") and not request.get("response_format"):
+            request = {**request, "response_format": {"type": "json_object"}}
+        elif self.json_answers and self.json_grammar and route.endswith("/completions") and not request.get("grammar"):
+            request = {**request, "grammar": JSON_GRAMMAR}
         adapted = route + (f"?{query}" if query else "")
         return (path if adapted == path else adapted), request
 

@@ -151,8 +151,9 @@ def judging(params: Mapping[str, Any], use_case: Mapping[str, Any], root: Path, 
         return Judging()
     connection = connections.resolve(params["judge"], connections.environment(root))
     connections.check_reachable(connection)
+    json_answers = bool(use_case["evaluate"].get("json_answers"))  # the flow parses the judge's answer as JSON
     proxy = llm_proxy.from_params(connection, params["judge"], params["llm_cache"], cache, row_of=engine.row_of_request,
-                                  bridge_chat=bridge_chat)  # fmt: skip
+                                  bridge_chat=bridge_chat, json_answers=json_answers)  # fmt: skip
     price = cost.price_for(params["prices"], connection.model)
     if price is None:
         print(cost.unpriced_warning(f"{label}: judge", connection.model), file=sys.stderr)

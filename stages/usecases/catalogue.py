@@ -42,6 +42,7 @@ class UseCaseSpec:
     judges: tuple[str, ...] = ()  # LLM nodes of the evaluation flow bound to the judge LLM (evaluate.judges)
     by_env: dict[str, dict[str, object]] | None = None  # the envs whose eval_flow / inputs / mapping differ
     metrics: dict[str, str] | None = None  # headline metrics (None: accuracy, the mean of `correct`)
+    json_answers: bool = False  # the evaluation flow parses its judge's answer as JSON (evaluate.json_answers)
     origin: str = "written by `llmops add-use-case`"  # the config's header says where it came from
 
 
@@ -85,6 +86,8 @@ def render_config(spec: UseCaseSpec) -> str:
     evaluate: dict[str, object] = {"mapping": dict(spec.mapping)}
     if spec.judges:
         evaluate["judges"] = {node: {} for node in spec.judges}  # each judge on the judge LLM, its own prompt
+    if spec.json_answers:
+        evaluate["json_answers"] = True
     eval_flow: object = spec.eval_flow
     per_env = copy.deepcopy(spec.by_env or {})  # what an env overlay changes, chosen by env.name like the dataset
     if eval_flows := {env: v["eval_flow"] for env, v in per_env.items() if "eval_flow" in v}:

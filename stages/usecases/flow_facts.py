@@ -47,6 +47,7 @@ class FlowFacts:
     connection_inputs: tuple[str, ...] = ()  # "nodes.<n>.inputs.<i>: <connection>" of python nodes
     model_config: bool | None = None  # a flex entry that takes model_config (None: not a flex flow)
     entry: str = ""
+    json_parsers: tuple[str, ...] = ()  # the flow folder's python files that call json.loads (on an LLM's answer?)
 
 
 def _type_name(node: ast.expr | None) -> str | None:
@@ -107,6 +108,13 @@ def _flex_signature(folder: Path, entry: str) -> tuple[dict, dict | None, dict]:
     return {}, None, {}
 
 
+_JSON_LOADS = re.compile(r"\bjson\.loads\(")
+
+
+def _json_parsers(folder: Path) -> tuple[str, ...]:
+    return tuple(p.name for p in sorted(folder.glob("*.py")) if _JSON_LOADS.search(p.read_text(encoding="utf-8")))
+
+
 def _sdk_callers(folder: Path, files: list[tuple[str, Path]]) -> tuple[str, ...]:
     return tuple(label for label, path in files if path.is_file() and _SDK.search(path.read_text(encoding="utf-8")))
 
@@ -136,6 +144,7 @@ def read(flow: Path, prompt: str | None = None) -> FlowFacts:
             sdk_callers=callers,
             model_config="model_config" in init_names or "model_config" in inputs,
             entry=entry,
+            json_parsers=_json_parsers(folder),
         )
     node_variants = spec.get("node_variants") or {}
     llm, variant_nodes, callers, connection_inputs = [], set(), [], []
@@ -165,6 +174,7 @@ def read(flow: Path, prompt: str | None = None) -> FlowFacts:
         frozenset(variant_nodes & set(llm)),
         tuple(callers),
         tuple(connection_inputs),
+        json_parsers=_json_parsers(folder),
     )
 
 

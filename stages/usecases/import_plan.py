@@ -16,6 +16,9 @@ from stages.usecases import flow_facts
 
 _REFERENCE = re.compile(r"^\$\{([^}]*)\}$")
 _NUMBERS = ("int", "double", "float", "number")
+# The evaluation of an experiment that names no evaluators: shipped with the toolkit, used where it is (not copied).
+OPERATIONAL_EVAL = Path(__file__).resolve().parents[1] / "templates" / "operational"
+OPERATIONAL_EVAL_AT = "stages/templates/operational"  # the same folder, as the use case's config names it
 
 
 class ExperimentImportError(ValueError):
@@ -131,6 +134,24 @@ def pairings(experiment: exp.Experiment, file: str) -> tuple[list[Pairing], list
     return found, notes
 
 
+def operational_evaluator(experiment: exp.Experiment, facts: flow_facts.FlowFacts, file: str) -> exp.Evaluator:
+    """The evaluator of an experiment that names none: the built-in operational evaluation (is there an answer?) of
+    the flow's first output, on every standard dataset."""
+    output = next(iter(facts.outputs or {"output": None}))
+    mappings = {"prediction": f"${{run.outputs.{output}}}"}
+    datasets = tuple(exp.MappedDataset(d.dataset, mappings) for d in experiment.datasets)
+    return exp.Evaluator("operational", datasets, OPERATIONAL_EVAL, f"{file}: evaluators (none)")
+
+
+def _operational_label(rows: list[dict[str, Any]], flow_columns: set[str]) -> str:
+    """The column shown as a row's expected value when nothing is evaluated against one: the first column no flow
+    input reads that every row fills, else the first input's column."""
+    for column in rows[0]:
+        if column not in flow_columns and all(row.get(column) not in (None, "", []) for row in rows):
+            return column
+    return next(column for column in rows[0] if column in flow_columns)
+
+
 def _rows_of(dataset: exp.Dataset, folder: Path, where: str, max_row_bytes: int) -> tuple[list[dict[str, Any]], Path]:
     if dataset.is_remote:
         raise NotMappable(
@@ -189,14 +210,30 @@ def _flow_inputs(
         if not required and flow_input not in inputs:
             notes.append(f"flow input {flow_input} is not mapped: every row runs on its default")
     if facts.inputs and not inputs:  # prompt flow would run every row on the same defaults: nothing to compare
-        shared = [name for name in facts.inputs if name in columns]  # every input the rows have a column for
-        hint = f" (the rows have columns for {', '.join(f'{n}: ${{data.{n}}}' for n in shared)})" if shared else ""
+        inputs.update(_inputs_by_name(pairing, facts, columns, std_key, folder, notes))
+    return inputs, constants
+
+
+def _inputs_by_name(
+    pairing: Pairing, facts: flow_facts.FlowFacts, columns: set[str], std_key: str, folder: Path, notes: list[str]
+) -> dict[str, str]:
+    """An experiment that maps no input of its flow: the inputs the rows have a same-named column for read it (with
+    a warning: prompt flow would run every row on the flow's defaults); refused when there is no such column."""
+    by_name = {name: name for name, (kind, _) in facts.inputs.items() if name in columns and kind != "object"}
+    if not by_name:
         raise ExperimentImportError(
             f"{std_key}: maps no input of {short(str(facts.file), folder)} (inputs: {', '.join(facts.inputs)}), "
-            f"and each has a default, so every row would run on the defaults, as prompt flow runs it: map the "
-            f"inputs the rows vary{hint}"
+            "and each has a default, so every row would run on the defaults, as prompt flow runs it, and the rows "
+            "have no column named as an input: map the inputs the rows vary"
         )
-    return inputs, constants
+    shown = ", ".join(f"{name}: '${{data.{name}}}'" for name in by_name)
+    notes.append(
+        f"warning: {std_key}: maps no input of {short(str(facts.file), folder)} (inputs: "
+        f"{', '.join(facts.inputs)}); prompt flow would run every row on the flow's defaults. The inputs the rows "
+        f"have a column of the same name for read it, unlike prompt flow ({shown}); write these mappings in "
+        f"{pairing.standard_where.partition(':')[0] or 'experiment.yaml'} to say so"
+    )
+    return by_name
 
 
 @dataclass
@@ -314,6 +351,13 @@ def _label(
             f"label: {constants[0]} (a literal value: the evaluator maps no data column besides the flow's inputs)"
         )
         return constants[0]
+    if pairing.evaluator.path == OPERATIONAL_EVAL:
+        label = _operational_label(joined.rows, flow_columns)
+        joined.notes.append(
+            f"label: {label} (shown as the expected value in the report; the operational evaluation reads no ground "
+            "truth)"
+        )
+        return label
     raise ExperimentImportError(
         f"{pairing.where}.mappings: no ${{data.<column>}} besides the flow's inputs: "
         "this project needs a ground-truth column (data.label)"

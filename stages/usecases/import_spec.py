@@ -11,7 +11,16 @@ from stages import engine
 from stages.data import datasets
 from stages.usecases import catalogue, flow_facts
 from stages.usecases import experiment as exp
-from stages.usecases.import_plan import ExperimentImportError, Pairing, Plan, choose_correct, rows_text, short
+from stages.usecases.import_plan import (
+    OPERATIONAL_EVAL,
+    OPERATIONAL_EVAL_AT,
+    ExperimentImportError,
+    Pairing,
+    Plan,
+    choose_correct,
+    rows_text,
+    short,
+)
 
 
 def variants_of(facts: flow_facts.FlowFacts) -> tuple[dict[str, Any], str]:
@@ -81,8 +90,8 @@ def validate(root: Path, spec: catalogue.UseCaseSpec, max_row_bytes: int) -> Non
 
 
 def _per_env(
-    by_env: dict[str, Plan], flows: Mapping[Path, Path], overlays: Mapping[str, exp.Experiment], folder: Path,
-    relative: str, notes: list[str],
+    by_env: dict[str, Plan], located: Mapping[Path, str], overlays: Mapping[str, exp.Experiment], folder: Path,
+    notes: list[str],
 ) -> dict[str, dict[str, object]]:  # fmt: skip
     """What each env changes from the base plan (evaluation flow, inputs, mapping), each change noted."""
     base_plan = by_env[""]
@@ -90,7 +99,7 @@ def _per_env(
     for env, env_plan in by_env.items():
         changes: dict[str, object] = {}
         if env and env_plan.eval_flow != base_plan.eval_flow:
-            changes["eval_flow"] = f"{relative}/{flows[env_plan.eval_flow]}"
+            changes["eval_flow"] = located[env_plan.eval_flow]
         if env and env_plan.inputs != base_plan.inputs:
             changes["inputs"] = dict(env_plan.inputs)
         if env and env_plan.mapping != base_plan.mapping:
@@ -102,28 +111,56 @@ def _per_env(
     return per_env
 
 
+def _evaluation_choice(
+    pairing: Pairing, base_plan: Plan, eval_facts: flow_facts.FlowFacts, folder: Path
+) -> tuple[str | None, dict[str, str], str, str, str]:
+    """correct, metrics, why, who evaluates, and where the pairing is: the built-in operational evaluation's when the
+    experiment has no evaluator."""
+    if base_plan.eval_flow == OPERATIONAL_EVAL:
+        why = (f"{pairing.evaluator.where}: evaluated by the built-in operational evaluation "
+               f"({OPERATIONAL_EVAL_AT}): correct: answered (a non-empty answer); headline metric answered: the share "
+               "of rows answered")  # fmt: skip
+        evaluated_by = f"no evaluator ({OPERATIONAL_EVAL_AT})"
+        return "answered", {"answered": "answered"}, why, evaluated_by, pairing.standard_where
+    correct, metrics, why = choose_correct(eval_facts, short(str(eval_facts.file), folder))
+    evaluated_by = (f"'{pairing.evaluator.name}' ({short(str(base_plan.eval_flow), folder)}) on "
+                    f"'{pairing.eval_data.dataset.name}'")  # fmt: skip
+    return correct, metrics, why, evaluated_by, pairing.where
+
+
+def _json_answers(judges: tuple[str, ...], eval_facts: flow_facts.FlowFacts, shown: str, notes: list[str]) -> bool:
+    """Whether the judges are asked for JSON: the evaluation flow's code parses an answer with json.loads."""
+    if not (judges and eval_facts.json_parsers):
+        return False
+    notes.append(f"evaluate.json_answers: true ({', '.join(eval_facts.json_parsers)} of {shown} parse(s) an answer "
+                 "with json.loads): the judge's requests ask for a JSON object (response_format on the chat API; a "
+                 "JSON grammar on llama.cpp's completion API, conf/llm/local.yaml json_grammar), so a model that does "
+                 "not follow the prompt's format still answers JSON")  # fmt: skip
+    return True
+
+
 def use_case_spec(
     use_case: str,
     pairing: Pairing,
     by_env: dict[str, Plan],
     files: dict[str, str],
-    flows: Mapping[Path, Path],
+    located: Mapping[Path, str],
     facts: flow_facts.FlowFacts,
     overlays: Mapping[str, exp.Experiment],
     folder: Path,
     llm_node: str | None,
     relative: str,
 ) -> tuple[catalogue.UseCaseSpec, list[str]]:
-    """The config of one use case (its files under `relative`, use_cases/<name>) and the notes on every choice."""
+    """The config of one use case (its data under `relative`, use_cases/<name>) and the notes on every choice;
+    `located` is where each flow is in the project (under `relative`, or the built-in operational evaluation)."""
     base_plan = by_env[""]
     eval_facts = flow_facts.read(base_plan.eval_flow)
-    correct, metrics, why = choose_correct(eval_facts, short(str(eval_facts.file), folder))
+    correct, metrics, why, evaluated_by, where = _evaluation_choice(pairing, base_plan, eval_facts, folder)
     outputs = [s.removeprefix("outputs.") for s in base_plan.mapping.values() if s.startswith("outputs.")]
     prediction = outputs[0] if outputs else next(iter(facts.outputs or {"output": None}))
     notes = [
-        f"{pairing.where}: runs the standard flow on '{pairing.standard.dataset.name}', evaluated by "
-        f"'{pairing.evaluator.name}' ({short(str(base_plan.eval_flow), folder)}) on "
-        f"'{pairing.eval_data.dataset.name}': data/{files['']} ({rows_text(len(base_plan.rows))}, {base_plan.sources})",
+        f"{where}: runs the standard flow on '{pairing.standard.dataset.name}', evaluated by {evaluated_by}: "
+        f"data/{files['']} ({rows_text(len(base_plan.rows))}, {base_plan.sources})",
         why,
     ]
     if not outputs:
@@ -138,12 +175,13 @@ def use_case_spec(
             f"evaluate.judges: {', '.join(judges)}: the evaluation flow's LLM is the judge LLM "
             "(conf/config.yaml llm@judge)"
         )
-    per_env = _per_env(by_env, flows, overlays, folder, relative, notes)
+    json_answers = _json_answers(judges, eval_facts, short(str(base_plan.eval_flow), folder), notes)
+    per_env = _per_env(by_env, located, overlays, folder, notes)
     spec = catalogue.UseCaseSpec(
         name=use_case,
         dataset=f"{relative}/data/{files['']}",
-        flow=f"{relative}/{flows[facts.path]}",
-        eval_flow=f"{relative}/{flows[base_plan.eval_flow]}",
+        flow=located[facts.path],
+        eval_flow=located[base_plan.eval_flow],
         inputs=dict(base_plan.inputs),
         label=base_plan.label,
         mapping=dict(base_plan.mapping),
@@ -152,6 +190,7 @@ def use_case_spec(
         metrics=metrics,
         llm_node=llm_node,
         judges=judges,
+        json_answers=json_answers,
         datasets_by_env={env: f"{relative}/data/{f}" for env, f in files.items() if env and f != files[""]} or None,
         by_env=per_env or None,
     )

@@ -28,11 +28,14 @@ from stages.core.project import load_params
 from stages.usecases import catalogue, flow_facts
 from stages.usecases import experiment as exp
 from stages.usecases.import_plan import (
+    OPERATIONAL_EVAL,
+    OPERATIONAL_EVAL_AT,
     ExperimentImportError,
     ImportResult,
     NotMappable,
     Pairing,
     Plan,
+    operational_evaluator,
     pairings,
     plan,
     short,
@@ -163,18 +166,20 @@ def _template_flow(base: exp.Experiment, folder: Path, base_file: str, llm_node:
     return facts
 
 
-def _evaluated_pairings(base: exp.Experiment, base_file: str, result: ImportResult) -> list[Pairing]:
-    """The experiment's (evaluator, dataset) pairings; `result.not_mapped` gets the datasets nothing evaluates."""
+def _evaluated_pairings(
+    base: exp.Experiment, overlays: Mapping[str, exp.Experiment], facts: flow_facts.FlowFacts, base_file: str,
+    folder: Path, result: ImportResult,
+) -> tuple[list[Pairing], bool]:  # fmt: skip
+    """The experiment's (evaluator, dataset) pairings, and whether they are the built-in operational evaluation's (an
+    experiment without evaluators); `result.not_mapped` gets the datasets nothing evaluates."""
+    operational = not base.evaluators  # the output says how to add an evaluator
+    if operational:
+        base.evaluators = [operational_evaluator(base, facts, base_file)]
+        for overlay in overlays.values():
+            if not overlay.evaluators:
+                overlay.evaluators = [operational_evaluator(overlay, facts, short(overlay.files[-1], folder))]
     base_pairs, unpaired = pairings(base, base_file)
     result.not_mapped += unpaired
-    if not base.evaluators:
-        raise ExperimentImportError(
-            f"{base_file}: evaluators: none, and a use case of this project is evaluated. Add one to "
-            f"experiment.yaml (evaluators: [{{name: ..., flow: flows/<evaluation flow>, datasets: [{{name: "
-            f"{base.datasets[0].dataset.name}, mappings: {{<eval input>: '${{data.<column>}}', <eval input>: "
-            "'${run.outputs.<output>}'}}]}]) and import again, or import the flow with `llmops add-use-case "
-            "--eval-flow ...`"
-        )
     evaluated = {p.standard.dataset.name for p in base_pairs}
     for mapped in base.datasets:
         if mapped.dataset.name not in evaluated:
@@ -183,7 +188,25 @@ def _evaluated_pairings(base: exp.Experiment, base_file: str, result: ImportResu
                 "(the template runs it without evaluation): add an evaluator dataset that "
                 "references it, or import it with `llmops add-use-case`"
             )
-    return base_pairs
+    return base_pairs, operational
+
+
+def _add_an_evaluator(base_file: str, names: list[str], folder: str) -> str:
+    """What to do to evaluate use cases imported without an evaluator, exactly."""
+    uc = names[0]
+    return (
+        f"{base_file}: evaluators: none, so {', '.join(names)} {'is' if len(names) == 1 else 'are'} evaluated "
+        f"operationally only ({OPERATIONAL_EVAL_AT}: answered, the share of rows with a non-empty answer; the run's "
+        "latency, tokens, cost and errors as for every use case). To add an evaluator: copy your evaluation flow to "
+        f"{folder}/flows/<evaluation flow>, then in conf/use_cases/{uc}.yaml set eval_flow: "
+        f"{folder}/flows/<evaluation flow>, evaluate.mapping: {{<evaluation input>: data.<column> or "
+        "outputs.<flow output>, ...}, data.label: <the ground-truth column>, report.correct: <the evaluation "
+        "output that marks a row correct> and metrics: {accuracy: <that output>}; then `llmops params` and "
+        f"`dvc repro report@{uc}`. Or add `evaluators:` to {base_file} (evaluators: [{{name: <name>, flow: "
+        "flows/<evaluation flow>, datasets: [{name: <dataset>, mappings: {<evaluation input>: '${data.<column>}', "
+        f"<evaluation input>: '${{run.outputs.<output>}}'}}}}]}}]), remove {folder}/, "
+        f"conf/use_cases/{uc}.yaml and {uc} in conf/config.yaml's use_cases list, and import again"
+    )
 
 
 class _DataFiles(dict[str, str]):
@@ -197,6 +220,29 @@ class _DataFiles(dict[str, str]):
             candidate = f"{stem}_{n}.jsonl"
         self[candidate] = content
         return candidate
+
+
+def _specs(
+    names: list[str], runnable: list[Pairing], plans: list[dict[str, Plan]], files: _DataFiles,
+    flows: dict[Path, Path], facts: flow_facts.FlowFacts, overlays: Mapping[str, exp.Experiment], folder: Path,
+    llm_node: str | None, origin: str, result: ImportResult,
+) -> list[catalogue.UseCaseSpec]:  # fmt: skip
+    """Each use case's spec (`files` and `flows` gather the rows and flows to copy), its choices in `result`."""
+    variant_plan, variant_note = variants_of(facts)
+    specs: list[catalogue.UseCaseSpec] = []
+    for use_case, pairing, by_env in zip(names, runnable, plans, strict=True):
+        env_files = {env: files.file_for(env_plan) for env, env_plan in by_env.items()}
+        for env_plan in by_env.values():
+            if env_plan.eval_flow != OPERATIONAL_EVAL:  # the built-in evaluation is used where it is
+                flows.setdefault(env_plan.eval_flow, relative_in(env_plan.eval_flow, folder, pairing.evaluator.where))
+        located = {flow: f"{result.folder}/{relative}" for flow, relative in flows.items()}
+        located[OPERATIONAL_EVAL] = OPERATIONAL_EVAL_AT
+        spec, notes = use_case_spec(
+            use_case, pairing, by_env, env_files, located, facts, overlays, folder, llm_node, result.folder
+        )
+        specs.append(replace(spec, origin=origin, **variant_plan))
+        result.choices[use_case] = ([variant_note] if variant_note else []) + notes
+    return specs
 
 
 def _project_notes(
@@ -261,7 +307,7 @@ def import_experiment(
     facts = _template_flow(base, folder, base_file, llm_node)
     runnable: list[Pairing] = []
     plans: list[dict[str, Plan]] = []
-    base_pairs = _evaluated_pairings(base, base_file, result)
+    base_pairs, operational = _evaluated_pairings(base, overlays, facts, base_file, folder, result)
     max_row_bytes = load_params(root)["prepare"]["max_row_bytes"]
     for pairing in base_pairs:
         try:
@@ -275,20 +321,12 @@ def import_experiment(
             f"{base_file}: no evaluator dataset can be imported:\n  " + "\n  ".join(result.not_mapped)
         )
     names = _new_names(root, name, slug(base.name), runnable)
+    if operational:
+        result.next_steps.append(_add_an_evaluator(base_file, names, result.folder))
     files = _DataFiles()  # flows at their path in the folder
     flows = {facts.path: relative_in(facts.path, folder, f"{base_file}: flow")}
-    variant_plan, variant_note = variants_of(facts)
-    specs: list[catalogue.UseCaseSpec] = []
     origin = f"imported by `llmops import-experiment` from {folder.name}/{filename}"
-    for use_case, pairing, by_env in zip(names, runnable, plans, strict=True):
-        env_files = {env: files.file_for(env_plan) for env, env_plan in by_env.items()}
-        for env_plan in by_env.values():
-            flows.setdefault(env_plan.eval_flow, relative_in(env_plan.eval_flow, folder, pairing.evaluator.where))
-        spec, notes = use_case_spec(
-            use_case, pairing, by_env, env_files, flows, facts, overlays, folder, llm_node, result.folder
-        )
-        specs.append(replace(spec, origin=origin, **variant_plan))
-        result.choices[use_case] = ([variant_note] if variant_note else []) + notes
+    specs = _specs(names, runnable, plans, files, flows, facts, overlays, folder, llm_node, origin, result)
     _project_notes(root, base, base_file, overlays, flows, result)
     # notes name the template's files relative to its folder, as the user sees them there
     result.not_mapped = [short(n, folder) for n in result.not_mapped]

@@ -81,7 +81,8 @@ class DagFlow:
 
         resolver = FlowContextResolver(flow_path=flow_file)
         self.node_variants, bound = wiring.dag_bindings(flow_file, resolver.flow_dag, bindings, node_variants)
-        python = wiring.python_connections(resolver.flow_dag, bindings[0].connection if bindings else None)
+        python = wiring.python_connections(resolver.flow_dag, bindings[0].connection if bindings else None,
+                                           flow_file.parent)  # fmt: skip
         bindings = bound
         context = _context(bindings, node_inputs, python)
         # The resolver applies the context (connections, prompt and param overrides, after the node variants
