@@ -4,32 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from stages.core.conf_schema import ConfError
 from stages.core.io import read_json, read_jsonl, write_json, write_text
 from stages.core.project import load_params, project_root
-from stages.metrics import headline
-from stages.observability import otlp_json, waterfall
-from stages.results import charts, plan, reporting
-from stages.results.rows import Columns, side_by_side
-
-
-def power_curve(use_case: dict, eval_rows: Path, selected: str, baseline: str) -> charts.PowerCurve | None:
-    """The first headline metric's power curve (`plan.power_curve`), the selected variant's evaluated rows paired
-    with the baseline variant's; None without headline metrics or values."""
-    specs = headline.parse_specs(use_case.get("metrics"), "use_cases.<uc>.metrics")
-    if not specs:
-        return None
-    other = None if selected == baseline else read_jsonl(eval_rows / f"{baseline}.jsonl")
-    return plan.power_curve(specs[0], read_jsonl(eval_rows / f"{selected}.jsonl"), other, baseline)
-
-
-def evaluated_rows(folder: Path) -> Callable[[str], list[dict[str, Any]]]:
-    """A variant's evaluated rows, read from `folder`/<variant>.jsonl."""
-    return lambda name: read_jsonl(folder / f"{name}.jsonl")
+from stages.observability import otlp_json
+from stages.results import reporting
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,26 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfError as exc:  # e.g. an unknown `use_cases.<uc>.report` key
         print(f"report {args.use_case}: {exc}", file=sys.stderr)
         return 1
-    use_case = params["use_cases"][args.use_case]
-    settings = params["report"]
-    columns = Columns.from_config(use_case)
-    metrics, run = read_json(args.metrics), read_json(args.run_summary)
-    run_operations = read_json(args.run_operations)
-    selected, baseline = metrics["variant"], metrics["baseline"]
-    variants = reporting.variant_reports(metrics, run, run_operations, evaluated_rows(args.eval_rows), columns)
-    rows = side_by_side(variants, columns.inputs)
-    write_text(args.csv, reporting.to_csv(rows))
-    write_json(args.plot_metrics, charts.headline_points(variants))
-    write_json(args.plot_latency, charts.latency_points(variants))
-    curve = power_curve(use_case, args.eval_rows, selected, baseline)
-    shown = selected if selected == baseline else f"{selected} (baseline {baseline})"
-    context = {"variant": shown, "llm": f"{params['llm']['name']} ({params['llm']['model']})"}
-    appendix = ""
-    if args.traces is not None:  # each row's trace, opened from the page (stages/observability/waterfall.py)
-        appendix = waterfall.report_section(otlp_json.read(args.traces), selected, settings["max_rows_in_html"])
-    page = reporting.render_html(f"{args.use_case}: evaluation report", context, variants, rows, settings["chart_dpi"],
-                                 settings["max_rows_in_html"], columns.confusion, curve, appendix)  # fmt: skip
-    write_text(args.html, page)
+    report = reporting.build(
+        args.use_case, params, read_json(args.metrics), read_json(args.run_summary), read_json(args.run_operations),
+        lambda name: read_jsonl(args.eval_rows / f"{name}.jsonl"),
+        None if args.traces is None else otlp_json.read(args.traces),
+    )  # fmt: skip
+    write_text(args.csv, report.csv)
+    write_json(args.plot_metrics, report.plot_metrics)
+    write_json(args.plot_latency, report.plot_latency)
+    write_text(args.html, report.html)
     print(f"report {args.use_case}: {args.html.resolve()}")
     return 0
 

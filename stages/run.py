@@ -9,15 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from stages import engine
-from stages.core import variants
 from stages.core.conf_schema import ConfError
-from stages.core.io import read_jsonl, write_jsonl, write_text
+from stages.core.io import write_jsonl, write_text
 from stages.core.project import load_params, project_root, runtime_dir
-from stages.data import embeddings
-from stages.engine.maf import is_maf_flow
-from stages.llm import connections, llm_proxy
-from stages.metrics import cost
-from stages.observability import pii, tracing
+from stages.llm import llm_proxy
 from stages.results import bulk
 
 
@@ -40,44 +35,22 @@ def main(argv: list[str] | None = None) -> int:
     except ConfError as exc:
         print(f"run: {exc}", file=sys.stderr)
         return 1
-    use_case = params["use_cases"][args.use_case]
     engine.configure(runtime_dir(root))
     if params.get("execution", {}).get("name", "local") == "azure":  # the rows run on Azure ML, not here
         if args.traces is not None:
             write_text(args.traces, "")  # no local rows, no local traces (the output exists all the same)
         return bulk.run_on_azure(root, args, params)
-    try:
-        run = bulk.local_run(params, root, args.use_case)
-    except (variants.VariantError, connections.ConnectionConfigError, cost.PriceError, ValueError) as exc:
-        print(f"run: {exc}", file=sys.stderr)
-        return 1
-    rows = read_jsonl(args.rows)
-    summaries: dict[str, dict[str, Any]] = {}
     written: list[Path] = []
-    proxy = llm_proxy.from_params(run.connection, params["llm"], params["llm_cache"], args.cache,
-                                  row_of=engine.row_of_request, env=connections.environment(root),
-                                  bridge_chat=is_maf_flow(root / use_case["flow"]))  # fmt: skip  # MAF speaks chat
-    if run.connection.local_embeddings:  # a flow's own embedding requests (RAG), answered offline
-        proxy.embeddings = embeddings.openai_answer
-    # The dataset's rows are not production traffic: their traces keep the text (secrets are still redacted).
-    telemetry = tracing.setup(f"llmops-run-{args.use_case}", args.traces, redactor=pii.Redactor(enabled=False))
-    with proxy, telemetry:
-        for variant in run.plan.names:
-            tracing.set_attributes(use_case=args.use_case, variant=variant, stage="run")
-            print(bulk.start_line(args.use_case, len(rows), variant, run, bool(proxy.store)), file=sys.stderr)
-            try:
-                results, records, summaries[variant] = bulk.run_variant(
-                    root, args.use_case, use_case, variant, run.plan.selected, proxy, run.connection, rows,
-                    params["bulk"]["row_timeout_s"], run.k, run.price, run.processes,
-                )  # fmt: skip
-            except (engine.FlowError, variants.VariantError) as exc:
-                print(f"run: {exc}", file=sys.stderr)
-                return 1
-            write_jsonl(path := args.out / f"{variant}.jsonl", records)
-            written.append(path)
-            if failure := bulk.error_report(f"{args.use_case} {variant}", results, params["bulk"]["max_error_rate"]):
-                print(failure, file=sys.stderr)  # outputs and cache are written; the rerun resumes from them
-                return 1
+
+    def write(variant: str, records: list[dict[str, Any]]) -> None:
+        write_jsonl(path := args.out / f"{variant}.jsonl", records)
+        written.append(path)
+
+    try:
+        run, summaries, proxy = bulk.run_locally(root, params, args.use_case, args.rows, args.cache, args.traces, write)
+    except bulk.RunFailed as exc:
+        print(exc, file=sys.stderr)
+        return 1
     bulk.write_summary(args.out, (args.summary, args.operations), run.plan, summaries, written)
     bulk.report_summaries(args.use_case, summaries)
     if pruned := llm_proxy.prune_after_success(proxy, params["llm_cache"]):

@@ -204,13 +204,14 @@ def test_the_report_draws_the_headline_metrics_power_curve(tmp_path: Path) -> No
     for name, rows in (("v1", ROWS), ("v2", V2_ROWS)):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     use_case = {"metrics": {"accuracy": "correct", "other": "correct"}}
-    curve = report.power_curve(use_case, tmp_path, "v2", "v1")
+    rows_of = lambda name: [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]  # noqa: E731
+    curve = reporting.power_curve(use_case, rows_of, "v2", "v1")
     assert curve is not None and (curve.metric, curve.rows, curve.rate) == ("accuracy", 4, True)
     assert curve.note.endswith("of rows flipped against v1") and curve.drops[0] == 0 and curve.drops[-1] == 1
     assert curve.detection == sorted(curve.detection) and curve.mde is None  # 4 rows: no drop is detectable
-    alone = report.power_curve(use_case, tmp_path, "v1", "v1")
+    alone = reporting.power_curve(use_case, rows_of, "v1", "v1")
     assert alone is not None and alone.note == "one variant: a drop concentrated on the rows it breaks"
-    assert report.power_curve({"metrics": {}}, tmp_path, "v1", "v1") is None
+    assert reporting.power_curve({"metrics": {}}, rows_of, "v1", "v1") is None
     variants = [variant("v1", ROWS, HEADLINE)]
     rows = side_by_side(variants, COLUMNS.inputs)
     html = reporting.render_html("uc", {}, variants, rows, 60, 50, power=curve)

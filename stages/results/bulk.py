@@ -7,6 +7,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,13 @@ from stages.core import variants
 from stages.core.io import read_jsonl, write_json, write_jsonl
 from stages.core.progress import Progress
 from stages.core.project import runtime_dir
-from stages.data import datasets
+from stages.data import datasets, embeddings
 from stages.engine.maf import azure as maf_azure
 from stages.engine.maf import is_maf_flow
 from stages.engine.promptflow import azure as azure_execution
 from stages.llm import connections, llm_proxy
 from stages.metrics import cost, operations, repeats, stats
+from stages.observability import pii, tracing
 
 
 def summarize(
@@ -289,3 +291,45 @@ def report_summaries(name: str, summaries: dict[str, dict[str, Any]]) -> None:
                 "warnings in the outputs",
                 file=sys.stderr,
             )
+
+
+class RunFailed(Exception):
+    """A local run that stops; the message, printed as it is, says why (outputs written so far stay)."""
+
+
+def run_locally(
+    root: Path, params: dict[str, Any], name: str, rows_path: Path, cache: Path, traces: Path | None,
+    write: Callable[[str, list[dict[str, Any]]], None],
+) -> tuple[LocalRun, dict[str, dict[str, Any]], llm_proxy.LLMProxy]:  # fmt: skip
+    """Every variant of the plan run over the rows in `rows_path` through the LLM proxy caching in `cache` (traces
+    in `traces`), each variant's records handed to `write` before its error rate is checked (a rerun resumes from
+    them): the run, the summaries by variant and the proxy. Raises RunFailed."""
+    use_case = params["use_cases"][name]
+    try:
+        run = local_run(params, root, name)
+    except (variants.VariantError, connections.ConnectionConfigError, cost.PriceError, ValueError) as exc:
+        raise RunFailed(f"run: {exc}") from None
+    rows = read_jsonl(rows_path)
+    summaries: dict[str, dict[str, Any]] = {}
+    proxy = llm_proxy.from_params(run.connection, params["llm"], params["llm_cache"], cache,
+                                  row_of=engine.row_of_request, env=connections.environment(root),
+                                  bridge_chat=is_maf_flow(root / use_case["flow"]))  # fmt: skip  # MAF speaks chat
+    if run.connection.local_embeddings:  # a flow's own embedding requests (RAG), answered offline
+        proxy.embeddings = embeddings.openai_answer
+    # The dataset's rows are not production traffic: their traces keep the text (secrets are still redacted).
+    telemetry = tracing.setup(f"llmops-run-{name}", traces, redactor=pii.Redactor(enabled=False))
+    with proxy, telemetry:
+        for variant in run.plan.names:
+            tracing.set_attributes(use_case=name, variant=variant, stage="run")
+            print(start_line(name, len(rows), variant, run, bool(proxy.store)), file=sys.stderr)
+            try:
+                results, records, summaries[variant] = run_variant(
+                    root, name, use_case, variant, run.plan.selected, proxy, run.connection, rows,
+                    params["bulk"]["row_timeout_s"], run.k, run.price, run.processes,
+                )  # fmt: skip
+            except (engine.FlowError, variants.VariantError) as exc:
+                raise RunFailed(f"run: {exc}") from None
+            write(variant, records)
+            if failure := error_report(f"{name} {variant}", results, params["bulk"]["max_error_rate"]):
+                raise RunFailed(failure)
+    return run, summaries, proxy

@@ -271,3 +271,35 @@ def evaluate_variants(
         failed += [(variant, result) for result in bad]
         written(variant, rows_by_variant[variant])
     return rows_by_variant, metrics_by_variant, failed
+
+
+def evaluate_all(
+    root: Path, params: Mapping[str, Any], name: str, ready: Setup, prepared: list[dict[str, Any]],
+    run_by_variant: Mapping[str, list[dict[str, Any]]], traces: Path | None,
+    written: Callable[[str, list[dict[str, Any]]], None],
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]], list[tuple[str, engine.RowResult]]]:  # fmt: skip
+    """The evaluation flow opened (one session per repeat) and run over every variant (`evaluate_variants`), traced
+    to `traces`, through the judge's proxy. Raises SetupError when the flow or a judge does not load."""
+    import contextlib
+
+    from stages.observability import pii, tracing
+
+    use_case = params["use_cases"][name]
+    k = max(repeats.in_records(rows) for rows in run_by_variant.values())
+    telemetry = tracing.setup(f"llmops-evaluate-{name}", traces, redactor=pii.Redactor(enabled=False))
+    with ready.judge.proxy or contextlib.nullcontext(), telemetry:
+        try:
+            sessions = open_sessions(root / use_case["eval_flow"], ready.judges, ready.judge, ready.model_config, k,
+                                     params["bulk"]["row_timeout_s"])  # fmt: skip
+        except JudgeError as exc:
+            raise SetupError(f"judge: {exc}") from None
+        except engine.FlowError as exc:
+            raise SetupError(str(exc)) from None
+        except Exception as exc:  # prompt flow could not load the flow (an init that raised, a bad entry)
+            raise SetupError(f"{use_case['eval_flow']}: {type(exc).__name__}: {exc}") from None
+        return evaluate_variants(sessions, name, use_case, ready, prepared, run_by_variant, written)
+
+
+def value_notes(specs: Sequence[headline.MetricSpec], rows: list[dict[str, Any]]) -> list[str]:
+    """How values that are not plain numbers were read, per headline metric (stages/metrics/headline.py)."""
+    return [note for spec in specs for note in headline.value_notes(spec, rows)]

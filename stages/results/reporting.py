@@ -13,11 +13,12 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from stages.metrics import operations
-from stages.results import charts, pages
+from stages.metrics import headline, operations
+from stages.results import charts, pages, plan
 from stages.results.charts import PowerCurve
 from stages.results.formatting import adjusted, format_usd, format_value, is_rate, judges, total_cost
 from stages.results.pages import PAGE_CSS, Card, Table
@@ -31,10 +32,11 @@ from stages.results.rows import (
     VariantReport,
     flatten_rows,
     logged_metrics,
+    side_by_side,
 )
 
 # PAGE_CSS: re-exported for the pages built piecewise
-__all__ = ["PAGE_CSS", "render_html", "to_csv", "variant_reports", "warnings"]
+__all__ = ["PAGE_CSS", "Report", "build", "power_curve", "render_html", "to_csv", "variant_reports", "warnings"]
 
 
 def to_csv(records: list[dict[str, Any]]) -> str:
@@ -269,3 +271,47 @@ def render_html(
         logged=_logged_table(variants), repeats=_repeats_table(variants), usage=_usage_table(variants),
         rows=_rows_table(rows, variants, max_rows), appendix=pages.trusted([appendix])[0],
     )  # fmt: skip
+
+
+def power_curve(
+    use_case: dict[str, Any], eval_rows: Callable[[str], list[dict[str, Any]]], selected: str, baseline: str
+) -> PowerCurve | None:
+    """The first headline metric's power curve (`plan.power_curve`), the selected variant's evaluated rows paired
+    with the baseline variant's; None without headline metrics or values."""
+    specs = headline.parse_specs(use_case.get("metrics"), "use_cases.<uc>.metrics")
+    if not specs:
+        return None
+    other = None if selected == baseline else eval_rows(baseline)
+    return plan.power_curve(specs[0], eval_rows(selected), other, baseline)
+
+
+@dataclass(frozen=True)
+class Report:
+    """A use case's report: the CSV of every row, the `dvc plots` data and the HTML page."""
+
+    csv: str
+    plot_metrics: list[dict[str, Any]]
+    plot_latency: list[dict[str, Any]]
+    html: str
+
+
+def build(
+    name: str, params: dict[str, Any], metrics: dict[str, Any], run: dict[str, Any], run_operations: dict[str, Any],
+    eval_rows: Callable[[str], list[dict[str, Any]]], spans: Sequence[Any] | None = None,
+) -> Report:  # fmt: skip
+    """The report of use case `name` from its metrics, run summary and operations, and each variant's evaluated
+    rows (`eval_rows(variant)`); `spans`, the run's trace spans, add each row's waterfall to the page."""
+    from stages.observability import waterfall
+
+    use_case, settings = params["use_cases"][name], params["report"]
+    columns = Columns.from_config(use_case)
+    selected, baseline = metrics["variant"], metrics["baseline"]
+    variants = variant_reports(metrics, run, run_operations, eval_rows, columns)
+    rows = side_by_side(variants, columns.inputs)
+    curve = power_curve(use_case, eval_rows, selected, baseline)
+    shown = selected if selected == baseline else f"{selected} (baseline {baseline})"
+    context = {"variant": shown, "llm": f"{params['llm']['name']} ({params['llm']['model']})"}
+    appendix = "" if spans is None else waterfall.report_section(spans, selected, settings["max_rows_in_html"])
+    page = render_html(f"{name}: evaluation report", context, variants, rows, settings["chart_dpi"],
+                       settings["max_rows_in_html"], columns.confusion, curve, appendix)  # fmt: skip
+    return Report(to_csv(rows), charts.headline_points(variants), charts.latency_points(variants), page)
