@@ -49,6 +49,18 @@ def set_weights(project: Project, green: int, blue: int) -> None:
     conf.write_text(text)
 
 
+def wait_for_log(path: Path, lines: int, timeout_s: float = 30) -> list[dict]:
+    """The production log's rows once it holds `lines` of them (or what it holds after `timeout_s`)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        logged = [json.loads(line) for line in path.read_text().split("\n")[:-1]]  # complete lines only
+        if len(logged) >= lines or time.monotonic() > deadline:
+            return logged
+        time.sleep(0.1)
+
+
 LOAD, SAMPLE = 400, 30  # requests sent; requests sampled per deployment (green gets ~40, some of them repeats)
 
 
@@ -85,8 +97,8 @@ def test_deploy_smoke_split_log_rollback_and_production_evaluation(project: Proj
         split = router.Split({"green": 10, "blue": 90}, {"green", "blue"}, seed=0)
         assert served == Counter([split.pick() for _ in range(4 + LOAD)][4:])
 
-        log_file = project.root / record["record"]["log"]
-        logged = [json.loads(line) for line in log_file.read_text().splitlines()]
+        # The router answers, then logs: the last lines may land a moment after the last answer.
+        logged = wait_for_log(project.root / record["record"]["log"], 2 + 1 + 2 + LOAD)
         scored = [row for row in logged if row["status"] == 200]
         assert len(logged) == 2 + 1 + 2 + LOAD  # smoke, unauthorized, two bad requests, the load
         assert Counter(row["deployment"] for row in scored[2:]) == served
