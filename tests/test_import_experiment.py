@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import REPO, Project, StubLLM
 
-from stages.usecases import catalogue, flow_facts, import_plan, import_spec, importer
+from stages.usecases import catalogue, eval_outputs, flow_facts, import_plan, import_spec, importer
 
 FIXTURE = REPO / "tests" / "fixtures" / "template_experiment"
 STANDARD_TEXTS = [json.loads(line)["ticket_text"] for line in (FIXTURE / "data/tickets.jsonl").read_text().splitlines()]
@@ -277,7 +277,7 @@ def _facts(outputs: dict | None) -> flow_facts.FlowFacts:
     ],
 )
 def test_correct_is_chosen_from_the_declared_types(outputs: dict | None, correct: str | None, metrics: dict) -> None:
-    chosen, chosen_metrics, why = import_plan.choose_correct(_facts(outputs), "e/flow.dag.yaml")
+    chosen, chosen_metrics, why = eval_outputs.choose_correct(_facts(outputs), "e/flow.dag.yaml")
     assert (chosen, chosen_metrics) == (correct, metrics)
     assert "e/flow.dag.yaml" in why
 

@@ -127,14 +127,11 @@ def target_traffic(spec: DeploymentSpec, current: Mapping[str, int], where: str)
     return dict(spec.weights)
 
 
-def apply(
-    client: Any, spec: DeploymentSpec, flows: Mapping[str, Path], workspace: Mapping[str, str], where: str
-) -> dict[str, Any]:
-    """Register, create and route on `client` (an MLClient); `flows` maps each variant to its baked flow.
-    Returns the record of what was done (models, deployments created or kept, traffic before and after)."""
-    from azure.core.exceptions import ResourceNotFoundError
-
-    mirror = mirror_percent(spec, where) if spec.shadow is not None else None  # checked before any change
+def _register_models(
+    client: Any, spec: DeploymentSpec, flows: Mapping[str, Path]
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Each served variant's model, registered unless one with its flow's hash exists (a MAF package is the
+    deployment's code, not a model: None): the record of each, and the models by variant."""
     models: dict[str, dict[str, Any]] = {}
     registered: dict[str, Any] = {}
     served = list(dict.fromkeys(d.variant for d in spec.served))  # the new deployment's variant first
@@ -143,7 +140,7 @@ def apply(
     for variant in served:
         flow = flows[variant]
         sha256 = bake.flow_sha256(flow)
-        if maf_azure.is_package(flow):  # a MAF package is the deployment's code, not a registered model
+        if maf_azure.is_package(flow):
             registered[variant] = None
             models[variant] = {"name": None, "version": None, HASH_TAG: sha256, "registered": False}
             continue
@@ -151,6 +148,18 @@ def apply(
         model = found or client.models.create_or_update(model_entity(spec, variant, flow, sha256))
         registered[variant] = model
         models[variant] = {"name": model.name, "version": model.version, HASH_TAG: sha256, "registered": not found}
+    return models, registered
+
+
+def apply(
+    client: Any, spec: DeploymentSpec, flows: Mapping[str, Path], workspace: Mapping[str, str], where: str
+) -> dict[str, Any]:
+    """Register, create and route on `client` (an MLClient); `flows` maps each variant to its baked flow.
+    Returns the record of what was done (models, deployments created or kept, traffic before and after)."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    mirror = mirror_percent(spec, where) if spec.shadow is not None else None  # checked before any change
+    models, registered = _register_models(client, spec, flows)
     try:
         endpoint = client.online_endpoints.get(spec.endpoint)
         endpoint_created = False

@@ -42,11 +42,11 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from stages.llm import chat_bridge, failover
+from stages.llm import chat_bridge, failover, proxy_server
 from stages.llm.cache import CacheStore, Usage, cache_key
 from stages.llm.connections import Connection
 from stages.llm.endpoint import GIVE_UP_STATUS as GIVE_UP_STATUS  # re-exported: what a give-up answers
@@ -117,12 +117,7 @@ class LLMProxy:
         self.embeddings: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def __enter__(self) -> LLMProxy:
-        server = _Server(("127.0.0.1", 0), _handler(self))
-        self._server = server
-        # shutdown() waits for the loop's next poll: at the default 0.5 s, every stage would end half a second late.
-        serve = functools.partial(server.serve_forever, poll_interval=0.05)
-        self._thread = threading.Thread(target=serve, name="llm-proxy", daemon=True)
-        self._thread.start()
+        self._server, self._thread = proxy_server.start(self.handle)
         _IN_PROCESS[self.port] = self
         return self
 
@@ -317,41 +312,6 @@ class LLMProxy:
             with self._lock:
                 self.used_keys.add(key)
         return answer
-
-
-class _Server(ThreadingHTTPServer):
-    """A thread per client connection. The listen backlog is larger than the default 5: with many rows opening
-    connections at once, a full backlog drops connection attempts, which clients retry only after a second."""
-
-    daemon_threads = True
-    request_queue_size = 128
-
-
-def _handler(proxy: LLMProxy) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive with the flows' clients
-        # The headers and the body go out in two writes; with Nagle's algorithm the body waits for the client's
-        # delayed ACK of the headers (up to 40 ms on Linux), which made every request ~40 ms slower.
-        disable_nagle_algorithm = True
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet: the stages print their own summary
-            pass
-
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            answer = proxy.handle(self.command, self.path, dict(self.headers.items()), body)
-            self.send_response(answer.status)
-            self.send_header("Content-Type", answer.content_type)
-            self.send_header("Content-Length", str(len(answer.body)))
-            if answer.give_up:
-                self.send_header("x-should-retry", "false")
-            self.end_headers()
-            self.wfile.write(answer.body)
-
-        do_POST = do_GET = _serve
-
-    return Handler
 
 
 def from_params(

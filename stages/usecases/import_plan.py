@@ -1,6 +1,7 @@
 """What an imported experiment's datasets become: each evaluator dataset paired with the standard dataset it
 evaluates, its mappings read by prompt flow's rules into a use case's inputs, label and evaluation mapping
-(`plan`), and the evaluation output that tells a row correct (`choose_correct`)."""
+(`plan`); an experiment without evaluators gets the built-in operational evaluation (`operational_evaluator`). The
+evaluation output that tells a row correct is chosen in eval_outputs.py."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from stages.usecases import experiment as exp
 from stages.usecases import flow_facts
 
 _REFERENCE = re.compile(r"^\$\{([^}]*)\}$")
-_NUMBERS = ("int", "double", "float", "number")
 # The evaluation of an experiment that names no evaluators: shipped with the toolkit, used where it is (not copied).
 OPERATIONAL_EVAL = Path(__file__).resolve().parents[1] / "templates" / "operational"
 OPERATIONAL_EVAL_AT = "stages/templates/operational"  # the same folder, as the use case's config names it
@@ -396,50 +396,3 @@ def plan(pairing: Pairing, folder: Path, facts: flow_facts.FlowFacts, file_name:
     label = _label(pairing, inputs, mapping, skipped_data, joined)
     sources = std_path.name if same else f"{std_path.name} + {eval_path.name}"
     return Plan(rows, file_name, sources, inputs, mapping, label, pairing.evaluator.path, notes)
-
-
-def choose_correct(eval_facts: flow_facts.FlowFacts, where: str) -> tuple[str | None, dict[str, str], str]:
-    """The evaluation output that is a row's correctness, the headline metrics, and why: from declared types
-    (`where` names the flow file in messages)."""
-    outputs = dict(eval_facts.outputs or {})
-    if not outputs:
-        return (
-            None,
-            {},
-            (
-                f"{where} declares no outputs: no per-row correctness, no headline metric; set "
-                "report.correct and metrics in the config"
-            ),
-        )
-    typed = list(outputs.items())
-    for wanted, describe in ((("bool",), "bool"), (_NUMBERS, "number")):
-        for name, kind in typed:
-            if kind in wanted:
-                metric = "accuracy" if describe == "bool" else name
-                return (
-                    name,
-                    {metric: name},
-                    (f"correct: {name} ({where} declares it {kind}); headline metric {metric}: the mean of {name}"),
-                )
-    name, kind = typed[0]
-    if kind == "string":
-        return (
-            name,
-            {name: name},
-            (
-                f"correct: {name} ({where} declares only {', '.join(f'{n}: {k}' for n, k in typed)}); headline metric "
-                f"{name}: the mean of {name} read by the documented mapping of stock grades "
-                "(stages/metrics/headline.py: Correct/Incorrect, pass/fail, yes/no as 1/0, numbers as numbers; any "
-                "other text counts as no value); otherwise set metrics in the config"
-            ),
-        )
-    return (
-        name,
-        {"accuracy": name},
-        (
-            f"correct: {name} ({where} declares it {kind or 'untyped'}); headline metric accuracy: the mean of "
-            f"{name} read by the documented mapping (stages/metrics/headline.py): an object by its first number (the "
-            f"stock entity match's match_cnt: exact_match), a grade string as 1/0; to read another number, set "
-            f"metrics: {{<name>: {name}.<key>}} (dotted paths) in the config"
-        ),
-    )

@@ -11,13 +11,13 @@ from stages import engine
 from stages.data import datasets
 from stages.usecases import catalogue, flow_facts
 from stages.usecases import experiment as exp
+from stages.usecases.eval_outputs import choose_correct
 from stages.usecases.import_plan import (
     OPERATIONAL_EVAL,
     OPERATIONAL_EVAL_AT,
     ExperimentImportError,
     Pairing,
     Plan,
-    choose_correct,
     rows_text,
     short,
 )
