@@ -549,6 +549,43 @@ def test_an_aggregation_that_fails_is_recorded_and_the_rows_still_count(
     assert "aggregation failed (aggregation failed: __aggregate__ raised KeyError: 'correctness')" in banner[0]
 
 
+# llama.cpp's answer to a prompt longer than its context (llama_cpp/server/errors.py), here with the key in it.
+TOO_LONG = (
+    "This model's maximum context length is 2048 tokens. However, you requested 6363 tokens (6363 in the "
+    "messages, None in the completion). Please reduce the length of the messages or completion. sk-test-key"
+)
+
+
+@pytest.mark.parametrize("status", [400, 401])
+def test_a_judge_prompt_longer_than_the_models_context_is_an_error_of_its_row(
+    stub_llm: StubLLM, tmp_path: Path, status: int
+) -> None:
+    """The template's chat_with_pdf evaluation sends the documents to its judges: 6,363 tokens, past the embedded
+    model's 2,048, and llama.cpp answers HTTP 400. That row is not evaluated (its error is the server's message, the
+    key redacted), it is asked once, counted in eval_errors and said in the report; the stage goes on. A 401 (a
+    wrong key) is no row's fault: it still fails the stage."""
+    from stages.results import evaluation, reporting
+
+    engine.configure(tmp_path / "runtime")
+    stub_llm.faults(status=status, message=TOO_LONG, match="Expected: long", fail_rate=1.0)
+    connection = stub_connection(stub_llm)
+    use_case = {"evaluate": {"mapping": {"answer": "outputs.text", "expected": "data.label"}}}
+    prepared = [{"row_id": "a", "label": "short"}, {"row_id": "b", "label": "long"}]
+    run_rows = [{"row_id": r["row_id"], "outputs": {"text": "x"}, "error": None, "latency_s": 0.1} for r in prepared]
+    with proxy_for(stub_llm, tmp_path, connection) as proxy:
+        session = engine.FlowSession(FIXTURES / "flex_grader", engine.LLMBinding(proxy.connection(connection)))
+        rows, metrics, failed = evaluation.evaluate_variant([session], "uc", "v1", use_case, prepared, run_rows, proxy)
+    assert len([r for r in stub_llm.requests() if r["fault"]]) == 1 and proxy.total.retries == 0  # asked once
+    assert rows[0]["eval_error"] is None and "maximum context length is 2048 tokens" in rows[1]["eval_error"]
+    assert "sk-test-key" not in rows[1]["eval_error"] and metrics["eval_errors"] == 1 and metrics["rows"] == 1
+    if status == 401:
+        assert [r.row_id for r in failed] == ["b"] and "judge_rejected" not in metrics
+        return
+    assert failed == [] and metrics["judge_rejected"] == 1
+    [banner] = reporting.warnings({}, metrics)
+    assert banner.startswith("1 of 2 rows not evaluated: the judge LLM rejected their request (HTTP 400")
+
+
 # --- by config alone, through the stages
 
 
@@ -565,7 +602,8 @@ def onboard(project: Project, name: str, flow: str, eval_flow: str, rows: list[d
 
 
 def test_third_party_flows_run_by_config_alone(project: Project, stub_llm: StubLLM) -> None:
-    stub_llm.faults(reject_null_params=True)  # as llama.cpp: a null penalty is a 500
+    # As llama.cpp: a null penalty is a 500, and a prompt longer than the context (web3's third judge prompt) a 400.
+    stub_llm.faults(reject_null_params=True, status=400, message=TOO_LONG, match="Expected: page 2", fail_rate=1.0)
     stub_llm.script({"Answer: No available content": "no"})
     entities = [json.loads(line) for line in (FIXTURES / "entities" / "data.jsonl").read_text().splitlines()]
     onboard(project, "ner3", "entities", "entity_match", entities, "--inputs", "text,entity_type", "--label",
@@ -581,9 +619,9 @@ def test_third_party_flows_run_by_config_alone(project: Project, stub_llm: StubL
     data = project.root / "data"
     ner_rows = [json.loads(line) for line in (data / "ner3/run/outputs/v1.jsonl").read_text().splitlines()]
     assert len(ner_rows) == 4 and all(row["error"] is None for row in ner_rows)  # null penalties dropped for local
-    assert not [r for r in stub_llm.requests() if r["fault"]] and all(
-        "presence_penalty" not in r["body"] for r in stub_llm.requests()
-    )
+    [too_long] = [r for r in stub_llm.requests() if r["fault"]]  # asked once, not retried
+    assert too_long["fault"] == 400 and "Expected: page 2" in json.dumps(too_long["body"])
+    assert all("presence_penalty" not in r["body"] for r in stub_llm.requests())
     metrics = json.loads((data / "ner3/eval/metrics.json").read_text())
     assert {"exact_match_rate", "partial_match_rate"} <= set(metrics)
     assert 0 <= metrics["headline"]["accuracy"]["value"] <= 1 and metrics["headline"]["accuracy"]["rows"] == 4
@@ -597,10 +635,16 @@ def test_third_party_flows_run_by_config_alone(project: Project, stub_llm: StubL
     assert summary["identical_outputs"]["rows"] == 4 and summary["rows_with_warnings"] == 4
     web_metrics = json.loads((data / "web3/eval/metrics.json").read_text())  # the flex grader got the judge LLM
     web_operations = json.loads((data / "web3/eval/operations.json").read_text())  # the LLM cache's counts
-    assert web_metrics["accuracy"] == 0.0 and web_metrics["total"] == 4 and web_operations["cache"]["misses"] == 4
+    assert web_metrics["accuracy"] == 0.0 and web_metrics["total"] == 3 and web_operations["cache"]["misses"] == 4
     assert web_metrics["headline"]["accuracy"]["value"] == 0.0  # "Incorrect" grades, read as 0
+    # The judge prompt too long for the model: that row's evaluation error, the stage finished.
+    assert (web_metrics["eval_errors"], web_metrics["judge_rejected"], web_metrics["rows"]) == (1, 1, 3)
+    assert "evaluate web3 v1: warning: 1 of 4 rows not evaluated: the judge LLM rejected their request" in result.stderr
     web_page = (data / "web3/report/report.html").read_text()
     assert "4 of 4 answered rows have the same output" in web_page
+    assert (
+        "1 of 4 rows not evaluated" in web_page and "maximum context length is 2048 tokens" in web_page
+    )  # the whole error on hover
     assert project.repro("report@ner3", "report@web3") == []
 
 

@@ -95,6 +95,9 @@ class Usage:
     cached_prompt_tokens: int = 0  # the part of the above answered from the cache
     cached_completion_tokens: int = 0
     fallbacks: int = 0  # requests a fallback answered (stages/llm/failover.py)
+    # errors the endpoint answered with a request-content 4xx (upstream.REJECTED_STATUS: a prompt longer than the
+    # model's context), never retried: the same request fails the same way; an error of its row, not of the stage
+    rejected: int = 0
 
     def add(self, **counts: int) -> None:
         """Add to the named counts (only those: this runs for every request)."""

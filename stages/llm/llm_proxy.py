@@ -27,7 +27,9 @@ nodes skip the loopback HTTP when the proxy serves from their own process: they 
 - counts hits, misses, errors, upstream requests, retries and `usage` tokens, in total and per row.
 When retries run out it answers 424 (Failed Dependency) with the last failure in the message, and
 `x-should-retry: false`: prompt flow's LLM tools retry any 429/5xx up to 100 times themselves, so passing the
-endpoint's status through would multiply the attempts. Other errors (400, 401, 404...) pass through unchanged.
+endpoint's status through would multiply the attempts. Other errors (400, 401, 404...) pass through unchanged,
+never retried; a 400, 413 or 422 (the request's content, e.g. a prompt longer than the model's context) is
+counted as `rejected`, per row: the evaluate stage records such a row's error and goes on.
 Streaming requests (`stream: true`) are refused with a 400: a stream cannot be cached.
 """
 
@@ -52,6 +54,7 @@ from stages.llm.connections import Connection
 from stages.llm.endpoint import GIVE_UP_STATUS as GIVE_UP_STATUS  # re-exported: what a give-up answers
 from stages.llm.endpoint import Answer, Endpoint, error_body
 from stages.llm.upstream import (
+    REJECTED_STATUS,
     RequestAdapter,
     RetryPolicy,
     error_message,
@@ -299,7 +302,7 @@ class LLMProxy:
             count = functools.partial(self._count, row)
             answer = self.endpoint.forward(method, path, {**headers, REPEAT_HEADER: str(repeat)}, body, count, request)
         if answer.status != 200:
-            self._count(row, errors=1)
+            self._count(row, errors=1, rejected=int(answer.status in REJECTED_STATUS))
             return answer
         try:
             response = json.loads(answer.body)

@@ -15,6 +15,9 @@ from typing import Any
 
 RETRIABLE_STATUS = frozenset({408, 429, *range(500, 600)})
 TRANSIENT_5XX = frozenset({502, 503, 504})  # gateways and overload: retried whatever the answer says
+# An endpoint's answer that rejects one request for its content (400: a prompt longer than the model's context, as
+# llama.cpp and OpenAI answer it; 413: too large; 422: unprocessable): not retried, an error of that row only.
+REJECTED_STATUS = frozenset({400, 413, 422})
 # An error message that says the request itself is wrong: the same request fails the same way every time.
 # llama.cpp answers a null presence_penalty with 500 "argument 4: TypeError: wrong type".
 _INVALID_REQUEST = re.compile(

@@ -15,6 +15,7 @@ from stages import engine
 from stages.core.progress import Progress
 from stages.llm import connections, llm_proxy
 from stages.metrics import cost, headline, judge, repeats
+from stages.results.rows import rejected_note
 
 
 def map_inputs(mapping: dict[str, str], row: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
@@ -87,9 +88,11 @@ def evaluate_variant(
     price: cost.Price | None = None, concurrency: int = 1,
 ) -> tuple[list[dict[str, Any]], dict[str, Any], list[engine.RowResult]]:  # fmt: skip
     """One variant's joined rows, its flow-logged metrics with row counts (and the judge calls' LLM cache counts,
-    tokens and cost, through `proxy`), and the rows the eval flow failed. Repeat r of a row is evaluated by
-    `sessions[r]` (its judges ask through the proxy's `/r<r>` prefix); the flow's own metrics pool every repeat.
-    `concurrency` rows are evaluated at once."""
+    tokens and cost, through `proxy`), and the rows the eval flow failed that fail the stage: a row whose judge
+    request the LLM rejected for its content (`Usage.rejected`: a prompt longer than the model's context) is an
+    error of that row only, counted in `eval_errors` and in `judge_rejected`, and said. Repeat r of a row is
+    evaluated by `sessions[r]` (its judges ask through the proxy's `/r<r>` prefix); the flow's own metrics pool every
+    repeat. `concurrency` rows are evaluated at once."""
     k = len(sessions)
     run_by_key = {(row["row_id"], repeats.of(row)): row for row in run_rows}
     evaluable = [(row, repeat) for row in prepared for repeat in range(k)
@@ -101,13 +104,16 @@ def evaluate_variant(
     progress = Progress(f"evaluate {name} {variant}", len(evaluable))
     before = proxy.totals() if proxy else None
     completed: dict[str, engine.RowResult] = {}
+    rejected: set[str] = set()  # rows whose judge request the LLM rejected for its content (e.g. too long)
     for repeat, session in enumerate(sessions):
         flow_rows = [(repeats.tag(row["row_id"], repeat, k), inputs)
                      for (row, r), inputs in zip(evaluable, eval_inputs, strict=True) if r == repeat]  # fmt: skip
         for result in session.run_rows(flow_rows, concurrency):
             completed[result.row_id] = result
-            hits = proxy.row_usage(result.row_id).hits if proxy else 0
-            progress.advance(error=result.error is not None, cache_hits=hits)
+            usage = proxy.row_usage(result.row_id) if proxy else None
+            if usage and usage.rejected and result.error:
+                rejected.add(result.row_id)
+            progress.advance(error=result.error is not None, cache_hits=usage.hits if usage else 0)
     results = [completed[repeats.tag(row["row_id"], repeat, k)] for row, repeat in evaluable]  # input order
     eval_by_key = {(row["row_id"], repeat): result for (row, repeat), result in zip(evaluable, results, strict=True)}
     try:
@@ -116,9 +122,14 @@ def evaluate_variant(
         metrics = {"aggregation_error": str(exc)}
         print(f"evaluate {name} {variant}: warning: {exc}; the metrics it logs are missing, the headline metrics are "
               "computed from the evaluated rows", file=sys.stderr)  # fmt: skip
-    failed = [r for r in results if r.error]
-    metrics.update({"rows": len(results) - len(failed), "run_errors": len(prepared) * k - len(evaluable),
-                    "eval_errors": len(failed)})  # fmt: skip
+    errors = [r for r in results if r.error]
+    metrics.update({"rows": len(results) - len(errors), "run_errors": len(prepared) * k - len(evaluable),
+                    "eval_errors": len(errors)})  # fmt: skip
+    if rejected:
+        metrics["judge_rejected"] = len(rejected)
+        print(f"evaluate {name} {variant}: warning: {rejected_note(len(rejected), len(results))}; first: "
+              f"{next(r.error for r in errors if r.row_id in rejected)}", file=sys.stderr)  # fmt: skip
+    failed = [r for r in errors if r.row_id not in rejected]
     if k > 1:
         metrics["repeats"] = k
     joined = list(joined_rows(prepared, run_by_key, eval_by_key, k))

@@ -32,6 +32,7 @@ from stages.results.rows import (
     VariantReport,
     flatten_rows,
     logged_metrics,
+    rejected_note,
     side_by_side,
 )
 
@@ -67,6 +68,13 @@ def variant_reports(
 def _cell(value: Any, limit: int = 90) -> str:
     text = "" if value is None else str(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _full(value: Any, cell: str) -> str:
+    """The whole text of a value `_cell` clipped (shown on hover: a row's error ends with the endpoint's message), else
+    ""."""
+    text = "" if value is None else str(value)
+    return text if text != cell else ""
 
 
 def _headline_cards(variant: VariantReport, baseline: str) -> list[Card]:
@@ -117,6 +125,9 @@ def warnings(run: dict[str, Any], metrics: dict[str, Any] | None = None) -> list
             f"The evaluation flow's aggregation failed ({failed}): the metrics it logs are missing; the headline "
             "metrics below are computed from the evaluated rows."
         )
+    if rejected := (metrics or {}).get("judge_rejected"):
+        rows = (metrics or {}).get("rows", 0) + (metrics or {}).get("eval_errors", 0)
+        lines.append(f"{rejected_note(rejected, rows)}: their errors are in the rows below.")
     if same := run.get("identical_outputs"):
         lines.append(
             f"{same['rows']} of {same['of']} answered rows have the same output {same['output']}: a placeholder "
@@ -242,7 +253,9 @@ def _rows_table(rows: list[dict[str, Any]], variants: list[VariantReport], max_r
     for row in ordered:
         flip = row.get("flip", "")
         status = flip if compared else ("ok" if row.get(f"{names[-1]}.correct") else "bad")
-        shown.append({"status": status, "flip": flip, "cells": [_cell(row.get(c)) for c in columns]})
+        cells = [_cell(row.get(c)) for c in columns]
+        titles = [_full(row.get(c), cell) for c, cell in zip(columns, cells, strict=True)]  # clipped: the whole text
+        shown.append({"status": status, "flip": flip, "cells": cells, "titles": titles})
     if compared:
         note = (f"Showing {len(ordered)} of {len(rows)} rows: rows {names[-1]} broke first, then rows it fixed "
                 f"(compared with {names[0]}).")  # fmt: skip

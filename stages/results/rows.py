@@ -62,7 +62,7 @@ def flatten_rows(rows: list[dict[str, Any]], columns: Columns) -> list[dict[str,
 # Keys of an evaluation's metrics.json that the toolkit writes; every other number is one the evaluation flow logged.
 TOOLKIT_METRICS = frozenset(
     {"rows", "run_errors", "eval_errors", "repeats", "headline", "variant", "baseline", "variants", "cache",
-     "llm_requests", "tokens", "cost", "aggregation_error"}
+     "llm_requests", "tokens", "cost", "aggregation_error", "judge_rejected"}
 )  # fmt: skip
 
 
@@ -133,3 +133,11 @@ def side_by_side(variants: list[VariantReport], inputs: tuple[str, ...]) -> list
             row["flip"] = flip(record, by_key[-1][key(record)])
         merged.append(row)
     return merged
+
+
+def rejected_note(rejected: int, rows: int) -> str:
+    """What `judge_rejected` rows of `rows` mean."""
+    return (
+        f"{rejected} of {rows} rows not evaluated: the judge LLM rejected their request (HTTP 400, 413 or 422, "
+        "e.g. a prompt longer than the model's context; not retried: the same request fails the same way)"
+    )
