@@ -133,6 +133,17 @@ def test_a_list_column_must_be_an_input() -> None:
         datasets.Schema(inputs=("question",), label="answer", lists=("history",))
 
 
+def test_a_list_column_an_env_overlay_maps_is_a_list_in_that_env_only() -> None:
+    """An env's overlay (experiment.<env>.yaml) may map a list input, e.g. a chat history, that the base does not."""
+    data = {"inputs": ["question"], "label": "answer", "lists": ["history"],
+            "inputs_by_env": {"default": ["question"], "chat": ["question", "history"]}}  # fmt: skip
+    assert datasets.Schema.from_config(data) == datasets.Schema(("question",), "answer")
+    chat = datasets.Schema.from_config({**data, "inputs": ["question", "history"]})
+    assert chat == datasets.Schema(("question", "history"), "answer", ("history",))
+    with pytest.raises(datasets.DatasetError, match=r"data.lists: histry not among the inputs \['history', 'q"):
+        datasets.Schema.from_config({**data, "lists": ["histry"]})
+
+
 def test_a_row_that_is_not_utf8_names_file_line_byte_and_column(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
     bad = b'{"url": "https://\xe9t\xff", "text": "t", "category": "News"}\n'  # a Latin-1 é

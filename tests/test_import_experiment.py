@@ -18,6 +18,7 @@ from conftest import REPO, Project, StubLLM
 from stages.usecases import catalogue, eval_outputs, flow_facts, import_plan, import_spec, importer
 
 FIXTURE = REPO / "tests" / "fixtures" / "template_experiment"
+JSON_FIXTURE = REPO / "tests" / "fixtures" / "template_json"  # math_coding's shape
 STANDARD_TEXTS = [json.loads(line)["ticket_text"] for line in (FIXTURE / "data/tickets.jsonl").read_text().splitlines()]
 
 
@@ -444,3 +445,36 @@ def test_the_import_says_what_a_flows_requirements_need_as_the_run_stage_checks_
     [step], _ = import_spec.requirements(flow, "use_cases/web/flows/standard")
     assert step.startswith("use_cases/web/flows/standard/requirements.txt: not installed here: bs4-llmops-test-missing")
     assert step.endswith(" -m pip install bs4-llmops-test-missing")  # the packages, not -r: never promptflow-sdk
+
+
+def test_a_flow_that_parses_its_llms_answer_as_json_asks_for_json_and_an_overlays_list_input_imports(
+    project: Project, stub_llm: StubLLM
+) -> None:
+    """The template's math_coding: its standard flow json.loads the LLM's answer (the base model behind llama.cpp
+    does not keep to the prompt's format). The import sets `json_answers` on the variants and says why; the run's
+    requests then ask for JSON (llama.cpp's grammar on local's completion API), as the judges' do. Its `history`
+    overlay maps the list-typed chat_history that the base does not: a list in that env only."""
+    from stages.llm import upstream
+
+    stub_llm.script({"QUESTION: What is 2 + 2?": '{"answer": "4"}', "QUESTION: What is 3 * 3?": '{"answer": "9"}'})
+    out = project.sh("llmops", "import-experiment", str(JSON_FIXTURE)).stdout
+    assert (
+        "variants.<v>.json_answers: true (parse_answer.py of flows/standard parse(s) an answer with json.loads)" in out
+    )
+    assert "data.lists: chat_history (input chat_history of" in out
+    config = yaml.safe_load((project.root / "conf/use_cases/math_json.yaml").read_text())["math_json"]
+    assert [v["json_answers"] for v in config["variants"].values()] == [True, True]
+    assert config["data"]["lists"] == ["chat_history"] and "json_answers" not in config["evaluate"]
+
+    project.repro("evaluate@math_json")
+    asked = [r for r in stub_llm.requests() if "QUESTION:" in json.dumps(r["body"])]
+    assert asked and all(r["body"]["grammar"] == upstream.JSON_GRAMMAR for r in asked)
+    metrics = json.loads((project.root / "data/math_json/eval/metrics.json").read_text())
+    assert metrics["headline"]["accuracy"]["value"] == 1.0 and metrics["rows"] == 2
+
+    env = (project.root / "conf/env/dev.yaml").read_text().replace("name: dev", "name: history")
+    (project.root / "conf/env/history.yaml").write_text(env)
+    project.params("env=history")
+    project.repro("run@math_json")
+    prepared = [json.loads(line) for line in (project.root / "data/math_json/prepared.jsonl").open()]
+    assert [row["chat_history"] for row in prepared][1][0]["outputs"] == {"answer": "Hello"}

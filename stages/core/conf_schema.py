@@ -68,6 +68,7 @@ class Variant(_Block):
     params: dict[str, Any] = {}
     node_inputs: dict[str, dict[str, Any]] = {}
     node_variants: dict[str, NodeChoice] = {}
+    json_answers: bool = False  # the flow's LLM requests ask for a JSON answer (the flow parses it)
 
 
 class Judge(_Block):

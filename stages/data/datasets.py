@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -32,8 +32,22 @@ class Schema:
 
     @classmethod
     def from_config(cls, data: dict[str, Any]) -> Schema:
-        """The schema a use case's `data` block declares (`inputs`, `label`, optional `lists`)."""
-        return cls(tuple(input_columns(data["inputs"]).values()), data["label"], tuple(data.get("lists") or ()))
+        """The schema a use case's `data` block declares (`inputs`, `label`, optional `lists`, `inputs_by_env`)."""
+        every_env = (data.get("inputs_by_env") or {}).values()
+        return cls.for_env(data["inputs"], data["label"], data.get("lists") or (), every_env)
+
+    @classmethod
+    def for_env(
+        cls, inputs: list[str] | dict[str, str], label: str, lists: Iterable[str],
+        every_env: Iterable[list[str] | dict[str, str]] = (),
+    ) -> Schema:  # fmt: skip
+        """The schema of one env's `inputs`: of `lists`, the columns this env reads (one env's overlay may map a
+        list input, e.g. a chat history, that the others do not); each must be an input of some env."""
+        columns = tuple(input_columns(inputs).values())
+        known = set(columns).union(*(input_columns(other).values() for other in every_env))
+        if unknown := [column for column in lists if column not in known]:
+            raise DatasetError(f"data.lists: {', '.join(unknown)} not among the inputs {sorted(known)}")
+        return cls(columns, label, tuple(column for column in lists if column in columns))
 
 
 def input_columns(inputs: list[str] | dict[str, str]) -> dict[str, str]:

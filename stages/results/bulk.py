@@ -8,7 +8,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -322,6 +322,9 @@ def run_locally(
         for variant in run.plan.names:
             tracing.set_attributes(use_case=name, variant=variant, stage="run")
             print(start_line(name, len(rows), variant, run, bool(proxy.store)), file=sys.stderr)
+            # the variant's flow parses its LLM's answer as JSON: its requests ask for a JSON object
+            json_answers = bool(use_case["variants"][variant].get("json_answers"))
+            proxy.adapter = replace(proxy.adapter, json_answers=json_answers)
             try:
                 results, records, summaries[variant] = run_variant(
                     root, name, use_case, variant, run.plan.selected, proxy, run.connection, rows,

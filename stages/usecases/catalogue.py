@@ -43,6 +43,7 @@ class UseCaseSpec:
     by_env: dict[str, dict[str, object]] | None = None  # the envs whose eval_flow / inputs / mapping differ
     metrics: dict[str, str] | None = None  # headline metrics (None: accuracy, the mean of `correct`)
     json_answers: bool = False  # the evaluation flow parses its judge's answer as JSON (evaluate.json_answers)
+    flow_json_answers: bool = False  # the flow parses its LLM's answer as JSON (variants.<v>.json_answers)
     origin: str = "written by `llmops add-use-case`"  # the config's header says where it came from
 
 
@@ -75,6 +76,8 @@ def render_config(spec: UseCaseSpec) -> str:
     check_name(spec.name)
     variant: dict[str, object] = {"llm_node": spec.llm_node} if spec.llm_node else {}
     variant |= ({"prompt": spec.prompt} if spec.prompt else {}) | {"params": dict(spec.params)}
+    if spec.flow_json_answers:
+        variant["json_answers"] = True
     inputs = spec.inputs if isinstance(spec.inputs, dict) else {column: column for column in spec.inputs}
     same_names = all(flow_input == column for flow_input, column in inputs.items())
     dataset: dict[str, object] = {"dataset": spec.dataset}

@@ -80,9 +80,10 @@ def validate(root: Path, spec: catalogue.UseCaseSpec, max_row_bytes: int) -> Non
     """The imported dataset of `spec` passes the prepare stage's checks (required strings, lists, label, unique
     inputs, the row size bound `prepare.max_row_bytes`), at import time; errors name it as the project does."""
     path = root / spec.dataset
-    inputs = datasets.input_columns(spec.inputs if isinstance(spec.inputs, dict) else list(spec.inputs))
+    inputs = spec.inputs if isinstance(spec.inputs, dict) else list(spec.inputs)
+    every_env = [changes["inputs"] for changes in (spec.by_env or {}).values() if "inputs" in changes]
     try:
-        schema = datasets.Schema(tuple(inputs.values()), spec.label, spec.lists)
+        schema = datasets.Schema.for_env(inputs, spec.label, spec.lists, every_env)  # type: ignore[arg-type]
         datasets.assign_ids(datasets.load(path, schema, max_row_bytes), schema, path)
     except datasets.DatasetError as exc:
         message = str(exc).replace(str(path), spec.dataset)
@@ -128,14 +129,16 @@ def _evaluation_choice(
     return correct, metrics, why, evaluated_by, pairing.where
 
 
-def _json_answers(judges: tuple[str, ...], eval_facts: flow_facts.FlowFacts, shown: str, notes: list[str]) -> bool:
-    """Whether the judges are asked for JSON: the evaluation flow's code parses an answer with json.loads."""
-    if not (judges and eval_facts.json_parsers):
+def _json_answers(asks: bool, facts: flow_facts.FlowFacts, shown: str, key: str, whose: str, notes: list[str]) -> bool:
+    """Whether a flow's LLM requests ask for JSON (`key`): the flow `asks` an LLM and its code parses an answer with
+    json.loads. The one rule for the standard flow (`variants.<v>.json_answers`) and the judges
+    (`evaluate.json_answers`); the proxy's RequestAdapter asks."""
+    if not (asks and facts.json_parsers):
         return False
-    notes.append(f"evaluate.json_answers: true ({', '.join(eval_facts.json_parsers)} of {shown} parse(s) an answer "
-                 "with json.loads): the judge's requests ask for a JSON object (response_format on the chat API; a "
-                 "JSON grammar on llama.cpp's completion API, conf/llm/local.yaml json_grammar), so a model that does "
-                 "not follow the prompt's format still answers JSON")  # fmt: skip
+    notes.append(f"{key}: true ({', '.join(facts.json_parsers)} of {shown} parse(s) an answer with json.loads): "
+                 f"{whose} requests ask for a JSON object (response_format on the chat API; a JSON grammar on "
+                 "llama.cpp's completion API, conf/llm/local.yaml json_grammar), so a model that does not follow the "
+                 "prompt's format still answers JSON")  # fmt: skip
     return True
 
 
@@ -175,7 +178,11 @@ def use_case_spec(
             f"evaluate.judges: {', '.join(judges)}: the evaluation flow's LLM is the judge LLM "
             "(conf/config.yaml llm@judge)"
         )
-    json_answers = _json_answers(judges, eval_facts, short(str(base_plan.eval_flow), folder), notes)
+    json_answers = _json_answers(bool(judges), eval_facts, short(str(base_plan.eval_flow), folder),
+                                 "evaluate.json_answers", "the judge's", notes)  # fmt: skip
+    asks = bool(facts.llm_nodes or facts.model_config or facts.sdk_callers)
+    flow_json = _json_answers(asks, facts, short(str(facts.path), folder), "variants.<v>.json_answers",
+                              "the flow's LLM", notes)  # fmt: skip
     per_env = _per_env(by_env, located, overlays, folder, notes)
     spec = catalogue.UseCaseSpec(
         name=use_case,
@@ -191,6 +198,7 @@ def use_case_spec(
         llm_node=llm_node,
         judges=judges,
         json_answers=json_answers,
+        flow_json_answers=flow_json,
         datasets_by_env={env: f"{relative}/data/{f}" for env, f in files.items() if env and f != files[""]} or None,
         by_env=per_env or None,
     )
