@@ -378,7 +378,7 @@ def test_a_baked_flow_installs_what_a_renamed_package_stands_for(tmp_path: Path)
 
 def test_what_a_row_prints_to_stderr_or_logs_as_a_warning_is_recorded_on_it(tmp_path: Path) -> None:
     engine.configure(tmp_path / "runtime")
-    session = engine.FlowSession(FIXTURES / "warns_per_row")
+    session = engine.FlowSession(FIXTURES / "warns_per_row", copies=tmp_path / "runtime")  # its cache: in the copy
     rows = [("bad", {"url": "https://down.example/a"}), ("good", {"url": "https://ok.example/b"})]
     results = engine.in_input_order(session.run_rows(rows), ["bad", "good"])
     assert [r.outputs["text"] for r in results] == ["No available content", "content of https://ok.example/b"]
@@ -387,6 +387,9 @@ def test_what_a_row_prints_to_stderr_or_logs_as_a_warning_is_recorded_on_it(tmp_
     assert any(w == "WARNING fetch: no content for https://down.example/a" for w in bad)
     assert "[fetch] stdout> fetching https://down.example/a" in bad  # a DAG node's print(), as prompt flow kept it
     assert good == ("[fetch] stdout> fetching https://ok.example/b",)
+    assert not (FIXTURES / "warns_per_row" / ".pages").exists()
+    [tried] = (tmp_path / "runtime" / "flows").glob("warns_per_row-*/*/warns_per_row/.pages/tried.txt")
+    assert tried.read_text().splitlines() == ["https://down.example/a", "https://ok.example/b"]
 
 
 # --- tiktoken: no download at run time
@@ -645,6 +648,11 @@ def test_third_party_flows_run_by_config_alone(project: Project, stub_llm: StubL
     assert (
         "1 of 4 rows not evaluated" in web_page and "maximum context length is 2048 tokens" in web_page
     )  # the whole error on hover
+    # web3's flow wrote its cache (.pages/, as chat_with_pdf's .pdfs/) in the copy it ran from, not in its folder: a
+    # dependency of the run stage, unchanged
+    assert not (project.root / "use_cases/web3/flows/standard/.pages").exists()
+    assert len(list((project.root / ".llmops/flows").glob("standard-*/*/standard/.pages/tried.txt"))) == 1
+    assert "Data and pipelines are up to date" in project.sh("dvc", "status", "run@web3").stdout
     assert project.repro("report@ner3", "report@web3") == []
 
 

@@ -11,6 +11,8 @@ Modules (the rest of the toolkit uses the names below, as `engine.FlowSession` e
 - `runtime`: the row runtime (concurrency in threads or worker processes, row timeouts, input order, per-row errors
   and warnings). Knows nothing of any engine.
 - `session`: `FlowSession`, a flow loaded once by its engine and run through the runtime.
+- `staging`: `run_copy`, the copy of a flow folder a session runs (`FlowSession(copies=...)`): what the flow
+  writes beside its code at run time stays out of the tracked folder.
 - `protocol`: the interface an engine implements; `registry`: the engines, asked in order: `detect` (which
   engine runs a folder, and its kind), `interface` (what it declares).
 - `promptflow/`: the prompt flow adapter, the ONLY code that imports `promptflow` (its private hooks and patches in
@@ -64,6 +66,7 @@ _PUBLIC = {
         "unmet_requirements",
     ),
     "runtime": ("RowResult", "in_input_order"),
+    "staging": ("original_paths", "run_copy"),
     "session": ("AggregationError", "FlowSession", "configure"),
     "registry": ("declares_model_config", "detect", "interface", "row_of_request"),
 }

@@ -26,7 +26,7 @@ from stages.engine.kinds import FlowError, FlowKind
 from stages.engine.registry import detect
 from stages.llm.connections import Connection
 
-_SKIPPED_DIRS = {"__pycache__", ".promptflow"}
+SCRATCH_DIRS = {"__pycache__", ".promptflow"}
 # Not copied: the copy is not in git, and prompt flow's build and Azure ML's uploads leave out what a .gitignore
 # names (chat_with_pdf's flow ignores its DVC-built index, which the served flow needs).
 _SKIPPED_FILES = {".gitignore"}
@@ -51,7 +51,7 @@ def _flow_files(folder: Path) -> list[Path]:
     return [
         path
         for path in folder.rglob("*")
-        if path.is_file() and not _SKIPPED_DIRS.intersection(path.relative_to(folder).parts)
+        if path.is_file() and not SCRATCH_DIRS.intersection(path.relative_to(folder).parts)
     ]
 
 
@@ -72,7 +72,7 @@ def bake_variant(
     kind, flow_file = detect(flow, binding.prompt)
     if dest.exists():
         shutil.rmtree(dest)
-    shutil.copytree(flow, dest, ignore=shutil.ignore_patterns(*_SKIPPED_DIRS, *_SKIPPED_FILES))
+    shutil.copytree(flow, dest, ignore=shutil.ignore_patterns(*SCRATCH_DIRS, *_SKIPPED_FILES))
     node_inputs = block.get("node_inputs") or {}
     wiring.check_kind(flow, kind, 1, bool(node_inputs or node_variants))
     served = dest

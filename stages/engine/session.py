@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.core import redaction
-from stages.engine import registry, requirements, runtime
+from stages.engine import registry, requirements, runtime, staging
 from stages.engine.binding import LLMBinding, NodeInputs, check_kind
 from stages.engine.kinds import FlowKind
 from stages.engine.protocol import LoadOptions
@@ -36,6 +36,7 @@ class FlowSession:
         node_inputs: NodeInputs | None = None,
         node_variants: Mapping[str, str] | None = None,
         row_timeout_s: float | None = None,
+        copies: Path | None = None,
     ) -> None:
         """`bindings` wire the flow's LLM: at most one unless a DAG flow; for a DAG flow, one per LLM node that gets
         its own prompt or params, and every other LLM node runs on the first binding's connection.
@@ -43,9 +44,10 @@ class FlowSession:
         `node_inputs` sets inputs of any node of a DAG flow (a variant's `node_inputs`, e.g. a retriever's top_k).
         `node_variants` selects a DAG's own node variants ({node: variant id}; the others keep their default);
         `self.node_variants` says which ran. A row still running after `row_timeout_s` is recorded with a
-        timeout error (None: no limit).
+        timeout error (None: no limit). With `copies` (a runtime folder) the flow loads from its copy there
+        (staging.run_copy): what it writes beside its code stays out of `flow`.
         """
-        self._init_args = (flow, bindings, dict(node_inputs or {}), dict(node_variants or {}), row_timeout_s)
+        self._init_args = (flow, bindings, dict(node_inputs or {}), dict(node_variants or {}), row_timeout_s, copies)
         self._row_timeout_s = row_timeout_s
         binding = bindings[0] if bindings else None
         self._engine, self.kind, flow_file = registry.engine_for(flow, binding.prompt if binding else None)
@@ -56,6 +58,8 @@ class FlowSession:
         self._environment = self._engine.environment(bindings)
         runtime.install_notes_handler()
         check_kind(flow, self.kind, len(bindings), bool(node_inputs or node_variants))
+        if copies is not None and (copy := staging.run_copy(flow, copies)) != flow:
+            flow, flow_file = copy, copy / flow_file.name
         options = LoadOptions(node_inputs or {}, node_variants or {}, row_timeout_s)
         with runtime.environment(self._environment):  # a flow may build its client when it is loaded
             self._flow = self._engine.load(self.kind, flow_file, flow, bindings, options)
@@ -115,6 +119,6 @@ def _open_in_worker(init_args: tuple[Any, ...]) -> FlowSession:
     redaction.install()  # the session registers its connections' secrets
     for engine in registry.ENGINES:
         engine.prepare_worker()
-    flow, bindings, node_inputs, node_variants, row_timeout_s = init_args
+    flow, bindings, node_inputs, node_variants, row_timeout_s, copies = init_args
     return FlowSession(flow, *bindings, node_inputs=node_inputs, node_variants=node_variants,
-                       row_timeout_s=row_timeout_s)  # fmt: skip
+                       row_timeout_s=row_timeout_s, copies=copies)  # fmt: skip

@@ -108,6 +108,7 @@ def open_session(
     names the variant, or the params key (and conf file) of a node variant the flow does not have."""
     block = variants.config(name, use_case, variant)
     node_variants = variants.node_variants(name, use_case, variant, selected)
+    flow = root / use_case["flow"]
     try:
         binding = engine.binding_for(connection, block)
     except engine.FlowError as exc:
@@ -116,16 +117,23 @@ def open_session(
             "in conf/"
         ) from exc
     try:
+        # run from a copy (`copies`): what the flow writes beside its code (a download cache, an index) stays out of
+        # the folder that is the run stage's DVC dependency
         return engine.FlowSession(
-            root / use_case["flow"], binding, node_inputs=block.get("node_inputs"),
+            flow, binding, node_inputs=block.get("node_inputs"),
             node_variants={node: variant_id for node, (variant_id, _) in node_variants.items()},
-            row_timeout_s=row_timeout_s,
+            row_timeout_s=row_timeout_s, copies=runtime_dir(root),
         )  # fmt: skip
     except engine.NodeVariantError as exc:
         key = node_variants[exc.node][1] if exc.node in node_variants else f"use_cases.{name}.variants.{variant}"
-        raise engine.FlowError(f"{key} (conf/use_cases/{name}.yaml): {exc}") from exc
+        raise engine.FlowError(f"{key} (conf/use_cases/{name}.yaml): {_named(exc, flow)}") from exc
     except engine.FlowError as exc:
-        raise engine.FlowError(f"variant {variant} of {name}: {exc}") from exc
+        raise engine.FlowError(f"variant {variant} of {name}: {_named(exc, flow)}") from exc
+
+
+def _named(error: Exception, flow: Path) -> str:
+    """`error`'s message naming the project's flow folder `flow`, not the copy the session loaded (staging.py)."""
+    return engine.original_paths(str(error), flow)
 
 
 def run_variant(

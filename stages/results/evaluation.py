@@ -15,7 +15,7 @@ from stages import engine
 from stages.core.progress import Progress
 from stages.llm import connections, llm_proxy
 from stages.metrics import cost, headline, judge, repeats
-from stages.results.rows import rejected_note
+from stages.results.formatting import rejected_note
 
 
 def map_inputs(mapping: dict[str, str], row: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:

@@ -66,3 +66,11 @@ def format_usd(value: float | None) -> str:
     if value is None:
         return "n/a"
     return f"${value:.4f}" if value < 1 else f"${value:,.2f}"
+
+
+def rejected_note(rejected: int, rows: int) -> str:
+    """What `judge_rejected` rows of `rows` mean."""
+    return (
+        f"{rejected} of {rows} rows not evaluated: the judge LLM rejected their request (HTTP 400, 413 or 422, "
+        "e.g. a prompt longer than the model's context; not retried: the same request fails the same way)"
+    )

@@ -20,7 +20,15 @@ from typing import Any
 from stages.metrics import headline, operations
 from stages.results import charts, pages, plan
 from stages.results.charts import PowerCurve
-from stages.results.formatting import adjusted, format_usd, format_value, is_rate, judges, total_cost
+from stages.results.formatting import (
+    adjusted,
+    format_usd,
+    format_value,
+    is_rate,
+    judges,
+    rejected_note,
+    total_cost,
+)
 from stages.results.pages import PAGE_CSS, Card, Table
 from stages.results.rows import (
     BROKEN,
@@ -32,7 +40,6 @@ from stages.results.rows import (
     VariantReport,
     flatten_rows,
     logged_metrics,
-    rejected_note,
     side_by_side,
 )
 

@@ -133,11 +133,3 @@ def side_by_side(variants: list[VariantReport], inputs: tuple[str, ...]) -> list
             row["flip"] = flip(record, by_key[-1][key(record)])
         merged.append(row)
     return merged
-
-
-def rejected_note(rejected: int, rows: int) -> str:
-    """What `judge_rejected` rows of `rows` mean."""
-    return (
-        f"{rejected} of {rows} rows not evaluated: the judge LLM rejected their request (HTTP 400, 413 or 422, "
-        "e.g. a prompt longer than the model's context; not retried: the same request fails the same way)"
-    )
