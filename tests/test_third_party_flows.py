@@ -652,6 +652,9 @@ def test_third_party_flows_run_by_config_alone(project: Project, stub_llm: StubL
     # dependency of the run stage, unchanged
     assert not (project.root / "use_cases/web3/flows/standard/.pages").exists()
     assert len(list((project.root / ".llmops/flows").glob("standard-*/*/standard/.pages/tried.txt"))) == 1
+    assert (
+        len(list((project.root / ".llmops/flows").glob("evaluate-*/*/evaluate/flow.*.yaml"))) == 2
+    )  # so are eval flows
     assert "Data and pipelines are up to date" in project.sh("dvc", "status", "run@web3").stdout
     assert project.repro("report@ner3", "report@web3") == []
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from stages import engine
 from stages.core.progress import Progress
+from stages.core.project import runtime_dir
 from stages.llm import connections, llm_proxy
 from stages.metrics import cost, headline, judge, repeats
 from stages.results.formatting import rejected_note
@@ -172,9 +173,10 @@ def judging(params: Mapping[str, Any], use_case: Mapping[str, Any], root: Path, 
 
 
 def open_sessions(flow: Path, judges: Mapping[str, Any], judge: Judging, model_config: bool, k: int,
-                  row_timeout_s: float | None) -> list[engine.FlowSession]:  # fmt: skip
+                  row_timeout_s: float | None, copies: Path | None = None) -> list[engine.FlowSession]:  # fmt: skip
     """One evaluation flow session per repeat (repeat r's judges ask through the proxy's `/r<r>` prefix); a flow
-    without judges asks no LLM: one session serves every repeat. Raises engine.FlowError."""
+    without judges asks no LLM: one session serves every repeat. With `copies` (the runtime folder) the flow loads
+    from its copy there, as the run stage's (engine.run_copy). Raises engine.FlowError."""
     sessions = []
     for repeat in range(k if judge.proxy else 1):
         judged = judge.proxy.connection(judge.connection, repeat) if judge.proxy and judge.connection else None
@@ -184,7 +186,7 @@ def open_sessions(flow: Path, judges: Mapping[str, Any], judge: Judging, model_c
             raise JudgeError(str(exc)) from None
         if judged and model_config:
             bindings = [engine.LLMBinding(judged)]
-        sessions.append(engine.FlowSession(flow, *bindings, row_timeout_s=row_timeout_s))
+        sessions.append(engine.FlowSession(flow, *bindings, row_timeout_s=row_timeout_s, copies=copies))
     return sessions * (k // len(sessions))
 
 
@@ -301,13 +303,14 @@ def evaluate_all(
     with ready.judge.proxy or contextlib.nullcontext(), telemetry:
         try:
             sessions = open_sessions(root / use_case["eval_flow"], ready.judges, ready.judge, ready.model_config, k,
-                                     params["bulk"]["row_timeout_s"])  # fmt: skip
+                                     params["bulk"]["row_timeout_s"], runtime_dir(root))  # fmt: skip
         except JudgeError as exc:
             raise SetupError(f"judge: {exc}") from None
         except engine.FlowError as exc:
-            raise SetupError(str(exc)) from None
+            raise SetupError(engine.original_paths(str(exc), root / use_case["eval_flow"])) from None
         except Exception as exc:  # prompt flow could not load the flow (an init that raised, a bad entry)
-            raise SetupError(f"{use_case['eval_flow']}: {type(exc).__name__}: {exc}") from None
+            message = engine.original_paths(str(exc), root / use_case["eval_flow"])
+            raise SetupError(f"{use_case['eval_flow']}: {type(exc).__name__}: {message}") from None
         return evaluate_variants(sessions, name, use_case, ready, prepared, run_by_variant, written)
 
 
