@@ -254,6 +254,34 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     tempfile.tempdir = None  # recomputed from TMPDIR on next use
 
 
+@functools.cache
+def stage_fork_server() -> Path | None:
+    """The folder of the `python` shim that runs this worker's stage processes as forks of one server (tests/zygote.py
+    says what is shared and why), or None with LLMOPS_TEST_ZYGOTE=0. Started on first use, stopped at exit."""
+    if os.environ.get("LLMOPS_TEST_ZYGOTE", "1") == "0":
+        return None
+    folder = scratch_tmp() / "zygote"
+    folder.mkdir()
+    socket_path, module = folder / "sock", Path(__file__).with_name("zygote.py")
+    shim = folder / "bin" / "python"
+    shim.parent.mkdir()
+    shim.write_text(f"#!{sys.executable} -IS\nimport sys\nsys.path.insert(0, {str(module.parent)!r})\nimport zygote\n"
+                    f"zygote.shim({sys.executable!r}, {str(socket_path)!r}, sys.argv[1:])\n")  # fmt: skip
+    shim.chmod(0o755)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("COVERAGE_")}  # no coverage in it
+    env["LLMOPS_ZYGOTE_CPU_LOG"] = str(folder / "cpu.log")
+    command = [sys.executable, str(module), "serve", str(socket_path)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                               cwd=folder, start_new_session=True)  # fmt: skip
+    assert process.stdout is not None
+    ready = process.stdout.readline()
+    if "zygote ready" not in ready:
+        stop_process(process)
+        raise RuntimeError(f"the stage fork server did not start: {ready}{process.stdout.read()}")
+    atexit.register(stop_process, process)
+    return shim.parent
+
+
 def project_env(root: Path, extra_env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a project copy: none of the developer's LLM settings, an empty HOME of its own."""
     env = {
@@ -263,7 +291,9 @@ def project_env(root: Path, extra_env: dict[str, str] | None = None) -> dict[str
     }
     home = root.parent / "home"  # an empty HOME: shows what the pipeline writes outside the project
     home.mkdir(exist_ok=True)
-    env.update({"PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", "DVC_NO_ANALYTICS": "1", "HOME": str(home),
+    shims = [str(folder)] if (folder := stage_fork_server()) else []
+    path = os.pathsep.join([*shims, str(VENV_BIN), env.get("PATH", "")])
+    env.update({"PATH": path, "DVC_NO_ANALYTICS": "1", "HOME": str(home),
                 "TMPDIR": str(scratch_tmp()),
                 "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
                 "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"})  # fmt: skip
@@ -459,7 +489,9 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
     def cpu() -> tuple[float, float]:
         own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+        forked = scratch_tmp() / "zygote" / "cpu.log"  # the stage processes forked by the server (not our children)
+        stages = sum(map(float, forked.read_text().split())) if forked.exists() else 0.0
+        return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime + stages
 
     (own0, children0), wall0 = cpu(), time.monotonic()
     yield

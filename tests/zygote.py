@@ -1,0 +1,223 @@
+"""A test-only fork server for the stage processes (`python -m stages.<stage> ...`) that `dvc repro` starts in the
+tests' project copies.
+
+Each stage is a fresh interpreter that imports prompt flow's dependencies (openai's types, SQLAlchemy, pandas, scipy,
+...) before its first row: 1.5-2 CPU-seconds each time, most of the CPU of a test that reruns a few stages. The
+suite starts some hundreds of them. Here one server per pytest worker imports those third-party libraries once, and
+a stage process is a fork of it: the `python` shim first on a project copy's PATH hands its argv, working directory,
+environment and standard streams over a Unix socket, and exits with the stage's exit status (signals it receives
+are passed on; if it is killed outright, the stage is killed too).
+
+What the fork does not share with a real `python -m`: only the import of libraries that read nothing from the
+environment when imported. Prompt flow itself, the project's `stages` package and everything else is imported
+afresh in each stage process, after it has set up its environment (stages/engine/promptflow/environment.py points
+prompt flow at a project-local home *before* importing it). `LLMOPS_TEST_ZYGOTE=0` turns the server off: stages run
+as plain interpreters.
+
+Standard library only: the shim and the server import nothing of the project.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import traceback
+
+# Imported once by the server. Each reads nothing from the environment at import time (checked by test_zygote.py:
+# none of them is imported by the stage's environment set-up, and prompt flow is not among them).
+PRELOAD = (
+    "openai", "openai.types", "httpx", "pydantic", "sqlalchemy", "sqlalchemy.orm", "numpy", "pandas", "scipy.stats",
+    "jinja2", "yaml", "jsonschema", "flask", "marshmallow", "psutil", "requests", "ruamel.yaml", "filelock",
+    "opentelemetry.sdk.trace",
+)  # fmt: skip
+NEVER_PRELOADED = ("promptflow", "stages", "dvc", "tiktoken")  # read the environment when imported, or are ours
+_MAX_REQUEST = 4 << 20  # argv + environment, bytes
+
+
+def _send(connection: socket.socket, message: dict) -> None:
+    connection.sendall(json.dumps(message).encode() + b"\n")
+
+
+def _receive_line(connection: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = connection.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+        if len(data) > _MAX_REQUEST:
+            raise ValueError("request too large")
+    return data
+
+
+# --- the shim: what `python` is on a project copy's PATH ---------------------------------------------------------
+
+
+def shim(real_python: str, socket_path: str, argv: list[str]) -> None:
+    """Run `python -m stages.<x> ...` as a fork of the server; anything else (or no server) as the real python."""
+    if not (len(argv) >= 2 and argv[0] == "-m" and argv[1].startswith("stages.") and os.path.exists(socket_path)):
+        os.execv(real_python, [real_python, *argv])
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        connection.connect(socket_path)
+    except OSError:
+        os.execv(real_python, [real_python, *argv])
+    request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}
+    payload = json.dumps(request).encode() + b"\n"
+    connection.sendmsg([payload[:1]], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0, 1, 2]))])
+    connection.sendall(payload[1:])
+    reader = connection.makefile("rb")
+    pid = json.loads(reader.readline())["pid"]
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signum, forward)
+    line = reader.readline()
+    status = json.loads(line)["status"] if line else 1
+    if status < 0:  # killed by a signal: end the same way, so the caller sees what it would see
+        signal.signal(-status, signal.SIG_DFL)
+        os.kill(os.getpid(), -status)
+    sys.exit(status)
+
+
+# --- the server ------------------------------------------------------------------------------------------------------
+
+
+def serve(socket_path: str) -> None:
+    """Import PRELOAD, then fork a stage process for each request until killed."""
+    import importlib
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    leaked = [name for name in sys.modules if name.split(".")[0] in NEVER_PRELOADED]
+    if leaked:
+        raise SystemExit(f"zygote: the preloaded libraries imported {leaked[:5]}")
+    base_path = [entry for entry in sys.path[1:] if entry not in _pythonpath(os.environ)]  # [0]: this file's folder
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the waiters are reaped by the kernel
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the stages through their shims
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(socket_path + ".tmp")
+    server.listen(64)
+    os.replace(socket_path + ".tmp", socket_path)  # the shims see the socket only once it accepts
+    print("zygote ready", flush=True)
+    while True:
+        connection, _ = server.accept()
+        if os.fork() == 0:
+            server.close()
+            try:
+                _wait_for_stage(connection, base_path)
+            finally:
+                os._exit(0)
+        connection.close()
+
+
+def _pythonpath(env: dict[str, str]) -> list[str]:
+    return [entry for entry in env.get("PYTHONPATH", "").split(os.pathsep) if entry]
+
+
+def _wait_for_stage(connection: socket.socket, base_path: list[str]) -> None:
+    """The waiter: starts the stage in a fork of its own, tells the shim its pid and, at its end, its exit status
+    (negative: the signal that ended it). The shim gone (killed outright) → the stage is killed."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    first, fds, _flags, _address = socket.recv_fds(connection, 1, 3)
+    request = json.loads(first + _receive_line(connection))
+    pid = os.fork()
+    if pid == 0:
+        connection.close()
+        _become_stage(request, fds, base_path)
+    for fd in fds:
+        os.close(fd)
+    _send(connection, {"pid": pid})
+    pidfd = os.pidfd_open(pid)
+    while True:
+        ready, _, _ = select.select([connection, pidfd], [], [])
+        if pidfd in ready:
+            _, status, usage = os.wait4(pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+            _count_cpu(usage.ru_utime + usage.ru_stime)
+            with contextlib.suppress(OSError):
+                _send(connection, {"status": code})
+            return
+        if not connection.recv(1):  # EOF: the shim was killed
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return
+
+
+def _count_cpu(seconds: float) -> None:
+    """Append the stage's CPU seconds to the server's log (conftest's LLMOPS_TEST_CPU hook adds them up)."""
+    with open(os.environ["LLMOPS_ZYGOTE_CPU_LOG"], "a") as log:  # one short append: atomic
+        log.write(f"{seconds:.3f}\n")
+
+
+def _become_stage(request: dict, fds: list[int], base_path: list[str]) -> None:
+    """In the stage's fork: the shim's streams, working directory, environment and argv, then `python -m`."""
+    import runpy
+
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    for signum, handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL),
+                            (signal.SIGCHLD, signal.SIG_DFL)):  # fmt: skip
+        signal.signal(signum, handler)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.path[:] = [os.getcwd(), *_pythonpath(request["env"]), *base_path]
+    argv = request["argv"]
+    module = argv[1]
+    sys.argv = [module, *argv[2:]]  # runpy puts the module's file in argv[0], as `python -m` does
+    code = 0
+    try:
+        _start_coverage()
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        if not isinstance(exit_.code, int | None):
+            print(exit_.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        code = 130
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    _end(code)
+
+
+def _end(code: int) -> None:
+    """The interpreter's usual end, in its order (non-daemon threads joined, atexit handlers run: coverage saves,
+    streams flushed), then out without unwinding into the server's loop."""
+    import atexit
+    import threading
+
+    try:
+        threading._shutdown()  # type: ignore[attr-defined]  # what Py_FinalizeEx does first
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+    except BaseException:
+        traceback.print_exc()
+        code = code or 1
+    os._exit(code)
+
+
+def _start_coverage() -> None:
+    """What coverage.py's subprocess patch does at a new interpreter's start-up (make coverage)."""
+    if os.environ.get("COVERAGE_PROCESS_START") or os.environ.get("COVERAGE_PROCESS_CONFIG"):
+        import coverage
+
+        coverage.process_startup()
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "serve":
+        serve(sys.argv[2])
