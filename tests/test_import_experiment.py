@@ -469,6 +469,9 @@ def test_a_flow_that_parses_its_llms_answer_as_json_asks_for_json_and_an_overlay
     project.repro("evaluate@math_json")
     asked = [r for r in stub_llm.requests() if "QUESTION:" in json.dumps(r["body"])]
     assert asked and all(r["body"]["grammar"] == upstream.JSON_GRAMMAR for r in asked)
+    # Its chat node sets no max_tokens: run as the completion tool (local's API), it gets the connection's default,
+    # not that tool's 16 (which cuts a JSON answer in half)
+    assert {r["body"]["max_tokens"] for r in asked} == {256}
     metrics = json.loads((project.root / "data/math_json/eval/metrics.json").read_text())
     assert metrics["headline"]["accuracy"]["value"] == 1.0 and metrics["rows"] == 2
 

@@ -4,6 +4,7 @@ per row, and no run-time download by tiktoken."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -16,7 +17,7 @@ import pytest
 from conftest import REPO, Project, StubLLM, post_json
 
 from stages import engine
-from stages.llm import llm_proxy, upstream
+from stages.llm import connections, llm_proxy, upstream
 from stages.llm.connections import Connection
 from stages.usecases import flow_facts
 
@@ -101,6 +102,24 @@ def test_a_third_party_llm_node_runs_on_an_endpoint_that_rejects_null_penalties(
         assert len(stub_llm.requests()) == 2 and proxy.total.retries == 0
     sent = stub_llm.requests()[0]
     assert sent["path"] == "/v1/completions"  # the chat node runs on the connection's completion API
+
+
+def test_a_chat_node_without_max_tokens_run_on_the_completion_api_gets_the_connections_default() -> None:
+    """Prompt flow's completion tool defaults max_tokens to 16, its chat tool to no limit: a chat node bound to a
+    completion-API connection (the embedded model) would have every answer cut at 16 tokens."""
+    local = connections.resolve({"name": "local", "type": "openai", "api": "completion", "model": "gemma",
+                                 "base_url": "http://127.0.0.1:9/v1", "api_key_env": "K", "api_key_required": False,
+                                 "default_max_tokens": 256}, {})  # fmt: skip
+    chat = {"name": "ask", "type": "llm", "api": "chat", "inputs": {"question": "${inputs.q}"}}
+    dag = {"nodes": [chat, {**chat, "name": "bounded", "inputs": {"max_tokens": 40}},
+                     {**chat, "name": "completion", "api": "completion"}]}  # fmt: skip
+    bound = engine.all_llm_bindings(Path("."), dag, [engine.LLMBinding(connection=local, node="ask")])
+    assert {b.node: dict(b.params) for b in bound} == {"ask": {"max_tokens": 256}, "bounded": {}, "completion": {}}
+    with_params = engine.LLMBinding(connection=local, node="ask", params={"max_tokens": 8})
+    assert dict(engine.all_llm_bindings(Path("."), dag, [with_params])[0].params) == {"max_tokens": 8}
+    on_chat = dataclasses.replace(local, api="chat")  # the chat tool: as the node says
+    chat_bound = engine.all_llm_bindings(Path("."), dag, [engine.LLMBinding(connection=on_chat, node="ask")])
+    assert dict(chat_bound[0].params) == {}
 
 
 def test_a_request_without_max_tokens_gets_the_connections_default(stub_llm: StubLLM, tmp_path: Path) -> None:

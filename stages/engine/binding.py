@@ -208,16 +208,26 @@ def all_llm_bindings(folder: Path, dag: Mapping[str, Any], bindings: Sequence[LL
         node = llm_nodes.get(binding.node or "")
         if node is not None and not binding.prompt:
             binding = dataclasses.replace(binding, prompt=_api_prompt(folder, node, binding.connection.api))
-        result.append(binding)
+        result.append(_chat_length(binding, node))
     if bindings:
         bound = {binding.node for binding in bindings}
         connection = bindings[0].connection
-        result += [
-            LLMBinding(connection=connection, node=name, prompt=_api_prompt(folder, node, connection.api))
-            for name, node in llm_nodes.items()
-            if name not in bound
-        ]
+        others = [name for name in llm_nodes if name not in bound]
+        result += [_chat_length(LLMBinding(connection, name, _api_prompt(folder, llm_nodes[name], connection.api)),
+                                llm_nodes[name]) for name in others]  # fmt: skip
     return result
+
+
+def _chat_length(binding: LLMBinding, node: Mapping[str, Any] | None) -> LLMBinding:
+    """A chat node bound to a completion-API connection runs as prompt flow's completion tool, whose max_tokens
+    defaults to 16 where the chat tool's is unlimited: a node that sets no max_tokens gets the connection's
+    `default_max_tokens` (what the LLM proxy gives a request without one), not an answer cut at 16 tokens."""
+    default = binding.connection.default_max_tokens
+    if node is None or not default or binding.connection.api != "completion" or node.get("api") == "completion":
+        return binding
+    if "max_tokens" in (node.get("inputs") or {}) or "max_tokens" in binding.params:
+        return binding
+    return dataclasses.replace(binding, params={**binding.params, "max_tokens": default})
 
 
 def dag_bindings(
