@@ -474,6 +474,24 @@ if __name__ == "__main__" and sys.argv[1:2] == ["reproduce"]:
         (Path(sys.argv[2]) / "built-reproduced.exited").touch()  # its pid may be reused from now on
 
 
+@pytest.fixture(autouse=True)
+def _log_handlers_outlive_capsys() -> Iterator[None]:
+    """A logger first made during a test that captures with capsys (prompt flow makes its loggers on first use, each
+    with a StreamHandler of the sys.stdout/sys.stderr of that moment) keeps writing to that test's stream once it is
+    closed: in a later test of the same worker, a failing row's log line raised "I/O operation on closed file" and
+    the row's error became that. After each test such handlers write to the session's sys.stderr."""
+    yield
+    import logging
+
+    from stages.core.redaction import all_loggers
+
+    for logger in all_loggers():
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, "closed", False):
+                with handler.lock or contextlib.nullcontext():  # not setStream: it flushes the closed stream
+                    handler.stream = sys.stderr
+
+
 # LLMOPS_TEST_CPU=<file>: each test's CPU seconds (this worker's and its waited-for children's: stage processes, DVC,
 # servers it stopped), appended as JSON lines. Unlike wall time, CPU time barely moves on a busy machine: the way to
 # see what a test costs while other work runs (make test prints the 25 slowest by wall time).

@@ -126,7 +126,8 @@ _installed = False
 _filter = RedactingFilter()
 
 
-def _all_loggers() -> list[logging.Logger]:
+def all_loggers() -> list[logging.Logger]:
+    """Every logger of this process, prompt flow's unregistered execution loggers included."""
     loggers = [logging.getLogger()]
     loggers += [logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)]
     # Prompt flow makes its execution loggers with logging.Logger(name): the manager does not know them.
@@ -152,7 +153,7 @@ def install(streams: bool = True) -> None:
             sys.stdout = RedactingStream(sys.stdout)  # type: ignore[assignment]
         if streams and not isinstance(sys.stderr, RedactingStream) and sys.stderr is not None:
             sys.stderr = RedactingStream(sys.stderr)  # type: ignore[assignment]
-        for logger in _all_loggers():
+        for logger in all_loggers():
             for handler in logger.handlers:
                 if _filter not in handler.filters:
                     handler.addFilter(_filter)
