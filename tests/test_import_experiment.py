@@ -185,6 +185,37 @@ def test_an_experiment_that_maps_no_flow_input_reads_the_columns_named_as_inputs
             "column of the same name for read it, unlike prompt flow (ticket_text: '${data.ticket_text}')"
             ) in out  # fmt: skip
     assert "flow input history is not mapped: every row runs on its default" in out
+    assert "flow input ticket_text is not mapped" not in out  # it reads its column: said once, not contradicted
+    config = yaml.safe_load((project.root / "conf/use_cases/support_intent.yaml").read_text())["support_intent"]
+    assert config["data"]["inputs"] == ["ticket_text"]
+
+
+def test_an_object_input_with_a_column_of_its_name_runs_on_its_default_and_says_why(
+    project: Project, tmp_path: Path
+) -> None:
+    """The template's chat_with_pdf 1-line dataset has a `config` column (an object: its prompt and completion token
+    limits) beside its question; the flow's `config` input (type: object) runs on its default, and the import says
+    why: the run stage passes no object to a flow yet."""
+    folder = _copy(tmp_path)
+    for env in ("staging", "pr"):
+        (folder / f"experiment.{env}.yaml").unlink()
+    flow = folder / "flows/experiment/flow.dag.yaml"
+    text = flow.read_text().replace(
+        "  message:\n    type: string\n",
+        "  ticket_text:\n    type: string\n"
+        "    default: hello\n  config:\n    type: object\n    default: {limit: 3000}\n",
+        1,
+    )
+    flow.write_text(text.replace("${inputs.message}", "${inputs.ticket_text}"))
+    experiment = folder / "experiment.yaml"
+    mapped = '    message: "${data.ticket_text}"\n    history: "${data.chat_history}"\n'
+    experiment.write_text(experiment.read_text().replace(mapped, '    math_question: "${data.ticket_text}"\n', 1))
+    tickets = folder / "data/tickets.jsonl"
+    rows = [json.loads(line) for line in tickets.read_text().splitlines() if line.strip()]
+    tickets.write_text("".join(json.dumps({**row, "config": {"limit": 2000}}) + "\n" for row in rows))
+    out = project.sh("llmops", "import-experiment", str(folder)).stdout
+    assert ("flow input config is not mapped: every row runs on its default (the rows' column config is an object, "
+            "and the run stage passes no object to a flow yet") in out  # fmt: skip
     config = yaml.safe_load((project.root / "conf/use_cases/support_intent.yaml").read_text())["support_intent"]
     assert config["data"]["inputs"] == ["ticket_text"]
 

@@ -206,11 +206,17 @@ def _flow_inputs(
                 f"{std_key}: flow input {flow_input} (no default, not mapped) reads the column "
                 f"{flow_input}, as prompt flow does"
             )
-    for flow_input, (_, required) in facts.inputs.items():
-        if not required and flow_input not in inputs:
-            notes.append(f"flow input {flow_input} is not mapped: every row runs on its default")
     if facts.inputs and not inputs:  # prompt flow would run every row on the same defaults: nothing to compare
         inputs.update(_inputs_by_name(pairing, facts, columns, std_key, folder, notes))
+    for flow_input, (kind, required) in facts.inputs.items():  # after the inputs read by name: said once, and true
+        if not required and flow_input not in inputs:
+            why = (
+                f" (the rows' column {flow_input} is an object, and the run stage passes no object to a flow yet: "
+                "docs/onboarding.md, List and dict inputs)"
+                if kind == "object" and flow_input in columns
+                else ""
+            )
+            notes.append(f"flow input {flow_input} is not mapped: every row runs on its default{why}")
     return inputs, constants
 
 
