@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
+from conftest import REPO
 
 from stages.observability import guardrails, pii
 
@@ -50,6 +54,23 @@ def test_presidio_finds_names_the_patterns_cannot() -> None:
     assert pii.presidio() is not None  # the `pii` extra is part of `make setup`
     assert pii.Redactor(detector="patterns").redact_text(text) == text  # no introducing phrase: no pattern
     assert pii.DEFAULT.redact_text(text) == "Yesterday <NAME> met <NAME> in Paris."
+
+
+def test_presidio_loads_without_torch_or_transformers_and_leaves_them_importable() -> None:
+    """In a fresh interpreter (a deployment server's start): Presidio finds names without importing the two libraries
+    it does not need for spaCy's small model; both import normally afterwards."""
+    script = (
+        "import sys\n"
+        "from stages.observability import pii\n"
+        "text = 'Yesterday Bob Smith met Alice Martin in Paris.'\n"
+        "print(pii.DEFAULT.redact_text(text))\n"
+        "print(sorted({'torch', 'transformers'} & set(sys.modules)))\n"
+        "import torch, transformers\n"
+        "print(torch.tensor([2.0]).item(), transformers.__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["Yesterday <NAME> met <NAME> in Paris.", "[]", "2.0 transformers"]
 
 
 def test_checksums() -> None:

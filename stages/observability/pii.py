@@ -13,6 +13,7 @@ Which kinds are redacted, and by which detector, is configurable per deployment
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -20,7 +21,8 @@ import ipaddress
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,9 +98,35 @@ DETECTORS = ("auto", "presidio", "patterns")
 _SCORE_THRESHOLD = 0.35  # Presidio scores an unprefixed phone number 0.4
 
 
+# Presidio imports transformers (for its Hugging Face NER pipe) and, through spaCy's thinc, torch: 3.4 of the 4.8
+# CPU-seconds its set-up takes, a delay on every deployment server's start, for engines we do not use (spaCy's small
+# English model runs on numpy). Both are hidden while Presidio loads, unless already imported; an import of them
+# afterwards works as usual (only thinc keeps believing torch is absent: spaCy's torch-based models would not run).
+_UNUSED_BY_PRESIDIO = ("torch", "transformers")
+
+
+@contextlib.contextmanager
+def _hidden(modules: tuple[str, ...]) -> Iterator[None]:
+    """`import <module>` raises ImportError inside the block (libraries then take their fallback)."""
+    hidden = [name for name in modules if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # the import system's "not importable" marker
+    try:
+        yield
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+
+
 @functools.cache
 def presidio() -> Any | None:
     """Presidio's analyzer on spaCy's small English model, or None when the `pii` extra is not installed."""
+    with _hidden(_UNUSED_BY_PRESIDIO):
+        return _load_presidio()
+
+
+def _load_presidio() -> Any | None:
     try:
         import tldextract
         from presidio_analyzer import AnalyzerEngine
