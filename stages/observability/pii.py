@@ -123,7 +123,9 @@ def _hidden(modules: tuple[str, ...]) -> Iterator[None]:
 def presidio() -> Any | None:
     """Presidio's analyzer on spaCy's small English model, or None when the `pii` extra is not installed."""
     with _hidden(_UNUSED_BY_PRESIDIO):
-        return _load_presidio()
+        analyzer = _load_presidio()
+    # A Presidio that cannot load without them (another version) loads with them, rather than not at all.
+    return analyzer if analyzer is not None else _load_presidio()
 
 
 def _load_presidio() -> Any | None:
