@@ -96,12 +96,12 @@ def test_llm_switch_reaches_every_use_case(reproduced: Project, stub_llm: StubLL
     else:
         env = {"AZURE_OPENAI_ENDPOINT": stub_llm.base_url.removesuffix("/v1"), "AZURE_OPENAI_API_KEY": canary}
     project.env.update(env)
-    project.params(f"llm={llm}")
     every = tuple(yaml.safe_load((project.root / "params.yaml").read_text())["use_cases"])
     assert len(every) == 9  # seven use cases and two MAF migrations of them
     # OpenAI: every use case (each has its own chat-API prompt). Azure OpenAI binds per flow kind, so one use case
     # of each kind: DAG, prompty, flex class (with the judges) and flex function.
     use_cases = every if llm == "openai" else ("web_classification", "general_qa", "chat", "code_generation")
+    project.only(*use_cases, overrides=(f"llm={llm}",))
     # Each use case's flow, and the evaluations that ask LLM judges (the others, and the reports, ask no LLM).
     judged = {"chat", "chat_with_pdf"} & set(use_cases)
     targets = {f"run@{uc}" for uc in use_cases} | {f"evaluate@{uc}" for uc in judged}

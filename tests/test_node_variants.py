@@ -143,7 +143,7 @@ def test_a_queued_sweep_queues_every_combination_of_node_variants_and_runs_them(
     project = reproduced  # the documents' index is built already
     config = project.root / "conf" / "config.yaml"
     config.write_text(config.read_text().replace("- env: dev", "- env: pr"))  # 12 rows; `dvc exp run` composes conf/
-    project.params()
+    project.only(UC)
     assert project.repro(f"prepare@{UC}") == [f"prepare@{UC}"]  # the baseline commit holds what the run stage reads
     project.commit("pr rows")
     sweep = [f"use_cases.{UC}.node_variants.{node}=variant_0,variant_1" for node in ("rewrite", "answer")]

@@ -101,6 +101,8 @@ def test_a_rerun_that_only_changes_cache_counters_leaves_the_metrics_files_and_g
     change in operations.json (gitignored, DVC-cached); no metrics file changes but for the latency of the rows,
     and `dvc metrics diff` shows no operational figure."""
     project = reproduced  # reproduced and committed
+    project.only("chat")
+    project.commit("chat alone")
     data = project.root / "data" / "chat"
     rows = len((data / "prepared.jsonl").read_text().splitlines())
     first = {name: read_json(data / name) for name in ("run/operations.json", "eval/operations.json")}

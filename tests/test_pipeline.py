@@ -188,6 +188,8 @@ def test_env_pr_runs_a_small_deterministic_subset(project: Project) -> None:
 def test_exp_run_variant_v2_and_exp_show(reproduced: Project, reproduced_build: Reproduced, stub_llm: StubLLM) -> None:
     project = reproduced  # v1 of every use case reproduced and committed
     # Two use cases show the experiment (one with LLM judges); every other use case's v2 runs in the test below.
+    project.only(UC, CHAT)
+    project.commit("two use cases")
     targets = (f"report@{UC}", f"report@{CHAT}")
     result = project.sh("dvc", "exp", "run", "-S", "variant=v2", *targets)
     assert "Running stage 'prepare" not in result.stdout  # only stages whose params changed

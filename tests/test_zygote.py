@@ -110,3 +110,59 @@ def test_killing_the_shim_outright_kills_the_stage(probe_project: tuple[Path, di
             break
         time.sleep(0.1)
     assert not _alive(stage)
+
+
+# The variables a stage's environment may set differently from the server's (conftest's project_env and on_stub,
+# the tests' own, prompt flow's set-up in stages/engine/promptflow/environment.py): a preloaded library that kept one
+# at import would keep the server's value in every stage.
+DIFFERS = ("HOME", "PATH", "PYTHONPATH", "TMPDIR", "TEMP", "TMP")
+DIFFERS_PREFIXES = ("LLMOPS_", "LOCAL_LLM_", "OPENAI_", "AZURE_OPENAI_", "PF_", "PROMPTFLOW_", "OTEL_",
+                    "APPLICATIONINSIGHTS_", "TIKTOKEN_", "DVC_", "GIT_", "COVERAGE_")  # fmt: skip
+# Reads that are harmless, and why.
+HARMLESS = {
+    "HOME": "sysconfig's user base (a venv has no user site), asked for by whichever library imports first",
+    "TMPDIR": "tempfile's folder, which the fork forgets (zygote._become_stage)",
+    "TEMP": "tempfile's folder, as TMPDIR",
+    "TMP": "tempfile's folder, as TMPDIR",
+    "OPENAI_API_TYPE": "a default of openai's module-level client, read at import: a stage imports openai (with prompt "
+    "flow) before it points the flows' clients at its LLM, forked or not",
+    "OPENAI_API_VERSION": "as OPENAI_API_TYPE (AzureOpenAI() reads the variable itself when made)",
+    "AZURE_OPENAI_ENDPOINT": "as OPENAI_API_TYPE",
+    "OPENAI_LOG": "openai's log level: no stage or test sets it",
+    "OTEL_PYTHON_CONTEXT": "OpenTelemetry's context implementation: no stage or test sets it",
+    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "no stage or test sets it",
+}
+
+SPY = """
+import collections.abc, importlib, json, os, sys
+sys.path.insert(0, sys.argv[1])
+import zygote
+reads = []
+class Spy(collections.abc.MutableMapping):
+    def __init__(self, env): self.env = env
+    def __getitem__(self, key): reads.append(key); return self.env[key]
+    def __setitem__(self, key, value): reads.append(key); self.env[key] = value
+    def __delitem__(self, key): reads.append(key); del self.env[key]
+    def __iter__(self): reads.append("*"); return iter(list(self.env))
+    def __len__(self): return len(self.env)
+os.environ = Spy(os.environ)
+seen = {}
+for name in zygote.PRELOAD:
+    reads.clear()
+    importlib.import_module(name)
+    seen[name] = sorted({str(key) for key in reads})
+print(json.dumps(seen))
+"""
+
+
+def test_the_preloaded_libraries_keep_nothing_a_stage_sets_differently() -> None:
+    result = subprocess.run([sys.executable, "-I", "-c", SPY, str(Path(__file__).parent)], capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "PATH": os.environ["PATH"]})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert all("*" not in keys for keys in seen.values()), seen  # none copies the whole environment
+    kept = {(name, key) for name, keys in seen.items() for key in keys
+            if key in DIFFERS or key.startswith(DIFFERS_PREFIXES)}  # fmt: skip
+    assert {(name, key) for name, key in kept if key not in HARMLESS} == set()
+    assert {key for _, key in kept} <= set(HARMLESS)
+    assert ("filelock", "TMPDIR") in kept  # the spy sees what it should: tempfile asks while filelock is imported

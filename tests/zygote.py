@@ -8,10 +8,11 @@ a stage process is a fork of it: the `python` shim first on a project copy's PAT
 environment and standard streams over a Unix socket, and exits with the stage's exit status (signals it receives
 are passed on; if it is killed outright, the stage is killed too).
 
-What the fork does not share with a real `python -m`: only the import of libraries that read nothing from the
-environment when imported. Prompt flow itself, the project's `stages` package and everything else is imported
-afresh in each stage process, after it has set up its environment (stages/engine/promptflow/environment.py points
-prompt flow at a project-local home *before* importing it). `LLMOPS_TEST_ZYGOTE=0` turns the server off: stages run
+What the fork does not share with a real `python -m`: only the import of third-party libraries that keep, from the
+environment at import, nothing a stage sets differently (test_zygote.py checks each). Prompt flow itself, the
+project's `stages` package and everything else is imported afresh in each stage process, after it has set up its
+environment (stages/engine/promptflow/environment.py points prompt flow at a project-local home *before* importing
+it). `LLMOPS_TEST_ZYGOTE=0` turns the server off: stages run
 as plain interpreters.
 
 Standard library only: the shim and the server import nothing of the project.
@@ -29,12 +30,19 @@ import socket
 import sys
 import traceback
 
-# Imported once by the server. Each reads nothing from the environment at import time (checked by test_zygote.py:
-# none of them is imported by the stage's environment set-up, and prompt flow is not among them).
+# Imported once by the server: the third-party libraries a stage imports before its first row, prompt flow's own
+# dependencies included (cryptography, aiohttp, azure.core, ...: 0.3 CPU-s of each run or evaluate stage). None reads
+# an environment variable at import that a stage's environment sets differently, bar those test_zygote.py allows
+# with the reason (it imports each in a fresh interpreter and records what it reads).
 PRELOAD = (
     "openai", "openai.types", "httpx", "pydantic", "sqlalchemy", "sqlalchemy.orm", "numpy", "pandas", "scipy.stats",
     "jinja2", "yaml", "jsonschema", "flask", "marshmallow", "psutil", "requests", "ruamel.yaml", "filelock",
-    "opentelemetry.sdk.trace",
+    "opentelemetry.sdk.trace", "opentelemetry.sdk.trace.export", "opentelemetry.sdk.metrics", "opentelemetry.sdk._logs",
+    "cryptography.x509", "cryptography.hazmat.primitives.hashes", "cryptography.hazmat.bindings.openssl.binding",
+    "dateutil.parser", "dateutil.tz", "aiohttp", "rich.console", "click", "pygments", "tabulate", "httpx2", "httpcore2",
+    "werkzeug", "pydash", "oauthlib.oauth2", "requests_oauthlib", "google.protobuf", "strictyaml", "packaging.version",
+    "packaging.requirements", "flask_restx", "msal", "msrest", "docstring_parser", "multiprocessing.pool", "filetype",
+    "aniso8601", "dotenv", "isodate", "azure.core.pipeline.policies", "azure.core.pipeline.transport", "colorama",
 )  # fmt: skip
 NEVER_PRELOADED = ("promptflow", "stages", "dvc", "tiktoken")  # read the environment when imported, or are ours
 _MAX_REQUEST = 4 << 20  # argv + environment, bytes
@@ -172,6 +180,9 @@ def _become_stage(request: dict, fds: list[int], base_path: list[str]) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    import tempfile
+
+    tempfile.tempdir = None  # a preloaded library asked for the server's; the stage's TMPDIR may differ
     sys.path[:] = [os.getcwd(), *_pythonpath(request["env"]), *base_path]
     argv = request["argv"]
     module = argv[1]
