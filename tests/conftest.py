@@ -24,6 +24,12 @@ from stages.engine.promptflow.environment import QUIET_ENV
 for _key, _value in QUIET_ENV.items():
     os.environ.setdefault(_key, _value)
 
+# Bytecode is cached, as Python does by default: a machine that sets PYTHONDONTWRITEBYTECODE (this one does) would
+# otherwise compile every module of `stages` in each of the hundreds of processes the suite starts (stages, DVC,
+# llmops, servers) and rewrite every test module's asserts in each worker. Popped before the workers start.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
+
 REPO = Path(__file__).resolve().parents[1]
 STUB_LLM = Path(__file__).with_name("stub_llm.py")  # the stub LLM server, run as a script
 VENV_BIN = Path(sys.executable).parent

@@ -32,7 +32,7 @@ def _front_matter(file: Path) -> dict:
 def test_the_hash_covers_paths_and_bytes_but_not_scratch_folders(tmp_path: Path) -> None:
     flow = shutil.copytree(ROOT / "use_cases/web_classification/flows/classify", tmp_path / "f")
     before = bake.flow_sha256(flow)
-    (flow / "__pycache__").mkdir()
+    (flow / "__pycache__").mkdir(exist_ok=True)  # there already if a test imported the flow's code in place
     (flow / "__pycache__/x.pyc").write_bytes(b"\0")
     (flow / ".promptflow").mkdir()
     (flow / ".promptflow/flow.tools.json").write_text("{}")
