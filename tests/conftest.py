@@ -282,18 +282,23 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 @functools.cache
 def stage_fork_server() -> Path | None:
-    """The folder of the `python` shim that runs this worker's stage processes as forks of one server (tests/zygote.py
-    says what is shared and why), or None with LLMOPS_TEST_ZYGOTE=0. Started on first use, stopped at exit."""
+    """The folder of the shims (`python`, `dvc`, `llmops`) that run this worker's stage processes and project commands
+    as forks of one server (tests/zygote.py says what is shared and why), or None with LLMOPS_TEST_ZYGOTE=0. Started
+    on first use, stopped at exit."""
     if os.environ.get("LLMOPS_TEST_ZYGOTE", "1") == "0":
         return None
     folder = scratch_tmp() / "zygote"
     folder.mkdir()
     socket_path, module = folder / "sock", Path(__file__).with_name("zygote.py")
-    shim = folder / "bin" / "python"
-    shim.parent.mkdir()
-    shim.write_text(f"#!{sys.executable} -IS\nimport sys\nsys.path.insert(0, {str(module.parent)!r})\nimport zygote\n"
-                    f"zygote.shim({sys.executable!r}, {str(socket_path)!r}, sys.argv[1:])\n")  # fmt: skip
-    shim.chmod(0o755)
+    (folder / "bin").mkdir()
+    head = f"#!{sys.executable} -IS\nimport sys\nsys.path.insert(0, {str(module.parent)!r})\nimport zygote\n"
+    calls = {"python": f"zygote.shim({sys.executable!r}, {str(socket_path)!r}, sys.argv[1:])\n"}
+    for script in ("dvc", "llmops"):  # console scripts: their (third-party) imports are the server's too
+        calls[script] = f"zygote.script_shim({str(VENV_BIN / script)!r}, {str(socket_path)!r}, sys.argv[1:])\n"
+    for name, call in calls.items():
+        shim = folder / "bin" / name
+        shim.write_text(head + call)
+        shim.chmod(0o755)
     env = {key: value for key, value in os.environ.items() if not key.startswith("COVERAGE_")}  # no coverage in it
     env["LLMOPS_ZYGOTE_CPU_LOG"] = str(folder / "cpu.log")
     command = [sys.executable, str(module), "serve", str(socket_path)]
@@ -305,7 +310,7 @@ def stage_fork_server() -> Path | None:
         stop_process(process)
         raise RuntimeError(f"the stage fork server did not start: {ready}{process.stdout.read()}")
     atexit.register(stop_process, process)
-    return shim.parent
+    return folder / "bin"
 
 
 def project_env(root: Path, extra_env: dict[str, str] | None = None) -> dict[str, str]:

@@ -71,6 +71,19 @@ def test_other_python_commands_run_the_real_interpreter(probe_project: tuple[Pat
     assert result.stdout.strip() == sys.executable
 
 
+def test_the_dvc_and_llmops_shims_run_the_console_scripts_as_forks(probe_project: tuple[Path, dict]) -> None:
+    root, env = probe_project
+    forks = Path(env["PATH"].split(os.pathsep)[0]).parent / "cpu.log"  # a line per fork that ended
+    before = len(forks.read_text().splitlines()) if forks.exists() else 0
+    for command in (["dvc", "--help"], ["llmops", "--help"], ["llmops", "no-such-command"]):
+        real = subprocess.run([str(Path(sys.executable).parent / command[0]), *command[1:]], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        forked = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=120)
+        assert (forked.returncode, forked.stdout, forked.stderr) == (real.returncode, real.stdout, real.stderr)
+        assert forked.returncode == (2 if "no-such-command" in command else 0)
+    assert len(forks.read_text().splitlines()) == before + 3
+
+
 def _started(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
     pid_file = root / "pid"
     shim = subprocess.Popen(["python", "-m", "stages.probe", "wait", str(pid_file)], cwd=root, env=env,
