@@ -116,12 +116,16 @@ run: data llm ## set up everything and run the pipeline (dvc repro)
 # Tests are independent (own temp project, stub or LLM server on a free port), so they run in parallel; the 25
 # slowest are listed at the end, so that the next slowdown is seen where it starts.
 PYTEST := $(VENV)/bin/pytest -n auto --maxprocesses=4 --durations=25
+# The fast tier waits on servers (stub LLM, deployments, Azurite, Phoenix, Chromium) for a good part of its time:
+# a worker more than there are cores keeps them busy (2 cores: 398 s with 2 workers, 377 s with 3). Not `make test`:
+# its two embedded-model tests, one after the other on one worker, are its critical path, and slow down beside more.
+FAST_WORKERS := $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
 
 test: model browser azurite vega phoenix data ## run every test: the fast tier (stub LLM) and the slow tier (embedded model)
 	@$(PYTEST)
 
 test-fast: data browser azurite vega phoenix ## run the fast tier only
-	@$(PYTEST) -m "not slow"
+	@$(PYTEST) -n $(FAST_WORKERS) -m "not slow"
 
 coverage: model browser azurite vega phoenix data ## every test under coverage.py: line and branch coverage of stages/
 	@rm -rf .llmops/coverage && mkdir -p .llmops/coverage
