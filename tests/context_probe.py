@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,9 @@ def probe(context: Path, request: dict[str, Any] | None, env: dict[str, str], ho
     flow = (context / "flow").resolve()
     command = [sys.executable, "-I", "-S", "-c", _PROBE, str(flow), sysconfig.get_paths()["purelib"],
                json.dumps(request) if request is not None else "-"]  # fmt: skip
-    environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), **env}
+    # TMPDIR: the worker's own temp folder, so what prompt flow's Azure Monitor exporter leaves there stays out of /tmp
+    environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
+                   "TMPDIR": tempfile.gettempdir(), **env}  # fmt: skip
     done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300, check=False)
     line = next((x for x in done.stdout.splitlines() if x.startswith("PROBE ")), None)
     assert done.returncode == 0 and line, f"{context}: the flow does not run on its own:\n{done.stderr[-3000:]}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tempfile
 import textwrap
 from pathlib import Path
 from types import SimpleNamespace
@@ -182,7 +183,7 @@ def test_the_packaged_entry_script_runs_rows_in_the_maf_environment(tmp_path: Pa
         print(json.dumps({"prs": lines, "score": score.run(json.dumps({"question": "Capital of Portugal?"}))}))
     """)  # fmt: skip
     env = {"PATH": "/usr/bin:/bin", "OPENAI_BASE_URL": stub_llm.base_url, "OPENAI_API_KEY": "none",
-           "OPENAI_MODEL": "stub"}  # fmt: skip
+           "OPENAI_MODEL": "stub", "TMPDIR": tempfile.gettempdir()}  # fmt: skip
     done = subprocess.run([str(python), "-c", driver, str(code)], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     answered = json.loads(done.stdout.strip().splitlines()[-1])
