@@ -117,9 +117,10 @@ run: data llm ## set up everything and run the pipeline (dvc repro)
 # slowest are listed at the end, so that the next slowdown is seen where it starts.
 PYTEST := $(VENV)/bin/pytest -n auto --maxprocesses=4 --durations=25
 # The fast tier waits on servers (stub LLM, deployments, Azurite, Phoenix, Chromium) for a good part of its time:
-# a worker more than there are cores keeps them busy (2 cores: 398 s with 2 workers, 377 s with 3). Not `make test`:
-# its two embedded-model tests, one after the other on one worker, are its critical path, and slow down beside more.
-FAST_WORKERS := $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
+# a worker more than there are cores (at most 4, as for `make test`) keeps them busy (2 cores: 398 s with 2 workers,
+# 377 s with 3). Not `make test`: its two embedded-model tests, one after the other on one worker, are its critical
+# path, and slow down beside more workers.
+FAST_WORKERS := $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( (n < 4 ? n : 4) + 1 )))
 
 test: model browser azurite vega phoenix data ## run every test: the fast tier (stub LLM) and the slow tier (embedded model)
 	@$(PYTEST)
