@@ -3,9 +3,9 @@ fetch gives a CompareError that says what is missing and what to do, not a DVC t
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
-import dvc.api
 import pytest
 from dvc_data.index.index import DataIndexDirError
 
@@ -15,14 +15,20 @@ from stages.results import compare
 def test_outputs_neither_cached_nor_fetchable_name_the_path_the_revision_and_the_remedy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def unreadable(path: str, **kwargs: object) -> str:
-        if path.endswith("metrics.json") or path.endswith("summary.json"):  # git-tracked: always readable
-            return '{"variant": "v1"}'
-        raise DataIndexDirError("failed to load directory ('data', 'uc', 'eval', 'rows')") from PermissionError(
-            "Authentication to Azure Blob Storage requires either account_name or connection_string."
-        )
+    class Unreadable:
+        """DVC's file system at a revision whose DVC-tracked outputs are neither cached nor fetchable."""
 
-    monkeypatch.setattr(dvc.api, "read", unreadable)
+        def from_os_path(self, path: str) -> str:
+            return path
+
+        def open(self, path: str, **kwargs: object) -> io.StringIO:
+            if path.endswith("metrics.json") or path.endswith("summary.json"):  # git-tracked: always readable
+                return io.StringIO('{"variant": "v1"}')
+            raise DataIndexDirError("failed to load directory ('data', 'uc', 'eval', 'rows')") from PermissionError(
+                "Authentication to Azure Blob Storage requires either account_name or connection_string."
+            )
+
+    monkeypatch.setattr(compare, "_tree_at", lambda root, rev: Unreadable())
     with pytest.raises(compare.CompareError) as caught:
         compare.snapshot(tmp_path, "uc", "main", "0123456789abcdef")
     message = str(caught.value)

@@ -9,6 +9,8 @@ adjusted together with Benjamini-Hochberg (the false discovery rate of a sweep);
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -57,19 +59,36 @@ def resolve(root: Path, name: str) -> str | None:
 
 
 def read_at(root: Path, path: str, rev: str | None) -> str:
+    """The text of `path` (git- or DVC-tracked) at revision `rev`; None reads the workspace. FileNotFoundError says
+    why when it is not there and not fetchable from the default remote."""
     if rev is None:
         return (root / path).read_text(encoding="utf-8")
-    import dvc.api
+    from dvc.exceptions import FileMissingError
 
     try:
-        return dvc.api.read(path, repo=str(root), rev=rev, encoding="utf-8")
+        tree = _tree_at(str(root), rev)
+        with tree.open(tree.from_os_path(path), mode="r", encoding="utf-8") as file:
+            return file.read()
     except Exception as exc:  # DVC's own, its data index's or a remote's errors: not there, or not fetchable
-        cause = exc.__cause__ or exc
+        cause = FileMissingError(path) if isinstance(exc, FileNotFoundError | KeyError) else exc.__cause__ or exc
         raise FileNotFoundError(
             f"{path} at {rev[:10]}: not in this revision, or its data is neither in the local DVC cache nor "
             f"fetchable from the default remote ({type(cause).__name__}: {str(cause)[:200]}); `dvc pull` that "
             "revision's outputs, or compare revisions run here"
         ) from None
+
+
+@functools.cache
+def _tree_at(root: str, rev: str) -> Any:
+    """DVC's file system of `root` at `rev`, as `dvc.api.read` opens it, but once per process: `dvc.api.read` opens
+    the repo at the revision and indexes its whole stage graph for each file (0.5 CPU-s at 39 stages), and the gate,
+    `size-subsets` and `compare` read several files of every use case at the same revision."""
+    from dvc.fs.dvc import DVCFileSystem
+    from dvc.repo import Repo
+
+    repo = Repo.open(root, rev=rev, subrepos=True, uninitialized=True)
+    atexit.register(repo.close)
+    return DVCFileSystem(repo=repo, subrepos=True)
 
 
 def jsonl(text: str) -> list[dict[str, Any]]:
