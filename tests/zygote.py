@@ -12,8 +12,7 @@ What the fork does not share with a real `python -m`: only the import of third-p
 environment at import, nothing a stage sets differently (test_zygote.py checks each). Prompt flow itself, the
 project's `stages` package and everything else is imported afresh in each stage process, after it has set up its
 environment (stages/engine/promptflow/environment.py points prompt flow at a project-local home *before* importing
-it). `LLMOPS_TEST_ZYGOTE=0` turns the server off: stages run
-as plain interpreters.
+it). `LLMOPS_TEST_ZYGOTE=0` turns the server off: stages run as plain interpreters.
 
 Standard library only: the shim and the server import nothing of the project.
 """
