@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import zygote
 
 from stages.engine.promptflow.environment import QUIET_ENV
 
@@ -201,6 +202,14 @@ class Project:
         result = self.sh("dvc", "repro", *targets)
         return ran_stages(result.stdout + result.stderr)
 
+    def run_stage(self, name: str) -> None:
+        """Run stage `name`'s command as `dvc repro` last ran it (from dvc.lock), without DVC's bookkeeping: for a
+        test about what the stage does, not about what reruns (each stage DVC runs costs a rewrite of dvc.lock)."""
+        import yaml
+
+        lock = yaml.safe_load((self.root / "dvc.lock").read_text())
+        self.sh("sh", "-c", lock["stages"][name]["cmd"])
+
     def params(self, *overrides: str) -> None:
         """What `llmops params [overrides]` does, in this process (a subprocess would import DVC and Hydra anew)."""
         from stages.cli import compose_params
@@ -271,6 +280,14 @@ def scratch_tmp() -> Path:
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
 
+
+def _shim_python() -> str | None:
+    return str(folder / "python") if (folder := stage_fork_server()) else None
+
+
+# Product code the tests call in-process starts its stage-like children (`sys.executable -m stages.<x>`, `-m dvc`)
+# as forks of this worker's server too, as `dvc repro` does its stages (started on first use).
+zygote.redirect_children(sys.executable, _shim_python)
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # A worker's own temp folder too: what its tests start without project_env (stage worker processes, probes,
@@ -499,6 +516,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 if __name__ == "__main__" and sys.argv[1:2] == ["reproduce"]:
     # The background build: SIGTERM unwinds (stopping its stub LLM) instead of killing outright.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    if os.fork():  # the worker's child ends at once: the build's CPU is not counted as a test's (LLMOPS_TEST_CPU)
+        os._exit(0)  # the build goes on in the same process group, which pytest_sessionfinish signals
     try:
         _built_once(Path(sys.argv[2]), "reproduced", _reproduce)
     finally:

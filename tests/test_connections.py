@@ -105,7 +105,11 @@ def test_llm_switch_reaches_every_use_case(reproduced: Project, stub_llm: StubLL
     # Each use case's flow, and the evaluations that ask LLM judges (the others, and the reports, ask no LLM).
     judged = {"chat", "chat_with_pdf"} & set(use_cases)
     targets = {f"run@{uc}" for uc in use_cases} | {f"evaluate@{uc}" for uc in judged}
-    assert set(project.repro(*sorted(targets))) == targets  # prepare stays: the switch changes no rows
+    if llm == "openai":  # the commands DVC runs, without its lock rewrites: what reruns is the Azure case's to show
+        for stage in sorted(targets, key=lambda name: name.startswith("evaluate@")):
+            project.run_stage(stage)
+    else:
+        assert set(project.repro(*sorted(targets))) == targets  # prepare stays: the switch changes no rows
     rows = {uc: len((project.root / "data" / uc / "prepared.jsonl").read_text().splitlines()) for uc in use_cases}
 
     requests = stub_llm.requests()

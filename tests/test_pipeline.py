@@ -253,7 +253,7 @@ def test_variant_v2_of_every_other_use_case_asks_its_own_prompts(reproduced: Pro
     """`variant=v2` reaches every use case's flow (the experiment above shows two): each run stage runs v2 beside its
     baseline v1, whose every request the LLM cache answers."""
     project, use_cases = reproduced, (NER, QA, RAG, MATH, CODE)
-    project.params("variant=v2")
+    project.only(*use_cases, overrides=("variant=v2",))
     assert set(project.repro("--single-item", *(f"run@{uc}" for uc in use_cases))) == stages(*use_cases, only=("run",))
     prompts = [r["body"]["prompt"] for r in stub_llm.requests()]
     misses = [json.loads((project.root / "data" / uc / "run" / "operations.json").read_text())["cache"]["misses"]

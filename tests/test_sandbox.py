@@ -39,7 +39,7 @@ def test_a_crash_is_an_error_with_stderr() -> None:
 
 
 def test_files_only_inside_its_own_temp_folder(tmp_path: Path) -> None:
-    inside = run_python("open('notes.txt', 'w').write('x')\nimport os\nprint(os.listdir('.'), os.getcwd())")
+    inside = run_python("open('notes.txt', 'w').write('x')\nimport os\nprint(sorted(os.listdir('.')), os.getcwd())")
     assert inside.status == "ok" and "['main.py', 'notes.txt']" in inside.stdout
     assert "llmops-sandbox-" in inside.stdout and str(tmp_path) not in inside.stdout  # a fresh folder
 

@@ -6,7 +6,9 @@ Each stage is a fresh interpreter that imports prompt flow's dependencies (opena
 suite starts some hundreds of them. Here one server per pytest worker imports those third-party libraries once, and
 a stage process is a fork of it: the `python` shim first on a project copy's PATH hands its argv, working directory,
 environment and standard streams over a Unix socket, and exits with the stage's exit status (signals it receives
-are passed on; if it is killed outright, the stage is killed too).
+are passed on; if it is killed outright, the stage is killed too). What the product itself starts as
+`sys.executable -m stages.<x>` or `-m dvc` (`pf flow build`'s child, `dvc add`), from a test's process or from a fork,
+goes through the same shim (`redirect_children`).
 
 What the fork does not share with a real `python -m`: only the import of third-party libraries that keep, from the
 environment at import, nothing a stage sets differently (test_zygote.py checks each). Prompt flow itself, the
@@ -29,6 +31,7 @@ import signal
 import socket
 import sys
 import traceback
+from collections.abc import Callable
 
 # Imported once by the server: the third-party libraries a stage imports before its first row, prompt flow's own
 # dependencies included (cryptography, aiohttp, azure.core, ...: 0.3 CPU-s of each run or evaluate stage). None reads
@@ -70,11 +73,41 @@ def _receive_line(connection: socket.socket) -> bytes:
 # --- the shim: what `python` is on a project copy's PATH ---------------------------------------------------------
 
 
+def forkable(argv: list[str]) -> bool:
+    """Whether `python <argv>` is one the server forks: `-m stages.<x> ...` or `-m dvc ...`. Not a local deployment's
+    processes (`stages.deploy.<x>`): their command line is what tells them apart from a recycled pid
+    (stages/deploy/local.py), and a fork's is the server's."""
+    if len(argv) < 2 or argv[0] != "-m":
+        return False
+    return argv[1] == "dvc" or (argv[1].startswith("stages.") and not argv[1].startswith("stages.deploy."))
+
+
 def shim(real_python: str, socket_path: str, argv: list[str]) -> None:
-    """Run `python -m stages.<x> ...` as a fork of the server; anything else (or no server) as the real python."""
-    if not (len(argv) >= 2 and argv[0] == "-m" and argv[1].startswith("stages.")):
+    """Run `python -m stages.<x> ...` (and `python -m dvc ...`, as the `dvc` script) as a fork of the server; anything
+    else (or no server) as the real python."""
+    if not forkable(argv):
         os.execv(real_python, [real_python, *argv])
+    if argv[1] == "dvc":
+        script_shim(os.path.join(os.path.dirname(real_python), "dvc"), socket_path, argv[2:])
     _forked(socket_path, {"argv": argv}, [real_python, *argv])
+
+
+def redirect_children(real_python: str, shim_python: Callable[[], str | None]) -> None:
+    """From here on, in this process, a child started as `[real_python, -m, stages.<x> | dvc, ...]` (the product
+    starts its stage-like children with sys.executable: a local deployment's server, `pf flow build`, `dvc add`)
+    runs through the shim `shim_python()` names (None: as it is), as a fork of the server. Any other command is left
+    as it is."""
+    import subprocess
+
+    start = subprocess.Popen.__init__
+
+    def __init__(self: subprocess.Popen, args: object, *more: object, **options: object) -> None:
+        if (isinstance(args, list | tuple) and args and args[0] == real_python and options.get("executable") is None
+                and forkable([str(arg) for arg in args[1:3]]) and (shim := shim_python())):  # fmt: skip
+            args = [shim, *args[1:]]
+        start(self, args, *more, **options)  # type: ignore[arg-type]
+
+    subprocess.Popen.__init__ = __init__  # type: ignore[method-assign]
 
 
 def script_shim(script: str, socket_path: str, argv: list[str]) -> None:
@@ -115,9 +148,15 @@ def _forked(socket_path: str, request: dict, fallback: list[str]) -> None:
 # --- the server ------------------------------------------------------------------------------------------------------
 
 
+_shim_python = ""  # the `python` shim beside the server's socket (conftest.stage_fork_server makes it)
+
+
 def serve(socket_path: str) -> None:
     """Import PRELOAD, then fork a stage process for each request until killed."""
     import importlib
+
+    global _shim_python
+    _shim_python = os.path.join(os.path.dirname(socket_path), "bin", "python")
 
     for name in PRELOAD:
         importlib.import_module(name)
@@ -208,6 +247,7 @@ def _become_stage(request: dict, fds: list[int], base_path: list[str]) -> None:
     import tempfile
 
     tempfile.tempdir = None  # a preloaded library asked for the server's; the stage's TMPDIR may differ
+    redirect_children(sys.executable, lambda: _shim_python)
     argv, script = request["argv"], request.get("script")
     # A console script has its own folder first on sys.path, `python -m` the working directory.
     sys.path[:] = [os.path.dirname(script) if script else os.getcwd(), *_pythonpath(request["env"]), *base_path]
