@@ -202,13 +202,15 @@ class Project:
         result = self.sh("dvc", "repro", *targets)
         return ran_stages(result.stdout + result.stderr)
 
-    def run_stage(self, name: str) -> None:
-        """Run stage `name`'s command as `dvc repro` last ran it (from dvc.lock), without DVC's bookkeeping: for a
-        test about what the stage does, not about what reruns (each stage DVC runs costs a rewrite of dvc.lock)."""
+    def run_stages(self, *names: str) -> None:
+        """Run these stages' commands, in this order, as `dvc repro` last ran them (from dvc.lock, read once), without
+        DVC's bookkeeping: for a test about what the stages do, not about what reruns (each stage DVC runs costs a
+        rewrite of dvc.lock)."""
         import yaml
 
-        lock = yaml.safe_load((self.root / "dvc.lock").read_text())
-        self.sh("sh", "-c", lock["stages"][name]["cmd"])
+        stages = yaml.safe_load((self.root / "dvc.lock").read_text())["stages"]
+        for name in names:
+            self.sh("sh", "-c", stages[name]["cmd"])
 
     def params(self, *overrides: str) -> None:
         """What `llmops params [overrides]` does, in this process (a subprocess would import DVC and Hydra anew)."""

@@ -94,9 +94,9 @@ def shim(real_python: str, socket_path: str, argv: list[str]) -> None:
 
 def redirect_children(real_python: str, shim_python: Callable[[], str | None]) -> None:
     """From here on, in this process, a child started as `[real_python, -m, stages.<x> | dvc, ...]` (the product
-    starts its stage-like children with sys.executable: a local deployment's server, `pf flow build`, `dvc add`)
-    runs through the shim `shim_python()` names (None: as it is), as a fork of the server. Any other command is left
-    as it is."""
+    starts its stage-like children with sys.executable: `pf flow build`'s child, `dvc add`) runs through the shim
+    `shim_python()` names (None: as it is), as a fork of the server. Any other command, and any `forkable` refuses,
+    is left as it is."""
     import subprocess
 
     start = subprocess.Popen.__init__
