@@ -302,3 +302,21 @@ def test_a_prompt_template_compiled_once_renders_as_prompt_flow_renders_it() -> 
     for render in (cached, original):
         with pytest.raises(UserErrorException, match="Failed to render jinja template"):
             render(unsafe)
+
+
+def test_prompt_flow_adds_up_the_token_counts_of_each_llm_call_without_a_warning() -> None:
+    """openai 1.x's usage also holds `*_tokens_details` (None from the stub and from llama.cpp): prompt flow's own
+    metrics calculator failed on them once per LLM call, with a WARNING in the stage's log. Hooked, it adds up the
+    counts and leaves the rest out (tests/test_llm_cache.py checks a run stage's log)."""
+    from promptflow.tracing._openai_utils import OpenAIMetricsCalculator
+
+    engine_hooks._sum_token_counts_only()
+    warnings: list[str] = []
+    logger = type("Logger", (), {"warning": lambda self, message: warnings.append(message)})()
+    usage = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9, "completion_tokens_details": None,
+             "prompt_tokens_details": {"cached_tokens": 0}}  # fmt: skip
+    call = {"type": "LLM", "inputs": {}, "output": {"usage": usage}}
+    tree = {**call, "children": [dict(call)]}  # a node's call and the LLM call under it
+    counts = {"prompt_tokens": 14, "completion_tokens": 4, "total_tokens": 18}
+    assert OpenAIMetricsCalculator(logger).get_openai_metrics_from_api_call(tree) == counts
+    assert warnings == []

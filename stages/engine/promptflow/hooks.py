@@ -5,6 +5,7 @@ and tiktoken, and the private prompt flow names it relies on. Each hook says why
   request (its private OperationContext keys), so the LLM proxy can attribute requests to rows.
 - One TLS context, one OpenAI client per connection, one compiled template per prompt, per process (CPU).
 - Requests to an LLM proxy of this process are answered by calling it, not over HTTP (CPU).
+- Token metrics: prompt flow adds up only the counts of an LLM call's usage (openai 1.x's usage has nested fields).
 """
 
 from __future__ import annotations
@@ -213,6 +214,30 @@ def _proxy_transport() -> type:
     return ProxyTransport
 
 
+def _sum_token_counts_only() -> None:
+    """Let prompt flow add up the token counts of an LLM call's usage, and leave out what is not a count.
+
+    openai 1.x's usage carries `prompt_tokens_details` and `completion_tokens_details` (None, or an object).
+    Prompt flow's metrics calculator adds every value of the usage, so it fails on `0 + None` for each LLM call:
+    a WARNING "Failed to calculate metrics ..." per row in the stage's log (from any OpenAI-compatible server) and
+    no token metrics in the row's run info. Counts are added up; the rest is skipped.
+    """
+    try:
+        from promptflow.tracing._openai_utils import OpenAIMetricsCalculator
+    except ImportError:
+        return
+    if getattr(OpenAIMetricsCalculator.merge_metrics_dict, "llmops_counts_only", False):
+        return
+
+    def merge_metrics_dict(self: Any, metrics: dict, metrics_to_merge: dict) -> None:
+        for key, value in metrics_to_merge.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                metrics[key] = metrics.get(key, 0) + value
+
+    merge_metrics_dict.llmops_counts_only = True  # type: ignore[attr-defined]
+    OpenAIMetricsCalculator.merge_metrics_dict = merge_metrics_dict  # type: ignore[method-assign]
+
+
 def install() -> None:
     """Every hook of this module (the tracking header on prompty flows' requests too: see row_of_request)."""
     from promptflow._internal import inject_openai_api
@@ -221,3 +246,4 @@ def install() -> None:
     _share_default_tls_context()
     _share_openai_clients()
     _cache_prompt_templates()
+    _sum_token_counts_only()
