@@ -190,6 +190,31 @@ def test_local_target_options_are_checked(tmp_path: Path) -> None:
         local.endpoint_key(spec, tmp_path)
 
 
+def test_a_pid_file_names_one_process_by_its_pid_and_start(tmp_path: Path) -> None:
+    """`llmops deploy` keeps and `undeploy` stops only the process that wrote a pid file: a recycled pid (a later
+    start) or a gone process is not ours, and is never signalled."""
+    import subprocess
+    import sys
+
+    from stages.llm.llm_server import started_at
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        pid_file, started = tmp_path / "blue.json", started_at(child.pid)
+        assert isinstance(started, int) and started_at(child.pid) == started
+        pid_file.write_text(json.dumps({"pid": child.pid, "started": started + 1, "port": 1}))  # the pid, recycled
+        assert local._running(pid_file) is None and not local._stop(pid_file)
+        assert child.poll() is None and not pid_file.exists()  # not signalled; the stale file is gone
+        pid_file.write_text(json.dumps({"pid": child.pid, "port": 1}))  # an earlier version's file: the command line
+        assert local._running(pid_file) is None and child.poll() is None
+        pid_file.write_text(json.dumps({"pid": child.pid, "started": started, "port": 1}))
+        assert local._running(pid_file) == {"pid": child.pid, "started": started, "port": 1}
+        assert local._stop(pid_file) and started_at(child.pid) is None  # stopped (and reaped: it was our child)
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_router_split_is_checked_and_follows_the_weights() -> None:
     with pytest.raises(router.WeightError, match="sum to 100"):
         router.check_weights({"green": 10, "blue": 80}, {"green", "blue"})

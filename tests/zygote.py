@@ -74,12 +74,11 @@ def _receive_line(connection: socket.socket) -> bytes:
 
 
 def forkable(argv: list[str]) -> bool:
-    """Whether `python <argv>` is one the server forks: `-m stages.<x> ...` or `-m dvc ...`. Not a local deployment's
-    processes (`stages.deploy.<x>`): their command line is what tells them apart from a recycled pid
-    (stages/deploy/local.py), and a fork's is the server's."""
+    """Whether `python <argv>` is one the server forks: `-m stages.<x> ...` (a local deployment's server and router
+    too: `llmops deploy` knows its processes by pid and start time, not by command line) or `-m dvc ...`."""
     if len(argv) < 2 or argv[0] != "-m":
         return False
-    return argv[1] == "dvc" or (argv[1].startswith("stages.") and not argv[1].startswith("stages.deploy."))
+    return argv[1] == "dvc" or argv[1].startswith("stages.")
 
 
 def shim(real_python: str, socket_path: str, argv: list[str]) -> None:
@@ -94,7 +93,8 @@ def shim(real_python: str, socket_path: str, argv: list[str]) -> None:
 
 def redirect_children(real_python: str, shim_python: Callable[[], str | None]) -> None:
     """From here on, in this process, a child started as `[real_python, -m, stages.<x> | dvc, ...]` (the product
-    starts its stage-like children with sys.executable: `pf flow build`'s child, `dvc add`) runs through the shim
+    starts its stage-like children with sys.executable: `pf flow build`'s child, `dvc add`, a local deployment's
+    server and router) runs through the shim
     `shim_python()` names (None: as it is), as a fork of the server. Any other command, and any `forkable` refuses,
     is left as it is."""
     import subprocess

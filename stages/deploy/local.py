@@ -2,7 +2,8 @@
 router (stages/deploy/router.py) that is the endpoint and writes the production log.
 
 Processes run in the background with their pid files in `.llmops/deploy/<env>/<use_case>/pids/` (`<name>.json`
-and `router.json`, each `{pid, port}`, written by the process once it listens) and their logs in `logs/`. `deploy` is
+and `router.json`, each `{pid, started, port}`, written by the process once it listens: a pid file names the
+process by its pid and start time, so a recycled pid is never kept or stopped) and their logs in `logs/`. `deploy` is
 idempotent: a running server whose config fingerprint and key still match is kept, and a changed split is
 applied to the running router without restarting anything.
 """
@@ -28,7 +29,7 @@ from stages.deploy import endpoint, web
 from stages.deploy.spec import Deployment, DeploymentSpec, SpecError
 from stages.engine import bake
 from stages.llm import connections
-from stages.llm.llm_server import runs, terminate
+from stages.llm.llm_server import runs, started_at, terminate
 
 ROUTER = "router"
 START_TIMEOUT_S = 120.0  # a deployment imports prompt flow and loads its flow before it listens
@@ -112,16 +113,20 @@ def _health(port: int, host: str, key: str) -> dict[str, Any] | None:
         return None
 
 
-def _ours(pid: int) -> bool:
-    """Only a process running one of our deploy modules is ours to stop."""
-    return runs(pid, "stages.deploy.")
+def _ours(state: Mapping[str, Any]) -> bool:
+    """Only the process that wrote a pid file is ours to keep or stop: its pid, started when the file says (a
+    recycled pid starts later). A pid file of an earlier version, without the start: a process of our deploy
+    modules."""
+    if "started" not in state:
+        return runs(state["pid"], "stages.deploy.")
+    return state["started"] is not None and started_at(state["pid"]) == state["started"]
 
 
 def _running(pid_file: Path) -> dict[str, Any] | None:
     if not pid_file.is_file():
         return None
     state = read_json(pid_file)
-    return state if _ours(state["pid"]) else None
+    return state if _ours(state) else None
 
 
 def _stop(pid_file: Path) -> bool:

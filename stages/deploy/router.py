@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, required=True, help=shape)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--ready-file", type=Path, required=True, help="written with {pid, port} once listening")
+    parser.add_argument("--ready-file", type=Path, required=True, help="{pid, started, port}, once listening")
     args = parser.parse_args(argv)
     key = web.key_from_env()
     router = Router.from_config(read_json(args.config), key)

@@ -68,7 +68,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--max-body-bytes", type=int, required=True, help="larger request bodies get a 413")
-    parser.add_argument("--ready-file", type=Path, required=True, help="written with {pid, port} once listening")
+    parser.add_argument("--ready-file", type=Path, required=True, help="{pid, started, port}, once listening")
     parser.add_argument("--observability", type=Path, help="JSON: the deployment's observability block")
     parser.add_argument("--traces", type=Path, help="OTLP JSON trace file of this deployment's requests")
     return parser.parse_args(argv)

@@ -17,6 +17,7 @@ from typing import Any
 
 from stages.core import redaction
 from stages.core.io import write_json
+from stages.llm.llm_server import started_at
 
 # The response header naming the deployment that answered (the name Azure ML managed endpoints use).
 DEPLOYMENT_HEADER = "azureml-model-deployment"
@@ -137,5 +138,7 @@ def key_from_env() -> str:
 
 
 def announce(server: Server, ready_file: Path) -> None:
-    """Tell the parent where this process listens: {pid, port} written atomically once the socket is bound."""
-    write_json(ready_file, {"pid": os.getpid(), "port": server.server_address[1]})
+    """Tell the parent where this process listens: {pid, started, port} written atomically once the socket is
+    bound (`started`: when this process started, which tells it apart from a later one given the same pid)."""
+    pid = os.getpid()
+    write_json(ready_file, {"pid": pid, "started": started_at(pid), "port": server.server_address[1]})

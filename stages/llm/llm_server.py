@@ -150,6 +150,16 @@ def runs(pid: int, module: str) -> bool:
         return False
 
 
+def started_at(pid: int) -> int | None:
+    """When process `pid` started (clock ticks after boot: /proc/<pid>/stat, field 22), None if there is none. With
+    its pid, it names one process: a recycled pid belongs to a process that started later."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2 :].split()[19])  # the fields after the command's "(name)"
+
+
 def _is_our_server(pid: int) -> bool:
     """Only a llama_cpp.server process is ours to stop."""
     return runs(pid, "llama_cpp.server")
