@@ -82,3 +82,23 @@ def test_the_params_command_writes_the_composition(tmp_path: Path) -> None:
     compose_params(REPO, ["env=pr"], tmp_path / "direct.yaml")
     assert (tmp_path / "cli.yaml").read_text() == (tmp_path / "direct.yaml").read_text()
     assert yaml.safe_load((tmp_path / "cli.yaml").read_text())["env"]["name"] == "pr"
+
+
+@pytest.mark.parametrize("bad", ["a: [1, 2\nb: 3\n", "a: b: c\n", "a:\n  - 1\n - 2\n", 'x: "unterminated\n'])
+def test_yaml_is_read_by_libyaml_with_the_values_and_error_marks_of_the_safe_loader(bad: str) -> None:
+    from stages.core import yaml_reader
+
+    assert yaml_reader._SafeLoader is yaml.CSafeLoader  # this build has libyaml: the fast parser is the one used
+    for path in [
+        REPO / "params.yaml",
+        *sorted((REPO / "conf").rglob("*.yaml")),
+        *sorted(REPO.glob("use_cases/*/*/*/*.yaml")),
+    ]:
+        text = path.read_text(encoding="utf-8")
+        assert yaml_reader.load_yaml(text) == yaml.safe_load(text), path
+    errors = []
+    for load in (yaml_reader.load_yaml, yaml.safe_load):
+        with pytest.raises(yaml.MarkedYAMLError) as raised:
+            load(bad)
+        errors.append((type(raised.value), raised.value.problem_mark.line, raised.value.problem_mark.column))
+    assert errors[0] == errors[1]

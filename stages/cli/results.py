@@ -130,6 +130,7 @@ def cmd_size_subsets(args: argparse.Namespace) -> int:
     """Print the Hydra overrides that give each use case the PR changed the rows its max_drop needs."""
     import yaml
 
+    from stages.core.yaml_reader import load_yaml
     from stages.results import changes, compare, gate, sizing
     from stages.results.thresholds import parse_thresholds
 
@@ -144,7 +145,7 @@ def cmd_size_subsets(args: argparse.Namespace) -> int:
         thresholds = parse_thresholds(env.get("gate"), use_cases, where)
         caps = sizing.parse_caps((env.get("gate") or {}).get("sizing"), f"{where}.sizing")
         rev = compare.resolve(root, args.baseline)
-        lock = yaml.safe_load(compare.read_at(root, "dvc.lock", rev)) or {}
+        lock = load_yaml(compare.read_at(root, "dvc.lock", rev)) or {}
     except (OSError, gate.ERRORS, yaml.YAMLError, conf_schema.ConfError) as exc:
         print(f"size-subsets: {exc}", file=sys.stderr)
         return 2
@@ -279,11 +280,12 @@ def _locks(root: Path, rev: str) -> tuple[dict[str, Any], dict[str, Any]] | None
     changed)."""
     import yaml
 
+    from stages.core.yaml_reader import load_yaml
     from stages.results import compare
 
     try:
         texts = compare.read_at(root, "dvc.lock", rev), (root / "dvc.lock").read_text(encoding="utf-8")
-        old, new = (yaml.safe_load(text) or {} for text in texts)
+        old, new = (load_yaml(text) or {} for text in texts)
     except (OSError, yaml.YAMLError):
         return None
     return old, new

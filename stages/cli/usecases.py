@@ -76,6 +76,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     """`llmops migrate <use case>`: its prompt flow flow as a MAF workflow folder, and the use case `<name>_maf`."""
     import yaml
 
+    from stages.core.yaml_reader import load_yaml
     from stages.engine import migrate
 
     root = project_root()
@@ -84,7 +85,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if use_case is None:
         print(f"llmops migrate: no use case {args.use_case} in params.yaml (conf/config.yaml)", file=sys.stderr)
         return 1
-    source = yaml.safe_load((root / "conf" / "use_cases" / f"{args.use_case}.yaml").read_text(encoding="utf-8"))
+    source = load_yaml((root / "conf" / "use_cases" / f"{args.use_case}.yaml").read_text(encoding="utf-8"))
     try:
         migration, name, config = migrate.migrate_use_case(
             root, args.use_case, source[args.use_case], str(params["llm"].get("api") or "completion"), args.eval

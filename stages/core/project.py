@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from stages.core import conf_schema
+from stages.core.yaml_reader import load_yaml
 
 RUNTIME_DIR_NAME = ".llmops"  # gitignored: prompt flow home, the assembled model, server log and state
 
@@ -32,6 +31,6 @@ def load_params(root: Path) -> dict[str, Any]:
     conf_schema.ConfError names each misspelt or missing key with its conf file). `dvc exp run` composes
     params.yaml without our code, so the first stage to read them is where a typo is caught."""
     with (root / "params.yaml").open(encoding="utf-8") as handle:
-        params = yaml.safe_load(handle)
+        params = load_yaml(handle)
     conf_schema.check_params(params)
     return params

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from stages.core.yaml_reader import load_yaml
 
 TARGETS = ("local", "azureml", "kubernetes", "webapp")
 
@@ -61,7 +61,7 @@ def load_spec(root: Path, use_case: str, env: str, target: str, params: Mapping[
     path = root / "conf" / "deploy" / f"{env}.yaml"
     if not path.is_file():
         raise SpecError(f"{path}: no deployment config for env {env!r}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = load_yaml(path.read_text()) or {}
     where = path.relative_to(root)
     if use_case not in params.get("use_cases", {}):
         raise SpecError(f"{where}: unknown use case {use_case!r} (not in params.yaml use_cases)")

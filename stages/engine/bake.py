@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from stages.core.yaml_reader import load_yaml
 from stages.engine import binding as wiring
 from stages.engine import vendor
 from stages.engine.binding import LLMBinding
@@ -96,7 +97,7 @@ def _bake_dag(
 ) -> None:  # fmt: skip
     """The node variants resolved, and every LLM node bound as a local run binds it (binding.dag_bindings): the
     variant's prompt and params on its `llm_node`, the LLM's api and model on all of them."""
-    spec = yaml.safe_load(flow_yaml.read_text(encoding="utf-8"))
+    spec = load_yaml(flow_yaml.read_text(encoding="utf-8"))
     _, bound = wiring.dag_bindings(flow_yaml, spec, [binding], node_variants)
     nodes = {node["name"]: node for node in spec.get("nodes", [])}
     for name in (binding.node, *node_inputs):
@@ -117,7 +118,7 @@ def _bake_flex(flow_yaml: Path, binding: LLMBinding, llm: Mapping[str, Any]) -> 
     """The variant's api, prompt and params, and the LLM's configuration (`${env:...}` references), as the `init`
     defaults of the class entry. A function entry takes them as keyword parameters, which prompt flow's serving
     cannot pass: it is wrapped in a class entry (WRAPPER, appended to its module) whose init does."""
-    spec = yaml.safe_load(flow_yaml.read_text(encoding="utf-8"))
+    spec = load_yaml(flow_yaml.read_text(encoding="utf-8"))
     offered = wiring.flex_values(binding)
     init = spec.get("init") or {}
     if not init:
@@ -190,7 +191,7 @@ def _bake_prompty(file: Path, binding: LLMBinding, llm: Mapping[str, Any]) -> No
     the selected LLM when the file has none, its key and endpoint as `${env:...}` references."""
     text = file.read_text(encoding="utf-8")
     _, front, body = text.split("---", 2) if text.startswith("---") else ("", "", text)
-    meta = yaml.safe_load(front) or {}
+    meta = load_yaml(front) or {}
     model = meta.setdefault("model", {})
     settings = wiring.prompty_model(binding, model_configuration(llm))
     model["api"] = settings["api"]

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from stages.core.yaml_reader import load_yaml
 from stages.engine.migrate_nodes import (
     Migration,
     aggregate_source,
@@ -156,7 +155,7 @@ def migrate_dag(flow: Path, target: Path, llm_node: str | None, prompt: str | No
     """Write `target` from the DAG flow in `flow` (see the module's docstring). `llm_node`, `prompt` and `params`
     are the baseline variant's (the defaults of create_workflow)."""
     dag_file = flow / "flow.dag.yaml"
-    dag = yaml.safe_load(dag_file.read_text(encoding="utf-8")) or {}
+    dag = load_yaml(dag_file.read_text(encoding="utf-8")) or {}
     migration = Migration(flow, target, "dag", variant_params=dict(params))
     names = {str(n.get("name")) for n in dag.get("nodes") or []}
     llm_nodes = [str(n["name"]) for n in dag.get("nodes") or [] if n.get("type") == "llm"]
@@ -227,7 +226,7 @@ def migrate_prompty(
     """Write `target` from a folder of .prompty files: one LLM node reading the variant's .prompty."""
     migration = Migration(flow, target, "prompty")
     file = flow / prompt if flow.is_dir() else flow
-    front = yaml.safe_load(file.read_text(encoding="utf-8").split("---", 2)[1]) or {}
+    front = load_yaml(file.read_text(encoding="utf-8").split("---", 2)[1]) or {}
     _copy_folder(flow if flow.is_dir() else flow.parent, target)
     defaults, required = _inputs(front.get("inputs") or {})
     inputs = {str(k): f"${{inputs.{k}}}" for k in (front.get("inputs") or {})}

@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Mapping
 from pathlib import Path
 
+from stages.core.yaml_reader import load_yaml
 from stages.engine.kinds import FlowError, FlowInterface, FlowKind, load_entry
 from stages.engine.maf.adapter import MafEngine
 from stages.engine.promptflow.adapter import PromptFlowEngine
@@ -43,7 +44,6 @@ def interface(flow: Path, prompt: str | None = None) -> FlowInterface:
 def declares_model_config(flow: Path) -> bool:
     """Whether a flex flow's entry takes `model_config` (a class's `init:` or `__init__`, a function's parameter):
     it calls the LLM with the configuration it is given."""
-    import yaml
 
     try:
         kind, flow_file = detect(flow)
@@ -51,7 +51,7 @@ def declares_model_config(flow: Path) -> bool:
         return False
     if kind is not FlowKind.FLEX:
         return False
-    spec = yaml.safe_load(flow_file.read_text(encoding="utf-8")) or {}
+    spec = load_yaml(flow_file.read_text(encoding="utf-8")) or {}
     if "model_config" in (spec.get("init") or {}):
         return True
     entry = load_entry(flow_file.parent.resolve(), spec.get("entry", ""), flow_file)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stages.core.yaml_reader import load_yaml
 from stages.engine.kinds import FlowError
 
 
@@ -19,12 +20,11 @@ class RequirementsError(FlowError):
 def requirements_file(flow: Path) -> Path | None:
     """The flow's requirements: `environment.python_requirements_txt` of flow.dag.yaml / flow.flex.yaml, else a
     requirements.txt in the flow folder (None when it has neither)."""
-    import yaml
 
     folder = flow if flow.is_dir() else flow.parent
     for name in ("flow.dag.yaml", "flow.flex.yaml"):
         if (folder / name).is_file():
-            spec = yaml.safe_load((folder / name).read_text(encoding="utf-8")) or {}
+            spec = load_yaml((folder / name).read_text(encoding="utf-8")) or {}
             declared = ((spec.get("environment") or {}) if isinstance(spec, Mapping) else {}).get(
                 "python_requirements_txt"
             )

@@ -19,8 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from stages.core.yaml_reader import load_yaml
 from stages.engine.bake import SCRATCH_DIRS, flow_sha256
 from stages.engine.kinds import FlowError, FlowKind
 from stages.engine.registry import detect
@@ -67,7 +66,7 @@ def run_copy(flow: Path, runtime: Path) -> Path:
 def _reaches_outside(folder: Path, file: Path) -> bool:
     """Whether a DAG names a file outside its folder: a node's (or node variant's) source path, an additional
     include."""
-    spec: dict[str, Any] = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    spec: dict[str, Any] = load_yaml(file.read_text(encoding="utf-8")) or {}
     nodes = list(spec.get("nodes") or [])
     for declared in (spec.get("node_variants") or {}).values():
         nodes += [variant.get("node") or {} for variant in ((declared or {}).get("variants") or {}).values()]

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from stages.core.yaml_reader import load_yaml
+
 EXPERIMENT_FILE = "experiment.yaml"
 FLOW_FILES = ("flow.dag.yaml", "flow.flex.yaml")
 DATA_DIR = "data"
@@ -183,7 +185,7 @@ def evaluators(raw: Any, datasets: Mapping[str, Dataset], base: Path, where: str
 
 def _read(file: Path) -> dict[str, Any]:
     try:
-        loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        loaded = load_yaml(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from stages import engine
+from stages.core.yaml_reader import load_yaml
 
 # Python annotations -> prompt flow's input/output type names
 _TYPES = {
@@ -129,7 +128,7 @@ def read(flow: Path, prompt: str | None = None) -> FlowFacts:
         return FlowFacts(flow, kind, file, declared.inputs, declared.outputs)
     if kind is engine.FlowKind.MAF:  # workflow.py: what its INPUTS / OUTPUTS literals declare (none: not checked)
         return FlowFacts(flow, kind, file, declared.inputs, declared.outputs or None)
-    spec: dict[str, Any] = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    spec: dict[str, Any] = load_yaml(file.read_text(encoding="utf-8")) or {}
     if kind is engine.FlowKind.FLEX:
         entry = str(spec.get("entry") or "")
         inputs, outputs, init = _flex_signature(folder, entry)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from stages import engine
+from stages.core.yaml_reader import load_yaml
 from stages.data import datasets
 from stages.usecases import catalogue, flow_facts
 from stages.usecases import experiment as exp
@@ -26,11 +27,10 @@ from stages.usecases.import_plan import (
 def variants_of(facts: flow_facts.FlowFacts) -> tuple[dict[str, Any], str]:
     """The use case's variants from the flow's own node variants, as the template runs them: v1 the defaults, then
     one variant per other node variant. No node variants: v1 and v2, both the flow as it is."""
-    import yaml
 
     if facts.kind is not engine.FlowKind.DAG:
         return {}, ""
-    declared = (yaml.safe_load(facts.file.read_text(encoding="utf-8")) or {}).get("node_variants") or {}
+    declared = (load_yaml(facts.file.read_text(encoding="utf-8")) or {}).get("node_variants") or {}
     others = [
         (node, variant)
         for node, spec in declared.items()

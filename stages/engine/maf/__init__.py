@@ -30,7 +30,7 @@ def maf_use_cases(params: dict[str, Any], root: Path) -> list[str]:
 
 def uses_maf(root: Path) -> bool:
     """Whether the catalogue (params.yaml's use cases) has a MAF flow."""
-    import yaml
+    from stages.core.yaml_reader import load_yaml
 
-    params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8")) or {}
+    params = load_yaml((root / "params.yaml").read_text(encoding="utf-8")) or {}
     return bool(maf_use_cases(params, root))

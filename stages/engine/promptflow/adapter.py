@@ -43,12 +43,12 @@ class PromptFlowEngine:
     def interface(self, kind: FlowKind, file: Path) -> FlowInterface:
         """From flow.dag.yaml, flow.flex.yaml or the .prompty front matter; a prompty's text answer is the output
         `output`."""
-        import yaml
+        from stages.core.yaml_reader import load_yaml
 
         text = file.read_text(encoding="utf-8")
         if kind is FlowKind.PROMPTY:
             text = text.split("---", 2)[1] if text.lstrip().startswith("---") else ""
-        spec = yaml.safe_load(text) or {}
+        spec = load_yaml(text) or {}
         inputs = {
             str(name): ((decl or {}).get("type"), not isinstance(decl, Mapping) or "default" not in decl)
             for name, decl in (spec.get("inputs") or {}).items()

@@ -16,8 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from stages.core.yaml_reader import load_yaml
 from stages.data import datasets
 from stages.engine import bake
 from stages.engine.binding import NodeVariantError, model_input
@@ -54,7 +53,7 @@ def azure_run(
     else:
         extra["resources"] = dict(settings.get("compute") or {"instance_type": "Standard_D2as_v5"})
     dag = flow / "flow.dag.yaml"
-    nodes = (yaml.safe_load(dag.read_text(encoding="utf-8")) or {}).get("nodes", []) if dag.is_file() else []
+    nodes = (load_yaml(dag.read_text(encoding="utf-8")) or {}).get("nodes", []) if dag.is_file() else []
     model_field = model_input(str(llm.get("type", "")))
     connections = {
         node["name"]: {"connection": str(settings["connection"]), model_field: str(llm["model"])}

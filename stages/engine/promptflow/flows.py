@@ -147,11 +147,12 @@ class FlexFlow:
 
     def __init__(self, flow_file: Path, binding: LLMBinding | None) -> None:
         self.node_variants: dict[str, str] = {}
-        import yaml
         from promptflow.executor import FlowExecutor
 
+        from stages.core.yaml_reader import load_yaml
+
         flow_file = flow_file.resolve()
-        spec = yaml.safe_load(flow_file.read_text(encoding="utf-8")) or {}
+        spec = load_yaml(flow_file.read_text(encoding="utf-8")) or {}
         entry = load_entry(flow_file.parent, spec.get("entry", ""), flow_file)
         if inspect.isclass(entry):
             parameters = dict(inspect.signature(entry.__init__).parameters)
