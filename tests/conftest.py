@@ -206,9 +206,9 @@ class Project:
         """Run these stages' commands, in this order, as `dvc repro` last ran them (from dvc.lock, read once), without
         DVC's bookkeeping: for a test about what the stages do, not about what reruns (each stage DVC runs costs a
         rewrite of dvc.lock)."""
-        import yaml
+        from stages.core.yaml_reader import load_yaml
 
-        stages = yaml.safe_load((self.root / "dvc.lock").read_text())["stages"]
+        stages = load_yaml((self.root / "dvc.lock").read_text())["stages"]
         for name in names:
             self.sh("sh", "-c", stages[name]["cmd"])
 
