@@ -31,6 +31,12 @@ for _key, _value in QUIET_ENV.items():
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
 
+# One math-library thread per process: the suite runs 3 workers on 2 cores, each with stage processes of its own,
+# and the thread pools of BLAS, OpenMP and torch (a thread per core each, spinning while they wait for work) would
+# oversubscribe the cores. Set before any test imports numpy; a user's own runs keep the libraries' defaults.
+for _key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_key, "1")
+
 REPO = Path(__file__).resolve().parents[1]
 STUB_LLM = Path(__file__).with_name("stub_llm.py")  # the stub LLM server, run as a script
 VENV_BIN = Path(sys.executable).parent
