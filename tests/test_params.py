@@ -84,8 +84,7 @@ def test_the_params_command_writes_the_composition(tmp_path: Path) -> None:
     assert yaml.safe_load((tmp_path / "cli.yaml").read_text())["env"]["name"] == "pr"
 
 
-@pytest.mark.parametrize("bad", ["a: [1, 2\nb: 3\n", "a: b: c\n", "a:\n  - 1\n - 2\n", 'x: "unterminated\n'])
-def test_yaml_is_read_by_libyaml_with_the_values_and_error_marks_of_the_safe_loader(bad: str) -> None:
+def test_yaml_is_read_by_libyaml_with_the_values_of_the_safe_loader() -> None:
     from stages.core import yaml_reader
 
     assert yaml_reader._SafeLoader is yaml.CSafeLoader  # this build has libyaml: the fast parser is the one used
@@ -96,6 +95,12 @@ def test_yaml_is_read_by_libyaml_with_the_values_and_error_marks_of_the_safe_loa
     ]:
         text = path.read_text(encoding="utf-8")
         assert yaml_reader.load_yaml(text) == yaml.safe_load(text), path
+
+
+@pytest.mark.parametrize("bad", ["a: [1, 2\nb: 3\n", "a: b: c\n", "a:\n  - 1\n - 2\n", 'x: "unterminated\n'])
+def test_a_bad_yaml_document_raises_the_safe_loaders_error_at_its_mark(bad: str) -> None:
+    from stages.core import yaml_reader
+
     errors = []
     for load in (yaml_reader.load_yaml, yaml.safe_load):
         with pytest.raises(yaml.MarkedYAMLError) as raised:

@@ -94,9 +94,8 @@ def shim(real_python: str, socket_path: str, argv: list[str]) -> None:
 def redirect_children(real_python: str, shim_python: Callable[[], str | None]) -> None:
     """From here on, in this process, a child started as `[real_python, -m, stages.<x> | dvc, ...]` (the product
     starts its stage-like children with sys.executable: `pf flow build`'s child, `dvc add`, a local deployment's
-    server and router) runs through the shim
-    `shim_python()` names (None: as it is), as a fork of the server. Any other command, and any `forkable` refuses,
-    is left as it is."""
+    server and router) runs through the shim `shim_python()` names (None: as it is), as a fork of the server. Any
+    other command, and any `forkable` refuses, is left as it is."""
     import subprocess
 
     start = subprocess.Popen.__init__

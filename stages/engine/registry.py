@@ -44,7 +44,6 @@ def interface(flow: Path, prompt: str | None = None) -> FlowInterface:
 def declares_model_config(flow: Path) -> bool:
     """Whether a flex flow's entry takes `model_config` (a class's `init:` or `__init__`, a function's parameter):
     it calls the LLM with the configuration it is given."""
-
     try:
         kind, flow_file = detect(flow)
     except FlowError:

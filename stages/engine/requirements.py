@@ -20,7 +20,6 @@ class RequirementsError(FlowError):
 def requirements_file(flow: Path) -> Path | None:
     """The flow's requirements: `environment.python_requirements_txt` of flow.dag.yaml / flow.flex.yaml, else a
     requirements.txt in the flow folder (None when it has neither)."""
-
     folder = flow if flow.is_dir() else flow.parent
     for name in ("flow.dag.yaml", "flow.flex.yaml"):
         if (folder / name).is_file():

@@ -27,7 +27,6 @@ from stages.usecases.import_plan import (
 def variants_of(facts: flow_facts.FlowFacts) -> tuple[dict[str, Any], str]:
     """The use case's variants from the flow's own node variants, as the template runs them: v1 the defaults, then
     one variant per other node variant. No node variants: v1 and v2, both the flow as it is."""
-
     if facts.kind is not engine.FlowKind.DAG:
         return {}, ""
     declared = (load_yaml(facts.file.read_text(encoding="utf-8")) or {}).get("node_variants") or {}
