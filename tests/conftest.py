@@ -256,6 +256,11 @@ def keep_lock_entries(lock: Path, use_cases: set[str]) -> None:
     lock.write_text("".join(kept))
 
 
+# The code stages (dvc.yaml: each kind's manifest of the modules it runs): a fresh clone's first `dvc repro` of any
+# use case runs them first.
+CODE_STAGES = {"code_prepare", "code_run", "code_evaluate", "code_report"}
+
+
 def ran_stages(console: str) -> list[str]:
     """The stages a `dvc repro` or `dvc exp run` ran, in order, read off what it printed."""
     return re.findall(r"Running stage '([^']+)'", console)

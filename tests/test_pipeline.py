@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import collections
 import csv
+import hashlib
 import json
 import socket
 
 import pytest
 import yaml
-from conftest import Project, Reproduced, StubLLM, ran_stages
+from conftest import CODE_STAGES, Project, Reproduced, StubLLM, ran_stages
 
 UC = "web_classification"
 QA = "general_qa"
@@ -28,7 +29,7 @@ def stages(*use_cases: str, only: tuple[str, ...] = ("prepare", "run", "evaluate
     return {f"{stage}@{use_case}" for use_case in use_cases for stage in only}
 
 
-ALL_STAGES = stages(UC, NER, QA, CHAT, RAG, MATH, CODE, UC_MAF, QA_MAF) | DOCS_STAGES
+ALL_STAGES = stages(UC, NER, QA, CHAT, RAG, MATH, CODE, UC_MAF, QA_MAF) | DOCS_STAGES | CODE_STAGES
 
 
 def test_repro_produces_outputs_metrics_and_report(reproduced_build: Reproduced, reproduced: Project) -> None:
@@ -156,6 +157,15 @@ def test_only_what_changed_reruns(reproduced: Project) -> None:
     grade = project.root / "use_cases" / UC / "flows" / "evaluate" / "grade.py"
     grade.write_text(grade.read_text() + "\n# a comment\n")
     assert project.repro() == [f"evaluate@{UC}"]
+
+    # A module edit reruns the code stage of each kind that imports it (its manifest of the modules' hashes
+    # changes), then that kind's stages: a module only the reports import reruns every report, and nothing else.
+    charts = project.root / "stages" / "results" / "charts.py"
+    charts.write_text(charts.read_text() + "\n# a comment\n")
+    assert set(project.repro()) == {"code_report"} | stages(UC, QA, RAG, only=("report",))
+    manifest = json.loads((project.root / "data" / "_code" / "report.json").read_text())
+    assert manifest["stage"] == "code_report"
+    assert manifest["files"]["stages/results/charts.py"] == hashlib.md5(charts.read_bytes()).hexdigest()
 
 
 @pytest.mark.pipeline

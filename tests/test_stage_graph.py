@@ -97,28 +97,89 @@ def covered(path: str, deps: set[str]) -> bool:
     return any(path == dep or path.startswith(dep + "/") for dep in deps)
 
 
+def code_stage(name: str) -> str | None:
+    """The code stage whose manifest stands for `name`'s modules (a use case's stage of a kind that has one)."""
+    return f"code_{name}" if f"code_{name}" in STAGES else None
+
+
+def needed_code(name: str) -> set[str]:
+    """The project files stage `name` must declare: what its module imports (and its flows' code). A code stage
+    declares its kind's, and its own module's; a stage whose kind has a code stage declares none (its manifest)."""
+    if code_stage(name):
+        return set()
+    kind = name.removeprefix("code_") if name.startswith("code_") else name
+    stage = STAGES[kind].get("do", STAGES[kind])
+    module = re.search(r"python -m (stages[\w.]+)", stage["cmd"]).group(1)
+    needed = imported_modules(module) | (flow_code(FLOW_KEY[kind]) if kind in FLOW_KEY else set())
+    if name.startswith("code_"):
+        needed |= imported_modules("stages.code_manifest")
+    return {str(Path(path).relative_to(REPO)) for path in needed}
+
+
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_stage_declares_the_code_it_runs(name: str) -> None:
     stage = STAGES[name].get("do", STAGES[name])  # a foreach stage, or a single stage
-    module = re.search(r"python -m (stages[\w.]+)", stage["cmd"]).group(1)
-    needed = imported_modules(module) | (flow_code(FLOW_KEY[name]) if name in FLOW_KEY else set())
-    needed = {str(Path(path).relative_to(REPO)) for path in needed}
+    needed = needed_code(name)
     declared = {dep for dep in stage["deps"] if dep.startswith("stages/")}
     missing = {path for path in needed if not covered(path, declared)}
     extra = {dep for dep in declared if not any(covered(path, {dep}) for path in needed)}
     assert not missing and not extra, f"{name}: missing {sorted(missing)}, extra {sorted(extra)}"
+    if code := code_stage(name):  # the manifest it depends on instead
+        assert STAGES[code]["outs"] == [f"data/_code/{name}.json"] and f"data/_code/{name}.json" in stage["deps"]
+        assert STAGES[code]["cmd"].endswith(f"--stage {code} --out data/_code/{name}.json")
+
+
+def test_every_use_case_stage_kind_has_a_code_manifest() -> None:
+    """The stages `foreach` use case (those dvc.lock repeats per use case) list their code through a manifest."""
+    assert {name for name, stage in STAGES.items() if "foreach" in stage} == {"prepare", "run", "evaluate", "report"}
+    assert all(code_stage(name) for name in ("prepare", "run", "evaluate", "report"))
+
+
+def test_a_code_manifest_hashes_the_files_its_stage_lists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+    import json
+
+    from stages import code_manifest
+
+    (tmp_path / "pkg" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "pkg" / "b.py").write_text("b = 1\n")
+    (tmp_path / "pkg" / "__pycache__" / "b.cpython-311.pyc").write_bytes(b"bytecode")  # left out, as DVC does
+    (tmp_path / "a.py").write_text("a = 1\n")
+    stages = {
+        "code_x": {"cmd": "python -m stages.code_manifest", "deps": ["pkg", "a.py"]},
+        "code_y": {"deps": ["no.py"]},
+    }
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    md5 = {name: hashlib.md5((tmp_path / name).read_bytes()).hexdigest() for name in ("a.py", "pkg/b.py")}
+    found = code_manifest.manifest(tmp_path, "code_x")
+    assert found == md5 and list(found) == ["a.py", "pkg/b.py"]  # sorted by path
+    with pytest.raises(code_manifest.ManifestError, match=r"dvc.yaml: no.py \(a dependency of the code stage\)"):
+        code_manifest.manifest(tmp_path, "code_y")
+    with pytest.raises(code_manifest.ManifestError, match=r"dvc.yaml: no stage 'code_z'"):
+        code_manifest.manifest(tmp_path, "code_z")
+
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "config.yaml").write_text("{}\n")
+    monkeypatch.chdir(tmp_path)
+    assert code_manifest.main(["--stage", "code_x", "--out", "out/x.json"]) == 0
+    assert code_manifest.main(["--stage", "code_y", "--out", "out/y.json"]) == 1
+    assert json.loads((tmp_path / "out" / "x.json").read_text()) == {"stage": "code_x", "files": md5}
+    assert not (tmp_path / "out" / "y.json").exists()
+    assert "code manifest: dvc.yaml: no.py (a dependency of the code stage) does not exist" in capsys.readouterr().err
 
 
 def stage_code(name: str) -> list[str]:
     """The code deps `name` must declare: the engine as its package, every other module by file."""
-    stage = STAGES[name].get("do", STAGES[name])
-    module = re.search(r"python -m (stages[\w.]+)", stage["cmd"]).group(1)
-    needed = imported_modules(module) | (flow_code(FLOW_KEY[name]) if name in FLOW_KEY else set())
     deps = set()
-    for path in (str(Path(p).relative_to(REPO)) for p in needed):
+    for path in needed_code(name):
         package = next((p for p in PACKAGE_DEPS if path.startswith(p + "/")), None)
         deps.add(package or path)
-    own = module.replace(".", "/") + ".py"
+    kind = name.removeprefix("code_")
+    stage = STAGES[kind].get("do", STAGES[kind])
+    own = re.search(r"python -m (stages[\w.]+)", stage["cmd"]).group(1).replace(".", "/") + ".py"
     return sorted(deps, key=lambda dep: (dep != own, dep))
 
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Project, StubLLM, post_json
+from conftest import CODE_STAGES, REPO, Project, StubLLM, post_json
 
 from stages import engine
 from stages.llm import connections, llm_proxy, upstream
@@ -636,7 +636,8 @@ def test_third_party_flows_run_by_config_alone(project: Project, stub_llm: StubL
             "--map", "answer=outputs.text", "--map", "expected=data.label", "--correct", "grade")  # fmt: skip
     result = project.sh("dvc", "repro", "report@ner3", "report@web3")
     ran = set(re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr))
-    assert ran == {f"{stage}@{uc}" for stage in ("prepare", "run", "evaluate", "report") for uc in ("ner3", "web3")}
+    stages = {f"{stage}@{uc}" for stage in ("prepare", "run", "evaluate", "report") for uc in ("ner3", "web3")}
+    assert ran == CODE_STAGES | stages  # a fresh clone: each kind's code manifest first
 
     data = project.root / "data"
     ner_rows = [json.loads(line) for line in (data / "ner3/run/outputs/v1.jsonl").read_text().splitlines()]
