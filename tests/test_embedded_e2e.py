@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from browser import assert_clean, open_page
-from conftest import copy_project
+from conftest import CODE_STAGES, copy_project
 
 UC = "web_classification"
 MIGRATED = {"web_classification": "web_classification_maf", "general_qa": "general_qa_maf"}  # migrate
@@ -36,7 +36,8 @@ def test_pipeline_on_the_embedded_model(tmp_path: Path, fresh_template: Path) ->
         use_cases = {UC, "general_qa", "named_entity_recognition", "chat", "chat_with_pdf", *CODE_UCS}
         use_cases |= set(MIGRATED.values())
         assert {name.split("@")[1] for name in ran if "@" in name} == use_cases
-        assert len(ran) == 4 * len(use_cases) + 3  # + chat_with_pdf's DataOps: docs_extract, docs_chunk, docs_index
+        assert {name for name in ran if "@" not in name} == {"docs_extract", "docs_chunk", "docs_index"} | CODE_STAGES
+        assert len(ran) == 4 * len(use_cases) + 3 + len(CODE_STAGES)  # + chat_with_pdf's DataOps, each kind's code
         assert project.repro() == []
     finally:
         project.sh("llmops", "llm", "stop")
