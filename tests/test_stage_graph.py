@@ -171,6 +171,33 @@ def test_a_code_manifest_hashes_the_files_its_stage_lists(
     assert "code manifest: dvc.yaml: no.py (a dependency of the code stage) does not exist" in capsys.readouterr().err
 
 
+def cached_outputs() -> set[str]:
+    """Every output DVC caches (and so gitignores), the `foreach` stages' for each use case of params.yaml."""
+    paths = set()
+    for stage in STAGES.values():
+        body = stage.get("do", stage)
+        for out in body.get("outs") or []:
+            path, options = next(iter(out.items())) if isinstance(out, dict) else (out, {})
+            if options.get("cache", True):
+                keys = USE_CASES if "foreach" in stage else [None]
+                paths |= {path.replace("${key}", key) if key else path for key in keys}
+    return paths
+
+
+def test_every_cached_output_is_in_a_committed_gitignore() -> None:
+    """DVC adds a cached output to its folder's .gitignore when it first writes it: with the entry committed, a fresh
+    clone's first `dvc repro` leaves no new .gitignore for the user to commit (data/_code/ once did)."""
+    outputs = cached_outputs()
+    assert "data/_code/run.json" in outputs and "data/chat/run/outputs" in outputs
+    missing = []
+    for out in sorted(outputs):
+        ignore = REPO / Path(out).parent / ".gitignore"
+        lines = ignore.read_text().splitlines() if ignore.is_file() else []
+        if f"/{Path(out).name}" not in lines:
+            missing.append(out)
+    assert missing == []
+
+
 def stage_code(name: str) -> list[str]:
     """The code deps `name` must declare: the engine as its package, every other module by file."""
     deps = set()
