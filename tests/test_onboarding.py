@@ -8,7 +8,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import REPO, Project, StubLLM
+from conftest import REPO, Project, StubLLM, ran_stages
 
 FIXTURE = REPO / "tests" / "fixtures" / "byof" / "sentiment"
 
@@ -30,7 +30,7 @@ def test_onboarding_doc_turns_a_flow_into_a_use_case(reproduced: Project) -> Non
                             text=True, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
 
-    ran = set(re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr))
+    ran = set(ran_stages(result.stdout + result.stderr))
     assert ran == {f"{stage}@sentiment" for stage in ("prepare", "run", "evaluate", "report")}
     assert (project.root / "use_cases/sentiment/data/dataset.jsonl.dvc").is_file()
     assert "dataset.jsonl" in (project.root / "use_cases/sentiment/data/.gitignore").read_text()

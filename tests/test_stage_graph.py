@@ -97,6 +97,12 @@ def covered(path: str, deps: set[str]) -> bool:
     return any(path == dep or path.startswith(dep + "/") for dep in deps)
 
 
+def stage_module(name: str) -> str:
+    """The module stage `name` runs (`python -m <module>` in its command)."""
+    stage = STAGES[name].get("do", STAGES[name])
+    return re.search(r"python -m (stages[\w.]+)", stage["cmd"]).group(1)
+
+
 def code_stage(name: str) -> str | None:
     """The code stage whose manifest stands for `name`'s modules (a use case's stage of a kind that has one)."""
     return f"code_{name}" if f"code_{name}" in STAGES else None
@@ -107,10 +113,8 @@ def needed_code(name: str) -> set[str]:
     declares its kind's, and its own module's; a stage whose kind has a code stage declares none (its manifest)."""
     if code_stage(name):
         return set()
-    kind = name.removeprefix("code_") if name.startswith("code_") else name
-    stage = STAGES[kind].get("do", STAGES[kind])
-    module = re.search(r"python -m (stages[\w.]+)", stage["cmd"]).group(1)
-    needed = imported_modules(module) | (flow_code(FLOW_KEY[kind]) if kind in FLOW_KEY else set())
+    kind = name.removeprefix("code_")
+    needed = imported_modules(stage_module(kind)) | (flow_code(FLOW_KEY[kind]) if kind in FLOW_KEY else set())
     if name.startswith("code_"):
         needed |= imported_modules("stages.code_manifest")
     return {str(Path(path).relative_to(REPO)) for path in needed}
@@ -204,9 +208,7 @@ def stage_code(name: str) -> list[str]:
     for path in needed_code(name):
         package = next((p for p in PACKAGE_DEPS if path.startswith(p + "/")), None)
         deps.add(package or path)
-    kind = name.removeprefix("code_")
-    stage = STAGES[kind].get("do", STAGES[kind])
-    own = re.search(r"python -m (stages[\w.]+)", stage["cmd"]).group(1).replace(".", "/") + ".py"
+    own = stage_module(name.removeprefix("code_")).replace(".", "/") + ".py"
     return sorted(deps, key=lambda dep: (dep != own, dep))
 
 

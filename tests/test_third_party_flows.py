@@ -7,14 +7,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import CODE_STAGES, REPO, Project, StubLLM, post_json
+from conftest import CODE_STAGES, REPO, Project, StubLLM, post_json, ran_stages
 
 from stages import engine
 from stages.llm import connections, llm_proxy, upstream
@@ -635,7 +634,7 @@ def test_third_party_flows_run_by_config_alone(project: Project, stub_llm: StubL
     onboard(project, "web3", "warns_per_row", "flex_grader", pages, "--inputs", "url", "--label", "label",
             "--map", "answer=outputs.text", "--map", "expected=data.label", "--correct", "grade")  # fmt: skip
     result = project.sh("dvc", "repro", "report@ner3", "report@web3")
-    ran = set(re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr))
+    ran = set(ran_stages(result.stdout + result.stderr))
     stages = {f"{stage}@{uc}" for stage in ("prepare", "run", "evaluate", "report") for uc in ("ner3", "web3")}
     assert ran == CODE_STAGES | stages  # a fresh clone: each kind's code manifest first
 
