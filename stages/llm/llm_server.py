@@ -91,6 +91,22 @@ def log_file(runtime: Path) -> Path:
     return runtime / "llm-server.log"
 
 
+def server_command(settings: ServerSettings, model: Path) -> list[str]:
+    """The llama.cpp server's command line for `settings`."""
+    return [
+        sys.executable, "-m", "llama_cpp.server",
+        "--model", str(model),
+        "--model_alias", settings.model_alias,
+        "--host", settings.host,
+        "--port", str(settings.port),
+        "--n_ctx", str(settings.n_ctx),
+        # The server's default computes the logits of every prompt token (only logprobs read them; the pipeline
+        # never asks for them): with Gemma 3's 262k-token vocabulary that is most of a prompt's CPU
+        # (benchmarks/llm_server.py: a 600-token prompt at about two thirds of the CPU without them).
+        "--logits_all", "False",
+    ]  # fmt: skip
+
+
 def start(settings: ServerSettings, runtime: Path) -> str:
     """Make sure our server answers on the configured port; returns 'reused' or 'started'."""
     state = probe(settings)
@@ -102,16 +118,8 @@ def start(settings: ServerSettings, runtime: Path) -> str:
             f"(it does not serve model '{settings.model_alias}'). Stop it, or choose another port: "
             "server.port in conf/config.yaml, then `llmops params`."
         )
-    model = model_path(runtime)
+    command = server_command(settings, model_path(runtime))
     log = log_file(runtime)
-    command = [
-        sys.executable, "-m", "llama_cpp.server",
-        "--model", str(model),
-        "--model_alias", settings.model_alias,
-        "--host", settings.host,
-        "--port", str(settings.port),
-        "--n_ctx", str(settings.n_ctx),
-    ]  # fmt: skip
     with log.open("ab") as out:
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
