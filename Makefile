@@ -115,18 +115,19 @@ run: data llm ## set up everything and run the pipeline (dvc repro)
 
 # Tests are independent (own temp project, stub or LLM server on a free port), so they run in parallel; the 25
 # slowest are listed at the end, so that the next slowdown is seen where it starts.
-PYTEST := $(VENV)/bin/pytest -n auto --maxprocesses=4 --durations=25
-# The fast tier waits on servers (stub LLM, deployments, Azurite, Phoenix, Chromium) for a good part of its time:
-# a worker more than there are cores (at most 4, as for `make test`) keeps them busy (2 cores: 398 s with 2 workers,
-# 377 s with 3). Not `make test`: its two embedded-model tests, one after the other on one worker, are its critical
-# path, and slow down beside more workers.
-FAST_WORKERS := $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( (n < 4 ? n : 4) + 1 )))
+# The tests wait on servers (stub LLM, deployments, Azurite, Phoenix, Chromium, llama.cpp) for a good part of their
+# time: a worker more than there are cores (at most 4 + 1) keeps the cores busy (fast tier, 2 cores: 398 s with 2
+# workers, 377 s with 3). `make test` had kept a worker per core while its two embedded-model tests, one after the
+# other on one worker, were its critical path (512 + 196 s); since the llama.cpp server skips every prompt token's
+# logits they take 257 + 107 s, about half of the run.
+WORKERS := $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( (n < 4 ? n : 4) + 1 )))
+PYTEST := $(VENV)/bin/pytest -n $(WORKERS) --durations=25
 
 test: model browser azurite vega phoenix data ## run every test: the fast tier (stub LLM) and the slow tier (embedded model)
 	@$(PYTEST)
 
 test-fast: data browser azurite vega phoenix ## run the fast tier only
-	@$(PYTEST) -n $(FAST_WORKERS) -m "not slow"
+	@$(PYTEST) -m "not slow"
 
 coverage: model browser azurite vega phoenix data ## every test under coverage.py: line and branch coverage of stages/
 	@rm -rf .llmops/coverage && mkdir -p .llmops/coverage
