@@ -13,18 +13,15 @@ benchmarks/embeddings-results.json and benchmarks/embeddings-results.md.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import side_by_side  # beside this script
+
 ROOT = Path(__file__).resolve().parent.parent
-HERE = Path(__file__).resolve().parent
 
 # Runs in the fresh interpreter: prints wall seconds, CPU seconds, peak RSS in MB; saves the vectors.
 PROBE = """
@@ -60,33 +57,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import numpy as np
 
-    runs: dict[str, list[dict[str, float]]] = {"ours": [], "sentence-transformers": []}
     with tempfile.TemporaryDirectory() as folder:
-        for round_ in range(args.rounds):
-            for encoder in ("ours", "sentence-transformers") if round_ % 2 == 0 else ("sentence-transformers", "ours"):
-                runs[encoder].append(_one(encoder, args.texts, Path(folder) / f"{encoder}.npy"))
-                print(f"round {round_ + 1}/{args.rounds} {encoder}: {runs[encoder][-1]}", file=sys.stderr)
+        runs = side_by_side.alternate(("ours", "sentence-transformers"), args.rounds,
+                                      lambda name: _one(name, args.texts, Path(folder) / f"{name}.npy"))  # fmt: skip
         difference = float(
             np.abs(np.load(Path(folder) / "ours.npy") - np.load(Path(folder) / "sentence-transformers.npy")).max()
         )
 
-    medians = {name: {key: statistics.median(r[key] for r in rows) for key in rows[0]} for name, rows in runs.items()}
-    ratios = {key: medians["sentence-transformers"][key] / medians["ours"][key] for key in medians["ours"]}
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    results = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "machine": machine,
-               "rounds": args.rounds, "texts": args.texts, "medians": medians,
-               "sentence_transformers_over_ours": ratios,
+    middle = side_by_side.medians(runs)
+    machine = side_by_side.machine()
+    results = {"date": side_by_side.now(), "machine": machine, "rounds": args.rounds, "texts": args.texts,
+               "medians": middle, "sentence_transformers_over_ours": side_by_side.ratios(middle, "ours",
+                                                                                        "sentence-transformers"),
                "max_abs_difference": difference}  # fmt: skip
-    (HERE / "embeddings-results.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [f"# Embeddings: numpy MiniLM vs sentence-transformers ({results['date']})", "",
              f"{machine}; {args.rounds} rounds, each a fresh interpreter per encoder, {args.texts} texts.", "",
-             "| | ours (numpy) | sentence-transformers | ratio |", "|---|---|---|---|"]  # fmt: skip
-    for key, label in (("wall_s", "wall time, s"), ("cpu_s", "CPU time, s"), ("peak_rss_mb", "peak RSS, MB")):
-        lines.append(f"| {label} (median) | {medians['ours'][key]:.2f} | {medians['sentence-transformers'][key]:.2f} "
-                     f"| {ratios[key]:.1f}x |")  # fmt: skip
-    lines += ["", f"Largest difference between the two encoders' vector components: {difference:.1e}."]
-    (HERE / "embeddings-results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+             *side_by_side.table(middle, "ours", "sentence-transformers", ("ours (numpy)", "sentence-transformers"),
+                                 (("wall_s", "wall time, s"), ("cpu_s", "CPU time, s"),
+                                  ("peak_rss_mb", "peak RSS, MB"))),
+             "", f"Largest difference between the two encoders' vector components: {difference:.1e}."]  # fmt: skip
+    side_by_side.publish("embeddings", results, lines)
     return 0
 
 

@@ -16,20 +16,18 @@ benchmarks/llm_server-results.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import socket
-import statistics
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+import side_by_side  # beside this script
+
 ROOT = Path(__file__).resolve().parent.parent
-HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
 from stages.core.project import runtime_dir  # noqa: E402
@@ -96,33 +94,26 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"ours": ours, "defaults": ours[:at] + ours[at + 2 :]}
     prompts = _prompts(args.rows)
 
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in commands}
     answers: dict[str, list[str]] = {}
-    for round_ in range(args.rounds):
-        for name in list(commands) if round_ % 2 == 0 else list(commands)[::-1]:
-            measured, answers[name] = _one(commands[name], settings.base_url, prompts)
-            runs[name].append(measured)
-            print(f"round {round_ + 1}/{args.rounds} {name}: {measured}", file=sys.stderr)
 
-    medians = {name: {key: statistics.median(r[key] for r in rows) for key in rows[0]} for name, rows in runs.items()}
-    ratios = {key: medians["defaults"][key] / medians["ours"][key] for key in medians["ours"]}
+    def measure(name: str) -> dict[str, float]:
+        measured, answers[name] = _one(commands[name], settings.base_url, prompts)
+        return measured
+
+    middle = side_by_side.medians(side_by_side.alternate(("ours", "defaults"), args.rounds, measure))
     same = sum(a == b for a, b in zip(answers["ours"], answers["defaults"], strict=True))
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    results = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "machine": machine,
-               "rounds": args.rounds, "rows": args.rows, "medians": medians, "defaults_over_ours": ratios,
+    machine = side_by_side.machine()
+    results = {"date": side_by_side.now(), "machine": machine, "rounds": args.rounds, "rows": args.rows,
+               "medians": middle, "defaults_over_ours": side_by_side.ratios(middle, "ours", "defaults"),
                "same_answers": same}  # fmt: skip
-    (HERE / "llm_server-results.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [f"# Embedded LLM: our llama.cpp server command vs llama_cpp.server's defaults ({results['date']})", "",
              f"{machine}; {args.rounds} rounds, alternating; run@web_classification's v1 prompt over {args.rows} "
              "rows, one request at a time, max_tokens 6.", "",
-             "| | ours (`--logits_all False`) | defaults (every prompt token's logits) | ratio |",
-             "|---|---|---|---|"]  # fmt: skip
-    for key, label in (("wall_s", "wall time, s"), ("cpu_s", "server CPU time, s")):
-        lines.append(f"| {label} (median) | {medians['ours'][key]:.2f} | {medians['defaults'][key]:.2f} "
-                     f"| {ratios[key]:.2f}x |")  # fmt: skip
-    lines += ["", f"Same answer from both servers: {same} of {args.rows} rows (greedy decoding)."]
-    (HERE / "llm_server-results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+             *side_by_side.table(middle, "ours", "defaults", ("ours (`--logits_all False`)",
+                                 "defaults (every prompt token's logits)"),
+                                 (("wall_s", "wall time, s"), ("cpu_s", "server CPU time, s")), ratio_digits=2),
+             "", f"Same answer from both servers: {same} of {args.rows} rows (greedy decoding)."]  # fmt: skip
+    side_by_side.publish("llm_server", results, lines)
     return 0
 
 
