@@ -488,6 +488,7 @@ def reproduced(tmp_path: Path, stub_llm: StubLLM, reproduced_build: Reproduced) 
 REPRODUCED_FIXTURES = {"reproduced", "reproduced_build"}
 
 
+@pytest.hookimpl(trylast=True)  # after `-m` and `-k` deselected theirs: a run of the slow tier alone builds nothing
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     # The embedded model's tests take minutes each: they start first, so that no worker ends on one alone. xdist
     # deals the first tests in consecutive chunks, so one worker runs them one after the other (never two llama.cpp
