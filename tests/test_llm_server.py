@@ -31,6 +31,25 @@ def test_probe_tells_free_ours_and_foreign(stub_llm: StubLLM) -> None:
     assert llm_server.probe(settings(stub_llm.port, alias="another-model")) is llm_server.PortState.FOREIGN
 
 
+def test_llama_cpp_reads_our_command_as_meant(tmp_path: Path) -> None:
+    """llama_cpp.server's own parser: the model, alias, port and context we give, and no logits for each prompt
+    token (its default computes them: about half the server's CPU on our prompts, benchmarks/llm_server.py)."""
+    import argparse
+
+    from llama_cpp.server.cli import add_args_from_model, parse_model_from_args
+    from llama_cpp.server.settings import ModelSettings, ServerSettings, Settings
+
+    command = llm_server.server_command(settings(8799), tmp_path / "m.gguf")
+    assert command[:3] == [sys.executable, "-m", "llama_cpp.server"]
+    parser = argparse.ArgumentParser()
+    add_args_from_model(parser, Settings)
+    args = parser.parse_args(command[3:])
+    model, server = parse_model_from_args(ModelSettings, args), parse_model_from_args(ServerSettings, args)
+    assert (model.model, model.model_alias, model.n_ctx) == (str(tmp_path / "m.gguf"), "gemma-3-270m", 512)
+    assert (server.host, server.port) == ("127.0.0.1", 8799)
+    assert model.logits_all is False and ModelSettings(model="m").logits_all is True  # ours, then the default
+
+
 def test_start_refuses_a_port_held_by_something_else(tmp_path: Path) -> None:
     with socket.socket() as sock:  # a plain TCP listener that is not an LLM server at all
         sock.bind(("127.0.0.1", 0))

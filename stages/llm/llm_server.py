@@ -102,7 +102,7 @@ def server_command(settings: ServerSettings, model: Path) -> list[str]:
         "--n_ctx", str(settings.n_ctx),
         # The server's default computes the logits of every prompt token (only logprobs read them; the pipeline
         # never asks for them): with Gemma 3's 262k-token vocabulary that is most of a prompt's CPU
-        # (benchmarks/llm_server.py: a 600-token prompt at about two thirds of the CPU without them).
+        # (benchmarks/llm_server.py: about half the server's CPU on run@web_classification's prompts, same answers).
         "--logits_all", "False",
     ]  # fmt: skip
 
