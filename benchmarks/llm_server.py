@@ -6,7 +6,7 @@
 Each round starts one server per command (stages/llm/llm_server.server_command; "defaults" is the same command
 without `--logits_all False`, i.e. llama_cpp.server's default of computing every prompt token's logits), sends it
 what run@web_classification sends (its v1 few-shot prompt over the dataset's first `--rows` rows, temperature 0,
-max_tokens 6, one at a time), and records the wall time and the server's CPU time (all its threads, from /proc) of
+max_tokens 6, one at a time), and records the wall time and the server's CPU time (all its threads) of
 those requests. The two commands alternate within a round, so a busy machine slows both alike; the results are the
 medians and their ratio, and whether both servers gave the same answer to every row (greedy decoding: the change
 must not alter what the model says). Needs `make model data`. Written to benchmarks/llm_server-results.json and
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import side_by_side  # beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,11 +44,6 @@ def _prompts(rows: int) -> list[str]:
     template = jinja2.Template((FLOW / "classify_v1.jinja2").read_text())
     lines = DATASET.read_text().splitlines()[:rows]
     return [template.render(url=row["url"], text=row["text"]) for row in map(json.loads, lines)]
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _complete(base_url: str, prompt: str, max_tokens: int) -> str:
@@ -71,9 +66,10 @@ def _one(command: list[str], base_url: str, prompts: list[str]) -> tuple[dict[st
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"the server did not start: {' '.join(command)}") from None
                 time.sleep(0.3)
-        cpu, start = _cpu_s(server.pid), time.perf_counter()
+        process = psutil.Process(server.pid)
+        cpu, start = sum(process.cpu_times()[:2]), time.perf_counter()  # user + system, all its threads
         answers = [_complete(base_url, prompt, 6) for prompt in prompts]
-        return {"wall_s": time.perf_counter() - start, "cpu_s": _cpu_s(server.pid) - cpu}, answers
+        return {"wall_s": time.perf_counter() - start, "cpu_s": sum(process.cpu_times()[:2]) - cpu}, answers
     finally:
         server.terminate()
         server.wait(timeout=30)
