@@ -170,6 +170,10 @@ HARMLESS = {
     "OPENAI_LOG": "openai's log level: no stage or test sets it",
     "OTEL_PYTHON_CONTEXT": "OpenTelemetry's context implementation: no stage or test sets it",
     "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "no stage or test sets it",
+    "OTEL_PROPAGATORS": "OpenTelemetry's global propagators, read when opentelemetry.propagate is imported (by Azure "
+    "Monitor's exporter, which prompt flow's telemetry imports): no stage or test sets it",
+    "PATH": "where platform.processor() finds `uname` (azure.identity's user agent): a stage's PATH adds only the "
+    "shims' folder and the venv's bin before the system's, and neither holds a `uname`",
 }
 
 SPY = """

@@ -46,6 +46,10 @@ PRELOAD = (
     "werkzeug", "pydash", "oauthlib.oauth2", "requests_oauthlib", "google.protobuf", "strictyaml", "packaging.version",
     "packaging.requirements", "flask_restx", "msal", "msrest", "docstring_parser", "multiprocessing.pool", "filetype",
     "aniso8601", "dotenv", "isodate", "azure.core.pipeline.policies", "azure.core.pipeline.transport", "colorama",
+    # prompt flow's telemetry exporter and the chat parts of openai: 0.3 CPU-s of each run or evaluate stage
+    "azure.monitor.opentelemetry", "opentelemetry.instrumentation.instrumentor", "openai.lib.streaming.chat",
+    "openai.resources.chat.completions.messages", "openai.pagination", "google.protobuf.json_format",
+    "google.protobuf.message_factory", "keyring", "wrapt",
     # DVC's and llmops' own (not networkx, fsspec, dulwich or tqdm: each reads HOME or iterates the environment)
     "pyparsing", "attr", "pathspec", "voluptuous", "funcy", "pygtrie", "sqltrie", "diskcache", "configobj", "shtab",
     "dvc_render", "omegaconf", "hydra", "hydra.compose", "platformdirs", "flufl.lock", "grandalf", "dpath",
