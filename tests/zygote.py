@@ -217,7 +217,7 @@ def _wait_for_stage(connection: socket.socket, base_path: list[str]) -> None:
         if pidfd in ready:
             _, status, usage = os.wait4(pid, 0)
             code = os.waitstatus_to_exitcode(status)
-            _count_cpu(usage.ru_utime + usage.ru_stime)
+            _count_cpu(usage.ru_utime + usage.ru_stime, request)
             with contextlib.suppress(OSError):
                 _send(connection, {"status": code})
             return
@@ -228,10 +228,17 @@ def _wait_for_stage(connection: socket.socket, base_path: list[str]) -> None:
             return
 
 
-def _count_cpu(seconds: float) -> None:
-    """Append the stage's CPU seconds to the server's log (conftest's LLMOPS_TEST_CPU hook adds them up)."""
+def _count_cpu(seconds: float, request: dict) -> None:
+    """Append the stage's CPU seconds to the server's log (conftest's LLMOPS_TEST_CPU hook adds them up) and, with
+    LLMOPS_TEST_FORKS=<file>, a JSON line with its command and the test that started it (what a test's forks cost)."""
     with open(os.environ["LLMOPS_ZYGOTE_CPU_LOG"], "a") as log:  # one short append: atomic
         log.write(f"{seconds:.3f}\n")
+    if target := os.environ.get("LLMOPS_TEST_FORKS"):
+        command = [os.path.basename(request["script"]), *request["argv"]] if request.get("script") else request["argv"]
+        record = {"cpu_s": round(seconds, 3), "command": " ".join(command)[:300],
+                  "test": request["env"].get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]}  # fmt: skip
+        with open(target, "a") as log:
+            log.write(json.dumps(record) + "\n")
 
 
 def _become_stage(request: dict, fds: list[int], base_path: list[str]) -> None:
