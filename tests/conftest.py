@@ -362,6 +362,15 @@ def project_env(root: Path, extra_env: dict[str, str] | None = None) -> dict[str
     return env
 
 
+def without_fork_server(env: dict[str, str]) -> dict[str, str]:
+    """`env` with real interpreters for `python`, `dvc` and `llmops` (the fork server's shims off PATH), for a test
+    that kills a command outright: a process group killed at once dies at once, while a fork outlives its killed
+    shim until the server's waiter, woken by the closed socket, kills it (tests/zygote.py), long enough on a busy
+    machine to finish what it was writing."""
+    shims = str(folder) if (folder := stage_fork_server()) else None
+    return {**env, "PATH": os.pathsep.join(entry for entry in env["PATH"].split(os.pathsep) if entry != shims)}
+
+
 def copy_project(template: Path, destination: Path, extra_env: dict[str, str] | None = None) -> Project:
     """A copy of a built project (git history, DVC cache and outputs included): nothing is recomputed."""
 

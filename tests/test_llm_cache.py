@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Project, Reproduced, StubLLM, post_json, ran_stages
+from conftest import REPO, Project, Reproduced, StubLLM, post_json, ran_stages, without_fork_server
 
 from stages import engine
 from stages.llm import llm_proxy
@@ -323,9 +323,9 @@ def test_appending_rows_asks_only_for_the_new_rows(reproduced: Project, stub_llm
 def test_a_run_killed_mid_way_resumes_from_the_cache(project: Project, stub_llm: StubLLM) -> None:
     stub_llm.faults(delay_s=0.05)  # slow enough to kill it mid-way
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    process = subprocess.Popen(
-        ["dvc", "repro", f"run@{UC}"], cwd=project.root, env=project.env, start_new_session=True, **quiet
-    )
+    env = without_fork_server(project.env)  # DVC and its stage in one process group, killed at once below
+    command = ["dvc", "repro", f"run@{UC}"]
+    process = subprocess.Popen(command, cwd=project.root, env=env, start_new_session=True, **quiet)
     try:
         deadline = time.monotonic() + 300
         while len(stub_llm.requests()) < 25 and time.monotonic() < deadline and process.poll() is None:
