@@ -371,13 +371,29 @@ def without_fork_server(env: dict[str, str]) -> dict[str, str]:
     return {**env, "PATH": os.pathsep.join(entry for entry in env["PATH"].split(os.pathsep) if entry != shims)}
 
 
+# Folders of a built project whose files are never rewritten in place, only added or removed: content-addressed
+# stores (DVC's cache, git's objects) and the packages of the Agent Framework's virtual environment (3,600 files, half
+# of the reproduced project's; installers replace a package's files, and the venv's stamps, which are rewritten, lie
+# outside lib/). A copy hard-links their files instead of copying them: measured, 1.5-2 of the 3-4.5 CPU-s of each
+# copy of the reproduced project.
+WRITTEN_ONCE = (".dvc/cache", ".git/objects", ".llmops/maf/venv/lib")
+
+
 def copy_project(template: Path, destination: Path, extra_env: dict[str, str] | None = None) -> Project:
     """A copy of a built project (git history, DVC cache and outputs included): nothing is recomputed."""
+    shared = tuple(f"{template / folder}{os.sep}" for folder in WRITTEN_ONCE)
 
     def scratch(folder: str, names: list[str]) -> set[str]:  # DVC's locks and state of the template's own path
         return {"tmp"} & set(names) if Path(folder).name == ".dvc" else set()
 
-    shutil.copytree(template, destination, symlinks=True, ignore=scratch)
+    def link_or_copy(source: str, target: str) -> str:
+        if source.startswith(shared):
+            with contextlib.suppress(OSError):  # another file system: copied
+                os.link(source, target)
+                return target
+        return shutil.copy2(source, target)
+
+    shutil.copytree(template, destination, symlinks=True, ignore=scratch, copy_function=link_or_copy)
     return Project(root=destination, env=project_env(destination, extra_env))
 
 
