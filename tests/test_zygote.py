@@ -200,7 +200,8 @@ class Spy(collections.abc.MutableMapping):
     def __getitem__(self, key):
         if copying and copying[0] == key:  # the next one of a walk over them all: part of the "*"
             copying.pop(0)
-        else:
+        else:  # a read of its own, which also ends any walk under way
+            copying.clear()
             reads.append(key)
         return self.env[key]
     def __setitem__(self, key, value): reads.append(key); self.env[key] = value
@@ -211,6 +212,7 @@ os.environ = Spy(os.environ)
 seen = {}
 for name in zygote.PRELOAD:
     reads.clear()
+    copying.clear()  # a walk one import left unfinished must not hide the next one's reads
     importlib.import_module(name)
     seen[name] = sorted({key.decode() if isinstance(key, bytes) else str(key) for key in reads})
 print(json.dumps(seen))
