@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import zygote
 from conftest import stage_fork_server
 
 PROBE = """
@@ -149,6 +152,69 @@ def test_killing_the_shim_outright_kills_the_stage(probe_project: tuple[Path, di
             break
         time.sleep(0.1)
     assert not _alive(stage)
+
+
+def test_a_shim_killed_before_it_reads_the_pid_takes_its_stage_with_it(probe_project: tuple[Path, dict]) -> None:
+    """The waiter's send of the pid fails (EPIPE) or its next read does (ECONNRESET: the pid went unread): either way
+    the shim is gone, and so must its stage be, or it would hold the caller's pipe open for as long as it ran (the
+    stage here sleeps 120 s)."""
+    root, env = probe_project
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.connect(str(Path(env["PATH"].split(os.pathsep)[0]).parent / "sock"))
+    read_end, write_end = os.pipe()
+    request = {"argv": ["-m", "stages.probe", "wait", str(root / "pid")], "cwd": str(root), "env": env}
+    zygote.hand_over(server, request, [write_end] * 3)
+    os.close(write_end)
+    server.close()  # before the pid comes back
+    with os.fdopen(read_end, "rb") as caller_pipe:
+        assert select.select([caller_pipe], [], [], 60)[0], "the stage still holds the caller's pipe"
+        assert caller_pipe.read() == b""  # EOF: every writer, the stage included, is gone
+
+
+def test_a_signal_to_the_shim_before_it_knows_the_stage_waits_for_the_stage(tmp_path: Path) -> None:
+    """A signal between the shim's hand-over and the server's answer is held (blocked), then forwarded: it must not
+    end the shim alone. A stand-in server answers only once the shim has the signal pending."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / "sock"))
+    listener.listen(1)
+    call = f"import sys; sys.path.insert(0, {str(Path(zygote.__file__).parent)!r}); import zygote; " \
+           f"zygote.shim({sys.executable!r}, {str(tmp_path / 'sock')!r}, ['-m', 'stages.anything'])"  # fmt: skip
+    shim = subprocess.Popen([sys.executable, "-IS", "-c", call], stdin=subprocess.DEVNULL)
+    stand_in = None
+    try:
+        connection, _ = listener.accept()
+        _first, fds, _flags, _address = socket.recv_fds(connection, 1, 3)
+        zygote._receive_line(connection)  # the whole request: the shim blocked the signals before it sent it
+        for fd in fds:
+            os.close(fd)
+        term = 1 << (signal.SIGTERM - 1)
+        assert _signals(shim.pid, "SigBlk") & term, "the shim does not hold its signals until it knows the stage"
+        shim.send_signal(signal.SIGTERM)
+        for _ in range(300):  # pending: the shim has it and holds it
+            if _signals(shim.pid, "ShdPnd") & term:
+                break
+            time.sleep(0.1)
+        assert shim.poll() is None
+        handler = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(7)); print(flush=True)"
+        stand_in = subprocess.Popen([sys.executable, "-c", f"{handler}; time.sleep(120)"], stdout=subprocess.PIPE,
+                                    start_new_session=True)  # fmt: skip
+        assert stand_in.stdout is not None and stand_in.stdout.readline() == b"\n"  # its handler is set
+        zygote._send(connection, {"pid": stand_in.pid})
+        assert stand_in.wait(timeout=60) == 7  # the held SIGTERM, forwarded to the stage's group
+        zygote._send(connection, {"status": 7})
+        assert shim.wait(timeout=60) == 7
+    finally:
+        for process in (shim, stand_in):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+        listener.close()
+
+
+def _signals(pid: int, field: str) -> int:
+    """A signal set of the process `pid` from /proc (SigBlk: blocked; ShdPnd: pending for the process), a bit each."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith(f"{field}:")), 16)
 
 
 # The variables a stage's environment may set differently from the server's (conftest's project_env and on_stub,

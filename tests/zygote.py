@@ -133,6 +133,9 @@ def script_shim(script: str, socket_path: str, argv: list[str]) -> None:
     _forked(socket_path, {"script": script, "argv": argv}, [script, *argv])
 
 
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
 def _forked(socket_path: str, request: dict, fallback: list[str]) -> None:
     """Hand `request` with this process's working directory, environment and standard streams to the server and end
     as the fork ends; without a server, exec `fallback`."""
@@ -141,10 +144,10 @@ def _forked(socket_path: str, request: dict, fallback: list[str]) -> None:
         connection.connect(socket_path)
     except OSError:
         os.execv(fallback[0], fallback)
-    request = {**request, "cwd": os.getcwd(), "env": dict(os.environ)}
-    payload = json.dumps(request).encode() + b"\n"
-    connection.sendmsg([payload[:1]], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0, 1, 2]))])
-    connection.sendall(payload[1:])
+    # From the hand-over until the stage's pid is known, the signals to forward wait (blocked): one that came in
+    # between would otherwise end the shim alone, its stage still running (a `dvc repro` stopped as its stage starts).
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    hand_over(connection, {**request, "cwd": os.getcwd(), "env": dict(os.environ)}, [0, 1, 2])
     reader = connection.makefile("rb")
     pid = json.loads(reader.readline())["pid"]
 
@@ -152,14 +155,22 @@ def _forked(socket_path: str, request: dict, fallback: list[str]) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signum)  # the fork's group: the process and what it started, as a group signal reaches
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+    for signum in FORWARDED:
         signal.signal(signum, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)  # what came in meanwhile is forwarded now
     line = reader.readline()
     status = json.loads(line)["status"] if line else 1
     if status < 0:  # killed by a signal: end the same way, so the caller sees what it would see
         signal.signal(-status, signal.SIG_DFL)
         os.kill(os.getpid(), -status)
     sys.exit(status)
+
+
+def hand_over(connection: socket.socket, request: dict, fds: list[int]) -> None:
+    """Send the server `request` (argv, working directory, environment) with the stage's standard streams `fds`."""
+    payload = json.dumps(request).encode() + b"\n"
+    connection.sendmsg([payload[:1]], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+    connection.sendall(payload[1:])
 
 
 # --- the server ------------------------------------------------------------------------------------------------------
@@ -212,7 +223,7 @@ def _wait_for_stage(connection: socket.socket, base_path: list[str]) -> None:
     """The waiter: starts the stage in a fork of its own, tells the shim its pid and, at its end, its exit status
     (negative: the signal that ended it). The fork leads a process group of its own, which stands for the real
     process and what it starts (a `dvc repro` fork's stage shims): the shim signals that group, and the shim gone
-    (killed outright) → the group is killed."""
+    (killed outright, whether or not it read the pid) → the group is killed."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     first, fds, _flags, _address = socket.recv_fds(connection, 1, 3)
     request = json.loads(first + _receive_line(connection))
@@ -225,22 +236,24 @@ def _wait_for_stage(connection: socket.socket, base_path: list[str]) -> None:
         os.setpgid(pid, pid)
     for fd in fds:
         os.close(fd)
-    _send(connection, {"pid": pid})
     pidfd = os.pidfd_open(pid)
-    while True:
-        ready, _, _ = select.select([connection, pidfd], [], [])
-        if pidfd in ready:
-            _, status, usage = os.wait4(pid, 0)
-            code = os.waitstatus_to_exitcode(status)
-            _count_cpu(usage.ru_utime + usage.ru_stime, request)
-            with contextlib.suppress(OSError):
-                _send(connection, {"status": code})
-            return
-        if not connection.recv(1):  # EOF: the shim was killed
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return
+    try:
+        _send(connection, {"pid": pid})
+        while True:
+            ready, _, _ = select.select([connection, pidfd], [], [])
+            if pidfd in ready:
+                break
+            if not connection.recv(1):
+                raise ConnectionAbortedError("the shim closed its end")
+    except OSError:  # the shim was killed, before it read the pid (EPIPE, ECONNRESET) or after (EOF): so is the stage
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        return
+    _, status, usage = os.wait4(pid, 0)
+    _count_cpu(usage.ru_utime + usage.ru_stime, request)
+    with contextlib.suppress(OSError):
+        _send(connection, {"status": os.waitstatus_to_exitcode(status)})
 
 
 def _count_cpu(seconds: float, request: dict) -> None:
