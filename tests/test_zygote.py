@@ -177,12 +177,14 @@ def test_a_signal_to_the_shim_before_it_knows_the_stage_waits_for_the_stage(tmp_
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(tmp_path / "sock"))
     listener.listen(1)
+    listener.settimeout(60)  # a shim that never connects fails the test instead of hanging it
     call = f"import sys; sys.path.insert(0, {str(Path(zygote.__file__).parent)!r}); import zygote; " \
            f"zygote.shim({sys.executable!r}, {str(tmp_path / 'sock')!r}, ['-m', 'stages.anything'])"  # fmt: skip
     shim = subprocess.Popen([sys.executable, "-IS", "-c", call], stdin=subprocess.DEVNULL)
     stand_in = None
     try:
         connection, _ = listener.accept()
+        connection.settimeout(60)
         _first, fds, _flags, _address = socket.recv_fds(connection, 1, 3)
         zygote._receive_line(connection)  # the whole request: the shim blocked the signals before it sent it
         for fd in fds:
