@@ -196,7 +196,7 @@ def test_a_signal_to_the_shim_before_it_knows_the_stage_waits_for_the_stage(tmp_
             if _signals(shim.pid, "ShdPnd") & term:
                 break
             time.sleep(0.1)
-        assert shim.poll() is None
+        assert shim.poll() is None and _signals(shim.pid, "ShdPnd") & term  # held, not lost or acted on
         handler = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(7)); print(flush=True)"
         stand_in = subprocess.Popen([sys.executable, "-c", f"{handler}; time.sleep(120)"], stdout=subprocess.PIPE,
                                     start_new_session=True)  # fmt: skip
