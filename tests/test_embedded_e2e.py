@@ -10,6 +10,8 @@ import pytest
 from browser import assert_clean, open_page
 from conftest import CODE_STAGES, copy_project
 
+from stages.results.sizing import subset_override
+
 UC = "web_classification"
 MIGRATED = {"web_classification": "web_classification_maf", "general_qa": "general_qa_maf"}  # migrate
 CODE_UCS = ("math_coding", "code_generation")
@@ -32,7 +34,7 @@ def test_pipeline_on_the_embedded_model(tmp_path: Path, fresh_template: Path) ->
         port = sock.getsockname()[1]
     config = project.root / "conf" / "config.yaml"
     config.write_text(config.read_text().replace("port: 8765", f"port: {port}"))
-    few = [f"+env.subset.by_use_case.{use_case}={rows}" for use_case, rows in FEW_ROWS.items()]  # as size-subsets
+    few = [subset_override(use_case, rows) for use_case, rows in FEW_ROWS.items()]
     project.params("env=pr", f"env.subset.rows={ROWS}", *few)
     try:
         started = project.sh("llmops", "llm", "start")

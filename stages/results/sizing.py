@@ -108,4 +108,9 @@ def size(
 
 def overrides(sized: Sequence[Sized]) -> list[str]:
     """The Hydra overrides for the use cases that run more than the small subset."""
-    return [f"+env.subset.by_use_case.{s.use_case}={s.rows}" for s in sized if s.rows > s.small]
+    return [subset_override(s.use_case, s.rows) for s in sized if s.rows > s.small]
+
+
+def subset_override(use_case: str, rows: int) -> str:
+    """The Hydra override that runs `rows` rows of `use_case` instead of the env's subset size."""
+    return f"+env.subset.by_use_case.{use_case}={rows}"
