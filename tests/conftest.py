@@ -354,7 +354,7 @@ def project_env(root: Path, extra_env: dict[str, str] | None = None) -> dict[str
     home.mkdir(exist_ok=True)
     shims = [str(folder)] if (folder := stage_fork_server()) else []
     path = os.pathsep.join([*shims, str(VENV_BIN), env.get("PATH", "")])
-    env.update({"PATH": path, "DVC_NO_ANALYTICS": "1", "HOME": str(home),
+    env.update({"PATH": path, "HOME": str(home),  # DVC's usage reports are off in .dvc/config
                 "TMPDIR": str(scratch_tmp()),
                 "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
                 "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"})  # fmt: skip

@@ -7,6 +7,7 @@ import csv
 import hashlib
 import json
 import socket
+import subprocess
 
 import pytest
 import yaml
@@ -135,6 +136,20 @@ def test_prompt_flow_stays_offline_and_quiet_under_the_project(reproduced_build:
         assert sock.connect_ex(("127.0.0.1", 23333)) != 0
     flows = project.root / "use_cases" / UC / "flows"
     assert not list(flows.rglob(".promptflow")), "running flows must not litter the flow folders"
+
+
+def test_dvc_stays_offline_under_the_project(project: Project) -> None:
+    """No usage report to analytics.dvc.org and no update check from any `dvc` command: `.dvc/config` turns both
+    off, so they stay off without an environment variable (none of the ways to turn them off is set here)."""
+    env = {key: value for key, value in project.env.items() if key not in {"DVC_NO_ANALYTICS", "DVC_TEST", "CI"}}
+    status = subprocess.run(["dvc", "status", "-v"], cwd=project.root, env=env, capture_output=True, text=True,
+                            timeout=300, check=True)  # fmt: skip
+    log = status.stdout + status.stderr  # DVC logs to stdout
+    assert "Analytics is disabled." in log and "Trying to spawn" not in log
+    version = subprocess.run(["dvc", "version", "-v"], cwd=project.root, env=env, capture_output=True, text=True,
+                             timeout=300, check=True)  # fmt: skip
+    log = version.stdout + version.stderr
+    assert "Check for update is disabled." in log and "Trying to spawn" not in log
 
 
 @pytest.mark.pipeline
