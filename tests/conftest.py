@@ -310,6 +310,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     tempfile.tempdir = None  # recomputed from TMPDIR on next use
 
 
+def fork_server_folder() -> Path:
+    """Where this worker's stage fork server keeps its socket (sock), shims (bin/) and the CPU log of its forks."""
+    return scratch_tmp() / "zygote"
+
+
 @functools.cache
 def stage_fork_server() -> Path | None:
     """The folder of the shims (`python`, `dvc`, `llmops`) that run this worker's stage processes and project commands
@@ -317,7 +322,7 @@ def stage_fork_server() -> Path | None:
     on first use, stopped at exit."""
     if os.environ.get("LLMOPS_TEST_ZYGOTE", "1") == "0":
         return None
-    folder = scratch_tmp() / "zygote"
+    folder = fork_server_folder()
     folder.mkdir()
     socket_path, module = folder / "sock", Path(__file__).with_name("zygote.py")
     (folder / "bin").mkdir()
@@ -596,7 +601,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
     def cpu() -> tuple[float, float]:
         own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        forked = scratch_tmp() / "zygote" / "cpu.log"  # the stage processes forked by the server (not our children)
+        forked = fork_server_folder() / "cpu.log"  # the stage processes forked by the server (not our children)
         stages = sum(map(float, forked.read_text().split())) if forked.exists() else 0.0
         return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime + stages
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import zygote
-from conftest import stage_fork_server
+from conftest import fork_server_folder, stage_fork_server
 
 PROBE = """
 import json, os, signal, sys, time
@@ -76,7 +76,7 @@ def test_other_python_commands_run_the_real_interpreter(probe_project: tuple[Pat
 
 def test_the_dvc_and_llmops_shims_run_the_console_scripts_as_forks(probe_project: tuple[Path, dict]) -> None:
     root, env = probe_project
-    forks = _server_folder(env) / "cpu.log"  # a line per fork that ended
+    forks = fork_server_folder() / "cpu.log"  # a line per fork that ended
     before = len(forks.read_text().splitlines()) if forks.exists() else 0
     for command in (["dvc", "--help"], ["llmops", "--help"], ["llmops", "no-such-command"]):
         real = subprocess.run([str(Path(sys.executable).parent / command[0]), *command[1:]], cwd=root, env=env,
@@ -92,7 +92,7 @@ def test_a_child_started_with_sys_executable_is_a_fork(probe_project: tuple) -> 
     deployment's server), from a test's process or from a fork, is a fork too (zygote.redirect_children); any other
     command stays a real interpreter."""
     root, env = probe_project
-    forks = _server_folder(env) / "cpu.log"
+    forks = fork_server_folder() / "cpu.log"
     count = lambda: len(forks.read_text().splitlines()) if forks.exists() else 0  # noqa: E731
     before = count()
     stage = subprocess.run([sys.executable, "-m", "stages.probe", "echo", "0"], cwd=root, env=env,
@@ -111,11 +111,6 @@ def test_a_child_started_with_sys_executable_is_a_fork(probe_project: tuple) -> 
     real = subprocess.run([sys.executable, "-c", "print('real')"], cwd=root, env=env, capture_output=True, text=True,
                           timeout=60)  # fmt: skip
     assert (real.returncode, real.stdout) == (0, "real\n") and count() == before + 3
-
-
-def _server_folder(env: dict[str, str]) -> Path:
-    """The fork server's folder (its socket and CPU log) beside the shims first on `env`'s PATH."""
-    return Path(env["PATH"].split(os.pathsep)[0]).parent
 
 
 def _started(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
@@ -165,7 +160,7 @@ def test_a_shim_killed_before_it_reads_the_pid_takes_its_stage_with_it(probe_pro
     stage here sleeps 120 s)."""
     root, env = probe_project
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.connect(str(_server_folder(env) / "sock"))
+    server.connect(str(fork_server_folder() / "sock"))
     read_end, write_end = os.pipe()
     request = {"argv": ["-m", "stages.probe", "wait", str(root / "pid")], "cwd": str(root), "env": env}
     zygote.hand_over(server, request, [write_end] * 3)
