@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import collections
 import csv
+import dataclasses
 import hashlib
 import json
 import socket
-import subprocess
 
 import pytest
 import yaml
@@ -142,12 +142,11 @@ def test_dvc_stays_offline_under_the_project(project: Project) -> None:
     """No usage report to analytics.dvc.org and no update check from any `dvc` command: `.dvc/config` turns both
     off, so they stay off without an environment variable (none of the ways to turn them off is set here)."""
     env = {key: value for key, value in project.env.items() if key not in {"DVC_NO_ANALYTICS", "DVC_TEST", "CI"}}
-    status = subprocess.run(["dvc", "status", "-v"], cwd=project.root, env=env, capture_output=True, text=True,
-                            timeout=300, check=True)  # fmt: skip
+    unset = dataclasses.replace(project, env=env)
+    status = unset.sh("dvc", "status", "-v")
     log = status.stdout + status.stderr  # DVC logs to stdout
     assert "Analytics is disabled." in log and "Trying to spawn" not in log
-    version = subprocess.run(["dvc", "version", "-v"], cwd=project.root, env=env, capture_output=True, text=True,
-                             timeout=300, check=True)  # fmt: skip
+    version = unset.sh("dvc", "version", "-v")
     log = version.stdout + version.stderr
     assert "Check for update is disabled." in log and "Trying to spawn" not in log
 
