@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
 import sys
+import threading
 import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -25,10 +29,55 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@contextlib.contextmanager
+def llama_cpp_routes(alias: str) -> Iterator[int]:
+    """A server with the two routes of llama-cpp-python's server that the probe reads (the real one is the slow
+    tier's test_start_reuse_complete_and_stop_the_embedded_model)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def answer(self, body: object) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self.answer({"object": "list", "data": [{"id": alias, "object": "model", "owned_by": "me"}]})
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            assert self.path == "/extras/tokenize/count" and body["model"] == alias
+            self.answer({"count": len(body["input"].split())})
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_probe_tells_free_ours_and_foreign(stub_llm: StubLLM) -> None:
     assert llm_server.probe(settings(free_port())) is llm_server.PortState.FREE
-    assert llm_server.probe(settings(stub_llm.port)) is llm_server.PortState.OURS  # serves our alias
+    with llama_cpp_routes("gemma-3-270m") as port:
+        assert llm_server.probe(settings(port)) is llm_server.PortState.OURS
+        assert llm_server.probe(settings(port, alias="another-model")) is llm_server.PortState.FOREIGN
+    # The stub LLM lists our alias too, but is not llama.cpp's server: a pipeline run on it would be no run at all.
+    assert llm_server.probe(settings(stub_llm.port)) is llm_server.PortState.FOREIGN
     assert llm_server.probe(settings(stub_llm.port, alias="another-model")) is llm_server.PortState.FOREIGN
+
+
+def test_start_refuses_an_openai_compatible_server_that_lists_our_alias(stub_llm: StubLLM, tmp_path: Path) -> None:
+    with pytest.raises(llm_server.ServerError, match=rf"port {stub_llm.port} .* not the embedded LLM \(llama.cpp"):
+        llm_server.start(settings(stub_llm.port), tmp_path)
+    assert not (tmp_path / "llm-server.json").exists() and not (tmp_path / "models").exists()
 
 
 def test_llama_cpp_reads_our_command_as_meant(tmp_path: Path) -> None:

@@ -68,19 +68,37 @@ def model_path(runtime: Path) -> Path:
 
 
 def probe(settings: ServerSettings, timeout_s: float = 2.0) -> PortState:
-    """Who answers on the port: nobody, our server (it lists our model alias), or something else."""
+    """Who answers on the port: nobody, our server, or something else. Ours lists our model alias and counts tokens
+    on llama-cpp-python's own route (/extras/tokenize/count): any OpenAI-compatible server can list the alias (a
+    test stub, another tool's server), and taking one of those for the embedded model would run the pipeline on it."""
+    root = settings.base_url.removesuffix("/v1")
     try:
-        with urllib.request.urlopen(f"{settings.base_url}/models", timeout=timeout_s) as response:
-            body = json.loads(response.read().decode("utf-8", "replace"))
+        models = _request_json(f"{settings.base_url}/models", None, timeout_s)
+        if not _lists(models, settings.model_alias):
+            return PortState.FOREIGN
+        counted = _request_json(
+            f"{root}/extras/tokenize/count", {"input": "ok", "model": settings.model_alias}, timeout_s
+        )
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, ConnectionRefusedError):
             return PortState.FREE
         return PortState.FOREIGN
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # an HTTP error (a route it lacks), a reset, or a body that is not JSON
         return PortState.FOREIGN
-    models = body.get("data", []) if isinstance(body, dict) else []
-    ids = {model.get("id") for model in models if isinstance(model, dict)}
-    return PortState.OURS if settings.model_alias in ids else PortState.FOREIGN
+    return PortState.OURS if isinstance(counted, dict) and isinstance(counted.get("count"), int) else PortState.FOREIGN
+
+
+def _request_json(url: str, body: dict[str, Any] | None, timeout_s: float) -> Any:
+    """GET `url` (or POST `body` as JSON) and parse the answer; raises URLError/HTTPError/OSError/ValueError."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json"} if data else {})
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        return json.loads(response.read(1 << 20).decode("utf-8", "replace"))
+
+
+def _lists(models: Any, alias: str) -> bool:
+    entries = models.get("data", []) if isinstance(models, dict) else []
+    return alias in {entry.get("id") for entry in entries if isinstance(entry, dict)}
 
 
 def _state_file(runtime: Path) -> Path:
@@ -115,7 +133,7 @@ def start(settings: ServerSettings, runtime: Path) -> str:
     if state is PortState.FOREIGN:
         raise ServerError(
             f"port {settings.port} on {settings.host} is held by a program that is not the embedded LLM "
-            f"(it does not serve model '{settings.model_alias}'). Stop it, or choose another port: "
+            f"(llama.cpp's server with model '{settings.model_alias}'). Stop it, or choose another port: "
             "server.port in conf/config.yaml, then `llmops params`."
         )
     command = server_command(settings, model_path(runtime))
