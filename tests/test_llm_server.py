@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,26 +31,26 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def llama_cpp_routes(alias: str) -> Iterator[int]:
+def llama_cpp_routes(alias: str, busy_s: float = 0.0) -> Iterator[int]:
     """A server with the two routes of llama-cpp-python's server that the probe reads (the real one is the slow
-    tier's test_start_reuse_complete_and_stop_the_embedded_model)."""
+    tier's test_start_reuse_complete_and_stop_the_embedded_model). `busy_s`: how long /v1/models waits, as
+    llama-cpp-python's does while other requests hold the model; its API description answers at once."""
+    api = {"info": {"title": "🦙 llama.cpp Python API"}, "paths": {"/v1/models": {}, "/extras/tokenize/count": {}}}
 
     class Handler(BaseHTTPRequestHandler):
-        def answer(self, body: object) -> None:
+        def do_GET(self) -> None:
+            if self.path == "/v1/models":
+                time.sleep(busy_s)
+                body = {"object": "list", "data": [{"id": alias, "object": "model", "owned_by": "me"}]}
+            else:
+                assert self.path == "/openapi.json"
+                body = api
             data = json.dumps(body).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            self.answer({"object": "list", "data": [{"id": alias, "object": "model", "owned_by": "me"}]})
-
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            assert self.path == "/extras/tokenize/count" and body["model"] == alias
-            self.answer({"count": len(body["input"].split())})
 
         def log_message(self, *args: object) -> None:
             pass
@@ -72,6 +73,14 @@ def test_probe_tells_free_ours_and_foreign(stub_llm: StubLLM) -> None:
     # The stub LLM lists our alias too, but is not llama.cpp's server: a pipeline run on it would be no run at all.
     assert llm_server.probe(settings(stub_llm.port)) is llm_server.PortState.FOREIGN
     assert llm_server.probe(settings(stub_llm.port, alias="another-model")) is llm_server.PortState.FOREIGN
+
+
+def test_start_reuses_our_server_while_it_is_busy(tmp_path: Path) -> None:
+    """Another clone's pipeline keeps the model busy: its queued completions go first, then the probe's /v1/models
+    (the old probe gave up after 2 s and called our own server foreign)."""
+    with llama_cpp_routes("gemma-3-270m", busy_s=3.0) as port:
+        assert llm_server.start(settings(port), tmp_path) == "reused"
+    assert not (tmp_path / "llm-server.json").exists()
 
 
 def test_start_refuses_an_openai_compatible_server_that_lists_our_alias(stub_llm: StubLLM, tmp_path: Path) -> None:

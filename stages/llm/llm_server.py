@@ -67,38 +67,44 @@ def model_path(runtime: Path) -> Path:
     return target
 
 
-def probe(settings: ServerSettings, timeout_s: float = 2.0) -> PortState:
-    """Who answers on the port: nobody, our server, or something else. Ours lists our model alias and counts tokens
-    on llama-cpp-python's own route (/extras/tokenize/count): any OpenAI-compatible server can list the alias (a
-    test stub, another tool's server), and taking one of those for the embedded model would run the pipeline on it."""
+# llama-cpp-python answers every route that uses the model (/v1/models too) only once the model is free: behind a
+# pipeline's queued completions that takes many seconds (measured: 22 s behind 8 completions of 64 tokens). Its API
+# description (/openapi.json) does not use the model and answers at once, busy or not: it tells our server from a
+# program that holds the port and never answers.
+IDENTIFY_S, BUSY_WAIT_S = 2.0, 60.0
+
+
+def probe(settings: ServerSettings, timeout_s: float = BUSY_WAIT_S) -> PortState:
+    """Who answers on the port: nobody, our server, or something else. Ours is llama-cpp-python's server (its API
+    description names it and its /extras/tokenize/count route) and lists our model alias. Any OpenAI-compatible
+    server can list the alias (a test stub, another tool's server): taking one for the embedded model would run the
+    pipeline on it. `timeout_s`: how long to wait for a busy model."""
     root = settings.base_url.removesuffix("/v1")
     try:
-        models = _request_json(f"{settings.base_url}/models", None, timeout_s)
-        if not _lists(models, settings.model_alias):
+        if not _is_llama_cpp(_request_json(f"{root}/openapi.json", IDENTIFY_S)):
             return PortState.FOREIGN
-        counted = _request_json(
-            f"{root}/extras/tokenize/count", {"input": "ok", "model": settings.model_alias}, timeout_s
-        )
+        models = _request_json(f"{settings.base_url}/models", timeout_s)
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, ConnectionRefusedError):
             return PortState.FREE
         return PortState.FOREIGN
-    except (OSError, ValueError):  # an HTTP error (a route it lacks), a reset, or a body that is not JSON
+    except (OSError, ValueError):  # an HTTP error (a route it lacks), a timeout, a reset, a body that is not JSON
         return PortState.FOREIGN
-    return PortState.OURS if isinstance(counted, dict) and isinstance(counted.get("count"), int) else PortState.FOREIGN
-
-
-def _request_json(url: str, body: dict[str, Any] | None, timeout_s: float) -> Any:
-    """GET `url` (or POST `body` as JSON) and parse the answer; raises URLError/HTTPError/OSError/ValueError."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data, {"Content-Type": "application/json"} if data else {})
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
-        return json.loads(response.read(1 << 20).decode("utf-8", "replace"))
-
-
-def _lists(models: Any, alias: str) -> bool:
     entries = models.get("data", []) if isinstance(models, dict) else []
-    return alias in {entry.get("id") for entry in entries if isinstance(entry, dict)}
+    ids = {entry.get("id") for entry in entries if isinstance(entry, dict)}
+    return PortState.OURS if settings.model_alias in ids else PortState.FOREIGN
+
+
+def _is_llama_cpp(api: Any) -> bool:
+    if not isinstance(api, dict) or not isinstance(api.get("info"), dict) or not isinstance(api.get("paths"), dict):
+        return False
+    return "llama.cpp" in str(api["info"].get("title")) and "/extras/tokenize/count" in api["paths"]
+
+
+def _request_json(url: str, timeout_s: float) -> Any:
+    """GET `url` and parse its JSON; raises URLError (HTTPError), OSError or ValueError."""
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        return json.loads(response.read(4 << 20).decode("utf-8", "replace"))
 
 
 def _state_file(runtime: Path) -> Path:
