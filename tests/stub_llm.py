@@ -88,6 +88,20 @@ class Faults:
         return cls(**json.loads(path.read_text(encoding="utf-8")))
 
 
+def reply_json(
+    handler: BaseHTTPRequestHandler, status: int, body: object, headers: dict[str, str] | None = None
+) -> None:
+    """Answer the request `handler` holds with `body` as JSON (the stub's, and the tests' in-process stand-ins')."""
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 def _fails_by_rate(prompt: str, rate: float) -> bool:
     digest = hashlib.sha256(b"fail:" + prompt.encode("utf-8")).digest()
     return int.from_bytes(digest[:4], "big") / 2**32 < rate
@@ -124,22 +138,16 @@ def make_handler(
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
 
-        def _send(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
         def do_GET(self) -> None:
             if urlsplit(self.path).path == "/stub/in-flight":  # tests: answers still being held (e.g. by a delay)
                 with lock:
-                    self._send(200, {"in_flight": state["in_flight"]})
+                    reply_json(self, 200, {"in_flight": state["in_flight"]})
             elif urlsplit(self.path).path.rstrip("/").endswith("/models"):
-                self._send(200, {"object": "list", "data": [{"id": model, "object": "model", "owned_by": "stub"}]})
+                reply_json(
+                    self, 200, {"object": "list", "data": [{"id": model, "object": "model", "owned_by": "stub"}]}
+                )
             else:
-                self._send(404, {"error": {"message": f"no route {self.path}"}})
+                reply_json(self, 404, {"error": {"message": f"no route {self.path}"}})
 
         def _sent_key(self) -> str:
             bearer = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
@@ -157,14 +165,8 @@ def make_handler(
                 error = {"message": f"Incorrect API key provided: {self._sent_key()}. You can find your API key at "
                          "https://platform.openai.com/account/api-keys.", "type": "invalid_request_error",
                          "code": "invalid_api_key"}  # fmt: skip
-            data = json.dumps({"error": error})
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            if fault.retry_after is not None:
-                self.send_header("Retry-After", f"{fault.retry_after:g}")
-            self.end_headers()
-            self.wfile.write(data.encode())
+            retry_after = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+            reply_json(self, status, {"error": error}, retry_after)
 
         def do_POST(self) -> None:
             with lock:
@@ -201,7 +203,7 @@ def make_handler(
             if fails:
                 return self._fail(fault)
             if not route.endswith("/completions"):
-                return self._send(404, {"error": {"message": f"no route {self.path}"}})
+                return reply_json(self, 404, {"error": {"message": f"no route {self.path}"}})
             sample = int(self.headers.get("X-LLMOps-Repeat") or 0) if (body.get("temperature") or 0) > 0 else 0
             answer = pick_answer(prompt, answers, read_rules(rules), lead="" if chat else " ", sample=sample)
             # Token counts: words, so that tests can tell requests apart in the usage sums.
@@ -211,10 +213,12 @@ def make_handler(
             if chat:
                 message = {"role": "assistant", "content": answer}
                 choice = {"index": 0, "message": message, "finish_reason": "stop"}
-                self._send(200, {"id": "chatcmpl-stub", "object": "chat.completion", "choices": [choice], **common})
+                reply_json(
+                    self, 200, {"id": "chatcmpl-stub", "object": "chat.completion", "choices": [choice], **common}
+                )
             else:
                 choice = {"index": 0, "text": answer, "finish_reason": "stop", "logprobs": None}
-                self._send(200, {"id": "cmpl-stub", "object": "text_completion", "choices": [choice], **common})
+                reply_json(self, 200, {"id": "cmpl-stub", "object": "text_completion", "choices": [choice], **common})
 
     return Handler
 

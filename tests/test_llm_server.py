@@ -7,15 +7,15 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
-from conftest import StubLLM
+from conftest import StubLLM, http_server
+from stub_llm import reply_json
 
 from stages.llm import llm_server
 
@@ -45,24 +45,13 @@ def llama_cpp_routes(alias: str, busy_s: float = 0.0) -> Iterator[int]:
             else:
                 assert self.path == "/openapi.json"
                 body = api
-            data = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            reply_json(self, 200, body)
 
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(Handler) as port:
+        yield port
 
 
 def test_probe_tells_free_ours_and_foreign(stub_llm: StubLLM) -> None:

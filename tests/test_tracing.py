@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import gzip
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from conftest import StubLLM, post_json
+from conftest import StubLLM, http_server, post_json
+from stub_llm import reply_json
 
 from stages.core import redaction
 from stages.llm import llm_proxy
@@ -96,31 +96,22 @@ class _Recorder(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         type(self).received.append((self.path, body, dict(self.headers)))
-        answer = json.dumps({"itemsReceived": 1, "itemsAccepted": 1, "errors": []}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
+        reply_json(self, 200, {"itemsReceived": 1, "itemsAccepted": 1, "errors": []})
 
 
 def test_azure_monitor_exporter_requests_at_the_ingestion_boundary(tmp_path: Path) -> None:
     """The Azure exporter's requests, at a local ingestion endpoint: the span with its GenAI attributes, the
     instrumentation key where Azure reads it, and the connection string in no file this process writes."""
     _Recorder.received = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     key = "c0ffee00-1234-4abc-9def-0123456789ab"
-    connection_string = f"InstrumentationKey={key};IngestionEndpoint=http://127.0.0.1:{server.server_port}/"
     trace_file = tmp_path / "t.jsonl"
-    try:
+    with http_server(_Recorder) as port:
+        connection_string = f"InstrumentationKey={key};IngestionEndpoint=http://127.0.0.1:{port}/"
         telemetry = tracing.setup("azure-test", trace_file, env={tracing.AZURE_ENV: connection_string})
         assert telemetry.exporters == [f"file {trace_file}", "azure monitor"]
         with tracing.row_span("row-9"), tracing.llm_span("row-9", "/r0/v1/completions", BODY) as call:
             call.set(**tracing.response_attributes({"usage": {"prompt_tokens": 7, "completion_tokens": 2}}))
         telemetry.shutdown()
-    finally:
-        server.shutdown()
     tracks = [(path, body) for path, body, _ in _Recorder.received if path.endswith("/track")]
     assert tracks and all(path == "/v2.1/track" for path, _ in tracks)
     envelopes = [
@@ -178,17 +169,11 @@ def test_metrics_reach_the_otlp_endpoint() -> None:
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
     _MetricsReceiver.received = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _MetricsReceiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        telemetry = tracing.setup(
-            "m", None, env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}"}
-        )
+    with http_server(_MetricsReceiver) as port:
+        telemetry = tracing.setup("m", None, env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"})
         tracing.record_request({"llmops.deployment": "blue"}, 0.25, 200)
         tracing.count("guardrail", {"llmops.deployment": "blue", "check": "prompt_injection"})
         telemetry.shutdown()
-    finally:
-        server.shutdown()
     names: dict[str, list] = {}
     for body in _MetricsReceiver.received:
         request = ExportMetricsServiceRequest.FromString(body)
