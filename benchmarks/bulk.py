@@ -7,6 +7,8 @@
     against the stub LLM (tests/stub_llm.py, a thread per connection) answering after a fixed `--latency-s`;
     the limit is concurrency / latency rows/s. (a2) is the same run over `--processes` worker processes
     (`bulk.processes`): the proxy stays in the stage's process, the flow's CPU work moves to the workers.
+    (a3) is the same run as dvc.yaml runs it, writing one trace per row (`--traces`): prompt flow's node spans
+    and our row and LLM spans, redacted and encoded as OTLP JSON. Side by side with (a), its cost per row.
 (b) Prompt flow's batch run, `PFClient().run(flow=..., data=..., column_mapping=...)` at its default settings, on
     the same .prompty flow and the same rows against the same stub.
 (c) The peak RSS of the run stage's whole process tree (sampled with psutil) on a `--memory-rows` run.
@@ -154,9 +156,11 @@ def set_processes(project: Path, processes: int) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
 
 
-def run_stage(project: Path, rows: list[dict[str, Any]], label: str, processes: int = 1) -> dict[str, Any]:
+def run_stage(
+    project: Path, rows: list[dict[str, Any]], label: str, processes: int = 1, traces: bool = False
+) -> dict[str, Any]:
     """Our run stage over `rows` in `project` with `processes` worker processes (a fresh LLM cache, so every
-    request reaches the LLM)."""
+    request reaches the LLM), writing one trace per row if `traces` (as dvc.yaml runs it)."""
     set_processes(project, processes)
     folder = project / "runs" / label
     folder.mkdir(parents=True)
@@ -164,6 +168,8 @@ def run_stage(project: Path, rows: list[dict[str, Any]], label: str, processes: 
     command = [sys.executable, "-m", "stages.run", "--use-case", USE_CASE, "--rows", str(folder / "prepared.jsonl"),
                "--out", str(folder / "outputs"), "--summary", str(folder / "summary.json"),
                "--operations", str(folder / "operations.json"), "--cache", str(folder / "llm_cache")]  # fmt: skip
+    if traces:
+        command += ["--traces", str(folder / "traces.jsonl")]
     measured = timed(command, project, folder / "log.txt")
     summary = json.loads((folder / "summary.json").read_text())
     operations = json.loads((folder / "operations.json").read_text())  # wall time and LLM cache counts
@@ -171,6 +177,16 @@ def run_stage(project: Path, rows: list[dict[str, Any]], label: str, processes: 
     assert [row["row_id"] for row in outputs] == [row["row_id"] for row in rows], "outputs not in input order"
     if summary["errors"]:
         raise RuntimeError(f"{label}: {summary['errors']} rows failed; see {folder / 'log.txt'}")
+    traced = {}
+    if traces:  # what was measured is real tracing: a trace per row, each with the flow's spans
+        from stages.observability import otlp_json
+
+        spans = otlp_json.read(folder / "traces.jsonl")
+        per_trace = otlp_json.traces(spans)
+        if len(per_trace) != len(rows):
+            raise RuntimeError(f"{label}: {len(per_trace)} traces for {len(rows)} rows")
+        traced = {"traces": len(per_trace), "spans_per_row": round(len(spans) / len(rows), 2),
+                  "trace_file_mb": round((folder / "traces.jsonl").stat().st_size / 2**20, 1)}  # fmt: skip
     return {
         "rows": len(rows),
         "processes": processes,
@@ -179,6 +195,7 @@ def run_stage(project: Path, rows: list[dict[str, Any]], label: str, processes: 
         "rows_per_s_end_to_end": round(len(rows) / measured["process_wall_s"], 1),
         "cpu_ms_per_row": round(measured["cpu_s"] * 1000 / len(rows), 2),  # interpreter start and imports included
         "cache": operations["cache"],
+        **traced,
         **measured,
     }
 
@@ -362,6 +379,13 @@ def markdown(results: dict[str, Any]) -> str:
             f"**{results['ratio_to_limit_processes']:.1%}** of {limit:g} rows/s | {spread['process_wall_s']} | "
             f"{spread['cpu_ms_per_row']} | {spread['peak_rss_mb']} |"
         )
+    if traced := results.get("ours_traced"):
+        lines.append(
+            f"| (a3) the same as dvc.yaml runs it: one trace per row (`--traces`, {traced['spans_per_row']} spans per "
+            f"row) | {traced['rows']} | {results['concurrency']} | {traced['run_wall_s']} | {traced['rows_per_s']} | "
+            f"**{results['ratio_to_limit_traced']:.1%}** of {limit:g} rows/s | {traced['process_wall_s']} | "
+            f"{traced['cpu_ms_per_row']} | {traced['peak_rss_mb']} |"
+        )
     if pf:
         lines.append(
             f"| (b) prompt flow `PFClient.run`, defaults | {pf['rows']} | default (4 workers) | {pf['run_wall_s']} | "
@@ -388,6 +412,15 @@ def markdown(results: dict[str, Any]) -> str:
         f"so one core runs at most {a['one_core_ceiling_rows_per_s']} rows/s of it "
         f"({a['one_core_ceiling_rows_per_s'] / limit:.0%} of the limit) when no other job competes for it.",
         "",
+    ]
+    if traced:
+        lines += [
+            f"Tracing every row (a3 - a, side by side in this run): {results['tracing_cpu_ms_per_row']} ms of CPU per "
+            f"row more, {results['tracing_cpu_ratio']:.2f}x the CPU of (a); {traced['trace_file_mb']} MB of OTLP JSON "
+            f"for {traced['rows']} rows.",
+            "",
+        ]
+    lines += [
         "run wall: our stage's own timing of its rows (`wall_s` in run/operations.json: flow loaded, proxy up), or "
         "the `PFClient.run` call for prompt flow; process wall: the whole command, interpreter start included. "
         "rows/s = rows / run wall. CPU per row: user + system time of the whole command (and the processes it "
@@ -426,6 +459,12 @@ def main() -> int:
             ours["cpu_ms_per_row_in_loop"] = round((ours["cpu_s"] - startup["cpu_s"]) * 1000 / (args.rows - 1), 2)
             ours["one_core_ceiling_rows_per_s"] = round(1000 / ours["cpu_ms_per_row_in_loop"], 1)
             print(f"    {results['ours']}", flush=True)
+            print("(a3) the same as dvc.yaml runs it: one trace per row", flush=True)
+            results["ours_traced"] = traced = run_stage(project, questions(args.rows), "traced", traces=True)
+            results["ratio_to_limit_traced"] = round(traced["rows_per_s"] / limit, 3)
+            results["tracing_cpu_ms_per_row"] = round(traced["cpu_ms_per_row"] - ours["cpu_ms_per_row"], 2)
+            results["tracing_cpu_ratio"] = round(traced["cpu_s"] / ours["cpu_s"], 2)
+            print(f"    {traced}", flush=True)
             if args.processes > 1:
                 print(f"(a2) the same over {args.processes} worker processes (bulk.processes)", flush=True)
                 results["ours_processes"] = spread = run_stage(project, questions(args.rows), "spread", args.processes)

@@ -87,6 +87,43 @@ def test_every_export_is_redacted_pii_and_secrets(tmp_path: Path) -> None:
     assert "<EMAIL>" in text and "***" in text and "<CARD>" in text and "<PHONE>" in text
 
 
+def test_events_that_repeat_a_spans_attributes_are_left_out_of_every_export(tmp_path: Path) -> None:
+    """Prompt flow puts a traced function's inputs and output on its span twice, as attributes and as events with the
+    same JSON: the export keeps the attributes and drops the copies, and keeps every other event."""
+    from opentelemetry.sdk.trace import Event
+    from promptflow.tracing import trace
+
+    from stages.observability.exporters import repeats_attributes
+
+    trace_file = tmp_path / "t.jsonl"
+    telemetry = tracing.setup("test", trace_file, env={}, redactor=pii.Redactor(enabled=False))
+
+    @trace
+    def shout(question: str) -> str:
+        return question.upper()
+
+    with tracing.row_span("r") as span:
+        assert shout("what is 2+2?") == "WHAT IS 2+2?"
+        span.add_event("checked", {"payload": "not an attribute"})
+    telemetry.shutdown()
+    spans = [s for line in trace_file.read_text().splitlines() for r in json.loads(line)["resourceSpans"]
+             for scope in r["scopeSpans"] for s in scope["spans"]]  # fmt: skip
+    node = next(s for s in spans if s["name"].endswith("shout"))
+    attributes = {a["key"]: a["value"]["stringValue"] for a in node["attributes"] if "stringValue" in a["value"]}
+    assert json.loads(attributes["inputs"]) == {"question": "what is 2+2?"}
+    assert json.loads(attributes["output"]) == "WHAT IS 2+2?"
+    assert node.get("events", []) == []  # promptflow.function.inputs and .output carried the same JSON
+    row = next(s for s in spans if s["name"] == "row")
+    assert [e["name"] for e in row["events"]] == ["checked"]
+
+    # The rule: a lone payload equal to one attribute, or a JSON object of attributes with the same values.
+    prompt = {"prompt.template": "Q: {{q}}", "prompt.variables": '{"q": "x"}'}
+    assert repeats_attributes(Event("e", {"payload": json.dumps(prompt, indent=2)}), {**prompt, "other": 1})
+    assert not repeats_attributes(Event("e", {"payload": json.dumps(prompt)}), {"prompt.template": "Q: {{q}}"})
+    assert not repeats_attributes(Event("e", {"payload": '"x"', "more": 1}), {"output": '"x"'})
+    assert not repeats_attributes(Event("e", {"payload": "{not json"}), {"output": "{"})
+
+
 class _Recorder(BaseHTTPRequestHandler):
     received: ClassVar[list[tuple[str, bytes, dict]]] = []
 
