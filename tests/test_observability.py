@@ -26,7 +26,9 @@ def test_a_bulk_run_writes_one_trace_per_row_and_the_report_opens_each(project: 
         root = trace[0]
         assert root.name == "row" and root.parent_id == "" and root.attributes["llmops.use_case"] == UC
         calls = [s for s in trace if "gen_ai.operation.name" in s.attributes]
-        assert calls and all(s.attributes["gen_ai.usage.input_tokens"] > 0 for s in calls)
+        # One span per LLM call, the LLM proxy's: prompt flow's OpenAI instrumentation adds none (engine hooks)
+        assert len(calls) == 1 and not [s for s in trace if s.name.startswith("openai")]
+        assert all(s.attributes["gen_ai.usage.input_tokens"] > 0 for s in calls)
         assert all(s.attributes["llmops.cache"] in ("hit", "miss") for s in calls)
         nodes = {s.name for s in trace} - {"row"} - {s.name for s in calls}
         assert {"classify", "normalize"} <= nodes  # prompt flow's node spans, in the row's trace
