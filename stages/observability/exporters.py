@@ -54,7 +54,7 @@ CONTENT_DROPPED = "<content not traced>"
 def repeats_attributes(event: Event, attributes: Mapping[str, Any]) -> bool:
     """Whether `event` only repeats what the span carries as attributes: prompt flow adds a node's inputs, output and
     prompt template twice, as attributes and as `promptflow.*` events whose one `payload` is the same JSON (about
-    40% of a bulk run's trace file, and of the CPU spent redacting and encoding it)."""
+    40% of a bulk run's trace file, redacted and encoded twice)."""
     payload = (event.attributes or {}).get("payload")
     if not isinstance(payload, str) or len(event.attributes or {}) != 1:
         return False
