@@ -122,6 +122,7 @@ def test_events_that_repeat_a_spans_attributes_are_left_out_of_every_export(tmp_
     assert not repeats_attributes(Event("e", {"payload": json.dumps(prompt)}), {"prompt.template": "Q: {{q}}"})
     assert not repeats_attributes(Event("e", {"payload": '"x"', "more": 1}), {"output": '"x"'})
     assert not repeats_attributes(Event("e", {"payload": "{not json"}), {"output": "{"})
+    assert not repeats_attributes(Event("e", {"payload": "{}"}), {"output": "[]"})  # an empty object repeats nothing
 
 
 class _Recorder(BaseHTTPRequestHandler):
