@@ -16,27 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import side_by_side  # beside this script
 import yaml
 
 COMMANDS = {"status": ["dvc", "status", "-q"], "repro": ["dvc", "repro", "-q"]}  # repro: a no-op, all up to date
-
-
-def _timed(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
-    """(wall s, CPU s of the command and the processes it waited for)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    subprocess.run(command, cwd=cwd, env=env, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         def measure(setup: str) -> dict[str, float]:
             measured = {}
             for name, command in COMMANDS.items():
-                measured[f"{name}_wall_s"], measured[f"{name}_cpu_s"] = _timed(command, args.project, setups[setup])
+                timed = side_by_side.run_timed(command, args.project, setups[setup])
+                measured[f"{name}_wall_s"], measured[f"{name}_cpu_s"] = timed.wall_s, timed.cpu_s
             return measured
 
         for setup in setups:  # warm up: DVC's state database, the OS file cache

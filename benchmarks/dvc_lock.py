@@ -25,12 +25,10 @@ import argparse
 import copy
 import itertools
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,19 +41,12 @@ TEMPLATE_USE_CASE = "web_classification"  # its params subtree is copied for eve
 SHARED_FILES = ("data/_code/prepare.json", "data/_code/run.json", "data/_code/evaluate.json", "data/_code/report.json")
 
 
-def _timed(command: list[str], cwd: Path, env: dict[str, str], stages: int) -> tuple[float, float]:
-    """(wall s, CPU s of the command and the processes it waited for); fails loudly if the command does, or if it
-    did not run `stages` stages."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed in {cwd}:\n{result.stdout}\n{result.stderr}")
-    if (ran := result.stdout.count("Running stage")) != stages:
-        raise SystemExit(f"{' '.join(command)} in {cwd} ran {ran} stages, not {stages}:\n{result.stdout}")
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+def _timed_repro(layout: str, root: Path, env: dict[str, str], stages: int) -> tuple[float, float]:
+    """(wall s, CPU s) of `dvc repro` in `root`; fails loudly unless it ran exactly `stages` stages."""
+    timed = side_by_side.run_timed(_repro(layout), root, env)
+    if (ran := timed.result.stdout.count("Running stage")) != stages:
+        raise SystemExit(f"dvc repro in {root} ran {ran} stages, not {stages}:\n{timed.result.stdout}")
+    return timed.wall_s, timed.cpu_s
 
 
 def _writes(path: str) -> str:
@@ -137,7 +128,7 @@ def build(root: Path, layout: str, size: int, env: dict[str, str]) -> dict[str, 
     for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"],
                     ["git", "add", "-A"], ["git", "commit", "-qm", "synthetic project"]):  # fmt: skip
         subprocess.run(command, cwd=root, env=env, check=True, capture_output=True)
-    wall, cpu = _timed(_repro(layout), root, env, stages=4 * size)
+    wall, cpu = _timed_repro(layout, root, env, stages=4 * size)
     locks = sum(p.stat().st_size for p in root.rglob("dvc.lock"))
     return {"first_repro_wall_s": wall, "first_repro_cpu_s": cpu, "lock_kb": locks / 1024,
             "lock_kb_per_use_case": locks / 1024 / size, "stages": 4 * size}  # fmt: skip
@@ -152,7 +143,7 @@ def edit_one_use_case(root: Path, layout: str, round_: int, env: dict[str, str])
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["use_cases"]["uc000"]["variants"]["v1"]["params"]["max_tokens"] = 100 + round_
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    wall, cpu = _timed(_repro(layout), root, env, stages=3)
+    wall, cpu = _timed_repro(layout, root, env, stages=3)
     return {"edit_repro_wall_s": wall, "edit_repro_cpu_s": cpu}
 
 

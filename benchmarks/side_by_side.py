@@ -7,13 +7,37 @@ import datetime
 import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
 import sys
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Timed:
+    wall_s: float
+    cpu_s: float  # user + system seconds of the command and the processes it waited for
+    result: subprocess.CompletedProcess[str]
+
+
+def run_timed(command: list[str], cwd: Path, env: dict[str, str]) -> Timed:
+    """Run `command` to its end, its output captured; raise, with that output, if it fails."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed in {cwd}:\n{result.stdout}\n{result.stderr}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Timed(wall_s=wall, cpu_s=cpu, result=result)
 
 
 def alternate(contenders: tuple[str, str], rounds: int, measure: Callable[[str], dict[str, float]]) -> dict:
